@@ -1,0 +1,39 @@
+# Two entry points for a fresh machine: `make up` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= out
+
+.PHONY: install up test lint bench bench-quick clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(VENV)/bin/mosu sim fill \
+		--nodes ../shared/traces/alibaba-gpu-v2023-openb/openb_node_list_gpu_node.csv \
+		--pods ../shared/traces/alibaba-gpu-v2023-openb/openb_pod_list_default.csv \
+		--policy random --policy dotprod --policy clustering --policy packing \
+		--policy bestfit --policy fgd --policy mosu --seeds 10 --out $(OUT)
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+test: lint
+	$(PY) -m pytest -q
+	$(MAKE) bench-quick
+
+bench-quick: install
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+bench: install
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The ``mosu`` command line."""

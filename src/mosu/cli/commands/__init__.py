@@ -1,0 +1,1 @@
+"""One module per noun group of the CLI."""

@@ -1,0 +1,42 @@
+"""Typer root of the ``mosu`` command; every error becomes one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mosu.core.errors import PlatformError
+
+app = typer.Typer(
+    name="mosu",
+    help="Schedule a shared GPU cluster among many tenants, and prove it on real traces.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+sim_app = typer.Typer(help="Replay public cluster traces through the engine.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+
+
+def _register() -> None:
+    """Attach command modules; kept in one place so the tree is easy to read."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        app(args=argv, standalone_mode=True)
+    except PlatformError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""Decisions are data: the engine returns them, callers apply them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mosu.core.models import Placement
+from mosu.core.reasons import PendingReason, PreemptReason
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    job_id: str
+    placement: Placement
+
+
+@dataclass(frozen=True, slots=True)
+class Preempt:
+    job_id: str
+    reason: PreemptReason
+    for_job: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    job_id: str
+    reason: PendingReason
+    message: str
+    estimated_start_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    """Preemptions first (they free capacity the starts use), then starts, then the rest."""
+
+    preemptions: tuple[Preempt, ...] = ()
+    starts: tuple[Start, ...] = ()
+    pending: tuple[Pending, ...] = ()

@@ -1,0 +1,121 @@
+"""The placement plugin contract and all-or-nothing gang placement.
+
+A ``PlacementPolicy`` answers one question: among the nodes where one replica
+fits, which one (and which GPUs on it)? ``place_job`` turns that into a whole
+gang placement honouring the job's topology constraint, trying the tightest
+layout first (one node, then one rack, then spread) and rolling back on failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from mosu.core.models import GPU_MILLI, Job, Placement, ReplicaPlacement, Shape, Topology
+from mosu.engine.state import ClusterState
+
+
+class PlacementPolicy(Protocol):
+    """Chooses a node (and the GPU indices on it) for one replica."""
+
+    name: str
+
+    def select(
+        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+    ) -> tuple[int, tuple[int, ...]] | None:
+        """Pick from ``candidates`` (nodes where ``shape`` fits), or None to decline."""
+        ...
+
+
+def choose_gpus(state: ClusterState, i: int, shape: Shape) -> tuple[int, ...]:
+    """Best-fit GPU indices on node ``i``: fully free GPUs for whole requests, the
+    tightest partly used GPU for a fractional one (lowest index breaks ties)."""
+    free = state.gpu_free[i]
+    if shape.gpus == 0:
+        return ()
+    if shape.gpu_milli == GPU_MILLI:
+        picked = [g for g, f in enumerate(free) if f == GPU_MILLI][: shape.gpus]
+        return tuple(picked) if len(picked) == shape.gpus else ()
+    best = -1
+    for g, f in enumerate(free):
+        if f >= shape.gpu_milli and (best < 0 or f < free[best]):
+            best = g
+    return (best,) if best >= 0 else ()
+
+
+def replica(state: ClusterState, i: int, shape: Shape, gpus: tuple[int, ...]) -> ReplicaPlacement:
+    return ReplicaPlacement(
+        node=state.nodes[i].name,
+        gpu_indices=gpus,
+        gpu_milli=shape.gpu_milli if shape.gpus else 0,
+        cpu_milli=shape.cpu_milli,
+        mem_mib=shape.mem_mib,
+    )
+
+
+def place_job(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placement | None:
+    """An all-or-nothing placement for ``job``, or None; ``state`` is left unchanged."""
+    if job.replicas == 1:
+        return _place_spread(state, job, policy, None)
+    placement = _place_same_node(state, job, policy)
+    if placement is not None or job.topology == Topology.SAME_NODE:
+        return placement
+    placement = _place_same_rack(state, job, policy)
+    if placement is not None or job.topology == Topology.SAME_RACK:
+        return placement
+    return _place_spread(state, job, policy, None)
+
+
+def _place_same_node(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placement | None:
+    shape = job.shape
+    whole = Shape(
+        gpus=shape.gpus * job.replicas,
+        gpu_milli=shape.gpu_milli if shape.gpus else GPU_MILLI,
+        cpu_milli=shape.cpu_milli * job.replicas,
+        mem_mib=shape.mem_mib * job.replicas,
+    )
+    candidates = state.candidates(whole, job.gpu_types)
+    if not candidates:
+        return None
+    choice = policy.select(state, whole, candidates)
+    if choice is None:
+        return None
+    i, gpus = choice
+    per = shape.gpus
+    return tuple(
+        replica(state, i, shape, tuple(gpus[k * per : (k + 1) * per])) for k in range(job.replicas)
+    )
+
+
+def _place_same_rack(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placement | None:
+    need = job.shape.gpus * job.replicas
+    racks = sorted((free, rack) for rack, free in state.rack_free_gpus.items() if free >= need)
+    for _, rack in racks:
+        placement = _place_spread(state, job, policy, rack)
+        if placement is not None:
+            return placement
+    return None
+
+
+def _place_spread(
+    state: ClusterState, job: Job, policy: PlacementPolicy, rack: str | None
+) -> Placement | None:
+    cp = state.checkpoint()
+    placed: list[ReplicaPlacement] = []
+    try:
+        for k in range(job.replicas):
+            candidates = state.candidates(job.shape, job.gpu_types)
+            if rack is not None:
+                candidates = [i for i in candidates if state.nodes[i].rack == rack]
+            if not candidates:
+                return None
+            choice = policy.select(state, job.shape, candidates)
+            if choice is None:
+                return None
+            i, gpus = choice
+            rp = replica(state, i, job.shape, gpus)
+            state.assign(f"{job.id}\x00{k}", (rp,))
+            placed.append(rp)
+        return tuple(placed)
+    finally:
+        state.rollback(cp)

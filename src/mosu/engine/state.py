@@ -1,0 +1,214 @@
+"""Mutable free capacity of a cluster, with incremental indexes and an undo log.
+
+``ClusterState`` is the working copy one scheduling cycle (or one simulator run)
+mutates. Every ``assign``/``release`` appends to an undo log so that a what-if
+(a gang that may not fit, a preemption plan) can be tried and rolled back.
+
+Indexes kept up to date on every change, so a placement never scans every node:
+- per GPU type, nodes bucketed by their count of fully free GPUs;
+- per GPU type, the set of nodes holding a partly used GPU;
+- per rack, free whole GPUs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from mosu.core.models import GPU_MILLI, Node, NodeState, Placement, ReplicaPlacement, Shape
+
+
+@dataclass(slots=True)
+class _Undo:
+    job_id: str
+    placement: Placement
+    was_assign: bool
+
+
+class ClusterState:
+    """Free capacity per node and GPU; who holds what."""
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        self.nodes: tuple[Node, ...] = tuple(nodes)
+        self.index_of: dict[str, int] = {}
+        for i, node in enumerate(self.nodes):
+            if node.name in self.index_of:
+                raise ValueError(f"duplicate node name {node.name!r}")
+            self.index_of[node.name] = i
+        self.gpu_free: list[list[int]] = [[GPU_MILLI] * n.gpus for n in self.nodes]
+        self.cpu_free: list[int] = [n.cpu_milli for n in self.nodes]
+        self.mem_free: list[int] = [n.mem_mib for n in self.nodes]
+        self.full_free: list[int] = [n.gpus for n in self.nodes]
+        self.schedulable: list[bool] = [n.state == NodeState.READY for n in self.nodes]
+        self.holdings: dict[str, Placement] = {}
+        self._undo: list[_Undo] = []
+        self.version = 0
+        self.gpu_types: tuple[str, ...] = tuple(sorted({n.gpu_type for n in self.nodes}))
+        self._nodes_by_type: dict[str, list[int]] = {t: [] for t in self.gpu_types}
+        max_gpus = max((n.gpus for n in self.nodes), default=0)
+        self._buckets: dict[str, list[set[int]]] = {
+            t: [set() for _ in range(max_gpus + 1)] for t in self.gpu_types
+        }
+        self._partial: dict[str, set[int]] = {t: set() for t in self.gpu_types}
+        self.rack_free_gpus: dict[str, int] = {}
+        self.capacity_milli = 0
+        self.allocated_milli = 0
+        for i, node in enumerate(self.nodes):
+            self._nodes_by_type[node.gpu_type].append(i)
+            self.rack_free_gpus.setdefault(node.rack, 0)
+            if self.schedulable[i]:
+                self._buckets[node.gpu_type][node.gpus].add(i)
+                self.rack_free_gpus[node.rack] += node.gpus
+                self.capacity_milli += node.gpus * GPU_MILLI
+
+    # -- queries -------------------------------------------------------------
+
+    def nodes_of_type(self, gpu_type: str) -> Sequence[int]:
+        return self._nodes_by_type.get(gpu_type, ())
+
+    def fits_on(self, i: int, shape: Shape) -> bool:
+        """Whether one replica of ``shape`` fits on node ``i`` now."""
+        if not self.schedulable[i]:
+            return False
+        if self.cpu_free[i] < shape.cpu_milli or self.mem_free[i] < shape.mem_mib:
+            return False
+        if shape.gpus == 0:
+            return True
+        if shape.gpu_milli == GPU_MILLI:
+            return self.full_free[i] >= shape.gpus
+        return any(f >= shape.gpu_milli for f in self.gpu_free[i])
+
+    def candidates(self, shape: Shape, gpu_types: Iterable[str] = ()) -> list[int]:
+        """Nodes where one replica of ``shape`` fits, in ascending index order."""
+        types = tuple(gpu_types) or self.gpu_types
+        found: list[int] = []
+        for t in types:
+            buckets = self._buckets.get(t)
+            if buckets is None:
+                continue
+            if shape.gpus == 0:
+                pool: Iterable[int] = self._nodes_by_type[t]
+            elif shape.gpu_milli == GPU_MILLI:
+                pool = (i for b in buckets[shape.gpus :] for i in b)
+            else:
+                partial = (
+                    i
+                    for i in self._partial[t]
+                    if self.full_free[i] == 0
+                    and any(f >= shape.gpu_milli for f in self.gpu_free[i])
+                )
+                pool = (*(i for b in buckets[1:] for i in b), *partial)
+            cpu, mem = shape.cpu_milli, shape.mem_mib
+            found.extend(
+                i
+                for i in pool
+                if self.schedulable[i] and self.cpu_free[i] >= cpu and self.mem_free[i] >= mem
+            )
+        found.sort()
+        return found
+
+    def free_gpu_milli(self, i: int) -> int:
+        return sum(self.gpu_free[i]) if self.schedulable[i] else 0
+
+    def allocation_ratio(self) -> float:
+        return self.allocated_milli / self.capacity_milli if self.capacity_milli else 0.0
+
+    # -- changes -------------------------------------------------------------
+
+    def assign(self, job_id: str, placement: Placement) -> None:
+        """Take the capacity of ``placement`` for ``job_id``; raises if it does not fit."""
+        if job_id in self.holdings:
+            raise ValueError(f"job {job_id!r} already holds an allocation")
+        applied: list[ReplicaPlacement] = []
+        try:
+            for rp in placement:
+                self._apply(rp, -1)
+                applied.append(rp)
+        except ValueError:
+            for rp in applied:
+                self._apply(rp, +1)
+            raise
+        self.holdings[job_id] = placement
+        self._undo.append(_Undo(job_id, placement, True))
+
+    def release(self, job_id: str) -> Placement:
+        """Give back everything ``job_id`` holds."""
+        placement = self.holdings.pop(job_id)
+        for rp in placement:
+            self._apply(rp, +1)
+        self._undo.append(_Undo(job_id, placement, False))
+        return placement
+
+    def checkpoint(self) -> int:
+        return len(self._undo)
+
+    def rollback(self, checkpoint: int) -> None:
+        """Undo every change made since ``checkpoint``."""
+        while len(self._undo) > checkpoint:
+            entry = self._undo.pop()
+            if entry.was_assign:
+                del self.holdings[entry.job_id]
+                for rp in entry.placement:
+                    self._apply(rp, +1)
+            else:
+                for rp in entry.placement:
+                    self._apply(rp, -1)
+                self.holdings[entry.job_id] = entry.placement
+
+    def commit(self) -> None:
+        """Forget the undo log: what is assigned now stays."""
+        self._undo.clear()
+
+    def set_schedulable(self, name: str, schedulable: bool) -> None:
+        """Take a node out of (or back into) placement; its holdings stay."""
+        i = self.index_of[name]
+        if self.schedulable[i] == schedulable:
+            return
+        self._unindex(i)
+        self.schedulable[i] = schedulable
+        self._index(i)
+        delta = len(self.gpu_free[i]) * GPU_MILLI
+        self.capacity_milli += delta if schedulable else -delta
+        self.version += 1
+
+    # -- internals -----------------------------------------------------------
+
+    def _apply(self, rp: ReplicaPlacement, sign: int) -> None:
+        i = self.index_of[rp.node]
+        free = self.gpu_free[i]
+        if sign < 0:
+            for g in rp.gpu_indices:
+                if not 0 <= g < len(free) or free[g] < rp.gpu_milli:
+                    raise ValueError(f"GPU {g} of node {rp.node!r} has no room for {rp.gpu_milli}")
+            if len(set(rp.gpu_indices)) != len(rp.gpu_indices):
+                raise ValueError(f"replica on {rp.node!r} names a GPU twice")
+            if self.cpu_free[i] < rp.cpu_milli or self.mem_free[i] < rp.mem_mib:
+                raise ValueError(f"node {rp.node!r} has no CPU or memory room for the replica")
+        self._unindex(i)
+        for g in rp.gpu_indices:
+            free[g] += sign * rp.gpu_milli
+        self.cpu_free[i] += sign * rp.cpu_milli
+        self.mem_free[i] += sign * rp.mem_mib
+        self.full_free[i] = sum(1 for f in free if f == GPU_MILLI)
+        self._index(i)
+        self.allocated_milli -= sign * rp.gpu_milli * len(rp.gpu_indices)
+        self.version += 1
+
+    def _unindex(self, i: int) -> None:
+        node = self.nodes[i]
+        if self.schedulable[i]:
+            self._buckets[node.gpu_type][self.full_free[i]].discard(i)
+            self.rack_free_gpus[node.rack] -= self.full_free[i]
+        self._partial[node.gpu_type].discard(i)
+
+    def _index(self, i: int) -> None:
+        node = self.nodes[i]
+        if self.schedulable[i]:
+            self._buckets[node.gpu_type][self.full_free[i]].add(i)
+            self.rack_free_gpus[node.rack] += self.full_free[i]
+            if any(0 < f < GPU_MILLI for f in self.gpu_free[i]):
+                self._partial[node.gpu_type].add(i)
+
+    def iter_holdings(self) -> Iterator[tuple[str, Placement]]:
+        for job_id in sorted(self.holdings):
+            yield job_id, self.holdings[job_id]
