@@ -1,0 +1,1 @@
+"""The discrete-event simulator and experiments around the same engine."""

@@ -1,0 +1,1 @@
+"""One loader per public trace format; each yields the records of ``traces.schema``."""
