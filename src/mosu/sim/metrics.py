@@ -1,0 +1,364 @@
+"""The one definition of every simulation metric.
+
+Every report, table, plot and benchmark computes its numbers here, from a
+``SimLog`` (see ``mosu.sim.records``):
+
+- **JCT** = finish − submit, over finished jobs only.
+- **Queueing delay** = first start − submit, over jobs that started.
+- **Bounded slowdown** = JCT / max(duration, 10 s), over finished jobs.
+- **GPU utilization** = allocated GPU-seconds / (cluster GPUs × time span), the
+  span being [``start_s``, ``end_s``] of the log.
+- **Quota attainment** of a tenant = ∫ Σ min(allocation, guarantee, demand) dt /
+  ∫ Σ min(guarantee, demand) dt, summed over its GPU types, integrated over time
+  where min(guarantee, demand) > 0. None for a tenant that never wanted any of
+  its guarantee. A guarantee keyed by GPU type ``*`` covers the tenant's usage
+  of every type without a guarantee of its own, summed.
+- **Reclaim latency**: ``reclaim_wait_s`` of each job that started within its
+  tenant's guarantee but waited for capacity held by borrowers; reported as the
+  p99 over those jobs (None when no job had to wait).
+- **Fairness** = Jain's index of allocation / weight across backlogged tenants
+  (demand > allocation), time-weighted over intervals where at least two tenants
+  are backlogged. When every backlogged tenant holds nothing, they are treated
+  alike and the index is 1. None when never two tenants were backlogged at once.
+- **Preemption cost** = GPU-seconds of lost work, summed over jobs.
+- **Makespan** = (last finish, or ``end_s`` if a job never finished) − first submit.
+
+Percentiles use numpy's default linear interpolation. A statistic over no
+values is None, so that JSON output never carries NaN.
+The usage series is piecewise constant: a sample holds for its (tenant,
+gpu_type) until the next sample of the same pair, or the end of the log; before
+its first sample a pair holds and wants nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mosu.core.models import ANY_GPU_TYPE, GPU_MILLI
+from mosu.sim.records import JobOutcome, SimLog, UsageSample
+
+SLOWDOWN_FLOOR_S = 10.0
+"""Bounded slowdown divides by at least this, so tiny jobs do not dominate."""
+LARGE_GANG_GPUS = 16
+"""Jobs of at least this many GPUs count as large gangs."""
+
+
+# --- per-job metrics -------------------------------------------------------
+
+
+def jct_s(outcome: JobOutcome) -> float | None:
+    """Job completion time, or None for a job that did not finish."""
+    if outcome.finish_s is None:
+        return None
+    return outcome.finish_s - outcome.submit_s
+
+
+def queueing_delay_s(outcome: JobOutcome) -> float | None:
+    """Time from submit to first start, or None for a job that never started."""
+    if outcome.first_start_s is None:
+        return None
+    return outcome.first_start_s - outcome.submit_s
+
+
+def bounded_slowdown(outcome: JobOutcome, *, floor_s: float = SLOWDOWN_FLOOR_S) -> float | None:
+    """JCT / max(duration, floor), or None for a job that did not finish."""
+    jct = jct_s(outcome)
+    if jct is None:
+        return None
+    return jct / max(outcome.duration_s, floor_s)
+
+
+# --- plain statistics ------------------------------------------------------
+
+
+def mean(values: Iterable[float]) -> float | None:
+    data = list(values)
+    return float(np.mean(data)) if data else None
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-th percentile (0..100), linear interpolation; None for no values."""
+    data = list(values)
+    return float(np.percentile(data, q)) if data else None
+
+
+def jain_index(values: Sequence[float]) -> float:
+    """Jain's fairness index (Σx)² / (n Σx²), in [1/n, 1].
+
+    All-zero values are treated as perfectly equal (1.0). Raises on no values.
+    """
+    if not values:
+        raise ValueError("Jain's index needs at least one value")
+    total = float(np.sum(values))
+    squares = float(np.sum(np.square(values)))
+    if squares == 0.0:
+        return 1.0
+    n = len(values)
+    return _clamp(total * total / (n * squares), 1.0 / n, 1.0)
+
+
+def _clamp(x: float, lo: float, hi: float) -> float:
+    # Only floating-point rounding can push these ratios out of range.
+    return min(hi, max(lo, x))
+
+
+def reclaim_latency_p99_s(outcomes: Iterable[JobOutcome]) -> float | None:
+    return percentile((o.reclaim_wait_s for o in outcomes if o.reclaim_wait_s is not None), 99)
+
+
+def preemption_cost_gpu_s(outcomes: Iterable[JobOutcome]) -> float:
+    """GPU-seconds of work lost to preemptions."""
+    return float(sum(o.lost_gpu_s for o in outcomes))
+
+
+def makespan_s(log: SimLog) -> float | None:
+    if not log.outcomes:
+        return None
+    first = min(o.submit_s for o in log.outcomes)
+    finishes = [o.finish_s for o in log.outcomes if o.finish_s is not None]
+    last = log.end_s if len(finishes) < len(log.outcomes) else max(finishes)
+    return last - first
+
+
+# --- usage-series metrics --------------------------------------------------
+
+
+@dataclass
+class _Bucket:
+    """One tenant's usage against one guarantee; integrals are lazy up to ``since``."""
+
+    guarantee: int
+    allocated: int = 0
+    demand: int = 0
+    since: float = 0.0
+    attained: float = 0.0
+    wanted: float = 0.0
+
+    def advance(self, t: float) -> None:
+        dt = t - self.since
+        if dt > 0:
+            wanted = min(self.guarantee, self.demand)
+            self.wanted += wanted * dt
+            self.attained += min(self.allocated, wanted) * dt
+        self.since = t
+
+
+@dataclass
+class _UsageIntegrals:
+    span_s: float
+    allocated_milli_s: float
+    fair_time_s: float
+    fair_jain_s: float
+    attained: dict[str, float] = field(default_factory=dict)
+    wanted: dict[str, float] = field(default_factory=dict)
+
+
+def _ordered(usage: Iterable[UsageSample]) -> list[UsageSample]:
+    # Stable: samples at one instant apply in log order, the last one wins.
+    return sorted(usage, key=lambda s: s.time_s)
+
+
+def _bucket_key(
+    tenant: str, gpu_type: str, guarantees: Mapping[tuple[str, str], int]
+) -> tuple[str, str]:
+    if (tenant, gpu_type) in guarantees:
+        return tenant, gpu_type
+    if (tenant, ANY_GPU_TYPE) in guarantees:
+        return tenant, ANY_GPU_TYPE
+    return tenant, gpu_type
+
+
+def _integrate(log: SimLog) -> _UsageIntegrals:
+    start, end = log.start_s, log.end_s
+    weights = log.weights
+    pairs: dict[tuple[str, str], tuple[int, int]] = {}
+    buckets: dict[tuple[str, str], _Bucket] = {}
+    tenants: dict[str, list[int]] = {}  # tenant -> [allocated, demand]
+    backlogged: dict[str, float] = {}  # tenant -> allocation / weight
+    s1 = s2 = 0.0
+    total = 0
+    now = start
+    allocated_milli_s = fair_time = fair_jain = 0.0
+
+    def advance(t: float) -> None:
+        nonlocal now, allocated_milli_s, fair_time, fair_jain
+        dt = t - now
+        if dt <= 0:
+            return
+        allocated_milli_s += total * dt
+        n = len(backlogged)
+        if n >= 2:
+            jain = 1.0 if s2 <= 0 else _clamp(s1 * s1 / (n * s2), 1.0 / n, 1.0)
+            fair_time += dt
+            fair_jain += jain * dt
+        now = t
+
+    for sample in _ordered(log.usage):
+        if sample.time_s > end:
+            break
+        t = max(sample.time_s, start)
+        advance(t)
+        key = (sample.tenant, sample.gpu_type)
+        old_alloc, old_demand = pairs.get(key, (0, 0))
+        new_alloc, new_demand = sample.allocated_milli, sample.demand_milli
+        pairs[key] = (new_alloc, new_demand)
+        d_alloc, d_demand = new_alloc - old_alloc, new_demand - old_demand
+        total += d_alloc
+
+        bkey = _bucket_key(sample.tenant, sample.gpu_type, log.guarantees)
+        bucket = buckets.get(bkey)
+        if bucket is None:
+            bucket = buckets[bkey] = _Bucket(log.guarantees.get(bkey, 0), since=t)
+        bucket.advance(t)
+        bucket.allocated += d_alloc
+        bucket.demand += d_demand
+
+        state = tenants.setdefault(sample.tenant, [0, 0])
+        if sample.tenant in backlogged:
+            x = backlogged.pop(sample.tenant)
+            s1 -= x
+            s2 -= x * x
+        state[0] += d_alloc
+        state[1] += d_demand
+        if state[1] > state[0]:
+            x = state[0] / weights.get(sample.tenant, 1.0)
+            backlogged[sample.tenant] = x
+            s1 += x
+            s2 += x * x
+        if len(backlogged) < 2:
+            # Re-anchor the running sums so rounding never carries over.
+            s1 = sum(backlogged.values())
+            s2 = sum(x * x for x in backlogged.values())
+    advance(end)
+
+    integrals = _UsageIntegrals(max(0.0, end - start), allocated_milli_s, fair_time, fair_jain)
+    for (tenant, _), bucket in buckets.items():
+        bucket.advance(end)
+        integrals.attained[tenant] = integrals.attained.get(tenant, 0.0) + bucket.attained
+        integrals.wanted[tenant] = integrals.wanted.get(tenant, 0.0) + bucket.wanted
+    return integrals
+
+
+def utilization(log: SimLog) -> float | None:
+    """Allocated GPU-seconds over capacity × span; None for an empty span."""
+    if log.capacity_milli <= 0 or log.end_s <= log.start_s:
+        return None
+    integrals = _integrate(log)
+    return _clamp(integrals.allocated_milli_s / (log.capacity_milli * integrals.span_s), 0.0, 1.0)
+
+
+def quota_attainment(log: SimLog) -> dict[str, float | None]:
+    """Per tenant seen in the usage series; None if it never wanted its guarantee."""
+    return _attainment(_integrate(log))
+
+
+def _attainment(integrals: _UsageIntegrals) -> dict[str, float | None]:
+    return {
+        tenant: (_clamp(integrals.attained[tenant] / wanted, 0.0, 1.0) if wanted > 0 else None)
+        for tenant, wanted in sorted(integrals.wanted.items())
+    }
+
+
+def fairness(log: SimLog) -> float | None:
+    """Time-weighted Jain's index over backlogged tenants (see module docstring)."""
+    return _fairness(_integrate(log))
+
+
+def _fairness(integrals: _UsageIntegrals) -> float | None:
+    if integrals.fair_time_s <= 0:
+        return None
+    return integrals.fair_jain_s / integrals.fair_time_s
+
+
+# --- step series for plots -------------------------------------------------
+
+
+def allocation_series(
+    log: SimLog,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Allocation per tenant (GPU milli, all GPU types) at each change time.
+
+    Returns the change times (ascending, starting at ``start_s``) and, per
+    tenant, its allocation from that time until the next one.
+    """
+    pairs: dict[tuple[str, str], int] = {}
+    per_tenant: dict[str, int] = {}
+    times: list[float] = [log.start_s]
+    rows: list[dict[str, int]] = [{}]
+    for sample in _ordered(log.usage):
+        if sample.time_s > log.end_s:
+            break
+        t = max(sample.time_s, log.start_s)
+        key = (sample.tenant, sample.gpu_type)
+        delta = sample.allocated_milli - pairs.get(key, 0)
+        pairs[key] = sample.allocated_milli
+        per_tenant[sample.tenant] = per_tenant.get(sample.tenant, 0) + delta
+        if t == times[-1]:
+            rows[-1] = dict(per_tenant)
+        else:
+            times.append(t)
+            rows.append(dict(per_tenant))
+    names = sorted(per_tenant)
+    series = {name: np.array([row.get(name, 0) for row in rows], dtype=float) for name in names}
+    return np.array(times, dtype=float), series
+
+
+# --- the summary -----------------------------------------------------------
+
+
+def summarize(log: SimLog) -> dict[str, Any]:
+    """Every headline metric of one run, JSON-ready (None where undefined)."""
+    outcomes = log.outcomes
+    finished = [o for o in outcomes if o.finish_s is not None]
+    jcts = [o.finish_s - o.submit_s for o in finished if o.finish_s is not None]
+    queues = [q for o in outcomes if (q := queueing_delay_s(o)) is not None]
+    slowdowns = [s for o in finished if (s := bounded_slowdown(o)) is not None]
+    large = [
+        q
+        for o in outcomes
+        if o.gpu_milli >= LARGE_GANG_GPUS * GPU_MILLI and (q := queueing_delay_s(o)) is not None
+    ]
+    integrals = _integrate(log)
+    attainment = _attainment(integrals)
+    with_demand = [a for a in attainment.values() if a is not None]
+    util = None
+    if log.capacity_milli > 0 and integrals.span_s > 0:
+        util = _clamp(integrals.allocated_milli_s / (log.capacity_milli * integrals.span_s), 0, 1)
+
+    per_tenant: dict[str, dict[str, Any]] = {}
+    by_tenant: dict[str, list[JobOutcome]] = {}
+    for o in outcomes:
+        by_tenant.setdefault(o.tenant, []).append(o)
+    for tenant in sorted(set(by_tenant) | set(attainment)):
+        jobs = by_tenant.get(tenant, [])
+        per_tenant[tenant] = {
+            "avg_jct_s": mean(j for o in jobs if (j := jct_s(o)) is not None),
+            "avg_queue_s": mean(q for o in jobs if (q := queueing_delay_s(o)) is not None),
+            "quota_attainment": attainment.get(tenant),
+            "jobs": len(jobs),
+        }
+
+    return {
+        "jobs": len(outcomes),
+        "unfinished": len(outcomes) - len(finished),
+        "unstarted": sum(o.first_start_s is None for o in outcomes),
+        "avg_jct_s": mean(jcts),
+        "p50_jct_s": percentile(jcts, 50),
+        "p99_jct_s": percentile(jcts, 99),
+        "avg_queue_s": mean(queues),
+        "p99_queue_s": percentile(queues, 99),
+        "large_gang_p99_queue_s": percentile(large, 99),
+        "avg_bounded_slowdown": mean(slowdowns),
+        "utilization": util,
+        "makespan_s": makespan_s(log),
+        "quota_attainment": min(with_demand) if with_demand else None,
+        "reclaim_p99_s": reclaim_latency_p99_s(outcomes),
+        "jain_fairness": _fairness(integrals),
+        "preemptions": sum(o.preemptions for o in outcomes),
+        "lost_gpu_s": preemption_cost_gpu_s(outcomes),
+        "tenants": per_tenant,
+    }

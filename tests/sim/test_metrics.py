@@ -1,0 +1,313 @@
+"""Metrics: hand-computed tables plus invariants."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mosu.sim import metrics
+from mosu.sim.records import JobOutcome, SimLog, UsageSample
+
+
+def outcome(
+    job_id: str,
+    submit: float,
+    start: float | None,
+    finish: float | None,
+    duration: float,
+    *,
+    tenant: str = "a",
+    gpus: int = 1,
+    preemptions: int = 0,
+    lost: float = 0.0,
+    reclaim: float | None = None,
+) -> JobOutcome:
+    return JobOutcome(
+        job_id=job_id,
+        tenant=tenant,
+        gpu_type="A100",
+        gpu_milli=gpus * 1000,
+        submit_s=submit,
+        first_start_s=start,
+        finish_s=finish,
+        duration_s=duration,
+        preemptions=preemptions,
+        lost_gpu_s=lost,
+        reclaim_wait_s=reclaim,
+    )
+
+
+def sample(t: float, tenant: str, alloc: int, demand: int, gpu_type: str = "A100") -> UsageSample:
+    return UsageSample(t, tenant, gpu_type, alloc, demand)
+
+
+def log(
+    outcomes=(),
+    usage=(),
+    *,
+    capacity=10_000,
+    start=0.0,
+    end=100.0,
+    guarantees=None,
+    weights=None,
+) -> SimLog:
+    return SimLog(
+        outcomes=tuple(outcomes),
+        usage=tuple(usage),
+        capacity_milli=capacity,
+        start_s=start,
+        end_s=end,
+        guarantees=guarantees or {},
+        weights=weights or {},
+    )
+
+
+# --- per-job metrics -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("job", "want_jct", "want_queue", "want_slowdown"),
+    [
+        pytest.param(outcome("j", 0, 10, 110, 100), 110, 10, 1.1, id="a long job"),
+        pytest.param(outcome("j", 0, 0, 5, 5), 5, 0, 0.5, id="a short job is bounded by 10 s"),
+        pytest.param(outcome("j", 20, 50, None, 1000), None, 30, None, id="an unfinished job"),
+        pytest.param(outcome("j", 30, None, None, 10), None, None, None, id="an unstarted job"),
+    ],
+)
+def test_per_job_metrics(job, want_jct, want_queue, want_slowdown):
+    assert metrics.jct_s(job) == want_jct
+    assert metrics.queueing_delay_s(job) == want_queue
+    assert metrics.bounded_slowdown(job) == pytest.approx(want_slowdown)
+
+
+def test_summary_of_job_outcomes():
+    jobs = [
+        outcome("j1", 0, 10, 110, 100, gpus=16, preemptions=2, lost=30.0, reclaim=5.0),
+        outcome("j2", 0, 0, 5, 5, tenant="b", reclaim=15.0),
+        outcome("j3", 20, 50, None, 1000, gpus=32),
+        outcome("j4", 30, None, None, 10),
+    ]
+    got = metrics.summarize(log(jobs, end=200.0))
+    assert got["jobs"] == 4
+    assert got["unfinished"] == 2
+    assert got["unstarted"] == 1
+    assert got["avg_jct_s"] == pytest.approx(57.5)
+    assert got["p50_jct_s"] == pytest.approx(57.5)
+    assert got["p99_jct_s"] == pytest.approx(5 + 0.99 * 105)
+    assert got["avg_queue_s"] == pytest.approx(40 / 3)
+    assert got["p99_queue_s"] == pytest.approx(10 + 0.98 * 20)  # rank 0.99 * 2 in [0, 10, 30]
+    assert got["large_gang_p99_queue_s"] == pytest.approx(10 + 0.99 * 20)
+    assert got["avg_bounded_slowdown"] == pytest.approx(0.8)
+    assert got["makespan_s"] == 200.0  # some job never finished: up to the end of the log
+    assert got["reclaim_p99_s"] == pytest.approx(5 + 0.99 * 10)
+    assert got["preemptions"] == 2
+    assert got["lost_gpu_s"] == 30.0
+    assert got["tenants"]["a"] == {
+        "avg_jct_s": 110.0,
+        "avg_queue_s": 20.0,
+        "quota_attainment": None,
+        "jobs": 3,
+    }
+    assert got["tenants"]["b"]["jobs"] == 1
+
+
+def test_makespan_runs_to_the_last_finish_when_all_finished():
+    jobs = [outcome("j1", 5, 10, 110, 100), outcome("j2", 7, 7, 50, 43)]
+    assert metrics.makespan_s(log(jobs, end=500.0)) == 105.0
+
+
+def test_an_empty_log_has_no_statistics():
+    got = metrics.summarize(log())
+    assert got["jobs"] == 0
+    assert got["avg_jct_s"] is None
+    assert got["p99_queue_s"] is None
+    assert got["reclaim_p99_s"] is None
+    assert got["quota_attainment"] is None
+    assert got["jain_fairness"] is None
+    assert got["utilization"] == 0.0
+
+
+# --- usage-series metrics --------------------------------------------------
+
+# Tenant a wants its 4-GPU guarantee throughout and holds 2 GPUs, then 4 from t=50:
+# attainment (2*50 + 4*50) / (4*100) = 0.75. Tenant b wants 8 with a guarantee of 4 and
+# always holds at least 4: attainment 1. Both are backlogged only during [0, 50), holding
+# 2 and 6 GPUs: Jain = 8² / (2 * (2² + 6²)) = 0.8.
+TWO_TENANTS = [
+    sample(0, "a", 2000, 4000),
+    sample(0, "b", 6000, 8000),
+    sample(50, "a", 4000, 4000),
+    sample(50, "b", 4000, 8000),
+]
+GUARANTEES = {("a", "A100"): 4000, ("b", "A100"): 4000}
+
+
+def test_two_tenant_attainment_fairness_and_utilization():
+    got = metrics.summarize(log(usage=TWO_TENANTS, guarantees=GUARANTEES))
+    assert got["tenants"]["a"]["quota_attainment"] == pytest.approx(0.75)
+    assert got["tenants"]["b"]["quota_attainment"] == pytest.approx(1.0)
+    assert got["quota_attainment"] == pytest.approx(0.75)
+    assert got["jain_fairness"] == pytest.approx(0.8)
+    assert got["utilization"] == pytest.approx(0.8)  # 8 of 10 GPUs throughout
+    assert metrics.quota_attainment(log(usage=TWO_TENANTS, guarantees=GUARANTEES)) == {
+        "a": pytest.approx(0.75),
+        "b": pytest.approx(1.0),
+    }
+
+
+def test_fairness_divides_allocation_by_weight():
+    # b has three times a's weight, so 2 vs 6 GPUs is a perfectly fair split.
+    got = metrics.fairness(log(usage=TWO_TENANTS, weights={"a": 1.0, "b": 3.0}))
+    assert got == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("usage", "guarantees", "want"),
+    [
+        pytest.param(
+            [sample(0, "a", 0, 0), sample(40, "a", 1000, 2000)],
+            {("a", "A100"): 4000},
+            {"a": 0.5},
+            id="time without demand does not count",
+        ),
+        pytest.param(
+            [sample(0, "a", 6000, 6000)],
+            {("a", "A100"): 4000},
+            {"a": 1.0},
+            id="borrowing above the guarantee caps at one",
+        ),
+        pytest.param(
+            [sample(0, "a", 0, 3000)],
+            {},
+            {"a": None},
+            id="a tenant without a guarantee has no attainment",
+        ),
+        pytest.param(
+            [sample(0, "a", 1000, 2000, "A100"), sample(0, "a", 1000, 2000, "H100")],
+            {("a", "*"): 4000},
+            {"a": 0.5},
+            id="an any-type guarantee covers the sum over GPU types",
+        ),
+        pytest.param(
+            [sample(0, "a", 1000, 2000, "A100"), sample(0, "a", 0, 2000, "H100")],
+            {("a", "A100"): 2000, ("a", "H100"): 2000},
+            {"a": 0.25},
+            id="per-type guarantees are summed over types",
+        ),
+        pytest.param(
+            [sample(-50, "a", 0, 4000), sample(50, "a", 4000, 4000), sample(150, "a", 0, 4000)],
+            {("a", "A100"): 4000},
+            {"a": 0.5},
+            id="samples outside the span are clipped to it",
+        ),
+    ],
+)
+def test_quota_attainment_cases(usage, guarantees, want):
+    got = metrics.quota_attainment(log(usage=usage, guarantees=guarantees))
+    assert got == {k: (None if v is None else pytest.approx(v)) for k, v in want.items()}
+
+
+@pytest.mark.parametrize(
+    ("usage", "want"),
+    [
+        pytest.param(
+            [sample(0, "a", 1000, 2000), sample(0, "b", 1000, 5000), sample(0, "c", 4000, 4000)],
+            1.0,
+            id="only backlogged tenants count",
+        ),
+        pytest.param(
+            [sample(0, "a", 0, 2000), sample(0, "b", 0, 5000)],
+            1.0,
+            id="tenants all holding nothing are treated alike",
+        ),
+        pytest.param(
+            [sample(0, "a", 1000, 2000), sample(0, "b", 0, 5000)],
+            0.5,
+            id="one of two holds everything",
+        ),
+        pytest.param(
+            [sample(0, "a", 1000, 2000), sample(0, "b", 0, 5000), sample(75, "b", 1000, 5000)],
+            (0.5 * 75 + 1.0 * 25) / 100,
+            id="the index is weighted by time",
+        ),
+        pytest.param([sample(0, "a", 1000, 2000)], None, id="one backlogged tenant is no contest"),
+    ],
+)
+def test_fairness_cases(usage, want):
+    got = metrics.fairness(log(usage=usage))
+    assert got == (None if want is None else pytest.approx(want))
+
+
+def test_utilization_integrates_allocation_over_the_span():
+    usage = [sample(0, "a", 5000, 5000), sample(50, "a", 0, 0), sample(50, "b", 10_000, 10_000)]
+    # (5 GPUs * 50 s + 10 GPUs * 50 s) / (20 GPUs * 100 s)
+    assert metrics.utilization(log(usage=usage, capacity=20_000)) == pytest.approx(0.375)
+
+
+def test_allocation_series_is_a_step_series_per_tenant():
+    times, series = metrics.allocation_series(log(usage=TWO_TENANTS))
+    assert times.tolist() == [0.0, 50.0]
+    assert series["a"].tolist() == [2000.0, 4000.0]
+    assert series["b"].tolist() == [6000.0, 4000.0]
+
+
+@pytest.mark.parametrize(
+    ("values", "want"),
+    [
+        pytest.param([1, 1, 1, 1], 1.0, id="equal shares are perfectly fair"),
+        pytest.param([1, 0, 0, 0], 0.25, id="one of four holding all gives 1/n"),
+        pytest.param([2, 6], 0.8, id="two unequal shares"),
+    ],
+)
+def test_jain_index(values, want):
+    assert metrics.jain_index(values) == pytest.approx(want)
+
+
+# --- invariants ------------------------------------------------------------
+
+TENANTS = ["a", "b", "c", "d"]
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1e9), min_size=1, max_size=50))
+def test_jain_index_is_between_one_over_n_and_one(values):
+    got = metrics.jain_index(values)
+    assert 1 / len(values) <= got <= 1.0
+
+
+@st.composite
+def usage_logs(draw):
+    capacity = draw(st.integers(min_value=1000, max_value=64_000))
+    share = capacity // (len(TENANTS) * 2)  # at most 2 GPU types per tenant
+    samples = []
+    for _ in range(draw(st.integers(min_value=0, max_value=40))):
+        alloc = draw(st.integers(min_value=0, max_value=share))
+        demand = alloc + draw(st.integers(min_value=0, max_value=10_000))
+        samples.append(
+            UsageSample(
+                time_s=draw(st.floats(min_value=-10, max_value=110, allow_nan=False)),
+                tenant=draw(st.sampled_from(TENANTS)),
+                gpu_type=draw(st.sampled_from(["A100", "H100"])),
+                allocated_milli=alloc,
+                demand_milli=demand,
+            )
+        )
+    guarantees = {
+        (t, g): draw(st.integers(min_value=0, max_value=8000))
+        for t in TENANTS
+        for g in draw(st.sets(st.sampled_from(["A100", "H100", "*"])))
+    }
+    weights = {t: draw(st.floats(min_value=0.1, max_value=10)) for t in TENANTS}
+    return log(usage=samples, capacity=capacity, guarantees=guarantees, weights=weights)
+
+
+@settings(max_examples=150, deadline=None)
+@given(usage_logs())
+def test_usage_metrics_stay_in_range(sim_log):
+    got = metrics.summarize(sim_log)
+    assert 0.0 <= got["utilization"] <= 1.0
+    for tenant in got["tenants"].values():
+        attainment = tenant["quota_attainment"]
+        assert attainment is None or 0.0 <= attainment <= 1.0
+    jain = got["jain_fairness"]
+    assert jain is None or 1 / len(TENANTS) - 1e-9 <= jain <= 1.0
