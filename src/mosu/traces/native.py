@@ -1,0 +1,356 @@
+"""mosu's own workload format: a jobs CSV and a tenants CSV.
+
+Jobs file, one job per line, header required (column order free)::
+
+    job_id,tenant,submit_s,duration_s,replicas,gpus,gpu_type,priority,kind[,estimate_s]
+
+- ``submit_s``, ``duration_s``: seconds (finite, >= 0); ``duration_s`` is the
+  true run time, which only the simulator sees.
+- ``replicas``: gang size (int >= 1). ``gpus``: GPUs per replica, an integer or,
+  for a single replica only, a fraction in (0, 1) (kept to 1/1000 of a GPU).
+- ``gpu_type``: empty for any type, or one or more types joined by ``|``.
+- ``priority``: int. ``kind``: train, finetune, eval, batch, inference or dev.
+- ``estimate_s``: optional column; empty for no estimate.
+
+Tenants file, one line per (tenant, GPU type)::
+
+    tenant,gpu_type,guaranteed,limit,weight
+
+- ``gpu_type``: a type or ``*`` for every type without its own line.
+- ``guaranteed``/``limit``: GPUs (fractions allowed); an empty ``limit`` means
+  no cap. ``weight``: > 0, the same on every line of one tenant.
+
+Errors raise ``TraceFormatError`` naming file, line, column and reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mosu.core.errors import InvalidInput, TraceFormatError
+from mosu.core.models import ANY_GPU_TYPE, GPU_MILLI, JobKind, Node, Quota, Shape, Tenant
+from mosu.traces.schema import TraceJob
+
+JOB_COLUMNS = (
+    "job_id",
+    "tenant",
+    "submit_s",
+    "duration_s",
+    "replicas",
+    "gpus",
+    "gpu_type",
+    "priority",
+    "kind",
+)
+OPTIONAL_JOB_COLUMNS = ("estimate_s",)
+TENANT_COLUMNS = ("tenant", "gpu_type", "guaranteed", "limit", "weight")
+
+NODE_CPU_MILLI = 96_000
+NODE_MEM_MIB = 1_048_576
+NODES_PER_RACK = 16
+"""Generated clusters put this many nodes in one rack."""
+
+_KINDS = ", ".join(k.value for k in JobKind)
+
+
+class _Field(ValueError):
+    """A bad value in ``column``; turned into a TraceFormatError with the line."""
+
+    def __init__(self, column: str, reason: str) -> None:
+        super().__init__(reason)
+        self.column = column
+
+
+def _number(row: dict[str, str], column: str) -> float:
+    text = (row.get(column) or "").strip()
+    if not text:
+        raise _Field(column, "missing value")
+    try:
+        value = float(text)
+    except ValueError:
+        raise _Field(column, f"bad number {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise _Field(column, f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _integer(row: dict[str, str], column: str, *, minimum: int | None = None) -> int:
+    text = (row.get(column) or "").strip()
+    if not text:
+        raise _Field(column, "missing value")
+    try:
+        value = int(text)
+    except ValueError:
+        raise _Field(column, f"bad integer {text!r}") from None
+    if minimum is not None and value < minimum:
+        raise _Field(column, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def _milli(gpus: float) -> int:
+    return round(gpus * GPU_MILLI)
+
+
+@contextmanager
+def _rows(path: str | Path, want: Iterable[str]) -> Iterator[csv.DictReader]:
+    """A reader over ``path`` whose header has every ``want`` column."""
+    name = str(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames
+        if header is None:
+            raise TraceFormatError(name, 1, None, "empty file, expected a header line")
+        missing = [c for c in want if c not in header]
+        if missing:
+            raise TraceFormatError(
+                name, 1, missing[0], f"missing column (header is {list(header)})"
+            )
+        yield reader
+
+
+def _shape(row: dict[str, str], replicas: int) -> Shape:
+    gpus = _number(row, "gpus")
+    if gpus == int(gpus):
+        return Shape(gpus=int(gpus))
+    if gpus > 1:
+        raise _Field("gpus", f"a fraction is only valid below one GPU, got {gpus:g}")
+    if replicas > 1:
+        raise _Field("gpus", "a fractional GPU is only valid for a single replica")
+    milli = _milli(gpus)
+    if milli < 1:
+        raise _Field("gpus", f"below the smallest share of 1/{GPU_MILLI} GPU, got {gpus:g}")
+    return Shape(gpus=1, gpu_milli=milli)
+
+
+def _job(row: dict[str, str], has_estimate: bool) -> TraceJob:
+    job_id = (row.get("job_id") or "").strip()
+    if not job_id:
+        raise _Field("job_id", "missing value")
+    tenant = (row.get("tenant") or "").strip()
+    if not tenant:
+        raise _Field("tenant", "missing value")
+    replicas = _integer(row, "replicas", minimum=1)
+    kind_text = (row.get("kind") or "").strip()
+    try:
+        kind = JobKind(kind_text)
+    except ValueError:
+        raise _Field("kind", f"unknown kind {kind_text!r}, expected one of {_KINDS}") from None
+    gpu_type = (row.get("gpu_type") or "").strip()
+    estimate = None
+    if has_estimate and (row.get("estimate_s") or "").strip():
+        estimate = _number(row, "estimate_s")
+    return TraceJob(
+        id=job_id,
+        tenant=tenant,
+        submit_s=_number(row, "submit_s"),
+        duration_s=_number(row, "duration_s"),
+        shape=_shape(row, replicas),
+        replicas=replicas,
+        gpu_types=tuple(t.strip() for t in gpu_type.split("|") if t.strip()),
+        priority=_integer(row, "priority"),
+        kind=kind,
+        estimate_s=estimate,
+    )
+
+
+def load_jobs(path: str | Path) -> list[TraceJob]:
+    """Jobs of a native jobs CSV, sorted by submit time then file order."""
+    name = str(path)
+    jobs: list[TraceJob] = []
+    seen: dict[str, int] = {}
+    with _rows(path, JOB_COLUMNS) as reader:
+        has_estimate = "estimate_s" in (reader.fieldnames or ())
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                raise TraceFormatError(name, line, None, "more values than header columns")
+            try:
+                job = _job(row, has_estimate)
+            except _Field as e:
+                raise TraceFormatError(name, line, e.column, str(e)) from None
+            if job.id in seen:
+                raise TraceFormatError(
+                    name, line, "job_id", f"duplicate id {job.id!r} (first on line {seen[job.id]})"
+                )
+            seen[job.id] = line
+            jobs.append(job)
+    jobs.sort(key=lambda j: j.submit_s)
+    return jobs
+
+
+def load_tenants(path: str | Path) -> list[Tenant]:
+    """Tenants of a native tenants CSV, in order of first appearance."""
+    name = str(path)
+    quotas: dict[str, list[tuple[str, Quota]]] = {}
+    weights: dict[str, tuple[float, int]] = {}
+    with _rows(path, TENANT_COLUMNS) as reader:
+        for row in reader:
+            line = reader.line_num
+            try:
+                tenant = (row.get("tenant") or "").strip()
+                if not tenant:
+                    raise _Field("tenant", "missing value")
+                gpu_type = (row.get("gpu_type") or "").strip()
+                if not gpu_type:
+                    raise _Field("gpu_type", f"missing value (use {ANY_GPU_TYPE!r} for any)")
+                guaranteed = _milli(_number(row, "guaranteed"))
+                limit = None
+                if (row.get("limit") or "").strip():
+                    limit = _milli(_number(row, "limit"))
+                    if limit < guaranteed:
+                        raise _Field("limit", "must be >= guaranteed")
+                weight = _number(row, "weight")
+                if weight <= 0:
+                    raise _Field("weight", "must be > 0")
+            except _Field as e:
+                raise TraceFormatError(name, line, e.column, str(e)) from None
+            if any(key == gpu_type for key, _ in quotas.get(tenant, ())):
+                raise TraceFormatError(
+                    name, line, "gpu_type", f"duplicate GPU type {gpu_type!r} for {tenant!r}"
+                )
+            if tenant in weights and weights[tenant][0] != weight:
+                first_weight, first_line = weights[tenant]
+                raise TraceFormatError(
+                    name,
+                    line,
+                    "weight",
+                    f"{weight:g} differs from {first_weight:g} on line {first_line}",
+                )
+            weights.setdefault(tenant, (weight, line))
+            quotas.setdefault(tenant, []).append((gpu_type, Quota(guaranteed, limit)))
+    return [
+        Tenant(name=tenant, quotas=tuple(entries), weight=weights[tenant][0])
+        for tenant, entries in quotas.items()
+    ]
+
+
+def _gpus_text(milli: int) -> str:
+    return str(milli // GPU_MILLI) if milli % GPU_MILLI == 0 else f"{milli / GPU_MILLI:g}"
+
+
+def _seconds_text(value: float) -> str:
+    return repr(float(value))
+
+
+def write_jobs(path: str | Path, jobs: Iterable[TraceJob]) -> None:
+    """Write jobs so that ``load_jobs`` reads them back equal.
+
+    Only fields of the native format are kept (no CPU, memory or topology).
+    """
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow((*JOB_COLUMNS, *OPTIONAL_JOB_COLUMNS))
+        for job in jobs:
+            shape = job.shape
+            gpus = _gpus_text(shape.gpu_milli) if shape.fractional else str(shape.gpus)
+            writer.writerow(
+                (
+                    job.id,
+                    job.tenant,
+                    _seconds_text(job.submit_s),
+                    "" if job.duration_s is None else _seconds_text(job.duration_s),
+                    job.replicas,
+                    gpus,
+                    "|".join(job.gpu_types),
+                    job.priority,
+                    job.kind.value,
+                    "" if job.estimate_s is None else _seconds_text(job.estimate_s),
+                )
+            )
+
+
+def write_tenants(path: str | Path, tenants: Iterable[Tenant]) -> None:
+    """Write tenants so that ``load_tenants`` reads them back equal.
+
+    A tenant without quotas is written with a zero guarantee for ``*``.
+    """
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(TENANT_COLUMNS)
+        for tenant in tenants:
+            quotas = tenant.quotas or ((ANY_GPU_TYPE, Quota()),)
+            for gpu_type, quota in quotas:
+                limit = "" if quota.limit_milli is None else _gpus_text(quota.limit_milli)
+                writer.writerow(
+                    (
+                        tenant.name,
+                        gpu_type,
+                        _gpus_text(quota.guaranteed_milli),
+                        limit,
+                        f"{tenant.weight:g}",
+                    )
+                )
+
+
+def _nodes(count: int, gpus: int, gpu_type: str, prefix: str) -> list[Node]:
+    width = max(3, len(str(count - 1)))
+    return [
+        Node(
+            name=f"{prefix}-n{i:0{width}d}",
+            gpu_type=gpu_type,
+            gpus=gpus,
+            cpu_milli=NODE_CPU_MILLI,
+            mem_mib=NODE_MEM_MIB,
+            rack=f"{prefix}-r{i // NODES_PER_RACK:02d}",
+        )
+        for i in range(count)
+    ]
+
+
+def _prefix(gpu_type: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in gpu_type.lower())
+
+
+def default_cluster(tenants: Iterable[Tenant], gpus_per_node: int = 8) -> list[Node]:
+    """Just enough nodes for every guarantee: per GPU type, the summed guarantees
+    in ``gpus_per_node``-GPU nodes, rounded up; racks of ``NODES_PER_RACK`` nodes."""
+    if gpus_per_node < 1:
+        raise InvalidInput(f"must be >= 1, got {gpus_per_node}", field="gpus_per_node")
+    totals: dict[str, int] = {}
+    for tenant in tenants:
+        for gpu_type, quota in tenant.quotas:
+            if gpu_type == ANY_GPU_TYPE and quota.guaranteed_milli > 0:
+                raise InvalidInput(
+                    f"tenant {tenant.name!r} has a guarantee for any GPU type; "
+                    "a default cluster needs named types, so give the cluster explicitly",
+                    field="cluster",
+                )
+            totals[gpu_type] = totals.get(gpu_type, 0) + quota.guaranteed_milli
+    nodes: list[Node] = []
+    for gpu_type, milli in totals.items():
+        count = math.ceil(milli / (gpus_per_node * GPU_MILLI))
+        nodes.extend(_nodes(count, gpus_per_node, gpu_type, _prefix(gpu_type)))
+    return nodes
+
+
+def parse_cluster_spec(spec: str) -> list[Node]:
+    """Nodes from ``COUNTxGPUS:TYPE[,COUNTxGPUS:TYPE...]``, e.g. ``128x8:A100``.
+
+    Node names are ``<type>-nNNN`` (a suffix keeps names unique when a type
+    repeats), in racks of ``NODES_PER_RACK``.
+    """
+    nodes: list[Node] = []
+    used: dict[str, int] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        try:
+            size, gpu_type = part.split(":")
+            count_text, gpus_text = size.lower().split("x")
+            count, gpus = int(count_text), int(gpus_text)
+            gpu_type = gpu_type.strip()
+            if count < 1 or gpus < 0 or not gpu_type:
+                raise ValueError
+        except ValueError:
+            raise InvalidInput(
+                f"bad cluster spec {part!r}, expected COUNTxGPUS:TYPE such as 128x8:A100",
+                field="cluster",
+            ) from None
+        prefix = _prefix(gpu_type)
+        used[prefix] = used.get(prefix, 0) + 1
+        if used[prefix] > 1:
+            prefix = f"{prefix}-{used[prefix]}"
+        nodes.extend(_nodes(count, gpus, gpu_type, prefix))
+    return nodes
