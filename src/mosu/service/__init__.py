@@ -1,0 +1,1 @@
+"""The control plane: REST API, store and scheduling loop around the engine."""

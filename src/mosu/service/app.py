@@ -1,0 +1,81 @@
+"""``create_app(platform)``: routers, lifespan and one error mapping for every failure.
+
+Every error leaves as ``{"error": {"code", "message", "field"}}`` with a 4xx
+status: ``PlatformError`` by its own status, request validation as 422 naming
+the field, unknown routes and methods as 404/405.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm.exc import StaleDataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import mosu
+from mosu.core.errors import PlatformError
+from mosu.core.jobspec import field_path
+from mosu.service.platform import Platform
+from mosu.service.routers import jobs, nodes, queue, tenants
+
+HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed"}
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "field": field}}
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
+    """The ASGI app over an opened ``platform``; with ``run_scheduler`` its lifespan
+    starts and stops the scheduling loop."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if run_scheduler:
+            platform.start_scheduler()
+        try:
+            yield
+        finally:
+            if run_scheduler:
+                platform.close()
+
+    app = FastAPI(
+        title="mosu",
+        version=mosu.__version__,
+        description="Shared GPU cluster scheduler: tenants, quotas, jobs and the queue.",
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    for router in (tenants.router, nodes.router, jobs.router, queue.router):
+        app.include_router(router)
+
+    @app.exception_handler(PlatformError)
+    async def platform_error(_request: Request, exc: PlatformError) -> JSONResponse:
+        status = exc.status if 400 <= exc.status < 500 else 400
+        return _error(status, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = tuple(p for p in first.get("loc", ()) if p not in ("body", "query", "path", "header"))
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        if first.get("type") == "extra_forbidden":
+            message = "unknown field"
+        return _error(422, "invalid", message, field_path(loc) or None)
+
+    @app.exception_handler(StaleDataError)
+    async def stale(_request: Request, _exc: StaleDataError) -> JSONResponse:
+        return _error(409, "conflict", "the job changed at the same moment; try again")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "error")
+        return _error(exc.status_code, code, str(exc.detail))
+
+    return app

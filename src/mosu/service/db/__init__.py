@@ -1,0 +1,1 @@
+"""Persistence: ORM rows, conversions to API models, sessions and migrations."""

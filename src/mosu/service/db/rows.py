@@ -1,0 +1,167 @@
+"""SQLAlchemy ``*Row`` classes; API models live in ``mosu.core.api`` and are converted
+explicitly in ``convert.py``. Times are stored as UTC epoch seconds (float)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TenantRow(Base):
+    __tablename__ = "tenants"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class QuotaRow(Base):
+    __tablename__ = "quotas"
+
+    tenant: Mapped[str] = mapped_column(
+        String(64), ForeignKey("tenants.name", ondelete="CASCADE"), primary_key=True
+    )
+    gpu_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    guaranteed_milli: Mapped[int] = mapped_column(Integer, default=0)
+    limit_milli: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class NodeRow(Base):
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    gpu_type: Mapped[str] = mapped_column(String(64))
+    gpus: Mapped[int] = mapped_column(Integer)
+    cpu_milli: Mapped[int] = mapped_column(Integer, default=0)
+    mem_mib: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_mem_mib: Mapped[int] = mapped_column(Integer, default=0)
+    zone: Mapped[str] = mapped_column(String(64), default="zone-0")
+    rack: Mapped[str] = mapped_column(String(64), default="rack-0")
+    state: Mapped[str] = mapped_column(String(16), default="ready")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_state", "state"),
+        Index("ix_jobs_tenant_state", "tenant", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64), ForeignKey("tenants.name"))
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    """Bumped by every update (optimistic locking): a write based on a stale read fails,
+    so the scheduler applies a decision only to the job version its snapshot saw."""
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    gpus: Mapped[int] = mapped_column(Integer, default=1)
+    """GPU devices per replica."""
+    gpu_milli: Mapped[int] = mapped_column(Integer, default=1000)
+    """Share of each device, in thousandths."""
+    gpu_types: Mapped[str] = mapped_column(String(255), default="")
+    """Comma-separated; empty means any type."""
+    cpu_milli: Mapped[int] = mapped_column(Integer, default=0)
+    mem_mib: Mapped[int] = mapped_column(Integer, default=0)
+    topology: Mapped[str] = mapped_column(String(16), default="none")
+    estimate_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    checkpoint_every_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    spec: Mapped[dict] = mapped_column(JSON)
+    submitted_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attained_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Why the running job is being stopped (preempt, cancel, max-runtime); None otherwise."""
+    stop_signalled: Mapped[bool] = mapped_column(Boolean, default=False)
+    pending_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    pending_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    estimated_start: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
+
+
+class AllocationRow(Base):
+    """One replica's place; kept after release (``released_at``) as usage history."""
+
+    __tablename__ = "allocations"
+    __table_args__ = (
+        Index("ix_allocations_active", "released_at"),
+        Index("ix_allocations_job", "job_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(Integer, ForeignKey("jobs.id"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    replica: Mapped[int] = mapped_column(Integer)
+    tenant: Mapped[str] = mapped_column(String(64))
+    node: Mapped[str] = mapped_column(String(64), ForeignKey("nodes.name"))
+    gpu_type: Mapped[str] = mapped_column(String(64))
+    gpu_indices: Mapped[str] = mapped_column(String(255), default="")
+    gpu_milli: Mapped[int] = mapped_column(Integer, default=1000)
+    cpu_milli: Mapped[int] = mapped_column(Integer, default=0)
+    mem_mib: Mapped[int] = mapped_column(Integer, default=0)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    allocated_at: Mapped[float] = mapped_column(Float)
+    released_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class EventRow(Base):
+    """Append-only history; a job's current state is its last event's ``to_state``."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_job", "job_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class UsageRow(Base):
+    """GPU-seconds a tenant held per GPU type per UTC day."""
+
+    __tablename__ = "usage"
+    __table_args__ = (UniqueConstraint("tenant", "gpu_type", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(64))
+    gpu_type: Mapped[str] = mapped_column(String(64))
+    day: Mapped[str] = mapped_column(String(10))
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class TokenRow(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """None for the operator."""
+    created_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,66 @@
+"""Everything one server process holds: the store, the token cache and the scheduler loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from mosu.service.background import SchedulerLoop
+from mosu.service.db.session import make_engine, session_factory, upgrade
+from mosu.service.executor import ExecutorPort
+from mosu.service.services.auth import TokenCache, ensure_operator_token
+from mosu.service.settings import Settings
+
+
+def load_profile(name: str) -> Any:
+    """The engine's named scheduling profile; the plain profile if profiles are absent."""
+    try:
+        from mosu.engine.profiles import build_profile  # type: ignore[import-not-found]
+    except ImportError:
+        from mosu.engine.cycle import SchedulingProfile
+
+        return SchedulingProfile()
+    return build_profile(name)
+
+
+class Platform:
+    def __init__(self, settings: Settings, executor: ExecutorPort) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.sqlalchemy_url)
+        self.sessions = session_factory(self.engine)
+        self.tokens = TokenCache()
+        self.loop = SchedulerLoop(
+            sessions=self.sessions,
+            executor=executor,
+            profile=load_profile(settings.profile),
+            logs_dir=settings.logs_dir,
+            grace_s=settings.grace_s,
+            tick_s=settings.tick_s,
+            poll_s=settings.poll_s,
+        )
+        self._scheduler_running = False
+
+    def open(self) -> str | None:
+        """Migrate the store; return a newly created operator token (None if one existed)."""
+        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(self.engine)
+        with self.sessions.begin() as s:
+            return ensure_operator_token(s, token=self.settings.operator_token)
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        with self.sessions.begin() as s:
+            yield s
+
+    def start_scheduler(self) -> None:
+        self.loop.start()
+        self._scheduler_running = True
+
+    def close(self) -> None:
+        if self._scheduler_running:
+            self.loop.stop()
+            self._scheduler_running = False
+        self.engine.dispose()

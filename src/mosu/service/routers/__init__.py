@@ -1,0 +1,1 @@
+"""Thin HTTP endpoints: parse, authorize, call one service function, return a model."""

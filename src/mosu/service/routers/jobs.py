@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from mosu.core.api import (
+    NAME_PATTERN,
+    EventList,
+    JobList,
+    JobOut,
+    JobSpec,
+    JobState,
+    JobWhy,
+    LogChunk,
+)
+from mosu.core.errors import InvalidInput
+from mosu.core.jobspec import job_spec_from_mapping, load_document
+from mosu.service.deps import PlatformDep, PrincipalDep
+from mosu.service.services import jobs
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+MAX_BODY = 1 << 20
+
+_SUBMIT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}},
+            "application/yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+@router.post("", status_code=201, openapi_extra=_SUBMIT_BODY)
+async def submit_job(
+    request: Request,
+    platform: PlatformDep,
+    who: PrincipalDep,
+    tenant: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=64)] = None,
+) -> JobOut:
+    """Submit a job spec as JSON, or as YAML with ``Content-Type: application/yaml``."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise InvalidInput(f"job spec larger than {MAX_BODY} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("job spec is not UTF-8 text") from None
+    spec = job_spec_from_mapping(load_document(text, source="job spec"))
+    out = _submit(platform, who, spec, tenant)
+    platform.loop.wake()
+    return out
+
+
+def _submit(platform: PlatformDep, who: PrincipalDep, spec: JobSpec, tenant: str | None) -> JobOut:
+    with platform.tx() as s:
+        return jobs.submit(s, principal=who, spec=spec, tenant=tenant)
+
+
+@router.get("")
+def list_jobs(
+    platform: PlatformDep,
+    who: PrincipalDep,
+    state: JobState | None = None,
+    tenant: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+) -> JobList:
+    with platform.tx() as s:
+        return JobList(
+            jobs=jobs.list_jobs(s, principal=who, state=state, tenant=tenant, limit=limit)
+        )
+
+
+@router.get("/{job_id}")
+def get_job(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobOut:
+    with platform.tx() as s:
+        return jobs.get_job(s, principal=who, job_id=job_id)
+
+
+@router.get("/{job_id}/why")
+def why(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobWhy:
+    position = platform.loop.queue_positions.get(job_id)
+    with platform.tx() as s:
+        return jobs.why(s, principal=who, job_id=job_id, position=position)
+
+
+@router.get("/{job_id}/events")
+def job_events(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> EventList:
+    with platform.tx() as s:
+        return EventList(events=jobs.events(s, principal=who, job_id=job_id))
+
+
+@router.get("/{job_id}/logs")
+def logs(
+    job_id: JobId,
+    platform: PlatformDep,
+    who: PrincipalDep,
+    replica: Annotated[int, Query(ge=0, le=4096)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**40)] = 0,
+) -> LogChunk:
+    with platform.tx() as s:
+        return jobs.read_logs(
+            s,
+            principal=who,
+            logs_dir=platform.settings.logs_dir,
+            job_id=job_id,
+            replica=replica,
+            offset=offset,
+        )
+
+
+@router.post("/{job_id}/cancel")
+def cancel(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobOut:
+    with platform.tx() as s:
+        out = jobs.cancel(s, principal=who, job_id=job_id)
+    platform.loop.wake()
+    return out

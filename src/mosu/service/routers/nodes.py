@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from mosu.core.api import NAME_PATTERN, ClusterOut, NodeCreate, NodeOut
+from mosu.core.models import NodeState
+from mosu.service.deps import PlatformDep, PrincipalDep
+from mosu.service.services import nodes
+
+router = APIRouter(tags=["nodes"])
+NodeName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64)]
+
+
+@router.post("/v1/nodes", status_code=201)
+def register_node(body: NodeCreate, platform: PlatformDep, who: PrincipalDep) -> NodeOut:
+    with platform.tx() as s:
+        out = nodes.register_node(s, principal=who, body=body)
+    platform.loop.wake()
+    return out
+
+
+@router.get("/v1/nodes")
+def list_nodes(platform: PlatformDep, who: PrincipalDep) -> list[NodeOut]:
+    with platform.tx() as s:
+        return nodes.list_nodes(s, principal=who)
+
+
+@router.post("/v1/nodes/{name}/drain")
+def drain_node(name: NodeName, platform: PlatformDep, who: PrincipalDep) -> NodeOut:
+    with platform.tx() as s:
+        out = nodes.set_state(s, principal=who, name=name, state=NodeState.DRAINING)
+    platform.loop.wake()
+    return out
+
+
+@router.post("/v1/nodes/{name}/undrain")
+def undrain_node(name: NodeName, platform: PlatformDep, who: PrincipalDep) -> NodeOut:
+    with platform.tx() as s:
+        out = nodes.set_state(s, principal=who, name=name, state=NodeState.READY)
+    platform.loop.wake()
+    return out
+
+
+@router.get("/v1/cluster")
+def cluster(platform: PlatformDep, who: PrincipalDep) -> ClusterOut:
+    with platform.tx() as s:
+        return nodes.cluster_summary(s)

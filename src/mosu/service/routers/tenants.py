@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from mosu.core.api import (
+    NAME_PATTERN,
+    QuotaUpdate,
+    TenantCreate,
+    TenantCreated,
+    TenantOut,
+    TokenOut,
+)
+from mosu.service.deps import PlatformDep, PrincipalDep
+from mosu.service.services import tenants
+
+router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
+TenantName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64)]
+
+
+@router.post("", status_code=201)
+def create_tenant(body: TenantCreate, platform: PlatformDep, who: PrincipalDep) -> TenantCreated:
+    with platform.tx() as s:
+        created = tenants.create_tenant(s, principal=who, body=body)
+    platform.loop.wake()
+    return created
+
+
+@router.get("")
+def list_tenants(platform: PlatformDep, who: PrincipalDep) -> list[TenantOut]:
+    with platform.tx() as s:
+        return tenants.list_tenants(s, principal=who)
+
+
+@router.get("/{name}")
+def get_tenant(name: TenantName, platform: PlatformDep, who: PrincipalDep) -> TenantOut:
+    with platform.tx() as s:
+        return tenants.get_tenant(s, principal=who, name=name)
+
+
+@router.put("/{name}/quotas")
+def update_quotas(
+    name: TenantName, body: QuotaUpdate, platform: PlatformDep, who: PrincipalDep
+) -> TenantOut:
+    with platform.tx() as s:
+        out = tenants.update_quotas(
+            s, principal=who, name=name, quotas=body.quotas, weight=body.weight
+        )
+    platform.loop.wake()
+    return out
+
+
+@router.post("/{name}/tokens", status_code=201)
+def new_token(name: TenantName, platform: PlatformDep, who: PrincipalDep) -> TokenOut:
+    with platform.tx() as s:
+        return TokenOut(token=tenants.new_token(s, principal=who, name=name))

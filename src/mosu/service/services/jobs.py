@@ -1,0 +1,306 @@
+"""Submitting, reading and cancelling jobs; a tenant sees only its own (others are 404)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mosu.core.api import (
+    ACTIVE_STATES,
+    EventOut,
+    JobOut,
+    JobSpec,
+    JobState,
+    JobWhy,
+    LogChunk,
+    parse_duration_s,
+)
+from mosu.core.errors import CapacityError, InvalidInput, NotFound
+from mosu.core.models import GPU_MILLI, NodeState, Topology
+from mosu.service.db.convert import event_out, job_out, ts
+from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow
+from mosu.service.services.auth import Principal
+from mosu.service.services.lifecycle import active_allocations, transition
+from mosu.service.services.tenants import get_row as get_tenant_row
+
+MAX_LOG_CHUNK = 1 << 20
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def check_fits_cluster(session: Session, spec: JobSpec, tenant: str) -> None:
+    """Refuse at submit what could never start, instead of leaving it pending forever."""
+    nodes = [n for n in session.scalars(select(NodeRow)) if n.state != NodeState.DOWN.value]
+    known_types = sorted({n.gpu_type for n in nodes})
+    wanted = spec.gpu_types
+    for gpu_type in wanted:
+        if gpu_type not in known_types:
+            have = ", ".join(known_types) or "none registered"
+            raise InvalidInput(
+                f"unknown GPU type {gpu_type!r}; this cluster has: {have}", field="gpu_type"
+            )
+    usable = [n for n in nodes if not wanted or n.gpu_type in wanted]
+    per_replica = spec.gpus if spec.gpus >= 1 else (1 if spec.gpus > 0 else 0)
+    cpu_milli = round(spec.cpu * 1000)
+    mem = spec.memory_mib
+
+    def replica_fits(n: NodeRow) -> bool:
+        return n.gpus >= per_replica and n.cpu_milli >= cpu_milli and n.mem_mib >= mem
+
+    fitting = [n for n in usable if replica_fits(n)]
+    if not fitting:
+        biggest = max((n.gpus for n in usable), default=0)
+        if per_replica > biggest:
+            raise CapacityError(
+                f"one replica asks for {_fmt(spec.gpus)} GPUs but the largest node has {biggest}",
+                field="gpus",
+            )
+        raise CapacityError("no node has enough CPU and memory for one replica", field="cpu")
+    total = per_replica * spec.replicas
+    by_type: dict[str, int] = defaultdict(int)
+    for n in fitting:
+        by_type[n.gpu_type] += n.gpus
+    if spec.topology == Topology.SAME_NODE:
+        biggest = max(n.gpus for n in fitting)
+        if total > biggest:
+            raise CapacityError(
+                f"same-node job needs {total} GPUs on one node; the largest has {biggest}",
+                field="gpus",
+            )
+    if per_replica and total > max(by_type.values()):
+        raise CapacityError(
+            f"job needs {total} GPUs in all but the cluster has at most "
+            f"{max(by_type.values())} of one type",
+            field="gpus",
+        )
+    _check_tenant_limit(session, spec, tenant, total * (GPU_MILLI if spec.gpus >= 1 else 0))
+
+
+def _check_tenant_limit(session: Session, spec: JobSpec, tenant: str, total_milli: int) -> None:
+    if total_milli == 0 and spec.gpus >= 1:
+        return
+    if 0 < spec.gpus < 1:
+        total_milli = round(spec.gpus * GPU_MILLI)
+    quotas = {
+        q.gpu_type: q for q in session.scalars(select(QuotaRow).where(QuotaRow.tenant == tenant))
+    }
+    types = spec.gpu_types or tuple(sorted({n.gpu_type for n in session.scalars(select(NodeRow))}))
+    limits = []
+    for gpu_type in types:
+        q = quotas.get(gpu_type) or quotas.get("*")
+        limits.append(None if q is None else q.limit_milli)
+    if limits and all(lim is not None and lim < total_milli for lim in limits):
+        best = max(lim for lim in limits if lim is not None) / GPU_MILLI
+        raise CapacityError(
+            f"job needs {total_milli / GPU_MILLI:g} GPUs but tenant {tenant!r} may hold at most "
+            f"{best:g}; ask the operator to raise the limit",
+            field="gpus",
+        )
+
+
+def submit(session: Session, *, principal: Principal, spec: JobSpec, tenant: str | None) -> JobOut:
+    if not principal.is_operator:
+        if tenant is not None and tenant != principal.tenant:
+            raise NotFound(f"no tenant named {tenant!r}", field="tenant")
+        tenant = principal.tenant
+    if tenant is None:
+        raise InvalidInput("the operator must name the tenant to submit for", field="tenant")
+    get_tenant_row(session, tenant)
+    check_fits_cluster(session, spec, tenant)
+    fractional = 0 < spec.gpus < 1
+    row = JobRow(
+        tenant=tenant,
+        name=spec.name,
+        kind=spec.kind.value,
+        state=JobState.PENDING.value,
+        priority=spec.priority_value,
+        replicas=spec.replicas,
+        gpus=1 if fractional else int(spec.gpus),
+        gpu_milli=round(spec.gpus * GPU_MILLI) if fractional else (GPU_MILLI if spec.gpus else 0),
+        gpu_types=",".join(spec.gpu_types),
+        cpu_milli=round(spec.cpu * 1000),
+        mem_mib=spec.memory_mib,
+        topology=spec.topology.value,
+        estimate_s=parse_duration_s(spec.estimate),
+        max_runtime_s=parse_duration_s(spec.max_runtime),
+        checkpoint_every_s=parse_duration_s(spec.checkpoint_every),
+        spec=spec.model_dump(mode="json"),
+        submitted_at=time.time(),
+        attempts=0,
+        attained_gpu_s=0.0,
+        message="",
+        stop_signalled=False,
+    )
+    session.add(row)
+    session.flush()
+    session.add(
+        EventRow(
+            at=row.submitted_at,
+            job_id=row.id,
+            tenant=tenant,
+            kind="state",
+            from_state=None,
+            to_state=JobState.PENDING.value,
+            reason="submitted",
+            message=f"{spec.replicas} x {_fmt(spec.gpus)} GPU",
+        )
+    )
+    session.flush()
+    return job_out(row)
+
+
+def get_row(session: Session, *, principal: Principal, job_id: int) -> JobRow:
+    row = session.get(JobRow, job_id)
+    if row is None or (not principal.is_operator and row.tenant != principal.tenant):
+        raise NotFound(f"no job {job_id}", field="job_id")
+    return row
+
+
+def get_job(session: Session, *, principal: Principal, job_id: int) -> JobOut:
+    row = get_row(session, principal=principal, job_id=job_id)
+    return job_out(row, active_allocations(session, row.id))
+
+
+def list_jobs(
+    session: Session,
+    *,
+    principal: Principal,
+    state: JobState | None = None,
+    tenant: str | None = None,
+    limit: int = 200,
+) -> list[JobOut]:
+    query = select(JobRow).order_by(JobRow.id.desc()).limit(limit)
+    if not principal.is_operator:
+        if tenant is not None and tenant != principal.tenant:
+            raise NotFound(f"no tenant named {tenant!r}", field="tenant")
+        tenant = principal.tenant
+    if tenant is not None:
+        query = query.where(JobRow.tenant == tenant)
+    if state is not None:
+        query = query.where(JobRow.state == state.value)
+    rows = list(session.scalars(query))
+    active_ids = [r.id for r in rows if r.state in ACTIVE_STATES]
+    allocs: dict[int, list[AllocationRow]] = defaultdict(list)
+    if active_ids:
+        for a in session.scalars(
+            select(AllocationRow).where(
+                AllocationRow.job_id.in_(active_ids), AllocationRow.released_at.is_(None)
+            )
+        ):
+            allocs[a.job_id].append(a)
+    return [job_out(r, allocs.get(r.id)) for r in rows]
+
+
+def cancel(session: Session, *, principal: Principal, job_id: int) -> JobOut:
+    row = get_row(session, principal=principal, job_id=job_id)
+    state = JobState(row.state)
+    if state == JobState.PENDING:
+        transition(session, row, JobState.CANCELLED, reason="cancel", message="cancelled by user")
+        row.message = "cancelled"
+    elif state in ACTIVE_STATES and row.stop_reason != "cancel":
+        row.stop_reason = "cancel"
+        row.stop_signalled = False
+        session.add(
+            EventRow(
+                at=time.time(),
+                job_id=row.id,
+                tenant=row.tenant,
+                kind="stop-requested",
+                reason="cancel",
+                message="cancelled by user",
+            )
+        )
+    session.flush()
+    return job_out(row, active_allocations(session, row.id))
+
+
+def events(
+    session: Session,
+    *,
+    principal: Principal,
+    job_id: int | None = None,
+    after_id: int = 0,
+    limit: int = 1000,
+) -> list[EventOut]:
+    query = select(EventRow).where(EventRow.id > after_id).order_by(EventRow.id).limit(limit)
+    if job_id is not None:
+        get_row(session, principal=principal, job_id=job_id)
+        query = query.where(EventRow.job_id == job_id)
+    elif not principal.is_operator:
+        query = query.where(EventRow.tenant == principal.tenant, EventRow.job_id.is_not(None))
+    return [event_out(r) for r in session.scalars(query)]
+
+
+def why(session: Session, *, principal: Principal, job_id: int, position: int | None) -> JobWhy:
+    row = get_row(session, principal=principal, job_id=job_id)
+    state = JobState(row.state)
+    reason = None
+    if state == JobState.PENDING:
+        reason = row.pending_reason
+        if reason is None:
+            sentence = f"Job {row.id} is pending and has not been through a scheduling cycle yet."
+        else:
+            where = f", number {position} in the queue" if position is not None else ""
+            eta = ""
+            if row.estimated_start is not None:
+                eta = f"; estimated start {ts(row.estimated_start):%Y-%m-%d %H:%M:%S} UTC"
+            sentence = f"Job {row.id} is pending ({reason}{where}): {row.pending_message}{eta}."
+    elif state in ACTIVE_STATES:
+        allocs = active_allocations(session, row.id)
+        nodes = ", ".join(f"{a.node}[{a.gpu_indices}]" for a in allocs)
+        stopping = f", stopping ({row.stop_reason})" if row.stop_reason else ""
+        sentence = f"Job {row.id} is {state.value} on {nodes or 'no GPUs'}{stopping}."
+        reason = row.stop_reason
+    elif state == JobState.SUCCEEDED:
+        sentence = f"Job {row.id} succeeded."
+    elif state == JobState.CANCELLED:
+        sentence = f"Job {row.id} was cancelled."
+    else:
+        sentence = f"Job {row.id} {state.value}: {row.message or 'no details'}."
+    return JobWhy(
+        id=row.id,
+        state=state,
+        reason=reason,
+        sentence=sentence,
+        position=position if state == JobState.PENDING else None,
+        estimated_start=ts(row.estimated_start) if state == JobState.PENDING else None,
+    )
+
+
+def log_path(logs_dir: Path, job_id: int, replica: int) -> Path:
+    return logs_dir / str(job_id) / f"replica-{replica}.log"
+
+
+def read_logs(
+    session: Session,
+    *,
+    principal: Principal,
+    logs_dir: Path,
+    job_id: int,
+    replica: int,
+    offset: int,
+    limit: int = MAX_LOG_CHUNK,
+) -> LogChunk:
+    row = get_row(session, principal=principal, job_id=job_id)
+    if not 0 <= replica < row.replicas:
+        raise InvalidInput(f"job {job_id} has replicas 0..{row.replicas - 1}", field="replica")
+    path = log_path(logs_dir, job_id, replica)
+    data = b""
+    if path.exists():
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read(min(limit, MAX_LOG_CHUNK))
+    return LogChunk(
+        job_id=job_id,
+        replica=replica,
+        offset=offset,
+        next_offset=offset + len(data),
+        data=data.decode("utf-8", errors="replace"),
+        finished=JobState(row.state).finished,
+    )

@@ -1,0 +1,156 @@
+"""Job state machine: every transition is an event row in the same transaction.
+
+pending → starting → running → succeeded | failed | cancelled, and
+starting | running → preempted → pending. A job being stopped (preemption,
+cancel, max runtime) stays running, holding its GPUs, until its processes exit;
+``stop_reason`` says what the exit will mean.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mosu.core.api import JobState
+from mosu.core.errors import Conflict
+from mosu.core.models import GPU_MILLI
+from mosu.service.db.rows import AllocationRow, EventRow, JobRow, UsageRow
+
+P, S, R = JobState.PENDING, JobState.STARTING, JobState.RUNNING
+ALLOWED: dict[str, frozenset[JobState]] = {
+    P: frozenset({S, JobState.CANCELLED}),
+    S: frozenset({R, JobState.FAILED, JobState.CANCELLED, JobState.PREEMPTED}),
+    R: frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.PREEMPTED}),
+    JobState.PREEMPTED: frozenset({P}),
+}
+
+
+def transition(
+    session: Session,
+    job: JobRow,
+    to: JobState,
+    *,
+    reason: str | None = None,
+    message: str = "",
+    now: float | None = None,
+) -> None:
+    allowed = ALLOWED.get(job.state, frozenset())
+    if to not in allowed:
+        raise Conflict(f"job {job.id} is {job.state}; it cannot become {to.value}")
+    at = time.time() if now is None else now
+    session.add(
+        EventRow(
+            at=at,
+            job_id=job.id,
+            tenant=job.tenant,
+            kind="state",
+            from_state=job.state,
+            to_state=to.value,
+            reason=reason,
+            message=message,
+        )
+    )
+    job.state = to.value
+    if to.finished:
+        job.finished_at = at
+    if to in (JobState.PENDING, *[s for s in JobState if s.finished]):
+        job.stop_reason = None
+        job.stop_signalled = False
+
+
+def note(session: Session, job: JobRow, kind: str, *, reason: str | None, message: str) -> None:
+    """A non-transition event about a job (stop requested, launch details)."""
+    session.add(
+        EventRow(
+            at=time.time(),
+            job_id=job.id,
+            tenant=job.tenant,
+            kind=kind,
+            reason=reason,
+            message=message,
+        )
+    )
+
+
+def active_allocations(session: Session, job_id: int) -> list[AllocationRow]:
+    return list(
+        session.scalars(
+            select(AllocationRow)
+            .where(AllocationRow.job_id == job_id, AllocationRow.released_at.is_(None))
+            .order_by(AllocationRow.replica)
+        )
+    )
+
+
+def release(session: Session, job: JobRow, *, now: float | None = None) -> None:
+    """Free the job's GPUs and record the GPU-seconds it held, per UTC day."""
+    at = time.time() if now is None else now
+    for alloc in active_allocations(session, job.id):
+        alloc.released_at = at
+        gpus = len(alloc.gpu_indices.split(",")) if alloc.gpu_indices else 0
+        share = gpus * alloc.gpu_milli / GPU_MILLI
+        if share <= 0:
+            continue
+        for day, seconds in split_by_day(alloc.allocated_at, at):
+            add_usage(session, alloc.tenant, alloc.gpu_type, day, share * seconds)
+        job.attained_gpu_s += share * max(0.0, at - alloc.allocated_at)
+
+
+def split_by_day(start: float, end: float) -> list[tuple[str, float]]:
+    """Seconds of [start, end) in each UTC day."""
+    out: list[tuple[str, float]] = []
+    t = start
+    while t < end:
+        day = datetime.fromtimestamp(t, UTC).date()
+        next_midnight = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + 86400
+        stop = min(end, next_midnight)
+        out.append((day.isoformat(), stop - t))
+        t = stop
+    return out
+
+
+def add_usage(session: Session, tenant: str, gpu_type: str, day: str, gpu_s: float) -> None:
+    row = session.scalar(
+        select(UsageRow).where(
+            UsageRow.tenant == tenant, UsageRow.gpu_type == gpu_type, UsageRow.day == day
+        )
+    )
+    if row is None:
+        session.add(UsageRow(tenant=tenant, gpu_type=gpu_type, day=day, gpu_seconds=gpu_s))
+        session.flush()
+    else:
+        row.gpu_seconds += gpu_s
+
+
+def finish(
+    session: Session,
+    job: JobRow,
+    *,
+    exit_code: int | None,
+    message: str = "",
+    now: float | None = None,
+) -> None:
+    """Processes of a starting/running job are gone; decide what that means."""
+    at = time.time() if now is None else now
+    release(session, job, now=at)
+    job.exit_code = exit_code
+    stop = job.stop_reason
+    if stop == "preempt" or stop == "restart":
+        job.message = message or "preempted"
+        transition(session, job, JobState.PREEMPTED, reason=stop, message=message, now=at)
+        transition(session, job, JobState.PENDING, reason="requeued", message="requeued", now=at)
+    elif stop == "cancel":
+        job.message = "cancelled"
+        transition(session, job, JobState.CANCELLED, reason="cancel", message=message, now=at)
+    elif stop == "max-runtime":
+        job.message = "stopped after exceeding max_runtime"
+        transition(session, job, JobState.FAILED, reason="max-runtime", message=job.message, now=at)
+    elif exit_code == 0:
+        job.message = message
+        transition(session, job, JobState.SUCCEEDED, reason="exit", message="exit code 0", now=at)
+    else:
+        job.message = message or f"exit code {exit_code}"
+        transition(session, job, JobState.FAILED, reason="exit", message=job.message, now=at)

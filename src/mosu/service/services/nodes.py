@@ -1,0 +1,115 @@
+"""Nodes: declared or discovered machines, their state and the cluster in aggregate."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mosu.core.api import ClusterOut, GpuTypeSummary, NodeCreate, NodeOut, parse_memory_mib
+from mosu.core.errors import InvalidInput, NotFound
+from mosu.core.models import GPU_MILLI, NodeState
+from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow
+from mosu.service.services.auth import Principal
+
+
+def register_node(session: Session, *, principal: Principal, body: NodeCreate) -> NodeOut:
+    """Create the node, or update its capacity if it exists (state is kept)."""
+    principal.require_operator("register nodes")
+    parts = [p for p in body.topology.split("/") if p]
+    if len(parts) > 3:
+        raise InvalidInput("expected zone/rack/node", field="topology")
+    zone = parts[0] if len(parts) >= 2 else "zone-0"
+    rack = parts[1] if len(parts) >= 2 else (parts[0] if parts else "rack-0")
+    row = session.get(NodeRow, body.name)
+    if row is None:
+        row = NodeRow(name=body.name, state=NodeState.READY.value, created_at=time.time())
+        session.add(row)
+        kind = "node-registered"
+    else:
+        kind = "node-updated"
+    row.gpu_type = body.gpu_type
+    row.gpus = body.gpus
+    row.cpu_milli = round(body.cpu * 1000)
+    row.mem_mib = parse_memory_mib(body.memory)
+    row.gpu_mem_mib = parse_memory_mib(body.gpu_memory)
+    row.zone = zone
+    row.rack = rack
+    session.add(
+        EventRow(at=time.time(), kind=kind, message=f"{body.name}: {body.gpus} x {body.gpu_type}")
+    )
+    session.flush()
+    return _out(row, _allocated_by_node(session).get(row.name, 0.0))
+
+
+def _allocated_by_node(session: Session) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for a in session.scalars(select(AllocationRow).where(AllocationRow.released_at.is_(None))):
+        gpus = len(a.gpu_indices.split(",")) if a.gpu_indices else 0
+        out[a.node] += gpus * a.gpu_milli / GPU_MILLI
+    return out
+
+
+def _out(row: NodeRow, allocated: float) -> NodeOut:
+    return NodeOut(
+        name=row.name,
+        gpu_type=row.gpu_type,
+        gpus=row.gpus,
+        cpu=row.cpu_milli / 1000,
+        memory_mib=row.mem_mib,
+        zone=row.zone,
+        rack=row.rack,
+        state=NodeState(row.state),
+        allocated_gpus=round(allocated, 3),
+    )
+
+
+def list_nodes(session: Session, *, principal: Principal) -> list[NodeOut]:
+    principal.require_operator("list nodes (tenants see the cluster in aggregate: GET /v1/cluster)")
+    allocated = _allocated_by_node(session)
+    rows = session.scalars(select(NodeRow).order_by(NodeRow.name))
+    return [_out(row, allocated.get(row.name, 0.0)) for row in rows]
+
+
+def set_state(session: Session, *, principal: Principal, name: str, state: NodeState) -> NodeOut:
+    principal.require_operator("drain nodes")
+    row = session.get(NodeRow, name)
+    if row is None:
+        raise NotFound(f"no node named {name!r}", field="node")
+    if row.state != state.value:
+        session.add(
+            EventRow(at=time.time(), kind=f"node-{state.value}", message=f"{name}: {state.value}")
+        )
+        row.state = state.value
+    session.flush()
+    return _out(row, _allocated_by_node(session).get(name, 0.0))
+
+
+def cluster_summary(session: Session) -> ClusterOut:
+    allocated = _allocated_by_node(session)
+    by_type: dict[str, list[NodeRow]] = defaultdict(list)
+    for row in session.scalars(select(NodeRow).order_by(NodeRow.name)):
+        by_type[row.gpu_type].append(row)
+    summaries = []
+    for gpu_type, rows in sorted(by_type.items()):
+        total = sum(r.gpus for r in rows)
+        used = round(sum(allocated.get(r.name, 0.0) for r in rows), 3)
+        summaries.append(
+            GpuTypeSummary(
+                gpu_type=gpu_type,
+                nodes=len(rows),
+                gpus=total,
+                allocated=used,
+                free=round(total - used, 3),
+            )
+        )
+    counts = dict(
+        session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).tuples().all()
+    )
+    return ClusterOut(
+        gpu_types=summaries,
+        jobs_pending=counts.get("pending", 0),
+        jobs_running=counts.get("running", 0) + counts.get("starting", 0),
+    )

@@ -1,0 +1,214 @@
+"""One scheduling cycle against the store: load (short transaction) → engine (no
+transaction) → apply (short transaction, guarded).
+
+The guard: every decision carries the job version the snapshot saw; a decision
+whose job changed since (cancelled, already started, finished) is skipped, and
+the job row's optimistic lock makes a concurrent change fail the transaction
+rather than be overwritten. The next cycle sees the new state.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState, ReplicaLaunch
+from mosu.core.models import GPU_MILLI, RunningJob
+from mosu.engine.decisions import CycleResult
+from mosu.engine.snapshot import ClusterSnapshot
+from mosu.service.db.convert import (
+    engine_job,
+    engine_node,
+    engine_placement,
+    engine_tenant,
+    indices_of,
+)
+from mosu.service.db.rows import AllocationRow, JobRow, NodeRow, QuotaRow, TenantRow
+from mosu.service.services.jobs import log_path
+from mosu.service.services.lifecycle import active_allocations, note, transition
+
+
+@dataclass(frozen=True)
+class LoadedSnapshot:
+    snapshot: ClusterSnapshot
+    versions: dict[int, int]
+    """Job id → the row version the snapshot was built from."""
+
+
+@dataclass
+class Applied:
+    started: list[int] = field(default_factory=list)
+    preempting: list[int] = field(default_factory=list)
+    queue_order: list[int] = field(default_factory=list)
+    """Pending job ids in the engine's order (position 1 first)."""
+    skipped: int = 0
+
+
+def load_snapshot(session: Session, *, now: float) -> LoadedSnapshot:
+    nodes = tuple(engine_node(n) for n in session.scalars(select(NodeRow).order_by(NodeRow.name)))
+    quotas: dict[str, list[QuotaRow]] = defaultdict(list)
+    for q in session.scalars(select(QuotaRow)):
+        quotas[q.tenant].append(q)
+    tenants = tuple(
+        engine_tenant(t, quotas[t.name])
+        for t in session.scalars(select(TenantRow).order_by(TenantRow.name))
+    )
+    rows = list(
+        session.scalars(
+            select(JobRow)
+            .where(JobRow.state.in_([JobState.PENDING.value, *[s.value for s in ACTIVE_STATES]]))
+            .order_by(JobRow.id)
+        )
+    )
+    allocs: dict[int, list[AllocationRow]] = defaultdict(list)
+    for a in session.scalars(select(AllocationRow).where(AllocationRow.released_at.is_(None))):
+        allocs[a.job_id].append(a)
+    running: list[RunningJob] = []
+    pending = []
+    attained: dict[str, float] = {}
+    versions: dict[int, int] = {}
+    for row in rows:
+        versions[row.id] = row.version
+        if row.state == JobState.PENDING.value:
+            pending.append(engine_job(row))
+            if row.attained_gpu_s:
+                attained[str(row.id)] = row.attained_gpu_s
+            continue
+        held = allocs.get(row.id, [])
+        if not held:
+            continue
+        share = sum(len(indices_of(a.gpu_indices)) * a.gpu_milli for a in held) / GPU_MILLI
+        started = row.started_at if row.started_at is not None else now
+        running.append(
+            RunningJob(
+                job=engine_job(row),
+                placement=engine_placement(held),
+                started_s=started,
+                attained_gpu_s=row.attained_gpu_s + share * max(0.0, now - started),
+            )
+        )
+    snapshot = ClusterSnapshot(
+        now=now,
+        nodes=nodes,
+        tenants=tenants,
+        running=tuple(running),
+        pending=tuple(pending),
+        attained_gpu_s=attained,
+    )
+    return LoadedSnapshot(snapshot=snapshot, versions=versions)
+
+
+def apply_decisions(
+    session: Session, *, loaded: LoadedSnapshot, result: CycleResult, now: float
+) -> Applied:
+    """Write the cycle's decisions; call inside one transaction."""
+    applied = Applied()
+    ids = {int(d.job_id) for d in (*result.preemptions, *result.starts, *result.pending)}
+    rows = {
+        r.id: r
+        for r in session.scalars(select(JobRow).where(JobRow.id.in_(sorted(ids))).with_for_update())
+    }
+    nodes = {n.name: n for n in session.scalars(select(NodeRow))}
+
+    def current(job_id: str, states: tuple[JobState, ...]) -> JobRow | None:
+        row = rows.get(int(job_id))
+        if row is None or row.version != loaded.versions.get(row.id) or row.state not in states:
+            applied.skipped += 1
+            return None
+        return row
+
+    # 1. Preemptions: ask the victims to stop; they keep their GPUs until they exit.
+    for p in result.preemptions:
+        row = current(p.job_id, ACTIVE_STATES)
+        if row is None or row.stop_reason is not None:
+            continue
+        row.stop_reason = "preempt"
+        row.stop_signalled = False
+        beneficiary = f" for job {p.for_job}" if p.for_job else ""
+        note(
+            session, row, "stop-requested", reason=str(p.reason), message=f"{p.reason}{beneficiary}"
+        )
+        applied.preempting.append(row.id)
+    # 2. Starts: pending → starting with one allocation row per replica.
+    for s in result.starts:
+        row = current(s.job_id, (JobState.PENDING,))
+        if row is None:
+            continue
+        row.attempts += 1
+        row.started_at = now
+        row.pending_reason = row.pending_message = None
+        row.estimated_start = None
+        transition(session, row, JobState.STARTING, reason="scheduled", now=now)
+        for k, rp in enumerate(s.placement):
+            session.add(
+                AllocationRow(
+                    job_id=row.id,
+                    attempt=row.attempts,
+                    replica=k,
+                    tenant=row.tenant,
+                    node=rp.node,
+                    gpu_type=nodes[rp.node].gpu_type,
+                    gpu_indices=",".join(str(g) for g in rp.gpu_indices),
+                    gpu_milli=rp.gpu_milli,
+                    cpu_milli=rp.cpu_milli,
+                    mem_mib=rp.mem_mib,
+                    allocated_at=now,
+                )
+            )
+        applied.started.append(row.id)
+    # 3. The rest: remember why each job waits (written only when it changed).
+    for d in result.pending:
+        applied.queue_order.append(int(d.job_id))
+        row = current(d.job_id, (JobState.PENDING,))
+        if row is None:
+            continue
+        eta = None if d.estimated_start_s is None else round(d.estimated_start_s)
+        new = (str(d.reason), d.message, eta)
+        if (row.pending_reason, row.pending_message, row.estimated_start) != new:
+            row.pending_reason, row.pending_message, row.estimated_start = new
+    session.flush()
+    return applied
+
+
+def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch | None:
+    row = session.get(JobRow, job_id)
+    if row is None or row.state != JobState.STARTING.value:
+        return None
+    spec = row.spec
+    command = spec["command"]
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+    replicas = [
+        ReplicaLaunch(
+            replica=a.replica,
+            node=a.node,
+            gpu_indices=indices_of(a.gpu_indices),
+            gpu_fraction=a.gpu_milli / GPU_MILLI,
+            log_path=str(log_path(logs_dir, row.id, a.replica)),
+        )
+        for a in active_allocations(session, row.id)
+    ]
+    return JobLaunch(
+        job_id=row.id,
+        attempt=row.attempts,
+        argv=argv,
+        env=dict(spec.get("env") or {}),
+        workdir=spec.get("workdir"),
+        replicas=replicas,
+    )
+
+
+def mark_running(session: Session, *, job_id: int, attempt: int, pids: dict[int, int]) -> None:
+    row = session.get(JobRow, job_id)
+    if row is None or row.state != JobState.STARTING.value or row.attempts != attempt:
+        return
+    for a in active_allocations(session, job_id):
+        a.pid = pids.get(a.replica)
+    transition(session, row, JobState.RUNNING, reason="launched", message=_pids_text(pids))
+
+
+def _pids_text(pids: dict[int, int]) -> str:
+    return "pids " + " ".join(f"{k}:{v}" for k, v in sorted(pids.items()))

@@ -1,0 +1,117 @@
+"""Tenants and their quotas."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mosu.core.api import QuotaSpec, TenantCreate, TenantCreated, TenantOut
+from mosu.core.errors import Conflict, NotFound
+from mosu.core.models import GPU_MILLI
+from mosu.service.db.convert import tenant_out
+from mosu.service.db.rows import AllocationRow, EventRow, QuotaRow, TenantRow
+from mosu.service.services.auth import Principal, issue_token
+
+
+def _milli(value: float | None) -> int | None:
+    return None if value is None else round(value * GPU_MILLI)
+
+
+def _set_quotas(session: Session, tenant: str, quotas: dict[str, QuotaSpec]) -> None:
+    for gpu_type, spec in quotas.items():
+        row = session.get(QuotaRow, (tenant, gpu_type))
+        if row is None:
+            row = QuotaRow(tenant=tenant, gpu_type=gpu_type)
+            session.add(row)
+        row.guaranteed_milli = _milli(spec.guaranteed) or 0
+        row.limit_milli = _milli(spec.limit)
+
+
+def create_tenant(session: Session, *, principal: Principal, body: TenantCreate) -> TenantCreated:
+    principal.require_operator("create tenants")
+    if session.get(TenantRow, body.name) is not None:
+        raise Conflict(f"tenant {body.name!r} already exists", field="name")
+    now = time.time()
+    row = TenantRow(name=body.name, weight=body.weight, created_at=now)
+    session.add(row)
+    session.flush()
+    _set_quotas(session, body.name, body.quotas)
+    token = issue_token(session, tenant=body.name)
+    session.add(
+        EventRow(at=now, tenant=body.name, kind="tenant-created", message=_quota_text(body.quotas))
+    )
+    session.flush()
+    return TenantCreated(tenant=_out(session, row), token=token)
+
+
+def _quota_text(quotas: dict[str, QuotaSpec]) -> str:
+    return ", ".join(
+        f"{t}: guarantee {q.guaranteed:g}" + ("" if q.limit is None else f", limit {q.limit:g}")
+        for t, q in sorted(quotas.items())
+    )
+
+
+def get_row(session: Session, name: str) -> TenantRow:
+    row = session.get(TenantRow, name)
+    if row is None:
+        raise NotFound(f"no tenant named {name!r}", field="tenant")
+    return row
+
+
+def _allocated(session: Session, tenant: str | None) -> dict[str, dict[str, float]]:
+    query = select(AllocationRow).where(AllocationRow.released_at.is_(None))
+    if tenant is not None:
+        query = query.where(AllocationRow.tenant == tenant)
+    out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for a in session.scalars(query):
+        gpus = len(a.gpu_indices.split(",")) if a.gpu_indices else 0
+        out[a.tenant][a.gpu_type] += gpus * a.gpu_milli / GPU_MILLI
+    return out
+
+
+def _out(session: Session, row: TenantRow) -> TenantOut:
+    quotas = list(session.scalars(select(QuotaRow).where(QuotaRow.tenant == row.name)))
+    allocated = _allocated(session, row.name).get(row.name, {})
+    return tenant_out(row, quotas, dict(sorted(allocated.items())))
+
+
+def list_tenants(session: Session, *, principal: Principal) -> list[TenantOut]:
+    query = select(TenantRow).order_by(TenantRow.name)
+    if not principal.is_operator:
+        query = query.where(TenantRow.name == principal.tenant)
+    return [_out(session, row) for row in session.scalars(query)]
+
+
+def get_tenant(session: Session, *, principal: Principal, name: str) -> TenantOut:
+    if not principal.is_operator and principal.tenant != name:
+        raise NotFound(f"no tenant named {name!r}", field="tenant")
+    return _out(session, get_row(session, name))
+
+
+def update_quotas(
+    session: Session,
+    *,
+    principal: Principal,
+    name: str,
+    quotas: dict[str, QuotaSpec],
+    weight: float | None,
+) -> TenantOut:
+    principal.require_operator("change quotas")
+    row = get_row(session, name)
+    _set_quotas(session, name, quotas)
+    if weight is not None:
+        row.weight = weight
+    session.add(
+        EventRow(at=time.time(), tenant=name, kind="quota-changed", message=_quota_text(quotas))
+    )
+    session.flush()
+    return _out(session, row)
+
+
+def new_token(session: Session, *, principal: Principal, name: str) -> str:
+    principal.require_operator("issue tokens")
+    get_row(session, name)
+    return issue_token(session, tenant=name)

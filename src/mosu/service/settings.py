@@ -1,0 +1,37 @@
+"""Service settings, read from ``MOSU_*`` environment variables and built once in ``main``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MOSU_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".mosu")
+    database_url: str | None = None
+    """SQLAlchemy URL; empty means an SQLite file ``mosu.db`` under ``data_dir``."""
+    host: str = "127.0.0.1"
+    port: int = 8765
+    profile: str = "mosu"
+    tick_s: float = 2.0
+    """Longest time between scheduling cycles when nothing wakes the loop."""
+    poll_s: float = 0.1
+    """How often the loop polls the executor for exited processes."""
+    grace_s: float = 30.0
+    """Time a job gets between SIGTERM and SIGKILL on cancel or preemption."""
+    operator_token: str | None = None
+    """If set, this token is accepted for the operator (created on first start otherwise)."""
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'mosu.db'}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"

@@ -1,0 +1,122 @@
+"""Service fixtures: a platform on SQLite (always) and PostgreSQL (when
+``MOSU_TEST_POSTGRES_URL`` is set; each test gets a fresh database, dropped after)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from mosu.core.api import JobExit, JobLaunch
+from mosu.service.app import create_app
+from mosu.service.platform import Platform
+from mosu.service.settings import Settings
+
+with warnings.catch_warnings():
+    # starlette warns at import that its test client will move to another package.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from fastapi.testclient import TestClient
+
+OPERATOR_TOKEN = "mosu_op_test-operator-token"
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+class FakeExecutor:
+    """Runs nothing: records launches and stops; tests decide when jobs exit."""
+
+    def __init__(self) -> None:
+        self.launched: dict[int, JobLaunch] = {}
+        self.stopped: list[int] = []
+        self.exits: list[JobExit] = []
+        self.orphans: list[tuple[int, list[int]]] = []
+        self.fail_start = False
+        self._pid = 1000
+
+    def start(self, launch: JobLaunch) -> dict[int, int]:
+        if self.fail_start:
+            raise OSError("no such file: nonexistent")
+        self.launched[launch.job_id] = launch
+        pids = {}
+        for r in launch.replicas:
+            self._pid += 1
+            pids[r.replica] = self._pid
+        return pids
+
+    def exit(self, job_id: int, code: int | None = 0) -> None:
+        launch = self.launched[job_id]
+        self.exits.append(JobExit(job_id=job_id, attempt=launch.attempt, exit_code=code))
+
+    def poll(self) -> list[JobExit]:
+        out, self.exits = self.exits, []
+        return out
+
+    def stop(self, job_id: int, grace_s: float) -> None:
+        self.stopped.append(job_id)
+
+    def terminate_orphans(self, job_id: int, pids: list[int], grace_s: float) -> int:
+        self.orphans.append((job_id, pids))
+        return len(pids)
+
+    def shutdown(self, grace_s: float) -> None:
+        pass
+
+
+def _postgres_database() -> Iterator[str]:
+    base = os.environ.get("MOSU_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("MOSU_TEST_POSTGRES_URL is not set")
+    url = make_url(base).set(drivername="postgresql+psycopg")
+    name = f"mosu_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mosu.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def executor() -> FakeExecutor:
+    return FakeExecutor()
+
+
+@pytest.fixture
+def platform(db_url: str, tmp_path: Path, executor: FakeExecutor) -> Iterator[Platform]:
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        operator_token=OPERATOR_TOKEN,
+        grace_s=0.1,
+    )
+    p = Platform(settings, executor)
+    p.open()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def api(platform: Platform) -> Iterator[TestClient]:
+    with TestClient(create_app(platform), raise_server_exceptions=False) as client:
+        client.headers["Authorization"] = f"Bearer {OPERATOR_TOKEN}"
+        yield client
+
+
+def as_token(client: TestClient, token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
