@@ -7,13 +7,20 @@ mutates. Every ``assign``/``release`` appends to an undo log so that a what-if
 Indexes kept up to date on every change, so a placement never scans every node:
 - per GPU type, nodes bucketed by their count of fully free GPUs;
 - per GPU type, the set of nodes holding a partly used GPU;
-- per rack, free whole GPUs.
+- per rack, free whole GPUs;
+- numpy columns (``cols``) of every node's free CPU, memory, GPU shares and
+  fully free GPU count, so a candidate filter or a policy's scoring is a few
+  vector operations instead of a Python loop over nodes;
+- a per-node change counter (``cols.node_version``), so a policy can cache what
+  it derives from a node and refresh only the nodes that changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from mosu.core.models import GPU_MILLI, Node, NodeState, Placement, ReplicaPlacement, Shape
 
@@ -23,6 +30,46 @@ class _Undo:
     job_id: str
     placement: Placement
     was_assign: bool
+
+
+_NO_GPU = -1
+"""Padding in ``NodeColumns.gpu_free`` for GPU slots a node does not have."""
+
+
+class NodeColumns:
+    """Vector mirrors of a ``ClusterState``'s per-node figures, kept in step by it.
+
+    ``gpu_free`` is nodes x (most GPUs on any node), padded with -1.
+    ``tags`` counts, per node, the replicas it holds by kind of GPU request:
+    column ``tag_index[(gpus, fractional)]``; ``(0, False)`` is CPU-only.
+    """
+
+    def __init__(self, nodes: Sequence[Node], type_ids: dict[str, int]) -> None:
+        n = len(nodes)
+        width = max((node.gpus for node in nodes), default=0)
+        self.gpus = np.array([node.gpus for node in nodes], dtype=np.int64)
+        self.gpu_type = np.array([type_ids[node.gpu_type] for node in nodes], dtype=np.int64)
+        self.cpu_free = np.array([node.cpu_milli for node in nodes], dtype=np.int64)
+        self.mem_free = np.array([node.mem_mib for node in nodes], dtype=np.int64)
+        self.gpu_free = np.full((n, width), _NO_GPU, dtype=np.int64)
+        for i, node in enumerate(nodes):
+            self.gpu_free[i, : node.gpus] = GPU_MILLI
+        self.full_free = self.gpus.copy()
+        self.free_total = self.gpus * GPU_MILLI
+        self.max_free = np.where(self.gpus > 0, GPU_MILLI, 0).astype(np.int64)
+        self.schedulable = np.array([node.state == NodeState.READY for node in nodes], dtype=bool)
+        self.node_version = np.zeros(n, dtype=np.int64)
+        self.tag_index: dict[tuple[int, bool], int] = {}
+        self.tags = np.zeros((n, 0), dtype=np.int64)
+
+    def tag_column(self, gpus: int, fractional: bool) -> int:
+        key = (gpus, fractional)
+        col = self.tag_index.get(key)
+        if col is None:
+            col = len(self.tag_index)
+            self.tag_index[key] = col
+            self.tags = np.hstack([self.tags, np.zeros((len(self.tags), 1), dtype=np.int64)])
+        return col
 
 
 class ClusterState:
@@ -53,6 +100,9 @@ class ClusterState:
         self.rack_free_gpus: dict[str, int] = {}
         self.capacity_milli = 0
         self.allocated_milli = 0
+        self.type_ids: dict[str, int] = {t: k for k, t in enumerate(self.gpu_types)}
+        self.cols = NodeColumns(self.nodes, self.type_ids)
+        self._type_masks: dict[tuple[str, ...], np.ndarray] = {}
         for i, node in enumerate(self.nodes):
             self._nodes_by_type[node.gpu_type].append(i)
             self.rack_free_gpus.setdefault(node.rack, 0)
@@ -80,32 +130,28 @@ class ClusterState:
 
     def candidates(self, shape: Shape, gpu_types: Iterable[str] = ()) -> list[int]:
         """Nodes where one replica of ``shape`` fits, in ascending index order."""
-        types = tuple(gpu_types) or self.gpu_types
-        found: list[int] = []
-        for t in types:
-            buckets = self._buckets.get(t)
-            if buckets is None:
-                continue
-            if shape.gpus == 0:
-                pool: Iterable[int] = self._nodes_by_type[t]
-            elif shape.gpu_milli == GPU_MILLI:
-                pool = (i for b in buckets[shape.gpus :] for i in b)
+        return self.candidate_array(shape, gpu_types).tolist()
+
+    def candidate_array(self, shape: Shape, gpu_types: Iterable[str] = ()) -> np.ndarray:
+        """``candidates`` as an int64 array: one vector filter over the node columns."""
+        c = self.cols
+        mask = self.type_mask(tuple(gpu_types)) & (c.cpu_free >= shape.cpu_milli)
+        mask &= c.mem_free >= shape.mem_mib
+        if shape.gpus:
+            if shape.gpu_milli == GPU_MILLI:
+                mask &= c.full_free >= shape.gpus
             else:
-                partial = (
-                    i
-                    for i in self._partial[t]
-                    if self.full_free[i] == 0
-                    and any(f >= shape.gpu_milli for f in self.gpu_free[i])
-                )
-                pool = (*(i for b in buckets[1:] for i in b), *partial)
-            cpu, mem = shape.cpu_milli, shape.mem_mib
-            found.extend(
-                i
-                for i in pool
-                if self.schedulable[i] and self.cpu_free[i] >= cpu and self.mem_free[i] >= mem
-            )
-        found.sort()
-        return found
+                mask &= c.max_free >= shape.gpu_milli
+        return np.flatnonzero(mask)
+
+    def type_mask(self, gpu_types: tuple[str, ...]) -> np.ndarray:
+        """Schedulable nodes whose GPU type is one of ``gpu_types`` (any type if empty)."""
+        mask = self._type_masks.get(gpu_types)
+        if mask is None:
+            ids = [self.type_ids[t] for t in gpu_types if t in self.type_ids]
+            mask = np.isin(self.cols.gpu_type, ids) if gpu_types else np.ones(len(self.nodes), bool)
+            self._type_masks[gpu_types] = mask
+        return mask & self.cols.schedulable
 
     def free_gpu_milli(self, i: int) -> int:
         return sum(self.gpu_free[i]) if self.schedulable[i] else 0
@@ -166,6 +212,8 @@ class ClusterState:
             return
         self._unindex(i)
         self.schedulable[i] = schedulable
+        self.cols.schedulable[i] = schedulable
+        self.cols.node_version[i] += 1
         self._index(i)
         delta = len(self.gpu_free[i]) * GPU_MILLI
         self.capacity_milli += delta if schedulable else -delta
@@ -191,8 +239,24 @@ class ClusterState:
         self.mem_free[i] += sign * rp.mem_mib
         self.full_free[i] = sum(1 for f in free if f == GPU_MILLI)
         self._index(i)
+        self._mirror(i, rp, sign)
         self.allocated_milli -= sign * rp.gpu_milli * len(rp.gpu_indices)
         self.version += 1
+
+    def _mirror(self, i: int, rp: ReplicaPlacement, sign: int) -> None:
+        c = self.cols
+        free = self.gpu_free[i]
+        c.cpu_free[i] = self.cpu_free[i]
+        c.mem_free[i] = self.mem_free[i]
+        c.full_free[i] = self.full_free[i]
+        if free:
+            c.gpu_free[i, : len(free)] = free
+            c.free_total[i] = sum(free)
+            c.max_free[i] = max(free)
+        n = len(rp.gpu_indices)
+        col = c.tag_column(n, n == 1 and rp.gpu_milli < GPU_MILLI)
+        c.tags[i, col] -= sign
+        c.node_version[i] += 1
 
     def _unindex(self, i: int) -> None:
         node = self.nodes[i]

@@ -23,7 +23,8 @@ class PlacementPolicy(Protocol):
     def select(
         self, state: ClusterState, shape: Shape, candidates: Sequence[int]
     ) -> tuple[int, tuple[int, ...]] | None:
-        """Pick from ``candidates`` (nodes where ``shape`` fits), or None to decline."""
+        """Pick from ``candidates`` (ascending indices of nodes where ``shape`` fits; a
+        list or an int64 numpy array), or None to decline."""
         ...
 
 
@@ -74,8 +75,8 @@ def _place_same_node(state: ClusterState, job: Job, policy: PlacementPolicy) -> 
         cpu_milli=shape.cpu_milli * job.replicas,
         mem_mib=shape.mem_mib * job.replicas,
     )
-    candidates = state.candidates(whole, job.gpu_types)
-    if not candidates:
+    candidates = state.candidate_array(whole, job.gpu_types)
+    if not len(candidates):
         return None
     choice = policy.select(state, whole, candidates)
     if choice is None:
@@ -104,10 +105,10 @@ def _place_spread(
     placed: list[ReplicaPlacement] = []
     try:
         for k in range(job.replicas):
-            candidates = state.candidates(job.shape, job.gpu_types)
+            candidates = state.candidate_array(job.shape, job.gpu_types)
             if rack is not None:
-                candidates = [i for i in candidates if state.nodes[i].rack == rack]
-            if not candidates:
+                candidates = candidates[[state.nodes[i].rack == rack for i in candidates.tolist()]]
+            if not len(candidates):
                 return None
             choice = policy.select(state, job.shape, candidates)
             if choice is None:

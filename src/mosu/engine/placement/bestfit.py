@@ -1,11 +1,19 @@
-"""Best fit: the node left with the least free GPU after placing, then the lowest index."""
+"""Best fit.
+
+``BestFit`` is the engine's simple default: the node left with the least free GPU,
+then the lowest index. ``BestFitScore`` is the FGD paper's best-fit baseline.
+"""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
+
+import numpy as np
 
 from mosu.core.models import Shape
 from mosu.engine.placement.base import choose_gpus
+from mosu.engine.placement.common import TieBreak, pick_max
 from mosu.engine.state import ClusterState
 
 
@@ -18,4 +26,44 @@ class BestFit:
         best = min(candidates, key=lambda i: (state.free_gpu_milli(i), i), default=None)
         if best is None:
             return None
-        return best, choose_gpus(state, best, shape)
+        return int(best), choose_gpus(state, int(best), shape)
+
+
+MAX_SPEC_CPU_MILLI = 128_000
+"""The largest node's CPU in the FGD paper's simulator, used to put CPU on a 0..1 scale."""
+MAX_SPEC_GPU_MILLI = 8_000
+"""The largest node's GPU (8 GPUs) in the FGD paper's simulator."""
+
+
+def normalize_scores(raw: np.ndarray) -> np.ndarray:
+    """Integer rescale of scores to 0..100, as the Kubernetes score extension does
+    (all equal -> all 0); the integer steps create ties that are then drawn at random."""
+    lo, hi = int(raw.min()), int(raw.max())
+    if hi == lo:
+        return np.zeros_like(raw)
+    return (raw - lo) * 100 // (hi - lo)
+
+
+class BestFitScore:
+    """Best fit over CPU and GPU, as the FGD paper's baseline: minimise the node's
+    leftover ``0.5 * cpu/128 cores + 0.5 * gpu/8 GPUs`` after placing, scores as
+    integers 0..100, ties drawn at random; the tightest GPU for a share."""
+
+    name = "bestfit"
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.ties = TieBreak(rng)
+
+    def select(
+        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+    ) -> tuple[int, tuple[int, ...]] | None:
+        cand = np.asarray(candidates, dtype=np.int64)
+        if not len(cand):
+            return None
+        c = state.cols
+        leftover = (c.cpu_free[cand] - shape.cpu_milli) / MAX_SPEC_CPU_MILLI * 0.5
+        leftover += (c.free_total[cand] - shape.total_gpu_milli) / MAX_SPEC_GPU_MILLI * 0.5
+        raw = np.trunc((1.0 - leftover) * 100).astype(np.int64)
+        i = pick_max(normalize_scores(raw), cand, self.ties, len(state.nodes))
+        return i, choose_gpus(state, i, shape)

@@ -1,0 +1,48 @@
+"""Small pieces every scoring policy shares: tie-breaking and GPU choice on a node."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from mosu.core.models import GPU_MILLI, Shape
+from mosu.engine.state import ClusterState
+
+
+class TieBreak:
+    """A fixed random priority of nodes, drawn once from ``rng``: a tie in score goes to
+    the node ranked first. The FGD paper's simulator does the same (it prefixes node
+    names with a random permutation and breaks ties by name), and a fixed order keeps
+    tied decisions consolidated on the same nodes instead of scattering them."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self._rank = np.zeros(0, dtype=np.int64)
+
+    def rank(self, n: int) -> np.ndarray:
+        if len(self._rank) != n:
+            order = list(range(n))
+            self.rng.shuffle(order)
+            self._rank = np.array(order, dtype=np.int64)
+        return self._rank
+
+
+def pick_max(scores: np.ndarray, cand: np.ndarray, ties: TieBreak, n_nodes: int) -> int:
+    """The candidate with the highest score, ties to the best-ranked node."""
+    best = np.flatnonzero(scores == scores.max())
+    if len(best) == 1:
+        return int(cand[best[0]])
+    tied = cand[best]
+    return int(tied[np.argmin(ties.rank(n_nodes)[tied])])
+
+
+def random_gpus(state: ClusterState, i: int, shape: Shape, rng: random.Random) -> tuple[int, ...]:
+    """Lowest-index free GPUs for whole requests; a uniformly drawn GPU with room for a share."""
+    free = state.gpu_free[i]
+    if shape.gpus == 0:
+        return ()
+    if shape.gpu_milli == GPU_MILLI:
+        return tuple([g for g, f in enumerate(free) if f == GPU_MILLI][: shape.gpus])
+    room = [g for g, f in enumerate(free) if f >= shape.gpu_milli]
+    return (room[rng.randrange(len(room))],)

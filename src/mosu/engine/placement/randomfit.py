@@ -1,0 +1,25 @@
+"""Random: any node where the replica fits, drawn uniformly; a random GPU for a share."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from mosu.core.models import Shape
+from mosu.engine.placement.common import random_gpus
+from mosu.engine.state import ClusterState
+
+
+class RandomFit:
+    name = "random"
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def select(
+        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+    ) -> tuple[int, tuple[int, ...]] | None:
+        if not len(candidates):
+            return None
+        i = int(candidates[self.rng.randrange(len(candidates))])
+        return i, random_gpus(state, i, shape, self.rng)
