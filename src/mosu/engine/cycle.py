@@ -1,42 +1,671 @@
-"""One scheduling cycle: ``schedule(snapshot, profile) -> CycleResult``."""
+"""One scheduling cycle: ``schedule(snapshot, profile) -> CycleResult``.
+
+Least disruptive first, as numbered phases:
+
+1. open a working state (the running allocations, per-tenant usage);
+2. order each tenant's queue with the profile's ordering;
+3. start jobs that fit inside their tenant's guarantee;
+4. reclaim: a tenant below its guarantee whose job does not fit gets borrowed
+   capacity back (preempting the cheapest borrowed jobs);
+5. lend idle capacity to tenants above their guarantee, in weighted fair-share
+   order, up to each limit; with backfill, a blocked job gets a reservation and
+   later jobs start only where they cannot delay it;
+6. rank preemption: a better-ranked job (priority, or a preemptive ordering such
+   as least-attained-service) displaces worse-ranked ones in its scope;
+7. a typed reason (and estimated start where known) for every job left pending.
+
+Reclaim runs before lending so that idle capacity is never lent while a lender
+is waiting for it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
 
-from mosu.core.reasons import PendingReason
-from mosu.engine.decisions import CycleResult, Pending, Start
+from mosu.core.models import GPU_MILLI, Job, Placement, RunningJob, Shape, Tenant
+from mosu.core.reasons import PendingReason, PreemptReason
+from mosu.engine.decisions import CycleResult, Pending, Preempt, Start
+from mosu.engine.ordering import Rank
 from mosu.engine.placement.base import PlacementPolicy, place_job
-from mosu.engine.placement.bestfit import BestFit
+from mosu.engine.preemption import Victim, find_victims, lost_gpu_s
+from mosu.engine.profiles import (
+    LendOrder,
+    QueueMode,
+    QuotaMode,
+    RankPreemption,
+    SchedulingProfile,
+    VictimOrder,
+    build_profile,
+)
 from mosu.engine.snapshot import ClusterSnapshot
 from mosu.engine.state import ClusterState
 
+__all__ = ["CycleResult", "SchedulingProfile", "build_profile", "schedule"]
 
-@dataclass(frozen=True)
-class SchedulingProfile:
-    """Which policies a cycle uses."""
+INF = math.inf
 
-    name: str = "default"
-    placement: PlacementPolicy = field(default_factory=BestFit)
+
+class _Outcome(Enum):
+    STARTED = 0
+    QUOTA = 1
+    NO_FIT = 2
+    BLOCKED = 3
+    NEVER = 4
+
+
+@dataclass(frozen=True, slots=True)
+class _Reservation:
+    job_id: str
+    start_s: float
+    nodes: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Avoiding:
+    """Placement that refuses a set of nodes (those held for reservations)."""
+
+    inner: PlacementPolicy
+    avoid: frozenset[int]
+    name: str = "avoiding"
+
+    def select(
+        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+    ) -> tuple[int, tuple[int, ...]] | None:
+        allowed = [i for i in candidates if i not in self.avoid]
+        return self.inner.select(state, shape, allowed) if allowed else None
+
+
+@dataclass
+class _Work:
+    """The cycle's working copy and bookkeeping."""
+
+    snap: ClusterSnapshot
+    profile: SchedulingProfile
+    state: ClusterState
+    tenants: dict[str, Tenant]
+    running: dict[str, RunningJob]
+    usage: dict[tuple[str, str], int]
+    free: dict[str, int]
+    max_node_gpus: dict[str, int]
+    capacity: dict[str, int]
+    ranks: dict[str, Rank] = field(default_factory=dict)
+    queues: dict[str, list[Job]] = field(default_factory=dict)
+    started_jobs: dict[str, Job] = field(default_factory=dict)
+    starts: list[Start] = field(default_factory=list)
+    preempts: list[Preempt] = field(default_factory=list)
+    outcome: dict[str, _Outcome] = field(default_factory=dict)
+    waiting_guarantee: list[Job] = field(default_factory=list)
+    reservations: list[_Reservation] = field(default_factory=list)
+    no_fit: dict[tuple, list[tuple[int, int, int, int, int]]] = field(default_factory=dict)
+    blocked_tenants: set[str] = field(default_factory=set)
+
+    @property
+    def now(self) -> float:
+        return self.snap.now
 
 
 def schedule(snapshot: ClusterSnapshot, profile: SchedulingProfile) -> CycleResult:
-    """Decide what starts now. Same snapshot and profile, same result."""
-    # 1. Rebuild free capacity from the running allocations.
-    state = ClusterState(snapshot.nodes)
-    for run in sorted(snapshot.running, key=lambda r: r.job.id):
-        state.assign(run.job.id, run.placement)
-    state.commit()
-    # 2. Order the queue: priority, then submit time, then id.
-    queue = sorted(snapshot.pending, key=lambda j: (-j.priority, j.submit_s, j.id))
-    # 3. Place in order, without disturbing anyone.
-    starts: list[Start] = []
-    pending: list[Pending] = []
-    for job in queue:
-        placement = place_job(state, job, profile.placement)
-        if placement is None:
-            pending.append(Pending(job.id, PendingReason.NO_FIT, "no placement fits right now"))
+    """Decide what starts and what is preempted now. Same input, same result."""
+    work = _open(snapshot, profile)  # 1
+    cp = work.state.checkpoint()
+    try:
+        _order_queues(work)  # 2
+        _admit_within_guarantees(work)  # 3
+        if profile.reclaim and profile.quotas == QuotaMode.BORROW:
+            _reclaim(work)  # 4
+        _lend_idle(work)  # 5
+        if profile.rank_preemption != RankPreemption.NONE:
+            _preempt_by_rank(work)  # 6
+        return _close(work)  # 7
+    finally:
+        work.state.rollback(cp)
+
+
+# -- 1. open -------------------------------------------------------------------
+
+
+def _open(snap: ClusterSnapshot, profile: SchedulingProfile) -> _Work:
+    state = snap.base_state
+    if state is None:
+        state = ClusterState(snap.nodes)
+        for run in sorted(snap.running, key=lambda r: r.job.id):
+            state.assign(run.job.id, run.placement)
+        state.commit()
+    free: dict[str, int] = {t: 0 for t in state.gpu_types}
+    capacity: dict[str, int] = {t: 0 for t in state.gpu_types}
+    max_node_gpus: dict[str, int] = {t: 0 for t in state.gpu_types}
+    for i, node in enumerate(state.nodes):
+        if state.schedulable[i]:
+            free[node.gpu_type] += sum(state.gpu_free[i])
+            capacity[node.gpu_type] += node.gpus * GPU_MILLI
+            max_node_gpus[node.gpu_type] = max(max_node_gpus[node.gpu_type], node.gpus)
+    usage: dict[tuple[str, str], int] = {}
+    running: dict[str, RunningJob] = {}
+    for run in snap.running:
+        running[run.job.id] = run
+        _add_usage(state, usage, run.job.tenant, run.placement, +1)
+    return _Work(
+        snap=snap,
+        profile=profile,
+        state=state,
+        tenants={t.name: t for t in snap.tenants},
+        running=running,
+        usage=usage,
+        free=free,
+        max_node_gpus=max_node_gpus,
+        capacity=capacity,
+    )
+
+
+def _add_usage(
+    state: ClusterState,
+    usage: dict[tuple[str, str], int],
+    tenant: str,
+    placement: Placement,
+    sign: int,
+) -> None:
+    for rp in placement:
+        key = (tenant, state.nodes[state.index_of[rp.node]].gpu_type)
+        usage[key] = usage.get(key, 0) + sign * rp.gpu_milli * len(rp.gpu_indices)
+
+
+# -- 2. order ------------------------------------------------------------------
+
+
+class _Inputs:
+    """What orderings may read: service, estimates, and (oracles only) true remaining."""
+
+    def __init__(self, work: _Work) -> None:
+        self.work = work
+
+    def service_gpu_s(self, job: Job) -> float:
+        run = self.work.running.get(job.id)
+        gpus = job.total_gpu_milli / GPU_MILLI
+        if run is not None:
+            return run.attained_gpu_s + max(0.0, self.work.now - run.started_s) * gpus
+        return self.work.snap.attained_gpu_s.get(job.id, 0.0)
+
+    def estimate_s(self, job: Job) -> float | None:
+        return job.estimate_s
+
+    def true_remaining_s(self, job: Job) -> float:
+        return self.work.snap.true_remaining_s.get(job.id, INF)
+
+
+def _order_queues(work: _Work) -> None:
+    inputs = _Inputs(work)
+    rank = work.profile.ordering.rank
+    queues: dict[str, list[Job]] = {}
+    for job in work.snap.pending:
+        work.ranks[job.id] = rank(job, inputs)
+        queues.setdefault(job.tenant, []).append(job)
+    for name in sorted(queues):
+        work.queues[name] = sorted(queues[name], key=lambda j: work.ranks[j.id])
+
+
+# -- quota arithmetic ----------------------------------------------------------
+
+
+def _guarantee(work: _Work, tenant: str, gpu_type: str) -> float:
+    if work.profile.quotas == QuotaMode.SHARED:
+        return 0
+    t = work.tenants.get(tenant)
+    return t.quota(gpu_type).guaranteed_milli if t is not None else 0
+
+
+def _limit(work: _Work, tenant: str, gpu_type: str) -> float:
+    mode = work.profile.quotas
+    if mode == QuotaMode.SHARED:
+        return INF
+    t = work.tenants.get(tenant)
+    if t is None:
+        return 0 if mode == QuotaMode.STATIC else INF
+    quota = t.quota(gpu_type)
+    if mode == QuotaMode.STATIC:
+        return quota.guaranteed_milli
+    return INF if quota.limit_milli is None else quota.limit_milli
+
+
+def _types_of(work: _Work, job: Job) -> tuple[str, ...]:
+    return job.gpu_types or work.state.gpu_types
+
+
+def _borrowed(work: _Work, tenant: str, gpu_type: str) -> int:
+    return work.usage.get((tenant, gpu_type), 0) - int(_guarantee(work, tenant, gpu_type))
+
+
+def _dominant_share(work: _Work, tenant: str) -> float:
+    t = work.tenants.get(tenant)
+    weight = t.weight if t is not None and t.weight > 0 else 1.0
+    share = 0.0
+    for gpu_type, cap in work.capacity.items():
+        if cap:
+            share = max(share, work.usage.get((tenant, gpu_type), 0) / cap)
+    return share / weight
+
+
+# -- starting one job ----------------------------------------------------------
+
+
+def _try_start(work: _Work, job: Job, *, within_guarantee: bool) -> _Outcome:
+    """Start ``job`` now if quota, capacity and reservations allow."""
+    need = job.total_gpu_milli
+    allowed = _types_of(work, job)
+    if need:
+        cap = _guarantee if within_guarantee else _limit
+        types = tuple(
+            t
+            for t in allowed
+            if work.usage.get((job.tenant, t), 0) + need <= cap(work, job.tenant, t)
+        )
+        if not types:
+            return _Outcome.QUOTA
+        if not any(job.shape.gpus <= work.max_node_gpus.get(t, 0) for t in types):
+            return _Outcome.NEVER
+        if need > sum(work.free.get(t, 0) for t in types):
+            return _Outcome.NO_FIT
+    else:
+        types = allowed
+    avoid = _avoid_for(work, job)
+    key = (types, job.topology, avoid)
+    dims = (
+        job.shape.gpus,
+        job.shape.gpu_milli,
+        job.replicas,
+        job.shape.cpu_milli,
+        job.shape.mem_mib,
+    )
+    failed = work.no_fit.get(key)
+    if failed and any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed):
+        return _Outcome.BLOCKED if avoid else _Outcome.NO_FIT
+    target = job if types == allowed else replace(job, gpu_types=types)
+    policy = work.profile.placement if not avoid else _Avoiding(work.profile.placement, avoid)
+    placement = place_job(work.state, target, policy)
+    if placement is None:
+        work.no_fit.setdefault(key, []).append(dims)
+        return _Outcome.BLOCKED if avoid else _Outcome.NO_FIT
+    _commit_start(work, job, placement)
+    return _Outcome.STARTED
+
+
+def _commit_start(work: _Work, job: Job, placement: Placement) -> None:
+    work.state.assign(job.id, placement)
+    _add_usage(work.state, work.usage, job.tenant, placement, +1)
+    for rp in placement:
+        gpu_type = work.state.nodes[work.state.index_of[rp.node]].gpu_type
+        work.free[gpu_type] -= rp.gpu_milli * len(rp.gpu_indices)
+    work.started_jobs[job.id] = job
+    work.starts.append(Start(job.id, placement))
+    work.outcome[job.id] = _Outcome.STARTED
+
+
+def _evict(work: _Work, victim: Victim, reason: PreemptReason, for_job: str) -> None:
+    run = work.running.pop(victim.job_id)
+    work.state.release(victim.job_id)
+    _add_usage(work.state, work.usage, run.job.tenant, run.placement, -1)
+    for rp in run.placement:
+        gpu_type = work.state.nodes[work.state.index_of[rp.node]].gpu_type
+        work.free[gpu_type] += rp.gpu_milli * len(rp.gpu_indices)
+    work.preempts.append(Preempt(victim.job_id, reason, for_job))
+    work.no_fit.clear()  # capacity grew: every remembered no-fit is stale
+
+
+def _estimate(work: _Work, job: Job) -> float:
+    return job.estimate_s if job.estimate_s is not None else work.profile.default_estimate_s
+
+
+def _avoid_for(work: _Work, job: Job) -> frozenset[int]:
+    """Nodes held for reservations that ``job`` would still occupy when they begin."""
+    if not work.reservations:
+        return frozenset()
+    end = work.now + _estimate(work, job)
+    nodes: set[int] = set()
+    for r in work.reservations:
+        if r.job_id != job.id and end > r.start_s:
+            nodes |= r.nodes
+    return frozenset(nodes)
+
+
+# -- 3. start within guarantees ------------------------------------------------
+
+
+def _admit_within_guarantees(work: _Work) -> None:
+    if work.profile.quotas == QuotaMode.SHARED:
+        return
+    strict = work.profile.queue_mode == QueueMode.STRICT
+    reclaim = work.profile.reclaim and work.profile.quotas == QuotaMode.BORROW
+    for tenant, queue in work.queues.items():
+        for job in queue:
+            outcome = _try_start(work, job, within_guarantee=True)
+            if outcome == _Outcome.STARTED:
+                continue
+            if outcome == _Outcome.QUOTA:
+                if strict:
+                    break
+                continue  # it may still borrow in phase 5
+            work.outcome[job.id] = outcome
+            if outcome == _Outcome.NO_FIT:
+                if reclaim:
+                    work.waiting_guarantee.append(job)
+                if work.profile.queue_mode == QueueMode.BACKFILL:
+                    _reserve(work, job)
+            if strict:
+                work.blocked_tenants.add(tenant)
+                break
+
+
+# -- 4. reclaim ----------------------------------------------------------------
+
+
+def _reclaim(work: _Work) -> None:
+    def order(j: Job) -> tuple:
+        return (_dominant_share(work, j.tenant), work.ranks[j.id])
+
+    for job in sorted(work.waiting_guarantee, key=order):
+        if work.outcome.get(job.id) == _Outcome.STARTED:
             continue
-        state.assign(job.id, placement)
-        starts.append(Start(job.id, placement))
-    return CycleResult(starts=tuple(starts), pending=tuple(pending))
+        if _try_start(work, job, within_guarantee=True) != _Outcome.STARTED:
+            _reclaim_for(work, job)
+
+
+def _reclaim_for(work: _Work, job: Job) -> None:
+    """Preempt the cheapest borrowed jobs of other tenants so ``job`` fits its guarantee."""
+    types = tuple(
+        t
+        for t in _types_of(work, job)
+        if work.usage.get((job.tenant, t), 0) + job.total_gpu_milli
+        <= _guarantee(work, job.tenant, t)
+    )
+    if not types:
+        return
+    target = job if types == _types_of(work, job) else replace(job, gpu_types=types)
+    candidates = [
+        v
+        for v in _victims(work, lambda run: run.job.tenant != job.tenant)
+        if _borrowed_on(work, v) > 0
+    ]
+
+    def still_borrowed(v: Victim, taken: Sequence[Victim]) -> bool:
+        # A victim's tenant must still be above its guarantee once earlier picks go.
+        gone = sum(t.gpu_milli for t in taken if t.tenant == v.tenant)
+        return _borrowed_on(work, v) - gone > 0
+
+    plan = find_victims(
+        work.state,
+        candidates,
+        lambda: place_job(work.state, target, work.profile.placement),
+        may_take=still_borrowed,
+        need_milli=job.total_gpu_milli,
+        free_milli=sum(work.free.get(t, 0) for t in types),
+    )
+    if plan is None:
+        return
+    victims, placement = plan
+    for v in victims:
+        _evict(work, v, PreemptReason.RECLAIM, job.id)
+    _commit_start(work, job, placement)
+    work.reservations = [r for r in work.reservations if r.job_id != job.id]
+
+
+def _borrowed_on(work: _Work, v: Victim) -> int:
+    run = work.running[v.job_id]
+    gpu_type = work.state.nodes[work.state.index_of[run.placement[0].node]].gpu_type
+    return _borrowed(work, v.tenant, gpu_type) if run.placement else 0
+
+
+def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]:
+    """Running jobs (not started this cycle) that may be preempted, cheapest first."""
+    now = work.now
+    min_run = work.profile.min_runtime_s
+    cheapest = work.profile.victim_order == VictimOrder.CHEAPEST
+    out: list[Victim] = []
+    for job_id in sorted(work.running):
+        run = work.running[job_id]
+        if now - run.started_s < min_run or not allowed(run):
+            continue
+        gpu = run.job.total_gpu_milli
+        if cheapest:
+            cost: tuple[float | str, ...] = (run.job.priority, lost_gpu_s(run, now), -gpu, job_id)
+        else:
+            cost = (run.job.priority, -run.started_s, job_id)
+        out.append(Victim(job_id, run.job.tenant, run.placement, gpu, cost))
+    out.sort(key=lambda v: v.cost)
+    return out
+
+
+# -- 5. lend idle capacity, with backfill reservations -------------------------
+
+
+def _lend_idle(work: _Work) -> None:
+    mode = work.profile.queue_mode
+    fair = work.profile.lend_order == LendOrder.FAIR_SHARE
+    cursor: dict[str, int] = {}
+    heap: list[tuple[tuple, str]] = []
+
+    def push(tenant: str) -> None:
+        queue = work.queues[tenant]
+        i = cursor.get(tenant, 0)
+        while i < len(queue) and work.outcome.get(queue[i].id) is not None:
+            i += 1
+        cursor[tenant] = i
+        if i >= len(queue):
+            return
+        key = (_dominant_share(work, tenant), tenant) if fair else (work.ranks[queue[i].id], tenant)
+        heapq.heappush(heap, (key, tenant))
+
+    for tenant in work.queues:
+        if tenant not in work.blocked_tenants:
+            push(tenant)
+    while heap:
+        _, tenant = heapq.heappop(heap)
+        queue = work.queues[tenant]
+        while cursor[tenant] < len(queue):
+            job = queue[cursor[tenant]]
+            cursor[tenant] += 1
+            if work.outcome.get(job.id) is not None:
+                continue
+            outcome = _try_start(work, job, within_guarantee=False)
+            if outcome == _Outcome.STARTED:
+                push(tenant)
+                break
+            work.outcome[job.id] = outcome
+            if mode == QueueMode.STRICT:
+                work.blocked_tenants.add(tenant)
+                break
+            if mode == QueueMode.BACKFILL and outcome == _Outcome.NO_FIT:
+                _reserve(work, job)
+            if not fair:
+                push(tenant)  # let the next-ranked head of any tenant go first
+                break
+
+
+def _reserve(work: _Work, job: Job) -> None:
+    """Hold capacity for a blocked job from the earliest time it can start."""
+    if len(work.reservations) >= work.profile.max_reservations:
+        return
+    if any(r.job_id == job.id for r in work.reservations):
+        return
+    state = work.state
+    now = work.now
+    ends: list[tuple[float, str]] = []
+    for job_id, run in work.running.items():
+        ends.append((max(run.started_s + _estimate(work, run.job), now), job_id))
+    for job_id, started in work.started_jobs.items():
+        ends.append((now + _estimate(work, started), job_id))
+    ends.sort()
+    held = frozenset().union(*(r.nodes for r in work.reservations)) if work.reservations else None
+    policy = work.profile.placement if held is None else _Avoiding(work.profile.placement, held)
+    types = _types_of(work, job)
+    free = sum(work.free.get(t, 0) for t in types)
+    cp = state.checkpoint()
+    try:
+        for end, job_id in ends:
+            for rp in state.holdings[job_id]:
+                if state.nodes[state.index_of[rp.node]].gpu_type in types:
+                    free += rp.gpu_milli * len(rp.gpu_indices)
+            state.release(job_id)
+            if free < job.total_gpu_milli:
+                continue
+            placement = place_job(state, job, policy)
+            if placement is not None:
+                nodes = frozenset(state.index_of[rp.node] for rp in placement)
+                work.reservations.append(_Reservation(job.id, end, nodes))
+                work.outcome[job.id] = _Outcome.NO_FIT
+                return
+    finally:
+        state.rollback(cp)
+
+
+# -- 6. rank preemption --------------------------------------------------------
+
+
+def _preempt_by_rank(work: _Work) -> None:
+    ordering = work.profile.ordering
+    n = ordering.class_len
+    scope = work.profile.rank_preemption
+    inputs = _Inputs(work)
+    run_class = {job_id: ordering.rank(run.job, inputs)[:n] for job_id, run in work.running.items()}
+    if not run_class:
+        return
+    worst = max(run_class.values())
+    pending = [
+        j
+        for q in work.queues.values()
+        for j in q
+        if work.outcome.get(j.id) in (None, _Outcome.NO_FIT, _Outcome.BLOCKED)
+    ]
+    pending.sort(key=lambda j: work.ranks[j.id])
+    attempts = 0
+    tried: set[tuple] = set()
+    for job in pending:
+        klass = work.ranks[job.id][:n]
+        if klass >= worst or attempts >= work.profile.max_preemption_attempts:
+            break
+        shape_key = (job.tenant, job.shape, job.replicas, klass)
+        if shape_key in tried:
+            continue
+        tried.add(shape_key)
+        attempts += 1
+        if _preempt_for(work, job, klass, run_class, scope):
+            run_class = {k: v for k, v in run_class.items() if k in work.running}
+            if not run_class:
+                return
+            worst = max(run_class.values())
+
+
+def _preempt_for(
+    work: _Work,
+    job: Job,
+    klass: Rank,
+    run_class: dict[str, Rank],
+    scope: RankPreemption,
+) -> bool:
+    """Displace worse-ranked jobs in ``scope`` (worst class first, then cheapest)."""
+    tenant = job.tenant
+
+    def eligible(run: RunningJob) -> bool:
+        if run_class[run.job.id] <= klass:
+            return False
+        if run.job.tenant == tenant or scope == RankPreemption.ANY:
+            return True
+        if scope == RankPreemption.BORROWED:
+            gpu_type = work.state.nodes[work.state.index_of[run.placement[0].node]].gpu_type
+            return _borrowed(work, run.job.tenant, gpu_type) >= run.job.total_gpu_milli
+        return False
+
+    candidates = _victims(work, eligible)
+    if not candidates:
+        return False
+    candidates.sort(key=lambda v: _worst_first(run_class[v.job_id]))  # stable: cost breaks ties
+    types = _types_of(work, job)
+    plan = find_victims(
+        work.state,
+        candidates,
+        lambda: place_job(work.state, job, work.profile.placement),
+        need_milli=job.total_gpu_milli,
+        free_milli=sum(work.free.get(t, 0) for t in types),
+    )
+    if plan is None:
+        return False
+    victims, placement = plan
+    # The job must stay within its tenant's limit once its own victims are gone.
+    freed: dict[str, int] = {}
+    for v in victims:
+        if v.tenant == tenant:
+            for rp in v.placement:
+                t = work.state.nodes[work.state.index_of[rp.node]].gpu_type
+                freed[t] = freed.get(t, 0) + rp.gpu_milli * len(rp.gpu_indices)
+    taken: dict[str, int] = {}
+    for rp in placement:
+        t = work.state.nodes[work.state.index_of[rp.node]].gpu_type
+        taken[t] = taken.get(t, 0) + rp.gpu_milli * len(rp.gpu_indices)
+    for t, amount in taken.items():
+        if work.usage.get((tenant, t), 0) - freed.get(t, 0) + amount > _limit(work, tenant, t):
+            return False
+    for v in victims:
+        reason = PreemptReason.PRIORITY if v.tenant == tenant else PreemptReason.FAIR_SHARE
+        _evict(work, v, reason, job.id)
+    _commit_start(work, job, placement)
+    return True
+
+
+def _worst_first(klass: Rank) -> tuple:
+    """Sort key putting the worst (largest) class first, then the victim's cost."""
+    return tuple(-x if isinstance(x, (int, float)) else x for x in klass)
+
+
+# -- 7. reasons ----------------------------------------------------------------
+
+_REASON = {
+    _Outcome.QUOTA: (PendingReason.QUOTA_EXCEEDED, "starting it would exceed the tenant's quota"),
+    _Outcome.NO_FIT: (PendingReason.NO_FIT, "no placement fits right now"),
+    _Outcome.BLOCKED: (
+        PendingReason.BLOCKED_BY_RESERVATION,
+        "it would fit, but would delay a job holding a reservation",
+    ),
+    _Outcome.NEVER: (PendingReason.NEVER_FITS, "no ready node of its GPU types is large enough"),
+}
+
+
+def _close(work: _Work) -> CycleResult:
+    reserved = {r.job_id: r.start_s for r in work.reservations}
+    waiting = {j.id for j in work.waiting_guarantee}
+    pending: list[Pending] = []
+    for queue in work.queues.values():
+        ahead: float | None = None
+        for job in queue:
+            outcome = work.outcome.get(job.id)
+            if outcome == _Outcome.STARTED:
+                continue
+            if job.id in reserved:
+                ahead = reserved[job.id]
+            if job.id in waiting:
+                pending.append(
+                    Pending(
+                        job.id,
+                        PendingReason.WAITING_FOR_GUARANTEE,
+                        "within its guarantee; waiting for borrowed capacity to return",
+                        ahead,
+                    )
+                )
+            elif job.id in reserved:
+                pending.append(
+                    Pending(job.id, PendingReason.RESERVED, "capacity is held for it", ahead)
+                )
+            elif outcome is None:
+                pending.append(
+                    Pending(
+                        job.id, PendingReason.QUEUED, "behind earlier jobs of its tenant", ahead
+                    )
+                )
+            else:
+                reason, message = _REASON[outcome]
+                pending.append(Pending(job.id, reason, message, ahead))
+    pending.sort(key=lambda p: work.ranks[p.job_id])
+    return CycleResult(
+        preemptions=tuple(work.preempts), starts=tuple(work.starts), pending=tuple(pending)
+    )

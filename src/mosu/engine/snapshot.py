@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mosu.core.models import Job, Node, RunningJob, Tenant
+from mosu.engine.state import ClusterState
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,7 +14,18 @@ class ClusterSnapshot:
     """Everything the engine may know at time ``now`` (seconds, any epoch).
 
     ``attained_gpu_s`` holds GPU-seconds of service already received by pending
-    jobs that ran before (preempted and requeued); running jobs carry theirs.
+    jobs that ran before (preempted and requeued). A running job's service is its
+    ``RunningJob.attained_gpu_s`` (what it had received before ``started_s``) plus
+    ``now - started_s`` times its GPUs.
+
+    ``true_remaining_s`` (job id -> seconds) is filled only for profiles that
+    declare ``needs_true_remaining`` (oracle references); the engine reads it for
+    nothing else.
+
+    ``base_state``, when given, is a ``ClusterState`` already holding exactly the
+    running allocations; a caller that keeps one across cycles (the simulator)
+    passes it to skip rebuilding. The cycle works on it inside a checkpoint and
+    rolls every change back before returning, so the caller sees it unchanged.
     """
 
     now: float
@@ -22,3 +34,5 @@ class ClusterSnapshot:
     running: tuple[RunningJob, ...] = ()
     pending: tuple[Job, ...] = ()
     attained_gpu_s: Mapping[str, float] = field(default_factory=dict)
+    true_remaining_s: Mapping[str, float] = field(default_factory=dict)
+    base_state: ClusterState | None = None

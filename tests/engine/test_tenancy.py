@@ -1,0 +1,300 @@
+"""Table-style scenarios for guarantees, borrowing, reclaim, backfill and preemption."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from mosu.core.models import GPU_MILLI, Job, Node, Quota, RunningJob, Tenant
+from mosu.core.reasons import PendingReason, PreemptReason
+from mosu.engine.cycle import schedule
+from mosu.engine.decisions import CycleResult
+from mosu.engine.placement.base import place_job
+from mosu.engine.placement.bestfit import BestFit
+from mosu.engine.profiles import RankPreemption, SchedulingProfile, build_profile
+from mosu.engine.snapshot import ClusterSnapshot
+from mosu.engine.state import ClusterState
+from tests.engine.helpers import job, node
+
+
+def tenant(name: str, guaranteed: int, limit: int | None = None, weight: float = 1.0) -> Tenant:
+    quota = Quota(
+        guaranteed_milli=guaranteed * GPU_MILLI,
+        limit_milli=None if limit is None else limit * GPU_MILLI,
+    )
+    return Tenant(name=name, quotas=(("A100", quota),), weight=weight)
+
+
+@dataclass
+class Running:
+    job: Job
+    started_s: float = 0.0
+    checkpoint_every_s: float | None = None
+
+
+def running_jobs(nodes: list[Node], runs: list[Running]) -> tuple[RunningJob, ...]:
+    """Place the running jobs in order with best fit, as a real cluster would hold them."""
+    state = ClusterState(nodes)
+    out = []
+    for r in runs:
+        j = replace(r.job, checkpoint_every_s=r.checkpoint_every_s)
+        placement = place_job(state, j, BestFit())
+        assert placement is not None, f"fixture job {j.id} does not fit"
+        state.assign(j.id, placement)
+        out.append(RunningJob(job=j, placement=placement, started_s=r.started_s))
+    return tuple(out)
+
+
+@dataclass
+class Scenario:
+    name: str
+    profile: str | SchedulingProfile
+    nodes: list[Node]
+    tenants: list[Tenant]
+    pending: list[Job]
+    running: list[Running] = field(default_factory=list)
+    now: float = 10_000.0
+    want_starts: list[str] = field(default_factory=list)
+    want_preempt: dict[str, PreemptReason] = field(default_factory=dict)
+    want_pending: dict[str, PendingReason] = field(default_factory=dict)
+
+
+def run(s: Scenario) -> CycleResult:
+    profile = build_profile(s.profile) if isinstance(s.profile, str) else s.profile
+    snap = ClusterSnapshot(
+        now=s.now,
+        nodes=tuple(s.nodes),
+        tenants=tuple(s.tenants),
+        running=running_jobs(s.nodes, s.running),
+        pending=tuple(s.pending),
+    )
+    return schedule(snap, profile)
+
+
+TWO_NODES = [node("n0", 8), node("n1", 8)]
+AB = [tenant("a", 8), tenant("b", 8)]
+
+SCENARIOS = [
+    Scenario(
+        "a job within its guarantee starts",
+        "mosu",
+        TWO_NODES,
+        AB,
+        pending=[job("a1", 4, tenant="a")],
+        want_starts=["a1"],
+    ),
+    Scenario(
+        "static partitions never borrow idle capacity",
+        "fifo",
+        TWO_NODES,
+        AB,
+        pending=[job("a1", 8, tenant="a"), job("a2", 4, tenant="a", t=1)],
+        want_starts=["a1"],
+        want_pending={"a2": PendingReason.QUOTA_EXCEEDED},
+    ),
+    Scenario(
+        "with borrowing the same job runs on the idle tenant's share",
+        "mosu",
+        TWO_NODES,
+        AB,
+        pending=[job("a1", 8, tenant="a"), job("a2", 4, tenant="a", t=1)],
+        want_starts=["a1", "a2"],
+    ),
+    Scenario(
+        "a borrower is preempted only for its lender's guarantee",
+        "mosu",
+        TWO_NODES,
+        AB,
+        running=[
+            Running(job("a1", 8, tenant="a")),
+            Running(job("a2", 8, tenant="a", t=1), started_s=100),
+        ],
+        pending=[job("b1", 8, tenant="b", t=2)],
+        want_starts=["b1"],
+        want_preempt={"a2": PreemptReason.RECLAIM},
+    ),
+    Scenario(
+        "a tenant above its guarantee cannot reclaim from another borrower",
+        "kueue",
+        TWO_NODES,
+        [tenant("a", 4), tenant("b", 4)],
+        running=[
+            Running(job("a1", 8, tenant="a")),
+            Running(job("b1", 8, tenant="b", t=1)),
+        ],
+        pending=[job("b2", 2, tenant="b", t=2)],
+        want_pending={"b2": PendingReason.NO_FIT},
+    ),
+    Scenario(
+        "reclaim picks the victim that loses the least work since its checkpoint",
+        "mosu",
+        TWO_NODES,
+        [tenant("a", 8), tenant("b", 8)],
+        running=[
+            Running(job("a0", 8, tenant="a")),
+            # Both borrowed; a1 checkpointed 100 s ago, a2 3,000 s ago.
+            Running(job("a1", 4, tenant="a", t=1), started_s=0, checkpoint_every_s=1_900),
+            Running(job("a2", 4, tenant="a", t=2), started_s=0, checkpoint_every_s=3_500),
+        ],
+        pending=[job("b1", 4, tenant="b", t=3)],
+        now=9_600.0,
+        want_starts=["b1"],
+        want_preempt={"a1": PreemptReason.RECLAIM},
+    ),
+    Scenario(
+        "a job younger than the minimum runtime is never reclaimed",
+        "mosu",
+        TWO_NODES,
+        AB,
+        running=[
+            Running(job("a1", 8, tenant="a"), started_s=9_950.0),
+            Running(job("a2", 8, tenant="a", t=1), started_s=9_950.0),
+        ],
+        pending=[job("b1", 8, tenant="b", t=2)],
+        want_pending={"b1": PendingReason.WAITING_FOR_GUARANTEE},
+    ),
+    Scenario(
+        "kueue reclaims the most recently started borrower",
+        "kueue",
+        TWO_NODES,
+        AB,
+        running=[
+            Running(job("a0", 8, tenant="a")),
+            Running(job("a1", 4, tenant="a", t=1), started_s=100, checkpoint_every_s=1),
+            Running(job("a2", 4, tenant="a", t=2), started_s=200, checkpoint_every_s=1e9),
+        ],
+        pending=[job("b1", 4, tenant="b", t=3)],
+        want_starts=["b1"],
+        want_preempt={"a2": PreemptReason.RECLAIM},
+    ),
+    Scenario(
+        "idle capacity goes first to the borrower with the lowest weighted share",
+        replace(build_profile("mosu"), rank_preemption=RankPreemption.NONE),
+        [node("n0", 8), node("n1", 8), node("n2", 8)],
+        [tenant("a", 8), tenant("b", 8, weight=2.0), tenant("c", 8)],
+        running=[
+            Running(job("a0", 8, tenant="a")),
+            Running(job("b0", 8, tenant="b")),
+        ],
+        pending=[job("a1", 8, tenant="a", t=1), job("b1", 8, tenant="b", t=2)],
+        want_starts=["b1"],
+        want_pending={"a1": PendingReason.RESERVED},
+    ),
+    Scenario(
+        "strict fifo blocks the rest of the tenant behind its head",
+        "fifo",
+        TWO_NODES,
+        [tenant("a", 32)],
+        running=[Running(job("a0", 4, tenant="a"))],
+        pending=[job("a1", 16, replicas=1, tenant="a", t=1), job("a2", 1, tenant="a", t=2)],
+        want_pending={"a1": PendingReason.NEVER_FITS, "a2": PendingReason.QUEUED},
+    ),
+    Scenario(
+        "backfill holds capacity for a blocked gang and starts what cannot delay it",
+        "fifo-backfill",
+        TWO_NODES,
+        [tenant("a", 32)],
+        running=[
+            Running(job("a0", 6, tenant="a", estimate=1_000), started_s=9_500),
+            Running(job("a9", 6, tenant="a", estimate=50_000), started_s=9_500),
+        ],
+        pending=[
+            job("a1", 8, tenant="a", t=1, estimate=1_000),
+            job("a2", 2, tenant="a", t=2, estimate=100_000),
+            job("a3", 2, tenant="a", t=3, estimate=100_000),
+            job("a4", 2, tenant="a", t=4, estimate=100),
+        ],
+        want_starts=["a2", "a4"],
+        want_pending={
+            "a1": PendingReason.RESERVED,
+            "a3": PendingReason.BLOCKED_BY_RESERVATION,
+        },
+    ),
+    Scenario(
+        "a higher priority job displaces a lower one of its own tenant",
+        "kueue",
+        [node("n0", 8)],
+        [tenant("a", 8)],
+        running=[Running(job("a0", 8, tenant="a"))],
+        pending=[job("a1", 8, tenant="a", t=1, priority=5)],
+        want_starts=["a1"],
+        want_preempt={"a0": PreemptReason.PRIORITY},
+    ),
+    Scenario(
+        "least attained service lets a fresh job displace a long-running one",
+        "las",
+        [node("n0", 8)],
+        [tenant("a", 0), tenant("b", 0)],
+        running=[Running(job("a0", 8, tenant="a"), started_s=0.0)],
+        pending=[job("b1", 8, tenant="b", t=1)],
+        want_starts=["b1"],
+        want_preempt={"a0": PreemptReason.FAIR_SHARE},
+    ),
+]
+
+
+@pytest.mark.parametrize("s", SCENARIOS, ids=lambda s: s.name)
+def test_scenario(s: Scenario) -> None:
+    result = run(s)
+    assert [st.job_id for st in result.starts] == s.want_starts
+    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
+    got_pending = {p.job_id: p.reason for p in result.pending}
+    for job_id, reason in s.want_pending.items():
+        assert got_pending.get(job_id) == reason, (job_id, got_pending)
+
+
+def test_reserved_job_carries_its_estimated_start() -> None:
+    result = run(SCENARIOS[10])
+    reserved = {p.job_id: p.estimated_start_s for p in result.pending}
+    assert reserved["a1"] == pytest.approx(10_500.0)
+
+
+def test_backfilled_job_does_not_delay_the_reservation() -> None:
+    s = SCENARIOS[10]
+    result = run(s)
+    reserved = next(p for p in result.pending if p.reason == PendingReason.RESERVED)
+    # Apply the starts, finish every job expected to end by the reservation, and check
+    # that the reserved gang fits then.
+    runs = list(running_jobs(s.nodes, s.running))
+    state = ClusterState(s.nodes)
+    for r in runs:
+        state.assign(r.job.id, r.placement)
+    by_id = {j.id: j for j in s.pending}
+    for st in result.starts:
+        state.assign(st.job_id, st.placement)
+        est = by_id[st.job_id].estimate_s or 0
+        if s.now + est <= reserved.estimated_start_s:
+            state.release(st.job_id)
+    for r in runs:
+        if r.started_s + (r.job.estimate_s or 0) <= reserved.estimated_start_s:
+            state.release(r.job.id)
+    assert place_job(state, by_id[reserved.job_id], BestFit()) is not None
+
+
+def test_base_state_is_left_unchanged() -> None:
+    s = SCENARIOS[3]
+    runs = running_jobs(s.nodes, s.running)
+    state = ClusterState(s.nodes)
+    for r in runs:
+        state.assign(r.job.id, r.placement)
+    state.commit()
+    before = (dict(state.holdings), [list(f) for f in state.gpu_free])
+    snap = ClusterSnapshot(
+        now=s.now,
+        nodes=tuple(s.nodes),
+        tenants=tuple(s.tenants),
+        running=runs,
+        pending=tuple(s.pending),
+        base_state=state,
+    )
+    result = schedule(snap, build_profile("mosu"))
+    assert [p.job_id for p in result.preemptions] == ["a2"]
+    assert (dict(state.holdings), [list(f) for f in state.gpu_free]) == before
+
+
+def test_unknown_profile_names_the_choices() -> None:
+    from mosu.core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="fifo-backfill"):
+        build_profile("nope")
