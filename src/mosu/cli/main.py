@@ -21,6 +21,16 @@ app.add_typer(sim_app, name="sim")
 
 def _register() -> None:
     """Attach command modules; kept in one place so the tree is easy to read."""
+    from mosu.cli.commands import job, node, queue, server, tenant, up, usage
+
+    if not any(c.name == "up" for c in app.registered_commands):  # platform commands
+        app.command("up")(up.up)
+        app.command("server")(server.server)
+        app.add_typer(tenant.app, name="tenant")
+        app.add_typer(node.app, name="node")
+        app.add_typer(job.app, name="job")
+        app.command("queue")(queue.queue)
+        app.command("usage")(usage.usage)
 
 
 def main(argv: list[str] | None = None) -> None:

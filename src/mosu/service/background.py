@@ -56,6 +56,8 @@ class SchedulerLoop:
         self._tick_s = tick_s
         self._poll_s = poll_s
         self._clock = clock
+        # Profiles that plan with history-based estimates say so; the plain one does not.
+        self._use_history = str(getattr(profile, "estimator", "")) == "history"
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -190,7 +192,7 @@ class SchedulerLoop:
         now = self._clock()
         self._last_cycle = now
         with self._sessions() as s:
-            loaded = load_snapshot(s, now=now)
+            loaded = load_snapshot(s, now=now, use_history=self._use_history)
         result = schedule(loaded.snapshot, self._profile)
         try:
             with self._sessions.begin() as s:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from sqlalchemy.orm import Session
 
+from mosu.engine.profiles import SchedulingProfile, build_profile
 from mosu.service.background import SchedulerLoop
 from mosu.service.db.session import make_engine, session_factory, upgrade
 from mosu.service.executor import ExecutorPort
@@ -15,15 +16,13 @@ from mosu.service.services.auth import TokenCache, ensure_operator_token
 from mosu.service.settings import Settings
 
 
-def load_profile(name: str) -> Any:
-    """The engine's named scheduling profile; the plain profile if profiles are absent."""
-    try:
-        from mosu.engine.profiles import build_profile  # type: ignore[import-not-found]
-    except ImportError:
-        from mosu.engine.cycle import SchedulingProfile
-
-        return SchedulingProfile()
-    return build_profile(name)
+def load_profile(name: str, *, min_runtime_s: float | None = None) -> SchedulingProfile:
+    """The engine's named profile, with the minimum runtime before preemption overridden
+    when the deployment asks (demos and tests use a short one)."""
+    profile = build_profile(name)
+    if min_runtime_s is not None:
+        profile = dataclasses.replace(profile, min_runtime_s=min_runtime_s)
+    return profile
 
 
 class Platform:
@@ -35,7 +34,7 @@ class Platform:
         self.loop = SchedulerLoop(
             sessions=self.sessions,
             executor=executor,
-            profile=load_profile(settings.profile),
+            profile=load_profile(settings.profile, min_runtime_s=settings.min_runtime_s),
             logs_dir=settings.logs_dir,
             grace_s=settings.grace_s,
             tick_s=settings.tick_s,

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     """How often the loop polls the executor for exited processes."""
     grace_s: float = 30.0
     """Time a job gets between SIGTERM and SIGKILL on cancel or preemption."""
+    min_runtime_s: float | None = None
+    """Overrides the profile's shortest run before a job may be preempted."""
     operator_token: str | None = None
     """If set, this token is accepted for the operator (created on first start otherwise)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from mosu.core.api import AllocationOut, EventOut, JobOut, JobState, Quota, TenantOut
 from mosu.core.models import (
@@ -18,6 +19,9 @@ from mosu.core.models import (
 )
 from mosu.core.models import Quota as EngineQuota
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow, TenantRow
+
+if TYPE_CHECKING:
+    from mosu.engine.estimates import HistoryEstimator
 
 
 def ts(value: float | None) -> datetime | None:
@@ -132,7 +136,8 @@ def engine_tenant(row: TenantRow, quotas: list[QuotaRow]) -> Tenant:
     )
 
 
-def engine_job(row: JobRow) -> Job:
+def engine_job(row: JobRow, history: HistoryEstimator | None = None) -> Job:
+    """The engine's record; ``history`` fills the estimate of a job that has none."""
     shape = Shape(
         gpus=row.gpus,
         gpu_milli=row.gpu_milli if row.gpus else 0,
@@ -148,7 +153,13 @@ def engine_job(row: JobRow) -> Job:
         topology=Topology(row.topology),
         priority=row.priority,
         submit_s=row.submitted_at,
-        estimate_s=row.estimate_s,
+        estimate_s=(
+            row.estimate_s
+            if history is None
+            else history.estimate(
+                row.tenant, row.gpus * row.gpu_milli * row.replicas, row.estimate_s
+            )
+        ),
         checkpoint_every_s=row.checkpoint_every_s,
         kind=JobKind(row.kind),
     )

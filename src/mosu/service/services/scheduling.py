@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +21,10 @@ from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState, ReplicaLaunch
 from mosu.core.models import GPU_MILLI, RunningJob
 from mosu.engine.decisions import CycleResult
 from mosu.engine.snapshot import ClusterSnapshot
+
+if TYPE_CHECKING:
+    from mosu.engine.estimates import HistoryEstimator
+
 from mosu.service.db.convert import (
     engine_job,
     engine_node,
@@ -48,7 +53,32 @@ class Applied:
     skipped: int = 0
 
 
-def load_snapshot(session: Session, *, now: float) -> LoadedSnapshot:
+def _history_estimator(session: Session, window: int = 500) -> HistoryEstimator:
+    """Learn run times from the most recent successful jobs, oldest first."""
+    from mosu.engine.estimates import HistoryEstimator
+
+    estimator = HistoryEstimator()
+    finished = session.execute(
+        select(
+            JobRow.tenant,
+            JobRow.gpus,
+            JobRow.gpu_milli,
+            JobRow.replicas,
+            JobRow.started_at,
+            JobRow.finished_at,
+        )
+        .where(JobRow.state == JobState.SUCCEEDED.value, JobRow.started_at.is_not(None))
+        .order_by(JobRow.finished_at.desc())
+        .limit(window)
+    ).all()
+    for tenant, gpus, milli, replicas, started, ended in reversed(finished):
+        estimator.observe(tenant, gpus * milli * replicas, max(0.0, ended - started))
+    return estimator
+
+
+def load_snapshot(session: Session, *, now: float, use_history: bool = False) -> LoadedSnapshot:
+    """The engine's input; with ``use_history`` jobs without an estimate get one from the
+    run times of recent finished jobs."""
     nodes = tuple(engine_node(n) for n in session.scalars(select(NodeRow).order_by(NodeRow.name)))
     quotas: dict[str, list[QuotaRow]] = defaultdict(list)
     for q in session.scalars(select(QuotaRow)):
@@ -71,24 +101,23 @@ def load_snapshot(session: Session, *, now: float) -> LoadedSnapshot:
     pending = []
     attained: dict[str, float] = {}
     versions: dict[int, int] = {}
+    estimate = _history_estimator(session) if use_history else None
     for row in rows:
         versions[row.id] = row.version
         if row.state == JobState.PENDING.value:
-            pending.append(engine_job(row))
+            pending.append(engine_job(row, estimate))
             if row.attained_gpu_s:
                 attained[str(row.id)] = row.attained_gpu_s
             continue
         held = allocs.get(row.id, [])
         if not held:
             continue
-        share = sum(len(indices_of(a.gpu_indices)) * a.gpu_milli for a in held) / GPU_MILLI
-        started = row.started_at if row.started_at is not None else now
         running.append(
             RunningJob(
-                job=engine_job(row),
+                job=engine_job(row, estimate),
                 placement=engine_placement(held),
-                started_s=started,
-                attained_gpu_s=row.attained_gpu_s + share * max(0.0, now - started),
+                started_s=row.started_at if row.started_at is not None else now,
+                attained_gpu_s=row.attained_gpu_s,
             )
         )
     snapshot = ClusterSnapshot(

@@ -1,0 +1,27 @@
+"""``mosu queue``: pending jobs in scheduling order, with reason and estimated start."""
+
+from __future__ import annotations
+
+from mosu.cli import config
+from mosu.cli.render import Output, OutputOpt, ago, emit, gpus, table
+
+
+def queue(output: OutputOpt = Output.TABLE) -> None:
+    """Pending jobs with their position, why they wait and when they may start."""
+    with config.client() as c:
+        entries = c.queue()
+    rows = [
+        (
+            e.position if e.position is not None else "-",
+            e.job_id,
+            e.tenant,
+            e.name,
+            f"{e.replicas}x{gpus(e.gpus)}",
+            e.reason or "new",
+            ago(e.estimated_start),
+            e.message or "",
+        )
+        for e in entries
+    ]
+    cols = ["#", "job", "tenant", "name", "gpus", "reason", "estimated start", "why"]
+    emit(output, entries, lambda: table(None, cols, rows) if rows else "the queue is empty")

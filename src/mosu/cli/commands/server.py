@@ -1,0 +1,46 @@
+"""``mosu server``: the control plane with the local executor, on any database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mosu.cli.commands.up import run
+
+
+def server(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url", envvar="MOSU_DATABASE_URL", help="SQLAlchemy URL (PostgreSQL ok)."
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", envvar="MOSU_DATA_DIR", help="Job logs (and SQLite).")
+    ] = Path("~/.mosu"),
+    host: Annotated[str, typer.Option(envvar="MOSU_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="MOSU_PORT")] = 8765,
+    grace: Annotated[float, typer.Option(envvar="MOSU_GRACE_S")] = 30.0,
+    gpus: Annotated[int | None, typer.Option(help="Declare this machine with N GPUs.")] = None,
+    gpu_type: Annotated[str | None, typer.Option("--gpu-type")] = None,
+    node_name: Annotated[str | None, typer.Option()] = None,
+    profile: Annotated[str, typer.Option(envvar="MOSU_PROFILE")] = "mosu",
+    min_runtime: Annotated[float | None, typer.Option(envvar="MOSU_MIN_RUNTIME_S")] = None,
+) -> None:
+    """Serve the API and schedule; nodes are registered through the API (or --gpus)."""
+    run(
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        port=port,
+        grace=grace,
+        gpus=gpus,
+        gpu_type=gpu_type,
+        node_name=node_name,
+        declare_node=gpus is not None,
+        save_config=False,
+        profile=profile,
+        min_runtime=min_runtime,
+    )

@@ -1,0 +1,99 @@
+"""``mosu tenant``: onboard companies with a guaranteed quota, a limit and a weight."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mosu.cli import config
+from mosu.cli.render import Output, OutputOpt, emit, gpus, table
+from mosu.core.api import QuotaSpec
+from mosu.core.errors import InvalidInput
+
+app = typer.Typer(help="Tenants (resident companies) and their quotas.", no_args_is_help=True)
+
+
+def parse_pairs(values: list[str], option: str) -> dict[str, float]:
+    """``["H800=4", "A100=2"]`` → ``{"H800": 4.0, "A100": 2.0}``."""
+    out: dict[str, float] = {}
+    for value in values:
+        gpu_type, sep, number = value.partition("=")
+        if not sep or not gpu_type:
+            raise InvalidInput(f"expected TYPE=N, got {value!r}", field=option)
+        try:
+            out[gpu_type] = float(number)
+        except ValueError:
+            raise InvalidInput(f"{number!r} is not a number in {value!r}", field=option) from None
+    return out
+
+
+def quotas_from(guarantee: list[str], limit: list[str]) -> dict[str, QuotaSpec]:
+    g = parse_pairs(guarantee, "--guarantee")
+    lim = parse_pairs(limit, "--limit")
+    return {t: QuotaSpec(guaranteed=g.get(t, 0), limit=lim.get(t)) for t in sorted({*g, *lim})}
+
+
+@app.command("create")
+def create(
+    name: str,
+    guarantee: Annotated[
+        list[str], typer.Option("--guarantee", "-g", help="TYPE=N guaranteed GPUs (repeatable).")
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    limit: Annotated[
+        list[str], typer.Option("--limit", "-l", help="TYPE=N most GPUs it may hold (repeatable).")
+    ] = [],  # noqa: B006
+    weight: Annotated[float, typer.Option(help="Share of idle GPUs among borrowers.")] = 1.0,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Create a tenant and print its API token (shown once)."""
+    with config.client() as c:
+        created = c.create_tenant(name, quotas_from(guarantee, limit), weight)
+    emit(output, created, lambda: f"tenant {created.tenant.name} created\ntoken: {created.token}")
+
+
+@app.command("quota")
+def quota(
+    name: str,
+    guarantee: Annotated[list[str], typer.Option("--guarantee", "-g")] = [],  # noqa: B006
+    limit: Annotated[list[str], typer.Option("--limit", "-l")] = [],  # noqa: B006
+    weight: Annotated[float | None, typer.Option()] = None,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Change a tenant's quotas (operator only)."""
+    with config.client() as c:
+        tenant = c.update_quotas(name, quotas_from(guarantee, limit), weight)
+    emit(output, tenant, lambda: f"tenant {tenant.name} updated")
+
+
+@app.command("list")
+def list_(output: OutputOpt = Output.TABLE) -> None:
+    """Tenants with their quotas and what they hold now."""
+    with config.client() as c:
+        tenants = c.list_tenants()
+
+    def render() -> object:
+        rows = []
+        for t in tenants:
+            for q in t.quotas or [None]:
+                gpu_type = q.gpu_type if q else ""
+                rows.append(
+                    (
+                        t.name,
+                        gpu_type,
+                        gpus(q.guaranteed) if q else "",
+                        "" if q is None or q.limit is None else gpus(q.limit),
+                        gpus(t.allocated.get(gpu_type, 0.0)) if q else "",
+                        f"{t.weight:g}",
+                    )
+                )
+        return table(None, ["tenant", "gpu type", "guarantee", "limit", "using", "weight"], rows)
+
+    emit(output, tenants, render)  # type: ignore[arg-type]
+
+
+@app.command("token")
+def token(name: str) -> None:
+    """Issue another API token for a tenant (operator only)."""
+    with config.client() as c:
+        print(c.new_token(name))

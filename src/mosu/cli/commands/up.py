@@ -1,0 +1,132 @@
+"""``mosu up``: service, scheduler and local executor in one process on an embedded SQLite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mosu.cli import config
+from mosu.core.api import NodeCreate
+from mosu.core.errors import InvalidInput
+
+DataDirOpt = Annotated[
+    Path, typer.Option("--data-dir", help="Where the database and job logs live.")
+]
+
+
+def _local_node(
+    gpus: int | None, gpu_type: str | None, node_name: str | None
+) -> tuple[NodeCreate, str]:
+    from mosu.agent.gpus import discover, local_node_name
+
+    found = discover()
+    if gpus is None and found is not None:
+        count, kind, source = found.count, gpu_type or found.gpu_type, found.source
+    else:
+        count, kind, source = (8 if gpus is None else gpus), gpu_type or "H800", "declared"
+    cpu = float(os.cpu_count() or 1)
+    mem_mib = _memory_mib()
+    node = NodeCreate(
+        name=node_name or local_node_name(), gpu_type=kind, gpus=count, cpu=cpu, memory=mem_mib
+    )
+    return node, source
+
+
+def _memory_mib() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run(
+    *,
+    data_dir: Path,
+    database_url: str | None,
+    host: str,
+    port: int,
+    grace: float,
+    gpus: int | None,
+    gpu_type: str | None,
+    node_name: str | None,
+    declare_node: bool,
+    save_config: bool,
+    profile: str = "mosu",
+    min_runtime: float | None = None,
+) -> None:
+    from mosu.agent.executors.local import LocalExecutor
+    from mosu.service.main import instance_id, serve
+    from mosu.service.settings import Settings
+
+    if gpus is not None and gpus < 0:
+        raise InvalidInput("must be 0 or more", field="--gpus")
+    overrides: dict[str, object] = {"data_dir": data_dir.expanduser(), "host": host, "port": port}
+    overrides["grace_s"] = grace
+    overrides["profile"] = profile
+    if min_runtime is not None:
+        overrides["min_runtime_s"] = min_runtime
+    if database_url is not None:
+        overrides["database_url"] = database_url
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    node, source = _local_node(gpus, gpu_type, node_name) if declare_node else (None, "")
+    url = f"http://{host}:{port}"
+
+    def ready(token: str | None) -> None:
+        print(f"mosu is up at {url}", flush=True)
+        if node is not None:
+            print(f"node {node.name}: {node.gpus} x {node.gpu_type} ({source})", flush=True)
+        if token is not None:
+            print(f"operator token: {token}", flush=True)
+        if save_config:
+            saved = config.load()
+            keep = token or settings.operator_token or saved.token
+            if keep:
+                path = config.save(url, keep)
+                print(f"client config saved to {path}", flush=True)
+        elif token is None:
+            print("operator token: unchanged (shown when it was created)", flush=True)
+
+    serve(settings, LocalExecutor(instance=instance_id(settings)), local_node=node, on_ready=ready)
+
+
+def up(
+    data_dir: DataDirOpt = Path("~/.mosu"),
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port.")] = 8765,
+    gpus: Annotated[
+        int | None, typer.Option(help="Declare this many GPUs (default: nvidia-smi, else 8).")
+    ] = None,
+    gpu_type: Annotated[
+        str | None, typer.Option("--gpu-type", help="Declared GPU type (default H800).")
+    ] = None,
+    node_name: Annotated[str | None, typer.Option(help="Name of this node.")] = None,
+    grace: Annotated[
+        float, typer.Option(help="Seconds between SIGTERM and SIGKILL on preempt/cancel.")
+    ] = 30.0,
+    profile: Annotated[str, typer.Option(help="Scheduling profile (engine policy).")] = "mosu",
+    min_runtime: Annotated[
+        float | None,
+        typer.Option(help="Seconds a job runs before it may be preempted (profile default)."),
+    ] = None,
+) -> None:
+    """Run everything on this machine: API, scheduler and local executor (SQLite)."""
+    run(
+        profile=profile,
+        min_runtime=min_runtime,
+        data_dir=data_dir,
+        database_url=None,
+        host=host,
+        port=port,
+        grace=grace,
+        gpus=gpus,
+        gpu_type=gpu_type,
+        node_name=node_name,
+        declare_node=True,
+        save_config=True,
+    )

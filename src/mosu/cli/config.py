@@ -1,0 +1,53 @@
+"""Which server and identity the CLI uses: ``MOSU_URL``/``MOSU_TOKEN``, else the client
+config ``mosu up`` saved (``MOSU_CONFIG``, default ``~/.mosu/client.json``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mosu.client import Client
+from mosu.core.errors import InvalidInput
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    url: str
+    token: str | None
+
+
+def config_path() -> Path:
+    explicit = os.environ.get("MOSU_CONFIG")
+    return Path(explicit) if explicit else Path.home() / ".mosu" / "client.json"
+
+
+def load() -> ClientConfig:
+    saved: dict[str, str] = {}
+    path = config_path()
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"{path}: unreadable client config ({exc})") from None
+    url = os.environ.get("MOSU_URL") or saved.get("url") or DEFAULT_URL
+    token = os.environ.get("MOSU_TOKEN") or saved.get("token")
+    return ClientConfig(url=url, token=token)
+
+
+def save(url: str, token: str) -> Path:
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"url": url, "token": token}, indent=2) + "\n")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+    return path
+
+
+def client() -> Client:
+    cfg = load()
+    return Client(cfg.url, cfg.token)

@@ -1,0 +1,53 @@
+"""Server entry point: open the store, register the local node, serve HTTP and schedule."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+
+import uvicorn
+
+from mosu.core.api import NodeCreate
+from mosu.service.app import create_app
+from mosu.service.executor import ExecutorPort
+from mosu.service.platform import Platform
+from mosu.service.services import nodes
+from mosu.service.services.auth import OPERATOR
+from mosu.service.settings import Settings
+
+
+def instance_id(settings: Settings) -> str:
+    """A stable name for the store this server runs on (tags the processes it starts)."""
+    return hashlib.sha256(settings.sqlalchemy_url.encode()).hexdigest()[:16]
+
+
+def serve(
+    settings: Settings,
+    executor: ExecutorPort,
+    *,
+    local_node: NodeCreate | None = None,
+    on_ready: Callable[[str | None], None] = lambda _token: None,
+) -> None:
+    """Run until SIGINT/SIGTERM; on the way out running jobs are stopped and requeued.
+
+    ``on_ready`` gets the operator token if this start created it (None otherwise)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    platform = Platform(settings, executor)
+    token = platform.open()
+    if local_node is not None:
+        with platform.tx() as s:
+            nodes.register_node(s, principal=OPERATOR, body=local_node)
+    app = create_app(platform, run_scheduler=True)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    on_ready(token)
+    server.run()

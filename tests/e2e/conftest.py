@@ -1,0 +1,118 @@
+"""A real ``mosu up`` on 127.0.0.1 (free port, temporary data dir), stopped at teardown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mosu.client import Client, ServerUnreachable
+
+OPERATOR_TOKEN = "mosu_op_e2e-operator-token"
+WORKER = Path(__file__).with_name("worker.py")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check: Callable[[], object], *, timeout: float, what: str, every: float = 0.1):
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class Server:
+    data_dir: Path
+    port: int
+    args: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, token: str = OPERATOR_TOKEN) -> Client:
+        return Client(self.url, token, timeout=10)
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "mosu.cli.main", "up", "--data-dir", str(self.data_dir)]
+        cmd += ["--port", str(self.port), *self.args]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+        wait_for(self._healthy, timeout=30, what=f"mosu up on port {self.port}")
+
+    def _healthy(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            pytest.fail(f"mosu up exited with {self.proc.returncode}:\n{self.log.read_text()}")
+        try:
+            with self.client() as c:
+                return c.health()["status"] == "ok"
+        except ServerUnreachable:
+            return False
+
+    def kill9(self) -> None:
+        """Crash: SIGKILL the server process only (its jobs live on, orphaned)."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def make(*args: str, data_dir: Path | None = None, port: int | None = None) -> Server:
+        env = dict(os.environ)
+        env["MOSU_OPERATOR_TOKEN"] = OPERATOR_TOKEN
+        env["MOSU_CONFIG"] = str(tmp_path / "client.json")
+        env["MOSU_POLL_S"] = "0.05"
+        server = Server(
+            data_dir=data_dir or tmp_path / "data",
+            port=port or free_port(),
+            args=list(args),
+            env=env,
+        )
+        server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
