@@ -1,0 +1,192 @@
+"""A real Ray cluster on 127.0.0.1: a GPU-less head and two workers with 4 fake GPUs each.
+
+Every node runs under ``ray start --block`` in its own session, so teardown stops
+exactly the processes this fixture started (by pid, never by name): SIGTERM to each
+``ray start`` (which stops its node), then SIGKILL to anything of its process tree still
+alive. ``kill_node`` kills one worker's whole tree at once, as a machine failure would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+GPU_TYPE = "H800"
+WORKERS = ("w0", "w1")
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 20.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants alive now."""
+    tree = _children()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(tree.get(p, []))
+    return out
+
+
+def _kill(pids: list[int]) -> None:
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGKILL)
+
+
+@dataclass
+class RayCluster:
+    address: str
+    temp_dir: str
+    bin_dir: Path
+    nodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: list[Path] = field(default_factory=list)
+
+    def start_node(self, name: str, args: list[str]) -> None:
+        log = Path(self.temp_dir) / f"{name}.out"
+        self.logs.append(log)
+        with open(log, "wb") as out:
+            self.nodes[name] = subprocess.Popen(
+                [
+                    str(self.bin_dir / "ray"),
+                    "start",
+                    "--block",
+                    "--node-ip-address=127.0.0.1",
+                    "--disable-usage-stats",
+                    "--object-store-memory=100000000",
+                    f"--dashboard-agent-listen-port={_free_port()}",
+                    f"--dashboard-agent-grpc-port={_free_port()}",
+                    f"--metrics-export-port={_free_port()}",
+                    f"--runtime-env-agent-port={_free_port()}",
+                    *args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"),
+            )
+
+    def kill_node(self, name: str) -> None:
+        """Kill one node's every process at once, like pulling its power cord."""
+        _kill(_tree(self.nodes[name].pid))
+        self.nodes[name].wait(timeout=STOP_TIMEOUT_S)
+
+    def stop(self) -> None:
+        # Workers first, then the head; remember each tree before it starts unravelling.
+        for name in [*WORKERS, "head"]:
+            proc = self.nodes.get(name)
+            if proc is None:
+                continue
+            pids = _tree(proc.pid)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=STOP_TIMEOUT_S)
+            _kill(pids + _tree(proc.pid))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_TIMEOUT_S)
+
+    def describe(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-2000:]}" for p in self.logs
+        )
+
+
+def _alive_nodes(ray: object) -> list[dict[str, object]]:
+    return [n for n in ray.nodes() if n["Alive"]]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'")
+    # A short path: Ray's Unix sockets live under it and have a 107-byte limit.
+    temp_dir = tempfile.mkdtemp(prefix="mosu-ray-", dir="/tmp")
+    port = _free_port()
+    cluster = RayCluster(
+        address=f"127.0.0.1:{port}", temp_dir=temp_dir, bin_dir=Path(sys.executable).parent
+    )
+    try:
+        cluster.start_node(
+            "head",
+            [
+                "--head",
+                f"--port={port}",
+                "--num-gpus=0",
+                "--num-cpus=1",
+                "--include-dashboard=false",
+                f"--dashboard-port={_free_port()}",
+                f"--ray-client-server-port={_free_port()}",
+                f"--temp-dir={temp_dir}",
+            ],
+        )
+        _wait_for_port(port, cluster)
+        ray.init(address=cluster.address, namespace="mosu", log_to_driver=False)
+        # One worker at a time: two raylets registering from one IP at once can time out.
+        for count, name in enumerate(WORKERS, start=2):
+            cluster.start_node(
+                name,
+                [
+                    f"--address={cluster.address}",
+                    "--num-gpus=4",
+                    "--num-cpus=1",
+                    f"--resources={json.dumps({f'mosu-gpu-type:{GPU_TYPE}': 4})}",
+                    f"--labels=mosu.io/node={name},mosu.io/rack=rack-{name}",
+                ],
+            )
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while len(_alive_nodes(ray)) < count:
+                if time.monotonic() > deadline or cluster.nodes[name].poll() is not None:
+                    raise RuntimeError(f"Ray node {name} did not register\n{cluster.describe()}")
+                time.sleep(0.5)
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_port(port: int, cluster: RayCluster) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        head = cluster.nodes["head"]
+        if head.poll() is not None:
+            raise RuntimeError(f"the Ray head exited\n{cluster.describe()}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the Ray head did not listen on {port} in time\n{cluster.describe()}")
