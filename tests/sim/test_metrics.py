@@ -245,11 +245,22 @@ def test_utilization_integrates_allocation_over_the_span():
     assert metrics.utilization(log(usage=usage, capacity=20_000)) == pytest.approx(0.375)
 
 
-def test_allocation_series_is_a_step_series_per_tenant():
-    times, series = metrics.allocation_series(log(usage=TWO_TENANTS))
-    assert times.tolist() == [0.0, 50.0]
-    assert series["a"].tolist() == [2000.0, 4000.0]
-    assert series["b"].tolist() == [6000.0, 4000.0]
+def test_allocation_series_are_step_series():
+    usage = [
+        *TWO_TENANTS,
+        sample(60, "a", 1000, 1000, "H100"),  # a second GPU type adds to a's allocation
+        sample(60, "a", 0, 0, "H100"),  # the last sample at one instant wins
+        sample(70, "b", 0, 0),
+        sample(500, "b", 8000, 8000),  # after the end of the log
+    ]
+    series = metrics.allocation_series(log(usage=usage))
+    assert {k: (t.tolist(), v.tolist()) for k, (t, v) in series.items()} == {
+        "a": ([0.0, 50.0, 60.0], [2000.0, 4000.0, 4000.0]),
+        "b": ([0.0, 50.0, 70.0], [6000.0, 4000.0, 0.0]),
+    }
+    times, total = metrics.total_allocation_series(log(usage=usage))
+    assert times.tolist() == [0.0, 50.0, 60.0, 70.0]
+    assert total.tolist() == [8000.0, 8000.0, 8000.0, 4000.0]
 
 
 @pytest.mark.parametrize(

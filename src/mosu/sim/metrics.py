@@ -277,34 +277,56 @@ def _fairness(integrals: _UsageIntegrals) -> float | None:
 # --- step series for plots -------------------------------------------------
 
 
-def allocation_series(
-    log: SimLog,
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Allocation per tenant (GPU milli, all GPU types) at each change time.
+def _step_arrays(times: list[float], values: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array(times, dtype=float), np.array(values, dtype=float)
 
-    Returns the change times (ascending, starting at ``start_s``) and, per
-    tenant, its allocation from that time until the next one.
+
+def allocation_series(log: SimLog) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each tenant's allocation (GPU milli, all GPU types) as a step series.
+
+    Per tenant: change times (ascending, clipped to the log's span) and the
+    allocation from each time until the next; before the first time it is 0.
     """
     pairs: dict[tuple[str, str], int] = {}
-    per_tenant: dict[str, int] = {}
-    times: list[float] = [log.start_s]
-    rows: list[dict[str, int]] = [{}]
+    held: dict[str, int] = {}
+    times: dict[str, list[float]] = {}
+    values: dict[str, list[int]] = {}
     for sample in _ordered(log.usage):
         if sample.time_s > log.end_s:
             break
         t = max(sample.time_s, log.start_s)
         key = (sample.tenant, sample.gpu_type)
-        delta = sample.allocated_milli - pairs.get(key, 0)
+        now = held.get(sample.tenant, 0) + sample.allocated_milli - pairs.get(key, 0)
         pairs[key] = sample.allocated_milli
-        per_tenant[sample.tenant] = per_tenant.get(sample.tenant, 0) + delta
-        if t == times[-1]:
-            rows[-1] = dict(per_tenant)
+        held[sample.tenant] = now
+        ts, vs = times.setdefault(sample.tenant, []), values.setdefault(sample.tenant, [])
+        if ts and ts[-1] == t:
+            vs[-1] = now
+        else:
+            ts.append(t)
+            vs.append(now)
+    return {tenant: _step_arrays(times[tenant], values[tenant]) for tenant in sorted(times)}
+
+
+def total_allocation_series(log: SimLog) -> tuple[np.ndarray, np.ndarray]:
+    """The cluster's total allocation (GPU milli) as a step series starting at ``start_s``."""
+    pairs: dict[tuple[str, str], int] = {}
+    total = 0
+    times: list[float] = [log.start_s]
+    values: list[int] = [0]
+    for sample in _ordered(log.usage):
+        if sample.time_s > log.end_s:
+            break
+        t = max(sample.time_s, log.start_s)
+        key = (sample.tenant, sample.gpu_type)
+        total += sample.allocated_milli - pairs.get(key, 0)
+        pairs[key] = sample.allocated_milli
+        if times[-1] == t:
+            values[-1] = total
         else:
             times.append(t)
-            rows.append(dict(per_tenant))
-    names = sorted(per_tenant)
-    series = {name: np.array([row.get(name, 0) for row in rows], dtype=float) for name in names}
-    return np.array(times, dtype=float), series
+            values.append(total)
+    return _step_arrays(times, values)
 
 
 # --- the summary -----------------------------------------------------------

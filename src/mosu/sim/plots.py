@@ -96,12 +96,6 @@ def plot_jct_cdf(results: Mapping[str, SimLog], path: str | Path) -> None:
     _save(figure, path)
 
 
-def _total_allocation(log: SimLog) -> tuple[np.ndarray, np.ndarray]:
-    times, per_tenant = metrics.allocation_series(log)
-    total = np.sum(list(per_tenant.values()), axis=0) if per_tenant else np.zeros(times.size)
-    return times, total
-
-
 def plot_utilization(results: Mapping[str, SimLog], path: str | Path) -> None:
     """Allocated fraction of the cluster's GPUs over time, one line per policy."""
     figure = _figure()
@@ -109,7 +103,7 @@ def plot_utilization(results: Mapping[str, SimLog], path: str | Path) -> None:
     for name, log in results.items():
         if log.end_s <= log.start_s or log.capacity_milli <= 0:
             continue
-        times, total = _total_allocation(log)
+        times, total = metrics.total_allocation_series(log)
         centres, mean = binned_step_mean(times, total, log.start_s, log.end_s)
         util = metrics.utilization(log) or 0.0
         axes.plot(_hours(log, centres), mean / log.capacity_milli, label=f"{name} ({util:.1%})")
@@ -133,10 +127,9 @@ def plot_tenant_usage(log: SimLog, path: str | Path, *, top: int = TOP_TENANTS) 
     figure = _figure(9.0, 5.0)
     axes = figure.add_subplot()
     if log.end_s > log.start_s:
-        times, per_tenant = metrics.allocation_series(log)
         binned = {
-            name: binned_step_mean(times, series, log.start_s, log.end_s)
-            for name, series in per_tenant.items()
+            name: binned_step_mean(times, values, log.start_s, log.end_s)
+            for name, (times, values) in metrics.allocation_series(log).items()
         }
         gpu_s = {name: float(mean.sum()) for name, (_, mean) in binned.items()}
         ranked = sorted(gpu_s, key=lambda n: (-gpu_s[n], n))
@@ -148,7 +141,8 @@ def plot_tenant_usage(log: SimLog, path: str | Path, *, top: int = TOP_TENANTS) 
             labels.append(f"others ({len(rest)})")
         if layers:
             hours = _hours(log, next(iter(binned.values()))[0])
-            bands = axes.stackplot(hours, *layers, labels=labels, alpha=0.85)
+            colors = [f"C{i % 10}" for i in range(len(named))] + ["0.75"] * bool(rest)
+            bands = axes.stackplot(hours, *layers, labels=labels, colors=colors, alpha=0.85)
             guarantees: dict[str, int] = {}
             for (tenant, _), milli in log.guarantees.items():
                 guarantees[tenant] = guarantees.get(tenant, 0) + milli
