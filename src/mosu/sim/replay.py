@@ -1,0 +1,320 @@
+"""Time-faithful trace replay: an event loop around the same engine.
+
+Jobs arrive at their submit times and run for their true durations. The engine
+sees only what a real scheduler would: the job, its user estimate or a history
+estimate (per the profile), its service so far; true remaining times go in the
+snapshot only for profiles that declare ``needs_true_remaining`` (oracles).
+
+A preempted job keeps the work up to its last checkpoint (checkpoints every
+``checkpoint_every_s`` of wall time since its start; 0 means continuously), pays
+``restart_overhead_s`` when it starts again, and requeues. The engine is called
+once per instant at which something happened, and only while jobs wait.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from mosu.core.models import GPU_MILLI, Job, Node, Placement, RunningJob, Tenant
+from mosu.core.reasons import PendingReason
+from mosu.engine.cycle import schedule
+from mosu.engine.decisions import CycleResult
+from mosu.engine.estimates import HistoryEstimator
+from mosu.engine.profiles import Estimator, SchedulingProfile
+from mosu.engine.snapshot import ClusterSnapshot
+from mosu.engine.state import ClusterState
+from mosu.sim.events import EventKind, EventQueue
+from mosu.sim.records import JobOutcome, SimLog, UsageSample
+from mosu.traces.schema import TraceJob
+
+DEFAULT_CHECKPOINT_EVERY_S = 1_800.0
+DEFAULT_RESTART_OVERHEAD_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    checkpoint_every_s: float = DEFAULT_CHECKPOINT_EVERY_S
+    restart_overhead_s: float = DEFAULT_RESTART_OVERHEAD_S
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every_s < 0 or self.restart_overhead_s < 0:
+            raise ValueError("checkpoint_every_s and restart_overhead_s must be >= 0")
+
+
+@dataclass(slots=True)
+class _Progress:
+    """The simulator's private record of one job (true remaining work included)."""
+
+    trace: TraceJob
+    job: Job
+    remaining_s: float
+    gpu_type: str
+    attained_gpu_s: float = 0.0
+    attempt: int = 0
+    started_s: float = 0.0
+    overhead_s: float = 0.0
+    first_start_s: float | None = None
+    finish_s: float | None = None
+    preemptions: int = 0
+    lost_gpu_s: float = 0.0
+    waiting_guarantee_since: float | None = None
+    reclaim_wait_s: float | None = None
+
+
+@dataclass
+class ReplayResult:
+    log: SimLog
+    decisions: list[str] = field(default_factory=list)
+    cycles: int = 0
+
+
+def replay(
+    jobs: Sequence[TraceJob],
+    tenants: Sequence[Tenant],
+    nodes: Sequence[Node],
+    profile: SchedulingProfile,
+    config: ReplayConfig | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Replay ``jobs`` on ``nodes`` under ``profile``; deterministic for equal inputs."""
+    return _Replay(jobs, tenants, nodes, profile, config or ReplayConfig(), progress).run()
+
+
+class _Replay:
+    def __init__(
+        self,
+        jobs: Sequence[TraceJob],
+        tenants: Sequence[Tenant],
+        nodes: Sequence[Node],
+        profile: SchedulingProfile,
+        config: ReplayConfig,
+        progress: Callable[[int, int], None] | None,
+    ) -> None:
+        self.profile = profile
+        self.config = config
+        self.nodes = tuple(nodes)
+        self.tenants = tuple(tenants)
+        self.state = ClusterState(self.nodes)
+        self.default_type = self.state.gpu_types[0] if self.state.gpu_types else ""
+        self.node_type = {n.name: n.gpu_type for n in self.nodes}
+        self.events = EventQueue()
+        self.jobs: dict[str, _Progress] = {}
+        self.order: list[str] = []
+        for tj in jobs:
+            if tj.id in self.jobs:
+                raise ValueError(f"duplicate job id {tj.id!r}")
+            if tj.duration_s is None:
+                raise ValueError(f"job {tj.id!r} has no duration; a replay needs one")
+            gpu_type = tj.gpu_types[0] if tj.gpu_types else self.default_type
+            ckpt = config.checkpoint_every_s
+            self.jobs[tj.id] = _Progress(
+                tj, tj.to_job(checkpoint_every_s=ckpt), tj.duration_s, gpu_type
+            )
+            self.order.append(tj.id)
+            self.events.push(tj.submit_s, EventKind.ARRIVAL, tj.id)
+        self.pending: dict[str, Job] = {}
+        self.running: dict[str, RunningJob] = {}
+        self.estimator = HistoryEstimator()
+        self.allocated: dict[tuple[str, str], int] = {}
+        self.demand: dict[tuple[str, str], int] = {}
+        self.sampled: dict[tuple[str, str], tuple[int, int]] = {}
+        self.touched: set[tuple[str, str]] = set()
+        self.usage: list[UsageSample] = []
+        self.decisions: list[str] = []
+        self.cycles = 0
+        self.finished = 0
+        self.progress = progress
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> ReplayResult:
+        total = len(self.jobs)
+        while self.events:
+            batch = self.events.pop_instant()
+            now = batch[0].time_s
+            for ev in batch:
+                if ev.kind == EventKind.COMPLETION:
+                    self._complete(ev.job_id, ev.attempt, now)
+                else:
+                    self._arrive(ev.job_id, now)
+            if self.pending:
+                self._cycle(now)
+            self._sample(now)
+            if self.progress is not None:
+                self.progress(self.finished, total)
+        return ReplayResult(self._log(), self.decisions, self.cycles)
+
+    def _arrive(self, job_id: str, now: float) -> None:
+        p = self.jobs[job_id]
+        if self.profile.estimator == Estimator.HISTORY:
+            est = self.estimator.estimate(p.job.tenant, p.job.total_gpu_milli, p.job.estimate_s)
+            if est != p.job.estimate_s:
+                p.job = _with_estimate(p.job, est)
+        self.pending[job_id] = p.job
+        self._add_demand(p, +1)
+
+    def _complete(self, job_id: str, attempt: int, now: float) -> None:
+        p = self.jobs[job_id]
+        if attempt != p.attempt or job_id not in self.running:
+            return  # a completion scheduled before the job was preempted
+        run = self.running.pop(job_id)
+        self.state.release(job_id)
+        self.state.commit()
+        p.finish_s = now
+        p.remaining_s = 0.0
+        self._add_alloc(p, run.placement, -1)
+        self._add_demand(p, -1)
+        self.finished += 1
+        self.estimator.observe(p.job.tenant, p.job.total_gpu_milli, p.trace.duration_s or 0.0)
+        self.decisions.append(f"{now:.3f} finish {job_id}")
+
+    def _cycle(self, now: float) -> None:
+        snap = ClusterSnapshot(
+            now=now,
+            nodes=self.nodes,
+            tenants=self.tenants,
+            running=tuple(self.running.values()),
+            pending=tuple(self.pending.values()),
+            attained_gpu_s={k: self.jobs[k].attained_gpu_s for k in self.pending}
+            if self.profile.ordering.preemptive
+            else {},
+            true_remaining_s=self._true_remaining(now) if self.profile.needs_true_remaining else {},
+            base_state=self.state,
+        )
+        result = schedule(snap, self.profile)
+        self.cycles += 1
+        self._apply(result, now)
+
+    def _true_remaining(self, now: float) -> dict[str, float]:
+        out = {k: self.jobs[k].remaining_s for k in self.pending}
+        for k in self.running:
+            p = self.jobs[k]
+            out[k] = max(0.0, p.remaining_s - max(0.0, now - p.started_s - p.overhead_s))
+        return out
+
+    # -- applying decisions ----------------------------------------------------
+
+    def _apply(self, result: CycleResult, now: float) -> None:
+        reclaimed_for = set()
+        for pre in result.preemptions:
+            self._preempt(pre.job_id, now)
+            if pre.for_job is not None:
+                reclaimed_for.add(pre.for_job)
+            self.decisions.append(f"{now:.3f} preempt {pre.job_id} {pre.reason} {pre.for_job}")
+        for st in result.starts:
+            p = self.jobs[st.job_id]
+            if p.waiting_guarantee_since is not None:
+                p.reclaim_wait_s = (p.reclaim_wait_s or 0.0) + now - p.waiting_guarantee_since
+                p.waiting_guarantee_since = None
+            elif st.job_id in reclaimed_for and p.reclaim_wait_s is None:
+                p.reclaim_wait_s = 0.0
+            self._start(st.job_id, st.placement, now)
+            where = ",".join(
+                f"{rp.node}:{'+'.join(map(str, rp.gpu_indices))}" for rp in st.placement
+            )
+            self.decisions.append(f"{now:.3f} start {st.job_id} {where}")
+        for pend in result.pending:
+            if pend.reason == PendingReason.WAITING_FOR_GUARANTEE:
+                p = self.jobs[pend.job_id]
+                if p.waiting_guarantee_since is None:
+                    p.waiting_guarantee_since = now
+        self.state.commit()
+
+    def _start(self, job_id: str, placement: Placement, now: float) -> None:
+        p = self.jobs[job_id]
+        job = self.pending.pop(job_id)
+        self.state.assign(job_id, placement)
+        p.attempt += 1
+        p.started_s = now
+        p.overhead_s = self.config.restart_overhead_s if p.preemptions else 0.0
+        if p.first_start_s is None:
+            p.first_start_s = now
+        self.running[job_id] = RunningJob(
+            job=job, placement=placement, started_s=now, attained_gpu_s=p.attained_gpu_s
+        )
+        self._add_alloc(p, placement, +1)
+        self.events.push(
+            now + p.overhead_s + p.remaining_s, EventKind.COMPLETION, job_id, p.attempt
+        )
+
+    def _preempt(self, job_id: str, now: float) -> None:
+        p = self.jobs[job_id]
+        run = self.running.pop(job_id)
+        self.state.release(job_id)
+        elapsed = max(0.0, now - p.started_s)
+        every = self.config.checkpoint_every_s
+        saved_wall = elapsed if every <= 0 else math.floor(elapsed / every) * every
+        saved = min(p.remaining_s, max(0.0, saved_wall - p.overhead_s))
+        gpus = p.job.total_gpu_milli / GPU_MILLI
+        p.remaining_s -= saved
+        p.lost_gpu_s += (elapsed - saved) * gpus
+        p.attained_gpu_s += elapsed * gpus
+        p.preemptions += 1
+        self.pending[job_id] = p.job
+        self._add_alloc(p, run.placement, -1)
+
+    # -- usage series ------------------------------------------------------------
+
+    def _add_alloc(self, p: _Progress, placement: Placement, sign: int) -> None:
+        for rp in placement:
+            key = (p.job.tenant, self.node_type[rp.node])
+            self.allocated[key] = self.allocated.get(key, 0) + sign * rp.gpu_milli * len(
+                rp.gpu_indices
+            )
+            self.touched.add(key)
+
+    def _add_demand(self, p: _Progress, sign: int) -> None:
+        key = (p.job.tenant, p.gpu_type)
+        self.demand[key] = self.demand.get(key, 0) + sign * p.job.total_gpu_milli
+        self.touched.add(key)
+
+    def _sample(self, now: float) -> None:
+        for key in sorted(self.touched):
+            value = (self.allocated.get(key, 0), self.demand.get(key, 0))
+            if self.sampled.get(key) != value:
+                self.sampled[key] = value
+                self.usage.append(UsageSample(now, key[0], key[1], value[0], value[1]))
+        self.touched.clear()
+
+    def _log(self) -> SimLog:
+        outcomes = []
+        for job_id in self.order:
+            p = self.jobs[job_id]
+            outcomes.append(
+                JobOutcome(
+                    job_id=job_id,
+                    tenant=p.job.tenant,
+                    gpu_type=p.gpu_type,
+                    gpu_milli=p.job.total_gpu_milli,
+                    submit_s=p.trace.submit_s,
+                    first_start_s=p.first_start_s,
+                    finish_s=p.finish_s,
+                    duration_s=p.trace.duration_s or 0.0,
+                    preemptions=p.preemptions,
+                    lost_gpu_s=p.lost_gpu_s,
+                    reclaim_wait_s=p.reclaim_wait_s,
+                )
+            )
+        start = min((o.submit_s for o in outcomes), default=0.0)
+        end = max((o.finish_s for o in outcomes if o.finish_s is not None), default=start)
+        guarantees = {
+            (t.name, gpu_type): q.guaranteed_milli for t in self.tenants for gpu_type, q in t.quotas
+        }
+        return SimLog(
+            outcomes=tuple(outcomes),
+            usage=tuple(self.usage),
+            capacity_milli=self.state.capacity_milli,
+            start_s=start,
+            end_s=end,
+            guarantees=guarantees,
+            weights={t.name: t.weight for t in self.tenants},
+        )
+
+
+def _with_estimate(job: Job, estimate_s: float | None) -> Job:
+    from dataclasses import replace
+
+    return replace(job, estimate_s=estimate_s)
