@@ -100,3 +100,15 @@ def test_cdf_points_are_capped():
     small_x, small_y = plots.cdf_points(np.array([3.0, 1.0, 2.0]))
     assert small_x.tolist() == [1.0, 2.0, 3.0]
     assert small_y.tolist() == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_jct_cdf_counts_unfinished_jobs_against_the_policy():
+    outcomes = (
+        JobOutcome("a", "t", "A100", 1000, 0.0, 0.0, 10.0, 10.0),
+        JobOutcome("b", "t", "A100", 1000, 0.0, 5.0, 30.0, 25.0),
+        JobOutcome("c", "t", "A100", 1000, 0.0, 5.0, None, 25.0),
+        JobOutcome("d", "t", "A100", 1000, 0.0, None, None, 25.0),
+    )
+    x, y = plots.jct_cdf(SimLog(outcomes, (), 8000, 0.0, 100.0, {}, {}))
+    assert x.tolist() == [10.0, 30.0]
+    assert y.tolist() == [0.25, 0.5]
