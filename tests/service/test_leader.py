@@ -1,0 +1,239 @@
+"""The scheduler lease: one leader among processes, quick takeover, deposed leaders fenced.
+
+PostgreSQL cases need ``MOSU_TEST_POSTGRES_URL``; each uses a lease name of its own so
+that they never meet another test's (or a real server's) lease on the same database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from mosu.service.leader import (
+    AlwaysLeader,
+    FileLease,
+    LeadershipLost,
+    PostgresLease,
+    lease_for_url,
+)
+
+TAKEOVER_LIMIT_S = 10.0
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from mosu.service.leader import FileLease, PostgresLease
+kind, where, name = sys.argv[1:4]
+lease = PostgresLease(where, name=name) if kind == "postgres" else FileLease(Path(where))
+print("leader" if lease.acquire() else "standby", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.fixture
+def pg_url() -> str:
+    url = os.environ.get("MOSU_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("MOSU_TEST_POSTGRES_URL is not set")
+    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = create_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def name() -> str:
+    return f"mosu-test-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def _holder(kind: str, where: str, name: str) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, kind, where, name],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def _first_line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()))  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout=20)
+    if not line:
+        raise AssertionError("the lease holder process said nothing within 20 s")
+    return line[0].strip()
+
+
+def _takeover_after_sigkill(proc: subprocess.Popen[str], acquire: object) -> float:
+    os.kill(proc.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    while time.monotonic() - killed < TAKEOVER_LIMIT_S:
+        if acquire():  # type: ignore[operator]
+            return time.monotonic() - killed
+        time.sleep(0.2)
+    raise AssertionError(f"no takeover within {TAKEOVER_LIMIT_S} s of SIGKILL")
+
+
+@pytest.mark.postgres
+def test_only_one_process_holds_the_postgres_lease_and_another_takes_over_after_sigkill(
+    pg_url: str, name: str
+) -> None:
+    standby = PostgresLease(pg_url, name=name)
+    try:
+        with _holder("postgres", pg_url, name) as holder:
+            assert _first_line(holder) == "leader"
+            assert standby.acquire() is False
+            assert standby.is_leader is False
+
+            took = _takeover_after_sigkill(holder, standby.acquire)
+
+            assert standby.is_leader is True
+            assert standby.check() is True
+            assert took < TAKEOVER_LIMIT_S
+    finally:
+        standby.release()
+
+
+@pytest.mark.postgres
+def test_second_lease_in_another_process_stays_standby_while_the_first_lives(
+    pg_url: str, name: str
+) -> None:
+    first = PostgresLease(pg_url, name=name)
+    try:
+        assert first.acquire() is True
+        with _holder("postgres", pg_url, name) as other:
+            assert _first_line(other) == "standby"
+        assert first.check() is True
+    finally:
+        first.release()
+
+
+@pytest.mark.postgres
+def test_released_lease_is_free_at_once(pg_url: str, name: str) -> None:
+    a, b = PostgresLease(pg_url, name=name), PostgresLease(pg_url, name=name)
+    try:
+        assert (a.acquire(), b.acquire()) == (True, False)
+        a.release()
+        assert b.acquire() is True
+        assert a.acquire() is False
+    finally:
+        a.release()
+        b.release()
+
+
+@pytest.mark.postgres
+def test_deposed_leader_cannot_apply_decisions(pg_engine: Engine, pg_url: str, name: str) -> None:
+    old, new = PostgresLease(pg_url, name=name), PostgresLease(pg_url, name=name)
+    try:
+        assert old.acquire() is True
+        with pg_engine.begin() as conn:
+            old.fence(conn)  # still the leader: passes
+
+        # The old leader's session dies (a network cut) but its process lives on.
+        with pg_engine.begin() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": old.backend_pid})
+        deadline = time.monotonic() + TAKEOVER_LIMIT_S
+        while not new.acquire():
+            assert time.monotonic() < deadline, "the new leader never acquired"
+            time.sleep(0.1)
+
+        with pg_engine.begin() as conn, pytest.raises(LeadershipLost):
+            old.fence(conn)
+        assert old.is_leader is False
+        assert old.check() is False
+    finally:
+        old.release()
+        new.release()
+
+
+@pytest.mark.postgres
+def test_new_leader_waits_for_the_old_leaders_apply_in_flight(
+    pg_engine: Engine, pg_url: str, name: str
+) -> None:
+    old, new = PostgresLease(pg_url, name=name), PostgresLease(pg_url, name=name)
+    order: list[str] = []
+    try:
+        assert old.acquire() is True
+        with pg_engine.connect() as apply:
+            tx = apply.begin()
+            old.fence(apply)  # the apply transaction is now in flight
+            old.release()  # the old leader steps down mid-apply
+            acquired = threading.Event()
+
+            def take_over() -> None:
+                if new.acquire():
+                    order.append("new leader")
+                    acquired.set()
+
+            t = threading.Thread(target=take_over)
+            t.start()
+            time.sleep(1.0)
+            assert not acquired.is_set(), "took over while the old apply was in flight"
+            order.append("old apply committed")
+            tx.commit()
+            t.join(timeout=TAKEOVER_LIMIT_S)
+        assert order == ["old apply committed", "new leader"]
+    finally:
+        old.release()
+        new.release()
+
+
+def test_file_lease_is_exclusive_between_processes_and_freed_by_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "mosu.db.leader"
+    standby = FileLease(path)
+    try:
+        with _holder("file", str(path), "unused") as holder:
+            assert _first_line(holder) == "leader"
+            assert standby.acquire() is False
+            with pytest.raises(LeadershipLost):
+                standby.fence(None)  # type: ignore[arg-type]
+
+            took = _takeover_after_sigkill(holder, standby.acquire)
+
+            assert standby.is_leader is True
+            assert took < TAKEOVER_LIMIT_S
+    finally:
+        standby.release()
+
+
+@pytest.mark.parametrize(
+    ("url", "want_type"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/test", PostgresLease),
+        ("postgresql+psycopg://postgres@db/mosu", PostgresLease),
+        ("sqlite:////var/lib/mosu/mosu.db", FileLease),
+        ("sqlite://", AlwaysLeader),
+        ("sqlite:///:memory:", AlwaysLeader),
+    ],
+)
+def test_lease_kind_follows_the_database_url(url: str, want_type: type) -> None:
+    lease = lease_for_url(url)
+    assert type(lease) is want_type
+    if isinstance(lease, FileLease):
+        assert lease.path == Path("/var/lib/mosu/mosu.db.leader")
