@@ -44,6 +44,8 @@ def test_borrowed_gpus_are_reclaimed_and_the_borrower_resumes(make_server, tmp_p
         wait_for(lambda: (out / f"checkpoint-{big.id}").exists(), timeout=10, what="checkpoint")
         wait_for(lambda: ca.get_job(small.id).state == JobState.RUNNING, timeout=10, what="a runs")
         a_rec = wait_for(lambda: start_record(out, small.id, 1), timeout=10, what="a's process")
+        # a's job started only after b's process had exited: no GPU was used twice.
+        assert (out / f"terminated-{big.id}-1-0").exists()
         a_gpus = a_rec["CUDA_VISIBLE_DEVICES"].split(",")
         assert len(a_gpus) == 4
         assert len(set(a_gpus)) == 4

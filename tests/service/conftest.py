@@ -20,7 +20,7 @@ from mosu.service.settings import Settings
 
 with warnings.catch_warnings():
     # starlette warns at import that its test client will move to another package.
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
 OPERATOR_TOKEN = "mosu_op_test-operator-token"
@@ -104,6 +104,7 @@ def platform(db_url: str, tmp_path: Path, executor: FakeExecutor) -> Iterator[Pl
         database_url=db_url,
         operator_token=OPERATOR_TOKEN,
         grace_s=0.1,
+        min_runtime_s=0,
     )
     p = Platform(settings, executor)
     p.open()
@@ -113,10 +114,29 @@ def platform(db_url: str, tmp_path: Path, executor: FakeExecutor) -> Iterator[Pl
 
 @pytest.fixture
 def api(platform: Platform) -> Iterator[TestClient]:
-    with TestClient(create_app(platform), raise_server_exceptions=False) as client:
+    with TestClient(create_app(platform), raise_server_exceptions=True) as client:
         client.headers["Authorization"] = f"Bearer {OPERATOR_TOKEN}"
         yield client
 
 
-def as_token(client: TestClient, token: str) -> dict[str, str]:
+def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def seed(api: TestClient, *, gpus: int = 8, gpu_type: str = "H800") -> dict[str, str]:
+    """One node; tenant a guaranteed 4, tenant b guaranteed 4 with limit 8. Returns tokens."""
+    r = api.post("/v1/nodes", json={"name": "n0", "gpu_type": gpu_type, "gpus": gpus})
+    assert r.status_code == 201, r.text
+    tokens = {}
+    for name, quota in (("a", {"guaranteed": 4}), ("b", {"guaranteed": 4, "limit": 8})):
+        r = api.post("/v1/tenants", json={"name": name, "quotas": {gpu_type: quota}})
+        assert r.status_code == 201, r.text
+        tokens[name] = r.json()["token"]
+    return tokens
+
+
+def submit(api: TestClient, token: str, **spec: object) -> dict:
+    body = {"name": "j", "command": ["true"], **spec}
+    r = api.post("/v1/jobs", json=body, headers=bearer(token))
+    assert r.status_code == 201, r.text
+    return r.json()

@@ -16,7 +16,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mosu.core.models import JobKind, NodeState, Topology
 
@@ -139,7 +146,9 @@ class JobSpec(InputModel):
 
     @field_validator("gpus")
     @classmethod
-    def _gpus(cls, value: float) -> float:
+    def _gpus(cls, value: float, info: ValidationInfo) -> float:
+        if 0 < value < 1 and info.data.get("replicas", 1) > 1:
+            raise ValueError("a fractional GPU share is only allowed for a single replica")
         if value > 1 and value != int(value):
             raise ValueError("a fractional GPU count is only allowed below 1 (e.g. 0.5)")
         if 0 < value < 1 and round(value * 1000) < 1:
@@ -185,12 +194,6 @@ class JobSpec(InputModel):
             if key.startswith("MOSU_") or key == "CUDA_VISIBLE_DEVICES":
                 raise ValueError(f"{key} is set by mosu and cannot be overridden")
         return value
-
-    @model_validator(mode="after")
-    def _gang(self) -> JobSpec:
-        if self.replicas > 1 and 0 < self.gpus < 1:
-            raise ValueError("gpus: a fractional GPU share is only allowed for a single replica")
-        return self
 
     # Normalized views used by the service.
     @property

@@ -7,6 +7,7 @@ the field, unknown routes and methods as 404/405.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ from mosu.core.jobspec import field_path
 from mosu.service.platform import Platform
 from mosu.service.routers import jobs, nodes, queue, tenants
 
+log = logging.getLogger("mosu.api")
 HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed"}
 
 
@@ -77,5 +79,10 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "error")
         return _error(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        return _error(500, "internal", "internal server error; see the server log")
 
     return app

@@ -105,9 +105,10 @@ def cluster_summary(session: Session) -> ClusterOut:
                 free=round(total - used, 3),
             )
         )
-    counts = dict(
-        session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).tuples().all()
-    )
+    counts: dict[str, int] = {
+        state: n
+        for state, n in session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
+    }
     return ClusterOut(
         gpu_types=summaries,
         jobs_pending=counts.get("pending", 0),

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState, ReplicaLaunch
-from mosu.core.models import GPU_MILLI, RunningJob
+from mosu.core.models import GPU_MILLI, Placement, RunningJob
 from mosu.engine.decisions import CycleResult
 from mosu.engine.snapshot import ClusterSnapshot
 
@@ -162,10 +162,22 @@ def apply_decisions(
             session, row, "stop-requested", reason=str(p.reason), message=f"{p.reason}{beneficiary}"
         )
         applied.preempting.append(row.id)
-    # 2. Starts: pending → starting with one allocation row per replica.
+    # 2. Starts: pending → starting with one allocation row per replica. The engine
+    # plans starts on capacity its preemptions free, but a victim holds its GPUs until
+    # its processes exit (the grace period): such a start waits for a later cycle.
+    free = _free_capacity(session, nodes)
     for s in result.starts:
         row = current(s.job_id, (JobState.PENDING,))
         if row is None:
+            continue
+        if not free.take(s.placement):
+            _set_pending(
+                row,
+                WAITING_FOR_PREEMPTED,
+                "capacity chosen for it is still held by preempted jobs that are checkpointing",
+                None,
+            )
+            applied.queue_order.append(row.id)
             continue
         row.attempts += 1
         row.started_at = now
@@ -196,11 +208,67 @@ def apply_decisions(
         if row is None:
             continue
         eta = None if d.estimated_start_s is None else round(d.estimated_start_s)
-        new = (str(d.reason), d.message, eta)
-        if (row.pending_reason, row.pending_message, row.estimated_start) != new:
-            row.pending_reason, row.pending_message, row.estimated_start = new
+        _set_pending(row, str(d.reason), d.message, eta)
     session.flush()
     return applied
+
+
+WAITING_FOR_PREEMPTED = "waiting-for-preempted"
+"""Platform-side pending reason: the engine started the job on GPUs that preempted jobs
+still hold during their grace period."""
+
+
+def _set_pending(row: JobRow, reason: str, message: str, eta: float | None) -> None:
+    # Written only when it changed: most cycles leave most of the queue as it was.
+    if (row.pending_reason, row.pending_message, row.estimated_start) != (reason, message, eta):
+        row.pending_reason, row.pending_message, row.estimated_start = reason, message, eta
+
+
+@dataclass
+class _FreeCapacity:
+    """What is really free now: node capacity minus every active allocation, including
+    those of jobs that are being stopped."""
+
+    gpu_used: dict[tuple[str, int], int]
+    cpu_free: dict[str, int]
+    mem_free: dict[str, int]
+    gpus: dict[str, int]
+
+    def take(self, placement: Placement) -> bool:
+        gpu = dict(self.gpu_used)
+        cpu = dict(self.cpu_free)
+        mem = dict(self.mem_free)
+        for rp in placement:
+            if rp.node not in self.gpus:
+                return False
+            for g in rp.gpu_indices:
+                if not 0 <= g < self.gpus[rp.node]:
+                    return False
+                gpu[(rp.node, g)] = gpu.get((rp.node, g), 0) + rp.gpu_milli
+                if gpu[(rp.node, g)] > GPU_MILLI:
+                    return False
+            cpu[rp.node] -= rp.cpu_milli
+            mem[rp.node] -= rp.mem_mib
+            if cpu[rp.node] < 0 or mem[rp.node] < 0:
+                return False
+        self.gpu_used, self.cpu_free, self.mem_free = gpu, cpu, mem
+        return True
+
+
+def _free_capacity(session: Session, nodes: dict[str, NodeRow]) -> _FreeCapacity:
+    free = _FreeCapacity(
+        gpu_used={},
+        cpu_free={n: r.cpu_milli for n, r in nodes.items()},
+        mem_free={n: r.mem_mib for n, r in nodes.items()},
+        gpus={n: r.gpus for n, r in nodes.items()},
+    )
+    for a in session.scalars(select(AllocationRow).where(AllocationRow.released_at.is_(None))):
+        for g in indices_of(a.gpu_indices):
+            free.gpu_used[(a.node, g)] = free.gpu_used.get((a.node, g), 0) + a.gpu_milli
+        if a.node in free.cpu_free:
+            free.cpu_free[a.node] -= a.cpu_milli
+            free.mem_free[a.node] -= a.mem_mib
+    return free
 
 
 def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch | None:

@@ -1,0 +1,326 @@
+"""The API over a real store (SQLite, and PostgreSQL when configured) with a fake executor:
+auth and tenant isolation, bad input, and the job lifecycle driven by the real engine."""
+
+from __future__ import annotations
+
+import pytest
+
+from mosu.service.platform import Platform
+from tests.service.conftest import FakeExecutor, bearer, seed, submit
+
+
+def state(api, job_id: int) -> str:
+    return api.get(f"/v1/jobs/{job_id}").json()["state"]
+
+
+def states(api, job_id: int) -> list[str]:
+    events = api.get(f"/v1/jobs/{job_id}/events").json()["events"]
+    return [e["to_state"] for e in events if e["kind"] == "state"]
+
+
+# ---------------------------------------------------------------- auth
+
+
+@pytest.mark.parametrize(
+    ("headers", "want_message"),
+    [
+        ({}, "missing token"),
+        ({"Authorization": "Bearer nope"}, "unknown token"),
+        ({"Authorization": "Basic abc"}, "malformed Authorization header"),
+    ],
+    ids=["no token", "wrong token", "not a bearer token"],
+)
+def test_requests_without_a_valid_token_are_401_naming_the_problem(api, headers, want_message):
+    api.headers.pop("Authorization")
+    r = api.get("/v1/jobs", headers=headers)
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+    assert want_message in r.json()["error"]["message"]
+
+
+def test_a_tenant_sees_only_its_own_jobs_and_others_are_404(api):
+    tokens = seed(api)
+    job_b = submit(api, tokens["b"], gpus=1)
+    job_a = submit(api, tokens["a"], gpus=1)
+    listed = api.get("/v1/jobs", headers=bearer(tokens["a"])).json()["jobs"]
+    assert [j["id"] for j in listed] == [job_a["id"]]
+    for path in ("", "/why", "/events", "/logs"):
+        r = api.get(f"/v1/jobs/{job_b['id']}{path}", headers=bearer(tokens["a"]))
+        assert r.status_code == 404, path
+    r = api.post(f"/v1/jobs/{job_b['id']}/cancel", headers=bearer(tokens["a"]))
+    assert r.status_code == 404
+    assert state(api, job_b["id"]) == "pending"
+
+
+def test_a_tenant_sees_the_cluster_only_in_aggregate_and_cannot_change_quotas(api):
+    tokens = seed(api)
+    a = bearer(tokens["a"])
+    assert api.get("/v1/nodes", headers=a).status_code == 403
+    cluster = api.get("/v1/cluster", headers=a).json()
+    assert cluster["gpu_types"] == [
+        {"gpu_type": "H800", "nodes": 1, "gpus": 8, "allocated": 0.0, "free": 8.0}
+    ]
+    r = api.put("/v1/tenants/a/quotas", json={"quotas": {"H800": {"guaranteed": 8}}}, headers=a)
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "forbidden"
+    assert api.post("/v1/tenants", json={"name": "c"}, headers=a).status_code == 403
+    assert [t["name"] for t in api.get("/v1/tenants", headers=a).json()] == ["a"]
+    assert api.get("/v1/tenants/b", headers=a).status_code == 404
+
+
+def test_tokens_are_stored_hashed(api, platform: Platform):
+    tokens = seed(api)
+    with platform.engine.connect() as conn:
+        stored = [row[0] for row in conn.exec_driver_sql("SELECT token_hash FROM tokens")]
+    assert tokens["a"] not in stored
+    assert all(len(h) == 64 for h in stored)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "want_status", "want_field", "want_in_message"),
+    [
+        ("name: x\ngpus: [\n", "application/yaml", 422, None, "malformed YAML"),
+        ('{"name": "x", ', "application/json", 422, None, "malformed JSON"),
+        ("- just\n- a list\n", "application/yaml", 422, None, "expected a mapping"),
+        ('{"name": "x", "gpus": -1, "command": "true"}', None, 422, "gpus", "greater than"),
+        ('{"name": "x", "gpus": 100000, "command": "true"}', None, 422, "gpus", "less than"),
+        ('{"name": "x", "gpus": 1.5, "command": "true"}', None, 422, "gpus", "fractional"),
+        ('{"name": "x", "gpus": 16, "command": "true"}', None, 422, "gpus", "largest node has 8"),
+        (
+            '{"name": "x", "gpus": 8, "replicas": 2, "command": "true"}',
+            None,
+            422,
+            "gpus",
+            "at most",
+        ),
+        ('{"name": "x", "gpu_type": "B300", "command": "true"}', None, 422, "gpu_type", "B300"),
+        ('{"name": "x", "command": "true", "colour": 1}', None, 422, "colour", "unknown field"),
+        ('{"name": "x"}', None, 422, "command", "field required"),
+        ('{"name": "x", "command": "t", "max_runtime": "soon"}', None, 422, "max_runtime", "dur"),
+        ('{"name": "x", "command": "t", "replicas": 2, "gpus": 0.5}', None, 422, "gpus", "single"),
+        ('{"name": "x", "command": "t", "env": {"MOSU_JOB_ID": "1"}}', None, 422, "env", "MOSU_"),
+    ],
+    ids=[
+        "malformed yaml",
+        "malformed json",
+        "not a mapping",
+        "negative gpus",
+        "absurd gpus",
+        "fractional gpus above one",
+        "more gpus than any node",
+        "more gpus than the cluster",
+        "unknown gpu type",
+        "unknown field",
+        "missing command",
+        "bad duration",
+        "fractional gang",
+        "reserved env",
+    ],
+)
+def test_bad_job_specs_are_4xx_naming_the_field(
+    api, body, content_type, want_status, want_field, want_in_message
+):
+    tokens = seed(api)
+    headers = bearer(tokens["a"]) | {"Content-Type": content_type or "application/json"}
+    r = api.post("/v1/jobs", content=body.encode(), headers=headers)
+    assert r.status_code == want_status, r.text
+    error = r.json()["error"]
+    assert error["field"] == want_field
+    assert want_in_message in error["message"]
+    assert api.get("/v1/jobs").json()["jobs"] == []
+
+
+def test_a_job_above_the_tenant_limit_is_refused_at_submit(api):
+    tokens = seed(api)
+    api.put("/v1/tenants/a/quotas", json={"quotas": {"H800": {"guaranteed": 2, "limit": 2}}})
+    r = api.post(
+        "/v1/jobs", json={"name": "x", "gpus": 4, "command": "t"}, headers=bearer(tokens["a"])
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "capacity"
+    assert "at most 2" in r.json()["error"]["message"]
+
+
+def test_operator_submitting_for_an_unknown_tenant_is_404(api):
+    seed(api)
+    r = api.post("/v1/jobs?tenant=nobody", json={"name": "x", "command": "t"})
+    assert r.status_code == 404
+    assert r.json()["error"] == {
+        "code": "not-found",
+        "message": "no tenant named 'nobody'",
+        "field": "tenant",
+    }
+
+
+def test_bad_tenant_and_quota_input_names_the_field(api):
+    r = api.post("/v1/tenants", json={"name": "Bad Name!"})
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == "name"
+    r = api.post(
+        "/v1/tenants", json={"name": "x", "quotas": {"H800": {"guaranteed": 4, "limit": 2}}}
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["field"].startswith("quotas.H800")
+    api.post("/v1/tenants", json={"name": "x"})
+    r = api.post("/v1/tenants", json={"name": "x"})
+    assert r.status_code == 409
+    assert r.json()["error"]["field"] == "name"
+
+
+def test_unknown_routes_and_ids_are_json_404(api):
+    r = api.get("/v1/nothing")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not-found"
+    r = api.get("/v1/jobs/12345")
+    assert r.status_code == 404
+    assert r.json()["error"]["field"] == "job_id"
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def test_a_job_runs_to_success_and_every_transition_is_an_event(api, platform, executor):
+    tokens = seed(api)
+    job = submit(api, tokens["a"], gpus=2, env={"X": "1"}, workdir="/tmp")
+    platform.loop.run_once()
+    launch = executor.launched[job["id"]]
+    assert launch.env == {"X": "1"}
+    assert launch.workdir == "/tmp"
+    assert [r.gpu_indices for r in launch.replicas] == [[0, 1]]
+    got = api.get(f"/v1/jobs/{job['id']}").json()
+    assert got["state"] == "running"
+    assert got["allocations"][0]["pid"] is not None
+    executor.exit(job["id"], 0)
+    platform.loop.run_once()
+    assert states(api, job["id"]) == ["pending", "starting", "running", "succeeded"]
+    usage = api.get("/v1/usage").json()["records"]
+    assert [(u["tenant"], u["gpu_type"]) for u in usage] == [("a", "H800")]
+
+
+def test_a_nonzero_exit_fails_the_job_with_its_code(api, platform, executor):
+    tokens = seed(api)
+    job = submit(api, tokens["a"], gpus=1)
+    platform.loop.run_once()
+    executor.exit(job["id"], 3)
+    platform.loop.run_once()
+    got = api.get(f"/v1/jobs/{job['id']}").json()
+    assert (got["state"], got["exit_code"], got["message"]) == ("failed", 3, "exit code 3")
+
+
+def test_a_job_whose_command_cannot_start_fails_and_frees_its_gpus(api, platform, executor):
+    tokens = seed(api)
+    executor.fail_start = True
+    job = submit(api, tokens["a"], gpus=8)
+    platform.loop.run_once()
+    got = api.get(f"/v1/jobs/{job['id']}").json()
+    assert got["state"] == "failed"
+    assert "could not start" in got["message"]
+    assert api.get("/v1/cluster").json()["gpu_types"][0]["allocated"] == 0
+
+
+def test_cancel_pending_is_immediate_and_cancel_running_stops_first(api, platform, executor):
+    tokens = seed(api)
+    a = bearer(tokens["a"])
+    running = submit(api, tokens["a"], gpus=4)
+    platform.loop.run_once()
+    waiting = submit(api, tokens["a"], gpus=8)
+    assert api.post(f"/v1/jobs/{waiting['id']}/cancel", headers=a).json()["state"] == "cancelled"
+    r = api.post(f"/v1/jobs/{running['id']}/cancel", headers=a).json()
+    assert (r["state"], r["stop_requested"]) == ("running", "cancel")
+    platform.loop.run_once()
+    assert executor.stopped == [running["id"]]
+    executor.exit(running["id"], None)
+    platform.loop.run_once()
+    assert states(api, running["id"]) == ["pending", "starting", "running", "cancelled"]
+    assert states(api, waiting["id"]) == ["pending", "cancelled"]
+    r = api.post(f"/v1/jobs/{running['id']}/cancel", headers=a)
+    assert r.json()["state"] == "cancelled"
+
+
+def test_borrowed_gpus_are_reclaimed_for_a_tenant_below_its_guarantee(api, platform, executor):
+    tokens = seed(api)
+    big = submit(api, tokens["b"], gpus=8)
+    platform.loop.run_once()
+    assert state(api, big["id"]) == "running"
+    small = submit(api, tokens["a"], gpus=4)
+    platform.loop.run_once()
+    # b is asked to stop but keeps its GPUs until its processes exit.
+    assert executor.stopped == [big["id"]]
+    waiting = api.get(f"/v1/jobs/{small['id']}").json()
+    assert (waiting["state"], waiting["pending_reason"]) == ("pending", "waiting-for-preempted")
+    assert api.get("/v1/cluster").json()["gpu_types"][0]["allocated"] == 8
+    platform.loop.run_once()  # deciding again changes nothing while b checkpoints
+    assert executor.stopped == [big["id"]]
+    assert state(api, small["id"]) == "pending"
+    executor.exit(big["id"], 0)
+    platform.loop.run_once()
+    assert state(api, small["id"]) == "running"
+    assert len(executor.launched[small["id"]].replicas[0].gpu_indices) == 4
+    got = api.get(f"/v1/jobs/{big['id']}").json()
+    assert got["state"] == "pending"
+    assert got["pending_reason"] is not None
+    why = api.get(f"/v1/jobs/{big['id']}/why").json()
+    assert why["position"] == 1
+    assert why["sentence"].startswith(f"Job {big['id']} is pending ({got['pending_reason']}")
+    queue = api.get("/v1/queue", headers=bearer(tokens["b"])).json()["entries"]
+    assert [(e["job_id"], e["position"]) for e in queue] == [(big["id"], 1)]
+    assert states(api, big["id"]) == ["pending", "starting", "running", "preempted", "pending"]
+    events = api.get(f"/v1/jobs/{big['id']}/events").json()["events"]
+    assert [e["reason"] for e in events if e["kind"] == "stop-requested"] == ["reclaim"]
+
+
+def test_max_runtime_stops_the_job_and_fails_it(api, platform, executor):
+    tokens = seed(api)
+    job = submit(api, tokens["a"], gpus=1, max_runtime=0.01)
+    platform.loop.run_once()
+    import time
+
+    time.sleep(0.05)
+    platform.loop.run_once()
+    assert executor.stopped == [job["id"]]
+    executor.exit(job["id"], None)
+    platform.loop.run_once()
+    got = api.get(f"/v1/jobs/{job['id']}").json()
+    assert got["state"] == "failed"
+    assert "max_runtime" in got["message"]
+
+
+def test_a_drained_node_starts_nothing_new(api, platform, executor):
+    tokens = seed(api)
+    assert api.post("/v1/nodes/n0/drain").json()["state"] == "draining"
+    job = submit(api, tokens["a"], gpus=1)
+    platform.loop.run_once()
+    assert state(api, job["id"]) == "pending"
+    api.post("/v1/nodes/n0/undrain")
+    platform.loop.run_once()
+    assert state(api, job["id"]) == "running"
+
+
+def test_restart_requeues_running_jobs_after_stopping_their_processes(api, platform, executor):
+    tokens = seed(api)
+    job = submit(api, tokens["a"], gpus=4)
+    platform.loop.run_once()
+    pid = api.get(f"/v1/jobs/{job['id']}").json()["allocations"][0]["pid"]
+    # A new server process finds the job running with nobody holding it.
+    fresh = FakeExecutor()
+    platform.loop._executor = fresh
+    platform.loop.reconcile()
+    assert fresh.orphans == [(job["id"], [pid])]
+    assert states(api, job["id"]) == ["pending", "starting", "running", "preempted", "pending"]
+    assert api.get("/v1/cluster").json()["gpu_types"][0]["allocated"] == 0
+
+
+def test_fractional_jobs_share_one_gpu(api, platform, executor):
+    tokens = seed(api)
+    one = submit(api, tokens["a"], gpus=0.5)
+    two = submit(api, tokens["a"], gpus=0.5)
+    platform.loop.run_once()
+    r1 = executor.launched[one["id"]].replicas[0]
+    r2 = executor.launched[two["id"]].replicas[0]
+    assert r1.gpu_indices == r2.gpu_indices
+    assert len(r1.gpu_indices) == 1
+    assert (r1.gpu_fraction, r2.gpu_fraction) == (0.5, 0.5)
+    assert api.get("/v1/cluster").json()["gpu_types"][0]["allocated"] == 1.0
