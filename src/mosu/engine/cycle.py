@@ -140,14 +140,23 @@ def _open(snap: ClusterSnapshot, profile: SchedulingProfile) -> _Work:
     max_node_gpus: dict[str, int] = {t: 0 for t in state.gpu_types}
     for i, node in enumerate(state.nodes):
         if state.schedulable[i]:
-            free[node.gpu_type] += sum(state.gpu_free[i])
             capacity[node.gpu_type] += node.gpus * GPU_MILLI
             max_node_gpus[node.gpu_type] = max(max_node_gpus[node.gpu_type], node.gpus)
+    if len(state.gpu_types) == 1:
+        free[state.gpu_types[0]] = state.capacity_milli - state.allocated_milli
+    else:
+        for i, node in enumerate(state.nodes):
+            if state.schedulable[i]:
+                free[node.gpu_type] += sum(state.gpu_free[i])
     usage: dict[tuple[str, str], int] = {}
     running: dict[str, RunningJob] = {}
+    type_of = {n.name: n.gpu_type for n in state.nodes}
     for run in snap.running:
         running[run.job.id] = run
-        _add_usage(state, usage, run.job.tenant, run.placement, +1)
+        tenant = run.job.tenant
+        for rp in run.placement:
+            key = (tenant, type_of[rp.node])
+            usage[key] = usage.get(key, 0) + rp.gpu_milli * len(rp.gpu_indices)
     return _Work(
         snap=snap,
         profile=profile,
@@ -199,12 +208,15 @@ class _Inputs:
 def _order_queues(work: _Work) -> None:
     inputs = _Inputs(work)
     rank = work.profile.ordering.rank
+    ranked = sorted((rank(job, inputs), job) for job in work.snap.pending)
+    work.ranks = {job.id: r for r, job in ranked}
     queues: dict[str, list[Job]] = {}
-    for job in work.snap.pending:
-        work.ranks[job.id] = rank(job, inputs)
-        queues.setdefault(job.tenant, []).append(job)
-    for name in sorted(queues):
-        work.queues[name] = sorted(queues[name], key=lambda j: work.ranks[j.id])
+    for _, job in ranked:
+        queue = queues.get(job.tenant)
+        if queue is None:
+            queue = queues[job.tenant] = []
+        queue.append(job)
+    work.queues = {name: queues[name] for name in sorted(queues)}
 
 
 # -- quota arithmetic ----------------------------------------------------------
@@ -527,18 +539,18 @@ def _preempt_by_rank(work: _Work) -> None:
     ordering = work.profile.ordering
     n = ordering.class_len
     scope = work.profile.rank_preemption
-    inputs = _Inputs(work)
-    run_class = {job_id: ordering.rank(run.job, inputs)[:n] for job_id, run in work.running.items()}
-    if not run_class:
-        return
-    worst = max(run_class.values())
     pending = [
         j
         for q in work.queues.values()
         for j in q
         if work.outcome.get(j.id) in (None, _Outcome.NO_FIT, _Outcome.BLOCKED)
     ]
+    if not pending or not work.running:
+        return
     pending.sort(key=lambda j: work.ranks[j.id])
+    inputs = _Inputs(work)
+    run_class = {job_id: ordering.rank(run.job, inputs)[:n] for job_id, run in work.running.items()}
+    worst = max(run_class.values())
     attempts = 0
     tried: set[tuple] = set()
     for job in pending:
@@ -635,6 +647,20 @@ def _close(work: _Work) -> CycleResult:
     reserved = {r.job_id: r.start_s for r in work.reservations}
     waiting = {j.id for j in work.waiting_guarantee}
     pending: list[Pending] = []
+    if not work.snap.explain:
+        for job in work.waiting_guarantee:
+            if work.outcome.get(job.id) != _Outcome.STARTED:
+                pending.append(
+                    Pending(
+                        job.id,
+                        PendingReason.WAITING_FOR_GUARANTEE,
+                        "within its guarantee; waiting for borrowed capacity to return",
+                        reserved.get(job.id),
+                    )
+                )
+        return CycleResult(
+            preemptions=tuple(work.preempts), starts=tuple(work.starts), pending=tuple(pending)
+        )
     for queue in work.queues.values():
         ahead: float | None = None
         for job in queue:

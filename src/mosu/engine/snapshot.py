@@ -26,6 +26,10 @@ class ClusterSnapshot:
     running allocations; a caller that keeps one across cycles (the simulator)
     passes it to skip rebuilding. The cycle works on it inside a checkpoint and
     rolls every change back before returning, so the caller sees it unchanged.
+
+    ``explain`` False asks only for the pending entries a caller acts on (jobs
+    waiting for their guarantee, jobs holding a reservation); the simulator uses
+    it to skip building a reason for every queued job on every cycle.
     """
 
     now: float
@@ -36,3 +40,4 @@ class ClusterSnapshot:
     attained_gpu_s: Mapping[str, float] = field(default_factory=dict)
     true_remaining_s: Mapping[str, float] = field(default_factory=dict)
     base_state: ClusterState | None = None
+    explain: bool = True
