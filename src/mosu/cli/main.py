@@ -31,6 +31,14 @@ def _register() -> None:
         app.add_typer(job.app, name="job")
         app.command("queue")(queue.queue)
         app.command("usage")(usage.usage)
+    from mosu.cli.commands import fill
+
+    if not any(c.name == "fill" for c in sim_app.registered_commands):
+        fill.register(sim_app)
+    from mosu.cli.commands import replay
+
+    if not any(c.name == "replay" for c in sim_app.registered_commands):
+        replay.register(sim_app)
 
 
 def main(argv: list[str] | None = None) -> None:
