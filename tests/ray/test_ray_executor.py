@@ -20,9 +20,11 @@ from mosu.agent.executors.ray_executor import (
     GangStartError,
     RayExecutor,
     RayGang,
+    RayGangs,
     ReplicaState,
     ReplicaStatus,
 )
+from mosu.core.api import JobExit, JobLaunch, ReplicaLaunch
 from mosu.core.models import NodeState, ReplicaPlacement
 
 from .conftest import GPU_TYPE, RayCluster
@@ -73,8 +75,8 @@ while time.monotonic() < deadline:
 
 
 @pytest.fixture(scope="module")
-def executor(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> RayExecutor:
-    return RayExecutor(
+def executor(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> RayGangs:
+    return RayGangs(
         address=ray_cluster.address,
         log_dir=tmp_path_factory.mktemp("controller-logs"),
         remote_log_dir=str(tmp_path_factory.mktemp("node-logs")),
@@ -110,7 +112,7 @@ def _wait(what: str, done: Callable[[], bool], timeout_s: float = WAIT_S) -> flo
     return time.monotonic() - start
 
 
-def _poll_until_ended(executor: RayExecutor, gang: RayGang) -> list[ReplicaStatus]:
+def _poll_until_ended(executor: RayGangs, gang: RayGang) -> list[ReplicaStatus]:
     statuses: list[ReplicaStatus] = []
 
     def ended() -> bool:
@@ -133,7 +135,7 @@ def _pid_alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
 
 
-def test_ray_workers_become_mosu_nodes_by_label_and_resource(executor: RayExecutor) -> None:
+def test_ray_workers_become_mosu_nodes_by_label_and_resource(executor: RayGangs) -> None:
     nodes = {n.name: n for n in executor.nodes()}
 
     assert sorted(nodes) == ["w0", "w1"]  # the GPU-less head is not offered
@@ -148,7 +150,7 @@ def test_ray_workers_become_mosu_nodes_by_label_and_resource(executor: RayExecut
 
 
 def test_gang_runs_one_replica_per_node_with_its_gpus_and_rank(
-    executor: RayExecutor, ray_cluster: RayCluster, script: Path, tmp_path: Path
+    executor: RayGangs, ray_cluster: RayCluster, script: Path, tmp_path: Path
 ) -> None:
     gpus = (0, 1, 2, 3)
     spec = _spec(
@@ -194,7 +196,7 @@ def test_gang_runs_one_replica_per_node_with_its_gpus_and_rank(
 
 
 def test_failing_replica_is_reported_with_its_exit_code(
-    executor: RayExecutor, script: Path, tmp_path: Path
+    executor: RayGangs, script: Path, tmp_path: Path
 ) -> None:
     spec = _spec("gang-fail", script, tmp_path, "fail", ReplicaPlacement("w1", (2,)))
     gang = executor.start(spec)
@@ -207,7 +209,7 @@ def test_failing_replica_is_reported_with_its_exit_code(
 
 
 def test_stop_lets_a_trapping_replica_checkpoint_and_kills_one_that_ignores_sigterm(
-    executor: RayExecutor, script: Path, tmp_path: Path
+    executor: RayGangs, script: Path, tmp_path: Path
 ) -> None:
     spec = _spec(
         "gang-stop",
@@ -240,7 +242,7 @@ def test_stop_lets_a_trapping_replica_checkpoint_and_kills_one_that_ignores_sigt
     assert executor.stop(gang, grace_s=grace_s) == statuses  # stopping twice is harmless
 
 
-def test_gang_start_is_all_or_nothing(executor: RayExecutor, script: Path, tmp_path: Path) -> None:
+def test_gang_start_is_all_or_nothing(executor: RayGangs, script: Path, tmp_path: Path) -> None:
     spec = _spec(
         "gang-partial",
         script,
@@ -259,7 +261,7 @@ def test_gang_start_is_all_or_nothing(executor: RayExecutor, script: Path, tmp_p
 
 
 def test_unknown_node_is_refused_before_anything_starts(
-    executor: RayExecutor, script: Path, tmp_path: Path
+    executor: RayGangs, script: Path, tmp_path: Path
 ) -> None:
     spec = _spec("gang-nowhere", script, tmp_path, "exit", ReplicaPlacement("w9", (0,)))
     with pytest.raises(GangStartError, match="replica 0's node 'w9' is not in the Ray cluster"):
@@ -267,39 +269,148 @@ def test_unknown_node_is_refused_before_anything_starts(
     assert executor.runner_names("gang-nowhere") == []
 
 
-def test_killed_worker_node_is_detected_and_its_replica_lost(
-    executor: RayExecutor, ray_cluster: RayCluster, script: Path, tmp_path: Path
-) -> None:
-    spec = _spec(
-        "gang-node-dies",
-        script,
-        tmp_path,
-        "sleep,sleep",
-        ReplicaPlacement("w0", (0, 1, 2, 3)),
-        ReplicaPlacement("w1", (0, 1, 2, 3)),
+# --- the platform's executor (what the scheduling loop calls) ----------------------------
+
+
+@pytest.fixture
+def platform_executor(ray_cluster: RayCluster) -> RayExecutor:
+    return RayExecutor(
+        address=ray_cluster.address,
+        instance="test",
+        failure_grace_s=2.0,
+        poll_every_s=0.0,
+        call_timeout_s=5.0,
+        start_timeout_s=45.0,
     )
-    gang = executor.start(spec)
+
+
+def _launch(job_id: int, script: Path, out: Path, modes: str, *nodes: str) -> JobLaunch:
+    return JobLaunch(
+        job_id=job_id,
+        attempt=2,
+        argv=[sys.executable, str(script), modes, str(out)],
+        env={"FROM_JOB": "yes"},
+        workdir=str(out),
+        replicas=[
+            ReplicaLaunch(
+                replica=i,
+                node=node,
+                gpu_indices=[0, 1, 2, 3],
+                gpu_fraction=1.0,
+                log_path=str(out / "logs" / f"replica-{i}.log"),
+            )
+            for i, node in enumerate(nodes)
+        ],
+    )
+
+
+def _next_exit(executor: RayExecutor, timeout_s: float = WAIT_S) -> JobExit:
+    found: list[JobExit] = []
+
+    def exited() -> bool:
+        found.extend(executor.poll())
+        return bool(found)
+
+    _wait("an exit report", exited, timeout_s)
+    assert len(found) == 1
+    return found[0]
+
+
+def test_platform_executor_runs_a_launch_and_reports_one_exit_per_attempt(
+    platform_executor: RayExecutor, script: Path, tmp_path: Path
+) -> None:
+    pids = platform_executor.start(_launch(11, script, tmp_path, "exit,exit", "w0", "w1"))
+    report = _next_exit(platform_executor)
+
+    assert report.model_dump() == {
+        "job_id": 11,
+        "attempt": 2,
+        "exit_code": 0,
+        "message": "",
+        "lost": False,
+    }
+    assert pids == {r: _seen(tmp_path, r)["pid"] for r in (0, 1)}
+    log = (tmp_path / "logs" / "replica-1.log").read_text()
+    assert log.startswith("--- mosu: attempt 2, node w1, GPUs 0,1,2,3 ---\n")
+    assert "hello from rank 1 on w1" in log
+    assert platform_executor.poll() == []
+
+
+def test_platform_executor_stops_the_gang_when_one_replica_fails(
+    platform_executor: RayExecutor, script: Path, tmp_path: Path
+) -> None:
+    platform_executor.start(_launch(12, script, tmp_path, "sleep,fail", "w0", "w1"))
+    report = _next_exit(platform_executor)
+
+    assert (report.exit_code, report.message, report.lost) == (
+        3,
+        "replica 1 on w1: exit code 3",
+        False,
+    )
+    assert not _pid_alive(int(_seen(tmp_path, 0)["pid"]))
+
+
+def test_platform_stop_returns_at_once_and_the_runners_escalate_to_sigkill(
+    platform_executor: RayExecutor, script: Path, tmp_path: Path
+) -> None:
+    platform_executor.start(_launch(13, script, tmp_path, "trap,ignore", "w0", "w1"))
+    _wait(
+        "both replicas to start",
+        lambda: all((tmp_path / f"replica-{r}.json").exists() for r in (0, 1)),
+    )
+    began = time.monotonic()
+    platform_executor.stop(13, grace_s=3.0)
+    # Stopping only sends SIGTERM; it must not hold the scheduling loop for the grace period.
+    assert time.monotonic() - began < 3.0
+    report = _next_exit(platform_executor)
+
+    assert (tmp_path / "checkpoint-0").read_text() == "step 42"
+    assert not _pid_alive(int(_seen(tmp_path, 1)["pid"]))
+    assert report.exit_code is None and report.lost is False
+    assert report.message == "replica 1 on w1: killed by SIGKILL"
+
+
+def test_a_restarted_controller_stops_the_runners_its_predecessor_left(
+    ray_cluster: RayCluster, platform_executor: RayExecutor, script: Path, tmp_path: Path
+) -> None:
+    platform_executor.start(_launch(14, script, tmp_path, "sleep,sleep", "w0", "w1"))
+    _wait(
+        "both replicas to start",
+        lambda: all((tmp_path / f"replica-{r}.json").exists() for r in (0, 1)),
+    )
+    successor = RayExecutor(address=ray_cluster.address, instance="test", call_timeout_s=5.0)
+
+    assert successor.terminate_orphans(14, [], grace_s=2.0) == 2
+    assert successor.gangs.runner_names("14") == []
+    for r in (0, 1):
+        assert not _pid_alive(int(_seen(tmp_path, r)["pid"]))
+    other = RayExecutor(address=ray_cluster.address, instance="another", call_timeout_s=5.0)
+    assert other.terminate_orphans(14, [], grace_s=0.0) == 0
+
+
+def test_killed_worker_node_is_detected_and_the_gang_reported_lost(
+    platform_executor: RayExecutor, ray_cluster: RayCluster, script: Path, tmp_path: Path
+) -> None:
+    """Runs last: it kills worker w1 for good."""
+    platform_executor.start(_launch(15, script, tmp_path, "sleep,sleep", "w0", "w1"))
     _wait(
         "both replicas to start",
         lambda: all((tmp_path / f"replica-{r}.json").exists() for r in (0, 1)),
     )
 
     ray_cluster.kill_node("w1")
-    statuses: list[ReplicaStatus] = []
+    killed = time.monotonic()
+    report = _next_exit(platform_executor, timeout_s=30.0)
+    took = time.monotonic() - killed
+    print(f"dead node detected and the gang stopped {took:.1f}s after the kill")
 
-    def detected() -> bool:
-        statuses[:] = executor.poll(gang)
-        return statuses[1].state is ReplicaState.LOST and "w1" in executor.down_nodes()
-
-    took = _wait("the dead node to be detected", detected, timeout_s=30.0)
-    print(f"dead node detected after {took:.1f}s")
-
-    assert statuses[0].state is ReplicaState.RUNNING
-    assert {n.name: n.state for n in executor.nodes()} == {
+    assert (report.job_id, report.exit_code, report.lost) == (15, None, True)
+    assert report.message == "replica 1 lost: node w1 is down"
+    assert {n.name: n.state for n in platform_executor.cluster_nodes()} == {
         "w0": NodeState.READY,
         "w1": NodeState.DOWN,
     }
-    # The replica on the dead node died with its runner instead of running on unaccounted.
-    assert not _pid_alive(int(_seen(tmp_path, 1)["pid"]))
-    final = executor.stop(gang, grace_s=1.0)
-    assert [s.state for s in final] == [ReplicaState.STOPPED, ReplicaState.LOST]
+    # The survivor was stopped (a gang dies together); the replica on the dead node died
+    # with its runner instead of running on where nobody accounts for its GPUs.
+    for r in (0, 1):
+        assert not _pid_alive(int(_seen(tmp_path, r)["pid"]))

@@ -33,14 +33,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from mosu.agent.executors.base import Executor
+from mosu.core.api import JobExit, JobLaunch
 from mosu.core.errors import Conflict, InvalidInput, PlatformError
-from mosu.core.models import Node, NodeState, Placement
+from mosu.core.models import GPU_MILLI, Node, NodeState, Placement, ReplicaPlacement
 
 __all__ = [
     "LABEL_GPU_MEM_MIB",
@@ -55,6 +57,8 @@ __all__ = [
     "GangStartError",
     "RayExecutor",
     "RayGang",
+    "RayGangs",
+    "RayJobExit",
     "RayNode",
     "ReplicaState",
     "ReplicaStatus",
@@ -104,6 +108,8 @@ class GangStartError(Conflict):
     """
 
     code = "gang-start"
+    requeue = True
+    """Read by the scheduling loop, which cannot import executors: retry, do not fail."""
 
 
 class ReplicaState(StrEnum):
@@ -151,6 +157,9 @@ class GangSpec:
     placement: Placement
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str | None = None
+    attempt: int = 1
+    log_paths: tuple[Path, ...] = ()
+    """Controller-side log file of each replica (appended to); default under ``log_dir``."""
 
 
 @dataclass(slots=True)
@@ -161,6 +170,7 @@ class _Replica:
     actor: Any
     actor_name: str
     log_path: Path
+    pid: int = 0
     log_offset: int = 0
     final: ReplicaStatus | None = None
 
@@ -173,10 +183,21 @@ class RayGang:
     master_addr: str
     master_port: int
     replicas: list[_Replica]
+    stopping: bool = False
+    """``signal_stop`` was called: replicas that end from now on are ``stopped``."""
 
     @property
     def nodes(self) -> tuple[str, ...]:
         return tuple(r.node for r in self.replicas)
+
+    @property
+    def pids(self) -> dict[int, int]:
+        """Replica → process id on its own node."""
+        return {r.index: r.pid for r in self.replicas}
+
+    @property
+    def ended(self) -> bool:
+        return all(r.final is not None for r in self.replicas)
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,6 +403,15 @@ class _ReplicaRunner:
             self._kill_timer.daemon = True
             self._kill_timer.start()
 
+    def report(self, offset: int, max_bytes: int) -> tuple[int | None, bytes]:
+        """Exit code (None while running) and new output, in one round trip.
+
+        The code is read first, so once it is known the output returned is complete
+        up to ``max_bytes``.
+        """
+        code = self.status()
+        return code, self.read_log(offset, max_bytes)
+
     def read_log(self, offset: int, max_bytes: int) -> bytes:
         try:
             with open(self._log_path, "rb") as f:
@@ -392,7 +422,7 @@ class _ReplicaRunner:
 
 
 # ---------------------------------------------------------------------------------------
-# The executor (controller side)
+# Gangs on a Ray cluster (controller side)
 
 
 def _ray() -> Any:
@@ -405,12 +435,13 @@ def _ray() -> Any:
     return ray
 
 
-class RayExecutor:
+class RayGangs:
     """Starts, polls and stops gangs on a Ray cluster from the controller process.
 
-    ``log_dir`` is on the controller: each replica's output is copied to
-    ``log_dir/<job>/replica-<i>.log`` on every ``poll`` and at ``stop``.
-    ``remote_log_dir`` is where runners write on their own nodes.
+    Replica output is copied to controller-side files on every ``poll`` (by default
+    ``log_dir/<job>/replica-<i>.log``); ``remote_log_dir`` is where runners write on their
+    own nodes. Runners are detached named actors in ``namespace``, so they outlive a
+    controller restart and the next controller finds them by job (``runner_names``).
     """
 
     def __init__(
@@ -452,7 +483,7 @@ class RayExecutor:
     # -- nodes --------------------------------------------------------------------------
 
     def ray_nodes(self) -> list[RayNode]:
-        """Every node Ray knows, alive first; a dead node's name is shadowed by a live one."""
+        """Every node Ray knows; a dead node's name is shadowed by a live one."""
         self.connect()
         seen: dict[str, RayNode] = {}
         for info in _ray().nodes():
@@ -477,7 +508,7 @@ class RayExecutor:
     def down_nodes(self) -> set[str]:
         return {n.node.name for n in self.ray_nodes() if not n.alive}
 
-    # -- gangs --------------------------------------------------------------------------
+    # -- start --------------------------------------------------------------------------
 
     def log_path(self, job_id: str, replica: int) -> Path:
         return self.log_dir / job_id / f"replica-{replica}.log"
@@ -506,11 +537,11 @@ class RayExecutor:
         self._kill_stale(spec.job_id)
         # Runner names are unique per attempt, so a new attempt never waits for the name
         # of a runner that is still being torn down.
-        attempt = f"{time.time_ns():x}"
+        token = f"{spec.attempt}-{time.time_ns():x}"
         try:
             for i, rp in enumerate(spec.placement):
-                name = f"{self._actor_prefix(spec.job_id)}{attempt}/{i}"
-                remote_log = f"{self.remote_log_dir}/{spec.job_id}/replica-{i}.log"
+                name = f"{self._actor_prefix(spec.job_id)}{token}/{i}"
+                remote_log = f"{self.remote_log_dir}/{spec.job_id}/{token}/replica-{i}.log"
                 actor = runner_cls.options(
                     name=name,
                     namespace=self.namespace,
@@ -523,14 +554,17 @@ class RayExecutor:
                         by_name[rp.node].node_id, soft=False
                     ),
                 ).remote(remote_log)
-                local_log = self.log_path(spec.job_id, i)
+                local_log = spec.log_paths[i] if spec.log_paths else self.log_path(spec.job_id, i)
                 local_log.parent.mkdir(parents=True, exist_ok=True)
-                local_log.write_bytes(b"")
+                gpus = ",".join(str(g) for g in rp.gpu_indices) or "none"
+                header = f"--- mosu: attempt {spec.attempt}, node {rp.node}, GPUs {gpus} ---\n"
+                with local_log.open("ab") as out:
+                    out.write(header.encode())
                 replicas.append(
                     _Replica(i, rp.node, by_name[rp.node].node_id, actor, name, local_log)
                 )
-            infos = ray.get(
-                [r.actor.ready.remote() for r in replicas], timeout=self.start_timeout_s
+            infos = self._get_each(
+                replicas, [r.actor.ready.remote() for r in replicas], self.start_timeout_s
             )
             for r, info in zip(replicas, infos, strict=True):
                 if info["node_id"] != r.node_id:
@@ -552,7 +586,9 @@ class RayExecutor:
                     job_env=spec.env,
                 )
                 starts.append(r.actor.start.remote(argv, env, spec.workdir, list(rp.gpu_indices)))
-            self._get_each(replicas, starts, self.start_timeout_s)
+            pids = self._get_each(replicas, starts, self.start_timeout_s)
+            for r, pid in zip(replicas, pids, strict=True):
+                r.pid = int(pid)
         except Exception as exc:
             self._abort(gang)
             if isinstance(exc, GangStartError):
@@ -560,39 +596,72 @@ class RayExecutor:
             raise GangStartError(f"job {spec.job_id}: {_describe(exc)}") from None
         return gang
 
-    def _get_each(self, replicas: list[_Replica], refs: list[Any], timeout_s: float) -> None:
-        """Wait for every call; the first failure names its replica."""
+    def _get_each(self, replicas: list[_Replica], refs: list[Any], timeout_s: float) -> list[Any]:
+        """Wait for one call per replica; the first failure names its replica."""
         ray = _ray()
-        _ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        values = []
         for r, ref in zip(replicas, refs, strict=True):
             if ref in pending:
                 raise GangStartError(f"replica {r.index} on {r.node}: no answer in {timeout_s}s")
             try:
-                ray.get(ref)
+                values.append(ray.get(ref))
             except Exception as exc:
                 raise GangStartError(
                     f"replica {r.index} on {r.node} did not start: {_describe(exc)}"
                 ) from None
+        return values
 
     def runner_names(self, job_id: str) -> list[str]:
         """Names of the job's runners that Ray still knows (detached actors outlive us)."""
         ray = _ray()
         self.connect()
         prefix = self._actor_prefix(job_id)
-        return sorted(n for n in ray.util.list_named_actors() if n.startswith(prefix))
+        return sorted(
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == self.namespace and a["name"].startswith(prefix)
+        )
+
+    def stop_runners(self, job_id: str, grace_s: float) -> int:
+        """Stop every runner of ``job_id`` that Ray still knows, e.g. left by a controller
+        that died; returns how many there were. Their output is not copied."""
+        ray = _ray()
+        actors = []
+        for name in self.runner_names(job_id):
+            with contextlib.suppress(ValueError):
+                actors.append(ray.get_actor(name, namespace=self.namespace))
+        if not actors:
+            return 0
+        ray.wait(
+            [a.terminate.remote(grace_s) for a in actors],
+            num_returns=len(actors),
+            timeout=self.call_timeout_s,
+        )
+        deadline = time.monotonic() + grace_s + _KILL_MARGIN_S
+        live = actors
+        while live and time.monotonic() < deadline:
+            refs = [a.status.remote() for a in live]
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=self.call_timeout_s)
+            done = set()
+            for a, ref in zip(live, refs, strict=True):
+                if ref in ready:
+                    try:
+                        if ray.get(ref) is not None:
+                            done.add(id(a))
+                    except Exception:
+                        done.add(id(a))  # the runner is gone, and its replica with it
+            live = [a for a in live if id(a) not in done]
+            if live:
+                time.sleep(0.2)
+        for a in actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a, no_restart=True)
+        return len(actors)
 
     def _kill_stale(self, job_id: str) -> None:
         """Runners left by an earlier attempt of the same job must not keep running it."""
-        ray = _ray()
-        for name in self.runner_names(job_id):
-            try:
-                stale = ray.get_actor(name, namespace=self.namespace)
-            except ValueError:
-                continue
-            with contextlib.suppress(Exception):
-                ray.get(stale.terminate.remote(0.0), timeout=self.call_timeout_s)
-            with contextlib.suppress(Exception):
-                ray.kill(stale, no_restart=True)
+        self.stop_runners(job_id, grace_s=0.0)
 
     def _abort(self, gang: RayGang) -> None:
         ray = _ray()
@@ -600,110 +669,258 @@ class RayExecutor:
             with contextlib.suppress(Exception):
                 ray.get(r.actor.terminate.remote(0.0), timeout=self.call_timeout_s)
             with contextlib.suppress(Exception):
-                self._pump_log(r)
+                self._drain_log(r)
             with contextlib.suppress(Exception):
                 ray.kill(r.actor, no_restart=True)
 
-    def _pump_log(self, r: _Replica) -> None:
+    def _drain_log(self, r: _Replica) -> None:
         ray = _ray()
-        with open(r.log_path, "ab") as out:
-            while True:
-                chunk: bytes = ray.get(
-                    r.actor.read_log.remote(r.log_offset, _LOG_CHUNK), timeout=self.call_timeout_s
-                )
+        while True:
+            chunk: bytes = ray.get(
+                r.actor.read_log.remote(r.log_offset, _LOG_CHUNK), timeout=self.call_timeout_s
+            )
+            self._append(r, chunk)
+            if len(chunk) < _LOG_CHUNK:
+                return
+
+    def _append(self, r: _Replica, chunk: bytes) -> None:
+        if chunk:
+            with open(r.log_path, "ab") as out:
                 out.write(chunk)
-                r.log_offset += len(chunk)
-                if len(chunk) < _LOG_CHUNK:
-                    return
+            r.log_offset += len(chunk)
+
+    # -- poll and stop ------------------------------------------------------------------
 
     def poll(self, gang: RayGang) -> list[ReplicaStatus]:
         """Every replica's state; copies new output to the controller's log files.
 
         A replica whose node is down or whose runner died is ``lost``. A runner that is
-        merely slow to answer keeps its last state until the node is declared down.
+        merely slow to answer keeps its last state until its node is declared down.
         """
+        return self.poll_many([gang])[0]
+
+    def poll_many(
+        self, gangs: Sequence[RayGang], *, wait_s: float | None = None
+    ) -> list[list[ReplicaStatus]]:
+        """``poll`` for several gangs with one round of calls, waiting at most ``wait_s``."""
         ray = _ray()
-        live = [r for r in gang.replicas if r.final is None]
+        live = [r for g in gangs for r in g.replicas if r.final is None]
         if live:
             alive_ids = {n.node_id for n in self.ray_nodes() if n.alive}
-            refs = [r.actor.status.remote() for r in live]
-            _, pending = ray.wait(refs, num_returns=len(refs), timeout=self.call_timeout_s)
+            stopping = {id(r) for g in gangs if g.stopping for r in g.replicas}
+            refs = [r.actor.report.remote(r.log_offset, _LOG_CHUNK) for r in live]
+            timeout = self.call_timeout_s if wait_s is None else wait_s
+            _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
             for r, ref in zip(live, refs, strict=True):
-                self._observe(r, ref, ref in pending, r.node_id in alive_ids)
-        return [self._status(r) for r in gang.replicas]
+                if r.node_id not in alive_ids:
+                    r.final = ReplicaStatus(
+                        r.index, r.node, ReplicaState.LOST, None, f"node {r.node} is down"
+                    )
+                elif ref not in pending:
+                    self._observe(r, ref, id(r) in stopping)
+        return [[self._status(r) for r in g.replicas] for g in gangs]
 
-    def _observe(self, r: _Replica, ref: Any, timed_out: bool, node_alive: bool) -> None:
+    def _observe(self, r: _Replica, ref: Any, stopping: bool) -> None:
         ray = _ray()
-        if not node_alive:
-            r.final = ReplicaStatus(
-                r.index, r.node, ReplicaState.LOST, None, f"node {r.node} is down"
-            )
-            return
-        if timed_out:
-            return
         try:
-            code = ray.get(ref)
+            code, chunk = ray.get(ref)
         except Exception as exc:
             r.final = ReplicaStatus(
                 r.index, r.node, ReplicaState.LOST, None, f"runner lost: {_describe(exc)}"
             )
             return
+        self._append(r, chunk)
+        if code is None:
+            return
         with contextlib.suppress(Exception):
-            self._pump_log(r)
-        if code is not None:
+            if len(chunk) == _LOG_CHUNK:
+                self._drain_log(r)
+        if stopping:
+            state = ReplicaState.STOPPED
+        else:
             state = ReplicaState.SUCCEEDED if code == 0 else ReplicaState.FAILED
-            r.final = ReplicaStatus(r.index, r.node, state, code, _exit_message(code))
-            with contextlib.suppress(Exception):
-                ray.kill(r.actor, no_restart=True)
+        r.final = ReplicaStatus(r.index, r.node, state, code, _exit_message(code))
+        with contextlib.suppress(Exception):
+            ray.kill(r.actor, no_restart=True)
 
     def _status(self, r: _Replica) -> ReplicaStatus:
         return r.final or ReplicaStatus(r.index, r.node, ReplicaState.RUNNING)
 
-    def stop(self, gang: RayGang, *, grace_s: float) -> list[ReplicaStatus]:
-        """SIGTERM every replica's process group, SIGKILL what is left after ``grace_s``.
+    def signal_stop(self, gang: RayGang, *, grace_s: float) -> None:
+        """SIGTERM every running replica's process group; its runner sends SIGKILL after
+        ``grace_s`` on its own. Returns at once; ``poll`` sees the replicas end."""
+        ray = _ray()
+        gang.stopping = True
+        live = [r for r in gang.replicas if r.final is None]
+        refs = [r.actor.terminate.remote(grace_s) for r in live]
+        ray.wait(refs, num_returns=len(refs), timeout=self.call_timeout_s)
 
-        Returns when every replica has ended or is unreachable; safe to call twice.
+    def stop(self, gang: RayGang, *, grace_s: float) -> list[ReplicaStatus]:
+        """``signal_stop``, then wait until every replica has ended or is unreachable.
+
+        Safe to call twice. A runner that has not reported an end ``grace_s`` plus a
+        margin later is killed (its replica dies with it) and reported ``lost``.
         """
         ray = _ray()
         self.poll(gang)
-        live = [r for r in gang.replicas if r.final is None]
-        terms = [r.actor.terminate.remote(grace_s) for r in live]
-        ray.wait(terms, num_returns=len(terms), timeout=self.call_timeout_s)
+        if not gang.ended:
+            self.signal_stop(gang, grace_s=grace_s)
         deadline = time.monotonic() + grace_s + _KILL_MARGIN_S
-        while live and time.monotonic() < deadline:
+        while not gang.ended and time.monotonic() < deadline:
             time.sleep(0.2)
-            refs = [r.actor.status.remote() for r in live]
-            _, pending = ray.wait(refs, num_returns=len(refs), timeout=self.call_timeout_s)
-            still: list[_Replica] = []
-            for r, ref in zip(live, refs, strict=True):
-                code: int | None = None
-                if ref in pending:
-                    still.append(r)
-                    continue
-                try:
-                    code = ray.get(ref)
-                except Exception as exc:
-                    r.final = ReplicaStatus(
-                        r.index, r.node, ReplicaState.LOST, None, f"runner lost: {_describe(exc)}"
-                    )
-                    continue
-                if code is None:
-                    still.append(r)
-                else:
-                    r.final = ReplicaStatus(
-                        r.index, r.node, ReplicaState.STOPPED, code, _exit_message(code)
-                    )
-            live = still
+            self.poll(gang)
         for r in gang.replicas:
-            with contextlib.suppress(Exception):
-                self._pump_log(r)
-            with contextlib.suppress(Exception):
-                ray.kill(r.actor, no_restart=True)
             if r.final is None:
+                with contextlib.suppress(Exception):
+                    self._drain_log(r)
+                with contextlib.suppress(Exception):
+                    ray.kill(r.actor, no_restart=True)
                 r.final = ReplicaStatus(
                     r.index, r.node, ReplicaState.LOST, None, "did not end; runner killed"
                 )
         return [self._status(r) for r in gang.replicas]
+
+
+# ---------------------------------------------------------------------------------------
+# The platform's executor
+
+
+class RayJobExit(JobExit):
+    lost: bool = False
+    """A replica's node or runner vanished: the attempt says nothing about the job, which
+    should be requeued rather than failed."""
+
+
+@dataclass(slots=True)
+class _Attempt:
+    attempt: int
+    gang: RayGang
+
+
+class RayExecutor(Executor):
+    """The scheduling loop's executor on a Ray cluster (``mosu up --executor ray``).
+
+    ``stop`` and ``poll`` never wait for a replica: stops are escalated by the runners
+    themselves and ``poll`` asks the cluster at most every ``poll_every_s``. A gang lives
+    and dies together: when one replica fails or is lost the others get SIGTERM. An
+    attempt with a lost replica is reported with ``lost=True`` so the job is requeued.
+    """
+
+    def __init__(
+        self,
+        *,
+        address: str,
+        instance: str,
+        remote_log_dir: str = "/tmp/mosu/replica-logs",
+        default_gpu_type: str = "gpu",
+        failure_grace_s: float = 10.0,
+        poll_every_s: float = 1.0,
+        call_timeout_s: float = 10.0,
+        start_timeout_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gangs = RayGangs(
+            address=address,
+            log_dir=Path(remote_log_dir),
+            namespace=f"mosu-{instance}",
+            remote_log_dir=remote_log_dir,
+            default_gpu_type=default_gpu_type,
+            call_timeout_s=call_timeout_s,
+            start_timeout_s=start_timeout_s,
+        )
+        self._failure_grace_s = failure_grace_s
+        self._poll_every_s = poll_every_s
+        self._clock = clock
+        self._last_poll = -float("inf")
+        self._jobs: dict[int, _Attempt] = {}
+
+    def cluster_nodes(self) -> list[Node]:
+        """The Ray cluster as mosu nodes (dead ones ``down``), for the store to mirror."""
+        return self.gangs.nodes()
+
+    def start(self, launch: JobLaunch) -> dict[int, int]:
+        replicas = sorted(launch.replicas, key=lambda r: r.replica)
+        spec = GangSpec(
+            job_id=str(launch.job_id),
+            command=launch.argv,
+            placement=tuple(
+                ReplicaPlacement(
+                    r.node, tuple(r.gpu_indices), gpu_milli=round(r.gpu_fraction * GPU_MILLI)
+                )
+                for r in replicas
+            ),
+            env={**launch.env, "MOSU_ATTEMPT": str(launch.attempt)},
+            workdir=launch.workdir,
+            attempt=launch.attempt,
+            log_paths=tuple(Path(r.log_path) for r in replicas),
+        )
+        gang = self.gangs.start(spec)
+        self._jobs[launch.job_id] = _Attempt(launch.attempt, gang)
+        return gang.pids
+
+    def poll(self) -> list[JobExit]:
+        now = self._clock()
+        if not self._jobs or now - self._last_poll < self._poll_every_s:
+            return []
+        self._last_poll = now
+        ids = sorted(self._jobs)
+        attempts = [self._jobs[i] for i in ids]
+        all_statuses = self.gangs.poll_many([a.gang for a in attempts], wait_s=1.0)
+        exits: list[JobExit] = []
+        for job_id, att, statuses in zip(ids, attempts, all_statuses, strict=True):
+            broken = any(s.state in (ReplicaState.FAILED, ReplicaState.LOST) for s in statuses)
+            if broken and not att.gang.stopping and not att.gang.ended:
+                self.gangs.signal_stop(att.gang, grace_s=self._failure_grace_s)
+            if att.gang.ended:
+                del self._jobs[job_id]
+                exits.append(_exit_report(job_id, att.attempt, statuses))
+        return exits
+
+    def stop(self, job_id: int, grace_s: float) -> None:
+        att = self._jobs.get(job_id)
+        if att is not None and not att.gang.stopping:
+            self.gangs.signal_stop(att.gang, grace_s=grace_s)
+
+    def terminate_orphans(self, job_id: int, pids: list[int], grace_s: float) -> int:
+        return self.gangs.stop_runners(str(job_id), grace_s)
+
+    def shutdown(self, grace_s: float) -> None:
+        for job_id in sorted(self._jobs):
+            self.stop(job_id, grace_s)
+        deadline = time.monotonic() + grace_s + _KILL_MARGIN_S
+        while self._jobs and time.monotonic() < deadline:
+            gangs = [a.gang for a in self._jobs.values()]
+            self.gangs.poll_many(gangs, wait_s=1.0)
+            if all(g.ended for g in gangs):
+                break
+            time.sleep(0.2)
+        # Exits are handed out by the next poll, which must not wait for its interval.
+        self._last_poll = -float("inf")
+
+
+def _exit_report(job_id: int, attempt: int, statuses: list[ReplicaStatus]) -> JobExit:
+    lost = [s for s in statuses if s.state is ReplicaState.LOST]
+    if lost:
+        return RayJobExit(
+            job_id=job_id,
+            attempt=attempt,
+            exit_code=None,
+            message=f"replica {lost[0].replica} lost: {lost[0].message}",
+            lost=True,
+        )
+    # The replica that failed on its own, not a sibling stopped because of it.
+    failed = [s for s in statuses if s.state is ReplicaState.FAILED]
+    failed += [s for s in statuses if s.exit_code != 0 and s not in failed]
+    if not failed:
+        return RayJobExit(job_id=job_id, attempt=attempt, exit_code=0)
+    first = failed[0]
+    code = first.exit_code if first.exit_code is not None and first.exit_code > 0 else None
+    return RayJobExit(
+        job_id=job_id,
+        attempt=attempt,
+        exit_code=code,
+        message=f"replica {first.replica} on {first.node}: {first.message}",
+    )
 
 
 def _exit_message(code: int) -> str:
