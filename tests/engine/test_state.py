@@ -57,3 +57,38 @@ def test_unschedulable_node_is_never_a_candidate() -> None:
     state.set_schedulable("n0", False)
     assert state.candidates(Shape(gpus=1)) == [1]
     assert state.capacity_milli == 8000
+
+
+def test_node_columns_mirror_every_change_and_rollback() -> None:
+    state = ClusterState([node("n0", 2, cpu=8000, mem=1000), node("n1", 4)])
+    cp = state.checkpoint()
+    state.assign("a", (ReplicaPlacement("n0", (1,), 300, cpu_milli=500, mem_mib=10),))
+    state.assign("b", (ReplicaPlacement("n1", (0, 1), 1000),))
+    c = state.cols
+    assert c.gpu_free.tolist() == [[1000, 700, -1, -1], [0, 0, 1000, 1000]]
+    assert (c.cpu_free[0], c.mem_free[0], c.full_free[0], c.max_free[0]) == (7500, 990, 1, 1000)
+    assert c.free_total.tolist() == [1700, 2000]
+    assert c.tags[0, c.tag_index[(1, True)]] == 1 and c.tags[1, c.tag_index[(2, False)]] == 1
+    versions = c.node_version.copy()
+    state.rollback(cp)
+    assert c.gpu_free[:, :2].tolist() == [[1000, 1000], [1000, 1000]]
+    assert c.tags.sum() == 0 and (c.node_version > versions).all()
+
+
+def test_candidate_array_matches_fits_on_for_every_node() -> None:
+    state = ClusterState(
+        [node("n0", 2, cpu=4000), node("n1", 8), node("n2", 1, gpu_type="T4", mem=100)]
+    )
+    state.assign("x", (ReplicaPlacement("n1", (0, 1, 2), 1000), ReplicaPlacement("n1", (3,), 700)))
+    for shape in [
+        Shape(gpus=0, gpu_milli=0, cpu_milli=5000),
+        Shape(gpus=1, gpu_milli=300),
+        Shape(gpus=1, gpu_milli=300, mem_mib=200),
+        Shape(gpus=4),
+        Shape(gpus=5),
+    ]:
+        want = [i for i in range(3) if state.fits_on(i, shape)]
+        assert state.candidate_array(shape).tolist() == want
+        assert state.candidates(shape) == want
+    assert state.candidates(Shape(gpus=1), ["T4"]) == [2]
+    assert state.candidates(Shape(gpus=1), ["H100"]) == []

@@ -1,12 +1,12 @@
 """The fill experiment of the FGD paper (Weng et al., ATC'23, Sec. 6).
 
 A pod list is turned into a workload as the paper's simulator does: every pod of
-the list once, then pods drawn with replacement from the list and appended until
-their total GPU request would pass ``inflation`` x the cluster's GPU capacity (if
-the list alone already asks more, pods drawn at random are dropped until it no
-longer does). The workload is shuffled with the seed and placed one pod at a time
-through the engine's ``place_job``; nothing ever leaves, and a pod that does not
-fit stays unplaced and is not retried.
+the list once, shuffled with the seed, then pods drawn with replacement from the
+list and appended until their total GPU request reaches ``inflation`` x the
+cluster's GPU capacity (if the list alone already asks more, pods drawn at random
+are dropped until it no longer does). The pods are placed one at a time, in that
+order, through the engine's ``place_job``; nothing ever leaves, and a pod that
+does not fit stays unplaced and is not retried.
 
 The curve is the GPU allocation ratio (allocated GPU / capacity) against the
 arrived workload (requested GPU of every pod tried so far / capacity), both in
@@ -81,22 +81,24 @@ def build_workload(
     if inflation <= 0:
         raise InvalidInput(f"inflation must be > 0, got {inflation}")
     target = inflation * capacity_milli
-    workload = list(pods)
-    total = sum(p.shape.total_gpu_milli for p in workload)
     if not any(p.shape.total_gpu_milli for p in pods):
         raise InvalidInput("the pod list asks for no GPU")
+    workload = list(pods)
+    rng.shuffle(workload)
+    total = sum(p.shape.total_gpu_milli for p in workload)
     if total > target:
         while total > target:
             victim = workload.pop(rng.randrange(len(workload)))
             total -= victim.shape.total_gpu_milli
-    else:
-        while True:
-            pod = pods[rng.randrange(len(pods))]
-            if total + pod.shape.total_gpu_milli > target:
-                break
-            total += pod.shape.total_gpu_milli
-            workload.append(pod)
-    rng.shuffle(workload)
+        return workload
+    while True:
+        pod = pods[rng.randrange(len(pods))]
+        # The paper's simulator stops at the first draw whose per-GPU share would
+        # pass the target (so a multi-GPU draw may overshoot by a few GPUs).
+        if total + (pod.shape.gpu_milli if pod.shape.gpus else 0) > target:
+            break
+        total += pod.shape.total_gpu_milli
+        workload.append(pod)
     return workload
 
 

@@ -101,6 +101,11 @@ def _place_same_rack(state: ClusterState, job: Job, policy: PlacementPolicy) -> 
 def _place_spread(
     state: ClusterState, job: Job, policy: PlacementPolicy, rack: str | None
 ) -> Placement | None:
+    if job.replicas == 1 and rack is None:
+        # One replica needs no what-if: choose it and leave the state alone.
+        candidates = state.candidate_array(job.shape, job.gpu_types)
+        choice = policy.select(state, job.shape, candidates) if len(candidates) else None
+        return None if choice is None else (replica(state, choice[0], job.shape, choice[1]),)
     cp = state.checkpoint()
     placed: list[ReplicaPlacement] = []
     try:

@@ -50,11 +50,7 @@ class Fgd:
         sids = self.cache.sids(state)[cand]
         cpu = state.cols.cpu_free[cand]
         before = self.table.frag(sids, cpu)
-        after_states = self.table.after_many(sids, shape.gpus, shape.gpu_milli)
-        valid = after_states >= 0
-        cpu_after = np.broadcast_to((cpu - shape.cpu_milli)[:, None], after_states.shape)
-        after = self.table.frag(np.where(valid, after_states, 0), cpu_after)
-        after = np.where(valid, after, np.inf).min(axis=1)
+        after = self.table.best_frag_after(sids, shape.gpus, shape.gpu_milli, cpu - shape.cpu_milli)
         i = pick_max(fgd_score(before - after), cand, self.ties, len(state.nodes))
         if shape.fractional:
             return i, (self._share_gpu(state, i, shape),)
@@ -63,18 +59,14 @@ class Fgd:
     def _share_gpu(self, state: ClusterState, i: int, shape: Shape) -> int:
         """The paper's GPU choice for a share: the lowest-index GPU with the best score."""
         gpu_type, frees = node_key(state, i)
-        cpu = np.array([state.cpu_free[i]])
-        before = self.table.frag(np.array([self.table.state_id((gpu_type, frees))]), cpu)
-        best, best_score = -1, -1
         free = state.gpu_free[i]
-        for g, f in enumerate(free):
-            if f < shape.gpu_milli:
-                continue
+        gpus = [g for g, f in enumerate(free) if f >= shape.gpu_milli]
+        sids = [self.table.state_id((gpu_type, frees))]
+        for g in gpus:
             rest = list(free)
             rest[g] -= shape.gpu_milli
-            sid = self.table.state_id((gpu_type, tuple(sorted(rest, reverse=True))))
-            after = self.table.frag(np.array([sid]), cpu - shape.cpu_milli)
-            score = int(fgd_score(before - after)[0])
-            if score > best_score:
-                best, best_score = g, score
-        return best
+            sids.append(self.table.state_id((gpu_type, tuple(sorted(rest, reverse=True)))))
+        cpu = np.array([state.cpu_free[i]] + [state.cpu_free[i] - shape.cpu_milli] * len(gpus))
+        frag = self.table.frag(np.array(sids), cpu)
+        scores = fgd_score(frag[0] - frag[1:])
+        return gpus[int(np.argmax(scores))]

@@ -30,6 +30,7 @@ from mosu.core.models import GPU_MILLI
 from mosu.engine.placement.taskmix import TaskType
 from mosu.engine.state import ClusterState
 
+_UNKNOWN = -2
 GpuKey = tuple[str, tuple[int, ...]]
 """(GPU type, free share of each GPU sorted high to low)."""
 
@@ -43,6 +44,10 @@ class FragTable:
         self.weights = np.array([w for _, w in ordered], dtype=np.float64)
         self.cpu_steps = np.array([t.cpu_milli for t in self.tasks], dtype=np.int64)
         self.total_weight = float(self.weights.sum())
+        self._task_milli = np.array([t.gpu_milli for t in self.tasks], dtype=np.int64)[:, None]
+        self._task_gpus = np.array([t.gpus for t in self.tasks], dtype=np.int64)
+        self._type_ok: dict[str, np.ndarray] = {}
+        self._trans: dict[tuple[int, int], np.ndarray] = {}
         self._ids: dict[GpuKey, int] = {}
         self._keys: list[GpuKey] = []
         self._free = np.zeros(16, dtype=np.float64)
@@ -67,19 +72,27 @@ class FragTable:
         if sid == len(self._free):
             self._free = np.concatenate([self._free, np.zeros_like(self._free)])
             self._usable = np.concatenate([self._usable, np.zeros_like(self._usable)])
-        total = sum(frees)
-        usable = np.zeros(len(self.tasks), dtype=np.float64)
-        for k, t in enumerate(self.tasks):
-            if t.gpus == 0 or (t.gpu_types and gpu_type not in t.gpu_types):
-                continue
-            if sum(1 for f in frees if f >= t.gpu_milli) < t.gpus:
-                continue
-            usable[k] = total - sum(f for f in frees if f < t.gpu_milli)
+        free = np.array(frees, dtype=np.int64)[None, :]
+        total = int(free.sum())
+        room = free >= self._task_milli
+        fits = self._accepts(gpu_type) & (room.sum(axis=1) >= self._task_gpus)
+        usable = np.where(fits, total - np.where(room, 0, free).sum(axis=1), 0)
         self._free[sid] = total
         self._usable[sid, 1:] = np.cumsum(usable * self.weights)
         self._ids[key] = sid
         self._keys.append(key)
         return sid
+
+    def _accepts(self, gpu_type: str) -> np.ndarray:
+        """Which task types may run on ``gpu_type`` at all (a CPU-only type never uses a GPU)."""
+        ok = self._type_ok.get(gpu_type)
+        if ok is None:
+            ok = np.array(
+                [t.gpus > 0 and (not t.gpu_types or gpu_type in t.gpu_types) for t in self.tasks],
+                dtype=bool,
+            )
+            self._type_ok[gpu_type] = ok
+        return ok
 
     # -- queries ---------------------------------------------------------------
 
@@ -87,9 +100,24 @@ class FragTable:
         return self._free[sids]
 
     def frag(self, sids: np.ndarray, cpu_free: np.ndarray) -> np.ndarray:
-        """Expected fragmented GPU milli of nodes in GPU states ``sids`` with ``cpu_free``."""
+        """Expected fragmented GPU milli of nodes in GPU states ``sids`` with ``cpu_free``
+        (``sids`` may be 2-D, one row per node, with ``cpu_free`` one value per row)."""
         level = np.searchsorted(self.cpu_steps, cpu_free, side="right")
-        return self._free[sids] * self.total_weight - self._usable[sids, level]
+        if sids.ndim == 2:
+            level = level[:, None]
+        flat = sids * self._usable.shape[1] + level
+        return self._free[sids] * self.total_weight - self._usable.ravel().take(flat)
+
+    def best_frag_after(
+        self, sids: np.ndarray, gpus: int, milli: int, cpu_after: np.ndarray
+    ) -> np.ndarray:
+        """Per node, the least fragmentation reachable by placing one replica on it."""
+        options = self.after_many(sids, gpus, milli)
+        if options.shape[1] == 1:
+            return self.frag(options[:, 0], cpu_after)
+        valid = options >= 0
+        frag = self.frag(np.where(valid, options, 0), cpu_after)
+        return np.where(valid, frag, np.inf).min(axis=1)
 
     def after_whole(self, sid: int, gpus: int) -> int:
         """The GPU state after taking ``gpus`` fully free GPUs (0: unchanged)."""
@@ -121,17 +149,38 @@ class FragTable:
         """States after placing one replica, per node: shape (n, options), -1 padded.
 
         A whole-GPU or CPU-only replica has one outcome; a share has one per
-        distinct free share it could go on."""
-        uniq, inverse = np.unique(sids, return_inverse=True)
-        if gpus == 0 or milli >= GPU_MILLI:
-            after = np.array([self.after_whole(int(s), gpus) for s in uniq], dtype=np.int64)
-            return after[inverse][:, None]
-        options = [self.after_share(int(s), milli) for s in uniq]
-        width = max(len(o) for o in options)
-        table = np.full((len(uniq), width), -1, dtype=np.int64)
-        for r, opts in enumerate(options):
-            table[r, : len(opts)] = [s for s, _ in opts]
-        return table[inverse]
+        distinct free share it could go on. Outcomes are memoised per state in a
+        table per request kind, so a decision is one gather."""
+        share = 0 < gpus and milli < GPU_MILLI
+        kind = (gpus, milli if share else GPU_MILLI)
+        table = self._trans_table(kind, share)
+        rows = table[sids]
+        unknown = rows[:, 0] == _UNKNOWN
+        if unknown.any():
+            for s in np.unique(sids[unknown]).tolist():
+                if share:
+                    out = [sid for sid, _ in self.after_share(s, milli)] or [-1]
+                else:
+                    out = [self.after_whole(s, gpus)]
+                table = self._trans_table(kind, share, len(out))
+                table[s, :] = -1
+                table[s, : len(out)] = out
+            rows = table[sids]
+        if rows.shape[1] > 1:
+            rows = rows[:, : int((rows >= 0).sum(axis=1).max())]
+        return rows
+
+    def _trans_table(self, kind: tuple[int, int], share: bool, width: int = 1) -> np.ndarray:
+        table = self._trans.get(kind)
+        n = len(self._free)
+        if table is None or len(table) < n or table.shape[1] < width:
+            if share:
+                width = max(width, max((len(k[1]) for k in self._keys), default=1))
+            grown = np.full((n, width), _UNKNOWN, dtype=np.int64)
+            if table is not None:
+                grown[: len(table), : table.shape[1]] = table
+            self._trans[kind] = table = grown
+        return table
 
 
 def node_key(state: ClusterState, i: int) -> GpuKey:

@@ -1,0 +1,108 @@
+"""Invariants every placement policy keeps, on random clusters and job streams."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mosu.core.models import GPU_MILLI, Job, Node, Shape, Topology
+from mosu.engine.placement import place_job
+from mosu.engine.placement.registry import POLICIES, PolicyContext, TaskMix, make_policy
+from mosu.engine.state import ClusterState
+
+GPU_TYPES = ("A", "B")
+
+nodes_st = st.lists(
+    st.builds(
+        lambda k, gpus, cpu, mem, t: Node(
+            name=f"n{k}", gpu_type=t, gpus=gpus, cpu_milli=cpu, mem_mib=mem, rack=f"r{k % 2}"
+        ),
+        st.just(0),
+        st.sampled_from([1, 2, 4, 8]),
+        st.integers(4_000, 64_000),
+        st.integers(8_000, 256_000),
+        st.sampled_from(GPU_TYPES),
+    ),
+    min_size=1,
+    max_size=6,
+).map(lambda ns: [Node(**{**_fields(n), "name": f"n{k}"}) for k, n in enumerate(ns)])
+
+
+def _fields(n: Node) -> dict:
+    return {f: getattr(n, f) for f in Node.__slots__}
+
+
+@st.composite
+def jobs_st(draw: st.DrawFn) -> list[Job]:
+    jobs = []
+    for k in range(draw(st.integers(1, 12))):
+        gpus = draw(st.sampled_from([0, 1, 1, 2, 4, 8]))
+        milli = draw(st.sampled_from([100, 250, 500, 1000])) if gpus == 1 else GPU_MILLI
+        shape = Shape(
+            gpus=gpus,
+            gpu_milli=milli if gpus else 0,
+            cpu_milli=draw(st.integers(0, 16_000)),
+            mem_mib=draw(st.integers(0, 64_000)),
+        )
+        replicas = 1 if shape.fractional else draw(st.sampled_from([1, 1, 2, 3]))
+        jobs.append(
+            Job(
+                id=f"j{k}",
+                tenant="t",
+                shape=shape,
+                replicas=replicas,
+                gpu_types=draw(st.sampled_from([(), ("A",), ("B",)])),
+                topology=draw(st.sampled_from(list(Topology))),
+            )
+        )
+    return jobs
+
+
+def run(nodes: list[Node], jobs: list[Job], policy: str, seed: int) -> list[tuple]:
+    state = ClusterState(nodes)
+    mix = TaskMix.observe((j.shape, j.gpu_types) for j in jobs)
+    placer = make_policy(policy, PolicyContext(task_mix=mix, rng=random.Random(seed)))
+    log = []
+    for j in jobs:
+        before = ([list(f) for f in state.gpu_free], list(state.cpu_free), list(state.mem_free))
+        placement = place_job(state, j, placer)
+        after = ([list(f) for f in state.gpu_free], list(state.cpu_free), list(state.mem_free))
+        assert after == before, "place_job must not change the state"
+        if placement is None:
+            log.append((j.id, None))
+            continue
+        assert len(placement) == j.replicas, "a gang is placed whole or not at all"
+        for rp in placement:
+            node = nodes[state.index_of[rp.node]]
+            assert j.allows(node.gpu_type)
+            assert len(rp.gpu_indices) == j.shape.gpus
+        if j.topology == Topology.SAME_NODE:
+            assert len({rp.node for rp in placement}) == 1
+        if j.topology == Topology.SAME_RACK:
+            assert len({nodes[state.index_of[rp.node]].rack for rp in placement}) == 1
+        state.assign(j.id, placement)
+        for free in state.gpu_free:
+            assert all(0 <= f <= GPU_MILLI for f in free)
+        assert min(state.cpu_free) >= 0 and min(state.mem_free) >= 0
+        log.append((j.id, tuple((rp.node, rp.gpu_indices) for rp in placement)))
+    return log
+
+
+@settings(max_examples=25, deadline=None)
+@given(nodes=nodes_st, jobs=jobs_st(), seed=st.integers(0, 10))
+def test_every_policy_keeps_capacity_and_gangs_whole(
+    nodes: list[Node], jobs: list[Job], seed: int
+) -> None:
+    for policy in POLICIES:
+        run(nodes, jobs, policy, seed)
+
+
+@settings(max_examples=15, deadline=None)
+@given(nodes=nodes_st, jobs=jobs_st(), seed=st.integers(0, 10))
+def test_same_snapshot_and_seed_give_identical_decisions(
+    nodes: list[Node], jobs: list[Job], seed: int
+) -> None:
+    for policy in POLICIES:
+        assert repr(run(nodes, jobs, policy, seed)) == repr(run(nodes, jobs, policy, seed))
