@@ -151,7 +151,7 @@ class FragTable:
         A whole-GPU or CPU-only replica has one outcome; a share has one per
         distinct free share it could go on. Outcomes are memoised per state in a
         table per request kind, so a decision is one gather."""
-        share = 0 < gpus and milli < GPU_MILLI
+        share = gpus > 0 and milli < GPU_MILLI
         kind = (gpus, milli if share else GPU_MILLI)
         table = self._trans_table(kind, share)
         rows = table[sids]
