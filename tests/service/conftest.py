@@ -67,7 +67,9 @@ class FakeExecutor:
         pass
 
 
-def _postgres_database() -> Iterator[str]:
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """One fresh database for the whole run, dropped at the end."""
     base = os.environ.get("MOSU_TEST_POSTGRES_URL")
     if not base:
         pytest.skip("MOSU_TEST_POSTGRES_URL is not set")
@@ -84,12 +86,28 @@ def _postgres_database() -> Iterator[str]:
         admin.dispose()
 
 
+def _postgres_schema(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh schema per test inside the run's database, dropped after the test."""
+    database = request.getfixturevalue("postgres_database")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(database, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = make_url(database).update_query_dict({"options": f"-csearch_path={schema}"})
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'mosu.db'}"
     else:
-        yield from _postgres_database()
+        yield from _postgres_schema(request)
 
 
 @pytest.fixture

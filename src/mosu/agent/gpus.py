@@ -41,8 +41,9 @@ def discover() -> LocalGpus | None:
 def gpu_type_name(product: str) -> str:
     """``NVIDIA H800 80GB HBM3`` → ``H800``: the first token that looks like a model."""
     for token in product.replace("NVIDIA", "").split():
-        if re.match(r"^[A-Z]+\d+", token):
-            return token
+        match = re.match(r"^[A-Z]+\d+[A-Za-z]*", token)
+        if match:
+            return match.group(0)
     return re.sub(r"[^A-Za-z0-9._-]", "-", product.strip())[:64] or "gpu"
 
 

@@ -1,0 +1,122 @@
+"""The ``mosu`` command against a real server: the walkthrough's commands, and bad input
+that gives one line on stderr and a non-zero exit (no traceback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import OPERATOR_TOKEN, free_port, make_server, wait_for  # noqa: F401
+
+
+def mosu(*args: str, env: dict[str, str], ok: bool = True, stdin: str | None = None):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mosu.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+    )
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOSU_")}
+    env["MOSU_CONFIG"] = str(tmp_path / "client.json")
+    env["COLUMNS"] = "200"
+    return env
+
+
+def test_an_unreachable_server_is_one_line(cli_env):
+    cli_env["MOSU_URL"] = f"http://127.0.0.1:{free_port()}"
+    one_line_error(mosu("job", "list", env=cli_env, ok=False), "cannot reach the mosu server")
+
+
+@pytest.mark.slow
+def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa: F811
+    server = make_server("--gpus", "8", "--gpu-type", "H800", "--grace", "2", "--min-runtime", "0")
+    cli_env["MOSU_URL"] = server.url
+    op = {**cli_env, "MOSU_TOKEN": OPERATOR_TOKEN}
+
+    created = mosu("tenant", "create", "acme", "--guarantee", "H800=4", "-o", "json", env=op)
+    acme = {**cli_env, "MOSU_TOKEN": json.loads(created.stdout)["token"]}
+    out = mosu("tenant", "create", "beta", "-g", "H800=4", "-l", "H800=8", env=op).stdout
+    assert out.startswith("tenant beta created\ntoken: mosu_t_")
+    assert "acme" in mosu("tenant", "list", env=op).stdout
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: hello\ngpus: 2\ncommand: echo hello from $CUDA_VISIBLE_DEVICES\n")
+    job_id = int(mosu("job", "submit", str(spec), env=acme).stdout.strip())
+    wait_for(
+        lambda: (
+            json.loads(mosu("job", "show", str(job_id), "-o", "json", env=acme).stdout)["job"][
+                "state"
+            ]
+            == "succeeded"
+        ),
+        timeout=15,
+        what="the job to succeed",
+    )
+    assert "hello from 0,1" in mosu("job", "logs", str(job_id), env=acme).stdout
+    assert mosu("job", "why", str(job_id), env=acme).stdout.strip() == f"Job {job_id} succeeded."
+    listed = json.loads(mosu("job", "list", "-o", "json", env=acme).stdout)
+    assert [j["id"] for j in listed] == [job_id]
+    inline = mosu("job", "submit", "--name", "nap", "--gpus", "8", "--", "sleep", "30", env=acme)
+    nap = int(inline.stdout.strip())
+    queued = mosu("job", "submit", "--name", "next", "--gpus", "1", "--", "true", env=acme)
+    wait_for(
+        lambda: (
+            "pending" in mosu("job", "why", queued.stdout.strip(), env=acme).stdout
+            and "(" in mosu("job", "why", queued.stdout.strip(), env=acme).stdout
+        ),
+        timeout=10,
+        what="a pending reason",
+    )
+    queue = json.loads(mosu("queue", "-o", "json", env=acme).stdout)
+    assert [e["job_id"] for e in queue] == [int(queued.stdout)]
+    assert "stopping" in mosu("job", "cancel", str(nap), env=acme).stdout
+    usage = json.loads(mosu("usage", "-o", "json", env=op).stdout)
+    assert {u["tenant"] for u in usage} == {"acme"}
+    assert "H800" in mosu("node", "list", env=op).stdout
+
+    # Bad input: one line each, naming the problem.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncommand: [oops\n")
+    one_line_error(mosu("job", "submit", str(bad), env=acme, ok=False), f"{bad}:3", "YAML")
+    spec.write_text('name: x\ngpus: 64\ncommand: "true"\n')
+    one_line_error(mosu("job", "submit", str(spec), env=acme, ok=False), "gpus", "largest node")
+    spec.write_text('name: x\ngpu_type: B200\ncommand: "true"\n')
+    one_line_error(mosu("job", "submit", str(spec), env=acme, ok=False), "gpu_type", "B200")
+    one_line_error(
+        mosu("job", "submit", "--name", "x", "--gpus", "-2", "--", "true", env=acme, ok=False),
+        "gpus",
+    )
+    anonymous = {**cli_env, "MOSU_CONFIG": str(tmp_path / "none.json")}
+    one_line_error(mosu("job", "list", env=anonymous, ok=False), "missing token")
+    one_line_error(
+        mosu("job", "list", env={**cli_env, "MOSU_TOKEN": "wrong"}, ok=False), "unknown token"
+    )
+    one_line_error(mosu("node", "list", env=acme, ok=False), "only the operator")
+    one_line_error(mosu("job", "show", "999", env=acme, ok=False), "no job 999")
+    one_line_error(mosu("job", "submit", str(tmp_path / "nope.yaml"), env=acme, ok=False))
+    one_line_error(mosu("tenant", "create", "x", "--guarantee", "H800", env=op, ok=False), "TYPE=N")
