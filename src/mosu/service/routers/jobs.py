@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
 from mosu.core.api import (
     NAME_PATTERN,
@@ -50,7 +51,7 @@ async def submit_job(
     except UnicodeDecodeError:
         raise InvalidInput("job spec is not UTF-8 text") from None
     spec = job_spec_from_mapping(load_document(text, source="job spec"))
-    out = _submit(platform, who, spec, tenant)
+    out = await run_in_threadpool(_submit, platform, who, spec, tenant)
     platform.loop.wake()
     return out
 

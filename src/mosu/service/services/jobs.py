@@ -36,7 +36,8 @@ def _fmt(x: float) -> str:
 
 def check_fits_cluster(session: Session, spec: JobSpec, tenant: str) -> None:
     """Refuse at submit what could never start, instead of leaving it pending forever."""
-    nodes = [n for n in session.scalars(select(NodeRow)) if n.state != NodeState.DOWN.value]
+    all_nodes = list(session.scalars(select(NodeRow)))
+    nodes = [n for n in all_nodes if n.state != NodeState.DOWN.value]
     known_types = sorted({n.gpu_type for n in nodes})
     wanted = spec.gpu_types
     for gpu_type in wanted:
@@ -79,18 +80,19 @@ def check_fits_cluster(session: Session, spec: JobSpec, tenant: str) -> None:
             f"{max(by_type.values())} of one type",
             field="gpus",
         )
-    _check_tenant_limit(session, spec, tenant, total * (GPU_MILLI if spec.gpus >= 1 else 0))
+    total_milli = round(spec.gpus * GPU_MILLI) if spec.gpus < 1 else total * GPU_MILLI
+    types = wanted or tuple(sorted({n.gpu_type for n in all_nodes}))
+    _check_tenant_limit(session, tenant, types, total_milli)
 
 
-def _check_tenant_limit(session: Session, spec: JobSpec, tenant: str, total_milli: int) -> None:
-    if total_milli == 0 and spec.gpus >= 1:
+def _check_tenant_limit(
+    session: Session, tenant: str, types: tuple[str, ...], total_milli: int
+) -> None:
+    if total_milli == 0:
         return
-    if 0 < spec.gpus < 1:
-        total_milli = round(spec.gpus * GPU_MILLI)
     quotas = {
         q.gpu_type: q for q in session.scalars(select(QuotaRow).where(QuotaRow.tenant == tenant))
     }
-    types = spec.gpu_types or tuple(sorted({n.gpu_type for n in session.scalars(select(NodeRow))}))
     limits = []
     for gpu_type in types:
         q = quotas.get(gpu_type) or quotas.get("*")
@@ -151,7 +153,6 @@ def submit(session: Session, *, principal: Principal, spec: JobSpec, tenant: str
             message=f"{spec.replicas} x {_fmt(spec.gpus)} GPU",
         )
     )
-    session.flush()
     return job_out(row)
 
 
