@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out
 
-.PHONY: install up test lint bench bench-quick clean
+.PHONY: install up fill test lint bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-up: install
+fill: install
 	$(VENV)/bin/mosu sim fill \
 		--nodes ../shared/traces/alibaba-gpu-v2023-openb/openb_node_list_gpu_node.csv \
 		--pods ../shared/traces/alibaba-gpu-v2023-openb/openb_pod_list_default.csv \
@@ -37,3 +37,10 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+
+# Demo-friendly: a job may be reclaimed after 20 s (the profile's default is 120 s) and
+# gets 10 s to checkpoint. Override with `make up UP_FLAGS=`.
+UP_FLAGS ?= --min-runtime 20 --grace 10
+
+up: install
+	$(VENV)/bin/mosu up $(UP_FLAGS)

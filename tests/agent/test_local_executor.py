@@ -146,3 +146,28 @@ def test_a_command_that_does_not_exist_raises_oserror(tmp_path):
 )
 def test_gpu_type_names_from_nvidia_smi(product, want):
     assert gpu_type_name(product) == want
+
+
+def test_a_shell_wrapped_job_may_finish_its_checkpoint_after_the_shell_dies(tmp_path):
+    """``/bin/sh -c`` dies on SIGTERM at once; its child still gets the grace period."""
+    child = (
+        "import signal,sys,time\n"
+        "def on_term(*a):\n"
+        "    time.sleep(0.3); open('ckpt','w').write('x'); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        "print('ready', flush=True)\ntime.sleep(60)"
+    )
+    script = tmp_path / "child.py"
+    script.write_text(child)
+    shell = launch(tmp_path, "").model_copy(
+        update={"argv": ["/bin/sh", "-c", f"{sys.executable} {script}; echo after"]}
+    )
+    ex = LocalExecutor(instance="t1")
+    ex.start(shell)
+    log = tmp_path / "logs" / "replica-0.log"
+    deadline = time.monotonic() + 10
+    while "ready" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ex.stop(1, grace_s=5)
+    wait_exits(ex)
+    assert (tmp_path / "ckpt").read_text() == "x"

@@ -28,6 +28,9 @@ class _Attempt:
     attempt: int
     procs: dict[int, subprocess.Popen[bytes]]
     codes: dict[int, int] = field(default_factory=dict)
+    """Exit code of each replica's leader process."""
+    done: set[int] = field(default_factory=set)
+    """Replicas whose whole process group is gone."""
     kill_at: float | None = None
     """When SIGKILL follows the SIGTERM already sent; None while not stopping."""
 
@@ -99,13 +102,19 @@ class LocalExecutor(Executor):
         for job_id in sorted(self._jobs):
             att = self._jobs[job_id]
             for k, p in att.procs.items():
-                if k in att.codes:
+                if k in att.done:
                     continue
-                code = p.poll()
-                if code is not None:
+                if k not in att.codes:
+                    code = p.poll()
+                    if code is None:
+                        continue
                     att.codes[k] = code
-                    # The replica is gone; take any processes it left in its group along.
+                # The leader is gone. On a normal end take what it left behind along; while
+                # stopping, let the rest of its group (e.g. the child of a shell) finish its
+                # checkpoint until the grace period ends.
+                if att.kill_at is None or now >= att.kill_at or not _group_alive(p.pid):
                     _signal_group(p.pid, signal.SIGKILL)
+                    att.done.add(k)
             failed = [c for c in att.codes.values() if c != 0]
             if failed and att.kill_at is None and len(att.codes) < len(att.procs):
                 self._terminate(att, grace_s=10.0, now=now)
@@ -113,7 +122,7 @@ class LocalExecutor(Executor):
                 for k, p in att.procs.items():
                     if k not in att.codes:
                         _signal_group(p.pid, signal.SIGKILL)
-            if len(att.codes) == len(att.procs):
+            if len(att.done) == len(att.procs):
                 del self._jobs[job_id]
                 done.append(_exit_report(att))
 
@@ -127,7 +136,7 @@ class LocalExecutor(Executor):
     def _terminate(self, att: _Attempt, *, grace_s: float, now: float) -> None:
         att.kill_at = now + grace_s
         for k, p in att.procs.items():
-            if k not in att.codes:
+            if k not in att.done:
                 _signal_group(p.pid, signal.SIGTERM)
 
     def shutdown(self, grace_s: float) -> None:
@@ -173,6 +182,20 @@ def _exit_report(att: _Attempt) -> JobExit:
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is still running (zombies do not count)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) >= 3 and fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 def _job_groups(instance: str, job_id: int) -> list[int]:
