@@ -33,45 +33,7 @@ pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'
 
 WAIT_S = 60.0
 
-# Writes what it sees to <out>/replica-<RANK>.json, then behaves as its mode says.
-REPLICA_SCRIPT = r"""
-import json, os, signal, sys, time
-modes, out = sys.argv[1].split(","), sys.argv[2]
-rank = int(os.environ["RANK"])
-mode = modes[rank]
-seen = {k: os.environ.get(k) for k in (
-    "CUDA_VISIBLE_DEVICES", "MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE",
-    "LOCAL_RANK", "NODE_RANK", "NNODES", "MOSU_JOB_ID", "MOSU_REPLICA",
-    "MOSU_NUM_REPLICAS", "MOSU_NODE", "MOSU_GPUS_PER_REPLICA", "FROM_JOB")}
-seen["pid"] = os.getpid()
-ancestors, pid = [], os.getppid()
-while pid > 1:
-    ancestors.append(pid)
-    with open(f"/proc/{pid}/stat") as f:
-        pid = int(f.read().rsplit(")", 1)[1].split()[1])
-seen["ancestors"] = ancestors
-def on_term(signum, frame):
-    time.sleep(0.5)  # a checkpoint takes a moment
-    with open(os.path.join(out, f"checkpoint-{rank}"), "w") as f:
-        f.write("step 42")
-    sys.exit(0)
-if mode == "trap":
-    signal.signal(signal.SIGTERM, on_term)
-elif mode == "ignore":
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-print(f"hello from rank {rank} on {os.environ['MOSU_NODE']}", flush=True)
-tmp = os.path.join(out, f"replica-{rank}.tmp")
-with open(tmp, "w") as f:
-    json.dump(seen, f)
-os.replace(tmp, os.path.join(out, f"replica-{rank}.json"))
-if mode == "exit":
-    sys.exit(0)
-if mode == "fail":
-    sys.exit(3)
-deadline = time.monotonic() + 90  # never outlive a broken test run for long
-while time.monotonic() < deadline:
-    time.sleep(0.1)
-"""
+REPLICA_SCRIPT = Path(__file__).with_name("replica_script.py")
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +48,8 @@ def executor(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture
-def script(tmp_path: Path) -> Path:
-    path = tmp_path / "replica.py"
-    path.write_text(REPLICA_SCRIPT)
-    return path
+def script() -> Path:
+    return REPLICA_SCRIPT
 
 
 def _spec(

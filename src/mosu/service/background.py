@@ -22,7 +22,9 @@ from mosu.core.api import ACTIVE_STATES, JobState
 from mosu.engine.cycle import schedule
 from mosu.service.db.rows import JobRow
 from mosu.service.executor import ExecutorPort
+from mosu.service.leader import LeaderLease, LeadershipLost
 from mosu.service.services.lifecycle import active_allocations, finish, note, release, transition
+from mosu.service.services.nodes import sync_cluster_nodes
 from mosu.service.services.scheduling import (
     apply_decisions,
     launch_spec,
@@ -32,6 +34,10 @@ from mosu.service.services.scheduling import (
 
 log = logging.getLogger("mosu.scheduler")
 
+LEASE_CHECK_S = 2.0
+"""How often a leader confirms its lease with the database."""
+LEASE_RETRY_S = 2.0
+"""How often a standby tries to take the lease (takeover well within 10 s)."""
 RESTART_MESSAGE = "the server stopped while the job ran; its processes were stopped and it requeued"
 
 
@@ -73,6 +79,12 @@ class SchedulerLoop:
         self.queue_positions: dict[int, int] = {}
         """Pending job id → 1-based position in the last cycle's order."""
         self.cycles = 0
+        self.lease: LeaderLease | None = None
+        """Set before ``start`` when several servers share the store: only its holder
+        schedules, and every apply is fenced by it (see ``mosu.service.leader``)."""
+        self.leading = False
+        self._last_lease_check = 0.0
+        self._last_node_sync = -float("inf")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -80,9 +92,39 @@ class SchedulerLoop:
         self._wake.set()
 
     def start(self) -> None:
-        self.reconcile()
+        self._lead()
         self._thread = threading.Thread(target=self._run, name="mosu-scheduler", daemon=True)
         self._thread.start()
+
+    def _lead(self) -> bool:
+        """Hold the lease (when there is one); True while this loop may schedule.
+
+        A new leader first reconciles: jobs left active by the previous one are stopped
+        and requeued. A leader that finds itself deposed stops what its executor runs.
+        """
+        if self.lease is None:
+            if not self.leading:
+                self.leading = True
+                self.reconcile()
+            return True
+        now = time.monotonic()
+        if self.leading and now - self._last_lease_check < LEASE_CHECK_S:
+            return True
+        self._last_lease_check = now
+        if self.leading:
+            if self.lease.check():
+                return True
+            log.error("lost the scheduler lease; stopping local work and standing by")
+            self.leading = False
+            self._executor.shutdown(self._grace_s)
+            self._executor.poll()
+            return False
+        if not self.lease.acquire():
+            return False
+        log.info("acquired the scheduler lease")
+        self.leading = True
+        self.reconcile()
+        return True
 
     def stop(self) -> None:
         """Stop the loop, then stop every running job and requeue it."""
@@ -90,6 +132,10 @@ class SchedulerLoop:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
+        if not self.leading:  # a standby: the jobs belong to the leader
+            if self.lease is not None:
+                self.lease.release()
+            return
         with self._sessions.begin() as s:
             for row in s.scalars(select(JobRow).where(JobRow.state.in_(list(ACTIVE_STATES)))):
                 if row.stop_reason is None:
@@ -97,6 +143,9 @@ class SchedulerLoop:
         self._executor.shutdown(self._grace_s)
         self.handle_exits()
         self.reconcile()
+        self.leading = False
+        if self.lease is not None:
+            self.lease.release()
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -105,6 +154,9 @@ class SchedulerLoop:
             if self._stopping.is_set():
                 break
             try:
+                if not self._lead():
+                    self._stopping.wait(LEASE_RETRY_S)
+                    continue
                 self.run_once(force_cycle=woken)
             except Exception:  # the loop must outlive any one bad cycle
                 log.exception("scheduling iteration failed; retrying")
@@ -113,12 +165,29 @@ class SchedulerLoop:
     # ------------------------------------------------------------ one iteration
 
     def run_once(self, *, force_cycle: bool = True) -> None:
+        self.sync_nodes()
         exited = self.handle_exits()
         self.enforce_max_runtime()
         self.signal_stops()
         now = self._clock()
         if force_cycle or exited or now - self._last_cycle >= self._tick_s:
             self.cycle()
+
+    def sync_nodes(self) -> None:
+        """Mirror the nodes of an executor that discovers them (Ray) into the store, at
+        most once a tick. A node that went away is ``down`` and its jobs are stopped and
+        requeued; one that came back is ``ready`` again (a drain is kept)."""
+        discover = getattr(self._executor, "cluster_nodes", None)
+        now = self._clock()
+        if discover is None or now - self._last_node_sync < self._tick_s:
+            return
+        self._last_node_sync = now
+        found = discover()
+        with self._sessions.begin() as s:
+            changed = sync_cluster_nodes(s, found)
+        if changed:
+            self.signal_stops()
+            self.wake()
 
     def reconcile(self) -> None:
         """Crash rule: a job found starting or running when no executor holds it (a new
@@ -153,6 +222,8 @@ class SchedulerLoop:
                             break
                         if row.attempts != ex.attempt:
                             break
+                        if getattr(ex, "lost", False) and row.stop_reason is None:
+                            row.stop_reason = "node-down"  # not the job's fault: requeue
                         finish(s, row, exit_code=ex.exit_code, message=ex.message)
                     break
                 except StaleDataError:
@@ -204,9 +275,15 @@ class SchedulerLoop:
         result = schedule(loaded.snapshot, self._profile)
         try:
             with self._sessions.begin() as s:
+                if self.lease is not None:
+                    self.lease.fence(s.connection())
                 applied = apply_decisions(s, loaded=loaded, result=result, now=now)
         except StaleDataError:
             self.wake()  # a job changed under us; decide again on fresh state
+            return
+        except LeadershipLost:
+            log.error("deposed while applying a cycle; its decisions were rolled back")
+            self._last_lease_check = 0.0  # the next _lead() notices and stands by
             return
         self.cycles += 1
         self.queue_positions = {job_id: i + 1 for i, job_id in enumerate(applied.queue_order)}
@@ -226,6 +303,10 @@ class SchedulerLoop:
             with self._sessions.begin() as s:
                 row = s.get(JobRow, job_id)
                 if row is not None and row.state == JobState.STARTING.value:
+                    if getattr(exc, "requeue", False):  # e.g. its node vanished: try again
+                        row.stop_reason = "node-down"
+                        finish(s, row, exit_code=None, message=f"could not start: {exc}")
+                        return
                     release(s, row)
                     row.message = f"could not start: {exc}"
                     transition(s, row, JobState.FAILED, reason="launch", message=row.message)

@@ -12,6 +12,7 @@ from mosu.engine.profiles import SchedulingProfile, build_profile
 from mosu.service.background import SchedulerLoop
 from mosu.service.db.session import make_engine, session_factory, upgrade
 from mosu.service.executor import ExecutorPort
+from mosu.service.leader import lease_for_url
 from mosu.service.services.auth import TokenCache, ensure_operator_token
 from mosu.service.settings import Settings
 
@@ -55,6 +56,8 @@ class Platform:
             yield s
 
     def start_scheduler(self) -> None:
+        # Several servers may share the store: only the lease holder schedules.
+        self.loop.lease = lease_for_url(self.settings.sqlalchemy_url)
         self.loop.start()
         self._scheduler_running = True
 

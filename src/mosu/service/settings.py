@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     """Overrides the profile's shortest run before a job may be preempted."""
     operator_token: str | None = None
     """If set, this token is accepted for the operator (created on first start otherwise)."""
+    executor: str = "local"
+    """``local`` (processes on this machine) or ``ray`` (replicas on a Ray cluster)."""
+    ray_address: str | None = None
+    """``HOST:PORT`` of the Ray cluster's head (GCS) for the ``ray`` executor."""
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mosu.cli.commands.up import run
+from mosu.cli.commands.up import ExecutorOpt, RayAddressOpt, run
 
 
 def server(
@@ -28,6 +28,8 @@ def server(
     node_name: Annotated[str | None, typer.Option()] = None,
     profile: Annotated[str, typer.Option(envvar="MOSU_PROFILE")] = "mosu",
     min_runtime: Annotated[float | None, typer.Option(envvar="MOSU_MIN_RUNTIME_S")] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Serve the API and schedule; nodes are registered through the API (or --gpus)."""
     run(
@@ -43,4 +45,6 @@ def server(
         save_config=False,
         profile=profile,
         min_runtime=min_runtime,
+        executor=executor,
+        ray_address=ray_address,
     )

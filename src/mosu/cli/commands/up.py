@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,6 +14,20 @@ from mosu.core.errors import InvalidInput
 
 DataDirOpt = Annotated[
     Path, typer.Option("--data-dir", help="Where the database and job logs live.")
+]
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        "--executor",
+        envvar="MOSU_EXECUTOR",
+        help="local: processes on this machine; ray: replicas on a Ray cluster (docs/ray.md).",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address", envvar="MOSU_RAY_ADDRESS", help="HOST:PORT of the Ray head (GCS)."
+    ),
 ]
 
 
@@ -59,6 +73,8 @@ def run(
     save_config: bool,
     profile: str = "mosu",
     min_runtime: float | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> None:
     from mosu.agent.executors.local import LocalExecutor
     from mosu.service.main import instance_id, serve
@@ -66,9 +82,18 @@ def run(
 
     if gpus is not None and gpus < 0:
         raise InvalidInput("must be 0 or more", field="--gpus")
+    if executor not in ("local", "ray"):
+        raise InvalidInput(f"unknown executor {executor!r}; use local or ray", field="--executor")
+    if executor == "ray" and not ray_address:
+        raise InvalidInput("the ray executor needs the cluster's HOST:PORT", field="--ray-address")
+    if executor == "ray":
+        declare_node = False  # the Ray cluster says which nodes exist
     overrides: dict[str, object] = {"data_dir": data_dir.expanduser(), "host": host, "port": port}
     overrides["grace_s"] = grace
     overrides["profile"] = profile
+    overrides["executor"] = executor
+    if ray_address is not None:
+        overrides["ray_address"] = ray_address
     if min_runtime is not None:
         overrides["min_runtime_s"] = min_runtime
     if database_url is not None:
@@ -81,6 +106,8 @@ def run(
         print(f"mosu is up at {url}", flush=True)
         if node is not None:
             print(f"node {node.name}: {node.gpus} x {node.gpu_type} ({source})", flush=True)
+        if executor == "ray":
+            print(f"executor: Ray cluster at {ray_address} (nodes from Ray)", flush=True)
         if token is not None:
             print(f"operator token: {token}", flush=True)
         if save_config:
@@ -92,7 +119,14 @@ def run(
         elif token is None:
             print("operator token: unchanged (shown when it was created)", flush=True)
 
-    serve(settings, LocalExecutor(instance=instance_id(settings)), local_node=node, on_ready=ready)
+    if executor == "ray":
+        from mosu.agent.executors.ray_executor import RayExecutor
+
+        runner: Any = RayExecutor(address=str(ray_address), instance=instance_id(settings))
+        runner.gangs.connect()  # from the main thread, and fail early if Ray is unreachable
+    else:
+        runner = LocalExecutor(instance=instance_id(settings))
+    serve(settings, runner, local_node=node, on_ready=ready)
 
 
 def up(
@@ -114,9 +148,13 @@ def up(
         float | None,
         typer.Option(help="Seconds a job runs before it may be preempted (profile default)."),
     ] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayAddressOpt = None,
 ) -> None:
     """Run everything on this machine: API, scheduler and local executor (SQLite)."""
     run(
+        executor=executor,
+        ray_address=ray_address,
         profile=profile,
         min_runtime=min_runtime,
         data_dir=data_dir,

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mosu.core.api import ClusterOut, GpuTypeSummary, NodeCreate, NodeOut, parse_memory_mib
+from mosu.core.api import (
+    ACTIVE_STATES,
+    ClusterOut,
+    GpuTypeSummary,
+    NodeCreate,
+    NodeOut,
+    parse_memory_mib,
+)
 from mosu.core.errors import InvalidInput, NotFound
-from mosu.core.models import GPU_MILLI, NodeState
+from mosu.core.models import GPU_MILLI, Node, NodeState
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow
 from mosu.service.services.auth import Principal
 
@@ -42,6 +50,67 @@ def register_node(session: Session, *, principal: Principal, body: NodeCreate) -
     )
     session.flush()
     return _out(row, _allocated_by_node(session).get(row.name, 0.0))
+
+
+def sync_cluster_nodes(session: Session, found: Sequence[Node]) -> bool:
+    """Mirror the nodes an executor discovered (the Ray cluster is then the source of
+    truth): new ones are registered, capacities follow, a node that is gone or dead goes
+    ``down`` and the jobs on it get a stop request that requeues them; a node back alive
+    is ``ready`` again (a drain is kept). True if any job was asked to stop."""
+    now = time.time()
+    seen = {n.name: n for n in found}
+    stops = False
+    for node in found:
+        row = session.get(NodeRow, node.name)
+        if row is None:
+            if node.state == NodeState.DOWN:
+                continue
+            row = NodeRow(name=node.name, state=NodeState.READY.value, created_at=now)
+            session.add(row)
+            session.add(EventRow(at=now, kind="node-registered", message=f"{node.name}: found"))
+        if node.state != NodeState.DOWN:
+            row.gpu_type, row.gpus = node.gpu_type, node.gpus
+            row.cpu_milli, row.mem_mib, row.gpu_mem_mib = (
+                node.cpu_milli,
+                node.mem_mib,
+                node.gpu_mem_mib,
+            )
+            row.zone, row.rack = node.zone, node.rack
+            if row.state == NodeState.DOWN.value:
+                row.state = NodeState.READY.value
+                session.add(EventRow(at=now, kind="node-ready", message=f"{node.name}: back"))
+    for row in session.scalars(select(NodeRow).where(NodeRow.state != NodeState.DOWN.value)):
+        gone = seen.get(row.name)
+        if gone is None or gone.state == NodeState.DOWN:
+            row.state = NodeState.DOWN.value
+            session.add(EventRow(at=now, kind="node-down", message=f"{row.name}: unreachable"))
+            stops |= _stop_jobs_on(session, row.name, now)
+    session.flush()
+    return stops
+
+
+def _stop_jobs_on(session: Session, node: str, now: float) -> bool:
+    allocs = session.scalars(
+        select(AllocationRow).where(AllocationRow.node == node, AllocationRow.released_at.is_(None))
+    )
+    stopped = False
+    for job_id in sorted({a.job_id for a in allocs}):
+        job = session.get(JobRow, job_id)
+        if job is None or job.state not in ACTIVE_STATES or job.stop_reason is not None:
+            continue
+        job.stop_reason, job.stop_signalled = "node-down", False
+        session.add(
+            EventRow(
+                at=now,
+                job_id=job.id,
+                tenant=job.tenant,
+                kind="stop-requested",
+                reason="node-down",
+                message=f"node {node} is down",
+            )
+        )
+        stopped = True
+    return stopped
 
 
 def _allocated_by_node(session: Session) -> dict[str, float]:

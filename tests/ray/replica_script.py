@@ -1,0 +1,66 @@
+"""A replica for the Ray tests: writes what it sees to <out>/replica-<RANK>.json, then
+behaves as its mode says (exit, fail, sleep, trap SIGTERM and checkpoint, ignore SIGTERM).
+
+Usage: replica_script.py MODE,MODE,... OUT_DIR (one mode per rank).
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+modes, out = sys.argv[1].split(","), sys.argv[2]
+rank = int(os.environ["RANK"])
+mode = modes[rank]
+seen = {
+    k: os.environ.get(k)
+    for k in (
+        "CUDA_VISIBLE_DEVICES",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RANK",
+        "WORLD_SIZE",
+        "LOCAL_RANK",
+        "NODE_RANK",
+        "NNODES",
+        "MOSU_JOB_ID",
+        "MOSU_REPLICA",
+        "MOSU_NUM_REPLICAS",
+        "MOSU_NODE",
+        "MOSU_GPUS_PER_REPLICA",
+        "FROM_JOB",
+    )
+}
+seen["pid"] = os.getpid()
+ancestors, pid = [], os.getppid()
+while pid > 1:
+    ancestors.append(pid)
+    with open(f"/proc/{pid}/stat") as f:
+        pid = int(f.read().rsplit(")", 1)[1].split()[1])
+seen["ancestors"] = ancestors
+
+
+def on_term(signum, frame):
+    time.sleep(0.5)  # a checkpoint takes a moment
+    with open(os.path.join(out, f"checkpoint-{rank}"), "w") as f:
+        f.write("step 42")
+    sys.exit(0)
+
+
+if mode == "trap":
+    signal.signal(signal.SIGTERM, on_term)
+elif mode == "ignore":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print(f"hello from rank {rank} on {os.environ['MOSU_NODE']}", flush=True)
+tmp = os.path.join(out, f"replica-{rank}.tmp")
+with open(tmp, "w") as f:
+    json.dump(seen, f)
+os.replace(tmp, os.path.join(out, f"replica-{rank}.json"))
+if mode == "exit":
+    sys.exit(0)
+if mode == "fail":
+    sys.exit(3)
+deadline = time.monotonic() + 90  # never outlive a broken test run for long
+while time.monotonic() < deadline:
+    time.sleep(0.1)

@@ -1,0 +1,161 @@
+"""End to end on a real Ray cluster: ``mosu up --executor ray`` schedules gangs onto Ray
+nodes, shows their logs, and requeues a gang whose node dies.
+
+The server is a real ``mosu up`` process; it learns the nodes from Ray (w0 and w1, 4
+H800 each), the engine places every replica and the Ray executor runs it there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mosu.core.api import JobSpec, JobState, QuotaSpec
+from mosu.core.models import NodeState
+from tests.e2e.conftest import OPERATOR_TOKEN, Server, free_port, wait_for
+
+from .conftest import GPU_TYPE, RayCluster
+
+pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'")
+
+SCRIPT = Path(__file__).with_name("replica_script.py")
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("mosu")
+    env = dict(os.environ)
+    env.update(
+        MOSU_OPERATOR_TOKEN=OPERATOR_TOKEN,
+        MOSU_CONFIG=str(home / "client.json"),
+        MOSU_POLL_S="0.05",
+        MOSU_TICK_S="0.5",
+    )
+    srv = Server(
+        data_dir=home / "data",
+        port=free_port(),
+        args=[
+            "--executor",
+            "ray",
+            "--ray-address",
+            ray_cluster.address,
+            "--grace",
+            "3",
+            "--min-runtime",
+            "0",
+        ],
+        env=env,
+    )
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _seen(out: Path, rank: int) -> dict | None:
+    path = out / f"replica-{rank}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _gang(name: str, out: Path, modes: str) -> JobSpec:
+    return JobSpec(
+        name=name,
+        replicas=2,
+        gpus=4,
+        gpu_type=GPU_TYPE,
+        command=[sys.executable, str(SCRIPT), modes, str(out)],
+    )
+
+
+def test_ray_nodes_are_mirrored_into_the_store(server: Server) -> None:
+    with server.client() as op:
+        nodes = wait_for(
+            lambda: len(op.list_nodes()) == 2 and op.list_nodes(),
+            timeout=30,
+            what="the Ray nodes in the store",
+        )
+    assert [(n.name, n.gpu_type, n.gpus, n.rack, n.state) for n in nodes] == [
+        ("w0", GPU_TYPE, 4, "rack-w0", NodeState.READY),
+        ("w1", GPU_TYPE, 4, "rack-w1", NodeState.READY),
+    ]
+
+
+def test_gang_runs_across_both_ray_nodes_and_its_logs_reach_the_server(
+    server: Server, tmp_path: Path
+) -> None:
+    with server.client() as op:
+        tenant = op.create_tenant("acme", {GPU_TYPE: QuotaSpec(guaranteed=8)})
+    with server.client(tenant.token) as c:
+        job = c.submit(_gang("ddp", tmp_path, "exit,exit"))
+        done = wait_for(
+            lambda: (j := c.get_job(job.id)).state in (JobState.SUCCEEDED, JobState.FAILED) and j,
+            timeout=90,
+            what="the gang to finish",
+        )
+        assert (done.state, done.message) == (JobState.SUCCEEDED, "")
+        seen = [_seen(tmp_path, r) for r in (0, 1)]
+        assert seen[0] is not None and seen[1] is not None
+        assert sorted(s["MOSU_NODE"] for s in seen) == ["w0", "w1"]
+        for rank, s in enumerate(seen):
+            assert (s["RANK"], s["WORLD_SIZE"], s["CUDA_VISIBLE_DEVICES"]) == (
+                str(rank),
+                "2",
+                "0,1,2,3",
+            )
+            assert s["MOSU_JOB_ID"] == str(job.id)
+        assert seen[0]["MASTER_ADDR"] == seen[1]["MASTER_ADDR"]
+        assert seen[0]["MASTER_PORT"] == seen[1]["MASTER_PORT"]
+        for rank in (0, 1):
+            text = c.logs(job.id, replica=rank).data
+            assert f"hello from rank {rank} on {seen[rank]['MOSU_NODE']}" in text
+
+
+def test_cancel_gives_the_gang_its_grace_period_to_checkpoint(
+    server: Server, tmp_path: Path
+) -> None:
+    with server.client() as op:
+        token = op.new_token("acme")
+    with server.client(token) as c:
+        job = c.submit(_gang("trap", tmp_path, "trap,trap"))
+        wait_for(lambda: _seen(tmp_path, 0) and _seen(tmp_path, 1), timeout=60, what="start")
+        c.cancel(job.id)
+        wait_for(
+            lambda: c.get_job(job.id).state == JobState.CANCELLED, timeout=30, what="cancelled"
+        )
+        assert (tmp_path / "checkpoint-0").read_text() == "step 42"
+        assert (tmp_path / "checkpoint-1").read_text() == "step 42"
+
+
+def test_gang_on_a_dead_node_is_requeued_and_the_node_marked_down(
+    server: Server, ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    """Runs last: it kills worker w1 for good."""
+    with server.client() as op:
+        token = op.new_token("acme")
+    with server.client(token) as c, server.client() as op:
+        job = c.submit(_gang("doomed", tmp_path, "sleep,sleep"))
+        wait_for(lambda: _seen(tmp_path, 0) and _seen(tmp_path, 1), timeout=60, what="start")
+        assert c.get_job(job.id).state == JobState.RUNNING
+
+        ray_cluster.kill_node("w1")
+
+        wait_for(
+            lambda: {n.name: n.state for n in op.list_nodes()}.get("w1") == NodeState.DOWN,
+            timeout=30,
+            what="w1 down in the store",
+        )
+        requeued = wait_for(
+            lambda: (j := c.get_job(job.id)).state == JobState.PENDING and j,
+            timeout=30,
+            what="the gang requeued",
+        )
+        assert requeued.attempts == 1
+        states = [e.to_state for e in c.job_events(job.id) if e.kind == "state"]
+        assert states[-2:] == ["preempted", "pending"]
+        c.cancel(job.id)
