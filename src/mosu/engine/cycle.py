@@ -102,6 +102,8 @@ class _Work:
     reservations: list[_Reservation] = field(default_factory=list)
     no_fit: dict[tuple, list[tuple[int, int, int, int, int]]] = field(default_factory=dict)
     blocked_tenants: set[str] = field(default_factory=set)
+    running_ends: list[tuple[float, str]] | None = None
+    """Estimated end of every running job, sorted; built on the first reservation."""
 
     @property
     def now(self) -> float:
@@ -148,15 +150,17 @@ def _open(snap: ClusterSnapshot, profile: SchedulingProfile) -> _Work:
         for i, node in enumerate(state.nodes):
             if state.schedulable[i]:
                 free[node.gpu_type] += sum(state.gpu_free[i])
-    usage: dict[tuple[str, str], int] = {}
-    running: dict[str, RunningJob] = {}
-    type_of = {n.name: n.gpu_type for n in state.nodes}
-    for run in snap.running:
-        running[run.job.id] = run
-        tenant = run.job.tenant
-        for rp in run.placement:
-            key = (tenant, type_of[rp.node])
-            usage[key] = usage.get(key, 0) + rp.gpu_milli * len(rp.gpu_indices)
+    running = {run.job.id: run for run in snap.running}
+    if snap.usage_milli is not None:
+        usage = dict(snap.usage_milli)
+    else:
+        usage = {}
+        type_of = {n.name: n.gpu_type for n in state.nodes}
+        for run in snap.running:
+            tenant = run.job.tenant
+            for rp in run.placement:
+                key = (tenant, type_of[rp.node])
+                usage[key] = usage.get(key, 0) + rp.gpu_milli * len(rp.gpu_indices)
     return _Work(
         snap=snap,
         profile=profile,
@@ -193,8 +197,9 @@ class _Inputs:
 
     def service_gpu_s(self, job: Job) -> float:
         run = self.work.running.get(job.id)
-        gpus = job.total_gpu_milli / GPU_MILLI
         if run is not None:
+            shape = job.shape
+            gpus = shape.gpus * shape.gpu_milli * job.replicas / GPU_MILLI
             return run.attained_gpu_s + max(0.0, self.work.now - run.started_s) * gpus
         return self.work.snap.attained_gpu_s.get(job.id, 0.0)
 
@@ -313,6 +318,8 @@ def _commit_start(work: _Work, job: Job, placement: Placement) -> None:
     work.started_jobs[job.id] = job
     work.starts.append(Start(job.id, placement))
     work.outcome[job.id] = _Outcome.STARTED
+    if work.reservations:
+        work.reservations = [r for r in work.reservations if r.job_id != job.id]
 
 
 def _evict(work: _Work, victim: Victim, reason: PreemptReason, for_job: str) -> None:
@@ -323,7 +330,11 @@ def _evict(work: _Work, victim: Victim, reason: PreemptReason, for_job: str) -> 
         gpu_type = work.state.nodes[work.state.index_of[rp.node]].gpu_type
         work.free[gpu_type] += rp.gpu_milli * len(rp.gpu_indices)
     work.preempts.append(Preempt(victim.job_id, reason, for_job))
-    work.no_fit.clear()  # capacity grew: every remembered no-fit is stale
+    # Capacity grew: every remembered no-fit and every reservation planned on the
+    # old state is stale; later phases plan afresh.
+    work.no_fit.clear()
+    work.reservations.clear()
+    work.running_ends = None
 
 
 def _estimate(work: _Work, job: Job) -> float:
@@ -360,11 +371,10 @@ def _admit_within_guarantees(work: _Work) -> None:
                     break
                 continue  # it may still borrow in phase 5
             work.outcome[job.id] = outcome
-            if outcome == _Outcome.NO_FIT:
-                if reclaim:
-                    work.waiting_guarantee.append(job)
-                if work.profile.queue_mode == QueueMode.BACKFILL:
-                    _reserve(work, job)
+            if reclaim and outcome in (_Outcome.NO_FIT, _Outcome.BLOCKED):
+                work.waiting_guarantee.append(job)
+            if outcome == _Outcome.NO_FIT and work.profile.queue_mode == QueueMode.BACKFILL:
+                _reserve(work, job)
             if strict:
                 work.blocked_tenants.add(tenant)
                 break
@@ -420,7 +430,6 @@ def _reclaim_for(work: _Work, job: Job) -> None:
     for v in victims:
         _evict(work, v, PreemptReason.RECLAIM, job.id)
     _commit_start(work, job, placement)
-    work.reservations = [r for r in work.reservations if r.job_id != job.id]
 
 
 def _borrowed_on(work: _Work, v: Victim) -> int:
@@ -503,12 +512,14 @@ def _reserve(work: _Work, job: Job) -> None:
         return
     state = work.state
     now = work.now
-    ends: list[tuple[float, str]] = []
-    for job_id, run in work.running.items():
-        ends.append((max(run.started_s + _estimate(work, run.job), now), job_id))
-    for job_id, started in work.started_jobs.items():
-        ends.append((now + _estimate(work, started), job_id))
-    ends.sort()
+    if work.running_ends is None:
+        default = work.profile.default_estimate_s
+        work.running_ends = sorted(
+            (max(run.started_s + (d if (d := run.job.estimate_s) is not None else default), now), k)
+            for k, run in work.running.items()
+        )
+    started = sorted((now + _estimate(work, j), k) for k, j in work.started_jobs.items())
+    ends = [e for e in heapq.merge(work.running_ends, started) if e[1] in state.holdings]
     held = frozenset().union(*(r.nodes for r in work.reservations)) if work.reservations else None
     policy = work.profile.placement if held is None else _Avoiding(work.profile.placement, held)
     types = _types_of(work, job)
@@ -552,21 +563,29 @@ def _preempt_by_rank(work: _Work) -> None:
     run_class = {job_id: ordering.rank(run.job, inputs)[:n] for job_id, run in work.running.items()}
     worst = max(run_class.values())
     attempts = 0
-    tried: set[tuple] = set()
+    failed: set[tuple] = set()
+    freed = False
     for job in pending:
+        if freed and _try_start(work, job, within_guarantee=False) == _Outcome.STARTED:
+            continue  # capacity an earlier preemption left over
         klass = work.ranks[job.id][:n]
         if klass >= worst or attempts >= work.profile.max_preemption_attempts:
-            break
-        shape_key = (job.tenant, job.shape, job.replicas, klass)
-        if shape_key in tried:
             continue
-        tried.add(shape_key)
+        shape_key = (job.tenant, job.shape, job.replicas, klass)
+        if shape_key in failed:
+            continue
         attempts += 1
-        if _preempt_for(work, job, klass, run_class, scope):
-            run_class = {k: v for k, v in run_class.items() if k in work.running}
-            if not run_class:
-                return
-            worst = max(run_class.values())
+        if not _preempt_for(work, job, klass, run_class, scope):
+            failed.add(shape_key)
+            continue
+        freed = True
+        run_class = {k: v for k, v in run_class.items() if k in work.running}
+        worst = max(run_class.values()) if run_class else klass
+    if freed:  # what victims left over goes to guarantees first, then to borrowers
+        for within in (True, False):
+            for job in pending:
+                if work.outcome.get(job.id) != _Outcome.STARTED:
+                    _try_start(work, job, within_guarantee=within)
 
 
 def _preempt_for(

@@ -27,6 +27,9 @@ class ClusterSnapshot:
     passes it to skip rebuilding. The cycle works on it inside a checkpoint and
     rolls every change back before returning, so the caller sees it unchanged.
 
+    ``usage_milli`` ((tenant, GPU type) -> allocated milli of the running jobs)
+    may be passed by a caller that keeps it up to date, to skip recounting.
+
     ``explain`` False asks only for the pending entries a caller acts on (jobs
     waiting for their guarantee, jobs holding a reservation); the simulator uses
     it to skip building a reason for every queued job on every cycle.
@@ -40,4 +43,5 @@ class ClusterSnapshot:
     attained_gpu_s: Mapping[str, float] = field(default_factory=dict)
     true_remaining_s: Mapping[str, float] = field(default_factory=dict)
     base_state: ClusterState | None = None
+    usage_milli: Mapping[tuple[str, str], int] | None = None
     explain: bool = True

@@ -183,6 +183,7 @@ class _Replay:
             else {},
             true_remaining_s=self._true_remaining(now) if self.profile.needs_true_remaining else {},
             base_state=self.state,
+            usage_milli=self.allocated,
             explain=False,
         )
         result = schedule(snap, self.profile)
