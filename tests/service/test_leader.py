@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -237,3 +237,130 @@ def test_lease_kind_follows_the_database_url(url: str, want_type: type) -> None:
     assert type(lease) is want_type
     if isinstance(lease, FileLease):
         assert lease.path == Path("/var/lib/mosu/mosu.db.leader")
+
+
+# --- two real servers on one PostgreSQL database ---------------------------------------
+
+WORKER = Path(__file__).resolve().parents[1] / "e2e" / "worker.py"
+LEADER_LINE = "acquired the scheduler lease"
+
+
+@pytest.fixture
+def fresh_database(pg_url: str) -> Iterator[str]:
+    name = f"mosu_lease_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _wait(what: str, check: Callable[[], object], timeout_s: float) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.postgres
+def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_after_sigkill(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    from mosu.client import Client, ServerUnreachable
+    from mosu.core.api import JobSpec, JobState, QuotaSpec
+
+    token = "mosu_op_lease-test-operator-token"
+    servers: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
+    clients: list[Client] = []
+
+    def start(name: str) -> Client:
+        port = _free_port()
+        log = tmp_path / f"server-{name}.log"
+        env = dict(os.environ, MOSU_OPERATOR_TOKEN=token, MOSU_POLL_S="0.05", MOSU_TICK_S="0.5")
+        cmd = [sys.executable, "-m", "mosu.cli.main", "server", "--database-url", fresh_database]
+        cmd += ["--data-dir", str(tmp_path / name), "--port", str(port), "--gpus", "2"]
+        cmd += ["--gpu-type", "H800", "--node-name", "n0", "--grace", "2", "--min-runtime", "0"]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        servers[name] = (proc, port, log)
+        client = Client(f"http://127.0.0.1:{port}", token, timeout=10)
+        clients.append(client)
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"server {name} exited:\n{log.read_text()}")
+            try:
+                return client.health()["status"] == "ok"
+            except ServerUnreachable:
+                return False
+
+        _wait(f"server {name} to answer", healthy, 30)
+        return client
+
+    def leads(name: str) -> bool:
+        return LEADER_LINE in servers[name][2].read_text()
+
+    out = tmp_path / "work"
+    out.mkdir()
+    try:
+        start("a")
+        _wait("server a to lead", lambda: leads("a"), 10)
+        b = start("b")
+        time.sleep(3)  # a standby retries every 2 s: it had its chances
+        assert not leads("b")
+
+        # b serves the API; a schedules what b accepted.
+        tenant = b.create_tenant("t", {"H800": QuotaSpec(guaranteed=2)})
+        with Client(b.url, tenant.token, timeout=10) as tb:
+            job = tb.submit(
+                JobSpec(name="w", gpus=1, command=[sys.executable, str(WORKER), str(out), "go"])
+            )
+            _wait("the job to run", lambda: tb.get_job(job.id).state == JobState.RUNNING, 20)
+            first = tmp_path / "work" / f"start-{job.id}-1-0.json"
+            _wait("attempt 1's process", first.exists, 20)
+
+            servers["a"][0].kill()
+            killed = time.monotonic()
+            _wait("server b to take over", lambda: leads("b"), TAKEOVER_LIMIT_S)
+            took = time.monotonic() - killed
+            print(f"takeover after SIGKILL of the leader: {took:.1f} s")
+
+            # The new leader stops what the dead one left running and runs it again.
+            second = tmp_path / "work" / f"start-{job.id}-2-0.json"
+            _wait("attempt 2 under the new leader", second.exists, 30)
+            assert (tmp_path / "work" / f"terminated-{job.id}-1-0").exists()
+            (out / "go").write_text("")
+            _wait(
+                "the job to succeed",
+                lambda: tb.get_job(job.id).state == JobState.SUCCEEDED,
+                30,
+            )
+            assert tb.get_job(job.id).attempts == 2
+    finally:
+        (out / "go").write_text("")
+        for client in clients:
+            client.close()
+        for proc, _port, _log in servers.values():
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
