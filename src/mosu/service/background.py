@@ -76,6 +76,9 @@ class SchedulerLoop:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_cycle = 0.0
+        self._cycle_requested = False
+        self._last_cycle_end = 0.0
+        self._last_cycle_cost = 0.0
         self.queue_positions: dict[int, int] = {}
         """Pending job id → 1-based position in the last cycle's order."""
         self.cycles = 0
@@ -157,20 +160,28 @@ class SchedulerLoop:
                 if not self._lead():
                     self._stopping.wait(LEASE_RETRY_S)
                     continue
-                self.run_once(force_cycle=woken)
+                self.run_once(force_cycle=woken, throttle=True)
             except Exception:  # the loop must outlive any one bad cycle
                 log.exception("scheduling iteration failed; retrying")
                 time.sleep(self._poll_s)
 
     # ------------------------------------------------------------ one iteration
 
-    def run_once(self, *, force_cycle: bool = True) -> None:
+    def run_once(self, *, force_cycle: bool = True, throttle: bool = False) -> None:
+        """One iteration. With ``throttle`` (the loop thread), a requested cycle waits
+        until as much time has passed since the last one as that one took, so a long
+        cycle (a deep queue) leaves the API at least half of the time; requests made
+        meanwhile are coalesced into that next cycle."""
         self.sync_nodes()
         exited = self.handle_exits()
         self.enforce_max_runtime()
         self.signal_stops()
+        if force_cycle or exited:
+            self._cycle_requested = True
         now = self._clock()
-        if force_cycle or exited or now - self._last_cycle >= self._tick_s:
+        rested = not throttle or now - self._last_cycle_end >= self._last_cycle_cost
+        if (self._cycle_requested and rested) or now - self._last_cycle >= self._tick_s:
+            self._cycle_requested = False
             self.cycle()
 
     def sync_nodes(self) -> None:
@@ -286,6 +297,9 @@ class SchedulerLoop:
             self._last_lease_check = 0.0  # the next _lead() notices and stands by
             return
         self.cycles += 1
+        # What deciding cost (launching is excluded: it mostly waits on the kernel).
+        self._last_cycle_end = self._clock()
+        self._last_cycle_cost = self._last_cycle_end - now
         self.queue_positions = {job_id: i + 1 for i, job_id in enumerate(applied.queue_order)}
         for job_id in applied.started:
             self._launch(job_id)
