@@ -103,13 +103,17 @@ _KILL_MARGIN_S = 5.0
 class GangStartError(Conflict):
     """A gang could not start on its placement; nothing of it is left running.
 
-    The scheduler requeues the job: the placement was stale (a node went away) or a
-    node refused the replica.
+    ``requeue`` (read by the scheduling loop, which cannot import executors) is True when
+    the placement was at fault (a node went away or refused the replica), so the job
+    should wait for another placement; False when the job itself cannot start (its
+    command or workdir does not exist), so it should fail.
     """
 
     code = "gang-start"
-    requeue = True
-    """Read by the scheduling loop, which cannot import executors: retry, do not fail."""
+
+    def __init__(self, message: str, *, requeue: bool = True) -> None:
+        super().__init__(message)
+        self.requeue = requeue
 
 
 class ReplicaState(StrEnum):
@@ -607,8 +611,10 @@ class RayGangs:
             try:
                 values.append(ray.get(ref))
             except Exception as exc:
+                cause = getattr(exc, "cause", None)
                 raise GangStartError(
-                    f"replica {r.index} on {r.node} did not start: {_describe(exc)}"
+                    f"replica {r.index} on {r.node} did not start: {_describe(exc)}",
+                    requeue=not isinstance(exc, OSError) and not isinstance(cause, OSError),
                 ) from None
         return values
 
@@ -713,12 +719,21 @@ class RayGangs:
             _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout)
             for r, ref in zip(live, refs, strict=True):
                 if r.node_id not in alive_ids:
-                    r.final = ReplicaStatus(
-                        r.index, r.node, ReplicaState.LOST, None, f"node {r.node} is down"
-                    )
+                    r.final = self._node_down(r)
                 elif ref not in pending:
                     self._observe(r, ref, id(r) in stopping)
+            lost = [r for r in live if r.final and r.final.state is ReplicaState.LOST]
+            if any(r.node_id in alive_ids for r in lost):
+                # A runner that died with its node can be reported before the node list
+                # catches up; name the node as the cause when it is.
+                alive_ids = {n.node_id for n in self.ray_nodes() if n.alive}
+                for r in lost:
+                    if r.node_id not in alive_ids:
+                        r.final = self._node_down(r)
         return [[self._status(r) for r in g.replicas] for g in gangs]
+
+    def _node_down(self, r: _Replica) -> ReplicaStatus:
+        return ReplicaStatus(r.index, r.node, ReplicaState.LOST, None, f"node {r.node} is down")
 
     def _observe(self, r: _Replica, ref: Any, stopping: bool) -> None:
         ray = _ray()
