@@ -38,7 +38,10 @@ GpuKey = tuple[str, tuple[int, ...]]
 class FragTable:
     """Interned GPU states and their fragmentation under one weighted task mix."""
 
-    def __init__(self, mix: Sequence[tuple[TaskType, float]]) -> None:
+    def __init__(
+        self, mix: Sequence[tuple[TaskType, float]], inaccessible_is_fragment: bool = True
+    ) -> None:
+        self.inaccessible_is_fragment = inaccessible_is_fragment
         ordered = sorted(mix, key=lambda tw: (tw[0].cpu_milli, tw[0]))
         self.tasks: tuple[TaskType, ...] = tuple(t for t, _ in ordered)
         self.weights = np.array([w for _, w in ordered], dtype=np.float64)
@@ -75,8 +78,12 @@ class FragTable:
         free = np.array(frees, dtype=np.int64)[None, :]
         total = int(free.sum())
         room = free >= self._task_milli
-        fits = self._accepts(gpu_type) & (room.sum(axis=1) >= self._task_gpus)
+        accepts = self._accepts(gpu_type)
+        fits = accepts & (room.sum(axis=1) >= self._task_gpus)
         usable = np.where(fits, total - np.where(room, 0, free).sum(axis=1), 0)
+        if not self.inaccessible_is_fragment:
+            # A task that may never run on this GPU type loses nothing here.
+            usable = np.where(accepts | (self._task_gpus == 0), usable, total)
         self._free[sid] = total
         self._usable[sid, 1:] = np.cumsum(usable * self.weights)
         self._ids[key] = sid
@@ -195,8 +202,11 @@ class NodeStateCache:
         self._state: ClusterState | None = None
         self._seen = np.zeros(0, dtype=np.int64)
         self._sids = np.zeros(0, dtype=np.int64)
+        self.changed = np.zeros(0, dtype=np.int64)
 
     def sids(self, state: ClusterState) -> np.ndarray:
+        """Every node's GPU state id; ``changed`` then holds the nodes re-interned
+        (all of them when ``state`` is new to this cache)."""
         versions = state.cols.node_version
         if self._state is not state:
             self._state = state
@@ -205,9 +215,11 @@ class NodeStateCache:
                 [self.table.state_id(node_key(state, i)) for i in range(len(state.nodes))],
                 dtype=np.int64,
             )
+            self.changed = np.arange(len(state.nodes))
             return self._sids
         changed = np.flatnonzero(versions != self._seen)
         for i in changed.tolist():
             self._sids[i] = self.table.state_id(node_key(state, i))
         self._seen[changed] = versions[changed]
+        self.changed = changed
         return self._sids

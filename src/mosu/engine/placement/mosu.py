@@ -1,38 +1,43 @@
-"""mosu's default placement: fragmentation descent over every resource that can strand a GPU.
+"""mosu's default placement: fragmentation descent that also sees CPU, memory and scarce GPU types.
 
-FGD (``fgd.py``) measures how much of a node's free GPU the arriving task mix
-cannot use, one task at a time, and only on the GPU axis (CPU counts only when
-one task alone does not fit). Three things it ignores decide most of what stays
-unallocated when a cluster fills up (see docs/placement.md):
+FGD (``fgd.py``) scores a node by how much its expected GPU fragmentation grows:
+the share of its free GPU that the next arriving task cannot use, averaged over
+the task mix. It is one-step and GPU-only. Three things it ignores decide most
+of what stays unallocated when a cluster fills up (docs/placement.md has the
+measurements):
 
-1. **CPU and memory run out before GPUs do.** A node whose free CPU (or memory)
-   can feed fewer GPUs than it has free will strand the rest, even though every
-   single task type still fits now. The arriving mix needs ``rho_cpu`` GPU per
-   CPU milli and ``rho_mem`` GPU per MiB on aggregate (its total GPU over its total
-   CPU or memory, CPU-only tasks included, since they eat CPU too). A node with
-   free GPU ``G``, CPU ``C`` and memory ``M`` can therefore feed at most
-   ``min(G - frag, C * rho_cpu, M * rho_mem)`` GPUs to the mix; the rest is its
-   expected stranded GPU::
+1. **CPU and memory strand GPUs before any single task stops fitting.** GPU
+   tasks bring ``rho_cpu`` GPU per CPU milli and ``rho_mem`` GPU per MiB (their
+   total GPU over their total CPU or memory, counting each task type on the GPU
+   types it accepts, spread in proportion to their GPU count). A node with free
+   GPU ``G``, CPU ``C`` and memory ``M`` can feed at most ``min(C * rho_cpu,
+   M * rho_mem)`` GPUs to that mix, however its GPUs are split; so its expected
+   stranded GPU is::
 
-       stranded = max(frag, G - C * rho_cpu, G - M * rho_mem)
+       stranded = max(frag, G - min(C * rho_cpu, M * rho_mem))
 
-   where ``frag`` is FGD's expected GPU fragmentation. Minimising the increase of
-   ``stranded`` keeps CPU-heavy tasks off CPU-poor nodes and packs GPU-heavy ones
-   where CPU is plentiful, a look-ahead over the node's remaining life rather
-   than over the next task only.
-2. **What matters is GPU demand, not task count.** The mix is weighted by each
-   type's share of requested GPU (count x GPUs x share), over every type (no
-   popularity cut-off): an 8-GPU task is rare by count but a large slice of the
-   GPUs to be placed, and FGD's count weighting all but ignores the whole free
-   nodes it needs.
-3. **Exact scores, consolidating ties.** The decrease is compared exactly (FGD
-   truncates a sigmoid to an integer, making near-equal nodes tie at random);
-   remaining ties go to the node left with the least free GPU, then to a fixed
-   random node order.
+   with ``frag`` FGD's expected fragmentation. Minimising the growth of
+   ``stranded`` keeps CPU-hungry tasks (CPU-only ones above all) off nodes whose
+   CPU is already short for their GPUs: a look-ahead over the node's remaining
+   life, not only the next task.
+2. **Scarce GPU types.** FGD counts a node's free GPU as fragmented for every
+   task type that may not run on its GPU type, so it *prefers* to spend the GPU
+   types few tasks accept, exactly the ones the constrained tasks need. mosu
+   counts only task types that accept the node, and charges taking ``g`` GPU
+   milli of type ``k`` an opportunity cost ``g * min(1, pressure_k)``, where
+   ``pressure_k`` is the GPU demand expected on type ``k`` over its supply when
+   every task type's demand (scaled to one cluster's worth) spreads over the
+   types it accepts in proportion to their size. With no constraints every type
+   has the same pressure and the cost changes nothing; with constraints, general
+   tasks go where the cost is lowest and scarce types stay free for those that
+   need them.
+3. **Exact comparison, consolidating ties.** The decrease is compared exactly
+   (FGD truncates a sigmoid to an integer); ties go to the node with the smallest
+   free GPU fraction, then to a fixed random node order, so ties keep filling the
+   same nodes.
 
-GPU-type scarcity needs no extra term: task types that accept only some GPU types
-are in the mix with their demand, so a node many of them cannot use counts its
-free GPU as fragmented for them, and general tasks are steered there first.
+The task mix is every observed task type weighted by count, CPU-only ones
+included (FGD keeps only the types covering 95 % of tasks).
 """
 
 from __future__ import annotations
@@ -59,47 +64,42 @@ class Mosu:
     def __init__(self, task_mix: TaskMix, rng: random.Random) -> None:
         self.rng = rng
         self.ties = TieBreak(rng)
-        import os
-
-        v = os.environ.get("MOSU_VARIANT", "demand,strand")
-        self.strand = "strand" in v
-        self.v = v
-        mix = (
-            task_mix.by_demand() if "demand" in v else task_mix.popular(0.95 if "pop" in v else 1.0)
-        )
-        self.table = FragTable(mix)
+        self.table = FragTable(task_mix.by_count(), inaccessible_is_fragment=False)
         self.cache = NodeStateCache(self.table)
-        self.users = [(t, n) for t, n in task_mix.counts if t.gpus]
-        self._ratio_state: ClusterState | None = None
+        self.gpu_tasks = [(t, n) for t, n in task_mix.counts if t.gpus]
+        self.demand = task_mix.by_demand()
+        self._for_state: ClusterState | None = None
+        self.gpu_per_cpu = self.gpu_per_mem = self.cost = np.zeros(0)
+        self._before = np.zeros(0)
 
-    def _ratios(self, state: ClusterState) -> None:
-        """GPU per CPU milli and per MiB that the mix brings to each GPU type.
-
-        Each GPU task type is spread over the GPU types it accepts in proportion to
-        their GPU count; a GPU type's ratio is then the GPU over the CPU (memory) of
-        what lands on it."""
-        if self._ratio_state is state:
+    def _per_type(self, state: ClusterState) -> None:
+        """CPU and memory ratios and opportunity cost per GPU type of ``state``."""
+        if self._for_state is state:
             return
-        self._ratio_state = state
-        ntypes = len(state.gpu_types)
-        supply = np.bincount(state.cols.gpu_type, weights=state.cols.gpus, minlength=ntypes)
-        gpu, cpu, mem = (np.zeros(ntypes) for _ in range(3))
-        for t, n in self.users:
-            accepts = np.zeros(ntypes, dtype=bool)
-            for k, name in enumerate(state.gpu_types):
-                accepts[k] = not t.gpu_types or name in t.gpu_types
+        self._for_state = state
+        names = state.gpu_types
+        supply = np.bincount(state.cols.gpu_type, weights=state.cols.gpus, minlength=len(names))
+
+        def spread(types: tuple[str, ...]) -> np.ndarray:
+            """The share of a task type's demand each GPU type gets."""
+            accepts = np.array([not types or name in types for name in names], dtype=bool)
             total = supply[accepts].sum()
-            if not total:
-                continue
-            share = np.where(accepts, supply / total, 0.0) * n
+            return np.where(accepts, supply / total, 0.0) if total else np.zeros(len(names))
+
+        gpu, cpu, mem = (np.zeros(len(names)) for _ in range(3))
+        for t, n in self.gpu_tasks:
+            share = spread(t.gpu_types) * n
             gpu += share * t.total_gpu_milli
             cpu += share * t.cpu_milli
             mem += share * t.mem_mib
-        if "globalrho" in self.v:
-            gpu[:], cpu[:], mem[:] = gpu.sum(), cpu.sum(), mem.sum()
+        pressure = np.zeros(len(names))
+        for t, w in self.demand:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pressure += np.where(supply > 0, spread(t.gpu_types) * w * supply.sum() / supply, 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             self.gpu_per_cpu = np.where(cpu > 0, gpu / cpu, np.inf)
             self.gpu_per_mem = np.where(mem > 0, gpu / mem, np.inf)
+        self.cost = np.minimum(1.0, pressure)
 
     def stranded(
         self,
@@ -109,10 +109,8 @@ class Mosu:
         mem: np.ndarray,
         types: np.ndarray,
     ) -> np.ndarray:
-        """Expected GPU milli the mix cannot use on nodes with this fragmentation and
-        free GPU, CPU and memory."""
-        if not self.strand:
-            return frag
+        """Expected GPU milli the mix cannot use on nodes with this fragmentation, free
+        GPU, CPU and memory, and GPU type."""
         fed = np.minimum(cpu * self.gpu_per_cpu[types], mem * self.gpu_per_mem[types])
         return np.maximum(frag, free - fed)
 
@@ -122,24 +120,32 @@ class Mosu:
         cand = np.asarray(candidates, dtype=np.int64)
         if not len(cand):
             return None
-        c = state.cols
-        t = self.table
-        sids = self.cache.sids(state)[cand]
-        cpu, mem, free = c.cpu_free[cand], c.mem_free[cand], c.free_total[cand]
+        self._per_type(state)
+        c, t = state.cols, self.table
+        all_sids = self.cache.sids(state)
         scale = 1.0 / t.total_weight if t.total_weight else 0.0
-        self._ratios(state)
+        if len(self._before) != len(all_sids):
+            self._before = np.zeros(len(all_sids))
+        changed = self.cache.changed
+        if len(changed):
+            # A node's stranded GPU changes only when the node does.
+            cpu, mem = c.cpu_free[changed], c.mem_free[changed]
+            frag = t.frag(all_sids[changed], cpu) * scale
+            free, types = c.free_total[changed], c.gpu_type[changed]
+            self._before[changed] = self.stranded(frag, free, cpu, mem, types)
+        sids = all_sids[cand]
         types = c.gpu_type[cand]
-        before = self.stranded(t.frag(sids, cpu) * scale, free, cpu, mem, types)
+        cpu, mem, free = c.cpu_free[cand], c.mem_free[cand], c.free_total[cand]
+        before = self._before[cand]
         cpu_after, mem_after = cpu - shape.cpu_milli, mem - shape.mem_mib
         frag_after = t.best_frag_after(sids, shape.gpus, shape.gpu_milli, cpu_after) * scale
         after = self.stranded(frag_after, free - shape.total_gpu_milli, cpu_after, mem_after, types)
-        gain = np.round(before - after, SCORE_DECIMALS)
-        if "quant" in self.v:
-            gain = np.trunc(100.0 / (1.0 + np.exp(-gain / 1000.0)))
+        gain = before - after - shape.total_gpu_milli * self.cost[types]
+        gain = np.round(gain, SCORE_DECIMALS)
         best = np.flatnonzero(gain == gain.max())
-        if len(best) > 1 and "notie" not in self.v:
-            left = c.free_total[cand[best]]
-            best = best[left == left.min()]
+        if len(best) > 1:
+            fraction = c.free_total[cand[best]] / np.maximum(c.gpus[cand[best]], 1)
+            best = best[fraction == fraction.min()]
         tied = cand[best]
         i = int(tied[np.argmin(self.ties.rank(len(state.nodes))[tied])])
         if shape.fractional:
@@ -147,7 +153,8 @@ class Mosu:
         return i, choose_gpus(state, i, shape)
 
     def _share_gpu(self, state: ClusterState, i: int, shape: Shape) -> int:
-        """The GPU whose use leaves the least stranded; the tightest, then lowest index, on ties."""
+        """The GPU whose use leaves the least fragmentation; the tightest, then the
+        lowest index, on ties (CPU, memory and type terms are equal across a node's GPUs)."""
         gpu_type, _ = node_key(state, i)
         free = state.gpu_free[i]
         gpus = [g for g, f in enumerate(free) if f >= shape.gpu_milli]

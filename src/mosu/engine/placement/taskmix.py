@@ -71,6 +71,11 @@ class TaskMix:
             covered += n
         return [(task, n / covered) for task, n in chosen]
 
+    def by_count(self) -> list[tuple[TaskType, float]]:
+        """Every type weighted by its share of the tasks."""
+        total = self.total
+        return [(t, n / total) for t, n in self.counts] if total else []
+
     def by_demand(self) -> list[tuple[TaskType, float]]:
         """Every type weighted by its share of the GPU demand (count x GPUs asked).
 
