@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=50)
     args = parser.parse_args()
     if args.quick:
-        args.submissions, args.latency_samples = 400, 10
+        args.submissions, args.latency_samples = 240, 8
     results = [run_backend("sqlite", None, args)]
     pg = postgres_database()
     if pg is None:
