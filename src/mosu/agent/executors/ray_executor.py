@@ -768,7 +768,8 @@ class RayGangs:
         gang.stopping = True
         live = [r for r in gang.replicas if r.final is None]
         refs = [r.actor.terminate.remote(grace_s) for r in live]
-        ray.wait(refs, num_returns=len(refs), timeout=self.call_timeout_s)
+        # The calls are on their way; an unresponsive node must not hold the loop long.
+        ray.wait(refs, num_returns=len(refs), timeout=min(self.call_timeout_s, 1.0))
 
     def stop(self, gang: RayGang, *, grace_s: float) -> list[ReplicaStatus]:
         """``signal_stop``, then wait until every replica has ended or is unreachable.
