@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 
 import typer
+from pydantic import ValidationError
 
 from mosu.core.errors import PlatformError
+from mosu.core.jobspec import invalid_from_validation
 
 app = typer.Typer(
     name="mosu",
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=True)
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ValidationError as exc:  # options checked by the shared API models
+        print(f"error: {invalid_from_validation(exc)}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
