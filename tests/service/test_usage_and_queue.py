@@ -1,0 +1,90 @@
+"""Usage accounting, queue insight, logs and the event history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from mosu.service.services.lifecycle import split_by_day
+from tests.service.conftest import bearer, seed, submit
+
+
+def ts(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "want"),
+    [
+        ("2026-01-01T10:00:00", "2026-01-01T11:00:00", [("2026-01-01", 3600.0)]),
+        (
+            "2026-01-01T23:30:00",
+            "2026-01-03T00:30:00",
+            [("2026-01-01", 1800.0), ("2026-01-02", 86400.0), ("2026-01-03", 1800.0)],
+        ),
+        ("2026-01-01T10:00:00", "2026-01-01T10:00:00", []),
+    ],
+    ids=["within a day", "across two midnights", "empty"],
+)
+def test_usage_is_split_at_utc_midnight(start, end, want):
+    assert split_by_day(ts(start), ts(end)) == want
+
+
+def test_the_operator_submits_for_a_tenant_who_cannot_submit_for_another(api):
+    tokens = seed(api)
+    r = api.post("/v1/jobs?tenant=b", json={"name": "x", "command": "true"})
+    assert (r.status_code, r.json()["tenant"]) == (201, "b")
+    r = api.post("/v1/jobs", json={"name": "x", "command": "true"})
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "tenant")
+    r = api.post(
+        "/v1/jobs?tenant=b", json={"name": "x", "command": "t"}, headers=bearer(tokens["a"])
+    )
+    assert r.status_code == 404
+
+
+def test_queue_positions_follow_the_engine_and_a_new_job_has_none_yet(api, platform):
+    tokens = seed(api)
+    api.put("/v1/tenants/a/quotas", json={"quotas": {"H800": {"guaranteed": 8}}})
+    running = submit(api, tokens["a"], gpus=8)
+    platform.loop.run_once()
+    assert api.get(f"/v1/jobs/{running['id']}").json()["state"] == "running"
+    first = submit(api, tokens["a"], gpus=4)
+    second = submit(api, tokens["a"], gpus=4)
+    platform.loop.run_once()
+    late = submit(api, tokens["a"], gpus=1)
+    entries = api.get("/v1/queue").json()["entries"]
+    positions = {e["job_id"]: e["position"] for e in entries}
+    assert sorted(p for p in positions.values() if p) == [1, 2]
+    assert positions[late["id"]] is None
+    assert {first["id"], second["id"]} == {j for j, p in positions.items() if p}
+    assert all(e["reason"] for e in entries if e["position"])
+    why = api.get(f"/v1/jobs/{late['id']}/why", headers=bearer(tokens["a"])).json()
+    assert why["sentence"].endswith("has not been through a scheduling cycle yet.")
+    # A tenant sees its own entries only.
+    assert api.get("/v1/queue", headers=bearer(tokens["b"])).json()["entries"] == []
+
+
+def test_logs_are_read_from_an_offset(api, platform):
+    tokens = seed(api)
+    job = submit(api, tokens["a"], gpus=1)
+    path = platform.settings.logs_dir / str(job["id"]) / "replica-0.log"
+    path.parent.mkdir(parents=True)
+    path.write_text("hello\nworld\n")
+    a = bearer(tokens["a"])
+    first = api.get(f"/v1/jobs/{job['id']}/logs", headers=a).json()
+    assert (first["data"], first["next_offset"], first["finished"]) == ("hello\nworld\n", 12, False)
+    rest = api.get(f"/v1/jobs/{job['id']}/logs?offset=6", headers=a).json()
+    assert rest["data"] == "world\n"
+    r = api.get(f"/v1/jobs/{job['id']}/logs?replica=3", headers=a)
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "replica")
+
+
+def test_a_tenant_reads_only_the_history_of_its_own_jobs(api):
+    tokens = seed(api)
+    submit(api, tokens["a"], gpus=1)
+    submit(api, tokens["b"], gpus=1)
+    theirs = api.get("/v1/events", headers=bearer(tokens["a"])).json()["events"]
+    assert {e["tenant"] for e in theirs} == {"a"}
+    everything = api.get("/v1/events").json()["events"]
+    assert {"tenant-created", "node-registered", "state"} <= {e["kind"] for e in everything}
