@@ -47,6 +47,9 @@ from mosu.engine.state import ClusterState
 __all__ = ["CycleResult", "SchedulingProfile", "build_profile", "schedule"]
 
 INF = math.inf
+MAX_RECLAIM_ROUNDS = 3
+"""Reclaim can push a victim's tenant below its own guarantee; rounds of admit and
+reclaim repair that, bounded so a cycle always ends."""
 
 
 class _Outcome(Enum):
@@ -118,7 +121,14 @@ def schedule(snapshot: ClusterSnapshot, profile: SchedulingProfile) -> CycleResu
         _order_queues(work)  # 2
         _admit_within_guarantees(work)  # 3
         if profile.reclaim and profile.quotas == QuotaMode.BORROW:
-            _reclaim(work)  # 4
+            for _ in range(MAX_RECLAIM_ROUNDS):  # 4
+                before = len(work.preempts)
+                _reclaim(work)
+                if len(work.preempts) == before:
+                    break
+                # A victim's tenant may now be below its own guarantee: admit, then reclaim for it.
+                work.waiting_guarantee.clear()
+                _admit_within_guarantees(work)
         _lend_idle(work)  # 5
         if profile.rank_preemption != RankPreemption.NONE:
             _preempt_by_rank(work)  # 6
@@ -363,6 +373,8 @@ def _admit_within_guarantees(work: _Work) -> None:
     reclaim = work.profile.reclaim and work.profile.quotas == QuotaMode.BORROW
     for tenant, queue in work.queues.items():
         for job in queue:
+            if work.outcome.get(job.id) == _Outcome.STARTED:
+                continue
             outcome = _try_start(work, job, within_guarantee=True)
             if outcome == _Outcome.STARTED:
                 continue
@@ -410,6 +422,9 @@ def _reclaim_for(work: _Work, job: Job) -> None:
         for v in _victims(work, lambda run: run.job.tenant != job.tenant)
         if _borrowed_on(work, v) > 0
     ]
+    # Jobs wholly on borrowed capacity go first: taking them leaves their tenant at
+    # or above its guarantee.
+    candidates.sort(key=lambda v: _borrowed_on(work, v) < v.gpu_milli)
 
     def still_borrowed(v: Victim, taken: Sequence[Victim]) -> bool:
         # A victim's tenant must still be above its guarantee once earlier picks go.
@@ -566,7 +581,7 @@ def _preempt_by_rank(work: _Work) -> None:
     failed: set[tuple] = set()
     freed = False
     for job in pending:
-        if freed and _try_start(work, job, within_guarantee=False) == _Outcome.STARTED:
+        if freed and _try_start(work, job, within_guarantee=True) == _Outcome.STARTED:
             continue  # capacity an earlier preemption left over
         klass = work.ranks[job.id][:n]
         if klass >= worst or attempts >= work.profile.max_preemption_attempts:
@@ -620,8 +635,8 @@ def _preempt_for(
         need_milli=job.total_gpu_milli,
         free_milli=sum(work.free.get(t, 0) for t in types),
     )
-    if plan is None:
-        return False
+    if plan is None or not plan[0]:
+        return False  # fitting without victims is left to the final pass
     victims, placement = plan
     # The job must stay within its tenant's limit once its own victims are gone.
     freed: dict[str, int] = {}

@@ -59,6 +59,10 @@ def find_victims(
     example to keep a lender's usage at its guarantee). ``need_milli`` and
     ``free_milli`` let the search skip placement attempts while too little is free.
     """
+    if free_milli >= need_milli:
+        placement = fits()
+        if placement is not None:
+            return [], placement
     cp = state.checkpoint()
     try:
         taken: list[Victim] = []
