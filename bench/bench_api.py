@@ -175,6 +175,7 @@ def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -
             "p50": round(statistics.median(latency), 4),
             "p99": round(percentile(latency, 0.99), 4),
             "max": round(max(latency), 4),
+            "all": [round(x, 4) for x in latency],
         },
         "throughput": throughput,
     }

@@ -38,6 +38,9 @@ LEASE_CHECK_S = 2.0
 """How often a leader confirms its lease with the database."""
 LEASE_RETRY_S = 2.0
 """How often a standby tries to take the lease (takeover well within 10 s)."""
+MAX_REST_S = 0.5
+"""The longest a requested cycle waits after the last one (a slow first cycle, still
+importing and warming up, must not delay the next start by as long)."""
 RESTART_MESSAGE = "the server stopped while the job ran; its processes were stopped and it requeued"
 
 
@@ -169,9 +172,9 @@ class SchedulerLoop:
 
     def run_once(self, *, force_cycle: bool = True, throttle: bool = False) -> None:
         """One iteration. With ``throttle`` (the loop thread), a requested cycle waits
-        until as much time has passed since the last one as that one took, so a long
-        cycle (a deep queue) leaves the API at least half of the time; requests made
-        meanwhile are coalesced into that next cycle."""
+        until as much time has passed since the last one as that one took (at most
+        ``MAX_REST_S``), so a long cycle (a deep queue) leaves the API time to answer;
+        requests made meanwhile are coalesced into that next cycle."""
         self.sync_nodes()
         exited = self.handle_exits()
         self.enforce_max_runtime()
@@ -179,7 +182,8 @@ class SchedulerLoop:
         if force_cycle or exited:
             self._cycle_requested = True
         now = self._clock()
-        rested = not throttle or now - self._last_cycle_end >= self._last_cycle_cost
+        rest = min(self._last_cycle_cost, MAX_REST_S)
+        rested = not throttle or now - self._last_cycle_end >= rest
         if (self._cycle_requested and rested) or now - self._last_cycle >= self._tick_s:
             self._cycle_requested = False
             self.cycle()

@@ -18,8 +18,7 @@ def get_principal(
     platform: Annotated[Platform, Depends(get_platform)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    with platform.sessions() as s:
-        return platform.tokens.resolve(s, authorization)
+    return platform.tokens.resolve(platform.sessions, authorization)
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]

@@ -14,6 +14,7 @@ from mosu.service.db.session import make_engine, session_factory, upgrade
 from mosu.service.executor import ExecutorPort
 from mosu.service.leader import lease_for_url
 from mosu.service.services.auth import TokenCache, ensure_operator_token
+from mosu.service.services.catalog import CatalogCache
 from mosu.service.settings import Settings
 
 
@@ -32,6 +33,7 @@ class Platform:
         self.engine = make_engine(settings.sqlalchemy_url)
         self.sessions = session_factory(self.engine)
         self.tokens = TokenCache()
+        self.catalog = CatalogCache()
         self.loop = SchedulerLoop(
             sessions=self.sessions,
             executor=executor,

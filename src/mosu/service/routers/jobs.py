@@ -58,7 +58,7 @@ async def submit_job(
 
 def _submit(platform: PlatformDep, who: PrincipalDep, spec: JobSpec, tenant: str | None) -> JobOut:
     with platform.tx() as s:
-        return jobs.submit(s, principal=who, spec=spec, tenant=tenant)
+        return jobs.submit(s, principal=who, spec=spec, tenant=tenant, catalog=platform.catalog)
 
 
 @router.get("")

@@ -17,6 +17,7 @@ NodeName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64)]
 def register_node(body: NodeCreate, platform: PlatformDep, who: PrincipalDep) -> NodeOut:
     with platform.tx() as s:
         out = nodes.register_node(s, principal=who, body=body)
+    platform.catalog.invalidate()
     platform.loop.wake()
     return out
 
@@ -31,6 +32,7 @@ def list_nodes(platform: PlatformDep, who: PrincipalDep) -> list[NodeOut]:
 def drain_node(name: NodeName, platform: PlatformDep, who: PrincipalDep) -> NodeOut:
     with platform.tx() as s:
         out = nodes.set_state(s, principal=who, name=name, state=NodeState.DRAINING)
+    platform.catalog.invalidate()
     platform.loop.wake()
     return out
 
@@ -39,6 +41,7 @@ def drain_node(name: NodeName, platform: PlatformDep, who: PrincipalDep) -> Node
 def undrain_node(name: NodeName, platform: PlatformDep, who: PrincipalDep) -> NodeOut:
     with platform.tx() as s:
         out = nodes.set_state(s, principal=who, name=name, state=NodeState.READY)
+    platform.catalog.invalidate()
     platform.loop.wake()
     return out
 

@@ -23,6 +23,7 @@ TenantName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64)]
 def create_tenant(body: TenantCreate, platform: PlatformDep, who: PrincipalDep) -> TenantCreated:
     with platform.tx() as s:
         created = tenants.create_tenant(s, principal=who, body=body)
+    platform.catalog.invalidate()
     platform.loop.wake()
     return created
 
@@ -47,6 +48,7 @@ def update_quotas(
         out = tenants.update_quotas(
             s, principal=who, name=name, quotas=body.quotas, weight=body.weight
         )
+    platform.catalog.invalidate()
     platform.loop.wake()
     return out
 

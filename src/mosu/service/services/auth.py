@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -71,7 +72,9 @@ class TokenCache:
     def __init__(self) -> None:
         self._known: dict[str, Principal] = {}
 
-    def resolve(self, session: Session, authorization: str | None) -> Principal:
+    def resolve(self, sessions: Callable[[], Session], authorization: str | None) -> Principal:
+        """The principal of an ``Authorization`` header; a session is opened only for a
+        token not seen before."""
         if not authorization:
             raise Unauthorized("missing token: send 'Authorization: Bearer <token>'")
         scheme, _, token = authorization.partition(" ")
@@ -81,7 +84,8 @@ class TokenCache:
         principal = self._known.get(digest)
         if principal is not None:
             return principal
-        row = session.scalar(select(TokenRow).where(TokenRow.token_hash == digest))
+        with sessions() as session:
+            row = session.scalar(select(TokenRow).where(TokenRow.token_hash == digest))
         if row is None:
             raise Unauthorized("unknown token")
         principal = Principal(tenant=row.tenant)

@@ -22,10 +22,10 @@ from mosu.core.api import (
 from mosu.core.errors import CapacityError, InvalidInput, NotFound
 from mosu.core.models import GPU_MILLI, NodeState, Topology
 from mosu.service.db.convert import event_out, job_out, ts
-from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow
+from mosu.service.db.rows import AllocationRow, EventRow, JobRow
 from mosu.service.services.auth import Principal
+from mosu.service.services.catalog import Catalog, CatalogCache, NodeFacts
 from mosu.service.services.lifecycle import active_allocations, transition
-from mosu.service.services.tenants import get_row as get_tenant_row
 
 MAX_LOG_CHUNK = 1 << 20
 
@@ -34,10 +34,9 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def check_fits_cluster(session: Session, spec: JobSpec, tenant: str) -> None:
+def check_fits_cluster(catalog: Catalog, spec: JobSpec, tenant: str) -> None:
     """Refuse at submit what could never start, instead of leaving it pending forever."""
-    all_nodes = list(session.scalars(select(NodeRow)))
-    nodes = [n for n in all_nodes if n.state != NodeState.DOWN.value]
+    nodes = [n for n in catalog.nodes if n.state != NodeState.DOWN.value]
     known_types = sorted({n.gpu_type for n in nodes})
     wanted = spec.gpu_types
     for gpu_type in wanted:
@@ -51,7 +50,7 @@ def check_fits_cluster(session: Session, spec: JobSpec, tenant: str) -> None:
     cpu_milli = round(spec.cpu * 1000)
     mem = spec.memory_mib
 
-    def replica_fits(n: NodeRow) -> bool:
+    def replica_fits(n: NodeFacts) -> bool:
         return n.gpus >= per_replica and n.cpu_milli >= cpu_milli and n.mem_mib >= mem
 
     fitting = [n for n in usable if replica_fits(n)]
@@ -81,22 +80,19 @@ def check_fits_cluster(session: Session, spec: JobSpec, tenant: str) -> None:
             field="gpus",
         )
     total_milli = round(spec.gpus * GPU_MILLI) if spec.gpus < 1 else total * GPU_MILLI
-    types = wanted or tuple(sorted({n.gpu_type for n in all_nodes}))
-    _check_tenant_limit(session, tenant, types, total_milli)
+    types = wanted or tuple(sorted({n.gpu_type for n in catalog.nodes}))
+    _check_tenant_limit(catalog.limits.get(tenant, {}), tenant, types, total_milli)
 
 
 def _check_tenant_limit(
-    session: Session, tenant: str, types: tuple[str, ...], total_milli: int
+    quotas: dict[str, int | None], tenant: str, types: tuple[str, ...], total_milli: int
 ) -> None:
     if total_milli == 0:
         return
-    quotas = {
-        q.gpu_type: q for q in session.scalars(select(QuotaRow).where(QuotaRow.tenant == tenant))
-    }
     limits = []
     for gpu_type in types:
-        q = quotas.get(gpu_type) or quotas.get("*")
-        limits.append(None if q is None else q.limit_milli)
+        key = gpu_type if gpu_type in quotas else "*"
+        limits.append(quotas.get(key))
     if limits and all(lim is not None and lim < total_milli for lim in limits):
         best = max(lim for lim in limits if lim is not None) / GPU_MILLI
         raise CapacityError(
@@ -106,15 +102,24 @@ def _check_tenant_limit(
         )
 
 
-def submit(session: Session, *, principal: Principal, spec: JobSpec, tenant: str | None) -> JobOut:
+def submit(
+    session: Session,
+    *,
+    principal: Principal,
+    spec: JobSpec,
+    tenant: str | None,
+    catalog: CatalogCache | None = None,
+) -> JobOut:
     if not principal.is_operator:
         if tenant is not None and tenant != principal.tenant:
             raise NotFound(f"no tenant named {tenant!r}", field="tenant")
         tenant = principal.tenant
     if tenant is None:
         raise InvalidInput("the operator must name the tenant to submit for", field="tenant")
-    get_tenant_row(session, tenant)
-    check_fits_cluster(session, spec, tenant)
+    facts = (catalog or CatalogCache(ttl_s=0)).get(session, require_tenant=tenant)
+    if tenant not in facts.limits:
+        raise NotFound(f"no tenant named {tenant!r}", field="tenant")
+    check_fits_cluster(facts, spec, tenant)
     fractional = 0 < spec.gpus < 1
     row = JobRow(
         tenant=tenant,
