@@ -3,6 +3,8 @@ that gives one line on stderr and a non-zero exit (no traceback)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -11,21 +13,37 @@ from pathlib import Path
 
 import pytest
 
+from mosu.cli.main import main
 from tests.e2e.conftest import OPERATOR_TOKEN, free_port, make_server, wait_for  # noqa: F401
 
 
-def mosu(*args: str, env: dict[str, str], ok: bool = True, stdin: str | None = None):
-    proc = subprocess.run(
-        [sys.executable, "-m", "mosu.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        input=stdin,
-    )
+def mosu(*args: str, env: dict[str, str], ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``mosu ARGS`` in this process (the same entry point as the console script)
+    with ``env`` as the whole environment; return what it printed and its exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    proc = subprocess.CompletedProcess(["mosu", *args], code, out.getvalue(), err.getvalue())
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def mosu_process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real console entry point in a child process (for what only a process shows)."""
+    cmd = [sys.executable, "-m", "mosu.cli.main", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> str:
@@ -49,10 +67,9 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 def test_an_unreachable_server_is_one_line(cli_env):
     cli_env["MOSU_URL"] = f"http://127.0.0.1:{free_port()}"
-    one_line_error(mosu("job", "list", env=cli_env, ok=False), "cannot reach the mosu server")
+    one_line_error(mosu_process("job", "list", env=cli_env), "cannot reach the mosu server")
 
 
-@pytest.mark.slow
 def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa: F811
     server = make_server("--gpus", "8", "--gpu-type", "H800", "--grace", "2", "--min-runtime", "0")
     cli_env["MOSU_URL"] = server.url
@@ -102,7 +119,7 @@ def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa
     # Bad input: one line each, naming the problem.
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ncommand: [oops\n")
-    one_line_error(mosu("job", "submit", str(bad), env=acme, ok=False), f"{bad}:3", "YAML")
+    one_line_error(mosu_process("job", "submit", str(bad), env=acme), f"{bad}:3", "YAML")
     spec.write_text('name: x\ngpus: 64\ncommand: "true"\n')
     one_line_error(mosu("job", "submit", str(spec), env=acme, ok=False), "gpus", "largest node")
     spec.write_text('name: x\ngpu_type: B200\ncommand: "true"\n')
