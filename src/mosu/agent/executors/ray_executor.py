@@ -306,13 +306,21 @@ def _argv(command: Sequence[str] | str) -> list[str]:
 # The runner: one Ray actor per replica, on the replica's node
 
 
-def _die_with_parent() -> None:
-    """In the forked child: get SIGKILL when the runner dies, so no replica outlives it."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _die_with_parent() -> Callable[[], None] | None:
+    """A pre-exec hook that makes the child get SIGKILL when the runner dies, so no
+    replica outlives it (Linux). libc is loaded here, before the fork: the child of a
+    multi-threaded process should do as little as possible."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return hook
 
 
 def _signal_group(pgid: int, sig: int) -> None:
@@ -377,7 +385,7 @@ class _ReplicaRunner:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent(),
             )
         return self._proc.pid
 
