@@ -31,7 +31,7 @@ from mosu.core.reasons import PendingReason, PreemptReason
 from mosu.engine.decisions import CycleResult, Pending, Preempt, Start
 from mosu.engine.ordering import Rank
 from mosu.engine.placement.base import PlacementPolicy, place_job
-from mosu.engine.preemption import Victim, find_victims, lost_gpu_s
+from mosu.engine.preemption import Victim, find_victims_by_node, lost_gpu_s
 from mosu.engine.profiles import (
     LendOrder,
     QueueMode,
@@ -106,6 +106,7 @@ class _Work:
     no_fit: dict[tuple, list[tuple[int, int, int, int, int]]] = field(default_factory=dict)
     blocked_tenants: set[str] = field(default_factory=set)
     running_ends: list[tuple[float, str]] | None = None
+    guarantees: dict[tuple[str, str], int] = field(default_factory=dict)
     """Estimated end of every running job, sorted; built on the first reservation."""
 
     @property
@@ -238,10 +239,17 @@ def _order_queues(work: _Work) -> None:
 
 
 def _guarantee(work: _Work, tenant: str, gpu_type: str) -> float:
-    if work.profile.quotas == QuotaMode.SHARED:
-        return 0
+    key = (tenant, gpu_type)
+    cached = work.guarantees.get(key)
+    if cached is not None:
+        return cached
     t = work.tenants.get(tenant)
-    return t.quota(gpu_type).guaranteed_milli if t is not None else 0
+    if work.profile.quotas == QuotaMode.SHARED or t is None:
+        value = 0
+    else:
+        value = t.quota(gpu_type).guaranteed_milli
+    work.guarantees[key] = value
+    return value
 
 
 def _limit(work: _Work, tenant: str, gpu_type: str) -> float:
@@ -399,14 +407,29 @@ def _reclaim(work: _Work) -> None:
     def order(j: Job) -> tuple:
         return (_dominant_share(work, j.tenant), work.ranks[j.id])
 
+    # Candidates once per round, per tenant, cheapest first; evicted ones are skipped.
+    pool: dict[str, list[Victim]] = {}
+    for v in _victims(work, lambda run: True):
+        pool.setdefault(v.tenant, []).append(v)
+    failed: list[tuple[int, int, int, int, int]] = []
     for job in sorted(work.waiting_guarantee, key=order):
         if work.outcome.get(job.id) == _Outcome.STARTED:
             continue
-        if _try_start(work, job, within_guarantee=True) != _Outcome.STARTED:
-            _reclaim_for(work, job)
+        if _try_start(work, job, within_guarantee=True) == _Outcome.STARTED:
+            continue
+        dims = _dims(job)
+        if any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed):
+            continue  # a smaller job already found no victims this round
+        if not _reclaim_for(work, job, pool):
+            failed.append(dims)
 
 
-def _reclaim_for(work: _Work, job: Job) -> None:
+def _dims(job: Job) -> tuple[int, int, int, int, int]:
+    shape = job.shape
+    return (shape.gpus, shape.gpu_milli, job.replicas, shape.cpu_milli, shape.mem_mib)
+
+
+def _reclaim_for(work: _Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
     """Preempt the cheapest borrowed jobs of other tenants so ``job`` fits its guarantee."""
     types = tuple(
         t
@@ -415,24 +438,30 @@ def _reclaim_for(work: _Work, job: Job) -> None:
         <= _guarantee(work, job.tenant, t)
     )
     if not types:
-        return
+        return False
     target = job if types == _types_of(work, job) else replace(job, gpu_types=types)
-    candidates = [
-        v
-        for v in _victims(work, lambda run: run.job.tenant != job.tenant)
-        if _borrowed_on(work, v) > 0
+    lenders = [
+        pool[t]
+        for t in sorted(pool)
+        if t != job.tenant and any(_borrowed(work, t, g) > 0 for g in work.capacity)
     ]
+    if not lenders:
+        return False
     # Jobs wholly on borrowed capacity go first: taking them leaves their tenant at
     # or above its guarantee.
-    candidates.sort(key=lambda v: _borrowed_on(work, v) < v.gpu_milli)
+    candidates = sorted(
+        (v for vs in lenders for v in vs if v.job_id in work.running),
+        key=lambda v: (_borrowed_on(work, v) < v.gpu_milli, v.cost),
+    )
 
     def still_borrowed(v: Victim, taken: Sequence[Victim]) -> bool:
         # A victim's tenant must still be above its guarantee once earlier picks go.
         gone = sum(t.gpu_milli for t in taken if t.tenant == v.tenant)
         return _borrowed_on(work, v) - gone > 0
 
-    plan = find_victims(
+    plan = find_victims_by_node(
         work.state,
+        job,
         candidates,
         lambda: place_job(work.state, target, work.profile.placement),
         may_take=still_borrowed,
@@ -440,17 +469,16 @@ def _reclaim_for(work: _Work, job: Job) -> None:
         free_milli=sum(work.free.get(t, 0) for t in types),
     )
     if plan is None:
-        return
+        return False
     victims, placement = plan
     for v in victims:
         _evict(work, v, PreemptReason.RECLAIM, job.id)
     _commit_start(work, job, placement)
+    return True
 
 
 def _borrowed_on(work: _Work, v: Victim) -> int:
-    run = work.running[v.job_id]
-    gpu_type = work.state.nodes[work.state.index_of[run.placement[0].node]].gpu_type
-    return _borrowed(work, v.tenant, gpu_type) if run.placement else 0
+    return work.usage.get((v.tenant, v.gpu_type), 0) - int(_guarantee(work, v.tenant, v.gpu_type))
 
 
 def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]:
@@ -458,6 +486,7 @@ def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]
     now = work.now
     min_run = work.profile.min_runtime_s
     cheapest = work.profile.victim_order == VictimOrder.CHEAPEST
+    state = work.state
     out: list[Victim] = []
     for job_id in sorted(work.running):
         run = work.running[job_id]
@@ -468,7 +497,10 @@ def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]
             cost: tuple[float | str, ...] = (run.job.priority, lost_gpu_s(run, now), -gpu, job_id)
         else:
             cost = (run.job.priority, -run.started_s, job_id)
-        out.append(Victim(job_id, run.job.tenant, run.placement, gpu, cost))
+        gpu_type = (
+            state.nodes[state.index_of[run.placement[0].node]].gpu_type if run.placement else ""
+        )
+        out.append(Victim(job_id, run.job.tenant, run.placement, gpu, cost, gpu_type))
     out.sort(key=lambda v: v.cost)
     return out
 
@@ -628,8 +660,9 @@ def _preempt_for(
         return False
     candidates.sort(key=lambda v: _worst_first(run_class[v.job_id]))  # stable: cost breaks ties
     types = _types_of(work, job)
-    plan = find_victims(
+    plan = find_victims_by_node(
         work.state,
+        job,
         candidates,
         lambda: place_job(work.state, job, work.profile.placement),
         need_milli=job.total_gpu_milli,

@@ -8,10 +8,11 @@ and decides whether to carry it out.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mosu.core.models import GPU_MILLI, Placement, RunningJob
+from mosu.core.models import GPU_MILLI, Job, Placement, RunningJob
 from mosu.engine.state import ClusterState
 
 
@@ -23,6 +24,8 @@ class Victim:
     gpu_milli: int
     cost: tuple[float | str, ...]
     """Sort key: cheaper victims first."""
+    gpu_type: str = ""
+    """The GPU type of its first replica's node (what its tenant's quota is charged)."""
 
 
 def seconds_since_checkpoint(run: RunningJob, now: float) -> float:
@@ -82,14 +85,100 @@ def find_victims(
         if placement is None:
             return None
         # Fill back: keep a victim running if the job still fits without evicting it.
+        kept: set[str] = set()
         for v in reversed(taken[:-1]):
             state.assign(v.job_id, v.placement)
             again = fits()
             if again is None:
                 state.release(v.job_id)
             else:
-                taken.remove(v)
+                kept.add(v.job_id)
                 placement = again
-        return taken, placement
+        return [v for v in taken if v.job_id not in kept], placement
     finally:
         state.rollback(cp)
+
+
+def find_victims_by_node(
+    state: ClusterState,
+    job: Job,
+    candidates: Sequence[Victim],
+    fits: Callable[[], Placement | None],
+    *,
+    may_take: Callable[[Victim, Sequence[Victim]], bool] = lambda v, taken: True,
+    need_milli: int = 0,
+    free_milli: int = 0,
+) -> tuple[list[Victim], Placement] | None:
+    """Like ``find_victims``, but plans node by node: for each replica, the node whose
+    cheapest victims free enough whole GPUs at the least cost. Evicting the cheapest
+    jobs cluster-wide rarely empties any one node, so a gang would take many victims.
+    Falls back to ``find_victims`` for fractional or CPU-only shapes."""
+    shape = job.shape
+    per_replica = shape.gpus
+    if per_replica == 0 or shape.gpu_milli != GPU_MILLI:
+        return find_victims(
+            state, candidates, fits, may_take=may_take, need_milli=need_milli, free_milli=free_milli
+        )
+    if free_milli >= need_milli:
+        placement = fits()
+        if placement is not None:
+            return [], placement
+    by_node: dict[int, list[tuple[Victim, int]]] = {}
+    for v in candidates:
+        on_node: dict[int, int] = {}
+        for rp in v.placement:
+            i = state.index_of[rp.node]
+            on_node[i] = on_node.get(i, 0) + len(rp.gpu_indices)
+        for i, gpus in on_node.items():
+            by_node.setdefault(i, []).append((v, gpus))
+    taken: list[Victim] = []
+    taken_ids: set[str] = set()
+    claimed: dict[int, int] = {}
+    for _ in range(job.replicas):
+        best: tuple[tuple, int, list[Victim], int] | None = None
+        for i in sorted(by_node):
+            node = state.nodes[i]
+            if not state.schedulable[i] or node.gpus < per_replica or not job.allows(node.gpu_type):
+                continue
+            have = state.full_free[i] - claimed.get(i, 0)
+            plan: list[Victim] = []
+            for v, gpus in by_node[i]:
+                if have >= per_replica:
+                    break
+                if v.job_id in taken_ids:
+                    continue  # its GPUs here are already counted as freed
+                if not may_take(v, [*taken, *plan]):
+                    continue
+                plan.append(v)
+                have += gpus
+            if have < per_replica:
+                continue
+            key = (
+                max((v.cost[0] for v in plan), default=-math.inf),
+                sum(float(v.cost[1]) for v in plan),
+                len(plan),
+            )
+            if best is None or key < best[0]:
+                best = (key, i, plan, have)
+        if best is None:
+            return None
+        _, i, plan, _ = best
+        for v in plan:
+            taken.append(v)
+            taken_ids.add(v.job_id)
+            for rp in v.placement:
+                j = state.index_of[rp.node]
+                claimed[j] = claimed.get(j, 0) - len(rp.gpu_indices)
+        claimed[i] = claimed.get(i, 0) + per_replica
+    cp = state.checkpoint()
+    try:
+        for v in taken:
+            state.release(v.job_id)
+        placement = fits()
+    finally:
+        state.rollback(cp)
+    if placement is None:
+        return find_victims(
+            state, candidates, fits, may_take=may_take, need_milli=need_milli, free_milli=free_milli
+        )
+    return taken, placement
