@@ -107,6 +107,7 @@ class _Work:
     blocked_tenants: set[str] = field(default_factory=set)
     running_ends: list[tuple[float, str]] | None = None
     guarantees: dict[tuple[str, str], int] = field(default_factory=dict)
+    preempted_tenant: dict[str, str] = field(default_factory=dict)
     """Estimated end of every running job, sorted; built on the first reservation."""
 
     @property
@@ -128,8 +129,9 @@ def schedule(snapshot: ClusterSnapshot, profile: SchedulingProfile) -> CycleResu
                 if len(work.preempts) == before:
                     break
                 # A victim's tenant may now be below its own guarantee: admit, then reclaim for it.
+                victims_of = {work.preempted_tenant[p.job_id] for p in work.preempts[before:]}
                 work.waiting_guarantee.clear()
-                _admit_within_guarantees(work)
+                _admit_within_guarantees(work, only=victims_of)
         _lend_idle(work)  # 5
         if profile.rank_preemption != RankPreemption.NONE:
             _preempt_by_rank(work)  # 6
@@ -348,6 +350,7 @@ def _evict(work: _Work, victim: Victim, reason: PreemptReason, for_job: str) -> 
         gpu_type = work.state.nodes[work.state.index_of[rp.node]].gpu_type
         work.free[gpu_type] += rp.gpu_milli * len(rp.gpu_indices)
     work.preempts.append(Preempt(victim.job_id, reason, for_job))
+    work.preempted_tenant[victim.job_id] = run.job.tenant
     # Capacity grew: every remembered no-fit and every reservation planned on the
     # old state is stale; later phases plan afresh.
     work.no_fit.clear()
@@ -374,12 +377,14 @@ def _avoid_for(work: _Work, job: Job) -> frozenset[int]:
 # -- 3. start within guarantees ------------------------------------------------
 
 
-def _admit_within_guarantees(work: _Work) -> None:
+def _admit_within_guarantees(work: _Work, only: set[str] | None = None) -> None:
     if work.profile.quotas == QuotaMode.SHARED:
         return
     strict = work.profile.queue_mode == QueueMode.STRICT
     reclaim = work.profile.reclaim and work.profile.quotas == QuotaMode.BORROW
     for tenant, queue in work.queues.items():
+        if only is not None and tenant not in only:
+            continue
         for job in queue:
             if work.outcome.get(job.id) == _Outcome.STARTED:
                 continue
