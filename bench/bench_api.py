@@ -8,7 +8,9 @@ created and dropped), declares one node of 8 GPUs, and measures:
   ``started_at - submitted_at`` (the job is a 1-GPU ``true``);
 - submissions per second: ``--clients`` threads posting 1-GPU jobs as fast as the
   server answers, with each request's latency (jobs start 8 at a time and queue up
-  behind, so the scheduler works while the API is measured).
+  behind, so the scheduler works while the API is measured);
+- as a baseline, the same clients calling ``GET /v1/health`` (no auth, no database):
+  what the HTTP stack and the client threads leave on this machine.
 
 Prints a table and a JSON object. Goal: >= 500 submissions/s, p99 <= 100 ms,
 submit-to-start <= 1 s.
@@ -151,6 +153,25 @@ def measure_throughput(url: str, token: str, total: int, clients: int) -> dict[s
     }
 
 
+def measure_baseline(url: str, total: int, clients: int) -> float:
+    """Requests per second of ``GET /v1/health`` (no auth, no database): the ceiling the
+    HTTP stack and the client threads leave on this machine."""
+    per_client = total // clients
+
+    def run() -> None:
+        with httpx.Client(base_url=url) as c:
+            for _ in range(per_client):
+                c.get("/v1/health")
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return round(per_client * clients / (time.perf_counter() - t0), 1)
+
+
 def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="mosu-bench-") as tmp:
         server = Server(Path(tmp) / "data", database_url)
@@ -162,6 +183,7 @@ def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -
                     "/v1/tenants", json={"name": "bench", "quotas": {"H800": {"guaranteed": 8}}}
                 )
                 tenant_token = r.json()["token"]
+            baseline = measure_baseline(server.url, args.submissions, args.clients)
             latency = measure_start_latency(server.url, tenant_token, args.latency_samples)
             throughput = measure_throughput(
                 server.url, tenant_token, args.submissions, args.clients
@@ -178,6 +200,7 @@ def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -
             "all": [round(x, 4) for x in latency],
         },
         "throughput": throughput,
+        "health_requests_per_s": baseline,
     }
 
 
@@ -226,13 +249,16 @@ def main() -> None:
             results.append(run_backend("postgresql", url, args))
         finally:
             drop_database(admin_url, name)
-    head = ("backend", "submit/s", "p50 ms", "p99 ms", "start p50 s", "start p99 s")
-    print(f"{head[0]:<11} {head[1]:>9} {head[2]:>8} {head[3]:>8} {head[4]:>12} {head[5]:>12}")
+    head = ("backend", "submit/s", "p50 ms", "p99 ms", "start p50 s", "start p99 s", "health/s")
+    print(
+        f"{head[0]:<11} {head[1]:>9} {head[2]:>8} {head[3]:>8} {head[4]:>12} {head[5]:>12}"
+        f" {head[6]:>9}"
+    )
     for r in results:
         t, s = r["throughput"], r["submit_to_start_s"]
         print(
             f"{r['backend']:<11} {t['per_s']:>9} {t['p50_ms']:>8} {t['p99_ms']:>8} "
-            f"{s['p50']:>12} {s['p99']:>12}"
+            f"{s['p50']:>12} {s['p99']:>12} {r['health_requests_per_s']:>9}"
         )
     print(json.dumps({"bench": "api", "quick": args.quick, "results": results}, indent=2))
 

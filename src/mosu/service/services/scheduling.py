@@ -180,10 +180,13 @@ def apply_decisions(
             applied.queue_order.append(row.id)
             continue
         row.attempts += 1
-        row.started_at = now
+        # The cycle's clock was read before its snapshot; a job submitted in between
+        # still never starts before it was submitted.
+        started = max(now, row.submitted_at)
+        row.started_at = started
         row.pending_reason = row.pending_message = None
         row.estimated_start = None
-        transition(session, row, JobState.STARTING, reason="scheduled", now=now)
+        transition(session, row, JobState.STARTING, reason="scheduled", now=started)
         for k, rp in enumerate(s.placement):
             session.add(
                 AllocationRow(
@@ -197,7 +200,7 @@ def apply_decisions(
                     gpu_milli=rp.gpu_milli,
                     cpu_milli=rp.cpu_milli,
                     mem_mib=rp.mem_mib,
-                    allocated_at=now,
+                    allocated_at=started,
                 )
             )
         applied.started.append(row.id)
