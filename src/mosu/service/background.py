@@ -155,8 +155,12 @@ class SchedulerLoop:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            woken = self._wake.wait(timeout=self._poll_s)
-            self._wake.clear()
+            self._wake.wait(timeout=self._poll_s)
+            # Clear only a wake seen set: one arriving as the wait times out is kept for
+            # the next turn instead of being cleared unseen (it would wait for the tick).
+            woken = self._wake.is_set()
+            if woken:
+                self._wake.clear()
             if self._stopping.is_set():
                 break
             try:
