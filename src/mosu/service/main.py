@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 from collections.abc import Callable
 
 import uvicorn
 
 from mosu.core.api import NodeCreate
+from mosu.core.errors import Conflict
 from mosu.service.app import create_app
 from mosu.service.executor import ExecutorPort
 from mosu.service.platform import Platform
@@ -22,6 +24,19 @@ def instance_id(settings: Settings) -> str:
     return hashlib.sha256(settings.sqlalchemy_url.encode()).hexdigest()[:16]
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line before anything is printed or saved if the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise Conflict(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
+            ) from None
+
+
 def serve(
     settings: Settings,
     executor: ExecutorPort,
@@ -32,6 +47,7 @@ def serve(
     """Run until SIGINT/SIGTERM; on the way out running jobs are stopped and requeued.
 
     ``on_ready`` gets the operator token if this start created it (None otherwise)."""
+    _check_port(settings.host, settings.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     platform = Platform(settings, executor)
