@@ -95,6 +95,8 @@ def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa
         what="the job to succeed",
     )
     assert "hello from 0,1" in mosu("job", "logs", str(job_id), env=acme).stdout
+    followed = mosu("job", "logs", "--follow", str(job_id), env=acme).stdout
+    assert followed.endswith("hello from 0,1\n"), "--follow stops once the job has ended"
     assert mosu("job", "why", str(job_id), env=acme).stdout.strip() == f"Job {job_id} succeeded."
     listed = json.loads(mosu("job", "list", "-o", "json", env=acme).stdout)
     assert [j["id"] for j in listed] == [job_id]
