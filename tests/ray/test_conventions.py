@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mosu.agent.executors.ray_executor import (
+    RayGangs,
     ReplicaState,
     ReplicaStatus,
     _exit_report,
     node_from_ray,
     replica_env,
 )
-from mosu.core.errors import InvalidInput
+from mosu.core.errors import InvalidInput, PlatformError
 from mosu.core.models import NodeState
 
 NODE_ID = "ab12cd34ef56" + "0" * 44
@@ -250,3 +253,23 @@ def test_module_imports_without_ray_and_says_how_to_get_it() -> None:
     assert (
         out.stdout.strip() == "the ray executor needs Ray; install it with: pip install 'mosu[ray]'"
     )
+
+
+@pytest.mark.parametrize(
+    ("address", "want_message"),
+    [
+        ("nohost", "--ray-address: expected HOST:PORT of the Ray head, got 'nohost'"),
+        ("127.0.0.1:{closed}", "cannot reach the Ray head at 127.0.0.1:{closed}: "),
+    ],
+)
+def test_unreachable_ray_head_fails_fast_with_a_clear_message(
+    address: str, want_message: str
+) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # bound, never listening: connections are refused
+        gangs = RayGangs(address=address.format(closed=closed), log_dir=Path("."))
+        with pytest.raises(PlatformError) as err:
+            gangs.nodes()
+    assert str(err.value).startswith(want_message.format(closed=closed))

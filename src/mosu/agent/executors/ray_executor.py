@@ -480,6 +480,7 @@ class RayGangs:
     def connect(self) -> None:
         ray = _ray()
         if not ray.is_initialized():
+            self._check_reachable()
             ray.init(
                 address=self.address,
                 namespace=self.namespace,
@@ -491,6 +492,21 @@ class RayGangs:
         ray = _ray()
         if ray.is_initialized():
             ray.shutdown()
+
+    def _check_reachable(self) -> None:
+        """Fail in seconds with a clear message: ``ray.init`` retries for minutes."""
+        host, sep, port = self.address.rpartition(":")
+        if not sep or not port.isdigit():
+            raise InvalidInput(
+                f"expected HOST:PORT of the Ray head, got {self.address!r}", field="--ray-address"
+            )
+        try:
+            socket.create_connection((host, int(port)), timeout=self.call_timeout_s).close()
+        except OSError as exc:
+            raise PlatformError(
+                f"cannot reach the Ray head at {self.address}: {exc.strerror or exc}; "
+                "start it with `ray start --head` or fix --ray-address"
+            ) from None
 
     # -- nodes --------------------------------------------------------------------------
 
