@@ -153,13 +153,16 @@ def _open(snap: ClusterSnapshot, profile: SchedulingProfile) -> _Work:
     free: dict[str, int] = {t: 0 for t in state.gpu_types}
     capacity: dict[str, int] = {t: 0 for t in state.gpu_types}
     max_node_gpus: dict[str, int] = {t: 0 for t in state.gpu_types}
-    for i, node in enumerate(state.nodes):
-        if state.schedulable[i]:
-            capacity[node.gpu_type] += node.gpus * GPU_MILLI
-            max_node_gpus[node.gpu_type] = max(max_node_gpus[node.gpu_type], node.gpus)
-    if len(state.gpu_types) == 1:
-        free[state.gpu_types[0]] = state.capacity_milli - state.allocated_milli
+    if len(state.gpu_types) == 1:  # the common case, without a pass over every node
+        only = state.gpu_types[0]
+        capacity[only] = state.capacity_milli
+        free[only] = state.capacity_milli - state.allocated_milli
+        max_node_gpus[only] = max(map(len, state.gpu_free), default=0)
     else:
+        for i, node in enumerate(state.nodes):
+            if state.schedulable[i]:
+                capacity[node.gpu_type] += node.gpus * GPU_MILLI
+                max_node_gpus[node.gpu_type] = max(max_node_gpus[node.gpu_type], node.gpus)
         for i, node in enumerate(state.nodes):
             if state.schedulable[i]:
                 free[node.gpu_type] += sum(state.gpu_free[i])
@@ -412,10 +415,9 @@ def _reclaim(work: _Work) -> None:
     def order(j: Job) -> tuple:
         return (_dominant_share(work, j.tenant), work.ranks[j.id])
 
-    # Candidates once per round, per tenant, cheapest first; evicted ones are skipped.
-    pool: dict[str, list[Victim]] = {}
-    for v in _victims(work, lambda run: True):
-        pool.setdefault(v.tenant, []).append(v)
+    # Candidates once per round (built on first need), per tenant, cheapest first;
+    # evicted ones are skipped.
+    pool: dict[str, list[Victim]] | None = None
     failed: list[tuple[int, int, int, int, int]] = []
     for job in sorted(work.waiting_guarantee, key=order):
         if work.outcome.get(job.id) == _Outcome.STARTED:
@@ -425,6 +427,10 @@ def _reclaim(work: _Work) -> None:
         dims = _dims(job)
         if any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed):
             continue  # a smaller job already found no victims this round
+        if pool is None:
+            pool = {}
+            for v in _victims(work, lambda run: True):
+                pool.setdefault(v.tenant, []).append(v)
         if not _reclaim_for(work, job, pool):
             failed.append(dims)
 
