@@ -324,3 +324,16 @@ def test_fractional_jobs_share_one_gpu(api, platform, executor):
     assert len(r1.gpu_indices) == 1
     assert (r1.gpu_fraction, r2.gpu_fraction) == (0.5, 0.5)
     assert api.get("/v1/cluster").json()["gpu_types"][0]["allocated"] == 1.0
+
+
+def test_a_node_cannot_shrink_under_a_running_job(api, platform, executor):
+    tokens = seed(api)
+    submit(api, tokens["a"], gpus=4)
+    platform.loop.run_once()
+    r = api.post("/v1/nodes", json={"name": "n0", "gpu_type": "H800", "gpus": 2})
+    assert r.status_code == 409
+    assert r.json()["error"]["field"] == "gpus"
+    r = api.post("/v1/nodes", json={"name": "n0", "gpu_type": "A100", "gpus": 8})
+    assert (r.status_code, r.json()["error"]["field"]) == (409, "gpu_type")
+    r = api.post("/v1/nodes", json={"name": "n0", "gpu_type": "H800", "gpus": 16})
+    assert (r.status_code, r.json()["gpus"]) == (201, 16)

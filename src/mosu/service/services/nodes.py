@@ -17,7 +17,7 @@ from mosu.core.api import (
     NodeOut,
     parse_memory_mib,
 )
-from mosu.core.errors import InvalidInput, NotFound
+from mosu.core.errors import Conflict, InvalidInput, NotFound
 from mosu.core.models import GPU_MILLI, Node, NodeState
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow
 from mosu.service.services.auth import Principal
@@ -38,6 +38,7 @@ def register_node(session: Session, *, principal: Principal, body: NodeCreate) -
         kind = "node-registered"
     else:
         kind = "node-updated"
+        _check_in_use(session, row, body)
     row.gpu_type = body.gpu_type
     row.gpus = body.gpus
     row.cpu_milli = round(body.cpu * 1000)
@@ -111,6 +112,30 @@ def _stop_jobs_on(session: Session, node: str, now: float) -> bool:
         )
         stopped = True
     return stopped
+
+
+def _check_in_use(session: Session, row: NodeRow, body: NodeCreate) -> None:
+    """A node's type or GPU count may change only where no running job holds a GPU."""
+    held = [
+        int(g)
+        for a in session.scalars(
+            select(AllocationRow).where(
+                AllocationRow.node == row.name, AllocationRow.released_at.is_(None)
+            )
+        )
+        for g in a.gpu_indices.split(",")
+        if g
+    ]
+    if held and body.gpu_type != row.gpu_type:
+        raise Conflict(
+            f"node {row.name} runs jobs on its {row.gpu_type} GPUs; drain it first",
+            field="gpu_type",
+        )
+    if held and max(held) >= body.gpus:
+        raise Conflict(
+            f"node {row.name} has a job on GPU {max(held)}; drain it before shrinking it",
+            field="gpus",
+        )
 
 
 def _allocated_by_node(session: Session) -> dict[str, float]:
