@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -314,13 +315,32 @@ class SchedulerLoop:
         if applied.preempting:
             self.signal_stops()
 
+    @contextmanager
+    def _fenced(self) -> Iterator[None]:
+        """Start processes only under the lease's fence. A transaction holding nothing but
+        the shared fence lock stays open during the start (an exception to "no calls
+        inside a transaction", on purpose): a new leader takes over only once this start
+        is complete, and its reconcile then stops it; or this start finds it was deposed
+        and never happens. So a job never runs under two leaders at once."""
+        if self.lease is None:
+            yield
+            return
+        with self._sessions.begin() as s:
+            self.lease.fence(s.connection())
+            yield
+
     def _launch(self, job_id: int) -> None:
         with self._sessions() as s:
             launch = launch_spec(s, job_id=job_id, logs_dir=self._logs_dir)
         if launch is None:
             return
         try:
-            pids = self._executor.start(launch)
+            with self._fenced():
+                pids = self._executor.start(launch)
+        except LeadershipLost:
+            log.error("deposed before starting job %d; the new leader will run it", job_id)
+            self._last_lease_check = 0.0
+            return
         except Exception as exc:  # a bad command or workdir fails the job, not the loop
             with self._sessions.begin() as s:
                 row = s.get(JobRow, job_id)
