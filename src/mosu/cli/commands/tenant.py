@@ -93,7 +93,8 @@ def list_(output: OutputOpt = Output.TABLE) -> None:
 
 
 @app.command("token")
-def token(name: str) -> None:
+def token(name: str, output: OutputOpt = Output.TABLE) -> None:
     """Issue another API token for a tenant (operator only)."""
     with config.client() as c:
-        print(c.new_token(name))
+        issued = c.new_token(name)
+    emit(output, {"tenant": name, "token": issued}, lambda: issued)
