@@ -80,6 +80,8 @@ def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa
     out = mosu("tenant", "create", "beta", "-g", "H800=4", "-l", "H800=8", env=op).stdout
     assert out.startswith("tenant beta created\ntoken: mosu_t_")
     assert "acme" in mosu("tenant", "list", env=op).stdout
+    second = json.loads(mosu("tenant", "token", "acme", "-o", "json", env=op).stdout)["token"]
+    assert mosu("job", "list", env={**cli_env, "MOSU_TOKEN": second}).stdout.strip() == "no jobs"
 
     spec = tmp_path / "job.yaml"
     spec.write_text("name: hello\ngpus: 2\ncommand: echo hello from $CUDA_VISIBLE_DEVICES\n")
