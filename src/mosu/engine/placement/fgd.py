@@ -40,6 +40,7 @@ class Fgd:
         self.ties = TieBreak(rng)
         self.table = FragTable(task_mix.popular(POPULAR_COVERAGE))
         self.cache = NodeStateCache(self.table)
+        self._before = np.zeros(0)
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Sequence[int]
@@ -47,9 +48,16 @@ class Fgd:
         cand = np.asarray(candidates, dtype=np.int64)
         if not len(cand):
             return None
-        sids = self.cache.sids(state)[cand]
+        all_sids = self.cache.sids(state)
+        if len(self._before) != len(all_sids):
+            self._before = np.zeros(len(all_sids))
+        changed = self.cache.changed
+        if len(changed):
+            # A node's fragmentation changes only when the node does.
+            self._before[changed] = self.table.frag(all_sids[changed], state.cols.cpu_free[changed])
+        sids = all_sids[cand]
         cpu = state.cols.cpu_free[cand]
-        before = self.table.frag(sids, cpu)
+        before = self._before[cand]
         after = self.table.best_frag_after(sids, shape.gpus, shape.gpu_milli, cpu - shape.cpu_milli)
         i = pick_max(fgd_score(before - after), cand, self.ties, len(state.nodes))
         if shape.fractional:
