@@ -30,6 +30,8 @@ seen = {
         "MOSU_NODE",
         "MOSU_GPUS_PER_REPLICA",
         "FROM_JOB",
+        "MOSU_ATTEMPT",
+        "MOSU_GPU_FRACTION",
     )
 }
 seen["pid"] = os.getpid()

@@ -309,10 +309,25 @@ def test_platform_executor_runs_a_launch_and_reports_one_exit_per_attempt(
         "lost": False,
     }
     assert pids == {r: _seen(tmp_path, r)["pid"] for r in (0, 1)}
+    assert [_seen(tmp_path, r)["MOSU_ATTEMPT"] for r in (0, 1)] == ["2", "2"]
+    assert _seen(tmp_path, 0)["MOSU_GPU_FRACTION"] is None
     log = (tmp_path / "logs" / "replica-1.log").read_text()
     assert log.startswith("--- mosu: attempt 2, node w1, GPUs 0,1,2,3 ---\n")
     assert "hello from rank 1 on w1" in log
     assert platform_executor.poll() == []
+
+
+def test_platform_executor_tells_a_replica_its_share_of_a_gpu(
+    platform_executor: RayExecutor, script: Path, tmp_path: Path
+) -> None:
+    launch = _launch(16, script, tmp_path, "exit", "w0")
+    launch.replicas[0].gpu_indices = [1]
+    launch.replicas[0].gpu_fraction = 0.5
+    platform_executor.start(launch)
+
+    assert _next_exit(platform_executor).exit_code == 0
+    seen = _seen(tmp_path, 0)
+    assert (seen["CUDA_VISIBLE_DEVICES"], seen["MOSU_GPU_FRACTION"]) == ("1", "0.5")
 
 
 def test_platform_executor_stops_the_gang_when_one_replica_fails(

@@ -880,6 +880,9 @@ class RayExecutor(Executor):
 
     def start(self, launch: JobLaunch) -> dict[int, int]:
         replicas = sorted(launch.replicas, key=lambda r: r.replica)
+        env = {**launch.env, "MOSU_ATTEMPT": str(launch.attempt)}
+        if len(replicas) == 1 and replicas[0].gpu_indices and replicas[0].gpu_fraction < 1:
+            env["MOSU_GPU_FRACTION"] = f"{replicas[0].gpu_fraction:g}"  # as the local executor
         spec = GangSpec(
             job_id=str(launch.job_id),
             command=launch.argv,
@@ -889,7 +892,7 @@ class RayExecutor(Executor):
                 )
                 for r in replicas
             ),
-            env={**launch.env, "MOSU_ATTEMPT": str(launch.attempt)},
+            env=env,
             workdir=launch.workdir,
             attempt=launch.attempt,
             log_paths=tuple(Path(r.log_path) for r in replicas),
