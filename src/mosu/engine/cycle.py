@@ -108,6 +108,7 @@ class _Work:
     running_ends: list[tuple[float, str]] | None = None
     guarantees: dict[tuple[str, str], int] = field(default_factory=dict)
     preempted_tenant: dict[str, str] = field(default_factory=dict)
+    rank_victims: list[Victim] | None = None
     """Estimated end of every running job, sorted; built on the first reservation."""
 
     @property
@@ -666,10 +667,16 @@ def _preempt_for(
             return _borrowed(work, run.job.tenant, gpu_type) >= run.job.total_gpu_milli
         return False
 
-    candidates = _victims(work, eligible)
+    if work.rank_victims is None:  # once per cycle: worst class first, then cheapest
+        work.rank_victims = _victims(work, lambda run: True)
+        work.rank_victims.sort(key=lambda v: _worst_first(run_class[v.job_id]))
+    candidates = [
+        v
+        for v in work.rank_victims
+        if v.job_id in work.running and eligible(work.running[v.job_id])
+    ]
     if not candidates:
         return False
-    candidates.sort(key=lambda v: _worst_first(run_class[v.job_id]))  # stable: cost breaks ties
     types = _types_of(work, job)
     plan = find_victims_by_node(
         work.state,

@@ -91,7 +91,7 @@ class SchedulingProfile:
     """Backfill: blocked jobs that get a reservation in one cycle."""
     default_estimate_s: float = 3_600.0
     """Runtime assumed for a job with no estimate when planning reservations."""
-    max_preemption_attempts: int = 32
+    max_preemption_attempts: int = 16
     """Victim searches per cycle for rank preemption; bounds a cycle's cost."""
     estimator: Estimator = Estimator.HISTORY
     needs_true_remaining: bool = False
