@@ -311,11 +311,12 @@ def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_aft
     out = tmp_path / "work"
     out.mkdir()
     try:
-        start("a")
+        a = start("a")
         _wait("server a to lead", lambda: leads("a"), 10)
         b = start("b")
         time.sleep(3)  # a standby retries every 2 s: it had its chances
         assert not leads("b")
+        assert (a.health()["scheduler"], b.health()["scheduler"]) == ("leader", "standby")
 
         # b serves the API; a schedules what b accepted.
         tenant = b.create_tenant("t", {"H800": QuotaSpec(guaranteed=2)})
@@ -331,6 +332,7 @@ def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_aft
             killed = time.monotonic()
             _wait("server b to take over", lambda: leads("b"), TAKEOVER_LIMIT_S)
             took = time.monotonic() - killed
+            assert b.health()["scheduler"] == "leader"
             print(f"takeover after SIGKILL of the leader: {took:.1f} s")
 
             # The new leader stops what the dead one left running and runs it again.

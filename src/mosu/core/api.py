@@ -423,6 +423,9 @@ class ErrorBody(OutputModel):
 class Health(OutputModel):
     status: str
     version: str
+    scheduler: str = ""
+    """``leader`` if this server runs the scheduling loop, ``standby`` if it waits for the
+    leader lease held by another server sharing the store, empty if it runs no loop."""
 
 
 # ---------------------------------------------------------------- executor hand-off

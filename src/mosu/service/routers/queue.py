@@ -13,8 +13,10 @@ router = APIRouter(tags=["queue"])
 
 
 @router.get("/v1/health")
-def health() -> Health:
-    return Health(status="ok", version=getattr(mosu, "__version__", "0"))
+def health(platform: PlatformDep) -> Health:
+    loop = platform.loop
+    role = "leader" if loop.leading else ("standby" if loop.lease is not None else "")
+    return Health(status="ok", version=getattr(mosu, "__version__", "0"), scheduler=role)
 
 
 @router.get("/v1/queue")
