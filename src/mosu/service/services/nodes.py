@@ -80,7 +80,8 @@ def sync_cluster_nodes(session: Session, found: Sequence[Node]) -> bool:
             if row.state == NodeState.DOWN.value:
                 row.state = NodeState.READY.value
                 session.add(EventRow(at=now, kind="node-ready", message=f"{node.name}: back"))
-    for row in session.scalars(select(NodeRow).where(NodeRow.state != NodeState.DOWN.value)):
+    up = list(session.scalars(select(NodeRow).where(NodeRow.state != NodeState.DOWN.value)))
+    for row in up:
         gone = seen.get(row.name)
         if gone is None or gone.state == NodeState.DOWN:
             row.state = NodeState.DOWN.value
@@ -91,8 +92,12 @@ def sync_cluster_nodes(session: Session, found: Sequence[Node]) -> bool:
 
 
 def _stop_jobs_on(session: Session, node: str, now: float) -> bool:
-    allocs = session.scalars(
-        select(AllocationRow).where(AllocationRow.node == node, AllocationRow.released_at.is_(None))
+    allocs = list(
+        session.scalars(
+            select(AllocationRow).where(
+                AllocationRow.node == node, AllocationRow.released_at.is_(None)
+            )
+        )
     )
     stopped = False
     for job_id in sorted({a.job_id for a in allocs}):
