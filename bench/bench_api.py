@@ -6,11 +6,16 @@ created and dropped), declares one node of 8 GPUs, and measures:
 
 - submit-to-start on an idle cluster: one job at a time, the server's own
   ``started_at - submitted_at`` (the job is a 1-GPU ``true``);
-- submissions per second: ``--clients`` threads posting 1-GPU jobs as fast as the
-  server answers, with each request's latency (jobs start 8 at a time and queue up
-  behind, so the scheduler works while the API is measured);
-- as a baseline, the same clients calling ``GET /v1/health`` (no auth, no database):
-  what the HTTP stack and the client threads leave on this machine.
+- submissions per second: ``--connections`` keep-alive connections posting 1-GPU jobs
+  as fast as the server answers, with latency percentiles (jobs start 8 at a time and
+  queue up behind, so the scheduler works while the API is measured), and the server
+  process's CPU time (user + system, all its threads) per submission;
+- as a ceiling, the same client calling ``GET /v1/health`` (no auth, no database):
+  what the HTTP stack and the client leave on this machine.
+
+The load comes from ``wrk`` (one C thread, a Lua script for the POST) when the binary is
+on PATH, otherwise from ``--processes`` Python processes each running an asyncio httpx
+client; the JSON names the client used. Client and server share this machine's cores.
 
 Prints a table and a JSON object. Goal: >= 500 submissions/s, p99 <= 100 ms,
 submit-to-start <= 1 s.
@@ -21,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -115,61 +120,181 @@ def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def measure_throughput(url: str, token: str, total: int, clients: int) -> dict[str, float]:
-    latencies: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    per_client = total // clients
+WRK_SCRIPT = """
+wrk.method = "{method}"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+{auth}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRK_JSON {{\\"requests\\": %d, \\"duration_us\\": %d, \\"non2xx\\": %d, "
+    .. "\\"socket_errors\\": %d, \\"p50_us\\": %d, \\"p99_us\\": %d, \\"max_us\\": %d}}\\n",
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
 
-    def run(worker: int) -> None:
-        mine: list[float] = []
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
-            for k in range(per_client):
-                t0 = time.perf_counter()
-                r = c.post("/v1/jobs", json=job(f"tp-{worker}-{k}"))
-                mine.append(time.perf_counter() - t0)
-                if r.status_code != 201:
-                    with lock:
-                        errors.append(r.text[:200])
-        with lock:
-            latencies.extend(mine)
 
-    threads = [threading.Thread(target=run, args=(w,)) for w in range(clients)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise SystemExit(f"{len(errors)} submissions failed, first: {errors[0]}")
+def server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pick_client(wanted: str) -> str:
+    if wanted == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    if wanted == "wrk" and not shutil.which("wrk"):
+        raise SystemExit("--client wrk: no wrk binary on PATH (Debian package wrk)")
+    return wanted
+
+
+def load_wrk(
+    url: str, path: str, token: str | None, body: dict | None, seconds: float, connections: int
+) -> dict:
+    """Drive ``path`` with wrk for ``seconds``; POST ``body`` when given."""
+    auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
+    script = WRK_SCRIPT.format(
+        method="POST" if body is not None else "GET",
+        body=json.dumps(json.dumps(body)) if body is not None else "nil",
+        auth=auth,
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        cmd = [
+            "wrk",
+            "-t1",
+            "--timeout",
+            "30s",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "-s",
+            f.name,
+        ]
+        out = subprocess.run(
+            [*cmd, url + path], capture_output=True, text=True, timeout=seconds + 60, check=True
+        ).stdout
+    finally:
+        os.unlink(f.name)
+    line = next((x for x in out.splitlines() if x.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no summary:\n{out}")
+    got = json.loads(line.removeprefix("WRK_JSON "))
+    if got["non2xx"] or got["socket_errors"]:
+        raise SystemExit(f"wrk saw failures on {path}: {got}")
     return {
-        "submissions": len(latencies),
-        "wall_s": round(wall, 3),
-        "per_s": round(len(latencies) / wall, 1),
-        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-        "max_ms": round(max(latencies) * 1000, 2),
+        "requests": got["requests"],
+        "wall_s": got["duration_us"] / 1e6,
+        "p50_ms": got["p50_us"] / 1000,
+        "p99_ms": got["p99_us"] / 1000,
+        "max_ms": got["max_us"] / 1000,
     }
 
 
-def measure_baseline(url: str, total: int, clients: int) -> float:
-    """Requests per second of ``GET /v1/health`` (no auth, no database): the ceiling the
-    HTTP stack and the client threads leave on this machine."""
-    per_client = total // clients
+def _python_worker(
+    url: str, path: str, token: str | None, body: dict | None, count: int, concurrency: int, conn
+) -> None:
+    """One load process: ``concurrency`` asyncio tasks over one keep-alive client."""
+    import asyncio
 
-    def run() -> None:
-        with httpx.Client(base_url=url) as c:
-            for _ in range(per_client):
-                c.get("/v1/health")
+    async def main() -> tuple[list[float], int]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        latencies: list[float] = []
+        failures = 0
+        async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as c:
 
-    threads = [threading.Thread(target=run) for _ in range(clients)]
+            async def task(n: int) -> None:
+                nonlocal failures
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    if body is None:
+                        r = await c.get(path)
+                    else:
+                        r = await c.post(path, json=body)
+                    latencies.append(time.perf_counter() - t0)
+                    failures += r.status_code >= 300
+
+            share = [count // concurrency + (i < count % concurrency) for i in range(concurrency)]
+            await asyncio.gather(*(task(n) for n in share))
+        return latencies, failures
+
+    conn.send(asyncio.run(main()))
+    conn.close()
+
+
+def load_python(
+    url: str,
+    path: str,
+    token: str | None,
+    body: dict | None,
+    total: int,
+    processes: int,
+    connections: int,
+) -> dict:
+    """Drive ``path`` with ``total`` requests from ``processes`` asyncio httpx processes
+    holding ``connections`` keep-alive connections between them."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    per_proc = max(1, connections // processes)
+    procs, pipes = [], []
+    for i in range(processes):
+        recv, send = ctx.Pipe(duplex=False)
+        count = total // processes + (i < total % processes)
+        args = (url, path, token, body, count, per_proc, send)
+        procs.append(ctx.Process(target=_python_worker, args=args))
+        pipes.append(recv)
+    # Start-up (imports) is not load: time from the moment every process is running.
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return round(per_client * clients / (time.perf_counter() - t0), 1)
+    for p in procs:
+        p.start()
+    results = [r.recv() for r in pipes]
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    latencies = [x for lat, _ in results for x in lat]
+    failures = sum(f for _, f in results)
+    if failures:
+        raise SystemExit(f"{failures} requests to {path} failed")
+    return {
+        "requests": len(latencies),
+        "wall_s": wall,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "max_ms": max(latencies) * 1000,
+    }
+
+
+def drive(
+    client: str,
+    server: Server,
+    path: str,
+    token: str | None,
+    body: dict | None,
+    args: argparse.Namespace,
+) -> dict:
+    """Load ``path`` with the chosen client; the rate, latency and server CPU per request."""
+    cpu0 = server_cpu_s(server.proc.pid)
+    if client == "wrk":
+        got = load_wrk(server.url, path, token, body, args.seconds, args.connections)
+    else:
+        got = load_python(
+            server.url, path, token, body, args.submissions, args.processes, args.connections
+        )
+    cpu = server_cpu_s(server.proc.pid) - cpu0
+    return {
+        "requests": got["requests"],
+        "wall_s": round(got["wall_s"], 3),
+        "per_s": round(got["requests"] / got["wall_s"], 1),
+        "p50_ms": round(got["p50_ms"], 2),
+        "p99_ms": round(got["p99_ms"], 2),
+        "max_ms": round(got["max_ms"], 2),
+        "server_cpu_ms_per_request": round(cpu / max(1, got["requests"]) * 1000, 3),
+        "server_cpu_share": round(cpu / got["wall_s"], 2),
+    }
 
 
 def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -> dict:
@@ -183,15 +308,16 @@ def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -
                     "/v1/tenants", json={"name": "bench", "quotas": {"H800": {"guaranteed": 8}}}
                 )
                 tenant_token = r.json()["token"]
-            baseline = measure_baseline(server.url, args.submissions, args.clients)
+            client = args.client
+            health = drive(client, server, "/v1/health", None, None, args)
             latency = measure_start_latency(server.url, tenant_token, args.latency_samples)
-            throughput = measure_throughput(
-                server.url, tenant_token, args.submissions, args.clients
-            )
+            body = job("bench")
+            throughput = drive(client, server, "/v1/jobs", tenant_token, body, args)
         finally:
             server.stop()
     return {
         "backend": name,
+        "client": client,
         "submit_to_start_s": {
             "samples": len(latency),
             "p50": round(statistics.median(latency), 4),
@@ -200,7 +326,7 @@ def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -
             "all": [round(x, 4) for x in latency],
         },
         "throughput": throughput,
-        "health_requests_per_s": baseline,
+        "health": health,
     }
 
 
@@ -233,12 +359,21 @@ def drop_database(admin_url: str, name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small run for CI")
-    parser.add_argument("--submissions", type=int, default=4000)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator: wrk when on PATH (auto), or Python asyncio processes",
+    )
+    parser.add_argument("--seconds", type=float, default=15.0, help="wrk: load duration")
+    parser.add_argument("--submissions", type=int, default=6000, help="python: request count")
+    parser.add_argument("--processes", type=int, default=2, help="python: client processes")
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--latency-samples", type=int, default=50)
     args = parser.parse_args()
     if args.quick:
-        args.submissions, args.latency_samples = 240, 8
+        args.seconds, args.submissions, args.latency_samples = 3.0, 1000, 8
+    args.client = pick_client(args.client)
     results = [run_backend("sqlite", None, args)]
     pg = postgres_database()
     if pg is None:
@@ -249,17 +384,19 @@ def main() -> None:
             results.append(run_backend("postgresql", url, args))
         finally:
             drop_database(admin_url, name)
-    head = ("backend", "submit/s", "p50 ms", "p99 ms", "start p50 s", "start p99 s", "health/s")
-    print(
-        f"{head[0]:<11} {head[1]:>9} {head[2]:>8} {head[3]:>8} {head[4]:>12} {head[5]:>12}"
-        f" {head[6]:>9}"
-    )
+    head = ("backend", "client", "submit/s", "p50 ms", "p99 ms", "cpu ms/sub", "start p99 s")
+    head += ("health/s", "cpu ms/health")
+    print(" ".join(f"{h:>13}" for h in head))
     for r in results:
-        t, s = r["throughput"], r["submit_to_start_s"]
-        print(
-            f"{r['backend']:<11} {t['per_s']:>9} {t['p50_ms']:>8} {t['p99_ms']:>8} "
-            f"{s['p50']:>12} {s['p99']:>12} {r['health_requests_per_s']:>9}"
+        t, s, h = r["throughput"], r["submit_to_start_s"], r["health"]
+        row = (r["backend"], r["client"], t["per_s"], t["p50_ms"], t["p99_ms"])
+        row += (
+            t["server_cpu_ms_per_request"],
+            s["p99"],
+            h["per_s"],
+            h["server_cpu_ms_per_request"],
         )
+        print(" ".join(f"{x:>13}" for x in row))
     print(json.dumps({"bench": "api", "quick": args.quick, "results": results}, indent=2))
 
 

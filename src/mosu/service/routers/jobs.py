@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from mosu.core.api import (
@@ -18,7 +18,9 @@ from mosu.core.api import (
 from mosu.core.errors import InvalidInput
 from mosu.core.jobspec import job_spec_from_mapping, load_document
 from mosu.service.deps import PlatformDep, PrincipalDep
+from mosu.service.platform import Platform
 from mosu.service.services import jobs
+from mosu.service.services.auth import Principal
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -35,13 +37,13 @@ _SUBMIT_BODY = {
 }
 
 
-@router.post("", status_code=201, openapi_extra=_SUBMIT_BODY)
+@router.post("", status_code=201, response_model=JobOut, openapi_extra=_SUBMIT_BODY)
 async def submit_job(
     request: Request,
     platform: PlatformDep,
     who: PrincipalDep,
     tenant: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=64)] = None,
-) -> JobOut:
+) -> Response:
     """Submit a job spec as JSON, or as YAML with ``Content-Type: application/yaml``."""
     raw = await request.body()
     if len(raw) > MAX_BODY:
@@ -52,11 +54,14 @@ async def submit_job(
         raise InvalidInput("job spec is not UTF-8 text") from None
     spec = job_spec_from_mapping(load_document(text, source="job spec"))
     out = await run_in_threadpool(_submit, platform, who, spec, tenant)
+    # Committed before the loop is woken: the next cycle sees the job; the answer does
+    # not wait for that cycle.
     platform.loop.wake()
-    return out
+    # Built here and serialized once by pydantic-core (no second validation pass).
+    return Response(out.model_dump_json(), status_code=201, media_type="application/json")
 
 
-def _submit(platform: PlatformDep, who: PrincipalDep, spec: JobSpec, tenant: str | None) -> JobOut:
+def _submit(platform: Platform, who: Principal, spec: JobSpec, tenant: str | None) -> JobOut:
     with platform.tx() as s:
         return jobs.submit(s, principal=who, spec=spec, tenant=tenant, catalog=platform.catalog)
 

@@ -72,6 +72,16 @@ class TokenCache:
     def __init__(self) -> None:
         self._known: dict[str, Principal] = {}
 
+    def cached(self, authorization: str | None) -> Principal | None:
+        """The principal of a token seen before; None when the store must be asked (or the
+        header is missing or malformed: ``resolve`` then says why)."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self._known.get(hash_token(token.strip()))
+
     def resolve(self, sessions: Callable[[], Session], authorization: str | None) -> Principal:
         """The principal of an ``Authorization`` header; a session is opened only for a
         token not seen before."""

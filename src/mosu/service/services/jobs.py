@@ -6,7 +6,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from mosu.core.api import (
@@ -121,44 +121,67 @@ def submit(
         raise NotFound(f"no tenant named {tenant!r}", field="tenant")
     check_fits_cluster(facts, spec, tenant)
     fractional = 0 < spec.gpus < 1
-    row = JobRow(
-        tenant=tenant,
+    now = time.time()
+    values = {
+        "tenant": tenant,
+        "name": spec.name,
+        "kind": spec.kind.value,
+        "state": JobState.PENDING.value,
+        "priority": spec.priority_value,
+        "replicas": spec.replicas,
+        "gpus": 1 if fractional else int(spec.gpus),
+        "gpu_milli": round(spec.gpus * GPU_MILLI)
+        if fractional
+        else (GPU_MILLI if spec.gpus else 0),
+        "gpu_types": ",".join(spec.gpu_types),
+        "cpu_milli": round(spec.cpu * 1000),
+        "mem_mib": spec.memory_mib,
+        "topology": spec.topology.value,
+        "estimate_s": parse_duration_s(spec.estimate),
+        "max_runtime_s": parse_duration_s(spec.max_runtime),
+        "checkpoint_every_s": parse_duration_s(spec.checkpoint_every),
+        "spec": spec.model_dump(mode="json"),
+        "submitted_at": now,
+        "attempts": 0,
+        "attained_gpu_s": 0.0,
+        "message": "",
+        "stop_signalled": False,
+    }
+    # Core inserts, not the ORM unit of work: a submission is the API's hottest write and
+    # needs none of the identity map's bookkeeping. Both rows commit in the caller's
+    # transaction, so an acknowledged job always has its "submitted" event.
+    conn = session.connection()
+    job_id = conn.execute(_INSERT_JOB, values).scalar_one()
+    conn.execute(
+        _INSERT_EVENT,
+        {
+            "at": now,
+            "job_id": job_id,
+            "tenant": tenant,
+            "kind": "state",
+            "from_state": None,
+            "to_state": JobState.PENDING.value,
+            "reason": "submitted",
+            "message": f"{spec.replicas} x {_fmt(spec.gpus)} GPU",
+        },
+    )
+    return JobOut(
+        id=job_id,
         name=spec.name,
+        tenant=tenant,
         kind=spec.kind.value,
-        state=JobState.PENDING.value,
-        priority=spec.priority_value,
+        state=JobState.PENDING,
+        priority=values["priority"],
         replicas=spec.replicas,
-        gpus=1 if fractional else int(spec.gpus),
-        gpu_milli=round(spec.gpus * GPU_MILLI) if fractional else (GPU_MILLI if spec.gpus else 0),
-        gpu_types=",".join(spec.gpu_types),
-        cpu_milli=round(spec.cpu * 1000),
-        mem_mib=spec.memory_mib,
-        topology=spec.topology.value,
-        estimate_s=parse_duration_s(spec.estimate),
-        max_runtime_s=parse_duration_s(spec.max_runtime),
-        checkpoint_every_s=parse_duration_s(spec.checkpoint_every),
-        spec=spec.model_dump(mode="json"),
-        submitted_at=time.time(),
-        attempts=0,
-        attained_gpu_s=0.0,
-        message="",
-        stop_signalled=False,
+        gpus=values["gpu_milli"] / GPU_MILLI if fractional else float(values["gpus"]),
+        gpu_types=list(spec.gpu_types),
+        submitted_at=ts(now),
+        spec=values["spec"],
     )
-    session.add(row)
-    session.flush()
-    session.add(
-        EventRow(
-            at=row.submitted_at,
-            job_id=row.id,
-            tenant=tenant,
-            kind="state",
-            from_state=None,
-            to_state=JobState.PENDING.value,
-            reason="submitted",
-            message=f"{spec.replicas} x {_fmt(spec.gpus)} GPU",
-        )
-    )
-    return job_out(row)
+
+
+_INSERT_JOB = insert(JobRow.__table__).returning(JobRow.__table__.c.id)
+_INSERT_EVENT = insert(EventRow.__table__)
 
 
 def get_row(session: Session, *, principal: Principal, job_id: int) -> JobRow:
