@@ -20,6 +20,7 @@ is waiting for it.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Callable, Sequence
@@ -29,7 +30,7 @@ from enum import Enum
 from mosu.core.models import GPU_MILLI, Job, Placement, RunningJob, Shape, Tenant
 from mosu.core.reasons import PendingReason, PreemptReason
 from mosu.engine.decisions import CycleResult, Pending, Preempt, Start
-from mosu.engine.ordering import Rank
+from mosu.engine.ordering import LeastAttainedService, Rank
 from mosu.engine.placement.base import PlacementPolicy, place_job
 from mosu.engine.preemption import Victim, find_victims_by_node, lost_gpu_s
 from mosu.engine.profiles import (
@@ -106,10 +107,10 @@ class _Work:
     no_fit: dict[tuple, list[tuple[int, int, int, int, int]]] = field(default_factory=dict)
     blocked_tenants: set[str] = field(default_factory=set)
     running_ends: list[tuple[float, str]] | None = None
+    """Estimated end of every running job, sorted; built on the first reservation."""
     guarantees: dict[tuple[str, str], int] = field(default_factory=dict)
     preempted_tenant: dict[str, str] = field(default_factory=dict)
     rank_victims: list[Victim] | None = None
-    """Estimated end of every running job, sorted; built on the first reservation."""
 
     @property
     def now(self) -> float:
@@ -497,7 +498,9 @@ def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]
     """Running jobs (not started this cycle) that may be preempted, cheapest first."""
     now = work.now
     min_run = work.profile.min_runtime_s
-    cheapest = work.profile.victim_order == VictimOrder.CHEAPEST
+    order = work.profile.victim_order
+    ordering = work.profile.ordering
+    inputs = _Inputs(work)
     state = work.state
     out: list[Victim] = []
     for job_id in sorted(work.running):
@@ -505,8 +508,12 @@ def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]
         if now - run.started_s < min_run or not allowed(run):
             continue
         gpu = run.job.total_gpu_milli
-        if cheapest:
-            cost: tuple[float | str, ...] = (run.job.priority, lost_gpu_s(run, now), -gpu, job_id)
+        if order == VictimOrder.CHEAPEST:
+            cost: tuple[float | str, ...] = (run.job.priority, lost_gpu_s(run, now), gpu, job_id)
+        elif order == VictimOrder.SERVED:
+            klass = ordering.rank(run.job, inputs)[1 : ordering.class_len]
+            served = tuple(-x for x in klass if isinstance(x, (int, float)))
+            cost = (run.job.priority, *served, lost_gpu_s(run, now), gpu, job_id)
         else:
             cost = (run.job.priority, -run.started_s, job_id)
         gpu_type = (
@@ -585,12 +592,20 @@ def _reserve(work: _Work, job: Job) -> None:
     free = sum(work.free.get(t, 0) for t in types)
     cp = state.checkpoint()
     try:
+        whole = job.shape.gpu_milli == GPU_MILLI
         for end, job_id in ends:
-            for rp in state.holdings[job_id]:
+            released = state.holdings[job_id]
+            for rp in released:
                 if state.nodes[state.index_of[rp.node]].gpu_type in types:
                     free += rp.gpu_milli * len(rp.gpu_indices)
             state.release(job_id)
             if free < job.total_gpu_milli:
+                continue
+            # Placement failed before this release, so it can succeed now only on a node
+            # this release opened up.
+            if whole and not any(
+                state.full_free[state.index_of[rp.node]] >= job.shape.gpus for rp in released
+            ):
                 continue
             placement = place_job(state, job, policy)
             if placement is not None:
@@ -618,8 +633,7 @@ def _preempt_by_rank(work: _Work) -> None:
     if not pending or not work.running:
         return
     pending.sort(key=lambda j: work.ranks[j.id])
-    inputs = _Inputs(work)
-    run_class = {job_id: ordering.rank(run.job, inputs)[:n] for job_id, run in work.running.items()}
+    run_class = _running_classes(work)
     worst = max(run_class.values())
     attempts = 0
     failed: set[tuple] = set()
@@ -645,6 +659,25 @@ def _preempt_by_rank(work: _Work) -> None:
             for job in pending:
                 if work.outcome.get(job.id) != _Outcome.STARTED:
                     _try_start(work, job, within_guarantee=within)
+
+
+def _running_classes(work: _Work) -> dict[str, Rank]:
+    """The preemption class of every running job (a fast path for LAS, called often)."""
+    ordering = work.profile.ordering
+    if isinstance(ordering, LeastAttainedService):
+        now = work.now
+        thresholds = ordering.thresholds_gpu_s
+        out: dict[str, Rank] = {}
+        for job_id, run in work.running.items():
+            job = run.job
+            shape = job.shape
+            gpus = shape.gpus * shape.gpu_milli * job.replicas / GPU_MILLI
+            served = run.attained_gpu_s + max(0.0, now - run.started_s) * gpus
+            out[job_id] = (-job.priority, bisect.bisect_right(thresholds, served))
+        return out
+    inputs = _Inputs(work)
+    n = ordering.class_len
+    return {job_id: ordering.rank(run.job, inputs)[:n] for job_id, run in work.running.items()}
 
 
 def _preempt_for(

@@ -8,7 +8,6 @@ and decides whether to carry it out.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -153,11 +152,8 @@ def find_victims_by_node(
                 have += gpus
             if have < per_replica:
                 continue
-            key = (
-                max((v.cost[0] for v in plan), default=-math.inf),
-                sum(float(v.cost[1]) for v in plan),
-                len(plan),
-            )
+            # The plan whose dearest victim is cheapest, then the fewest victims.
+            key = (max((v.cost[:-1] for v in plan), default=()), len(plan))
             if best is None or key < best[0]:
                 best = (key, i, plan, have)
         if best is None:

@@ -60,9 +60,14 @@ class RankPreemption(StrEnum):
 
 class VictimOrder(StrEnum):
     CHEAPEST = "cheapest"
-    """Lowest priority, least work lost since the last checkpoint, largest (fewest jobs)."""
+    """Lowest priority, least work lost since the last checkpoint, smallest; the victim
+    search then prefers the plan with the fewest jobs among equally cheap ones."""
     NEWEST = "newest"
     """Lowest priority, most recently started (what Kueue does)."""
+    SERVED = "served"
+    """Lowest priority, then the most served (the worst class of a preemptive ordering
+    such as LAS: likely long jobs, so a short one is rarely the victim), then least
+    work lost since the last checkpoint, then smallest."""
 
 
 class Estimator(StrEnum):
@@ -193,7 +198,7 @@ def _srtf_oracle() -> SchedulingProfile:
 
 
 def _mosu() -> SchedulingProfile:
-    return SchedulingProfile(name="mosu")
+    return SchedulingProfile(name="mosu", victim_order=VictimOrder.SERVED)
 
 
 PROFILES: dict[str, Callable[[], SchedulingProfile]] = {
