@@ -55,6 +55,7 @@ class FragTable:
         self._keys: list[GpuKey] = []
         self._free = np.zeros(16, dtype=np.float64)
         self._usable = np.zeros((16, len(self.tasks) + 1), dtype=np.float64)
+        self._raw = np.zeros((16, len(self.tasks)), dtype=np.float64)
         self._after_whole: dict[tuple[int, int], int] = {}
         self._after_share: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {}
 
@@ -75,6 +76,7 @@ class FragTable:
         if sid == len(self._free):
             self._free = np.concatenate([self._free, np.zeros_like(self._free)])
             self._usable = np.concatenate([self._usable, np.zeros_like(self._usable)])
+            self._raw = np.concatenate([self._raw, np.zeros_like(self._raw)])
         free = np.array(frees, dtype=np.int64)[None, :]
         total = int(free.sum())
         room = free >= self._task_milli
@@ -85,6 +87,7 @@ class FragTable:
             # A task that may never run on this GPU type loses nothing here.
             usable = np.where(accepts | (self._task_gpus == 0), usable, total)
         self._free[sid] = total
+        self._raw[sid] = usable
         self._usable[sid, 1:] = np.cumsum(usable * self.weights)
         self._ids[key] = sid
         self._keys.append(key)
@@ -100,6 +103,14 @@ class FragTable:
             )
             self._type_ok[gpu_type] = ok
         return ok
+
+    def reweight(self, weights: np.ndarray) -> None:
+        """Weigh the task types (in ``tasks`` order) anew, for every state interned so far
+        and to come; one pass over the table."""
+        self.weights = np.asarray(weights, dtype=np.float64)
+        self.total_weight = float(self.weights.sum())
+        n = len(self._keys)
+        np.cumsum(self._raw[:n] * self.weights, axis=1, out=self._usable[:n, 1:])
 
     # -- queries ---------------------------------------------------------------
 

@@ -51,11 +51,15 @@ from mosu.core.models import Shape
 from mosu.engine.placement.base import choose_gpus
 from mosu.engine.placement.common import TieBreak
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
+from mosu.engine.placement.homes import scarcity
 from mosu.engine.placement.taskmix import TaskMix
 from mosu.engine.state import ClusterState
 
 SCORE_DECIMALS = 6
 """Decreases are compared after rounding to 1e-6 GPU milli, so float noise never decides."""
+REWEIGH_STEP = 0.01
+"""Task types are reweighed by scarcity each time the cluster's free GPU moves by this
+share of its capacity: homes change slowly, and reweighing re-tabulates every state."""
 
 
 class Mosu:
@@ -66,6 +70,9 @@ class Mosu:
         self.ties = TieBreak(rng)
         self.table = FragTable(task_mix.by_count(), inaccessible_is_fragment=False)
         self.cache = NodeStateCache(self.table)
+        self.base_weights = self.table.weights.copy()
+        self._base_total = float(self.base_weights.sum())
+        self._weighed_at: tuple[ClusterState, int] | None = None
         self.gpu_tasks = [(t, n) for t, n in task_mix.counts if t.gpus]
         self.demand = task_mix.by_demand()
         self._for_state: ClusterState | None = None
@@ -101,6 +108,20 @@ class Mosu:
             self.gpu_per_mem = np.where(mem > 0, gpu / mem, np.inf)
         self.cost = np.minimum(1.0, pressure)
 
+    def _reweigh(self, state: ClusterState) -> bool:
+        """Weigh each task type by the scarcity of its homes (``homes.py``) when the
+        cluster's free GPU has moved by ``REWEIGH_STEP`` of its capacity since the
+        last time; True when the weights changed."""
+        free = int(state.cols.free_total.sum())
+        last = self._weighed_at
+        step = max(1.0, REWEIGH_STEP * state.capacity_milli)
+        if last is not None and last[0] is state and abs(free - last[1]) < step:
+            return False
+        self._weighed_at = (state, free)
+        t = self.table
+        t.reweight(self.base_weights * scarcity(state, t.tasks, self.base_weights))
+        return True
+
     def stranded(
         self,
         frag: np.ndarray,
@@ -123,10 +144,13 @@ class Mosu:
         self._per_type(state)
         c, t = state.cols, self.table
         all_sids = self.cache.sids(state)
-        scale = 1.0 / t.total_weight if t.total_weight else 0.0
+        # Fragmentation stays in GPU milli per task of the (unweighted) mix.
+        scale = 1.0 / self._base_total if self._base_total else 0.0
         if len(self._before) != len(all_sids):
             self._before = np.zeros(len(all_sids))
         changed = self.cache.changed
+        if self._reweigh(state):
+            changed = np.arange(len(all_sids))
         if len(changed):
             # A node's stranded GPU changes only when the node does.
             cpu, mem = c.cpu_free[changed], c.mem_free[changed]
