@@ -1,0 +1,130 @@
+"""Home scarcity behind mosu's placement, checked against hand computations.
+
+The cluster of every case: node ``a`` has two GPUs of type A, one of them half
+used (free shares 1000 and 500), 8 cores and 1,000 MiB; node ``t4`` has one free
+T4 GPU, 4 cores and 1,000 MiB.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from mosu.core.models import Node, ReplicaPlacement, Shape
+from mosu.engine.placement.frag import FragTable
+from mosu.engine.placement.homes import expected_arrivals, gpu_slots, homes, scarcity
+from mosu.engine.placement.mosu import Mosu
+from mosu.engine.placement.taskmix import TaskMix, TaskType
+from mosu.engine.state import ClusterState
+
+HALF = TaskType(cpu_milli=2000, mem_mib=0, gpus=1, gpu_milli=500)
+WHOLE = TaskType(cpu_milli=4000, mem_mib=0, gpus=1, gpu_milli=1000)
+PAIR = TaskType(cpu_milli=0, mem_mib=0, gpus=2, gpu_milli=1000)
+T4_ONLY = TaskType(cpu_milli=1000, mem_mib=500, gpus=1, gpu_milli=1000, gpu_types=("T4",))
+CPU_ONLY = TaskType(cpu_milli=1000, mem_mib=0, gpus=0, gpu_milli=0)
+TASKS = [HALF, WHOLE, PAIR, T4_ONLY, CPU_ONLY]
+COUNTS = [4, 2, 1, 1, 2]
+
+
+def cluster() -> ClusterState:
+    state = ClusterState(
+        [
+            Node(name="a", gpu_type="A", gpus=2, cpu_milli=8000, mem_mib=1000),
+            Node(name="t4", gpu_type="T4", gpus=1, cpu_milli=4000, mem_mib=1000),
+        ]
+    )
+    state.assign("held", (ReplicaPlacement(node="a", gpu_indices=(1,), gpu_milli=500),))
+    state.commit()
+    return state
+
+
+@pytest.mark.parametrize(
+    ("name", "gpus", "milli", "want_slots"),
+    [
+        ("a share stacks on every GPU with room", 1, 500, [2 + 1, 2 + 2]),
+        ("a smaller share fits once in the 500 left of a GPU", 1, 300, [3 + 1, 3 + 3]),
+        ("a whole GPU comes only from fully free ones", 1, 1000, [1, 2]),
+        ("a pair of GPUs needs two fully free ones", 2, 1000, [0, 1]),
+    ],
+)
+def test_gpu_slots(name: str, gpus: int, milli: int, want_slots: list[int]) -> None:
+    # Two nodes of up to three GPUs (-1: no such GPU): shares 1000 and 500; two free GPUs.
+    rows = np.array([[1000, 500, -1], [1000, 1000, -1]])
+    assert gpu_slots(rows, gpus, milli).tolist() == want_slots
+
+
+def test_homes_count_each_node_alone_and_stop_at_cpu_memory_or_gpu_type() -> None:
+    got = dict(zip(TASKS, homes(cluster(), TASKS).tolist(), strict=True))
+    want_homes = {
+        HALF: 3 + 2,  # a: 2 + 1 GPU slots (4 by CPU); t4: 2 slots, 2 by CPU
+        WHOLE: 1 + 1,  # one fully free GPU each, CPU for 2 and 1
+        PAIR: 0,  # no node has two fully free GPUs
+        T4_ONLY: 1,  # only t4 (memory would allow 2)
+        CPU_ONLY: 0,  # not counted: it never uses a GPU
+    }
+    assert got == want_homes
+
+
+def test_expected_arrivals_share_the_free_gpu_each_type_accepts() -> None:
+    weights = np.array(COUNTS, dtype=float)
+    got = expected_arrivals(cluster(), TASKS, weights)
+    # Mean GPU per task: 0.4 x 500 + 0.2 x 1000 + 0.1 x 2000 + 0.1 x 1000 = 700 milli.
+    # Free GPU: 1500 on A, 1000 on T4; the T4-only type reaches only the latter.
+    want_arrivals = [2500 / 700 * 0.4, 2500 / 700 * 0.2, 2500 / 700 * 0.1, 1000 / 700 * 0.1, 0]
+    assert got == pytest.approx(want_arrivals)
+
+
+def test_scarcity_is_arrivals_over_homes_capped_at_one() -> None:
+    got = scarcity(cluster(), TASKS, np.array(COUNTS, dtype=float))
+    want_scarcity = [
+        2 / 7,  # 10/7 arrivals over 5 homes
+        5 / 14,  # 5/7 over 2
+        1.0,  # no home left: fully weighted
+        1 / 7,  # 1/7 over 1
+        1.0,  # CPU-only types keep their weight
+    ]
+    assert got == pytest.approx(want_scarcity)
+
+
+@pytest.mark.parametrize(
+    ("name", "weights", "frees", "want_frag"),
+    [
+        ("half and whole weighted equally see half of a 600 share", (0.5, 0.5), (600,), 300.0),
+        ("only the half weighted: a 600 share is no fragment", (1.0, 0.0), (600,), 0.0),
+        ("only the whole weighted: a 600 share is all fragment", (0.0, 1.0), (600,), 600.0),
+        (
+            "a state first seen after reweighing uses the new weights",
+            (0.0, 1.0),
+            (1000, 700),
+            700.0,
+        ),
+    ],
+)
+def test_reweigh_changes_the_fragmentation_of_every_state(
+    name: str, weights: tuple[float, float], frees: tuple[int, ...], want_frag: float
+) -> None:
+    table = FragTable([(WHOLE, 0.5), (HALF, 0.5)])
+    table.state_id(("A", (600,)))
+    assert table.tasks == (HALF, WHOLE)  # ordered by CPU
+    table.reweight(np.array(weights))
+    sid = table.state_id(("A", frees))
+    assert float(table.frag(np.array([sid]), np.array([10_000]))[0]) == pytest.approx(want_frag)
+
+
+def test_mosu_weighs_the_mix_by_scarcity_before_deciding() -> None:
+    mix = TaskMix(tuple(sorted(zip(TASKS, COUNTS, strict=True))))
+    policy = Mosu(mix, random.Random(0))
+    state = cluster()
+    shape = Shape(gpus=1, gpu_milli=500, cpu_milli=2000)
+    assert policy.select(state, shape, state.candidates(shape)) is not None
+    got = dict(zip(policy.table.tasks, policy.table.weights.tolist(), strict=True))
+    want_weights = {
+        HALF: 0.4 * 2 / 7,
+        WHOLE: 0.2 * 5 / 14,
+        PAIR: 0.1,
+        T4_ONLY: 0.1 / 7,
+        CPU_ONLY: 0.2,
+    }
+    assert got == pytest.approx(want_weights)
