@@ -35,9 +35,15 @@ measurements):
    (FGD truncates a sigmoid to an integer); ties go to the node with the smallest
    free GPU fraction, then to a fixed random node order, so ties keep filling the
    same nodes.
+4. **A fragment only costs where homes run out.** Each task type's weight in the
+   fragmentation measure is its share of the mix times ``min(1, arrivals /
+   homes)`` (``homes.py``): the replicas of it expected before the GPU it
+   accepts is gone, over the replicas of it the cluster could still host.
+   Types with homes to spare stop dictating; the ones running out weigh fully.
 
 The task mix is every observed task type weighted by count, CPU-only ones
-included (FGD keeps only the types covering 95 % of tasks).
+included (FGD keeps only the types covering 95 % of tasks), then weighed by
+scarcity.
 """
 
 from __future__ import annotations
