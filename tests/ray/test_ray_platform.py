@@ -35,6 +35,7 @@ def server(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) ->
         MOSU_CONFIG=str(home / "client.json"),
         MOSU_POLL_S="0.05",
         MOSU_TICK_S="0.5",
+        MOSU_RAY_LOG_DIR=str(home / "node-logs"),
     )
     srv = Server(
         data_dir=home / "data",

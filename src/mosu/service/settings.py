@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     """``local`` (processes on this machine) or ``ray`` (replicas on a Ray cluster)."""
     ray_address: str | None = None
     """``HOST:PORT`` of the Ray cluster's head (GCS) for the ``ray`` executor."""
+    ray_log_dir: str = "/tmp/mosu/replica-logs"
+    """Where replicas' output is written on each Ray node (copied to ``logs_dir``)."""
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -122,7 +122,11 @@ def run(
     if executor == "ray":
         from mosu.agent.executors.ray_executor import RayExecutor
 
-        runner: Any = RayExecutor(address=str(ray_address), instance=instance_id(settings))
+        runner: Any = RayExecutor(
+            address=str(ray_address),
+            instance=instance_id(settings),
+            remote_log_dir=settings.ray_log_dir,
+        )
         runner.gangs.connect()  # from the main thread, and fail early if Ray is unreachable
     else:
         runner = LocalExecutor(instance=instance_id(settings))
