@@ -574,6 +574,8 @@ def _reserve(work: _Work, job: Job) -> None:
     """Hold capacity for a blocked job from the earliest time it can start."""
     if len(work.reservations) >= work.profile.max_reservations:
         return
+    if job.total_gpu_milli <= GPU_MILLI:
+        return  # one GPU frees up with the next completion: nothing to protect
     if any(r.job_id == job.id for r in work.reservations):
         return
     state = work.state
@@ -633,6 +635,9 @@ def _preempt_by_rank(work: _Work) -> None:
     if not pending or not work.running:
         return
     pending.sort(key=lambda j: work.ranks[j.id])
+    best = work.ranks[pending[0].id][:n]
+    if not any(c > best for c in _running_classes(work, stop_above=best).values()):
+        return  # nothing running ranks worse than the best waiting job
     run_class = _running_classes(work)
     worst = max(run_class.values())
     attempts = 0
@@ -661,23 +666,34 @@ def _preempt_by_rank(work: _Work) -> None:
                     _try_start(work, job, within_guarantee=within)
 
 
-def _running_classes(work: _Work) -> dict[str, Rank]:
-    """The preemption class of every running job (a fast path for LAS, called often)."""
+def _running_classes(work: _Work, stop_above: Rank | None = None) -> dict[str, Rank]:
+    """The preemption class of every running job (a fast path for LAS, called often).
+
+    With ``stop_above``, stops at the first class worse than it: enough to know
+    whether any preemption could happen at all.
+    """
     ordering = work.profile.ordering
+    out: dict[str, Rank] = {}
     if isinstance(ordering, LeastAttainedService):
         now = work.now
         thresholds = ordering.thresholds_gpu_s
-        out: dict[str, Rank] = {}
         for job_id, run in work.running.items():
             job = run.job
             shape = job.shape
             gpus = shape.gpus * shape.gpu_milli * job.replicas / GPU_MILLI
             served = run.attained_gpu_s + max(0.0, now - run.started_s) * gpus
-            out[job_id] = (-job.priority, bisect.bisect_right(thresholds, served))
+            klass: Rank = (-job.priority, bisect.bisect_right(thresholds, served))
+            out[job_id] = klass
+            if stop_above is not None and klass > stop_above:
+                break
         return out
     inputs = _Inputs(work)
     n = ordering.class_len
-    return {job_id: ordering.rank(run.job, inputs)[:n] for job_id, run in work.running.items()}
+    for job_id, run in work.running.items():
+        out[job_id] = ordering.rank(run.job, inputs)[:n]
+        if stop_above is not None and out[job_id] > stop_above:
+            break
+    return out
 
 
 def _preempt_for(
