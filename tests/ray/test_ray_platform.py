@@ -59,6 +59,15 @@ def server(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) ->
         srv.stop()
 
 
+@pytest.fixture(scope="module")
+def tokens(server: Server) -> dict[str, str]:
+    """acme is promised 4 GPUs and may borrow up to all 8; beta is promised 4."""
+    with server.client() as op:
+        acme = op.create_tenant("acme", {GPU_TYPE: QuotaSpec(guaranteed=4, limit=8)})
+        beta = op.create_tenant("beta", {GPU_TYPE: QuotaSpec(guaranteed=4)})
+    return {"acme": acme.token, "beta": beta.token}
+
+
 def _seen(out: Path, rank: int) -> dict | None:
     path = out / f"replica-{rank}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -88,11 +97,9 @@ def test_ray_nodes_are_mirrored_into_the_store(server: Server) -> None:
 
 
 def test_gang_runs_across_both_ray_nodes_and_its_logs_reach_the_server(
-    server: Server, tmp_path: Path
+    server: Server, tokens: dict[str, str], tmp_path: Path
 ) -> None:
-    with server.client() as op:
-        tenant = op.create_tenant("acme", {GPU_TYPE: QuotaSpec(guaranteed=8)})
-    with server.client(tenant.token) as c:
+    with server.client(tokens["acme"]) as c:
         job = c.submit(_gang("ddp", tmp_path, "exit,exit"))
         done = wait_for(
             lambda: (j := c.get_job(job.id)).state in (JobState.SUCCEEDED, JobState.FAILED) and j,
@@ -118,11 +125,9 @@ def test_gang_runs_across_both_ray_nodes_and_its_logs_reach_the_server(
 
 
 def test_cancel_gives_the_gang_its_grace_period_to_checkpoint(
-    server: Server, tmp_path: Path
+    server: Server, tokens: dict[str, str], tmp_path: Path
 ) -> None:
-    with server.client() as op:
-        token = op.new_token("acme")
-    with server.client(token) as c:
+    with server.client(tokens["acme"]) as c:
         job = c.submit(_gang("trap", tmp_path, "trap,trap"))
         wait_for(lambda: _seen(tmp_path, 0) and _seen(tmp_path, 1), timeout=60, what="start")
         c.cancel(job.id)
@@ -133,13 +138,48 @@ def test_cancel_gives_the_gang_its_grace_period_to_checkpoint(
         assert (tmp_path / "checkpoint-1").read_text() == "step 42"
 
 
+def test_borrowed_gang_is_preempted_for_its_owner_after_a_checkpoint(
+    server: Server, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    borrower_out, owner_out = tmp_path / "acme", tmp_path / "beta"
+    borrower_out.mkdir()
+    owner_out.mkdir()
+    with server.client(tokens["acme"]) as acme, server.client(tokens["beta"]) as beta:
+        big = acme.submit(_gang("big", borrower_out, "trap,trap"))
+        wait_for(
+            lambda: _seen(borrower_out, 0) and _seen(borrower_out, 1),
+            timeout=60,
+            what="acme's gang on all 8 GPUs",
+        )
+        small = beta.submit(
+            JobSpec(
+                name="small",
+                gpus=4,
+                gpu_type=GPU_TYPE,
+                command=[sys.executable, str(SCRIPT), "sleep", str(owner_out)],
+            )
+        )
+        # beta's promised GPUs come back: acme's gang checkpoints, goes back to the queue.
+        wait_for(lambda: _seen(owner_out, 0), timeout=60, what="beta's job to start")
+        assert (borrower_out / "checkpoint-0").read_text() == "step 42"
+        assert (borrower_out / "checkpoint-1").read_text() == "step 42"
+        assert beta.get_job(small.id).state == JobState.RUNNING
+        requeued = acme.get_job(big.id)
+        assert (requeued.state, requeued.attempts) == (JobState.PENDING, 1)
+        assert [e.to_state for e in acme.job_events(big.id) if e.kind == "state"][-2:] == [
+            "preempted",
+            "pending",
+        ]
+        acme.cancel(big.id)
+        beta.cancel(small.id)
+        wait_for(lambda: beta.get_job(small.id).state == JobState.CANCELLED, timeout=30, what="end")
+
+
 def test_gang_on_a_dead_node_is_requeued_and_the_node_marked_down(
-    server: Server, ray_cluster: RayCluster, tmp_path: Path
+    server: Server, tokens: dict[str, str], ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
     """Runs last: it kills worker w1 for good."""
-    with server.client() as op:
-        token = op.new_token("acme")
-    with server.client(token) as c, server.client() as op:
+    with server.client(tokens["acme"]) as c, server.client() as op:
         job = c.submit(_gang("doomed", tmp_path, "sleep,sleep"))
         wait_for(lambda: _seen(tmp_path, 0) and _seen(tmp_path, 1), timeout=60, what="start")
         assert c.get_job(job.id).state == JobState.RUNNING
