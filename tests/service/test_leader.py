@@ -366,3 +366,56 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.mark.postgres
+def test_leader_whose_session_dies_stops_its_work_and_one_server_leads_again(
+    fresh_database: str, tmp_path: Path
+) -> None:
+    from mosu.service.platform import Platform
+    from mosu.service.settings import Settings
+    from tests.service.conftest import OPERATOR_TOKEN, FakeExecutor
+
+    class RecordingExecutor(FakeExecutor):
+        shutdowns = 0
+
+        def shutdown(self, grace_s: float) -> None:
+            self.shutdowns += 1
+
+    def platform(name: str, executor: FakeExecutor) -> Platform:
+        settings = Settings(
+            data_dir=tmp_path / name,
+            database_url=fresh_database,
+            operator_token=OPERATOR_TOKEN,
+            poll_s=0.05,
+            tick_s=0.2,
+        )
+        p = Platform(settings, executor)
+        p.open()
+        return p
+
+    first_executor = RecordingExecutor()
+    first = platform("a", first_executor)
+    second = platform("b", FakeExecutor())
+    try:
+        first.start_scheduler()
+        second.start_scheduler()
+        assert (first.loop.leading, second.loop.leading) == (True, False)
+        lease = first.loop.lease
+        assert isinstance(lease, PostgresLease)
+
+        engine = create_engine(fresh_database)
+        with engine.begin() as conn:  # the leader's database session is cut
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lease.backend_pid})
+        engine.dispose()
+
+        _wait("the old leader to stop its work", lambda: first_executor.shutdowns > 0, 10)
+        leaders = _wait(
+            "one server to lead again",
+            lambda: [p for p in (first, second) if p.loop.leading],
+            TAKEOVER_LIMIT_S,
+        )
+        assert len(leaders) == 1
+    finally:
+        first.close()
+        second.close()
