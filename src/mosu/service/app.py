@@ -20,8 +20,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import mosu
 from mosu.core.errors import PlatformError
 from mosu.core.jobspec import field_path
+from mosu.service.metrics import CYCLE_BUCKETS, ApiMetrics, Histogram, MetricsMiddleware
 from mosu.service.platform import Platform
-from mosu.service.routers import jobs, nodes, queue, tenants
+from mosu.service.routers import events, jobs, metrics, nodes, queue, tenants
 
 log = logging.getLogger("mosu.api")
 HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed"}
@@ -54,8 +55,17 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = platform
-    for router in (tenants.router, nodes.router, jobs.router, queue.router):
+    for router in (tenants.router, nodes.router, jobs.router, queue.router, events.router):
         app.include_router(router)
+    app.include_router(metrics.router)
+    app.state.api_metrics = ApiMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.api_metrics)
+    app.state.cycle_seconds = Histogram(
+        "mosu_scheduler_cycle_seconds",
+        "Time one scheduling cycle took to decide and record its decisions.",
+        CYCLE_BUCKETS,
+    )
+    platform.loop.on_cycle = app.state.cycle_seconds.observe
 
     @app.exception_handler(PlatformError)
     async def platform_error(_request: Request, exc: PlatformError) -> JSONResponse:

@@ -86,6 +86,8 @@ class SchedulerLoop:
         self.queue_positions: dict[int, int] = {}
         """Pending job id → 1-based position in the last cycle's order."""
         self.cycles = 0
+        self.on_cycle: Callable[[float], None] = lambda _seconds: None
+        """Told each applied cycle's deciding time (metrics)."""
         self.lease: LeaderLease | None = None
         """Set before ``start`` when several servers share the store: only its holder
         schedules, and every apply is fenced by it (see ``mosu.service.leader``)."""
@@ -309,6 +311,7 @@ class SchedulerLoop:
         # What deciding cost (launching is excluded: it mostly waits on the kernel).
         self._last_cycle_end = self._clock()
         self._last_cycle_cost = self._last_cycle_end - now
+        self.on_cycle(self._last_cycle_cost)
         self.queue_positions = {job_id: i + 1 for i, job_id in enumerate(applied.queue_order)}
         for job_id in applied.started:
             self._launch(job_id)

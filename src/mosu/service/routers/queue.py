@@ -13,7 +13,7 @@ router = APIRouter(tags=["queue"])
 
 
 @router.get("/v1/health")
-def health(platform: PlatformDep) -> Health:
+async def health(platform: PlatformDep) -> Health:
     loop = platform.loop
     role = "leader" if loop.leading else ("standby" if loop.lease is not None else "")
     return Health(status="ok", version=getattr(mosu, "__version__", "0"), scheduler=role)

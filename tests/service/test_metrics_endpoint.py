@@ -1,0 +1,76 @@
+"""``GET /metrics``: Prometheus text that a standard parser reads, matching known state."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from mosu.service.platform import Platform
+from tests.service.conftest import FakeExecutor, TestClient, bearer, seed, submit
+
+
+def scrape(api: TestClient) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    r = api.get("/metrics")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for fam in text_string_to_metric_families(r.text):
+        for sample in fam.samples:
+            out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def test_metrics_match_jobs_gpus_and_requests(
+    api: TestClient, platform: Platform, executor: FakeExecutor
+) -> None:
+    tokens = seed(api)  # 8 x H800; a guaranteed 4, b guaranteed 4 limit 8
+    running = [submit(api, tokens["a"], gpus=2)["id"], submit(api, tokens["b"], gpus=4)["id"]]
+    done = submit(api, tokens["a"], gpus=1)["id"]
+    platform.loop.run_once()
+    executor.exit(done, 0)
+    platform.loop.run_once()
+    waiting = submit(api, tokens["a"], gpus=8)["id"]  # needs the whole node: pending
+    platform.loop.run_once()
+    unscheduled = submit(api, tokens["b"], gpus=1)["id"]  # no cycle has seen it yet
+    assert len({*running, done, waiting, unscheduled}) == 5
+
+    got = scrape(api)
+    jobs = {dict(k)["state"]: v for k, v in got["mosu_jobs"].items()}
+    assert jobs == {
+        "pending": 2,
+        "starting": 0,
+        "running": 2,
+        "succeeded": 1,
+        "failed": 0,
+        "cancelled": 0,
+        "preempted": 0,
+    }
+    pending = {dict(k)["reason"]: v for k, v in got["mosu_jobs_pending"].items()}
+    assert sum(pending.values()) == 2
+    assert pending["unscheduled"] == 1
+    allocated = {
+        (dict(k)["tenant"], dict(k)["gpu_type"]): v for k, v in got["mosu_gpus_allocated"].items()
+    }
+    assert allocated == {("a", "H800"): 2, ("b", "H800"): 4}
+    assert got["mosu_gpus"] == {(("gpu_type", "H800"), ("node_state", "ready")): 8}
+    assert got["mosu_scheduler_leading"] == {(): 0}  # cycles run by hand: no loop leads
+    assert got["mosu_scheduler_cycle_seconds_count"][()] == platform.loop.cycles >= 3
+    posts = (("method", "POST"), ("route", "/v1/jobs"), ("status", "201"))
+    assert got["mosu_http_requests_total"][posts] == 5
+    timed = (("method", "POST"), ("route", "/v1/jobs"))
+    assert got["mosu_http_request_duration_seconds_count"][timed] == 5
+    assert got["mosu_http_request_duration_seconds_bucket"][(("le", "+Inf"), *timed)] == 5
+
+
+def test_requests_are_labelled_by_route_template_and_status(api: TestClient) -> None:
+    seed(api)
+    assert api.get("/v1/jobs/12345").status_code == 404
+    assert api.get("/no/such/route").status_code == 404
+    got = scrape(api)["mosu_http_requests_total"]
+    assert got[(("method", "GET"), ("route", "/v1/jobs/{job_id}"), ("status", "404"))] == 1
+    assert got[(("method", "GET"), ("route", "unmatched"), ("status", "404"))] == 1
+
+
+def test_metrics_need_the_operator_token(api: TestClient) -> None:
+    tokens = seed(api)
+    assert api.get("/metrics", headers=bearer(tokens["a"])).status_code == 403
+    assert api.get("/metrics", headers={"Authorization": ""}).status_code == 401
