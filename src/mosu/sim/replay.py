@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mosu.core.models import GPU_MILLI, Job, Node, Placement, RunningJob, Tenant
 from mosu.core.reasons import PendingReason
@@ -317,6 +317,4 @@ class _Replay:
 
 
 def _with_estimate(job: Job, estimate_s: float | None) -> Job:
-    from dataclasses import replace
-
     return replace(job, estimate_s=estimate_s)
