@@ -1,0 +1,378 @@
+"""Scheduler failover under load: two ``mosu server`` processes share one PostgreSQL
+database; the scheduling leader is killed with SIGKILL while 200 short jobs flow through.
+
+What must hold, checked afterwards from the database's history and, independently, from
+what the job processes themselves recorded:
+
+- the standby takes the scheduler lease within ``TAKEOVER_LIMIT_S`` of the kill;
+- every submitted job is there and succeeded (some after a requeue), none lost or stuck;
+- a job's attempts never overlap: in the event history each attempt ends before the next
+  starts, and no process of a job ever ran while another process of that job was alive
+  (each holds an exclusive ``flock`` on a file of its job for its whole life);
+- no GPU is ever held by two jobs: replaying starts and ends in history order over the
+  allocation rows, and, independently, each process ``flock``s one file per GPU it was
+  given for its whole life.
+
+History order is event id order: a start's transaction reads the live allocations after
+every release it can see has committed, so its event rows get later ids than theirs.
+Start events carry neither the node, the GPU indices nor the attempt number; the k-th
+``starting`` event of a job is its attempt k, whose GPUs are its allocation rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from mosu.client import Client, ServerUnreachable
+from mosu.core.api import JobSpec, QuotaSpec
+from tests.e2e.conftest import OPERATOR_TOKEN, free_port
+
+TAKEOVER_LIMIT_S = 10.0
+JOBS = 200
+GPUS = 8
+NODE = "n0"
+LEADER_LINE = "acquired the scheduler lease"
+ALL_DONE_TIMEOUT_S = 100.0
+
+# Each tenant may use exactly what it is promised, so the only requeues are the failover's.
+TENANTS = {"t0": (4, (1, 2, 4)), "t1": (2, (1, 2)), "t2": (2, (1, 1, 2))}
+"""tenant -> (guaranteed GPUs, GPUs per job drawn from)."""
+
+# Runs with ``python -S -c``: stdlib only, quick to start.
+JOB_CODE = """
+import fcntl, json, os, signal, sys, time
+out, nap = sys.argv[1], float(sys.argv[2])
+job, attempt = os.environ["MOSU_JOB_ID"], os.environ["MOSU_ATTEMPT"]
+gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
+held = []
+def grab(name):
+    f = open(os.path.join(out, name), "a")
+    held.append(f)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+alone = grab(f"job-{job}.lock")
+gpus_free = [grab(f"gpu-{g}.lock") for g in gpus]
+def record(kind, **extra):
+    with open(os.path.join(out, f"{kind}-{job}-{attempt}.json"), "w") as f:
+        json.dump(dict(pid=os.getpid(), at=time.time(), **extra), f)
+def on_term(*_):
+    record("stop", how="sigterm")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term)
+record("start", alone=alone, gpus=gpus, gpus_free=gpus_free)
+time.sleep(nap)
+record("stop", how="done")
+"""
+
+
+@pytest.fixture
+def pg_url() -> str:
+    url = os.environ.get("MOSU_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("MOSU_TEST_POSTGRES_URL is not set: the failover test needs PostgreSQL")
+    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def fresh_database(pg_url: str) -> Iterator[str]:
+    name = f"mosu_failover_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _wait(what: str, check: Callable[[], object], timeout_s: float, every: float = 0.1) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(every)
+
+
+@dataclass
+class ServerProc:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def leads(self) -> bool:
+        return LEADER_LINE in self.log.read_text(errors="replace")
+
+    def client(self, token: str = OPERATOR_TOKEN) -> Client:
+        return Client(f"http://127.0.0.1:{self.port}", token, timeout=10)
+
+
+@pytest.fixture
+def start_server(fresh_database: str, tmp_path: Path) -> Iterator[Callable[[str], ServerProc]]:
+    started: list[ServerProc] = []
+
+    def start(name: str) -> ServerProc:
+        port = free_port()
+        log = tmp_path / f"server-{name}.log"
+        env = dict(
+            os.environ, MOSU_OPERATOR_TOKEN=OPERATOR_TOKEN, MOSU_POLL_S="0.05", MOSU_TICK_S="0.5"
+        )
+        cmd = [sys.executable, "-m", "mosu.cli.main", "server", "--database-url", fresh_database]
+        cmd += ["--data-dir", str(tmp_path / name), "--port", str(port), "--gpus", str(GPUS)]
+        cmd += ["--gpu-type", "H800", "--node-name", NODE, "--grace", "2", "--min-runtime", "0"]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        server = ServerProc(name, proc, port, log)
+        started.append(server)
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"server {name} exited:\n{log.read_text()}")
+            try:
+                with server.client() as c:
+                    return c.health()["status"] == "ok"
+            except ServerUnreachable:
+                return False
+
+        _wait(f"server {name} to answer", healthy, 30)
+        return server
+
+    yield start
+    for server in started:
+        if server.proc.poll() is None:
+            server.proc.terminate()
+            try:
+                server.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.proc.kill()
+                server.proc.wait(timeout=10)
+
+
+def _job(tenant: str, k: int, rng: random.Random, out: Path) -> JobSpec:
+    gpus = rng.choice(TENANTS[tenant][1])
+    nap = f"{rng.uniform(0.1, 0.5):.2f}"
+    command = [sys.executable, "-S", "-c", JOB_CODE, str(out), nap]
+    return JobSpec(name=f"{tenant}-{k}", gpus=gpus, gpu_type="H800", command=command)
+
+
+def _count_succeeded(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(text("SELECT count(*) FROM jobs WHERE state = 'succeeded'")).one()[0]
+        )
+
+
+@pytest.mark.postgres
+def test_killing_the_leader_under_200_jobs_loses_none_and_runs_none_twice(
+    start_server: Callable[[str], ServerProc], fresh_database: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "work"
+    out.mkdir()
+    rng = random.Random(20260)
+    a = start_server("a")
+    _wait("server a to lead", a.leads, 10)
+    b = start_server("b")
+    with a.client() as op_a, b.client() as op_b:
+        assert (op_a.health()["scheduler"], op_b.health()["scheduler"]) == ("leader", "standby")
+        tokens = {}
+        for k, (tenant, (promised, _sizes)) in enumerate(TENANTS.items()):
+            op = (op_a, op_b)[k % 2]
+            quota = QuotaSpec(guaranteed=promised, limit=promised)
+            tokens[tenant] = op.create_tenant(tenant, {"H800": quota}).token
+
+    # Two thirds of the jobs go in before the kill, through both servers in turn.
+    clients = {
+        (server.name, tenant): server.client(token)
+        for server in (a, b)
+        for tenant, token in tokens.items()
+    }
+    engine = create_engine(fresh_database)
+    submitted: list[int] = []
+    order = [(f"t{k % 3}", k) for k in range(JOBS)]
+    try:
+        before = JOBS * 2 // 3
+        for tenant, k in order[:before]:
+            via = "a" if k % 2 == 0 else "b"
+            submitted.append(clients[via, tenant].submit(_job(tenant, k, rng, out)).id)
+
+        _wait("a third of the jobs to succeed", lambda: _count_succeeded(engine) >= JOBS // 3, 60)
+        done_at_kill = _count_succeeded(engine)
+        a.proc.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        a.proc.wait(timeout=10)
+
+        # The survivor keeps accepting work while it takes over.
+        for tenant, k in order[before:]:
+            submitted.append(clients["b", tenant].submit(_job(tenant, k, rng, out)).id)
+        _wait("server b to take over", b.leads, TAKEOVER_LIMIT_S, every=0.05)
+        takeover_s = time.monotonic() - killed
+        with b.client() as op_b:
+            assert op_b.health()["scheduler"] == "leader"
+        print(
+            f"\nfailover: SIGKILL of the leader after {done_at_kill}/{JOBS} jobs succeeded; "
+            f"standby leads {takeover_s:.2f} s later"
+        )
+
+        _wait(
+            "every job to succeed",
+            lambda: _count_succeeded(engine) >= JOBS,
+            ALL_DONE_TIMEOUT_S,
+            every=0.25,
+        )
+        finished_s = time.monotonic() - killed
+        history = _read_history(engine)
+    finally:
+        for client in clients.values():
+            client.close()
+        engine.dispose()
+
+    assert takeover_s < TAKEOVER_LIMIT_S
+    requeued = _check_history(history, submitted)
+    _check_process_records(out, history)
+    print(
+        f"failover: all {JOBS} jobs succeeded {finished_s:.1f} s after the kill; "
+        f"{requeued} requeued by the new leader and run again"
+    )
+    assert requeued >= 1, "the kill landed while nothing ran: it proved nothing"
+
+
+@dataclass
+class History:
+    jobs: dict[int, tuple[str, int]]
+    """job id -> (state, attempts)"""
+    events: list[tuple[int, int, str | None, str | None, str | None]]
+    """(id, job id, from state, to state, reason) of every state event, in id order"""
+    allocations: dict[tuple[int, int], list[tuple[str, tuple[int, ...], float | None]]]
+    """(job id, attempt) -> [(node, GPU indices, released at)] per replica"""
+
+
+def _read_history(engine: Engine) -> History:
+    with engine.connect() as conn:
+        jobs = {
+            int(r.id): (r.state, int(r.attempts))
+            for r in conn.execute(text("SELECT id, state, attempts FROM jobs"))
+        }
+        events = [
+            (int(r.id), int(r.job_id), r.from_state, r.to_state, r.reason)
+            for r in conn.execute(
+                text(
+                    "SELECT id, job_id, from_state, to_state, reason FROM events"
+                    " WHERE kind = 'state' AND job_id IS NOT NULL ORDER BY id"
+                )
+            )
+        ]
+        allocations: dict[tuple[int, int], list[tuple[str, tuple[int, ...], float | None]]] = (
+            defaultdict(list)
+        )
+        for r in conn.execute(
+            text(
+                "SELECT job_id, attempt, node, gpu_indices, released_at FROM allocations"
+                " ORDER BY job_id, attempt, replica"
+            )
+        ):
+            gpus = tuple(int(g) for g in r.gpu_indices.split(",") if g)
+            allocations[int(r.job_id), int(r.attempt)].append((r.node, gpus, r.released_at))
+    return History(jobs, events, dict(allocations))
+
+
+ENDS = {"succeeded", "failed", "cancelled", "preempted"}
+
+
+def _check_history(history: History, submitted: list[int]) -> int:
+    """Every job accounted for; attempts in sequence; no GPU held twice. Returns how
+    many attempts were requeued."""
+    assert len(submitted) == JOBS
+    assert sorted(history.jobs) == sorted(submitted), "a job is missing or unexpected"
+    not_done = {j: s for j, (s, _a) in history.jobs.items() if s != "succeeded"}
+    assert not not_done, f"jobs not succeeded: {not_done}"
+
+    attempt_of: dict[int, int] = defaultdict(int)  # job -> attempt running now (0: none)
+    held: dict[tuple[str, int], int] = {}  # (node, GPU) -> job holding it
+    requeued = 0
+    last: dict[int, str | None] = {}
+    started: dict[int, int] = defaultdict(int)
+    for event_id, job, before, after, reason in history.events:
+        assert last.get(job) == before, f"event {event_id}: job {job} skipped a state"
+        last[job] = after
+        if after == "starting":
+            assert attempt_of[job] == 0, f"event {event_id}: job {job} started while running"
+            started[job] += 1  # the k-th start of a job is its attempt k
+            attempt = started[job]
+            assert (job, attempt) in history.allocations, (
+                f"event {event_id}: job {job} attempt {attempt} started without allocations"
+            )
+            attempt_of[job] = attempt
+            for node, gpus, _released in history.allocations[job, attempt]:
+                for g in gpus:
+                    other = held.get((node, g))
+                    assert other is None, (
+                        f"event {event_id}: GPU {node}/{g} given to job {job} while job "
+                        f"{other} holds it"
+                    )
+                    held[node, g] = job
+        elif after in ENDS:
+            assert attempt_of[job] != 0, f"event {event_id}: job {job} ended but never started"
+            for node, gpus, released in history.allocations[job, attempt_of[job]]:
+                assert released is not None, f"job {job} ended but still holds {node}/{gpus}"
+                for g in gpus:
+                    assert held.pop((node, g)) == job
+            attempt_of[job] = 0
+            if after == "preempted":
+                assert reason == "restart", f"event {event_id}: job {job} preempted for {reason}"
+                requeued += 1
+    assert not held, f"GPUs still held after every job finished: {held}"
+    for job, (_state, attempts) in history.jobs.items():
+        assert started[job] == attempts, f"job {job}: {attempts} attempts, {started[job]} starts"
+    return requeued
+
+
+def _check_process_records(out: Path, history: History) -> None:
+    """The job processes' own account: never two live processes of one job, never two on
+    one GPU, each on the GPUs its allocation names, and each job's last attempt ran to
+    the end."""
+    starts: dict[tuple[int, int], dict] = {}
+    for path in out.glob("start-*.json"):
+        job, attempt = (int(x) for x in path.stem.split("-")[1:])
+        starts[job, attempt] = json.loads(path.read_text())
+    assert {j for j, _a in starts} == set(history.jobs), "a job never ran a process"
+    for (job, attempt), seen in sorted(starts.items()):
+        assert seen["alone"], (
+            f"job {job} attempt {attempt} started while another process of it lived"
+        )
+        assert all(seen["gpus_free"]), (
+            f"job {job} attempt {attempt} got GPUs {seen['gpus']} that a live process held"
+        )
+        [(_node, gpus, _released)] = history.allocations[job, attempt]
+        assert [int(g) for g in seen["gpus"]] == list(gpus)
+        stop = out / f"stop-{job}-{attempt}.json"
+        if stop.exists():
+            assert json.loads(stop.read_text())["at"] >= seen["at"]
+    for job, (_state, attempts) in history.jobs.items():
+        final = out / f"stop-{job}-{attempts}.json"
+        assert final.exists(), f"job {job}'s succeeded attempt {attempts} left no stop record"
+        assert json.loads(final.read_text())["how"] == "done"
