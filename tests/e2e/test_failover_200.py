@@ -188,6 +188,7 @@ def _count_succeeded(engine: Engine) -> int:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_killing_the_leader_under_200_jobs_loses_none_and_runs_none_twice(
     start_server: Callable[[str], ServerProc], fresh_database: str, tmp_path: Path
 ) -> None:
