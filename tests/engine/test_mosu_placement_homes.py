@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mosu.core.models import Node, ReplicaPlacement, Shape
+from mosu.engine.placement import mosu as mosu_policy
 from mosu.engine.placement.frag import FragTable
 from mosu.engine.placement.homes import expected_arrivals, gpu_slots, homes, scarcity
 from mosu.engine.placement.mosu import Mosu
@@ -128,3 +129,52 @@ def test_mosu_weighs_the_mix_by_scarcity_before_deciding() -> None:
         CPU_ONLY: 0.2,
     }
     assert got == pytest.approx(want_weights)
+
+
+SHARE_HALF = TaskType(cpu_milli=0, mem_mib=0, gpus=1, gpu_milli=500)
+SHARE_WHOLE = TaskType(cpu_milli=0, mem_mib=0, gpus=1, gpu_milli=1000)
+SHARE_SMALL = TaskType(cpu_milli=1000, mem_mib=0, gpus=1, gpu_milli=300)
+
+
+def half_used_cluster() -> ClusterState:
+    """``fresh``: one free GPU; ``hole``: one GPU with 700 free; ``halves``: eight GPUs
+    with 500 free each and too little CPU for the arriving 0.3 share."""
+    state = ClusterState(
+        [
+            Node(name="fresh", gpu_type="A", gpus=1, cpu_milli=10_000, mem_mib=1000),
+            Node(name="hole", gpu_type="A", gpus=1, cpu_milli=10_000, mem_mib=1000),
+            Node(name="halves", gpu_type="A", gpus=8, cpu_milli=500, mem_mib=1000),
+        ]
+    )
+    state.assign("h", (ReplicaPlacement(node="hole", gpu_indices=(0,), gpu_milli=300),))
+    for g in range(8):
+        state.assign(f"x{g}", (ReplicaPlacement(node="halves", gpu_indices=(g,), gpu_milli=500),))
+    state.commit()
+    return state
+
+
+@pytest.mark.parametrize(
+    ("name", "weigh_by_scarcity", "want_node"),
+    [
+        # Mix 20 halves, 7 whole GPUs, 1 small share; 5,700 free milli, 617.9 per task.
+        # Halves: 6.59 expected against 11 homes (2 + 1 + 8), scarcity 0.599, weight
+        # 0.428; whole GPUs: 2.31 expected against 1 home, weight 0.25. Taking the fresh
+        # GPU costs the whole-GPU tasks 700 (-175); the hole gains them 300 and costs the
+        # halves 400 (75 - 171 = -96): the hole wins.
+        ("a share goes into a hole when the whole GPUs are the scarce homes", True, 1),
+        # Weighted by count alone (halves 0.714): the hole scores 75 - 286 = -211 and the
+        # fresh GPU -175, so the share breaks the last whole GPU.
+        ("weighted by count alone the share breaks the last whole GPU", False, 0),
+    ],
+)
+def test_scarcity_decides_between_a_hole_and_a_fresh_gpu(
+    name: str, weigh_by_scarcity: bool, want_node: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not weigh_by_scarcity:
+        monkeypatch.setattr(mosu_policy, "scarcity", lambda state, tasks, w: np.ones(len(tasks)))
+    mix = TaskMix(tuple(sorted([(SHARE_HALF, 20), (SHARE_WHOLE, 7), (SHARE_SMALL, 1)])))
+    policy = Mosu(mix, random.Random(0))
+    state = half_used_cluster()
+    shape = Shape(gpus=1, gpu_milli=300, cpu_milli=1000)
+    assert state.candidates(shape) == [0, 1]
+    assert policy.select(state, shape, state.candidates(shape)) == (want_node, (0,))
