@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -253,6 +254,7 @@ def test_killing_the_leader_under_200_jobs_loses_none_and_runs_none_twice(
         engine.dispose()
 
     assert takeover_s < TAKEOVER_LIMIT_S
+    assert len(submitted) == JOBS
     requeued = _check_history(history, submitted)
     _check_process_records(out, history)
     print(
@@ -307,7 +309,6 @@ ENDS = {"succeeded", "failed", "cancelled", "preempted"}
 def _check_history(history: History, submitted: list[int]) -> int:
     """Every job accounted for; attempts in sequence; no GPU held twice. Returns how
     many attempts were requeued."""
-    assert len(submitted) == JOBS
     assert sorted(history.jobs) == sorted(submitted), "a job is missing or unexpected"
     not_done = {j: s for j, (s, _a) in history.jobs.items() if s != "succeeded"}
     assert not not_done, f"jobs not succeeded: {not_done}"
@@ -377,3 +378,90 @@ def _check_process_records(out: Path, history: History) -> None:
         final = out / f"stop-{job}-{attempts}.json"
         assert final.exists(), f"job {job}'s succeeded attempt {attempts} left no stop record"
         assert json.loads(final.read_text())["how"] == "done"
+
+
+# --- the history check itself, on made-up histories (no database needed) ---------------
+
+
+def _history(
+    jobs: dict[int, tuple[str, int]],
+    runs: list[tuple[int, str, str]],
+    gpus: dict[tuple[int, int], tuple[int, ...]],
+) -> History:
+    """``runs``: (job, from state, to state) in history order; allocations on n0."""
+    events = [
+        (
+            k,
+            job,
+            None if before == "-" else before,
+            after,
+            "restart" if after == "preempted" else None,
+        )
+        for k, (job, before, after) in enumerate(runs, start=1)
+    ]
+    return History(jobs, events, {key: [("n0", g, 1.0)] for key, g in gpus.items()})
+
+
+def _one_run(job: int) -> list[tuple[int, str, str]]:
+    return [(job, "-", "pending"), (job, "pending", "starting"), (job, "starting", "running")]
+
+
+REQUEUE = [(1, "running", "preempted"), (1, "preempted", "pending")]
+
+
+@pytest.mark.parametrize(
+    ("runs", "gpus", "want_error"),
+    [
+        pytest.param(
+            [*_one_run(1), (1, "running", "succeeded"), *_one_run(2), (2, "running", "succeeded")],
+            {(1, 1): (0, 1), (2, 1): (0, 1)},
+            None,
+            id="the same GPUs given again after the first job ended are fine",
+        ),
+        pytest.param(
+            [*_one_run(1), *_one_run(2), (1, "running", "succeeded"), (2, "running", "succeeded")],
+            {(1, 1): (0, 1), (2, 1): (1, 2)},
+            "GPU n0/1 given to job 2 while job 1 holds it",
+            id="a GPU given to a second job while the first holds it is caught",
+        ),
+        pytest.param(
+            [
+                *_one_run(1),
+                (1, "running", "starting"),
+                (1, "starting", "running"),
+                (1, "running", "succeeded"),
+            ],
+            {(1, 1): (0,), (1, 2): (1,)},
+            "job 1 started while running",
+            id="a job started again while its attempt runs is caught",
+        ),
+        pytest.param(
+            [*_one_run(1), (1, "running", "succeeded"), (2, "-", "pending")],
+            {(1, 1): (0,)},
+            "jobs not succeeded: {2: 'pending'}",
+            id="a job left pending is caught",
+        ),
+    ],
+)
+def test_history_check(
+    runs: list[tuple[int, str, str]],
+    gpus: dict[tuple[int, int], tuple[int, ...]],
+    want_error: str | None,
+) -> None:
+    final = {job: after for job, _before, after in runs}
+    starts = {job: sum(1 for j, _b, a in runs if j == job and a == "starting") for job in final}
+    history = _history({j: (final[j], starts[j]) for j in final}, runs, gpus)
+    if want_error is None:
+        assert _check_history(history, sorted(final)) == 0
+    else:
+        with pytest.raises(AssertionError, match=re.escape(want_error)):
+            _check_history(history, sorted(final))
+
+
+def test_history_check_counts_requeues_and_catches_a_lost_job() -> None:
+    runs = [*_one_run(1), *REQUEUE, (1, "pending", "starting"), (1, "starting", "running")]
+    runs.append((1, "running", "succeeded"))
+    history = _history({1: ("succeeded", 2)}, runs, {(1, 1): (0,), (1, 2): (3,)})
+    assert _check_history(history, [1]) == 1
+    with pytest.raises(AssertionError, match="a job is missing"):
+        _check_history(history, [1, 2])
