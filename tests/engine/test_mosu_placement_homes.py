@@ -11,6 +11,8 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mosu.core.models import Node, ReplicaPlacement, Shape
 from mosu.engine.placement import mosu as mosu_policy
@@ -178,3 +180,59 @@ def test_scarcity_decides_between_a_hole_and_a_fresh_gpu(
     shape = Shape(gpus=1, gpu_milli=300, cpu_milli=1000)
     assert state.candidates(shape) == [0, 1]
     assert policy.select(state, shape, state.candidates(shape)) == (want_node, (0,))
+
+
+TYPES = st.builds(
+    TaskType,
+    cpu_milli=st.sampled_from([0, 1000, 4000]),
+    mem_mib=st.just(0),
+    gpus=st.sampled_from([0, 1, 2]),
+    gpu_milli=st.sampled_from([250, 500, 1000]),
+    gpu_types=st.sampled_from([(), ("A",), ("B",)]),
+).map(lambda t: t if t.gpus else TaskType(t.cpu_milli, 0, 0, 0, ()))
+FREES = st.lists(st.sampled_from([0, 100, 250, 500, 750, 1000]), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mix=st.lists(TYPES, min_size=1, max_size=5, unique=True),
+    weights=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5),
+    gpu_type=st.sampled_from(["A", "B"]),
+    frees=FREES,
+    cpu=st.integers(0, 8000),
+)
+def test_a_reweighed_table_measures_like_a_table_built_with_those_weights(
+    mix: list[TaskType], weights: list[float], gpu_type: str, frees: list[int], cpu: int
+) -> None:
+    key = (gpu_type, tuple(sorted(frees, reverse=True)))
+    table = FragTable([(t, 1.0) for t in mix], inaccessible_is_fragment=False)
+    table.state_id(key)
+    new = np.array(weights[: len(table.tasks)])
+    table.reweight(new)
+    fresh = FragTable(list(zip(table.tasks, new, strict=True)), inaccessible_is_fragment=False)
+    got = table.frag(np.array([table.state_id(key)]), np.array([cpu]))
+    want_frag = fresh.frag(np.array([fresh.state_id(key)]), np.array([cpu]))
+    assert got == pytest.approx(want_frag)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mix=st.lists(TYPES, min_size=1, max_size=5, unique=True),
+    held=st.lists(st.sampled_from([0, 250, 500, 1000]), min_size=3, max_size=3),
+)
+def test_scarcity_is_a_weight_between_zero_and_one(mix: list[TaskType], held: list[int]) -> None:
+    state = ClusterState(
+        [
+            Node(name="a", gpu_type="A", gpus=2, cpu_milli=8000, mem_mib=1000),
+            Node(name="b", gpu_type="B", gpus=1, cpu_milli=4000, mem_mib=1000),
+        ]
+    )
+    for k, (node, gpu) in enumerate([("a", 0), ("a", 1), ("b", 0)]):
+        if held[k]:
+            rp = ReplicaPlacement(node=node, gpu_indices=(gpu,), gpu_milli=held[k])
+            state.assign(f"h{k}", (rp,))
+    state.commit()
+    got = scarcity(state, mix, np.ones(len(mix)))
+    assert ((got > 0) | (expected_arrivals(state, mix, np.ones(len(mix))) == 0)).all()
+    assert (got <= 1).all()
+    assert (homes(state, mix) >= 0).all()
