@@ -64,7 +64,6 @@ class Server:
             cmd += ["--database-url", database_url]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MOSU_")}
         env["MOSU_OPERATOR_TOKEN"] = TOKEN
-        env["MOSU_POLL_S"] = "0.02"
         self.log = data_dir / "server.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as out:
