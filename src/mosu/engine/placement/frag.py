@@ -18,6 +18,10 @@ is O(nodes x types). Two facts make it cheap:
 
 So ``frag(sids, cpu)`` is two numpy gathers, and ``NodeStateCache`` re-interns
 only the nodes whose ``ClusterState.cols.node_version`` moved.
+
+Each state also keeps its unweighted usable share per task type, so
+``reweight`` can re-tabulate the whole table for new weights in one pass (mosu
+weighs task types by how scarce their homes are; fgd never reweighs).
 """
 
 from __future__ import annotations
