@@ -3,6 +3,9 @@ its "submitted" event."""
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import pytest
 from sqlalchemy import func, insert, select, table
 from sqlalchemy.exc import DBAPIError
@@ -10,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from mosu.service.db.rows import EventRow, JobRow
 from mosu.service.platform import Platform
 from mosu.service.services import jobs
-from tests.service.conftest import TestClient, bearer, seed, submit
+from tests.service.conftest import OPERATOR_TOKEN, TestClient, bearer, seed, submit
 
 
 @pytest.mark.parametrize(
@@ -49,3 +52,31 @@ def test_a_failed_event_insert_stores_no_job(
         api.post("/v1/jobs", json={"name": "j", "command": ["true"]}, headers=bearer(tokens["a"]))
     with platform.sessions() as s:
         assert s.scalar(select(func.count()).select_from(JobRow)) == 0
+
+
+def test_concurrent_submissions_fail_alone_and_each_is_stored_with_its_event(
+    api: TestClient, platform: Platform
+) -> None:
+    seed(api)
+    app = api.app
+    body = {"name": "j", "gpus": 1, "command": ["true"]}
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://mosu", headers=headers
+        ) as c:
+            tenants = ["a", "b", "nope"] * 8
+            return await asyncio.gather(
+                *(c.post("/v1/jobs", params={"tenant": t}, json=body) for t in tenants)
+            )
+
+    responses = asyncio.run(burst())
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] * 16 + [404] * 8
+    created = {r.json()["id"] for r in responses if r.status_code == 201}
+    with platform.sessions() as s:
+        stored = set(s.scalars(select(JobRow.id)))
+        with_event = set(s.scalars(select(EventRow.job_id).where(EventRow.reason == "submitted")))
+    assert stored == created == with_event

@@ -23,6 +23,7 @@ from mosu.core.jobspec import field_path
 from mosu.service.metrics import CYCLE_BUCKETS, ApiMetrics, Histogram, MetricsMiddleware
 from mosu.service.platform import Platform
 from mosu.service.routers import events, jobs, metrics, nodes, queue, tenants
+from mosu.service.submissions import SubmitWriter
 
 log = logging.getLogger("mosu.api")
 HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed"}
@@ -45,6 +46,7 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         try:
             yield
         finally:
+            writer.stop()
             if run_scheduler:
                 platform.close()
 
@@ -55,6 +57,7 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.state.submit_writer = writer = SubmitWriter(platform)
     for router in (tenants.router, nodes.router, jobs.router, queue.router, events.router):
         app.include_router(router)
     app.include_router(metrics.router)

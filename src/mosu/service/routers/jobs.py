@@ -3,14 +3,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from mosu.core.api import (
     NAME_PATTERN,
     EventList,
     JobList,
     JobOut,
-    JobSpec,
     JobState,
     JobWhy,
     LogChunk,
@@ -18,9 +16,7 @@ from mosu.core.api import (
 from mosu.core.errors import InvalidInput
 from mosu.core.jobspec import job_spec_from_mapping, load_document
 from mosu.service.deps import PlatformDep, PrincipalDep
-from mosu.service.platform import Platform
 from mosu.service.services import jobs
-from mosu.service.services.auth import Principal
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
@@ -53,17 +49,12 @@ async def submit_job(
     except UnicodeDecodeError:
         raise InvalidInput("job spec is not UTF-8 text") from None
     spec = job_spec_from_mapping(load_document(text, source="job spec"))
-    out = await run_in_threadpool(_submit, platform, who, spec, tenant)
+    out = await request.app.state.submit_writer.submit(who, spec, tenant)
     # Committed before the loop is woken: the next cycle sees the job; the answer does
     # not wait for that cycle.
     platform.loop.wake()
     # Built here and serialized once by pydantic-core (no second validation pass).
     return Response(out.model_dump_json(), status_code=201, media_type="application/json")
-
-
-def _submit(platform: Platform, who: Principal, spec: JobSpec, tenant: str | None) -> JobOut:
-    with platform.tx() as s:
-        return jobs.submit(s, principal=who, spec=spec, tenant=tenant, catalog=platform.catalog)
 
 
 @router.get("")

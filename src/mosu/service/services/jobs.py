@@ -110,6 +110,21 @@ def submit(
     tenant: str | None,
     catalog: CatalogCache | None = None,
 ) -> JobOut:
+    owner = check_submission(
+        session, principal=principal, spec=spec, tenant=tenant, catalog=catalog
+    )
+    return insert_job(session, spec=spec, tenant=owner)
+
+
+def check_submission(
+    session: Session,
+    *,
+    principal: Principal,
+    spec: JobSpec,
+    tenant: str | None,
+    catalog: CatalogCache | None = None,
+) -> str:
+    """The tenant a submission is for, once it is known it could ever start."""
     if not principal.is_operator:
         if tenant is not None and tenant != principal.tenant:
             raise NotFound(f"no tenant named {tenant!r}", field="tenant")
@@ -120,6 +135,11 @@ def submit(
     if tenant not in facts.limits:
         raise NotFound(f"no tenant named {tenant!r}", field="tenant")
     check_fits_cluster(facts, spec, tenant)
+    return tenant
+
+
+def insert_job(session: Session, *, spec: JobSpec, tenant: str) -> JobOut:
+    """Store a checked submission: the job and its "submitted" event."""
     fractional = 0 < spec.gpus < 1
     now = time.time()
     values = {
