@@ -193,7 +193,14 @@ def load_wrk(
 
 
 def _python_worker(
-    url: str, path: str, token: str | None, body: dict | None, count: int, concurrency: int, conn
+    url: str,
+    path: str,
+    token: str | None,
+    body: dict | None,
+    count: int,
+    concurrency: int,
+    conn,
+    go,
 ) -> None:
     """One load process: ``concurrency`` asyncio tasks over one keep-alive client."""
     import asyncio
@@ -220,6 +227,8 @@ def _python_worker(
             await asyncio.gather(*(task(n) for n in share))
         return latencies, failures
 
+    conn.send("ready")
+    go.wait()
     conn.send(asyncio.run(main()))
     conn.close()
 
@@ -240,16 +249,20 @@ def load_python(
     ctx = mp.get_context("spawn")
     per_proc = max(1, connections // processes)
     procs, pipes = [], []
+    go = ctx.Event()
     for i in range(processes):
         recv, send = ctx.Pipe(duplex=False)
         count = total // processes + (i < total % processes)
-        args = (url, path, token, body, count, per_proc, send)
+        args = (url, path, token, body, count, per_proc, send, go)
         procs.append(ctx.Process(target=_python_worker, args=args))
         pipes.append(recv)
-    # Start-up (imports) is not load: time from the moment every process is running.
-    t0 = time.perf_counter()
     for p in procs:
         p.start()
+    # Start-up (imports) is not load: time from the moment every process is ready.
+    for r in pipes:
+        r.recv()
+    t0 = time.perf_counter()
+    go.set()
     results = [r.recv() for r in pipes]
     wall = time.perf_counter() - t0
     for p in procs:
