@@ -153,7 +153,12 @@ def ray_cluster() -> Iterator[RayCluster]:
             ],
         )
         _wait_for_port(port, cluster)
-        ray.init(address=cluster.address, namespace="mosu", log_to_driver=False)
+        ray.init(
+            address=cluster.address,
+            namespace="mosu",
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+        )
         # One worker at a time: two raylets registering from one IP at once can time out.
         for count, name in enumerate(WORKERS, start=2):
             cluster.start_node(

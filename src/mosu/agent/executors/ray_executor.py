@@ -481,11 +481,17 @@ class RayGangs:
         ray = _ray()
         if not ray.is_initialized():
             self._check_reachable()
+            extra: dict[str, str] = {}
+            if _is_loopback(self.address.rpartition(":")[0]):
+                # Otherwise the driver advertises the machine's outside address and its
+                # own servers listen there, although the whole cluster is on loopback.
+                extra["_node_ip_address"] = "127.0.0.1"
             ray.init(
                 address=self.address,
                 namespace=self.namespace,
                 log_to_driver=False,
                 logging_level="ERROR",
+                **extra,
             )
 
     def close(self) -> None:
@@ -982,3 +988,7 @@ def _describe(exc: BaseException) -> str:
         exc = cause
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
