@@ -32,7 +32,7 @@ from mosu.core.reasons import PendingReason, PreemptReason
 from mosu.engine.decisions import CycleResult, Pending, Preempt, Start
 from mosu.engine.ordering import LeastAttainedService, Rank
 from mosu.engine.placement.base import PlacementPolicy, place_job
-from mosu.engine.preemption import Victim, find_victims_by_node, lost_gpu_s
+from mosu.engine.preemption import Victim, find_victims_by_node, lost_gpu_s, on_nodes
 from mosu.engine.profiles import (
     LendOrder,
     QueueMode,
@@ -519,7 +519,8 @@ def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]
         gpu_type = (
             state.nodes[state.index_of[run.placement[0].node]].gpu_type if run.placement else ""
         )
-        out.append(Victim(job_id, run.job.tenant, run.placement, gpu, cost, gpu_type))
+        held = on_nodes(state, run.placement)
+        out.append(Victim(job_id, run.job.tenant, run.placement, gpu, cost, gpu_type, held))
     out.sort(key=lambda v: v.cost)
     return out
 

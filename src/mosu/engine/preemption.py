@@ -25,6 +25,8 @@ class Victim:
     """Sort key: cheaper victims first."""
     gpu_type: str = ""
     """The GPU type of its first replica's node (what its tenant's quota is charged)."""
+    on_nodes: tuple[tuple[int, int], ...] = ()
+    """(node index, whole GPUs it holds there), precomputed by the caller if known."""
 
 
 def seconds_since_checkpoint(run: RunningJob, now: float) -> float:
@@ -124,11 +126,8 @@ def find_victims_by_node(
             return [], placement
     by_node: dict[int, list[tuple[Victim, int]]] = {}
     for v in candidates:
-        on_node: dict[int, int] = {}
-        for rp in v.placement:
-            i = state.index_of[rp.node]
-            on_node[i] = on_node.get(i, 0) + len(rp.gpu_indices)
-        for i, gpus in on_node.items():
+        held = v.on_nodes or on_nodes(state, v.placement)
+        for i, gpus in held:
             by_node.setdefault(i, []).append((v, gpus))
     taken: list[Victim] = []
     taken_ids: set[str] = set()
@@ -140,6 +139,8 @@ def find_victims_by_node(
             if not state.schedulable[i] or node.gpus < per_replica or not job.allows(node.gpu_type):
                 continue
             have = state.full_free[i] - claimed.get(i, 0)
+            if have + sum(g for _, g in by_node[i]) < per_replica:
+                continue  # even evicting everything here would not make room
             plan: list[Victim] = []
             for v, gpus in by_node[i]:
                 if have >= per_replica:
@@ -178,3 +179,11 @@ def find_victims_by_node(
             state, candidates, fits, may_take=may_take, need_milli=need_milli, free_milli=free_milli
         )
     return taken, placement
+
+
+def on_nodes(state: ClusterState, placement: Placement) -> tuple[tuple[int, int], ...]:
+    on_node: dict[int, int] = {}
+    for rp in placement:
+        i = state.index_of[rp.node]
+        on_node[i] = on_node.get(i, 0) + len(rp.gpu_indices)
+    return tuple(on_node.items())
