@@ -62,12 +62,18 @@ class Scenario:
 
 def run(s: Scenario) -> CycleResult:
     profile = build_profile(s.profile) if isinstance(s.profile, str) else s.profile
+    running = running_jobs(s.nodes, s.running)
+    # Oracle profiles: a job's true remaining time is its estimate, or an hour.
+    remaining = {j.id: j.estimate_s or 3_600.0 for j in (*s.pending, *(r.job for r in running))}
+    if s.profile == "srtf-oracle":
+        remaining = {j.id: 10.0 for j in s.pending} | {r.job.id: 10_000.0 for r in running}
     snap = ClusterSnapshot(
         now=s.now,
         nodes=tuple(s.nodes),
         tenants=tuple(s.tenants),
-        running=running_jobs(s.nodes, s.running),
+        running=running,
         pending=tuple(s.pending),
+        true_remaining_s=remaining if profile.needs_true_remaining else {},
     )
     return schedule(snap, profile)
 
@@ -222,6 +228,16 @@ SCENARIOS = [
         want_preempt={"a0": PreemptReason.PRIORITY},
     ),
     Scenario(
+        "a tenant at its quota displaces its own job with a longer remaining time",
+        "srtf-oracle",
+        [node("n0", 8)],
+        [tenant("a", 8)],
+        running=[Running(job("a0", 8, tenant="a"))],
+        pending=[job("a1", 1, tenant="a", t=1)],
+        want_starts=["a1"],
+        want_preempt={"a0": PreemptReason.PRIORITY},
+    ),
+    Scenario(
         "least attained service lets a fresh job displace a long-running one",
         "las",
         [node("n0", 8)],
@@ -245,13 +261,13 @@ def test_scenario(s: Scenario) -> None:
 
 
 def test_reserved_job_carries_its_estimated_start() -> None:
-    result = run(SCENARIOS[10])
+    result = run(next(c for c in SCENARIOS if c.profile == "fifo-backfill"))
     reserved = {p.job_id: p.estimated_start_s for p in result.pending}
     assert reserved["a1"] == pytest.approx(10_500.0)
 
 
 def test_backfilled_job_does_not_delay_the_reservation() -> None:
-    s = SCENARIOS[10]
+    s = next(c for c in SCENARIOS if c.profile == "fifo-backfill")
     result = run(s)
     reserved = next(p for p in result.pending if p.reason == PendingReason.RESERVED)
     # Apply the starts, finish every job expected to end by the reservation, and check

@@ -631,7 +631,7 @@ def _preempt_by_rank(work: _Work) -> None:
         j
         for q in work.queues.values()
         for j in q
-        if work.outcome.get(j.id) in (None, _Outcome.NO_FIT, _Outcome.BLOCKED)
+        if work.outcome.get(j.id) in (None, _Outcome.NO_FIT, _Outcome.BLOCKED, _Outcome.QUOTA)
     ]
     if not pending or not work.running:
         return
@@ -706,11 +706,17 @@ def _preempt_for(
 ) -> bool:
     """Displace worse-ranked jobs in ``scope`` (worst class first, then cheapest)."""
     tenant = job.tenant
+    # A job held back by its tenant's quota can only make room by displacing its own.
+    own_only = work.outcome.get(job.id) == _Outcome.QUOTA
 
     def eligible(run: RunningJob) -> bool:
         if run_class[run.job.id] <= klass:
             return False
-        if run.job.tenant == tenant or scope == RankPreemption.ANY:
+        if run.job.tenant == tenant:
+            return True
+        if own_only:
+            return False
+        if scope == RankPreemption.ANY:
             return True
         if scope == RankPreemption.BORROWED:
             gpu_type = work.state.nodes[work.state.index_of[run.placement[0].node]].gpu_type
