@@ -642,7 +642,7 @@ def _preempt_by_rank(work: _Work) -> None:
     run_class = _running_classes(work)
     worst = max(run_class.values())
     attempts = 0
-    failed: set[tuple] = set()
+    failed: dict[str, list[tuple[tuple[int, int, int, int, int], Rank]]] = {}
     freed = False
     for job in pending:
         if freed and _try_start(work, job, within_guarantee=True) == _Outcome.STARTED:
@@ -650,12 +650,17 @@ def _preempt_by_rank(work: _Work) -> None:
         klass = work.ranks[job.id][:n]
         if klass >= worst or attempts >= work.profile.max_preemption_attempts:
             continue
-        shape_key = (job.tenant, job.shape, job.replicas, klass)
-        if shape_key in failed:
+        # A job no smaller and no better ranked than one of its tenant's that found
+        # no victims this cycle would find none either.
+        dims = _dims(job)
+        if any(
+            k <= klass and all(f <= d for f, d in zip(fd, dims, strict=True))
+            for fd, k in failed.get(job.tenant, ())
+        ):
             continue
         attempts += 1
         if not _preempt_for(work, job, klass, run_class, scope):
-            failed.add(shape_key)
+            failed.setdefault(job.tenant, []).append((dims, klass))
             continue
         freed = True
         run_class = {k: v for k, v in run_class.items() if k in work.running}
@@ -733,6 +738,8 @@ def _preempt_for(
     ]
     if not candidates:
         return False
+    if own_only:
+        return _preempt_own_for_quota(work, job, candidates)
     types = _types_of(work, job)
     plan = find_victims_by_node(
         work.state,
@@ -762,6 +769,37 @@ def _preempt_for(
     for v in victims:
         reason = PreemptReason.PRIORITY if v.tenant == tenant else PreemptReason.FAIR_SHARE
         _evict(work, v, reason, job.id)
+    _commit_start(work, job, placement)
+    return True
+
+
+def _preempt_own_for_quota(work: _Work, job: Job, candidates: list[Victim]) -> bool:
+    """Free enough of the tenant's own quota (worst-ranked first), then place the job."""
+    types = _types_of(work, job)
+    excess = min(
+        work.usage.get((job.tenant, t), 0) + job.total_gpu_milli - _limit(work, job.tenant, t)
+        for t in types
+    )
+    taken: list[Victim] = []
+    freed = 0
+    for v in candidates:
+        if freed >= excess:
+            break
+        taken.append(v)
+        freed += v.gpu_milli
+    if freed < excess:
+        return False
+    cp = work.state.checkpoint()
+    try:
+        for v in taken:
+            work.state.release(v.job_id)
+        placement = place_job(work.state, job, work.profile.placement)
+    finally:
+        work.state.rollback(cp)
+    if placement is None:
+        return False
+    for v in taken:
+        _evict(work, v, PreemptReason.PRIORITY, job.id)
     _commit_start(work, job, placement)
     return True
 
