@@ -6,14 +6,13 @@ then the lowest index. ``BestFitScore`` is the FGD paper's best-fit baseline.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
 import numpy as np
 
 from mosu.core.models import Shape
 from mosu.engine.placement.base import choose_gpus
-from mosu.engine.placement.common import TieBreak, pick_max
+from mosu.engine.placement.common import ScoringPolicy
 from mosu.engine.state import ClusterState
 
 
@@ -44,26 +43,16 @@ def normalize_scores(raw: np.ndarray) -> np.ndarray:
     return (raw - lo) * 100 // (hi - lo)
 
 
-class BestFitScore:
+class BestFitScore(ScoringPolicy):
     """Best fit over CPU and GPU, as the FGD paper's baseline: minimise the node's
     leftover ``0.5 * cpu/128 cores + 0.5 * gpu/8 GPUs`` after placing, scores as
     integers 0..100, ties drawn at random; the tightest GPU for a share."""
 
     name = "bestfit"
 
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self.ties = TieBreak(rng)
-
-    def select(
-        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
-    ) -> tuple[int, tuple[int, ...]] | None:
-        cand = np.asarray(candidates, dtype=np.int64)
-        if not len(cand):
-            return None
+    def scores(self, state: ClusterState, shape: Shape, cand: np.ndarray) -> np.ndarray:
         c = state.cols
         leftover = (c.cpu_free[cand] - shape.cpu_milli) / MAX_SPEC_CPU_MILLI * 0.5
         leftover += (c.free_total[cand] - shape.total_gpu_milli) / MAX_SPEC_GPU_MILLI * 0.5
         raw = np.trunc((1.0 - leftover) * 100).astype(np.int64)
-        i = pick_max(normalize_scores(raw), cand, self.ties, len(state.nodes))
-        return i, choose_gpus(state, i, shape)
+        return normalize_scores(raw)

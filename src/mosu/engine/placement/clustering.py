@@ -5,33 +5,20 @@ tasks score the same everywhere, so they go to the first node in the tie order."
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
-
 import numpy as np
 
 from mosu.core.models import Shape
-from mosu.engine.placement.base import choose_gpus
 from mosu.engine.placement.bestfit import MAX_SPEC_GPU_MILLI
-from mosu.engine.placement.common import TieBreak, pick_max
+from mosu.engine.placement.common import ScoringPolicy
 from mosu.engine.state import ClusterState
 
 
-class Clustering:
+class Clustering(ScoringPolicy):
     name = "clustering"
 
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self.ties = TieBreak(rng)
-
-    def select(
-        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
-    ) -> tuple[int, tuple[int, ...]] | None:
-        cand = np.asarray(candidates, dtype=np.int64)
-        if not len(cand):
-            return None
+    def scores(self, state: ClusterState, shape: Shape, cand: np.ndarray) -> np.ndarray:
         if shape.gpus == 0:
-            return pick_max(np.zeros(len(cand)), cand, self.ties, len(state.nodes)), ()
+            return np.zeros(len(cand), dtype=np.int64)
         c = state.cols
         gpu_cols = [col for (n, _), col in c.tag_index.items() if n > 0]
         held = c.tags[np.ix_(cand, gpu_cols)] > 0 if gpu_cols else np.zeros((len(cand), 0), bool)
@@ -40,5 +27,4 @@ class Clustering:
         same = c.tags[cand, col] > 0 if col is not None else np.zeros(len(cand), bool)
         band = np.where(same, np.where(kinds == 1, 75, 50), np.where(kinds == 0, 25, 0))
         fullness = 25 * (MAX_SPEC_GPU_MILLI - c.free_total[cand]) // MAX_SPEC_GPU_MILLI
-        i = pick_max(band + fullness, cand, self.ties, len(state.nodes))
-        return i, choose_gpus(state, i, shape)
+        return band + fullness

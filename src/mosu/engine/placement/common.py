@@ -1,12 +1,15 @@
-"""Small pieces every scoring policy shares: tie-breaking and GPU choice on a node."""
+"""Small pieces every scoring policy shares: tie-breaking, GPU choice on a node, and the
+select step of a policy that scores all candidates at once."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import numpy as np
 
 from mosu.core.models import GPU_MILLI, Shape
+from mosu.engine.placement.base import choose_gpus
 from mosu.engine.state import ClusterState
 
 
@@ -46,3 +49,27 @@ def random_gpus(state: ClusterState, i: int, shape: Shape, rng: random.Random) -
         return tuple([g for g, f in enumerate(free) if f == GPU_MILLI][: shape.gpus])
     room = [g for g, f in enumerate(free) if f >= shape.gpu_milli]
     return (room[rng.randrange(len(room))],)
+
+
+class ScoringPolicy:
+    """A policy that scores every candidate node at once: the highest score wins, a tie
+    goes to the node ranked first in a fixed random order, and the node's tightest GPUs
+    are taken. Subclasses say only how a node scores."""
+
+    name = "scoring"
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.ties = TieBreak(rng)
+
+    def scores(self, state: ClusterState, shape: Shape, cand: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def select(
+        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+    ) -> tuple[int, tuple[int, ...]] | None:
+        cand = np.asarray(candidates, dtype=np.int64)
+        if not len(cand):
+            return None
+        i = pick_max(self.scores(state, shape, cand), cand, self.ties, len(state.nodes))
+        return i, choose_gpus(state, i, shape)

@@ -5,32 +5,19 @@ the same everywhere, so they go to the first node in the tie order."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
-
 import numpy as np
 
 from mosu.core.models import GPU_MILLI, Shape
-from mosu.engine.placement.base import choose_gpus
-from mosu.engine.placement.common import TieBreak, pick_max
+from mosu.engine.placement.common import ScoringPolicy
 from mosu.engine.state import ClusterState
 
 
-class Packing:
+class Packing(ScoringPolicy):
     name = "packing"
 
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-        self.ties = TieBreak(rng)
-
-    def select(
-        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
-    ) -> tuple[int, tuple[int, ...]] | None:
-        cand = np.asarray(candidates, dtype=np.int64)
-        if not len(cand):
-            return None
+    def scores(self, state: ClusterState, shape: Shape, cand: np.ndarray) -> np.ndarray:
         if shape.gpus == 0:
-            return pick_max(np.zeros(len(cand)), cand, self.ties, len(state.nodes)), ()
+            return np.zeros(len(cand), dtype=np.int64)
         c = state.cols
         full = c.full_free[cand]
         idle = np.maximum(33 - full, full)
@@ -41,6 +28,4 @@ class Packing:
             tightest = np.where(free >= shape.gpu_milli, free, GPU_MILLI + 1).min(axis=1)
             shared = np.maximum(100 - (tightest * 100 // GPU_MILLI) // 10, 50)
             used = np.where(tightest >= GPU_MILLI, max(50 - 1, 33), shared)
-        scores = np.where(full == c.gpus[cand], idle, used)
-        i = pick_max(scores, cand, self.ties, len(state.nodes))
-        return i, choose_gpus(state, i, shape)
+        return np.where(full == c.gpus[cand], idle, used)
