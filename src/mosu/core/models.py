@@ -170,7 +170,11 @@ Placement = tuple[ReplicaPlacement, ...]
 
 @dataclass(frozen=True, slots=True)
 class RunningJob:
-    """A job holding an allocation. ``attained_gpu_s`` counts GPU-seconds served so far."""
+    """A job holding an allocation.
+
+    ``attained_gpu_s`` counts GPU-seconds served by earlier attempts, before
+    ``started_s``; the engine adds the service of the current attempt itself.
+    """
 
     job: Job
     placement: Placement
