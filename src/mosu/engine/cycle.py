@@ -460,17 +460,28 @@ def _reclaim_for(work: _Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
     ]
     if not lenders:
         return False
+    # Usage stays fixed until the plan is chosen, so each lender's borrowed amount
+    # per GPU type is computed once, not once per candidate and per check.
+    borrowed: dict[tuple[str, str], int] = {}
+
+    def borrowed_on(v: Victim) -> int:
+        key = (v.tenant, v.gpu_type)
+        amount = borrowed.get(key)
+        if amount is None:
+            amount = borrowed[key] = _borrowed_on(work, v)
+        return amount
+
     # Jobs wholly on borrowed capacity go first: taking them leaves their tenant at
     # or above its guarantee.
     candidates = sorted(
         (v for vs in lenders for v in vs if v.job_id in work.running),
-        key=lambda v: (_borrowed_on(work, v) < v.gpu_milli, v.cost),
+        key=lambda v: (borrowed_on(v) < v.gpu_milli, v.cost),
     )
 
     def still_borrowed(v: Victim, taken: Sequence[Victim]) -> bool:
         # A victim's tenant must still be above its guarantee once earlier picks go.
         gone = sum(t.gpu_milli for t in taken if t.tenant == v.tenant)
-        return _borrowed_on(work, v) - gone > 0
+        return borrowed_on(v) - gone > 0
 
     plan = find_victims_by_node(
         work.state,
@@ -713,6 +724,7 @@ def _preempt_for(
     tenant = job.tenant
     # A job held back by its tenant's quota can only make room by displacing its own.
     own_only = work.outcome.get(job.id) == _Outcome.QUOTA
+    borrowed: dict[tuple[str, str], int] = {}
 
     def eligible(run: RunningJob) -> bool:
         if run_class[run.job.id] <= klass:
@@ -725,7 +737,11 @@ def _preempt_for(
             return True
         if scope == RankPreemption.BORROWED:
             gpu_type = work.state.nodes[work.state.index_of[run.placement[0].node]].gpu_type
-            return _borrowed(work, run.job.tenant, gpu_type) >= run.job.total_gpu_milli
+            key = (run.job.tenant, gpu_type)
+            amount = borrowed.get(key)
+            if amount is None:  # usage is fixed while candidates are chosen
+                amount = borrowed[key] = _borrowed(work, run.job.tenant, gpu_type)
+            return amount >= run.job.total_gpu_milli
         return False
 
     if work.rank_victims is None:  # once per cycle: worst class first, then cheapest
