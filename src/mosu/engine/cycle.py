@@ -111,6 +111,9 @@ class _Work:
     guarantees: dict[tuple[str, str], int] = field(default_factory=dict)
     preempted_tenant: dict[str, str] = field(default_factory=dict)
     rank_victims: list[Victim] | None = None
+    reserve_failed: set[tuple] = field(default_factory=set)
+    """Shapes that found no reservation since the state last changed: they would find
+    none again, as the search reads nothing else of the job."""
 
     @property
     def now(self) -> float:
@@ -343,6 +346,7 @@ def _commit_start(work: _Work, job: Job, placement: Placement) -> None:
     work.started_jobs[job.id] = job
     work.starts.append(Start(job.id, placement))
     work.outcome[job.id] = _Outcome.STARTED
+    work.reserve_failed.clear()
     if work.reservations:
         work.reservations = [r for r in work.reservations if r.job_id != job.id]
 
@@ -361,6 +365,7 @@ def _evict(work: _Work, victim: Victim, reason: PreemptReason, for_job: str) -> 
     work.no_fit.clear()
     work.reservations.clear()
     work.running_ends = None
+    work.reserve_failed.clear()
 
 
 def _estimate(work: _Work, job: Job) -> float:
@@ -590,6 +595,9 @@ def _reserve(work: _Work, job: Job) -> None:
         return  # one GPU frees up with the next completion: nothing to protect
     if any(r.job_id == job.id for r in work.reservations):
         return
+    failed_key = (_dims(job), job.gpu_types, job.topology)
+    if failed_key in work.reserve_failed:
+        return
     state = work.state
     now = work.now
     if work.running_ends is None:
@@ -626,9 +634,11 @@ def _reserve(work: _Work, job: Job) -> None:
                 nodes = frozenset(state.index_of[rp.node] for rp in placement)
                 work.reservations.append(_Reservation(job.id, end, nodes))
                 work.outcome[job.id] = _Outcome.NO_FIT
+                work.reserve_failed.clear()
                 return
     finally:
         state.rollback(cp)
+    work.reserve_failed.add(failed_key)
 
 
 # -- 6. rank preemption --------------------------------------------------------
