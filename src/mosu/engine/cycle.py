@@ -109,6 +109,7 @@ class _Work:
     running_ends: list[tuple[float, str]] | None = None
     """Estimated end of every running job, sorted; built on the first reservation."""
     guarantees: dict[tuple[str, str], int] = field(default_factory=dict)
+    limits: dict[tuple[str, str], float] = field(default_factory=dict)
     preempted_tenant: dict[str, str] = field(default_factory=dict)
     rank_victims: list[Victim] | None = None
     reserve_failed: set[tuple] = field(default_factory=set)
@@ -263,6 +264,14 @@ def _guarantee(work: _Work, tenant: str, gpu_type: str) -> float:
 
 
 def _limit(work: _Work, tenant: str, gpu_type: str) -> float:
+    key = (tenant, gpu_type)
+    cached = work.limits.get(key)
+    if cached is None:  # fixed for the cycle; asked for every job tried
+        cached = work.limits[key] = _quota_limit(work, tenant, gpu_type)
+    return cached
+
+
+def _quota_limit(work: _Work, tenant: str, gpu_type: str) -> float:
     mode = work.profile.quotas
     if mode == QuotaMode.SHARED:
         return INF
