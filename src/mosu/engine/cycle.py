@@ -112,6 +112,8 @@ class _Work:
     limits: dict[tuple[str, str], float] = field(default_factory=dict)
     preempted_tenant: dict[str, str] = field(default_factory=dict)
     rank_victims: list[Victim] | None = None
+    all_victims: list[Victim] | None = None
+    """Every preemptible running job, cheapest first, as the cycle opened."""
     reserve_failed: set[tuple] = field(default_factory=set)
     """Shapes that found no reservation since the state last changed: they would find
     none again, as the search reads nothing else of the job."""
@@ -445,7 +447,7 @@ def _reclaim(work: _Work) -> None:
             continue  # a smaller job already found no victims this round
         if pool is None:
             pool = {}
-            for v in _victims(work, lambda run: True):
+            for v in _running_victims(work):
                 pool.setdefault(v.tenant, []).append(v)
         if not _reclaim_for(work, job, pool):
             failed.append(dims)
@@ -517,6 +519,14 @@ def _reclaim_for(work: _Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
 
 def _borrowed_on(work: _Work, v: Victim) -> int:
     return work.usage.get((v.tenant, v.gpu_type), 0) - int(_guarantee(work, v.tenant, v.gpu_type))
+
+
+def _running_victims(work: _Work) -> list[Victim]:
+    """``_victims`` of every still-running job. A victim's cost does not change within
+    a cycle and running jobs only leave, so the list is built once and filtered."""
+    if work.all_victims is None:
+        work.all_victims = _victims(work, lambda run: True)
+    return [v for v in work.all_victims if v.job_id in work.running]
 
 
 def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]:
@@ -764,7 +774,7 @@ def _preempt_for(
         return False
 
     if work.rank_victims is None:  # once per cycle: worst class first, then cheapest
-        work.rank_victims = _victims(work, lambda run: True)
+        work.rank_victims = _running_victims(work)
         work.rank_victims.sort(key=lambda v: _worst_first(run_class[v.job_id]))
     candidates = [
         v
