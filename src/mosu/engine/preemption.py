@@ -47,12 +47,16 @@ def lost_gpu_s(run: RunningJob, now: float) -> float:
     return seconds_since_checkpoint(run, now) * run.job.total_gpu_milli / GPU_MILLI
 
 
+def _take_any(v: Victim, taken: Sequence[Victim]) -> bool:
+    return True
+
+
 def find_victims(
     state: ClusterState,
     candidates: Sequence[Victim],
     fits: Callable[[], Placement | None],
     *,
-    may_take: Callable[[Victim, Sequence[Victim]], bool] = lambda v, taken: True,
+    may_take: Callable[[Victim, Sequence[Victim]], bool] = _take_any,
     need_milli: int = 0,
     free_milli: int = 0,
 ) -> tuple[list[Victim], Placement] | None:
@@ -106,7 +110,7 @@ def find_victims_by_node(
     candidates: Sequence[Victim],
     fits: Callable[[], Placement | None],
     *,
-    may_take: Callable[[Victim, Sequence[Victim]], bool] = lambda v, taken: True,
+    may_take: Callable[[Victim, Sequence[Victim]], bool] = _take_any,
     need_milli: int = 0,
     free_milli: int = 0,
 ) -> tuple[list[Victim], Placement] | None:
@@ -124,6 +128,7 @@ def find_victims_by_node(
         placement = fits()
         if placement is not None:
             return [], placement
+    take_any = may_take is _take_any  # skip building the taken list it would ignore
     by_node: dict[int, list[tuple[Victim, int]]] = {}
     for v in candidates:
         held = v.on_nodes or on_nodes(state, v.placement)
@@ -147,7 +152,7 @@ def find_victims_by_node(
                     break
                 if v.job_id in taken_ids:
                     continue  # its GPUs here are already counted as freed
-                if not may_take(v, [*taken, *plan]):
+                if not take_any and not may_take(v, [*taken, *plan]):
                     continue
                 plan.append(v)
                 have += gpus
