@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from sqlalchemy.engine import make_url
 from mosu.client import Client, ServerUnreachable
 from mosu.core.api import JobSpec, QuotaSpec
 from tests.e2e.conftest import OPERATOR_TOKEN, free_port
+from tests.pg import fresh_postgres_database
 
 TAKEOVER_LIMIT_S = 10.0
 JOBS = 200
@@ -95,16 +95,8 @@ def pg_url() -> str:
 
 @pytest.fixture
 def fresh_database(pg_url: str) -> Iterator[str]:
-    name = f"mosu_failover_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database(pg_url, "mosu_failover") as url:
+        yield url
 
 
 def _wait(what: str, check: Callable[[], object], timeout_s: float, every: float = 0.1) -> object:

@@ -28,6 +28,7 @@ from mosu.service.leader import (
     PostgresLease,
     lease_for_url,
 )
+from tests.pg import fresh_postgres_database
 
 TAKEOVER_LIMIT_S = 10.0
 
@@ -247,16 +248,8 @@ LEADER_LINE = "acquired the scheduler lease"
 
 @pytest.fixture
 def fresh_database(pg_url: str) -> Iterator[str]:
-    name = f"mosu_lease_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database(pg_url, "mosu_lease") as url:
+        yield url
 
 
 def _wait(what: str, check: Callable[[], object], timeout_s: float) -> object:
