@@ -98,14 +98,40 @@ def test_load_tenants(tmp_path):
     assert beta.quota("T4") == Quota(500, 4_000)
 
 
+def test_the_cohort_column_is_optional_and_empty_means_the_default_cohort(tmp_path):
+    path = write(
+        tmp_path,
+        "tenants.csv",
+        "tenant,gpu_type,guaranteed,limit,weight,cohort\n"
+        "acme,A100,16,32,2,lab-a\nacme,H100,8,,2,lab-a\nbeta,*,0.5,4,1,\ngamma,*,1,,1, lab-a \n",
+    )
+    acme, beta, gamma = native.load_tenants(path)
+    assert acme == Tenant(
+        name="acme",
+        quotas=(("A100", Quota(16_000, 32_000)), ("H100", Quota(8_000, None))),
+        weight=2.0,
+        cohort="lab-a",
+    )
+    assert beta.cohort is None
+    assert gamma.cohort == "lab-a"
+    # Without the column every tenant is in the default cohort.
+    old = write(tmp_path, "old.csv", TENANTS_HEADER + "acme,A100,16,32,2\n")
+    assert [t.cohort for t in native.load_tenants(old)] == [None]
+
+
 def test_tenants_round_trip(tmp_path):
     tenants = [
         Tenant("a", (("A100", Quota(16_000, None)), ("*", Quota(1_500, 3_000))), weight=1.5),
         Tenant("b", (("H100", Quota(0, 8_000)),)),
+        Tenant("c", (("H100", Quota(4_000, 8_000)), ("A100", Quota(2_000))), cohort="lab-a"),
+        Tenant("d", (), cohort="lab,b"),
     ]
     path = tmp_path / "tenants.csv"
     native.write_tenants(path, tenants)
-    assert native.load_tenants(path) == tenants
+    assert path.read_text().splitlines()[0] == "tenant,gpu_type,guaranteed,limit,weight,cohort"
+    loaded = native.load_tenants(path)
+    assert loaded[:3] == tenants[:3]
+    assert loaded[3] == Tenant("d", (("*", Quota()),), cohort="lab,b")
 
 
 @pytest.mark.parametrize(
@@ -186,10 +212,40 @@ def test_missing_job_column_is_named(tmp_path):
             ":3 column 'weight': 2 differs from 1 on line 2",
             id="two weights for one tenant",
         ),
+        pytest.param(
+            "a,A100,8,,1,x\n", ":2: more values than header columns", id="a cohort without header"
+        ),
     ],
 )
 def test_malformed_tenant_files(tmp_path, rows, want):
     path = write(tmp_path, "tenants.csv", TENANTS_HEADER + rows)
+    with pytest.raises(TraceFormatError) as info:
+        native.load_tenants(path)
+    assert want in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("rows", "want"),
+    [
+        pytest.param(
+            "a,A100,8,,1,lab-a\nb,A100,1,,1,\na,H100,4,,1,lab-b\n",
+            ":4 column 'cohort': 'lab-b' differs from 'lab-a' on line 2",
+            id="two cohorts",
+        ),
+        pytest.param(
+            "a,A100,8,,1,lab-a\na,H100,4,,1,\n",
+            ":3 column 'cohort': the default cohort (empty) differs from 'lab-a' on line 2",
+            id="a cohort and none",
+        ),
+        pytest.param(
+            "a,A100,8,,1,\na,H100,4,,1,lab-a\n",
+            ":3 column 'cohort': 'lab-a' differs from the default cohort (empty) on line 2",
+            id="none and a cohort",
+        ),
+    ],
+)
+def test_one_tenant_has_one_cohort(tmp_path, rows, want):
+    path = write(tmp_path, "tenants.csv", "tenant,gpu_type,guaranteed,limit,weight,cohort\n" + rows)
     with pytest.raises(TraceFormatError) as info:
         native.load_tenants(path)
     assert want in str(info.value)

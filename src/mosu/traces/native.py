@@ -12,13 +12,16 @@ Jobs file, one job per line, header required (column order free)::
 - ``priority``: int. ``kind``: train, finetune, eval, batch, inference or dev.
 - ``estimate_s``: optional column; empty for no estimate.
 
-Tenants file, one line per (tenant, GPU type)::
+Tenants file, one line per (tenant, GPU type), header required (column order free)::
 
-    tenant,gpu_type,guaranteed,limit,weight
+    tenant,gpu_type,guaranteed,limit,weight[,cohort]
 
 - ``gpu_type``: a type or ``*`` for every type without its own line.
 - ``guaranteed``/``limit``: GPUs (fractions allowed); an empty ``limit`` means
   no cap. ``weight``: > 0, the same on every line of one tenant.
+- ``cohort``: optional column; tenants of one cohort lend idle guaranteed GPUs to
+  each other. Empty (or no column) for the default cohort that every tenant
+  without one shares; the same on every line of one tenant.
 
 Errors raise ``TraceFormatError`` naming file, line, column and reason.
 """
@@ -48,6 +51,7 @@ JOB_COLUMNS = (
 )
 OPTIONAL_JOB_COLUMNS = ("estimate_s",)
 TENANT_COLUMNS = ("tenant", "gpu_type", "guaranteed", "limit", "weight")
+OPTIONAL_TENANT_COLUMNS = ("cohort",)
 
 NODE_CPU_MILLI = 96_000
 NODE_MEM_MIB = 1_048_576
@@ -187,9 +191,12 @@ def load_tenants(path: str | Path) -> list[Tenant]:
     name = str(path)
     quotas: dict[str, list[tuple[str, Quota]]] = {}
     weights: dict[str, tuple[float, int]] = {}
+    cohorts: dict[str, tuple[str | None, int]] = {}
     with _rows(path, TENANT_COLUMNS) as reader:
         for row in reader:
             line = reader.line_num
+            if None in row:
+                raise TraceFormatError(name, line, None, "more values than header columns")
             try:
                 tenant = (row.get("tenant") or "").strip()
                 if not tenant:
@@ -206,6 +213,7 @@ def load_tenants(path: str | Path) -> list[Tenant]:
                 weight = _number(row, "weight")
                 if weight <= 0:
                     raise _Field("weight", "must be > 0")
+                cohort = (row.get("cohort") or "").strip() or None
             except _Field as e:
                 raise TraceFormatError(name, line, e.column, str(e)) from None
             if any(key == gpu_type for key, _ in quotas.get(tenant, ())):
@@ -220,12 +228,31 @@ def load_tenants(path: str | Path) -> list[Tenant]:
                     "weight",
                     f"{weight:g} differs from {first_weight:g} on line {first_line}",
                 )
+            if tenant in cohorts and cohorts[tenant][0] != cohort:
+                first_cohort, first_line = cohorts[tenant]
+                raise TraceFormatError(
+                    name,
+                    line,
+                    "cohort",
+                    f"{_cohort_text(cohort)} differs from {_cohort_text(first_cohort)} "
+                    f"on line {first_line}",
+                )
             weights.setdefault(tenant, (weight, line))
+            cohorts.setdefault(tenant, (cohort, line))
             quotas.setdefault(tenant, []).append((gpu_type, Quota(guaranteed, limit)))
     return [
-        Tenant(name=tenant, quotas=tuple(entries), weight=weights[tenant][0])
+        Tenant(
+            name=tenant,
+            quotas=tuple(entries),
+            weight=weights[tenant][0],
+            cohort=cohorts[tenant][0],
+        )
         for tenant, entries in quotas.items()
     ]
+
+
+def _cohort_text(cohort: str | None) -> str:
+    return "the default cohort (empty)" if cohort is None else repr(cohort)
 
 
 def _gpus_text(milli: int) -> str:
@@ -266,11 +293,12 @@ def write_jobs(path: str | Path, jobs: Iterable[TraceJob]) -> None:
 def write_tenants(path: str | Path, tenants: Iterable[Tenant]) -> None:
     """Write tenants so that ``load_tenants`` reads them back equal.
 
-    A tenant without quotas is written with a zero guarantee for ``*``.
+    A tenant without quotas is written with a zero guarantee for ``*``; one in the
+    default cohort with an empty ``cohort``.
     """
     with open(path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(TENANT_COLUMNS)
+        writer.writerow((*TENANT_COLUMNS, *OPTIONAL_TENANT_COLUMNS))
         for tenant in tenants:
             quotas = tenant.quotas or ((ANY_GPU_TYPE, Quota()),)
             for gpu_type, quota in quotas:
@@ -282,6 +310,7 @@ def write_tenants(path: str | Path, tenants: Iterable[Tenant]) -> None:
                         _gpus_text(quota.guaranteed_milli),
                         limit,
                         f"{tenant.weight:g}",
+                        tenant.cohort or "",
                     )
                 )
 
