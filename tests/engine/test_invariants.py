@@ -21,7 +21,9 @@ NOW = 50_000.0
 
 
 @st.composite
-def worlds(draw: st.DrawFn, *, one_gpu_pending: bool = False) -> ClusterSnapshot:
+def worlds(
+    draw: st.DrawFn, *, one_gpu_pending: bool = False, cohorts: bool = False
+) -> ClusterSnapshot:
     nodes = [
         node(f"n{i}", draw(st.sampled_from([2, 4, 8]))) for i in range(draw(st.integers(1, 4)))
     ]
@@ -34,7 +36,9 @@ def worlds(draw: st.DrawFn, *, one_gpu_pending: bool = False) -> ClusterSnapshot
         left -= g
         limit = draw(st.one_of(st.none(), st.integers(g, capacity)))
         quota = Quota(g * GPU_MILLI, None if limit is None else limit * GPU_MILLI)
-        tenants.append(Tenant(name, (("A100", quota),), weight=draw(st.sampled_from([1.0, 2.0]))))
+        weight = draw(st.sampled_from([1.0, 2.0]))
+        cohort = draw(st.sampled_from([None, "x", "y"])) if cohorts else None
+        tenants.append(Tenant(name, (("A100", quota),), weight=weight, cohort=cohort))
     state = ClusterState(nodes)
     running = []
     for i in range(draw(st.integers(0, 8))):
@@ -137,3 +141,30 @@ def test_guarantees_are_honoured_whenever_demanded(snap: ClusterSnapshot) -> Non
         )
         want = min(t.quota("A100").guaranteed_milli, demand)
         assert after.get(t.name, 0) >= want, (t.name, after, want)
+
+
+def over_guarantee_outside(snap: ClusterSnapshot, holders: dict[str, Job]) -> tuple[int, int]:
+    """What cohorts together hold above their summed guarantees, and the capacity
+    guaranteed to nobody that they may hold it on."""
+    cohort_of = {t.name: t.cohort or "" for t in snap.tenants}
+    guaranteed: dict[str, int] = {}
+    for t in snap.tenants:
+        c = cohort_of[t.name]
+        guaranteed[c] = guaranteed.get(c, 0) + t.quota("A100").guaranteed_milli
+    used: dict[str, int] = {}
+    for tenant, milli in usage(holders).items():
+        c = cohort_of.get(tenant, "")
+        used[c] = used.get(c, 0) + milli
+    over = sum(max(0, used.get(c, 0) - g) for c, g in guaranteed.items())
+    spare = max(0, sum(n.gpus for n in snap.nodes) * GPU_MILLI - sum(guaranteed.values()))
+    return over, spare
+
+
+@settings(max_examples=200, deadline=None)
+@given(snap=worlds(cohorts=True), name=st.sampled_from(["mosu", "kueue"]))
+def test_no_cohort_borrows_another_cohorts_idle_guarantee(snap: ClusterSnapshot, name: str) -> None:
+    before, spare = over_guarantee_outside(snap, {r.job.id: r.job for r in snap.running})
+    result = schedule(snap, build_profile(name))
+    _, holders = apply(snap, result)
+    after, _ = over_guarantee_outside(snap, holders)
+    assert after <= max(spare, before), (before, after, spare)

@@ -18,12 +18,18 @@ from mosu.engine.state import ClusterState
 from tests.engine.helpers import job, node
 
 
-def tenant(name: str, guaranteed: int, limit: int | None = None, weight: float = 1.0) -> Tenant:
+def tenant(
+    name: str,
+    guaranteed: int,
+    limit: int | None = None,
+    weight: float = 1.0,
+    cohort: str | None = None,
+) -> Tenant:
     quota = Quota(
         guaranteed_milli=guaranteed * GPU_MILLI,
         limit_milli=None if limit is None else limit * GPU_MILLI,
     )
-    return Tenant(name=name, quotas=(("A100", quota),), weight=weight)
+    return Tenant(name=name, quotas=(("A100", quota),), weight=weight, cohort=cohort)
 
 
 @dataclass
@@ -80,6 +86,9 @@ def run(s: Scenario) -> CycleResult:
 
 TWO_NODES = [node("n0", 8), node("n1", 8)]
 AB = [tenant("a", 8), tenant("b", 8)]
+NODES_3 = [node(f"n{i}", 8) for i in range(3)]
+NODES_4 = [node(f"n{i}", 8) for i in range(4)]
+COHORTS = [tenant("a", 8, cohort="x"), tenant("b", 8, cohort="x"), tenant("c", 8, cohort="y")]
 
 SCENARIOS = [
     Scenario(
@@ -246,6 +255,49 @@ SCENARIOS = [
         pending=[job("b1", 8, tenant="b", t=1)],
         want_starts=["b1"],
         want_preempt={"a0": PreemptReason.FAIR_SHARE},
+    ),
+    Scenario(
+        "a cohort lends its idle guarantee to its own members",
+        "mosu",
+        NODES_3,
+        COHORTS,
+        pending=[job("b1", 8, tenant="b"), job("b2", 8, tenant="b", t=1)],
+        want_starts=["b1", "b2"],
+    ),
+    Scenario(
+        "a cohort's idle guarantee is not lent outside it",
+        "mosu",
+        NODES_3,
+        COHORTS,
+        pending=[job("c1", 8, tenant="c"), job("c2", 8, tenant="c", t=1)],
+        want_starts=["c1"],
+        want_pending={"c2": PendingReason.QUOTA_EXCEEDED},
+    ),
+    Scenario(
+        "capacity guaranteed to nobody is lent to every cohort",
+        "kueue",
+        NODES_4,
+        COHORTS,
+        pending=[job(f"c{i}", 8, tenant="c", t=i) for i in range(3)],
+        want_starts=["c0", "c1"],
+        want_pending={"c2": PendingReason.QUOTA_EXCEEDED},
+    ),
+    Scenario(
+        "reclaim takes back from a borrower of the lender's own cohort first",
+        "mosu",
+        NODES_4,
+        COHORTS,
+        running=[
+            # c's jobs would lose less work, but they run on capacity nobody is
+            # guaranteed; b's borrowed jobs run on a's idle guarantee.
+            Running(job("c1", 8, tenant="c"), started_s=5_000),
+            Running(job("c2", 8, tenant="c", t=1), started_s=5_000),
+            Running(job("b1", 8, tenant="b", t=2), started_s=0),
+            Running(job("b2", 8, tenant="b", t=3), started_s=0),
+        ],
+        pending=[job("a1", 8, tenant="a", t=4)],
+        want_starts=["a1"],
+        want_preempt={"b1": PreemptReason.RECLAIM},
     ),
 ]
 

@@ -29,6 +29,7 @@ from enum import Enum
 
 from mosu.core.models import GPU_MILLI, Job, Placement, RunningJob, Shape, Tenant
 from mosu.core.reasons import PendingReason, PreemptReason
+from mosu.engine.cohorts import CohortBook
 from mosu.engine.decisions import CycleResult, Pending, Preempt, Start
 from mosu.engine.ordering import LeastAttainedService, Rank
 from mosu.engine.placement.base import PlacementPolicy, place_job
@@ -115,6 +116,8 @@ class _Work:
     all_victims: list[Victim] | None = None
     """Every preemptible running job, cheapest first, as the cycle opened."""
     reserve_failed: set[tuple] = field(default_factory=set)
+    cohorts: CohortBook | None = None
+    """Cohort usage, when tenants belong to two or more cohorts and may borrow."""
     """Shapes that found no reservation since the state last changed: they would find
     none again, as the search reads nothing else of the job."""
 
@@ -185,7 +188,7 @@ def _open(snap: ClusterSnapshot, profile: SchedulingProfile) -> _Work:
             for rp in run.placement:
                 key = (tenant, type_of[rp.node])
                 usage[key] = usage.get(key, 0) + rp.gpu_milli * len(rp.gpu_indices)
-    return _Work(
+    work = _Work(
         snap=snap,
         profile=profile,
         state=state,
@@ -196,18 +199,22 @@ def _open(snap: ClusterSnapshot, profile: SchedulingProfile) -> _Work:
         max_node_gpus=max_node_gpus,
         capacity=capacity,
     )
+    if profile.quotas == QuotaMode.BORROW and CohortBook.needed(snap.tenants):
+        work.cohorts = CohortBook(
+            snap.tenants, capacity, usage, lambda t, g: int(_guarantee(work, t, g))
+        )
+    return work
 
 
-def _add_usage(
-    state: ClusterState,
-    usage: dict[tuple[str, str], int],
-    tenant: str,
-    placement: Placement,
-    sign: int,
-) -> None:
+def _add_usage(work: _Work, tenant: str, placement: Placement, sign: int) -> None:
+    state, usage = work.state, work.usage
     for rp in placement:
-        key = (tenant, state.nodes[state.index_of[rp.node]].gpu_type)
-        usage[key] = usage.get(key, 0) + sign * rp.gpu_milli * len(rp.gpu_indices)
+        gpu_type = state.nodes[state.index_of[rp.node]].gpu_type
+        milli = sign * rp.gpu_milli * len(rp.gpu_indices)
+        key = (tenant, gpu_type)
+        usage[key] = usage.get(key, 0) + milli
+        if work.cohorts is not None:
+            work.cohorts.add(tenant, gpu_type, milli)
 
 
 # -- 2. order ------------------------------------------------------------------
@@ -294,6 +301,36 @@ def _borrowed(work: _Work, tenant: str, gpu_type: str) -> int:
     return work.usage.get((tenant, gpu_type), 0) - int(_guarantee(work, tenant, gpu_type))
 
 
+def _may_borrow(work: _Work, tenant: str, gpu_type: str, milli: int) -> bool:
+    """Whether the tenant's cohort leaves ``milli`` more of ``gpu_type`` to borrow."""
+    return work.cohorts is None or work.cohorts.may_borrow(tenant, gpu_type, milli)
+
+
+def _may_borrow_after(
+    work: _Work, tenant: str, taken: dict[str, int], victims: Sequence[Victim]
+) -> bool:
+    """``_may_borrow`` for every type in ``taken`` once ``victims`` are gone."""
+    book = work.cohorts
+    if book is None:
+        return True
+    freed = [
+        (v.tenant, _node_type(work, rp.node), rp.gpu_milli * len(rp.gpu_indices))
+        for v in victims
+        for rp in v.placement
+    ]
+    for who, gpu_type, milli in freed:
+        book.add(who, gpu_type, -milli)
+    try:
+        return all(book.may_borrow(tenant, t, amount) for t, amount in taken.items())
+    finally:
+        for who, gpu_type, milli in freed:
+            book.add(who, gpu_type, milli)
+
+
+def _node_type(work: _Work, node: str) -> str:
+    return work.state.nodes[work.state.index_of[node]].gpu_type
+
+
 def _dominant_share(work: _Work, tenant: str) -> float:
     t = work.tenants.get(tenant)
     weight = t.weight if t is not None and t.weight > 0 else 1.0
@@ -318,6 +355,8 @@ def _try_start(work: _Work, job: Job, *, within_guarantee: bool) -> _Outcome:
             for t in allowed
             if work.usage.get((job.tenant, t), 0) + need <= cap(work, job.tenant, t)
         )
+        if not within_guarantee and work.cohorts is not None:
+            types = tuple(t for t in types if _may_borrow(work, job.tenant, t, need))
         if not types:
             return _Outcome.QUOTA
         if not any(job.shape.gpus <= work.max_node_gpus.get(t, 0) for t in types):
@@ -350,7 +389,7 @@ def _try_start(work: _Work, job: Job, *, within_guarantee: bool) -> _Outcome:
 
 def _commit_start(work: _Work, job: Job, placement: Placement) -> None:
     work.state.assign(job.id, placement)
-    _add_usage(work.state, work.usage, job.tenant, placement, +1)
+    _add_usage(work, job.tenant, placement, +1)
     for rp in placement:
         gpu_type = work.state.nodes[work.state.index_of[rp.node]].gpu_type
         work.free[gpu_type] -= rp.gpu_milli * len(rp.gpu_indices)
@@ -365,7 +404,7 @@ def _commit_start(work: _Work, job: Job, placement: Placement) -> None:
 def _evict(work: _Work, victim: Victim, reason: PreemptReason, for_job: str) -> None:
     run = work.running.pop(victim.job_id)
     work.state.release(victim.job_id)
-    _add_usage(work.state, work.usage, run.job.tenant, run.placement, -1)
+    _add_usage(work, run.job.tenant, run.placement, -1)
     for rp in run.placement:
         gpu_type = work.state.nodes[work.state.index_of[rp.node]].gpu_type
         work.free[gpu_type] += rp.gpu_milli * len(rp.gpu_indices)
@@ -487,12 +526,15 @@ def _reclaim_for(work: _Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
             amount = borrowed[key] = _borrowed_on(work, v)
         return amount
 
-    # Jobs wholly on borrowed capacity go first: taking them leaves their tenant at
-    # or above its guarantee.
-    candidates = sorted(
-        (v for vs in lenders for v in vs if v.job_id in work.running),
-        key=lambda v: (borrowed_on(v) < v.gpu_milli, v.cost),
-    )
+    # Borrowers of the job's own cohort go first (they run on its cohort's idle
+    # guarantee), then jobs wholly on borrowed capacity: taking them leaves their
+    # tenant at or above its guarantee.
+    candidates = [v for vs in lenders for v in vs if v.job_id in work.running]
+    book = work.cohorts
+    if book is not None:  # the victim search compares costs, so the cohort goes in them
+        home = book.cohort(job.tenant)
+        candidates = [replace(v, cost=(book.cohort(v.tenant) != home, *v.cost)) for v in candidates]
+    candidates.sort(key=lambda v: (borrowed_on(v) < v.gpu_milli, v.cost))
 
     def still_borrowed(v: Victim, taken: Sequence[Victim]) -> bool:
         # A victim's tenant must still be above its guarantee once earlier picks go.
@@ -548,7 +590,8 @@ def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]
         elif order == VictimOrder.SERVED:
             klass = ordering.rank(run.job, inputs)[1 : ordering.class_len]
             served = tuple(-x for x in klass if isinstance(x, (int, float)))
-            cost = (run.job.priority, *served, lost_gpu_s(run, now), gpu, job_id)
+            total = inputs.service_gpu_s(run.job)
+            cost = (run.job.priority, *served, lost_gpu_s(run, now), -total, gpu, job_id)
         else:
             cost = (run.job.priority, -run.started_s, job_id)
         gpu_type = (
@@ -804,13 +847,13 @@ def _preempt_for(
             for rp in v.placement:
                 t = work.state.nodes[work.state.index_of[rp.node]].gpu_type
                 freed[t] = freed.get(t, 0) + rp.gpu_milli * len(rp.gpu_indices)
-    taken: dict[str, int] = {}
-    for rp in placement:
-        t = work.state.nodes[work.state.index_of[rp.node]].gpu_type
-        taken[t] = taken.get(t, 0) + rp.gpu_milli * len(rp.gpu_indices)
-    for t, amount in taken.items():
-        if work.usage.get((tenant, t), 0) - freed.get(t, 0) + amount > _limit(work, tenant, t):
-            return False
+    taken = _taken_by(work, placement)
+    after = {t: work.usage.get((tenant, t), 0) - freed.get(t, 0) + a for t, a in taken.items()}
+    if any(used > _limit(work, tenant, t) for t, used in after.items()):
+        return False
+    borrows = any(used > _guarantee(work, tenant, t) for t, used in after.items())
+    if borrows and not _may_borrow_after(work, tenant, taken, victims):
+        return False
     for v in victims:
         reason = PreemptReason.PRIORITY if v.tenant == tenant else PreemptReason.FAIR_SHARE
         _evict(work, v, reason, job.id)
@@ -843,10 +886,28 @@ def _preempt_own_for_quota(work: _Work, job: Job, candidates: list[Victim]) -> b
         work.state.rollback(cp)
     if placement is None:
         return False
+    need = _taken_by(work, placement)
+    gone: dict[str, int] = {}
+    for v in taken:
+        gone[v.gpu_type] = gone.get(v.gpu_type, 0) + v.gpu_milli
+    borrows = any(
+        work.usage.get((job.tenant, t), 0) - gone.get(t, 0) + a > _guarantee(work, job.tenant, t)
+        for t, a in need.items()
+    )
+    if borrows and not _may_borrow_after(work, job.tenant, need, taken):
+        return False
     for v in taken:
         _evict(work, v, PreemptReason.PRIORITY, job.id)
     _commit_start(work, job, placement)
     return True
+
+
+def _taken_by(work: _Work, placement: Placement) -> dict[str, int]:
+    taken: dict[str, int] = {}
+    for rp in placement:
+        t = _node_type(work, rp.node)
+        taken[t] = taken.get(t, 0) + rp.gpu_milli * len(rp.gpu_indices)
+    return taken
 
 
 def _worst_first(klass: Rank) -> tuple:
