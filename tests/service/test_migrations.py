@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from mosu.service.db.rows import Base
 from mosu.service.db.session import alembic_config, downgrade, make_engine, upgrade
@@ -21,5 +21,39 @@ def test_migrations_round_trip_and_match_the_rows(db_url: str):
         assert set(inspect(engine).get_table_names()) == {"alembic_version"}
         upgrade(engine)
         assert set(inspect(engine).get_table_names()) == tables
+    finally:
+        engine.dispose()
+
+
+def test_the_cohort_migration_keeps_every_tenant_and_its_quotas(db_url: str):
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0001")
+        with engine.begin() as conn:
+            conn.execute(
+                text("INSERT INTO tenants (name, weight, created_at) VALUES ('acme', 2, 0)")
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO quotas (tenant, gpu_type, guaranteed_milli) "
+                    "VALUES ('acme', 'H800', 4000)"
+                )
+            )
+        upgrade(engine)
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT name, cohort FROM tenants")).all() == [("acme", None)]
+            conn.execute(text("UPDATE tenants SET cohort = 'lab-a'"))
+        # Down and up again: the column goes and comes back empty; nothing else is lost
+        # (a copied-and-dropped table would have cascaded to the quotas on SQLite).
+        downgrade(engine, "0001")
+        assert "cohort" not in {c["name"] for c in inspect(engine).get_columns("tenants")}
+        upgrade(engine)
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT name, weight, cohort FROM tenants")).all() == [
+                ("acme", 2.0, None)
+            ]
+            assert conn.execute(text("SELECT tenant, guaranteed_milli FROM quotas")).all() == [
+                ("acme", 4000)
+            ]
     finally:
         engine.dispose()

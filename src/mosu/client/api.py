@@ -27,6 +27,7 @@ from mosu.core.api import (
     TenantCreate,
     TenantCreated,
     TenantOut,
+    TenantUpdate,
     TokenOut,
     UsageOut,
     UsageRecord,
@@ -101,10 +102,20 @@ class Client:
     # ------------------------------------------------------------ tenants
 
     def create_tenant(
-        self, name: str, quotas: dict[str, QuotaSpec], weight: float = 1.0
+        self,
+        name: str,
+        quotas: dict[str, QuotaSpec],
+        weight: float = 1.0,
+        cohort: str | None = None,
     ) -> TenantCreated:
-        body = TenantCreate(name=name, quotas=quotas, weight=weight)
-        return self._post("/v1/tenants", TenantCreated, body)
+        """``cohort`` None (or ``""``): the default cohort."""
+        fields: dict[str, Any] = {"name": name, "quotas": quotas, "weight": weight}
+        if cohort is not None:
+            fields["cohort"] = cohort
+        return self._post("/v1/tenants", TenantCreated, TenantCreate(**fields))
+
+    def get_tenant(self, name: str) -> TenantOut:
+        return self._get(f"/v1/tenants/{name}", TenantOut)
 
     def list_tenants(self) -> list[TenantOut]:
         data = self._request("GET", "/v1/tenants").json()
@@ -117,6 +128,20 @@ class Client:
         data = self._request(
             "PUT", f"/v1/tenants/{name}/quotas", json=body.model_dump(mode="json")
         ).json()
+        return TenantOut.model_validate(data)
+
+    def update_tenant(
+        self, name: str, *, weight: float | None = None, cohort: str | None = None
+    ) -> TenantOut:
+        """Change what is given: ``weight`` and/or ``cohort``, where ``cohort=""`` moves
+        the tenant to the default cohort and ``None`` keeps its cohort."""
+        fields: dict[str, Any] = {}
+        if weight is not None:
+            fields["weight"] = weight
+        if cohort is not None:
+            fields["cohort"] = cohort
+        body = TenantUpdate(**fields).model_dump(mode="json", exclude_unset=True)
+        data = self._request("PATCH", f"/v1/tenants/{name}", json=body).json()
         return TenantOut.model_validate(data)
 
     def new_token(self, tenant: str) -> str:

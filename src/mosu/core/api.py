@@ -1,8 +1,8 @@
 """Request and response models shared by the API, the HTTP client and the CLI.
 
-Input models (``*Create``, ``JobSpec``) forbid unknown fields so a typo is an
-error, not a silently ignored option; output models ignore extra fields so an
-older client keeps working against a newer server.
+Input models (``*Create``, ``*Update``, ``JobSpec``) forbid unknown fields so a
+typo is an error, not a silently ignored option; output models ignore extra
+fields so an older client keeps working against a newer server.
 
 Nomenclature: a *job* is what a tenant submits (a gang of replicas); a
 *replica* is one process of it; an *allocation* is where one replica of a
@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -229,10 +230,40 @@ class QuotaSpec(InputModel):
         return self
 
 
+def _blank_is_none(value: Any) -> Any:
+    return None if value == "" else value
+
+
+CohortName = Annotated[
+    Annotated[str, Field(pattern=NAME_PATTERN)] | None,
+    BeforeValidator(_blank_is_none),
+    Field(
+        description="Cohort name (tenants of one cohort lend idle guaranteed GPUs to each "
+        "other); null or an empty string means no cohort: the default cohort."
+    ),
+]
+"""A cohort name, spelled like a tenant name; ``None`` (or ``""`` on input) is the
+default cohort every tenant without a cohort shares."""
+
+
 class TenantCreate(InputModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     quotas: dict[str, QuotaSpec] = Field(default_factory=dict)
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    cohort: CohortName = None
+
+
+class TenantUpdate(InputModel):
+    """A partial update of a tenant (``PATCH /v1/tenants/{name}``): a field left out is
+    kept; ``cohort`` set to null or ``""`` moves the tenant to the default cohort."""
+
+    weight: Annotated[float | None, Field(gt=0, le=1000)] = None
+    cohort: CohortName = None
+
+    @property
+    def sets_cohort(self) -> bool:
+        """Whether the request names a cohort (a name, null or ``""``) at all."""
+        return "cohort" in self.model_fields_set
 
 
 class QuotaUpdate(InputModel):
@@ -249,6 +280,8 @@ class Quota(OutputModel):
 class TenantOut(OutputModel):
     name: str
     weight: float
+    cohort: str | None = None
+    """``None``: the default cohort."""
     quotas: list[Quota]
     allocated: dict[str, float] = Field(default_factory=dict)
     """GPUs held right now, per GPU type."""

@@ -95,6 +95,7 @@ def tenant_out(
     return TenantOut(
         name=row.name,
         weight=row.weight,
+        cohort=row.cohort,
         quotas=[
             Quota(
                 gpu_type=q.gpu_type,
@@ -133,6 +134,7 @@ def engine_tenant(row: TenantRow, quotas: list[QuotaRow]) -> Tenant:
             for q in sorted(quotas, key=lambda q: q.gpu_type)
         ),
         weight=row.weight,
+        cohort=row.cohort,
     )
 
 

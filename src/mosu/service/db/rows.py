@@ -27,6 +27,9 @@ class TenantRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     created_at: Mapped[float] = mapped_column(Float)
+    cohort: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Tenants of one cohort lend idle guaranteed GPUs to each other; ``None`` is the
+    default cohort of every tenant without one."""
 
 
 class QuotaRow(Base):

@@ -10,6 +10,7 @@ from mosu.core.api import (
     TenantCreate,
     TenantCreated,
     TenantOut,
+    TenantUpdate,
     TokenOut,
 )
 from mosu.service.deps import PlatformDep, PrincipalDep
@@ -38,6 +39,18 @@ def list_tenants(platform: PlatformDep, who: PrincipalDep) -> list[TenantOut]:
 def get_tenant(name: TenantName, platform: PlatformDep, who: PrincipalDep) -> TenantOut:
     with platform.tx() as s:
         return tenants.get_tenant(s, principal=who, name=name)
+
+
+@router.patch("/{name}")
+def update_tenant(
+    name: TenantName, body: TenantUpdate, platform: PlatformDep, who: PrincipalDep
+) -> TenantOut:
+    """Change a tenant's weight or cohort; a field left out is kept, and a ``cohort`` of
+    null or ``""`` moves the tenant to the default cohort."""
+    with platform.tx() as s:
+        out = tenants.update_tenant(s, principal=who, name=name, body=body)
+    platform.loop.wake()
+    return out
 
 
 @router.put("/{name}/quotas")

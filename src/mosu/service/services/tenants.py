@@ -8,7 +8,7 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mosu.core.api import QuotaSpec, TenantCreate, TenantCreated, TenantOut
+from mosu.core.api import QuotaSpec, TenantCreate, TenantCreated, TenantOut, TenantUpdate
 from mosu.core.errors import Conflict, NotFound
 from mosu.core.models import GPU_MILLI
 from mosu.service.db.convert import tenant_out
@@ -35,14 +35,15 @@ def create_tenant(session: Session, *, principal: Principal, body: TenantCreate)
     if session.get(TenantRow, body.name) is not None:
         raise Conflict(f"tenant {body.name!r} already exists", field="name")
     now = time.time()
-    row = TenantRow(name=body.name, weight=body.weight, created_at=now)
+    row = TenantRow(name=body.name, weight=body.weight, created_at=now, cohort=body.cohort)
     session.add(row)
     session.flush()
     _set_quotas(session, body.name, body.quotas)
     token = issue_token(session, tenant=body.name)
-    session.add(
-        EventRow(at=now, tenant=body.name, kind="tenant-created", message=_quota_text(body.quotas))
-    )
+    message = _quota_text(body.quotas)
+    if body.cohort is not None:
+        message = "; ".join(filter(None, (message, _cohort_text(body.cohort))))
+    session.add(EventRow(at=now, tenant=body.name, kind="tenant-created", message=message))
     session.flush()
     return TenantCreated(tenant=_out(session, row), token=token)
 
@@ -52,6 +53,10 @@ def _quota_text(quotas: dict[str, QuotaSpec]) -> str:
         f"{t}: guarantee {q.guaranteed:g}" + ("" if q.limit is None else f", limit {q.limit:g}")
         for t, q in sorted(quotas.items())
     )
+
+
+def _cohort_text(cohort: str | None) -> str:
+    return f"cohort {cohort}" if cohort is not None else "default cohort"
 
 
 def get_row(session: Session, name: str) -> TenantRow:
@@ -107,6 +112,27 @@ def update_quotas(
     session.add(
         EventRow(at=time.time(), tenant=name, kind="quota-changed", message=_quota_text(quotas))
     )
+    session.flush()
+    return _out(session, row)
+
+
+def update_tenant(
+    session: Session, *, principal: Principal, name: str, body: TenantUpdate
+) -> TenantOut:
+    """Change what ``body`` names (weight, cohort); a field it leaves out is kept."""
+    principal.require_operator("change tenants")
+    row = get_row(session, name)
+    changes = []
+    if body.weight is not None and body.weight != row.weight:
+        row.weight = body.weight
+        changes.append(f"weight {body.weight:g}")
+    if body.sets_cohort and body.cohort != row.cohort:
+        row.cohort = body.cohort
+        changes.append(_cohort_text(body.cohort))
+    if changes:
+        session.add(
+            EventRow(at=time.time(), tenant=name, kind="tenant-changed", message=", ".join(changes))
+        )
     session.flush()
     return _out(session, row)
 
