@@ -141,3 +141,46 @@ def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa
     one_line_error(mosu("job", "show", "999", env=acme, ok=False), "no job 999")
     one_line_error(mosu("job", "submit", str(tmp_path / "nope.yaml"), env=acme, ok=False))
     one_line_error(mosu("tenant", "create", "x", "--guarantee", "H800", env=op, ok=False), "TYPE=N")
+
+
+def test_tenant_cohorts_from_the_command_line(make_server, cli_env):  # noqa: F811
+    server = make_server("--gpus", "8", "--gpu-type", "H800")
+    op = {**cli_env, "MOSU_URL": server.url, "MOSU_TOKEN": OPERATOR_TOKEN}
+
+    created = mosu(
+        "tenant", "create", "acme", "-g", "H800=4", "--cohort", "lab-a", "-o", "json", env=op
+    )
+    assert json.loads(created.stdout)["tenant"]["cohort"] == "lab-a"
+    mosu("tenant", "create", "beta", "-g", "H800=2", env=op)
+    listed = {
+        t["name"]: t["cohort"]
+        for t in json.loads(mosu("tenant", "list", "-o", "json", env=op).stdout)
+    }
+    assert listed == {"acme": "lab-a", "beta": None}
+    table = mosu("tenant", "list", env=op).stdout
+    assert "cohort" in table.splitlines()[1]
+    assert any("acme" in line and "lab-a" in line for line in table.splitlines())
+
+    updated = mosu("tenant", "update", "beta", "--cohort", "lab-a", "-o", "json", env=op).stdout
+    assert json.loads(updated)["cohort"] == "lab-a"
+    out = mosu("tenant", "update", "beta", "--weight", "2", env=op).stdout
+    assert out.strip() == "tenant beta updated"
+    beta = json.loads(mosu("tenant", "update", "beta", "--no-cohort", "-o", "json", env=op).stdout)
+    assert (beta["cohort"], beta["weight"]) == (None, 2.0)
+    acme = json.loads(mosu("tenant", "update", "acme", "--cohort", "", "-o", "json", env=op).stdout)
+    assert acme["cohort"] is None
+
+    # Bad input: one line naming the field, a non-zero exit, nothing changed.
+    for args in (
+        ("tenant", "create", "gamma", "--cohort", "Lab A"),
+        ("tenant", "update", "acme", "--cohort", "-lab"),
+        ("tenant", "update", "acme", "--cohort", "lab-b", "--no-cohort"),
+    ):
+        one_line_error(mosu(*args, env=op, ok=False), "cohort")
+    one_line_error(mosu("tenant", "update", "acme", env=op, ok=False), "nothing to change")
+    one_line_error(mosu("tenant", "update", "nobody", "--cohort", "x", env=op, ok=False), "nobody")
+    listed = {
+        t["name"]: t["cohort"]
+        for t in json.loads(mosu("tenant", "list", "-o", "json", env=op).stdout)
+    }
+    assert listed == {"acme": None, "beta": None}

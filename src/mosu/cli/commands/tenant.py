@@ -1,4 +1,5 @@
-"""``mosu tenant``: onboard companies with a guaranteed quota, a limit and a weight."""
+"""``mosu tenant``: onboard companies with a guaranteed quota, a limit, a weight and a
+cohort (tenants of one cohort lend idle guaranteed GPUs to each other)."""
 
 from __future__ import annotations
 
@@ -44,12 +45,45 @@ def create(
         list[str], typer.Option("--limit", "-l", help="TYPE=N most GPUs it may hold (repeatable).")
     ] = [],  # noqa: B006
     weight: Annotated[float, typer.Option(help="Share of idle GPUs among borrowers.")] = 1.0,
+    cohort: Annotated[
+        str | None,
+        typer.Option(
+            help="Cohort whose tenants lend idle guarantees to each other; default: none."
+        ),
+    ] = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Create a tenant and print its API token (shown once)."""
     with config.client() as c:
-        created = c.create_tenant(name, quotas_from(guarantee, limit), weight)
+        created = c.create_tenant(name, quotas_from(guarantee, limit), weight, cohort)
     emit(output, created, lambda: f"tenant {created.tenant.name} created\ntoken: {created.token}")
+
+
+@app.command("update")
+def update(
+    name: str,
+    cohort: Annotated[
+        str | None,
+        typer.Option(help='Move it to this cohort ("" for none: the default cohort).'),
+    ] = None,
+    no_cohort: Annotated[
+        bool, typer.Option("--no-cohort", help="Move it to the default cohort.")
+    ] = False,
+    weight: Annotated[
+        float | None, typer.Option(help="Share of idle GPUs among borrowers.")
+    ] = None,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Change a tenant's cohort or weight (operator only); what is not given is kept."""
+    if no_cohort:
+        if cohort:
+            raise InvalidInput("give either --cohort NAME or --no-cohort", field="cohort")
+        cohort = ""
+    if cohort is None and weight is None:
+        raise InvalidInput("nothing to change: give --cohort, --no-cohort or --weight")
+    with config.client() as c:
+        tenant = c.update_tenant(name, weight=weight, cohort=cohort)
+    emit(output, tenant, lambda: f"tenant {tenant.name} updated")
 
 
 @app.command("quota")
@@ -85,9 +119,11 @@ def list_(output: OutputOpt = Output.TABLE) -> None:
                         "" if q is None or q.limit is None else gpus(q.limit),
                         gpus(t.allocated.get(gpu_type, 0.0)) if q else "",
                         f"{t.weight:g}",
+                        t.cohort or "-",
                     )
                 )
-        return table(None, ["tenant", "gpu type", "guarantee", "limit", "using", "weight"], rows)
+        columns = ["tenant", "gpu type", "guarantee", "limit", "using", "weight", "cohort"]
+        return table(None, columns, rows)
 
     emit(output, tenants, render)  # type: ignore[arg-type]
 
