@@ -197,8 +197,18 @@ def _srtf_oracle() -> SchedulingProfile:
     )
 
 
+MOSU_LAS_THRESHOLDS_GPU_S = (7_200.0, 36_000.0)
+"""mosu demotes a job after 2 GPU-hours, not Tiresias's 1: most jobs of a busy tenant
+still running at 1 GPU-hour are about as close to done as a fresh one, so demoting
+them there preempts them for no gain (measured in docs/scheduling.md)."""
+
+
 def _mosu() -> SchedulingProfile:
-    return SchedulingProfile(name="mosu", victim_order=VictimOrder.SERVED)
+    return SchedulingProfile(
+        name="mosu",
+        ordering=LeastAttainedService(thresholds_gpu_s=MOSU_LAS_THRESHOLDS_GPU_S),
+        victim_order=VictimOrder.SERVED,
+    )
 
 
 PROFILES: dict[str, Callable[[], SchedulingProfile]] = {
