@@ -67,7 +67,8 @@ class VictimOrder(StrEnum):
     SERVED = "served"
     """Lowest priority, then the most served (the worst class of a preemptive ordering
     such as LAS: likely long jobs, so a short one is rarely the victim), then least
-    work lost since the last checkpoint, then smallest."""
+    work lost since the last checkpoint, then the most service received, then
+    smallest."""
 
 
 class Estimator(StrEnum):
