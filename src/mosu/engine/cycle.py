@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -111,9 +111,20 @@ class _Work:
     guarantees: dict[tuple[str, str], int] = field(default_factory=dict)
     limits: dict[tuple[str, str], float] = field(default_factory=dict)
     preempted_tenant: dict[str, str] = field(default_factory=dict)
-    rank_victims: list[Victim] | None = None
+    run_classes: dict[str, Rank] | None = None
+    """The preemption class of every job running when first asked (fixed for the cycle:
+    a running job's service and true remaining time are functions of ``now``)."""
+    victim_of: dict[str, Victim | None] = field(default_factory=dict)
+    """Running job id -> its ``Victim`` (None while younger than the minimum runtime),
+    built on first need: most cycles look at few of them, and the cost is fixed."""
+    worst_first_of: dict[Rank, tuple] = field(default_factory=dict)
     all_victims: list[Victim] | None = None
     """Every preemptible running job, cheapest first, as the cycle opened."""
+    over_quota: dict[tuple[str, tuple[str, ...], bool], int] = field(default_factory=dict)
+    """(tenant, allowed GPU types, within guarantee) -> the smallest need found over
+    quota since the tenant's usage last shrank. Usage only grows between evictions and
+    caps are fixed for the cycle, so any job of that tenant and types needing as much
+    is over quota too; queues long with such jobs are skipped at a dict lookup each."""
     reserve_failed: set[tuple] = field(default_factory=set)
     """Shapes that found no reservation since the state last changed: they would find
     none again, as the search reads nothing else of the job."""
@@ -310,8 +321,11 @@ def _dominant_share(work: _Work, tenant: str) -> float:
 def _try_start(work: _Work, job: Job, *, within_guarantee: bool) -> _Outcome:
     """Start ``job`` now if quota, capacity and reservations allow."""
     need = job.total_gpu_milli
-    allowed = _types_of(work, job)
+    allowed = job.gpu_types or work.state.gpu_types
     if need:
+        quota_key = (job.tenant, allowed, within_guarantee)
+        if need >= work.over_quota.get(quota_key, INF):
+            return _Outcome.QUOTA
         cap = _guarantee if within_guarantee else _limit
         types = tuple(
             t
@@ -319,6 +333,7 @@ def _try_start(work: _Work, job: Job, *, within_guarantee: bool) -> _Outcome:
             if work.usage.get((job.tenant, t), 0) + need <= cap(work, job.tenant, t)
         )
         if not types:
+            work.over_quota[quota_key] = need
             return _Outcome.QUOTA
         if not any(job.shape.gpus <= work.max_node_gpus.get(t, 0) for t in types):
             return _Outcome.NEVER
@@ -374,6 +389,7 @@ def _evict(work: _Work, victim: Victim, reason: PreemptReason, for_job: str) -> 
     # Capacity grew: every remembered no-fit and every reservation planned on the
     # old state is stale; later phases plan afresh.
     work.no_fit.clear()
+    work.over_quota.clear()
     work.reservations.clear()
     work.running_ends = None
     work.reserve_failed.clear()
@@ -522,42 +538,45 @@ def _borrowed_on(work: _Work, v: Victim) -> int:
 
 
 def _running_victims(work: _Work) -> list[Victim]:
-    """``_victims`` of every still-running job. A victim's cost does not change within
-    a cycle and running jobs only leave, so the list is built once and filtered."""
+    """The ``Victim`` of every still-running job old enough to preempt, cheapest first.
+    A victim's cost does not change within a cycle and running jobs only leave, so the
+    list is built once and filtered."""
     if work.all_victims is None:
-        work.all_victims = _victims(work, lambda run: True)
+        victims = [v for job_id in work.running if (v := _victim(work, job_id)) is not None]
+        # Costs end with the job id, so they are unique and the order is total.
+        victims.sort(key=lambda v: v.cost)
+        work.all_victims = victims
     return [v for v in work.all_victims if v.job_id in work.running]
 
 
-def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]:
-    """Running jobs (not started this cycle) that may be preempted, cheapest first."""
+def _victim(work: _Work, job_id: str) -> Victim | None:
+    """Running job ``job_id`` as a preemption candidate (None if it has run less than
+    the profile's minimum), built once per cycle."""
+    memo = work.victim_of
+    if job_id in memo:
+        return memo[job_id]
+    run = work.running[job_id]
     now = work.now
-    min_run = work.profile.min_runtime_s
-    order = work.profile.victim_order
-    ordering = work.profile.ordering
-    inputs = _Inputs(work)
-    state = work.state
-    out: list[Victim] = []
-    for job_id in sorted(work.running):
-        run = work.running[job_id]
-        if now - run.started_s < min_run or not allowed(run):
-            continue
+    victim: Victim | None = None
+    if now - run.started_s >= work.profile.min_runtime_s:
+        order = work.profile.victim_order
         gpu = run.job.total_gpu_milli
         if order == VictimOrder.CHEAPEST:
             cost: tuple[float | str, ...] = (run.job.priority, lost_gpu_s(run, now), gpu, job_id)
         elif order == VictimOrder.SERVED:
-            klass = ordering.rank(run.job, inputs)[1 : ordering.class_len]
+            klass = _running_class_map(work)[job_id][1:]
             served = tuple(-x for x in klass if isinstance(x, (int, float)))
             cost = (run.job.priority, *served, lost_gpu_s(run, now), gpu, job_id)
         else:
             cost = (run.job.priority, -run.started_s, job_id)
+        state = work.state
         gpu_type = (
             state.nodes[state.index_of[run.placement[0].node]].gpu_type if run.placement else ""
         )
         held = on_nodes(state, run.placement)
-        out.append(Victim(job_id, run.job.tenant, run.placement, gpu, cost, gpu_type, held))
-    out.sort(key=lambda v: v.cost)
-    return out
+        victim = Victim(job_id, run.job.tenant, run.placement, gpu, cost, gpu_type, held)
+    memo[job_id] = victim
+    return victim
 
 
 # -- 5. lend idle capacity, with backfill reservations -------------------------
@@ -677,10 +696,12 @@ def _preempt_by_rank(work: _Work) -> None:
         return
     pending.sort(key=lambda j: work.ranks[j.id])
     best = work.ranks[pending[0].id][:n]
-    if not any(c > best for c in _running_classes(work, stop_above=best).values()):
-        return  # nothing running ranks worse than the best waiting job
-    run_class = _running_classes(work)
+    run_class = _running_class_map(work)
+    if len(run_class) != len(work.running):  # reclaim evicted some since it was built
+        run_class = {k: v for k, v in run_class.items() if k in work.running}
     worst = max(run_class.values())
+    if not worst > best:
+        return  # nothing running ranks worse than the best waiting job
     attempts = 0
     failed: dict[str, list[tuple[tuple[int, int, int, int, int], Rank]]] = {}
     freed = False
@@ -689,6 +710,10 @@ def _preempt_by_rank(work: _Work) -> None:
             continue  # capacity an earlier preemption left over
         klass = work.ranks[job.id][:n]
         if klass >= worst or attempts >= work.profile.max_preemption_attempts:
+            if not freed:
+                # Classes only grow along ``pending`` and ``worst`` and ``attempts``
+                # change only with a preemption: no later job would do anything.
+                break
             continue
         # A job no smaller and no better ranked than one of its tenant's that found
         # no victims this cycle would find none either.
@@ -712,12 +737,16 @@ def _preempt_by_rank(work: _Work) -> None:
                     _try_start(work, job, within_guarantee=within)
 
 
-def _running_classes(work: _Work, stop_above: Rank | None = None) -> dict[str, Rank]:
-    """The preemption class of every running job (a fast path for LAS, called often).
+def _running_class_map(work: _Work) -> dict[str, Rank]:
+    """``run_classes``, computed on first need (running jobs only leave afterwards, so
+    its keys include every job still running)."""
+    if work.run_classes is None:
+        work.run_classes = _running_classes(work)
+    return work.run_classes
 
-    With ``stop_above``, stops at the first class worse than it: enough to know
-    whether any preemption could happen at all.
-    """
+
+def _running_classes(work: _Work) -> dict[str, Rank]:
+    """The preemption class of every running job (a fast path for LAS)."""
     ordering = work.profile.ordering
     out: dict[str, Rank] = {}
     if isinstance(ordering, LeastAttainedService):
@@ -728,17 +757,12 @@ def _running_classes(work: _Work, stop_above: Rank | None = None) -> dict[str, R
             shape = job.shape
             gpus = shape.gpus * shape.gpu_milli * job.replicas / GPU_MILLI
             served = run.attained_gpu_s + max(0.0, now - run.started_s) * gpus
-            klass: Rank = (-job.priority, bisect.bisect_right(thresholds, served))
-            out[job_id] = klass
-            if stop_above is not None and klass > stop_above:
-                break
+            out[job_id] = (-job.priority, bisect.bisect_right(thresholds, served))
         return out
     inputs = _Inputs(work)
     n = ordering.class_len
     for job_id, run in work.running.items():
         out[job_id] = ordering.rank(run.job, inputs)[:n]
-        if stop_above is not None and out[job_id] > stop_above:
-            break
     return out
 
 
@@ -773,14 +797,18 @@ def _preempt_for(
             return amount >= run.job.total_gpu_milli
         return False
 
-    if work.rank_victims is None:  # once per cycle: worst class first, then cheapest
-        work.rank_victims = _running_victims(work)
-        work.rank_victims.sort(key=lambda v: _worst_first(run_class[v.job_id]))
+    # Victims are built only for eligible jobs: usually few of those running.
     candidates = [
         v
-        for v in work.rank_victims
-        if v.job_id in work.running and eligible(work.running[v.job_id])
+        for job_id, run in work.running.items()
+        if eligible(run) and (v := _victim(work, job_id)) is not None
     ]
+    # Worst class first, then cheapest (costs are unique, so the order is total).
+    worst_first = work.worst_first_of
+    for c in {run_class[v.job_id] for v in candidates}:
+        if c not in worst_first:
+            worst_first[c] = _worst_first(c)
+    candidates.sort(key=lambda v: (worst_first[run_class[v.job_id]], v.cost))
     if not candidates:
         return False
     if own_only:
