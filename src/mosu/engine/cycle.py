@@ -125,6 +125,9 @@ class _Work:
     quota since the tenant's usage last shrank. Usage only grows between evictions and
     caps are fixed for the cycle, so any job of that tenant and types needing as much
     is over quota too; queues long with such jobs are skipped at a dict lookup each."""
+    tail_need: dict[str, list[int] | None] = field(default_factory=dict)
+    """Tenant -> for each position of its queue, the smallest need from there to the end
+    (None when its jobs allow different GPU types); built on first need."""
     reserve_failed: set[tuple] = field(default_factory=set)
     """Shapes that found no reservation since the state last changed: they would find
     none again, as the search reads nothing else of the job."""
@@ -422,15 +425,15 @@ def _admit_within_guarantees(work: _Work, only: set[str] | None = None) -> None:
     for tenant, queue in work.queues.items():
         if only is not None and tenant not in only:
             continue
-        for job in queue:
+        for pos, job in enumerate(queue):
             if work.outcome.get(job.id) == _Outcome.STARTED:
                 continue
             outcome = _try_start(work, job, within_guarantee=True)
             if outcome == _Outcome.STARTED:
                 continue
             if outcome == _Outcome.QUOTA:
-                if strict:
-                    break
+                if strict or _rest_over_quota(work, tenant, job, pos + 1, within_guarantee=True):
+                    break  # (a job over quota here has no other effect)
                 continue  # it may still borrow in phase 5
             work.outcome[job.id] = outcome
             if reclaim and outcome in (_Outcome.NO_FIT, _Outcome.BLOCKED):
@@ -440,6 +443,32 @@ def _admit_within_guarantees(work: _Work, only: set[str] | None = None) -> None:
             if strict:
                 work.blocked_tenants.add(tenant)
                 break
+
+
+def _rest_over_quota(
+    work: _Work, tenant: str, job: Job, start: int, *, within_guarantee: bool
+) -> bool:
+    """Whether every job from position ``start`` of ``tenant``'s queue is over quota,
+    given that ``job`` (of that queue) just was: true when they allow the same GPU
+    types and none needs less than the smallest need ``over_quota`` holds for them."""
+    queue = work.queues[tenant]
+    if start >= len(queue):
+        return True
+    if tenant not in work.tail_need:
+        types = queue[0].gpu_types
+        if any(j.gpu_types != types for j in queue):
+            work.tail_need[tenant] = None
+        else:
+            tail = [j.total_gpu_milli for j in queue]
+            for i in range(len(tail) - 2, -1, -1):
+                if tail[i + 1] < tail[i]:
+                    tail[i] = tail[i + 1]
+            work.tail_need[tenant] = tail
+    tail_need = work.tail_need[tenant]
+    if tail_need is None:
+        return False
+    allowed = job.gpu_types or work.state.gpu_types
+    return tail_need[start] >= work.over_quota.get((tenant, allowed, within_guarantee), INF)
 
 
 # -- 4. reclaim ----------------------------------------------------------------
@@ -617,6 +646,15 @@ def _lend_idle(work: _Work) -> None:
             work.outcome[job.id] = outcome
             if mode == QueueMode.STRICT:
                 work.blocked_tenants.add(tenant)
+                break
+            if outcome == _Outcome.QUOTA and _rest_over_quota(
+                work, tenant, job, cursor[tenant], within_guarantee=False
+            ):
+                # The rest would each be tried and found over quota, nothing else.
+                for later in queue[cursor[tenant] :]:
+                    if later.id not in work.outcome:
+                        work.outcome[later.id] = _Outcome.QUOTA
+                cursor[tenant] = len(queue)
                 break
             if mode == QueueMode.BACKFILL and outcome == _Outcome.NO_FIT:
                 _reserve(work, job)
