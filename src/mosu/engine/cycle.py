@@ -98,6 +98,8 @@ class _Work:
     capacity: dict[str, int]
     ranks: dict[str, Rank] = field(default_factory=dict)
     queues: dict[str, list[Job]] = field(default_factory=dict)
+    ranked: list[Job] = field(default_factory=list)
+    """Every pending job, best rank first."""
     started_jobs: dict[str, Job] = field(default_factory=dict)
     starts: list[Start] = field(default_factory=list)
     preempts: list[Preempt] = field(default_factory=list)
@@ -118,6 +120,8 @@ class _Work:
     """Running job id -> its ``Victim`` (None while younger than the minimum runtime),
     built on first need: most cycles look at few of them, and the cost is fixed."""
     worst_first_of: dict[Rank, tuple] = field(default_factory=dict)
+    running_of_tenant: dict[str, list[str]] | None = None
+    """Tenant -> ids of its jobs running when first asked (filter by ``running``)."""
     all_victims: list[Victim] | None = None
     """Every preemptible running job, cheapest first, as the cycle opened."""
     over_quota: dict[tuple[str, tuple[str, ...], bool], int] = field(default_factory=dict)
@@ -251,8 +255,9 @@ class _Inputs:
 def _order_queues(work: _Work) -> None:
     inputs = _Inputs(work)
     rank = work.profile.ordering.rank
-    ranked = sorted((rank(job, inputs), job) for job in work.snap.pending)
+    ranked = sorted([(rank(job, inputs), job) for job in work.snap.pending])
     work.ranks = {job.id: r for r, job in ranked}
+    work.ranked = [job for _, job in ranked]
     queues: dict[str, list[Job]] = {}
     for _, job in ranked:
         queue = queues.get(job.tenant)
@@ -683,28 +688,49 @@ def _reserve(work: _Work, job: Job) -> None:
             for k, run in work.running.items()
         )
     started = sorted((now + _estimate(work, j), k) for k, j in work.started_jobs.items())
-    ends = [e for e in heapq.merge(work.running_ends, started) if e[1] in state.holdings]
     held = frozenset().union(*(r.nodes for r in work.reservations)) if work.reservations else None
     policy = work.profile.placement if held is None else _Avoiding(work.profile.placement, held)
     types = _types_of(work, job)
     free = sum(work.free.get(t, 0) for t in types)
+    need = job.total_gpu_milli
+    gpus = job.shape.gpus
+    whole = job.shape.gpu_milli == GPU_MILLI
+    # Releases wait in ``deferred`` until a placement is worth trying: until then only
+    # the freed total and, per node touched, the GPUs' free shares (``shadow``) matter,
+    # and keeping those here is much cheaper than releasing in the state.
+    deferred: list[str] = []
+    shadow: dict[int, list[int]] = {}
     cp = state.checkpoint()
     try:
-        whole = job.shape.gpu_milli == GPU_MILLI
-        for end, job_id in ends:
-            released = state.holdings[job_id]
+        # Every job holding capacity, by estimated end (each id occurs once).
+        for end, job_id in heapq.merge(work.running_ends, started):
+            released = state.holdings.get(job_id)
+            if released is None:
+                continue
             for rp in released:
-                if state.nodes[state.index_of[rp.node]].gpu_type in types:
+                i = state.index_of[rp.node]
+                if state.nodes[i].gpu_type in types:
                     free += rp.gpu_milli * len(rp.gpu_indices)
-            state.release(job_id)
-            if free < job.total_gpu_milli:
+                if whole:
+                    node_free = shadow.get(i)
+                    if node_free is None:
+                        node_free = shadow[i] = list(state.gpu_free[i])
+                    for g in rp.gpu_indices:
+                        node_free[g] += rp.gpu_milli
+            deferred.append(job_id)
+            if free < need:
                 continue
             # Placement failed before this release, so it can succeed now only on a node
             # this release opened up.
             if whole and not any(
-                state.full_free[state.index_of[rp.node]] >= job.shape.gpus for rp in released
+                sum(f == GPU_MILLI for f in shadow[state.index_of[rp.node]]) >= gpus
+                for rp in released
             ):
                 continue
+            for d in deferred:
+                state.release(d)
+            deferred.clear()
+            shadow.clear()
             placement = place_job(state, job, policy)
             if placement is not None:
                 nodes = frozenset(state.index_of[rp.node] for rp in placement)
@@ -724,15 +750,13 @@ def _preempt_by_rank(work: _Work) -> None:
     ordering = work.profile.ordering
     n = ordering.class_len
     scope = work.profile.rank_preemption
-    pending = [
+    pending = [  # best rank first
         j
-        for q in work.queues.values()
-        for j in q
+        for j in work.ranked
         if work.outcome.get(j.id) in (None, _Outcome.NO_FIT, _Outcome.BLOCKED, _Outcome.QUOTA)
     ]
     if not pending or not work.running:
         return
-    pending.sort(key=lambda j: work.ranks[j.id])
     best = work.ranks[pending[0].id][:n]
     run_class = _running_class_map(work)
     if len(run_class) != len(work.running):  # reclaim evicted some since it was built
@@ -742,6 +766,7 @@ def _preempt_by_rank(work: _Work) -> None:
         return  # nothing running ranks worse than the best waiting job
     attempts = 0
     failed: dict[str, list[tuple[tuple[int, int, int, int, int], Rank]]] = {}
+    dominated_by_failure: dict[tuple[str, tuple[int, int, int, int, int]], bool] = {}
     freed = False
     for job in pending:
         if freed and _try_start(work, job, within_guarantee=True) == _Outcome.STARTED:
@@ -749,21 +774,29 @@ def _preempt_by_rank(work: _Work) -> None:
         klass = work.ranks[job.id][:n]
         if klass >= worst or attempts >= work.profile.max_preemption_attempts:
             if not freed:
-                # Classes only grow along ``pending`` and ``worst`` and ``attempts``
-                # change only with a preemption: no later job would do anything.
+                # Classes only grow along ``pending``, ``attempts`` only grows and
+                # ``worst`` changes only with a preemption: no later job would act.
                 break
             continue
         # A job no smaller and no better ranked than one of its tenant's that found
-        # no victims this cycle would find none either.
+        # no victims this cycle would find none either. Every failure comes from an
+        # earlier job of ``pending``, so none ranks worse than this one, and the
+        # answer depends only on the tenant and the job's size: it is remembered
+        # until the tenant fails again.
         dims = _dims(job)
-        if any(
-            k <= klass and all(f <= d for f, d in zip(fd, dims, strict=True))
-            for fd, k in failed.get(job.tenant, ())
-        ):
+        dominated_key = (job.tenant, dims)
+        dominated = dominated_by_failure.get(dominated_key)
+        if dominated is None:
+            dominated = dominated_by_failure[dominated_key] = any(
+                k <= klass and all(f <= d for f, d in zip(fd, dims, strict=True))
+                for fd, k in failed.get(job.tenant, ())
+            )
+        if dominated:
             continue
         attempts += 1
         if not _preempt_for(work, job, klass, run_class, scope):
             failed.setdefault(job.tenant, []).append((dims, klass))
+            dominated_by_failure.clear()
             continue
         freed = True
         run_class = {k: v for k, v in run_class.items() if k in work.running}
@@ -835,11 +868,20 @@ def _preempt_for(
             return amount >= run.job.total_gpu_milli
         return False
 
+    if own_only or scope not in (RankPreemption.ANY, RankPreemption.BORROWED):
+        # Only the tenant's own jobs can be eligible.
+        if work.running_of_tenant is None:
+            work.running_of_tenant = {}
+            for job_id, run in work.running.items():
+                work.running_of_tenant.setdefault(run.job.tenant, []).append(job_id)
+        pool = [k for k in work.running_of_tenant.get(tenant, ()) if k in work.running]
+    else:
+        pool = list(work.running)
     # Victims are built only for eligible jobs: usually few of those running.
     candidates = [
         v
-        for job_id, run in work.running.items()
-        if eligible(run) and (v := _victim(work, job_id)) is not None
+        for job_id in pool
+        if eligible(work.running[job_id]) and (v := _victim(work, job_id)) is not None
     ]
     # Worst class first, then cheapest (costs are unique, so the order is total).
     worst_first = work.worst_first_of
