@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -750,14 +751,16 @@ def _preempt_by_rank(work: _Work) -> None:
     ordering = work.profile.ordering
     n = ordering.class_len
     scope = work.profile.rank_preemption
-    pending = [  # best rank first
-        j
-        for j in work.ranked
-        if work.outcome.get(j.id) in (None, _Outcome.NO_FIT, _Outcome.BLOCKED, _Outcome.QUOTA)
-    ]
-    if not pending or not work.running:
+    outcome = work.outcome
+    waiting = (_Outcome.NO_FIT, _Outcome.BLOCKED, _Outcome.QUOTA)
+    # The jobs still waiting, best rank first, read lazily: the walk usually stops
+    # early. Only the job at hand can start in the walk, so the jobs ahead are
+    # unchanged when reached.
+    pending = (j for j in work.ranked if (o := outcome.get(j.id)) is None or o in waiting)
+    first = next(pending, None)
+    if first is None or not work.running:
         return
-    best = work.ranks[pending[0].id][:n]
+    best = work.ranks[first.id][:n]
     run_class = _running_class_map(work)
     if len(run_class) != len(work.running):  # reclaim evicted some since it was built
         run_class = {k: v for k, v in run_class.items() if k in work.running}
@@ -768,7 +771,7 @@ def _preempt_by_rank(work: _Work) -> None:
     failed: dict[str, list[tuple[tuple[int, int, int, int, int], Rank]]] = {}
     dominated_by_failure: dict[tuple[str, tuple[int, int, int, int, int]], bool] = {}
     freed = False
-    for job in pending:
+    for job in itertools.chain((first,), pending):
         if freed and _try_start(work, job, within_guarantee=True) == _Outcome.STARTED:
             continue  # capacity an earlier preemption left over
         klass = work.ranks[job.id][:n]
@@ -802,9 +805,11 @@ def _preempt_by_rank(work: _Work) -> None:
         run_class = {k: v for k, v in run_class.items() if k in work.running}
         worst = max(run_class.values()) if run_class else klass
     if freed:  # what victims left over goes to guarantees first, then to borrowers
+        # (jobs started in this phase are skipped below; no other outcome changed)
+        rest = [j for j in work.ranked if outcome.get(j.id) != _Outcome.NEVER]
         for within in (True, False):
-            for job in pending:
-                if work.outcome.get(job.id) != _Outcome.STARTED:
+            for job in rest:
+                if outcome.get(job.id) != _Outcome.STARTED:
                     _try_start(work, job, within_guarantee=within)
 
 
@@ -868,15 +873,23 @@ def _preempt_for(
             return amount >= run.job.total_gpu_milli
         return False
 
-    if own_only or scope not in (RankPreemption.ANY, RankPreemption.BORROWED):
-        # Only the tenant's own jobs can be eligible.
+    if scope == RankPreemption.ANY and not own_only:
+        pool = list(work.running)
+    else:
+        # Only the tenant's own jobs can be eligible, and with BORROWED also those of
+        # tenants not below their guarantee on some GPU type.
         if work.running_of_tenant is None:
             work.running_of_tenant = {}
             for job_id, run in work.running.items():
                 work.running_of_tenant.setdefault(run.job.tenant, []).append(job_id)
-        pool = [k for k in work.running_of_tenant.get(tenant, ()) if k in work.running]
-    else:
-        pool = list(work.running)
+        borrowing = scope == RankPreemption.BORROWED and not own_only
+        pool = [
+            k
+            for t, ids in work.running_of_tenant.items()
+            if t == tenant or (borrowing and any(_borrowed(work, t, g) >= 0 for g in work.capacity))
+            for k in ids
+            if k in work.running
+        ]
     # Victims are built only for eligible jobs: usually few of those running.
     candidates = [
         v
