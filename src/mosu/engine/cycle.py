@@ -31,7 +31,13 @@ from enum import Enum
 from mosu.core.models import GPU_MILLI, Job, Placement, RunningJob, Shape, Tenant
 from mosu.core.reasons import PendingReason, PreemptReason
 from mosu.engine.decisions import CycleResult, Pending, Preempt, Start
-from mosu.engine.ordering import LeastAttainedService, Rank
+from mosu.engine.ordering import (
+    Fifo,
+    LeastAttainedService,
+    Rank,
+    ShortestJobOracle,
+    ShortestRemainingOracle,
+)
 from mosu.engine.placement.base import PlacementPolicy, place_job
 from mosu.engine.preemption import Victim, find_victims_by_node, lost_gpu_s, on_nodes
 from mosu.engine.profiles import (
@@ -254,18 +260,31 @@ class _Inputs:
 
 
 def _order_queues(work: _Work) -> None:
-    inputs = _Inputs(work)
-    rank = work.profile.ordering.rank
-    ranked = sorted([(rank(job, inputs), job) for job in work.snap.pending])
-    work.ranks = {job.id: r for r, job in ranked}
-    work.ranked = [job for _, job in ranked]
+    ranks = work.ranks = _pending_ranks(work)
+    # Ranks end with the job id, so they are unique and sorting by them alone is exact.
+    ranked = work.ranked = sorted(work.snap.pending, key=lambda job: ranks[job.id])
     queues: dict[str, list[Job]] = {}
-    for _, job in ranked:
+    for job in ranked:
         queue = queues.get(job.tenant)
         if queue is None:
             queue = queues[job.tenant] = []
         queue.append(job)
     work.queues = {name: queues[name] for name in sorted(queues)}
+
+
+def _pending_ranks(work: _Work) -> dict[str, Rank]:
+    """Every pending job's rank; the orderings whose rank reads only the job and its
+    true remaining time are computed inline (the same tuples, without the calls)."""
+    ordering = work.profile.ordering
+    pending = work.snap.pending
+    if type(ordering) is Fifo:
+        return {j.id: (-j.priority, j.submit_s, j.id) for j in pending}
+    if type(ordering) in (ShortestJobOracle, ShortestRemainingOracle):
+        remaining = work.snap.true_remaining_s
+        return {j.id: (-j.priority, remaining.get(j.id, INF), j.submit_s, j.id) for j in pending}
+    inputs = _Inputs(work)
+    rank = ordering.rank
+    return {j.id: rank(j, inputs) for j in pending}
 
 
 # -- quota arithmetic ----------------------------------------------------------
@@ -461,14 +480,13 @@ def _rest_over_quota(
     if start >= len(queue):
         return True
     if tenant not in work.tail_need:
-        types = queue[0].gpu_types
-        if any(j.gpu_types != types for j in queue):
+        if len({j.gpu_types for j in queue}) > 1:
             work.tail_need[tenant] = None
         else:
-            tail = [j.total_gpu_milli for j in queue]
-            for i in range(len(tail) - 2, -1, -1):
-                if tail[i + 1] < tail[i]:
-                    tail[i] = tail[i + 1]
+            # ``total_gpu_milli``, inline: gpus * share * replicas is 0 without GPUs too.
+            needs = [j.shape.gpus * j.shape.gpu_milli * j.replicas for j in reversed(queue)]
+            tail = list(itertools.accumulate(needs, min))
+            tail.reverse()
             work.tail_need[tenant] = tail
     tail_need = work.tail_need[tenant]
     if tail_need is None:
@@ -701,6 +719,17 @@ def _reserve(work: _Work, job: Job) -> None:
     # and keeping those here is much cheaper than releasing in the state.
     deferred: list[str] = []
     shadow: dict[int, list[int]] = {}
+    # One replica is placed iff some node is a candidate (see ``_shadow_candidate``).
+    # When none is at the start, candidates can appear only among the nodes whose
+    # capacity grew since none was (``grown``), so a placement attempt that would
+    # find none is skipped; the shadow then also tracks free CPU and memory.
+    shape = job.shape
+    single = whole and job.replicas == 1
+    if single:
+        start = state.candidate_array(shape, job.gpu_types).tolist()
+        single = not any(held is None or i not in held for i in start)
+    shadow_cpu_mem: dict[int, list[int]] = {}
+    grown: set[int] = set()
     cp = state.checkpoint()
     try:
         # Every job holding capacity, by estimated end (each id occurs once).
@@ -716,8 +745,15 @@ def _reserve(work: _Work, job: Job) -> None:
                     node_free = shadow.get(i)
                     if node_free is None:
                         node_free = shadow[i] = list(state.gpu_free[i])
+                        if single:
+                            shadow_cpu_mem[i] = [state.cpu_free[i], state.mem_free[i]]
                     for g in rp.gpu_indices:
                         node_free[g] += rp.gpu_milli
+                    if single:
+                        cpu_mem = shadow_cpu_mem[i]
+                        cpu_mem[0] += rp.cpu_milli
+                        cpu_mem[1] += rp.mem_mib
+                        grown.add(i)
             deferred.append(job_id)
             if free < need:
                 continue
@@ -728,10 +764,19 @@ def _reserve(work: _Work, job: Job) -> None:
                 for rp in released
             ):
                 continue
+            if single:
+                if not any(
+                    _shadow_candidate(state, job, i, shadow[i], shadow_cpu_mem[i], held)
+                    for i in grown
+                ):
+                    grown.clear()  # no candidate anywhere: placement would fail
+                    continue
+                grown.clear()  # placed below, or else none of them is a candidate
             for d in deferred:
                 state.release(d)
             deferred.clear()
             shadow.clear()
+            shadow_cpu_mem.clear()
             placement = place_job(state, job, policy)
             if placement is not None:
                 nodes = frozenset(state.index_of[rp.node] for rp in placement)
@@ -742,6 +787,28 @@ def _reserve(work: _Work, job: Job) -> None:
     finally:
         state.rollback(cp)
     work.reserve_failed.add(failed_key)
+
+
+def _shadow_candidate(
+    state: ClusterState,
+    job: Job,
+    i: int,
+    gpu_free: list[int],
+    cpu_mem: list[int],
+    held: frozenset[int] | None,
+) -> bool:
+    """Whether node ``i``, with these free GPU shares, CPU and memory, is a node where
+    ``place_job`` could put ``job``'s one whole-GPU replica: what
+    ``ClusterState.candidate_array`` tests, less the nodes held for reservations."""
+    shape = job.shape
+    return (
+        state.schedulable[i]
+        and job.allows(state.nodes[i].gpu_type)
+        and (held is None or i not in held)
+        and cpu_mem[0] >= shape.cpu_milli
+        and cpu_mem[1] >= shape.mem_mib
+        and sum(f == GPU_MILLI for f in gpu_free) >= shape.gpus
+    )
 
 
 # -- 6. rank preemption --------------------------------------------------------
