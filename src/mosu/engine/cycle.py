@@ -21,6 +21,7 @@ is waiting for it.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
 import itertools
 import math
@@ -39,6 +40,7 @@ from mosu.engine.ordering import (
     ShortestRemainingOracle,
 )
 from mosu.engine.placement.base import PlacementPolicy, place_job
+from mosu.engine.placement.bestfit import BestFit
 from mosu.engine.preemption import Victim, find_victims_by_node, lost_gpu_s, on_nodes
 from mosu.engine.profiles import (
     LendOrder,
@@ -702,10 +704,11 @@ def _reserve(work: _Work, job: Job) -> None:
     now = work.now
     if work.running_ends is None:
         default = work.profile.default_estimate_s
-        work.running_ends = sorted(
+        work.running_ends = [
             (max(run.started_s + (d if (d := run.job.estimate_s) is not None else default), now), k)
             for k, run in work.running.items()
-        )
+        ]
+        work.running_ends.sort()
     started = sorted((now + _estimate(work, j), k) for k, j in work.started_jobs.items())
     held = frozenset().union(*(r.nodes for r in work.reservations)) if work.reservations else None
     policy = work.profile.placement if held is None else _Avoiding(work.profile.placement, held)
@@ -765,13 +768,22 @@ def _reserve(work: _Work, job: Job) -> None:
             ):
                 continue
             if single:
-                if not any(
-                    _shadow_candidate(state, job, i, shadow[i], shadow_cpu_mem[i], held)
+                found = [
+                    i
                     for i in grown
-                ):
-                    grown.clear()  # no candidate anywhere: placement would fail
-                    continue
+                    if _shadow_candidate(state, job, i, shadow[i], shadow_cpu_mem[i], held)
+                ]
                 grown.clear()  # placed below, or else none of them is a candidate
+                if not found:
+                    continue  # no candidate anywhere: placement would fail
+                if type(work.profile.placement) is BestFit:
+                    # What ``BestFit.select`` takes among these (the only candidates):
+                    # the least free GPU, then the lowest index; no need to release.
+                    best = min(found, key=lambda i: (sum(shadow[i]), i))
+                    work.reservations.append(_Reservation(job.id, end, frozenset((best,))))
+                    work.outcome[job.id] = _Outcome.NO_FIT
+                    work.reserve_failed.clear()
+                    return
             for d in deferred:
                 state.release(d)
             deferred.clear()
@@ -891,22 +903,29 @@ def _running_class_map(work: _Work) -> dict[str, Rank]:
 def _running_classes(work: _Work) -> dict[str, Rank]:
     """The preemption class of every running job (a fast path for LAS)."""
     ordering = work.profile.ordering
-    out: dict[str, Rank] = {}
+    n = ordering.class_len
     if isinstance(ordering, LeastAttainedService):
         now = work.now
-        thresholds = ordering.thresholds_gpu_s
-        for job_id, run in work.running.items():
-            job = run.job
-            shape = job.shape
-            gpus = shape.gpus * shape.gpu_milli * job.replicas / GPU_MILLI
-            served = run.attained_gpu_s + max(0.0, now - run.started_s) * gpus
-            out[job_id] = (-job.priority, bisect.bisect_right(thresholds, served))
-        return out
+        queue_of = functools.partial(bisect.bisect_right, ordering.thresholds_gpu_s)
+        return {
+            job_id: (
+                -run.job.priority,
+                queue_of(
+                    run.attained_gpu_s
+                    + max(0.0, now - run.started_s)
+                    * (run.job.shape.gpus * run.job.shape.gpu_milli * run.job.replicas / GPU_MILLI)
+                ),
+            )
+            for job_id, run in work.running.items()
+        }
+    if type(ordering) in (ShortestJobOracle, ShortestRemainingOracle):
+        remaining = work.snap.true_remaining_s
+        return {
+            job_id: (-run.job.priority, remaining.get(job_id, INF), run.job.submit_s, job_id)[:n]
+            for job_id, run in work.running.items()
+        }
     inputs = _Inputs(work)
-    n = ordering.class_len
-    for job_id, run in work.running.items():
-        out[job_id] = ordering.rank(run.job, inputs)[:n]
-    return out
+    return {job_id: ordering.rank(run.job, inputs)[:n] for job_id, run in work.running.items()}
 
 
 def _preempt_for(
