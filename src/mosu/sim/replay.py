@@ -121,6 +121,7 @@ class _Replay:
         # change only when a job is preempted) instead of collected every cycle.
         self.pending_attained: dict[str, float] = {}
         self.pending_remaining: dict[str, float] = {}
+        self.running_progress: dict[str, _Progress] = {}
         self.estimator = HistoryEstimator()
         self.allocated: dict[tuple[str, str], int] = {}
         self.demand: dict[tuple[str, str], int] = {}
@@ -167,6 +168,7 @@ class _Replay:
         if attempt != p.attempt or job_id not in self.running:
             return  # a completion scheduled before the job was preempted
         run = self.running.pop(job_id)
+        del self.running_progress[job_id]
         self.state.release(job_id)
         self.state.commit()
         p.finish_s = now
@@ -196,9 +198,12 @@ class _Replay:
 
     def _true_remaining(self, now: float) -> dict[str, float]:
         out = dict(self.pending_remaining)
-        for k in self.running:
-            p = self.jobs[k]
-            out[k] = max(0.0, p.remaining_s - max(0.0, now - p.started_s - p.overhead_s))
+        out.update(
+            {
+                k: max(0.0, p.remaining_s - max(0.0, now - p.started_s - p.overhead_s))
+                for k, p in self.running_progress.items()
+            }
+        )
         return out
 
     # -- applying decisions ----------------------------------------------------
@@ -240,6 +245,7 @@ class _Replay:
         p.overhead_s = self.config.restart_overhead_s if p.preemptions else 0.0
         if p.first_start_s is None:
             p.first_start_s = now
+        self.running_progress[job_id] = p
         self.running[job_id] = RunningJob(
             job=job, placement=placement, started_s=now, attained_gpu_s=p.attained_gpu_s
         )
@@ -251,6 +257,7 @@ class _Replay:
     def _preempt(self, job_id: str, now: float) -> None:
         p = self.jobs[job_id]
         run = self.running.pop(job_id)
+        del self.running_progress[job_id]
         self.state.release(job_id)
         elapsed = max(0.0, now - p.started_s)
         every = self.config.checkpoint_every_s
