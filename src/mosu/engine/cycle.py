@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
+import numpy as np
+
 from mosu.core.models import GPU_MILLI, Job, Placement, RunningJob, Shape, Tenant
 from mosu.core.reasons import PendingReason, PreemptReason
 from mosu.engine.decisions import CycleResult, Pending, Preempt, Start
@@ -486,10 +488,9 @@ def _rest_over_quota(
             work.tail_need[tenant] = None
         else:
             # ``total_gpu_milli``, inline: gpus * share * replicas is 0 without GPUs too.
-            needs = [j.shape.gpus * j.shape.gpu_milli * j.replicas for j in reversed(queue)]
-            tail = list(itertools.accumulate(needs, min))
-            tail.reverse()
-            work.tail_need[tenant] = tail
+            needs = [j.shape.gpus * j.shape.gpu_milli * j.replicas for j in queue]
+            tail = np.minimum.accumulate(np.array(needs, dtype=np.int64)[::-1])[::-1]
+            work.tail_need[tenant] = tail.tolist()
     tail_need = work.tail_need[tenant]
     if tail_need is None:
         return False
@@ -677,9 +678,14 @@ def _lend_idle(work: _Work) -> None:
                 work, tenant, job, cursor[tenant], within_guarantee=False
             ):
                 # The rest would each be tried and found over quota, nothing else.
-                for later in queue[cursor[tenant] :]:
-                    if later.id not in work.outcome:
-                        work.outcome[later.id] = _Outcome.QUOTA
+                outcome_of = work.outcome
+                outcome_of.update(
+                    {
+                        later.id: _Outcome.QUOTA
+                        for later in queue[cursor[tenant] :]
+                        if later.id not in outcome_of
+                    }
+                )
                 cursor[tenant] = len(queue)
                 break
             if mode == QueueMode.BACKFILL and outcome == _Outcome.NO_FIT:
