@@ -21,18 +21,29 @@ is waiting for it.
 from __future__ import annotations
 
 import bisect
+import functools
 import heapq
+import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
+
+import numpy as np
 
 from mosu.core.models import GPU_MILLI, Job, Placement, RunningJob, Shape, Tenant
 from mosu.core.reasons import PendingReason, PreemptReason
 from mosu.engine.cohorts import CohortBook
 from mosu.engine.decisions import CycleResult, Pending, Preempt, Start
-from mosu.engine.ordering import LeastAttainedService, Rank
+from mosu.engine.ordering import (
+    Fifo,
+    LeastAttainedService,
+    Rank,
+    ShortestJobOracle,
+    ShortestRemainingOracle,
+)
 from mosu.engine.placement.base import PlacementPolicy, place_job
+from mosu.engine.placement.bestfit import BestFit
 from mosu.engine.preemption import Victim, find_victims_by_node, lost_gpu_s, on_nodes
 from mosu.engine.profiles import (
     LendOrder,
@@ -99,6 +110,8 @@ class _Work:
     capacity: dict[str, int]
     ranks: dict[str, Rank] = field(default_factory=dict)
     queues: dict[str, list[Job]] = field(default_factory=dict)
+    ranked: list[Job] = field(default_factory=list)
+    """Every pending job, best rank first."""
     started_jobs: dict[str, Job] = field(default_factory=dict)
     starts: list[Start] = field(default_factory=list)
     preempts: list[Preempt] = field(default_factory=list)
@@ -112,9 +125,25 @@ class _Work:
     guarantees: dict[tuple[str, str], int] = field(default_factory=dict)
     limits: dict[tuple[str, str], float] = field(default_factory=dict)
     preempted_tenant: dict[str, str] = field(default_factory=dict)
-    rank_victims: list[Victim] | None = None
+    run_classes: dict[str, Rank] | None = None
+    """The preemption class of every job running when first asked (fixed for the cycle:
+    a running job's service and true remaining time are functions of ``now``)."""
+    victim_of: dict[str, Victim | None] = field(default_factory=dict)
+    """Running job id -> its ``Victim`` (None while younger than the minimum runtime),
+    built on first need: most cycles look at few of them, and the cost is fixed."""
+    worst_first_of: dict[Rank, tuple] = field(default_factory=dict)
+    running_of_tenant: dict[str, list[str]] | None = None
+    """Tenant -> ids of its jobs running when first asked (filter by ``running``)."""
     all_victims: list[Victim] | None = None
     """Every preemptible running job, cheapest first, as the cycle opened."""
+    over_quota: dict[tuple[str, tuple[str, ...], bool], int] = field(default_factory=dict)
+    """(tenant, allowed GPU types, within guarantee) -> the smallest need found over
+    quota since the tenant's usage last shrank. Usage only grows between evictions and
+    caps are fixed for the cycle, so any job of that tenant and types needing as much
+    is over quota too; queues long with such jobs are skipped at a dict lookup each."""
+    tail_need: dict[str, list[int] | None] = field(default_factory=dict)
+    """Tenant -> for each position of its queue, the smallest need from there to the end
+    (None when its jobs allow different GPU types); built on first need."""
     reserve_failed: set[tuple] = field(default_factory=set)
     cohorts: CohortBook | None = None
     """Cohort usage, when tenants belong to two or more cohorts and may borrow."""
@@ -242,17 +271,31 @@ class _Inputs:
 
 
 def _order_queues(work: _Work) -> None:
-    inputs = _Inputs(work)
-    rank = work.profile.ordering.rank
-    ranked = sorted((rank(job, inputs), job) for job in work.snap.pending)
-    work.ranks = {job.id: r for r, job in ranked}
+    ranks = work.ranks = _pending_ranks(work)
+    # Ranks end with the job id, so they are unique and sorting by them alone is exact.
+    ranked = work.ranked = sorted(work.snap.pending, key=lambda job: ranks[job.id])
     queues: dict[str, list[Job]] = {}
-    for _, job in ranked:
+    for job in ranked:
         queue = queues.get(job.tenant)
         if queue is None:
             queue = queues[job.tenant] = []
         queue.append(job)
     work.queues = {name: queues[name] for name in sorted(queues)}
+
+
+def _pending_ranks(work: _Work) -> dict[str, Rank]:
+    """Every pending job's rank; the orderings whose rank reads only the job and its
+    true remaining time are computed inline (the same tuples, without the calls)."""
+    ordering = work.profile.ordering
+    pending = work.snap.pending
+    if type(ordering) is Fifo:
+        return {j.id: (-j.priority, j.submit_s, j.id) for j in pending}
+    if type(ordering) in (ShortestJobOracle, ShortestRemainingOracle):
+        remaining = work.snap.true_remaining_s
+        return {j.id: (-j.priority, remaining.get(j.id, INF), j.submit_s, j.id) for j in pending}
+    inputs = _Inputs(work)
+    rank = ordering.rank
+    return {j.id: rank(j, inputs) for j in pending}
 
 
 # -- quota arithmetic ----------------------------------------------------------
@@ -347,8 +390,11 @@ def _dominant_share(work: _Work, tenant: str) -> float:
 def _try_start(work: _Work, job: Job, *, within_guarantee: bool) -> _Outcome:
     """Start ``job`` now if quota, capacity and reservations allow."""
     need = job.total_gpu_milli
-    allowed = _types_of(work, job)
+    allowed = job.gpu_types or work.state.gpu_types
     if need:
+        quota_key = (job.tenant, allowed, within_guarantee)
+        if need >= work.over_quota.get(quota_key, INF):
+            return _Outcome.QUOTA
         cap = _guarantee if within_guarantee else _limit
         types = tuple(
             t
@@ -358,6 +404,7 @@ def _try_start(work: _Work, job: Job, *, within_guarantee: bool) -> _Outcome:
         if not within_guarantee and work.cohorts is not None:
             types = tuple(t for t in types if _may_borrow(work, job.tenant, t, need))
         if not types:
+            work.over_quota[quota_key] = need
             return _Outcome.QUOTA
         if not any(job.shape.gpus <= work.max_node_gpus.get(t, 0) for t in types):
             return _Outcome.NEVER
@@ -413,6 +460,7 @@ def _evict(work: _Work, victim: Victim, reason: PreemptReason, for_job: str) -> 
     # Capacity grew: every remembered no-fit and every reservation planned on the
     # old state is stale; later phases plan afresh.
     work.no_fit.clear()
+    work.over_quota.clear()
     work.reservations.clear()
     work.running_ends = None
     work.reserve_failed.clear()
@@ -445,15 +493,15 @@ def _admit_within_guarantees(work: _Work, only: set[str] | None = None) -> None:
     for tenant, queue in work.queues.items():
         if only is not None and tenant not in only:
             continue
-        for job in queue:
+        for pos, job in enumerate(queue):
             if work.outcome.get(job.id) == _Outcome.STARTED:
                 continue
             outcome = _try_start(work, job, within_guarantee=True)
             if outcome == _Outcome.STARTED:
                 continue
             if outcome == _Outcome.QUOTA:
-                if strict:
-                    break
+                if strict or _rest_over_quota(work, tenant, job, pos + 1, within_guarantee=True):
+                    break  # (a job over quota here has no other effect)
                 continue  # it may still borrow in phase 5
             work.outcome[job.id] = outcome
             if reclaim and outcome in (_Outcome.NO_FIT, _Outcome.BLOCKED):
@@ -463,6 +511,30 @@ def _admit_within_guarantees(work: _Work, only: set[str] | None = None) -> None:
             if strict:
                 work.blocked_tenants.add(tenant)
                 break
+
+
+def _rest_over_quota(
+    work: _Work, tenant: str, job: Job, start: int, *, within_guarantee: bool
+) -> bool:
+    """Whether every job from position ``start`` of ``tenant``'s queue is over quota,
+    given that ``job`` (of that queue) just was: true when they allow the same GPU
+    types and none needs less than the smallest need ``over_quota`` holds for them."""
+    queue = work.queues[tenant]
+    if start >= len(queue):
+        return True
+    if tenant not in work.tail_need:
+        if len({j.gpu_types for j in queue}) > 1:
+            work.tail_need[tenant] = None
+        else:
+            # ``total_gpu_milli``, inline: gpus * share * replicas is 0 without GPUs too.
+            needs = [j.shape.gpus * j.shape.gpu_milli * j.replicas for j in queue]
+            tail = np.minimum.accumulate(np.array(needs, dtype=np.int64)[::-1])[::-1]
+            work.tail_need[tenant] = tail.tolist()
+    tail_need = work.tail_need[tenant]
+    if tail_need is None:
+        return False
+    allowed = job.gpu_types or work.state.gpu_types
+    return tail_need[start] >= work.over_quota.get((tenant, allowed, within_guarantee), INF)
 
 
 # -- 4. reclaim ----------------------------------------------------------------
@@ -564,43 +636,46 @@ def _borrowed_on(work: _Work, v: Victim) -> int:
 
 
 def _running_victims(work: _Work) -> list[Victim]:
-    """``_victims`` of every still-running job. A victim's cost does not change within
-    a cycle and running jobs only leave, so the list is built once and filtered."""
+    """The ``Victim`` of every still-running job old enough to preempt, cheapest first.
+    A victim's cost does not change within a cycle and running jobs only leave, so the
+    list is built once and filtered."""
     if work.all_victims is None:
-        work.all_victims = _victims(work, lambda run: True)
+        victims = [v for job_id in work.running if (v := _victim(work, job_id)) is not None]
+        # Costs end with the job id, so they are unique and the order is total.
+        victims.sort(key=lambda v: v.cost)
+        work.all_victims = victims
     return [v for v in work.all_victims if v.job_id in work.running]
 
 
-def _victims(work: _Work, allowed: Callable[[RunningJob], bool]) -> list[Victim]:
-    """Running jobs (not started this cycle) that may be preempted, cheapest first."""
+def _victim(work: _Work, job_id: str) -> Victim | None:
+    """Running job ``job_id`` as a preemption candidate (None if it has run less than
+    the profile's minimum), built once per cycle."""
+    memo = work.victim_of
+    if job_id in memo:
+        return memo[job_id]
+    run = work.running[job_id]
     now = work.now
-    min_run = work.profile.min_runtime_s
-    order = work.profile.victim_order
-    ordering = work.profile.ordering
-    inputs = _Inputs(work)
-    state = work.state
-    out: list[Victim] = []
-    for job_id in sorted(work.running):
-        run = work.running[job_id]
-        if now - run.started_s < min_run or not allowed(run):
-            continue
+    victim: Victim | None = None
+    if now - run.started_s >= work.profile.min_runtime_s:
+        order = work.profile.victim_order
         gpu = run.job.total_gpu_milli
         if order == VictimOrder.CHEAPEST:
             cost: tuple[float | str, ...] = (run.job.priority, lost_gpu_s(run, now), gpu, job_id)
         elif order == VictimOrder.SERVED:
-            klass = ordering.rank(run.job, inputs)[1 : ordering.class_len]
+            klass = _running_class_map(work)[job_id][1:]
             served = tuple(-x for x in klass if isinstance(x, (int, float)))
             total = inputs.service_gpu_s(run.job)
             cost = (run.job.priority, *served, lost_gpu_s(run, now), -total, gpu, job_id)
         else:
             cost = (run.job.priority, -run.started_s, job_id)
+        state = work.state
         gpu_type = (
             state.nodes[state.index_of[run.placement[0].node]].gpu_type if run.placement else ""
         )
         held = on_nodes(state, run.placement)
-        out.append(Victim(job_id, run.job.tenant, run.placement, gpu, cost, gpu_type, held))
-    out.sort(key=lambda v: v.cost)
-    return out
+        victim = Victim(job_id, run.job.tenant, run.placement, gpu, cost, gpu_type, held)
+    memo[job_id] = victim
+    return victim
 
 
 # -- 5. lend idle capacity, with backfill reservations -------------------------
@@ -642,6 +717,20 @@ def _lend_idle(work: _Work) -> None:
             if mode == QueueMode.STRICT:
                 work.blocked_tenants.add(tenant)
                 break
+            if outcome == _Outcome.QUOTA and _rest_over_quota(
+                work, tenant, job, cursor[tenant], within_guarantee=False
+            ):
+                # The rest would each be tried and found over quota, nothing else.
+                outcome_of = work.outcome
+                outcome_of.update(
+                    {
+                        later.id: _Outcome.QUOTA
+                        for later in queue[cursor[tenant] :]
+                        if later.id not in outcome_of
+                    }
+                )
+                cursor[tenant] = len(queue)
+                break
             if mode == QueueMode.BACKFILL and outcome == _Outcome.NO_FIT:
                 _reserve(work, job)
             if not fair:
@@ -664,33 +753,91 @@ def _reserve(work: _Work, job: Job) -> None:
     now = work.now
     if work.running_ends is None:
         default = work.profile.default_estimate_s
-        work.running_ends = sorted(
+        work.running_ends = [
             (max(run.started_s + (d if (d := run.job.estimate_s) is not None else default), now), k)
             for k, run in work.running.items()
-        )
+        ]
+        work.running_ends.sort()
     started = sorted((now + _estimate(work, j), k) for k, j in work.started_jobs.items())
-    ends = [e for e in heapq.merge(work.running_ends, started) if e[1] in state.holdings]
     held = frozenset().union(*(r.nodes for r in work.reservations)) if work.reservations else None
     policy = work.profile.placement if held is None else _Avoiding(work.profile.placement, held)
     types = _types_of(work, job)
     free = sum(work.free.get(t, 0) for t in types)
+    need = job.total_gpu_milli
+    gpus = job.shape.gpus
+    whole = job.shape.gpu_milli == GPU_MILLI
+    # Releases wait in ``deferred`` until a placement is worth trying: until then only
+    # the freed total and, per node touched, the GPUs' free shares (``shadow``) matter,
+    # and keeping those here is much cheaper than releasing in the state.
+    deferred: list[str] = []
+    shadow: dict[int, list[int]] = {}
+    # One replica is placed iff some node is a candidate (see ``_shadow_candidate``).
+    # When none is at the start, candidates can appear only among the nodes whose
+    # capacity grew since none was (``grown``), so a placement attempt that would
+    # find none is skipped; the shadow then also tracks free CPU and memory.
+    shape = job.shape
+    single = whole and job.replicas == 1
+    if single:
+        start = state.candidate_array(shape, job.gpu_types).tolist()
+        single = not any(held is None or i not in held for i in start)
+    shadow_cpu_mem: dict[int, list[int]] = {}
+    grown: set[int] = set()
     cp = state.checkpoint()
     try:
-        whole = job.shape.gpu_milli == GPU_MILLI
-        for end, job_id in ends:
-            released = state.holdings[job_id]
+        # Every job holding capacity, by estimated end (each id occurs once).
+        for end, job_id in heapq.merge(work.running_ends, started):
+            released = state.holdings.get(job_id)
+            if released is None:
+                continue
             for rp in released:
-                if state.nodes[state.index_of[rp.node]].gpu_type in types:
+                i = state.index_of[rp.node]
+                if state.nodes[i].gpu_type in types:
                     free += rp.gpu_milli * len(rp.gpu_indices)
-            state.release(job_id)
-            if free < job.total_gpu_milli:
+                if whole:
+                    node_free = shadow.get(i)
+                    if node_free is None:
+                        node_free = shadow[i] = list(state.gpu_free[i])
+                        if single:
+                            shadow_cpu_mem[i] = [state.cpu_free[i], state.mem_free[i]]
+                    for g in rp.gpu_indices:
+                        node_free[g] += rp.gpu_milli
+                    if single:
+                        cpu_mem = shadow_cpu_mem[i]
+                        cpu_mem[0] += rp.cpu_milli
+                        cpu_mem[1] += rp.mem_mib
+                        grown.add(i)
+            deferred.append(job_id)
+            if free < need:
                 continue
             # Placement failed before this release, so it can succeed now only on a node
             # this release opened up.
             if whole and not any(
-                state.full_free[state.index_of[rp.node]] >= job.shape.gpus for rp in released
+                sum(f == GPU_MILLI for f in shadow[state.index_of[rp.node]]) >= gpus
+                for rp in released
             ):
                 continue
+            if single:
+                found = [
+                    i
+                    for i in grown
+                    if _shadow_candidate(state, job, i, shadow[i], shadow_cpu_mem[i], held)
+                ]
+                grown.clear()  # placed below, or else none of them is a candidate
+                if not found:
+                    continue  # no candidate anywhere: placement would fail
+                if type(work.profile.placement) is BestFit:
+                    # What ``BestFit.select`` takes among these (the only candidates):
+                    # the least free GPU, then the lowest index; no need to release.
+                    best = min(found, key=lambda i: (sum(shadow[i]), i))
+                    work.reservations.append(_Reservation(job.id, end, frozenset((best,))))
+                    work.outcome[job.id] = _Outcome.NO_FIT
+                    work.reserve_failed.clear()
+                    return
+            for d in deferred:
+                state.release(d)
+            deferred.clear()
+            shadow.clear()
+            shadow_cpu_mem.clear()
             placement = place_job(state, job, policy)
             if placement is not None:
                 nodes = frozenset(state.index_of[rp.node] for rp in placement)
@@ -703,6 +850,28 @@ def _reserve(work: _Work, job: Job) -> None:
     work.reserve_failed.add(failed_key)
 
 
+def _shadow_candidate(
+    state: ClusterState,
+    job: Job,
+    i: int,
+    gpu_free: list[int],
+    cpu_mem: list[int],
+    held: frozenset[int] | None,
+) -> bool:
+    """Whether node ``i``, with these free GPU shares, CPU and memory, is a node where
+    ``place_job`` could put ``job``'s one whole-GPU replica: what
+    ``ClusterState.candidate_array`` tests, less the nodes held for reservations."""
+    shape = job.shape
+    return (
+        state.schedulable[i]
+        and job.allows(state.nodes[i].gpu_type)
+        and (held is None or i not in held)
+        and cpu_mem[0] >= shape.cpu_milli
+        and cpu_mem[1] >= shape.mem_mib
+        and sum(f == GPU_MILLI for f in gpu_free) >= shape.gpus
+    )
+
+
 # -- 6. rank preemption --------------------------------------------------------
 
 
@@ -710,79 +879,102 @@ def _preempt_by_rank(work: _Work) -> None:
     ordering = work.profile.ordering
     n = ordering.class_len
     scope = work.profile.rank_preemption
-    pending = [
-        j
-        for q in work.queues.values()
-        for j in q
-        if work.outcome.get(j.id) in (None, _Outcome.NO_FIT, _Outcome.BLOCKED, _Outcome.QUOTA)
-    ]
-    if not pending or not work.running:
+    outcome = work.outcome
+    waiting = (_Outcome.NO_FIT, _Outcome.BLOCKED, _Outcome.QUOTA)
+    # The jobs still waiting, best rank first, read lazily: the walk usually stops
+    # early. Only the job at hand can start in the walk, so the jobs ahead are
+    # unchanged when reached.
+    pending = (j for j in work.ranked if (o := outcome.get(j.id)) is None or o in waiting)
+    first = next(pending, None)
+    if first is None or not work.running:
         return
-    pending.sort(key=lambda j: work.ranks[j.id])
-    best = work.ranks[pending[0].id][:n]
-    if not any(c > best for c in _running_classes(work, stop_above=best).values()):
-        return  # nothing running ranks worse than the best waiting job
-    run_class = _running_classes(work)
+    best = work.ranks[first.id][:n]
+    run_class = _running_class_map(work)
+    if len(run_class) != len(work.running):  # reclaim evicted some since it was built
+        run_class = {k: v for k, v in run_class.items() if k in work.running}
     worst = max(run_class.values())
+    if not worst > best:
+        return  # nothing running ranks worse than the best waiting job
     attempts = 0
     failed: dict[str, list[tuple[tuple[int, int, int, int, int], Rank]]] = {}
+    dominated_by_failure: dict[tuple[str, tuple[int, int, int, int, int]], bool] = {}
     freed = False
-    for job in pending:
+    for job in itertools.chain((first,), pending):
         if freed and _try_start(work, job, within_guarantee=True) == _Outcome.STARTED:
             continue  # capacity an earlier preemption left over
         klass = work.ranks[job.id][:n]
         if klass >= worst or attempts >= work.profile.max_preemption_attempts:
+            if not freed:
+                # Classes only grow along ``pending``, ``attempts`` only grows and
+                # ``worst`` changes only with a preemption: no later job would act.
+                break
             continue
         # A job no smaller and no better ranked than one of its tenant's that found
-        # no victims this cycle would find none either.
+        # no victims this cycle would find none either. Every failure comes from an
+        # earlier job of ``pending``, so none ranks worse than this one, and the
+        # answer depends only on the tenant and the job's size: it is remembered
+        # until the tenant fails again.
         dims = _dims(job)
-        if any(
-            k <= klass and all(f <= d for f, d in zip(fd, dims, strict=True))
-            for fd, k in failed.get(job.tenant, ())
-        ):
+        dominated_key = (job.tenant, dims)
+        dominated = dominated_by_failure.get(dominated_key)
+        if dominated is None:
+            dominated = dominated_by_failure[dominated_key] = any(
+                k <= klass and all(f <= d for f, d in zip(fd, dims, strict=True))
+                for fd, k in failed.get(job.tenant, ())
+            )
+        if dominated:
             continue
         attempts += 1
         if not _preempt_for(work, job, klass, run_class, scope):
             failed.setdefault(job.tenant, []).append((dims, klass))
+            dominated_by_failure.clear()
             continue
         freed = True
         run_class = {k: v for k, v in run_class.items() if k in work.running}
         worst = max(run_class.values()) if run_class else klass
     if freed:  # what victims left over goes to guarantees first, then to borrowers
+        # (jobs started in this phase are skipped below; no other outcome changed)
+        rest = [j for j in work.ranked if outcome.get(j.id) != _Outcome.NEVER]
         for within in (True, False):
-            for job in pending:
-                if work.outcome.get(job.id) != _Outcome.STARTED:
+            for job in rest:
+                if outcome.get(job.id) != _Outcome.STARTED:
                     _try_start(work, job, within_guarantee=within)
 
 
-def _running_classes(work: _Work, stop_above: Rank | None = None) -> dict[str, Rank]:
-    """The preemption class of every running job (a fast path for LAS, called often).
+def _running_class_map(work: _Work) -> dict[str, Rank]:
+    """``run_classes``, computed on first need (running jobs only leave afterwards, so
+    its keys include every job still running)."""
+    if work.run_classes is None:
+        work.run_classes = _running_classes(work)
+    return work.run_classes
 
-    With ``stop_above``, stops at the first class worse than it: enough to know
-    whether any preemption could happen at all.
-    """
+
+def _running_classes(work: _Work) -> dict[str, Rank]:
+    """The preemption class of every running job (a fast path for LAS)."""
     ordering = work.profile.ordering
-    out: dict[str, Rank] = {}
+    n = ordering.class_len
     if isinstance(ordering, LeastAttainedService):
         now = work.now
-        thresholds = ordering.thresholds_gpu_s
-        for job_id, run in work.running.items():
-            job = run.job
-            shape = job.shape
-            gpus = shape.gpus * shape.gpu_milli * job.replicas / GPU_MILLI
-            served = run.attained_gpu_s + max(0.0, now - run.started_s) * gpus
-            klass: Rank = (-job.priority, bisect.bisect_right(thresholds, served))
-            out[job_id] = klass
-            if stop_above is not None and klass > stop_above:
-                break
-        return out
+        queue_of = functools.partial(bisect.bisect_right, ordering.thresholds_gpu_s)
+        return {
+            job_id: (
+                -run.job.priority,
+                queue_of(
+                    run.attained_gpu_s
+                    + max(0.0, now - run.started_s)
+                    * (run.job.shape.gpus * run.job.shape.gpu_milli * run.job.replicas / GPU_MILLI)
+                ),
+            )
+            for job_id, run in work.running.items()
+        }
+    if type(ordering) in (ShortestJobOracle, ShortestRemainingOracle):
+        remaining = work.snap.true_remaining_s
+        return {
+            job_id: (-run.job.priority, remaining.get(job_id, INF), run.job.submit_s, job_id)[:n]
+            for job_id, run in work.running.items()
+        }
     inputs = _Inputs(work)
-    n = ordering.class_len
-    for job_id, run in work.running.items():
-        out[job_id] = ordering.rank(run.job, inputs)[:n]
-        if stop_above is not None and out[job_id] > stop_above:
-            break
-    return out
+    return {job_id: ordering.rank(run.job, inputs)[:n] for job_id, run in work.running.items()}
 
 
 def _preempt_for(
@@ -816,14 +1008,35 @@ def _preempt_for(
             return amount >= run.job.total_gpu_milli
         return False
 
-    if work.rank_victims is None:  # once per cycle: worst class first, then cheapest
-        work.rank_victims = _running_victims(work)
-        work.rank_victims.sort(key=lambda v: _worst_first(run_class[v.job_id]))
+    if scope == RankPreemption.ANY and not own_only:
+        pool = list(work.running)
+    else:
+        # Only the tenant's own jobs can be eligible, and with BORROWED also those of
+        # tenants not below their guarantee on some GPU type.
+        if work.running_of_tenant is None:
+            work.running_of_tenant = {}
+            for job_id, run in work.running.items():
+                work.running_of_tenant.setdefault(run.job.tenant, []).append(job_id)
+        borrowing = scope == RankPreemption.BORROWED and not own_only
+        pool = [
+            k
+            for t, ids in work.running_of_tenant.items()
+            if t == tenant or (borrowing and any(_borrowed(work, t, g) >= 0 for g in work.capacity))
+            for k in ids
+            if k in work.running
+        ]
+    # Victims are built only for eligible jobs: usually few of those running.
     candidates = [
         v
-        for v in work.rank_victims
-        if v.job_id in work.running and eligible(work.running[v.job_id])
+        for job_id in pool
+        if eligible(work.running[job_id]) and (v := _victim(work, job_id)) is not None
     ]
+    # Worst class first, then cheapest (costs are unique, so the order is total).
+    worst_first = work.worst_first_of
+    for c in {run_class[v.job_id] for v in candidates}:
+        if c not in worst_first:
+            worst_first[c] = _worst_first(c)
+    candidates.sort(key=lambda v: (worst_first[run_class[v.job_id]], v.cost))
     if not candidates:
         return False
     if own_only:

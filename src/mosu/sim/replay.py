@@ -117,6 +117,11 @@ class _Replay:
             self.events.push(tj.submit_s, EventKind.ARRIVAL, tj.id)
         self.pending: dict[str, Job] = {}
         self.running: dict[str, RunningJob] = {}
+        # Service and true remaining time of the pending jobs, kept up to date (both
+        # change only when a job is preempted) instead of collected every cycle.
+        self.pending_attained: dict[str, float] = {}
+        self.pending_remaining: dict[str, float] = {}
+        self.running_progress: dict[str, _Progress] = {}
         self.estimator = HistoryEstimator()
         self.allocated: dict[tuple[str, str], int] = {}
         self.demand: dict[tuple[str, str], int] = {}
@@ -154,6 +159,8 @@ class _Replay:
             if est != p.job.estimate_s:
                 p.job = _with_estimate(p.job, est)
         self.pending[job_id] = p.job
+        self.pending_attained[job_id] = p.attained_gpu_s
+        self.pending_remaining[job_id] = p.remaining_s
         self._add_demand(p, +1)
 
     def _complete(self, job_id: str, attempt: int, now: float) -> None:
@@ -161,6 +168,7 @@ class _Replay:
         if attempt != p.attempt or job_id not in self.running:
             return  # a completion scheduled before the job was preempted
         run = self.running.pop(job_id)
+        del self.running_progress[job_id]
         self.state.release(job_id)
         self.state.commit()
         p.finish_s = now
@@ -178,9 +186,7 @@ class _Replay:
             tenants=self.tenants,
             running=tuple(self.running.values()),
             pending=tuple(self.pending.values()),
-            attained_gpu_s={k: self.jobs[k].attained_gpu_s for k in self.pending}
-            if self.profile.ordering.preemptive
-            else {},
+            attained_gpu_s=self.pending_attained if self.profile.ordering.preemptive else {},
             true_remaining_s=self._true_remaining(now) if self.profile.needs_true_remaining else {},
             base_state=self.state,
             usage_milli=self.allocated,
@@ -191,10 +197,13 @@ class _Replay:
         self._apply(result, now)
 
     def _true_remaining(self, now: float) -> dict[str, float]:
-        out = {k: self.jobs[k].remaining_s for k in self.pending}
-        for k in self.running:
-            p = self.jobs[k]
-            out[k] = max(0.0, p.remaining_s - max(0.0, now - p.started_s - p.overhead_s))
+        out = dict(self.pending_remaining)
+        out.update(
+            {
+                k: max(0.0, p.remaining_s - max(0.0, now - p.started_s - p.overhead_s))
+                for k, p in self.running_progress.items()
+            }
+        )
         return out
 
     # -- applying decisions ----------------------------------------------------
@@ -228,12 +237,15 @@ class _Replay:
     def _start(self, job_id: str, placement: Placement, now: float) -> None:
         p = self.jobs[job_id]
         job = self.pending.pop(job_id)
+        del self.pending_attained[job_id]
+        del self.pending_remaining[job_id]
         self.state.assign(job_id, placement)
         p.attempt += 1
         p.started_s = now
         p.overhead_s = self.config.restart_overhead_s if p.preemptions else 0.0
         if p.first_start_s is None:
             p.first_start_s = now
+        self.running_progress[job_id] = p
         self.running[job_id] = RunningJob(
             job=job, placement=placement, started_s=now, attained_gpu_s=p.attained_gpu_s
         )
@@ -245,6 +257,7 @@ class _Replay:
     def _preempt(self, job_id: str, now: float) -> None:
         p = self.jobs[job_id]
         run = self.running.pop(job_id)
+        del self.running_progress[job_id]
         self.state.release(job_id)
         elapsed = max(0.0, now - p.started_s)
         every = self.config.checkpoint_every_s
@@ -256,6 +269,8 @@ class _Replay:
         p.attained_gpu_s += elapsed * gpus
         p.preemptions += 1
         self.pending[job_id] = p.job
+        self.pending_attained[job_id] = p.attained_gpu_s
+        self.pending_remaining[job_id] = p.remaining_s
         self._add_alloc(p, run.placement, -1)
 
     # -- usage series ------------------------------------------------------------
