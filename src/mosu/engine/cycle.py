@@ -664,7 +664,7 @@ def _victim(work: _Work, job_id: str) -> Victim | None:
         elif order == VictimOrder.SERVED:
             klass = _running_class_map(work)[job_id][1:]
             served = tuple(-x for x in klass if isinstance(x, (int, float)))
-            total = inputs.service_gpu_s(run.job)
+            total = run.attained_gpu_s + max(0.0, now - run.started_s) * gpu / GPU_MILLI
             cost = (run.job.priority, *served, lost_gpu_s(run, now), -total, gpu, job_id)
         else:
             cost = (run.job.priority, -run.started_s, job_id)
@@ -898,6 +898,7 @@ def _preempt_by_rank(work: _Work) -> None:
     attempts = 0
     failed: dict[str, list[tuple[tuple[int, int, int, int, int], Rank]]] = {}
     dominated_by_failure: dict[tuple[str, tuple[int, int, int, int, int]], bool] = {}
+    own_worst: dict[str, Rank] | None = None
     freed = False
     for job in itertools.chain((first,), pending):
         if freed and _try_start(work, job, within_guarantee=True) == _Outcome.STARTED:
@@ -925,17 +926,32 @@ def _preempt_by_rank(work: _Work) -> None:
         if dominated:
             continue
         attempts += 1
-        if not _preempt_for(work, job, klass, run_class, scope):
+        # Only the tenant's own jobs can make room in tenant scope, or for a job held
+        # back by its quota: none ranking worse means no victims, without a search.
+        own_scope = scope == RankPreemption.TENANT or outcome.get(job.id) == _Outcome.QUOTA
+        if own_worst is None:
+            own_worst = {}
+            for k, c in run_class.items():
+                t = work.running[k].job.tenant
+                if t not in own_worst or c > own_worst[t]:
+                    own_worst[t] = c
+        if (own_scope and not own_worst.get(job.tenant, klass) > klass) or not _preempt_for(
+            work, job, klass, run_class, scope
+        ):
             failed.setdefault(job.tenant, []).append((dims, klass))
             dominated_by_failure.clear()
             continue
         freed = True
+        own_worst = None
         run_class = {k: v for k, v in run_class.items() if k in work.running}
         worst = max(run_class.values()) if run_class else klass
     if freed:  # what victims left over goes to guarantees first, then to borrowers
         # (jobs started in this phase are skipped below; no other outcome changed)
         rest = [j for j in work.ranked if outcome.get(j.id) != _Outcome.NEVER]
-        for within in (True, False):
+        # With static partitions the limit is the guarantee: a second pass would
+        # repeat the first on no more capacity.
+        passes = (True,) if work.profile.quotas == QuotaMode.STATIC else (True, False)
+        for within in passes:
             for job in rest:
                 if outcome.get(job.id) != _Outcome.STARTED:
                     _try_start(work, job, within_guarantee=within)
