@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mosu.core.errors import InvalidInput, TraceFormatError
 from mosu.core.models import ANY_GPU_TYPE, GPU_MILLI, JobKind, Node, Quota, Shape, Tenant
@@ -220,25 +221,8 @@ def load_tenants(path: str | Path) -> list[Tenant]:
                 raise TraceFormatError(
                     name, line, "gpu_type", f"duplicate GPU type {gpu_type!r} for {tenant!r}"
                 )
-            if tenant in weights and weights[tenant][0] != weight:
-                first_weight, first_line = weights[tenant]
-                raise TraceFormatError(
-                    name,
-                    line,
-                    "weight",
-                    f"{weight:g} differs from {first_weight:g} on line {first_line}",
-                )
-            if tenant in cohorts and cohorts[tenant][0] != cohort:
-                first_cohort, first_line = cohorts[tenant]
-                raise TraceFormatError(
-                    name,
-                    line,
-                    "cohort",
-                    f"{_cohort_text(cohort)} differs from {_cohort_text(first_cohort)} "
-                    f"on line {first_line}",
-                )
-            weights.setdefault(tenant, (weight, line))
-            cohorts.setdefault(tenant, (cohort, line))
+            _same_on_every_line(weights, tenant, weight, (name, line, "weight"), "{:g}".format)
+            _same_on_every_line(cohorts, tenant, cohort, (name, line, "cohort"), _cohort_text)
             quotas.setdefault(tenant, []).append((gpu_type, Quota(guaranteed, limit)))
     return [
         Tenant(
@@ -249,6 +233,24 @@ def load_tenants(path: str | Path) -> list[Tenant]:
         )
         for tenant, entries in quotas.items()
     ]
+
+
+def _same_on_every_line(
+    seen: dict[str, tuple[Any, int]],
+    tenant: str,
+    value: Any,
+    where: tuple[str, int, str],
+    show: Callable[[Any], str],
+) -> None:
+    """A per-tenant column must repeat its first line's value; ``where`` is (file,
+    line, column)."""
+    name, line, column = where
+    if tenant in seen and seen[tenant][0] != value:
+        first, first_line = seen[tenant]
+        raise TraceFormatError(
+            name, line, column, f"{show(value)} differs from {show(first)} on line {first_line}"
+        )
+    seen.setdefault(tenant, (value, line))
 
 
 def _cohort_text(cohort: str | None) -> str:
