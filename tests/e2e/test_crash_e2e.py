@@ -26,6 +26,18 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def live_jobs(out: Path) -> dict[int, int]:
+    """Job id -> attempt of every live worker process; fails if a job has two."""
+    live: dict[int, int] = {}
+    for path in out.glob("start-*.json"):
+        job_id, attempt, _replica = (int(x) for x in path.stem.split("-")[1:])
+        pid = int(json.loads(path.read_text())["pid"])
+        if alive(pid):
+            assert job_id not in live, f"job {job_id} runs twice"
+            live[job_id] = attempt
+    return live
+
+
 def job(name: str, gpus: int, out: Path) -> JobSpec:
     return JobSpec(name=name, gpus=gpus, command=[sys.executable, str(WORKER), str(out), "release"])
 
@@ -79,15 +91,15 @@ def test_a_crash_loses_no_job_and_runs_none_twice(make_server, tmp_path: Path):
             for a in j.allocations:
                 held += [(a.node, g) for g in a.gpu_indices]
         assert len(held) == len(set(held)) <= 8
-        # No job has two live processes.
-        live: dict[int, int] = {}
-        for path in out.glob("start-*.json"):
-            job_id, attempt, _replica = (int(x) for x in path.stem.split("-")[1:])
-            pid = int(json.loads(path.read_text())["pid"])
-            if alive(pid):
-                assert job_id not in live, f"job {job_id} runs twice"
-                live[job_id] = attempt
-        assert len(live) == 2
+
+        # No job has two live processes. A job is running once it is placed; its
+        # process writes its start record a moment later.
+        def both_live() -> dict[int, int] | None:
+            found = live_jobs(out)
+            return found if len(found) == 2 else None
+
+        live = wait_for(both_live, timeout=10, what="the two running jobs' processes")
+        assert sorted(live) == sorted(int(i) for i in ids if c.get_job(i).state == JobState.RUNNING)
 
         (out / "release").write_text("")
         wait_for(
