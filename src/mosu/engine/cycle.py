@@ -1069,19 +1069,7 @@ def _preempt_for(
     if plan is None or not plan[0]:
         return False  # fitting without victims is left to the final pass
     victims, placement = plan
-    # The job must stay within its tenant's limit once its own victims are gone.
-    freed: dict[str, int] = {}
-    for v in victims:
-        if v.tenant == tenant:
-            for rp in v.placement:
-                t = work.state.nodes[work.state.index_of[rp.node]].gpu_type
-                freed[t] = freed.get(t, 0) + rp.gpu_milli * len(rp.gpu_indices)
-    taken = _taken_by(work, placement)
-    after = {t: work.usage.get((tenant, t), 0) - freed.get(t, 0) + a for t, a in taken.items()}
-    if any(used > _limit(work, tenant, t) for t, used in after.items()):
-        return False
-    borrows = any(used > _guarantee(work, tenant, t) for t, used in after.items())
-    if borrows and not _may_borrow_after(work, tenant, taken, victims):
+    if not _quota_allows_after(work, tenant, placement, victims):
         return False
     for v in victims:
         reason = PreemptReason.PRIORITY if v.tenant == tenant else PreemptReason.FAIR_SHARE
@@ -1113,22 +1101,30 @@ def _preempt_own_for_quota(work: _Work, job: Job, candidates: list[Victim]) -> b
         placement = place_job(work.state, job, work.profile.placement)
     finally:
         work.state.rollback(cp)
-    if placement is None:
-        return False
-    need = _taken_by(work, placement)
-    gone: dict[str, int] = {}
-    for v in taken:
-        gone[v.gpu_type] = gone.get(v.gpu_type, 0) + v.gpu_milli
-    borrows = any(
-        work.usage.get((job.tenant, t), 0) - gone.get(t, 0) + a > _guarantee(work, job.tenant, t)
-        for t, a in need.items()
-    )
-    if borrows and not _may_borrow_after(work, job.tenant, need, taken):
+    if placement is None or not _quota_allows_after(work, job.tenant, placement, taken):
         return False
     for v in taken:
         _evict(work, v, PreemptReason.PRIORITY, job.id)
     _commit_start(work, job, placement)
     return True
+
+
+def _quota_allows_after(
+    work: _Work, tenant: str, placement: Placement, victims: Sequence[Victim]
+) -> bool:
+    """Whether ``tenant`` may hold ``placement`` once ``victims`` are gone: within its
+    limit, and, where it then borrows, within what its cohort may borrow."""
+    freed: dict[str, int] = {}
+    for v in victims:
+        if v.tenant == tenant:
+            for t, milli in _taken_by(work, v.placement).items():
+                freed[t] = freed.get(t, 0) + milli
+    taken = _taken_by(work, placement)
+    after = {t: work.usage.get((tenant, t), 0) - freed.get(t, 0) + a for t, a in taken.items()}
+    if any(used > _limit(work, tenant, t) for t, used in after.items()):
+        return False
+    borrows = any(used > _guarantee(work, tenant, t) for t, used in after.items())
+    return not borrows or _may_borrow_after(work, tenant, taken, victims)
 
 
 def _taken_by(work: _Work, placement: Placement) -> dict[str, int]:
