@@ -1,13 +1,24 @@
-"""A throwaway PostgreSQL database for tests that run real servers against one."""
+"""PostgreSQL for tests: the server named by ``MOSU_TEST_POSTGRES_URL`` and throwaway
+databases on it."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+
+def postgres_url() -> str:
+    """``MOSU_TEST_POSTGRES_URL`` with the psycopg driver; skips the test when it is unset."""
+    url = os.environ.get("MOSU_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("MOSU_TEST_POSTGRES_URL is not set: this test needs PostgreSQL")
+    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
 @contextmanager

@@ -19,6 +19,18 @@ from mosu.client import Client, ServerUnreachable
 OPERATOR_TOKEN = "mosu_op_e2e-operator-token"
 WORKER = Path(__file__).with_name("worker.py")
 
+REQUEUED_ONCE_THEN_SUCCEEDED = [
+    "pending",
+    "starting",
+    "running",
+    "preempted",
+    "pending",
+    "starting",
+    "running",
+    "succeeded",
+]
+"""The state history of a job stopped once, requeued, and run again to success."""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -36,6 +48,11 @@ def wait_for(check: Callable[[], object], *, timeout: float, what: str, every: f
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(every)
+
+
+def state_history(client: Client, job_id: int) -> list[str]:
+    """The states ``job_id`` went through, in order, from its state events."""
+    return [e.to_state for e in client.job_events(job_id) if e.kind == "state"]
 
 
 @dataclass

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from mosu.core.api import JobSpec, JobState, QuotaSpec
-from tests.e2e.conftest import WORKER, wait_for
+from tests.e2e.conftest import WORKER, state_history, wait_for
 from tests.e2e.test_reclaim_e2e import start_record
 
 
@@ -86,8 +86,7 @@ def test_a_crash_loses_no_job_and_runs_none_twice(make_server, tmp_path: Path):
         held: list[tuple[str, int]] = []
         for j in c.list_jobs():
             # The current state is the last state event.
-            states = [e.to_state for e in c.job_events(j.id) if e.kind == "state"]
-            assert states[-1] == j.state
+            assert state_history(c, j.id)[-1] == j.state
             for a in j.allocations:
                 held += [(a.node, g) for g in a.gpu_indices]
         assert len(held) == len(set(held)) <= 8

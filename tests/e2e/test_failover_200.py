@@ -37,12 +37,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 
 from mosu.client import Client, ServerUnreachable
 from mosu.core.api import JobSpec, QuotaSpec
-from tests.e2e.conftest import OPERATOR_TOKEN, free_port
-from tests.pg import fresh_postgres_database
+from tests.e2e.conftest import OPERATOR_TOKEN, free_port, wait_for
+from tests.pg import fresh_postgres_database, postgres_url
 
 TAKEOVER_LIMIT_S = 10.0
 JOBS = 200
@@ -86,28 +85,9 @@ record("stop", how="done")
 
 
 @pytest.fixture
-def pg_url() -> str:
-    url = os.environ.get("MOSU_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("MOSU_TEST_POSTGRES_URL is not set: the failover test needs PostgreSQL")
-    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-
-
-@pytest.fixture
-def fresh_database(pg_url: str) -> Iterator[str]:
-    with fresh_postgres_database(pg_url, "mosu_failover") as url:
+def fresh_database() -> Iterator[str]:
+    with fresh_postgres_database(postgres_url(), "mosu_failover") as url:
         yield url
-
-
-def _wait(what: str, check: Callable[[], object], timeout_s: float, every: float = 0.1) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(every)
 
 
 @dataclass
@@ -161,7 +141,7 @@ def start_server(fresh_database: str, tmp_path: Path) -> Iterator[Callable[[str]
             except ServerUnreachable:
                 return False
 
-        _wait(f"server {name} to answer", healthy, 30)
+        wait_for(healthy, timeout=30, what=f"server {name} to answer")
         return server
 
     yield start
@@ -198,7 +178,7 @@ def test_killing_the_leader_under_200_jobs_loses_none_and_runs_none_twice(
     out.mkdir()
     rng = random.Random(20260)
     a = start_server("a")
-    _wait("server a to lead", a.leads, 10)
+    wait_for(a.leads, timeout=10, what="server a to lead")
     b = start_server("b")
     with a.client() as op_a, b.client() as op_b:
         assert (op_a.health()["scheduler"], op_b.health()["scheduler"]) == ("leader", "standby")
@@ -223,7 +203,11 @@ def test_killing_the_leader_under_200_jobs_loses_none_and_runs_none_twice(
             via = "a" if k % 2 == 0 else "b"
             submitted.append(clients[via, tenant].submit(_job(tenant, k, rng, out)).id)
 
-        _wait("a third of the jobs to succeed", lambda: _count_succeeded(engine) >= JOBS // 3, 60)
+        wait_for(
+            lambda: _count_succeeded(engine) >= JOBS // 3,
+            timeout=60,
+            what="a third of the jobs to succeed",
+        )
         done_at_kill = _count_succeeded(engine)
         killed_at = time.time()  # wall clock, as event rows record it
         a.proc.send_signal(signal.SIGKILL)
@@ -233,7 +217,7 @@ def test_killing_the_leader_under_200_jobs_loses_none_and_runs_none_twice(
         # The survivor keeps accepting work while it takes over.
         for tenant, k in order[before:]:
             submitted.append(clients["b", tenant].submit(_job(tenant, k, rng, out)).id)
-        _wait("server b to take over", b.leads, TAKEOVER_LIMIT_S, every=0.05)
+        wait_for(b.leads, timeout=TAKEOVER_LIMIT_S, what="server b to take over", every=0.05)
         takeover_s = b.lead_logged_at() - killed_at
         with b.client() as op_b:
             assert op_b.health()["scheduler"] == "leader"
@@ -242,10 +226,10 @@ def test_killing_the_leader_under_200_jobs_loses_none_and_runs_none_twice(
             f"standby leads {takeover_s:.2f} s later"
         )
 
-        _wait(
-            "every job to succeed",
+        wait_for(
             lambda: _count_succeeded(engine) >= JOBS,
-            ALL_DONE_TIMEOUT_S,
+            timeout=ALL_DONE_TIMEOUT_S,
+            what="every job to succeed",
             every=0.25,
         )
         finished_s = time.monotonic() - killed

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import OPERATOR_TOKEN, Server, free_port
+
 GPU_TYPE = "H800"
 WORKERS = ("w0", "w1")
 START_TIMEOUT_S = 90.0
@@ -99,6 +101,19 @@ class RayCluster:
                 env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"),
             )
 
+    def start_worker(self, name: str) -> None:
+        """Start worker ``name``: 4 fake GPUs of ``GPU_TYPE``, its own node and rack labels."""
+        self.start_node(
+            name,
+            [
+                f"--address={self.address}",
+                "--num-gpus=4",
+                "--num-cpus=1",
+                f"--resources={json.dumps({f'mosu-gpu-type:{GPU_TYPE}': 4})}",
+                f"--labels=mosu.io/node={name},mosu.io/rack=rack-{name}",
+            ],
+        )
+
     def kill_node(self, name: str) -> None:
         """Kill one node's every process at once, like pulling its power cord."""
         _kill(_tree(self.nodes[name].pid))
@@ -161,16 +176,7 @@ def ray_cluster() -> Iterator[RayCluster]:
         )
         # One worker at a time: two raylets registering from one IP at once can time out.
         for count, name in enumerate(WORKERS, start=2):
-            cluster.start_node(
-                name,
-                [
-                    f"--address={cluster.address}",
-                    "--num-gpus=4",
-                    "--num-cpus=1",
-                    f"--resources={json.dumps({f'mosu-gpu-type:{GPU_TYPE}': 4})}",
-                    f"--labels=mosu.io/node={name},mosu.io/rack=rack-{name}",
-                ],
-            )
+            cluster.start_worker(name)
             deadline = time.monotonic() + START_TIMEOUT_S
             while len(_alive_nodes(ray)) < count:
                 if time.monotonic() > deadline or cluster.nodes[name].poll() is not None:
@@ -182,6 +188,28 @@ def ray_cluster() -> Iterator[RayCluster]:
             ray.shutdown()
         cluster.stop()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real ``mosu up --executor ray`` on the module's cluster."""
+    home = tmp_path_factory.mktemp("mosu")
+    env = dict(os.environ)
+    env.update(
+        MOSU_OPERATOR_TOKEN=OPERATOR_TOKEN,
+        MOSU_CONFIG=str(home / "client.json"),
+        MOSU_POLL_S="0.05",
+        MOSU_TICK_S="0.5",
+        MOSU_RAY_LOG_DIR=str(home / "node-logs"),
+    )
+    args = ["--executor", "ray", "--ray-address", ray_cluster.address]
+    args += ["--grace", "3", "--min-runtime", "0"]
+    srv = Server(data_dir=home / "data", port=free_port(), args=args, env=env)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 def _wait_for_port(port: int, cluster: RayCluster) -> None:

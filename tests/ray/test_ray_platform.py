@@ -8,55 +8,20 @@ H800 each), the engine places every replica and the Ray executor runs it there.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mosu.core.api import JobSpec, JobState, QuotaSpec
 from mosu.core.models import NodeState
-from tests.e2e.conftest import OPERATOR_TOKEN, Server, free_port, wait_for
+from tests.e2e.conftest import Server, state_history, wait_for
 
 from .conftest import GPU_TYPE, RayCluster
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'")
 
 SCRIPT = Path(__file__).with_name("replica_script.py")
-
-
-@pytest.fixture(scope="module")
-def server(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("mosu")
-    env = dict(os.environ)
-    env.update(
-        MOSU_OPERATOR_TOKEN=OPERATOR_TOKEN,
-        MOSU_CONFIG=str(home / "client.json"),
-        MOSU_POLL_S="0.05",
-        MOSU_TICK_S="0.5",
-        MOSU_RAY_LOG_DIR=str(home / "node-logs"),
-    )
-    srv = Server(
-        data_dir=home / "data",
-        port=free_port(),
-        args=[
-            "--executor",
-            "ray",
-            "--ray-address",
-            ray_cluster.address,
-            "--grace",
-            "3",
-            "--min-runtime",
-            "0",
-        ],
-        env=env,
-    )
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +131,7 @@ def test_borrowed_gang_is_preempted_for_its_owner_after_a_checkpoint(
         assert beta.get_job(small.id).state == JobState.RUNNING
         requeued = acme.get_job(big.id)
         assert (requeued.state, requeued.attempts) == (JobState.PENDING, 1)
-        assert [e.to_state for e in acme.job_events(big.id) if e.kind == "state"][-2:] == [
+        assert state_history(acme, big.id)[-2:] == [
             "preempted",
             "pending",
         ]

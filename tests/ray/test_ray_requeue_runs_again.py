@@ -9,17 +9,15 @@ attempt 2 exits 0 at once. Each replica records its attempt, rank and node.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mosu.core.api import JobSpec, JobState, QuotaSpec
 from mosu.core.models import NodeState
-from tests.e2e.conftest import OPERATOR_TOKEN, Server, free_port, wait_for
+from tests.e2e.conftest import REQUEUED_ONCE_THEN_SUCCEEDED, Server, state_history, wait_for
 
 from .conftest import GPU_TYPE, RayCluster
 
@@ -43,41 +41,6 @@ if attempt == "1":
     sys.exit(0)
 open(os.path.join(out, f"done-{attempt}-{rank}"), "w").close()
 """
-
-
-@pytest.fixture(scope="module")
-def server(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("mosu")
-    env = dict(os.environ)
-    env.update(
-        MOSU_OPERATOR_TOKEN=OPERATOR_TOKEN,
-        MOSU_CONFIG=str(home / "client.json"),
-        MOSU_POLL_S="0.05",
-        MOSU_TICK_S="0.5",
-        MOSU_RAY_LOG_DIR=str(home / "node-logs"),
-    )
-    args = ["--executor", "ray", "--ray-address", ray_cluster.address]
-    args += ["--grace", "3", "--min-runtime", "0"]
-    srv = Server(data_dir=home / "data", port=free_port(), args=args, env=env)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def _restart_worker(cluster: RayCluster, name: str) -> None:
-    """Start worker ``name`` again, as the cluster fixture first started it."""
-    cluster.start_node(
-        name,
-        [
-            f"--address={cluster.address}",
-            "--num-gpus=4",
-            "--num-cpus=1",
-            f"--resources={json.dumps({f'mosu-gpu-type:{GPU_TYPE}': 4})}",
-            f"--labels=mosu.io/node={name},mosu.io/rack=rack-{name}",
-        ],
-    )
 
 
 def _runs(out: Path, attempt: int) -> dict[int, dict]:
@@ -125,7 +88,7 @@ def test_gang_on_a_killed_node_is_requeued_and_runs_again_when_the_node_returns(
         assert (waiting.state, waiting.attempts) == (JobState.PENDING, 1)
         assert not _runs(tmp_path, 2)
 
-        _restart_worker(ray_cluster, "w1")
+        ray_cluster.start_worker("w1")
         back = time.monotonic()
         done = wait_for(
             lambda: (j := c.get_job(job.id)).state.finished and j,
@@ -138,15 +101,5 @@ def test_gang_on_a_killed_node_is_requeued_and_runs_again_when_the_node_returns(
         assert sorted(r["node"] for r in _runs(tmp_path, 2).values()) == ["w0", "w1"]
         assert (tmp_path / "done-2-0").exists() and (tmp_path / "done-2-1").exists()
         # Only the attempt that exited 0 on every rank is reported as succeeded.
-        states = [e.to_state for e in c.job_events(job.id) if e.kind == "state"]
-        assert states == [
-            "pending",
-            "starting",
-            "running",
-            "preempted",
-            "pending",
-            "starting",
-            "running",
-            "succeeded",
-        ]
+        assert state_history(c, job.id) == REQUEUED_ONCE_THEN_SUCCEEDED
         assert not (tmp_path / "done-1-0").exists() and not (tmp_path / "done-1-1").exists()

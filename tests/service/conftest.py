@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from mosu.core.api import JobExit, JobLaunch
 from mosu.service.app import create_app
 from mosu.service.platform import Platform
 from mosu.service.settings import Settings
+from tests.pg import fresh_postgres_database, postgres_url
 
 with warnings.catch_warnings():
     # starlette warns at import that its test client will move to another package.
@@ -70,20 +70,8 @@ class FakeExecutor:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """One fresh database for the whole run, dropped at the end."""
-    base = os.environ.get("MOSU_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("MOSU_TEST_POSTGRES_URL is not set")
-    url = make_url(base).set(drivername="postgresql+psycopg")
-    name = f"mosu_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database(postgres_url(), "mosu_test") as url:
+        yield url
 
 
 def _postgres_schema(request: pytest.FixtureRequest) -> Iterator[str]:
@@ -115,17 +103,26 @@ def executor() -> FakeExecutor:
     return FakeExecutor()
 
 
+def open_platform(
+    data_dir: Path, database_url: str, executor: FakeExecutor, **settings: float
+) -> Platform:
+    """An opened platform on ``database_url`` with ``executor``; ``settings`` as in Settings."""
+    p = Platform(
+        Settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            operator_token=OPERATOR_TOKEN,
+            **settings,
+        ),
+        executor,
+    )
+    p.open()
+    return p
+
+
 @pytest.fixture
 def platform(db_url: str, tmp_path: Path, executor: FakeExecutor) -> Iterator[Platform]:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        operator_token=OPERATOR_TOKEN,
-        grace_s=0.1,
-        min_runtime_s=0,
-    )
-    p = Platform(settings, executor)
-    p.open()
+    p = open_platform(tmp_path / "data", db_url, executor, grace_s=0.1, min_runtime_s=0)
     yield p
     p.close()
 

@@ -14,12 +14,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
 
 from mosu.service.leader import (
     AlwaysLeader,
@@ -28,7 +27,8 @@ from mosu.service.leader import (
     PostgresLease,
     lease_for_url,
 )
-from tests.pg import fresh_postgres_database
+from tests.e2e.conftest import free_port, wait_for
+from tests.pg import fresh_postgres_database, postgres_url
 
 TAKEOVER_LIMIT_S = 10.0
 
@@ -45,10 +45,7 @@ time.sleep(60)
 
 @pytest.fixture
 def pg_url() -> str:
-    url = os.environ.get("MOSU_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("MOSU_TEST_POSTGRES_URL is not set")
-    return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return postgres_url()
 
 
 @pytest.fixture
@@ -252,17 +249,6 @@ def fresh_database(pg_url: str) -> Iterator[str]:
         yield url
 
 
-def _wait(what: str, check: Callable[[], object], timeout_s: float) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.mark.postgres
 def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_after_sigkill(
     fresh_database: str, tmp_path: Path
@@ -275,7 +261,7 @@ def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_aft
     clients: list[Client] = []
 
     def start(name: str) -> Client:
-        port = _free_port()
+        port = free_port()
         log = tmp_path / f"server-{name}.log"
         env = dict(os.environ, MOSU_OPERATOR_TOKEN=token, MOSU_POLL_S="0.05", MOSU_TICK_S="0.5")
         cmd = [sys.executable, "-m", "mosu.cli.main", "server", "--database-url", fresh_database]
@@ -295,7 +281,7 @@ def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_aft
             except ServerUnreachable:
                 return False
 
-        _wait(f"server {name} to answer", healthy, 30)
+        wait_for(healthy, timeout=30, what=f"server {name} to answer")
         return client
 
     def leads(name: str) -> bool:
@@ -305,7 +291,7 @@ def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_aft
     out.mkdir()
     try:
         a = start("a")
-        _wait("server a to lead", lambda: leads("a"), 10)
+        wait_for(lambda: leads("a"), timeout=10, what="server a to lead")
         b = start("b")
         time.sleep(3)  # a standby retries every 2 s: it had its chances
         assert not leads("b")
@@ -317,26 +303,30 @@ def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_aft
             job = tb.submit(
                 JobSpec(name="w", gpus=1, command=[sys.executable, str(WORKER), str(out), "go"])
             )
-            _wait("the job to run", lambda: tb.get_job(job.id).state == JobState.RUNNING, 20)
+            wait_for(
+                lambda: tb.get_job(job.id).state == JobState.RUNNING,
+                timeout=20,
+                what="the job to run",
+            )
             first = tmp_path / "work" / f"start-{job.id}-1-0.json"
-            _wait("attempt 1's process", first.exists, 20)
+            wait_for(first.exists, timeout=20, what="attempt 1's process")
 
             servers["a"][0].kill()
             killed = time.monotonic()
-            _wait("server b to take over", lambda: leads("b"), TAKEOVER_LIMIT_S)
+            wait_for(lambda: leads("b"), timeout=TAKEOVER_LIMIT_S, what="server b to take over")
             took = time.monotonic() - killed
             assert b.health()["scheduler"] == "leader"
             print(f"takeover after SIGKILL of the leader: {took:.1f} s")
 
             # The new leader stops what the dead one left running and runs it again.
             second = tmp_path / "work" / f"start-{job.id}-2-0.json"
-            _wait("attempt 2 under the new leader", second.exists, 30)
+            wait_for(second.exists, timeout=30, what="attempt 2 under the new leader")
             assert (tmp_path / "work" / f"terminated-{job.id}-1-0").exists()
             (out / "go").write_text("")
-            _wait(
-                "the job to succeed",
+            wait_for(
                 lambda: tb.get_job(job.id).state == JobState.SUCCEEDED,
-                30,
+                timeout=30,
+                what="the job to succeed",
             )
             assert tb.get_job(job.id).attempts == 2
     finally:
@@ -353,21 +343,12 @@ def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_aft
                     proc.wait(timeout=10)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.postgres
 def test_leader_whose_session_dies_stops_its_work_and_one_server_leads_again(
     fresh_database: str, tmp_path: Path
 ) -> None:
     from mosu.service.platform import Platform
-    from mosu.service.settings import Settings
-    from tests.service.conftest import OPERATOR_TOKEN, FakeExecutor
+    from tests.service.conftest import FakeExecutor, open_platform
 
     class RecordingExecutor(FakeExecutor):
         shutdowns = 0
@@ -376,16 +357,7 @@ def test_leader_whose_session_dies_stops_its_work_and_one_server_leads_again(
             self.shutdowns += 1
 
     def platform(name: str, executor: FakeExecutor) -> Platform:
-        settings = Settings(
-            data_dir=tmp_path / name,
-            database_url=fresh_database,
-            operator_token=OPERATOR_TOKEN,
-            poll_s=0.05,
-            tick_s=0.2,
-        )
-        p = Platform(settings, executor)
-        p.open()
-        return p
+        return open_platform(tmp_path / name, fresh_database, executor, poll_s=0.05, tick_s=0.2)
 
     first_executor = RecordingExecutor()
     first = platform("a", first_executor)
@@ -402,11 +374,13 @@ def test_leader_whose_session_dies_stops_its_work_and_one_server_leads_again(
             conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lease.backend_pid})
         engine.dispose()
 
-        _wait("the old leader to stop its work", lambda: first_executor.shutdowns > 0, 10)
-        leaders = _wait(
-            "one server to lead again",
+        wait_for(
+            lambda: first_executor.shutdowns > 0, timeout=10, what="the old leader to stop its work"
+        )
+        leaders = wait_for(
             lambda: [p for p in (first, second) if p.loop.leading],
-            TAKEOVER_LIMIT_S,
+            timeout=TAKEOVER_LIMIT_S,
+            what="one server to lead again",
         )
         assert len(leaders) == 1
     finally:
