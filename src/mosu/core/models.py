@@ -139,12 +139,19 @@ class Job:
     estimate_s: float | None = None
     checkpoint_every_s: float | None = None
     kind: JobKind = JobKind.TRAIN
+    dims: tuple[int, int, int, int, int] = field(init=False, repr=False, compare=False)
+    """(GPUs per replica, share of each, replicas, CPU and memory per replica): a job
+    no smaller than another in each of these needs at least the same room. Kept on
+    the job because a scheduling cycle compares sizes for many jobs."""
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {self.replicas}")
         if self.replicas > 1 and self.shape.fractional:
             raise ValueError("a fractional GPU share is only valid for a single replica")
+        shape = self.shape
+        dims = (shape.gpus, shape.gpu_milli, self.replicas, shape.cpu_milli, shape.mem_mib)
+        object.__setattr__(self, "dims", dims)
 
     @property
     def total_gpu_milli(self) -> int:

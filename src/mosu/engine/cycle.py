@@ -414,13 +414,7 @@ def _try_start(work: _Work, job: Job, *, within_guarantee: bool) -> _Outcome:
         types = allowed
     avoid = _avoid_for(work, job)
     key = (types, job.topology, avoid)
-    dims = (
-        job.shape.gpus,
-        job.shape.gpu_milli,
-        job.replicas,
-        job.shape.cpu_milli,
-        job.shape.mem_mib,
-    )
+    dims = job.dims
     failed = work.no_fit.get(key)
     if failed and any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed):
         return _Outcome.BLOCKED if avoid else _Outcome.NO_FIT
@@ -553,7 +547,7 @@ def _reclaim(work: _Work) -> None:
             continue
         if _try_start(work, job, within_guarantee=True) == _Outcome.STARTED:
             continue
-        dims = _dims(job)
+        dims = job.dims
         if any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed):
             continue  # a smaller job already found no victims this round
         if pool is None:
@@ -562,11 +556,6 @@ def _reclaim(work: _Work) -> None:
                 pool.setdefault(v.tenant, []).append(v)
         if not _reclaim_for(work, job, pool):
             failed.append(dims)
-
-
-def _dims(job: Job) -> tuple[int, int, int, int, int]:
-    shape = job.shape
-    return (shape.gpus, shape.gpu_milli, job.replicas, shape.cpu_milli, shape.mem_mib)
 
 
 def _reclaim_for(work: _Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
@@ -746,7 +735,7 @@ def _reserve(work: _Work, job: Job) -> None:
         return  # one GPU frees up with the next completion: nothing to protect
     if any(r.job_id == job.id for r in work.reservations):
         return
-    failed_key = (_dims(job), job.gpu_types, job.topology)
+    failed_key = (job.dims, job.gpu_types, job.topology)
     if failed_key in work.reserve_failed:
         return
     state = work.state
@@ -897,7 +886,10 @@ def _preempt_by_rank(work: _Work) -> None:
         return  # nothing running ranks worse than the best waiting job
     attempts = 0
     failed: dict[str, list[tuple[tuple[int, int, int, int, int], Rank]]] = {}
-    dominated_by_failure: dict[tuple[str, tuple[int, int, int, int, int]], bool] = {}
+    dominated: set[tuple[str, tuple[int, int, int, int, int]]] = set()
+    """(tenant, size) of jobs found dominated: failures only accumulate, so they stay so."""
+    undominated: dict[str, set[tuple[int, int, int, int, int]]] = {}
+    """Tenant -> sizes found not dominated since that tenant last failed."""
     own_worst: dict[str, Rank] | None = None
     freed = False
     for job in itertools.chain((first,), pending):
@@ -913,18 +905,21 @@ def _preempt_by_rank(work: _Work) -> None:
         # A job no smaller and no better ranked than one of its tenant's that found
         # no victims this cycle would find none either. Every failure comes from an
         # earlier job of ``pending``, so none ranks worse than this one, and the
-        # answer depends only on the tenant and the job's size: it is remembered
-        # until the tenant fails again.
-        dims = _dims(job)
-        dominated_key = (job.tenant, dims)
-        dominated = dominated_by_failure.get(dominated_key)
-        if dominated is None:
-            dominated = dominated_by_failure[dominated_key] = any(
-                k <= klass and all(f <= d for f, d in zip(fd, dims, strict=True))
-                for fd, k in failed.get(job.tenant, ())
-            )
-        if dominated:
+        # answer depends only on the tenant and the job's size: a "yes" is remembered
+        # for the cycle, a "no" until the tenant fails again.
+        dims = job.dims
+        tenant = job.tenant
+        if (tenant, dims) in dominated:
             continue
+        clear = undominated.get(tenant)
+        if clear is None or dims not in clear:
+            if any(
+                k <= klass and all(f <= d for f, d in zip(fd, dims, strict=True))
+                for fd, k in failed.get(tenant, ())
+            ):
+                dominated.add((tenant, dims))
+                continue
+            undominated.setdefault(tenant, set()).add(dims)
         attempts += 1
         # Only the tenant's own jobs can make room in tenant scope, or for a job held
         # back by its quota: none ranking worse means no victims, without a search.
@@ -938,8 +933,8 @@ def _preempt_by_rank(work: _Work) -> None:
         if (own_scope and not own_worst.get(job.tenant, klass) > klass) or not _preempt_for(
             work, job, klass, run_class, scope
         ):
-            failed.setdefault(job.tenant, []).append((dims, klass))
-            dominated_by_failure.clear()
+            failed.setdefault(tenant, []).append((dims, klass))
+            undominated.pop(tenant, None)
             continue
         freed = True
         own_worst = None

@@ -198,12 +198,12 @@ class _Replay:
 
     def _true_remaining(self, now: float) -> dict[str, float]:
         out = dict(self.pending_remaining)
-        out.update(
-            {
-                k: max(0.0, p.remaining_s - max(0.0, now - p.started_s - p.overhead_s))
-                for k, p in self.running_progress.items()
-            }
-        )
+        # Conditional expressions rather than max(): this runs for every running job
+        # in every cycle of an oracle replay.
+        for k, p in self.running_progress.items():
+            ran = now - p.started_s - p.overhead_s
+            left = p.remaining_s - ran if ran > 0.0 else p.remaining_s
+            out[k] = left if left > 0.0 else 0.0
         return out
 
     # -- applying decisions ----------------------------------------------------
