@@ -177,6 +177,8 @@ def test_tenant_cohorts_from_the_command_line(make_server, cli_env):  # noqa: F8
         ("tenant", "update", "acme", "--cohort", "lab-b", "--no-cohort"),
     ):
         one_line_error(mosu(*args, env=op, ok=False), "cohort")
+    bad_name = mosu("tenant", "create", "gamma", "--cohort", "Lab A", env=op, ok=False)
+    one_line_error(bad_name, "cohort: must be 1 to 63 characters of lowercase letters")
     one_line_error(mosu("tenant", "update", "acme", env=op, ok=False), "nothing to change")
     one_line_error(mosu("tenant", "update", "nobody", "--cohort", "x", env=op, ok=False), "nobody")
     listed = {

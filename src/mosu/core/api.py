@@ -31,6 +31,11 @@ from mosu.core.models import JobKind, NodeState, Topology
 MAX_GPUS_PER_REPLICA = 1024
 MAX_REPLICAS = 4096
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+NAME_RULE = (
+    "1 to 63 characters of lowercase letters, digits, '.', '_' and '-', "
+    "beginning and ending with a letter or digit"
+)
+"""``NAME_PATTERN`` in words, for error messages."""
 PRIORITY_CLASSES = {"low": 0, "normal": 50, "high": 100}
 
 

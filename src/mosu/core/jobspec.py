@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from mosu.core.api import JobSpec
+from mosu.core.api import NAME_PATTERN, NAME_RULE, JobSpec
 from mosu.core.errors import InvalidInput
 
 
@@ -23,16 +24,27 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def error_message(error: Mapping[str, Any]) -> str:
+    """The reason of one pydantic error, in words a user reads (not a regex)."""
+    kind = error.get("type")
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "field required"
+    if (
+        kind == "string_pattern_mismatch"
+        and (error.get("ctx") or {}).get("pattern") == NAME_PATTERN
+    ):
+        return f"must be {NAME_RULE}"
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
 def invalid_from_validation(exc: ValidationError, *, source: str = "") -> InvalidInput:
     """The first pydantic error as one ``InvalidInput`` naming the field."""
     first = exc.errors()[0]
     loc = tuple(p for p in first["loc"] if not _is_union_tag(p))
     name = field_path(loc) or None
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown field"
-    elif first["type"] == "missing":
-        message = "field required"
+    message = error_message(first)
     prefix = f"{source}: " if source else ""
     extra = f" (and {len(exc.errors()) - 1} more problems)" if len(exc.errors()) > 1 else ""
     return InvalidInput(f"{prefix}{message}{extra}", field=name)

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import mosu
 from mosu.core.errors import PlatformError
-from mosu.core.jobspec import field_path
+from mosu.core.jobspec import error_message, field_path
 from mosu.service.metrics import CYCLE_BUCKETS, ApiMetrics, Histogram, MetricsMiddleware
 from mosu.service.platform import Platform
 from mosu.service.routers import events, jobs, metrics, nodes, queue, tenants
@@ -79,10 +79,7 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = tuple(p for p in first.get("loc", ()) if p not in ("body", "query", "path", "header"))
-        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        if first.get("type") == "extra_forbidden":
-            message = "unknown field"
-        return _error(422, "invalid", message, field_path(loc) or None)
+        return _error(422, "invalid", error_message(first), field_path(loc) or None)
 
     @app.exception_handler(StaleDataError)
     async def stale(_request: Request, _exc: StaleDataError) -> JSONResponse:
