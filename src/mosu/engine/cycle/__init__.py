@@ -1,0 +1,70 @@
+"""One scheduling cycle: ``schedule(snapshot, profile) -> CycleResult``.
+
+Least disruptive first, as numbered phases:
+
+1. open a working state (the running allocations, per-tenant usage);
+2. order each tenant's queue with the profile's ordering;
+3. start jobs that fit inside their tenant's guarantee;
+4. reclaim: a tenant below its guarantee whose job does not fit gets borrowed
+   capacity back (preempting the cheapest borrowed jobs);
+5. lend idle capacity to tenants above their guarantee, in weighted fair-share
+   order, up to each limit; with backfill, a blocked job gets a reservation and
+   later jobs start only where they cannot delay it;
+6. rank preemption: a better-ranked job (priority, or a preemptive ordering such
+   as least-attained-service) displaces worse-ranked ones in its scope;
+7. a typed reason (and estimated start where known) for every job left pending.
+
+Reclaim runs before lending so that idle capacity is never lent while a lender
+is waiting for it.
+
+Each phase has its own module: ``work`` opens the working state (1) and holds the
+quota arithmetic, ``ranks`` orders the queues (2), then ``admission`` (3),
+``reclaiming`` (4), ``lending`` with ``reservations`` (5), ``rank_preemption`` (6)
+and ``reasons`` (7); ``starting`` starts and evicts one job for all of them, and
+``victims`` turns running jobs into preemption candidates.
+"""
+
+from __future__ import annotations
+
+from mosu.engine.cycle.admission import admit_within_guarantees
+from mosu.engine.cycle.lending import lend_idle
+from mosu.engine.cycle.rank_preemption import preempt_by_rank
+from mosu.engine.cycle.ranks import order_queues
+from mosu.engine.cycle.reasons import close_cycle
+from mosu.engine.cycle.reclaiming import reclaim
+from mosu.engine.cycle.work import open_cycle
+from mosu.engine.decisions import CycleResult
+from mosu.engine.profiles import QuotaMode, RankPreemption, SchedulingProfile, build_profile
+from mosu.engine.snapshot import ClusterSnapshot
+
+__all__ = ["CycleResult", "SchedulingProfile", "build_profile", "schedule"]
+
+
+MAX_RECLAIM_ROUNDS = 3
+"""Reclaim can push a victim's tenant below its own guarantee; rounds of admit and
+reclaim repair that, bounded so a cycle always ends."""
+
+
+def schedule(snapshot: ClusterSnapshot, profile: SchedulingProfile) -> CycleResult:
+    """Decide what starts and what is preempted now. Same input, same result."""
+    work = open_cycle(snapshot, profile)  # 1
+    cp = work.state.checkpoint()
+    try:
+        order_queues(work)  # 2
+        admit_within_guarantees(work)  # 3
+        if profile.reclaim and profile.quotas == QuotaMode.BORROW:
+            for _ in range(MAX_RECLAIM_ROUNDS):  # 4
+                before = len(work.preempts)
+                reclaim(work)
+                if len(work.preempts) == before:
+                    break
+                # A victim's tenant may now be below its own guarantee: admit, then reclaim for it.
+                victims_of = {work.preempted_tenant[p.job_id] for p in work.preempts[before:]}
+                work.waiting_guarantee.clear()
+                admit_within_guarantees(work, only=victims_of)
+        lend_idle(work)  # 5
+        if profile.rank_preemption != RankPreemption.NONE:
+            preempt_by_rank(work)  # 6
+        return close_cycle(work)  # 7
+    finally:
+        work.state.rollback(cp)

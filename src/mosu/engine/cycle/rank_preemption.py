@@ -1,0 +1,263 @@
+"""Phase 6, rank preemption: a better-ranked job displaces worse-ranked ones in the
+profile's scope (its own tenant, borrowed capacity, or any)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from mosu.core.models import Job, Placement, RunningJob
+from mosu.core.reasons import PreemptReason
+from mosu.engine.cycle.ranks import running_class_map
+from mosu.engine.cycle.starting import commit_start, evict, try_start
+from mosu.engine.cycle.victims import as_victim
+from mosu.engine.cycle.work import (
+    Outcome,
+    Work,
+    borrowed_milli,
+    guarantee,
+    limit,
+    may_borrow_after,
+    node_type,
+    types_of,
+)
+from mosu.engine.ordering import Rank
+from mosu.engine.placement.base import place_job
+from mosu.engine.preemption import Victim, find_victims_by_node
+from mosu.engine.profiles import QuotaMode, RankPreemption
+
+
+def preempt_by_rank(work: Work) -> None:
+    ordering = work.profile.ordering
+    n = ordering.class_len
+    scope = work.profile.rank_preemption
+    outcome = work.outcome
+    waiting = (Outcome.NO_FIT, Outcome.BLOCKED, Outcome.QUOTA)
+    # The jobs still waiting, best rank first, read lazily: the walk usually stops
+    # early. Only the job at hand can start in the walk, so the jobs ahead are
+    # unchanged when reached.
+    pending = (j for j in work.ranked if (o := outcome.get(j.id)) is None or o in waiting)
+    first = next(pending, None)
+    if first is None or not work.running:
+        return
+    best = work.ranks[first.id][:n]
+    run_class = running_class_map(work)
+    if len(run_class) != len(work.running):  # reclaim evicted some since it was built
+        run_class = {k: v for k, v in run_class.items() if k in work.running}
+    worst = max(run_class.values())
+    if not worst > best:
+        return  # nothing running ranks worse than the best waiting job
+    attempts = 0
+    failed: dict[str, list[tuple[tuple[int, int, int, int, int], Rank]]] = {}
+    dominated: set[tuple[str, tuple[int, int, int, int, int]]] = set()
+    """(tenant, size) of jobs found dominated: failures only accumulate, so they stay so."""
+    undominated: dict[str, set[tuple[int, int, int, int, int]]] = {}
+    """Tenant -> sizes found not dominated since that tenant last failed."""
+    own_worst: dict[str, Rank] | None = None
+    freed = False
+    for job in itertools.chain((first,), pending):
+        if freed and try_start(work, job, within_guarantee=True) == Outcome.STARTED:
+            continue  # capacity an earlier preemption left over
+        klass = work.ranks[job.id][:n]
+        if klass >= worst or attempts >= work.profile.max_preemption_attempts:
+            if not freed:
+                # Classes only grow along ``pending``, ``attempts`` only grows and
+                # ``worst`` changes only with a preemption: no later job would act.
+                break
+            continue
+        # A job no smaller and no better ranked than one of its tenant's that found
+        # no victims this cycle would find none either. Every failure comes from an
+        # earlier job of ``pending``, so none ranks worse than this one, and the
+        # answer depends only on the tenant and the job's size: a "yes" is remembered
+        # for the cycle, a "no" until the tenant fails again.
+        dims = job.dims
+        tenant = job.tenant
+        if (tenant, dims) in dominated:
+            continue
+        clear = undominated.get(tenant)
+        if clear is None or dims not in clear:
+            if any(
+                k <= klass and all(f <= d for f, d in zip(fd, dims, strict=True))
+                for fd, k in failed.get(tenant, ())
+            ):
+                dominated.add((tenant, dims))
+                continue
+            undominated.setdefault(tenant, set()).add(dims)
+        attempts += 1
+        # Only the tenant's own jobs can make room in tenant scope, or for a job held
+        # back by its quota: none ranking worse means no victims, without a search.
+        own_scope = scope == RankPreemption.TENANT or outcome.get(job.id) == Outcome.QUOTA
+        if own_worst is None:
+            own_worst = {}
+            for k, c in run_class.items():
+                t = work.running[k].job.tenant
+                if t not in own_worst or c > own_worst[t]:
+                    own_worst[t] = c
+        if (own_scope and not own_worst.get(job.tenant, klass) > klass) or not _preempt_for(
+            work, job, klass, run_class, scope
+        ):
+            failed.setdefault(tenant, []).append((dims, klass))
+            undominated.pop(tenant, None)
+            continue
+        freed = True
+        own_worst = None
+        run_class = {k: v for k, v in run_class.items() if k in work.running}
+        worst = max(run_class.values()) if run_class else klass
+    if freed:  # what victims left over goes to guarantees first, then to borrowers
+        # (jobs started in this phase are skipped below; no other outcome changed)
+        rest = [j for j in work.ranked if outcome.get(j.id) != Outcome.NEVER]
+        # With static partitions the limit is the guarantee: a second pass would
+        # repeat the first on no more capacity.
+        passes = (True,) if work.profile.quotas == QuotaMode.STATIC else (True, False)
+        for within in passes:
+            for job in rest:
+                if outcome.get(job.id) != Outcome.STARTED:
+                    try_start(work, job, within_guarantee=within)
+
+
+def _preempt_for(
+    work: Work,
+    job: Job,
+    klass: Rank,
+    run_class: dict[str, Rank],
+    scope: RankPreemption,
+) -> bool:
+    """Displace worse-ranked jobs in ``scope`` (worst class first, then cheapest)."""
+    tenant = job.tenant
+    # A job held back by its tenant's quota can only make room by displacing its own.
+    own_only = work.outcome.get(job.id) == Outcome.QUOTA
+    borrowed: dict[tuple[str, str], int] = {}
+
+    def eligible(run: RunningJob) -> bool:
+        if run_class[run.job.id] <= klass:
+            return False
+        if run.job.tenant == tenant:
+            return True
+        if own_only:
+            return False
+        if scope == RankPreemption.ANY:
+            return True
+        if scope == RankPreemption.BORROWED:
+            gpu_type = work.state.nodes[work.state.index_of[run.placement[0].node]].gpu_type
+            key = (run.job.tenant, gpu_type)
+            amount = borrowed.get(key)
+            if amount is None:  # usage is fixed while candidates are chosen
+                amount = borrowed[key] = borrowed_milli(work, run.job.tenant, gpu_type)
+            return amount >= run.job.total_gpu_milli
+        return False
+
+    if scope == RankPreemption.ANY and not own_only:
+        pool = list(work.running)
+    else:
+        # Only the tenant's own jobs can be eligible, and with BORROWED also those of
+        # tenants not below their guarantee on some GPU type.
+        if work.running_of_tenant is None:
+            work.running_of_tenant = {}
+            for job_id, run in work.running.items():
+                work.running_of_tenant.setdefault(run.job.tenant, []).append(job_id)
+        borrowing = scope == RankPreemption.BORROWED and not own_only
+        pool = [
+            k
+            for t, ids in work.running_of_tenant.items()
+            if t == tenant
+            or (borrowing and any(borrowed_milli(work, t, g) >= 0 for g in work.capacity))
+            for k in ids
+            if k in work.running
+        ]
+    # Victims are built only for eligible jobs: usually few of those running.
+    candidates = [
+        v
+        for job_id in pool
+        if eligible(work.running[job_id]) and (v := as_victim(work, job_id)) is not None
+    ]
+    # Worst class first, then cheapest (costs are unique, so the order is total).
+    worst_first = work.worst_first_of
+    for c in {run_class[v.job_id] for v in candidates}:
+        if c not in worst_first:
+            worst_first[c] = _worst_first(c)
+    candidates.sort(key=lambda v: (worst_first[run_class[v.job_id]], v.cost))
+    if not candidates:
+        return False
+    if own_only:
+        return _preempt_own_for_quota(work, job, candidates)
+    types = types_of(work, job)
+    plan = find_victims_by_node(
+        work.state,
+        job,
+        candidates,
+        lambda: place_job(work.state, job, work.profile.placement),
+        need_milli=job.total_gpu_milli,
+        free_milli=sum(work.free.get(t, 0) for t in types),
+    )
+    if plan is None or not plan[0]:
+        return False  # fitting without victims is left to the final pass
+    victims, placement = plan
+    if not _quota_allows_after(work, tenant, placement, victims):
+        return False
+    for v in victims:
+        reason = PreemptReason.PRIORITY if v.tenant == tenant else PreemptReason.FAIR_SHARE
+        evict(work, v, reason, job.id)
+    commit_start(work, job, placement)
+    return True
+
+
+def _preempt_own_for_quota(work: Work, job: Job, candidates: list[Victim]) -> bool:
+    """Free enough of the tenant's own quota (worst-ranked first), then place the job."""
+    types = types_of(work, job)
+    excess = min(
+        work.usage.get((job.tenant, t), 0) + job.total_gpu_milli - limit(work, job.tenant, t)
+        for t in types
+    )
+    taken: list[Victim] = []
+    freed = 0
+    for v in candidates:
+        if freed >= excess:
+            break
+        taken.append(v)
+        freed += v.gpu_milli
+    if freed < excess:
+        return False
+    cp = work.state.checkpoint()
+    try:
+        for v in taken:
+            work.state.release(v.job_id)
+        placement = place_job(work.state, job, work.profile.placement)
+    finally:
+        work.state.rollback(cp)
+    if placement is None or not _quota_allows_after(work, job.tenant, placement, taken):
+        return False
+    for v in taken:
+        evict(work, v, PreemptReason.PRIORITY, job.id)
+    commit_start(work, job, placement)
+    return True
+
+
+def _quota_allows_after(
+    work: Work, tenant: str, placement: Placement, victims: Sequence[Victim]
+) -> bool:
+    """Whether ``tenant`` may hold ``placement`` once ``victims`` are gone: within its
+    limit, and, where it then borrows, within what its cohort may borrow."""
+    freed: dict[str, int] = {}
+    for v in victims:
+        if v.tenant == tenant:
+            for t, milli in _taken_by(work, v.placement).items():
+                freed[t] = freed.get(t, 0) + milli
+    taken = _taken_by(work, placement)
+    after = {t: work.usage.get((tenant, t), 0) - freed.get(t, 0) + a for t, a in taken.items()}
+    if any(used > limit(work, tenant, t) for t, used in after.items()):
+        return False
+    borrows = any(used > guarantee(work, tenant, t) for t, used in after.items())
+    return not borrows or may_borrow_after(work, tenant, taken, victims)
+
+
+def _taken_by(work: Work, placement: Placement) -> dict[str, int]:
+    taken: dict[str, int] = {}
+    for rp in placement:
+        t = node_type(work, rp.node)
+        taken[t] = taken.get(t, 0) + rp.gpu_milli * len(rp.gpu_indices)
+    return taken
+
+
+def _worst_first(klass: Rank) -> tuple:
+    """Sort key putting the worst (largest) class first, then the victim's cost."""
+    return tuple(-x if isinstance(x, (int, float)) else x for x in klass)

@@ -1,0 +1,112 @@
+"""Phase 4, reclaim: a job within its tenant's guarantee that does not fit gets
+borrowed capacity back, preempting the cheapest borrowed jobs of other tenants."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from mosu.core.models import Job
+from mosu.core.reasons import PreemptReason
+from mosu.engine.cycle.starting import commit_start, evict, try_start
+from mosu.engine.cycle.victims import running_victims
+from mosu.engine.cycle.work import (
+    Outcome,
+    Work,
+    borrowed_milli,
+    dominant_share,
+    guarantee,
+    types_of,
+)
+from mosu.engine.placement.base import place_job
+from mosu.engine.preemption import Victim, find_victims_by_node
+
+
+def reclaim(work: Work) -> None:
+    def order(j: Job) -> tuple:
+        return (dominant_share(work, j.tenant), work.ranks[j.id])
+
+    # Candidates once per round (built on first need), per tenant, cheapest first;
+    # evicted ones are skipped.
+    pool: dict[str, list[Victim]] | None = None
+    failed: list[tuple[int, int, int, int, int]] = []
+    for job in sorted(work.waiting_guarantee, key=order):
+        if work.outcome.get(job.id) == Outcome.STARTED:
+            continue
+        if try_start(work, job, within_guarantee=True) == Outcome.STARTED:
+            continue
+        dims = job.dims
+        if any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed):
+            continue  # a smaller job already found no victims this round
+        if pool is None:
+            pool = {}
+            for v in running_victims(work):
+                pool.setdefault(v.tenant, []).append(v)
+        if not _reclaim_for(work, job, pool):
+            failed.append(dims)
+
+
+def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
+    """Preempt the cheapest borrowed jobs of other tenants so ``job`` fits its guarantee."""
+    types = tuple(
+        t
+        for t in types_of(work, job)
+        if work.usage.get((job.tenant, t), 0) + job.total_gpu_milli
+        <= guarantee(work, job.tenant, t)
+    )
+    if not types:
+        return False
+    target = job if types == types_of(work, job) else replace(job, gpu_types=types)
+    lenders = [
+        pool[t]
+        for t in sorted(pool)
+        if t != job.tenant and any(borrowed_milli(work, t, g) > 0 for g in work.capacity)
+    ]
+    if not lenders:
+        return False
+    # Usage stays fixed until the plan is chosen, so each lender's borrowed amount
+    # per GPU type is computed once, not once per candidate and per check.
+    borrowed: dict[tuple[str, str], int] = {}
+
+    def borrowed_on(v: Victim) -> int:
+        key = (v.tenant, v.gpu_type)
+        amount = borrowed.get(key)
+        if amount is None:
+            amount = borrowed[key] = _borrowed_on(work, v)
+        return amount
+
+    # Borrowers of the job's own cohort go first (they run on its cohort's idle
+    # guarantee), then jobs wholly on borrowed capacity: taking them leaves their
+    # tenant at or above its guarantee.
+    candidates = [v for vs in lenders for v in vs if v.job_id in work.running]
+    book = work.cohorts
+    if book is not None:  # the victim search compares costs, so the cohort goes in them
+        home = book.cohort(job.tenant)
+        candidates = [replace(v, cost=(book.cohort(v.tenant) != home, *v.cost)) for v in candidates]
+    candidates.sort(key=lambda v: (borrowed_on(v) < v.gpu_milli, v.cost))
+
+    def still_borrowed(v: Victim, taken: Sequence[Victim]) -> bool:
+        # A victim's tenant must still be above its guarantee once earlier picks go.
+        gone = sum(t.gpu_milli for t in taken if t.tenant == v.tenant)
+        return borrowed_on(v) - gone > 0
+
+    plan = find_victims_by_node(
+        work.state,
+        job,
+        candidates,
+        lambda: place_job(work.state, target, work.profile.placement),
+        may_take=still_borrowed,
+        need_milli=job.total_gpu_milli,
+        free_milli=sum(work.free.get(t, 0) for t in types),
+    )
+    if plan is None:
+        return False
+    victims, placement = plan
+    for v in victims:
+        evict(work, v, PreemptReason.RECLAIM, job.id)
+    commit_start(work, job, placement)
+    return True
+
+
+def _borrowed_on(work: Work, v: Victim) -> int:
+    return work.usage.get((v.tenant, v.gpu_type), 0) - int(guarantee(work, v.tenant, v.gpu_type))

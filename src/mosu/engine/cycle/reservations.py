@@ -1,0 +1,179 @@
+"""Backfill reservations: holding capacity for a blocked job from the earliest time
+it can start, and keeping later jobs off the nodes held for it."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mosu.core.models import GPU_MILLI, Job, Shape
+from mosu.engine.cycle.work import Outcome, Reservation, Work, types_of
+from mosu.engine.placement.base import PlacementPolicy, place_job
+from mosu.engine.placement.bestfit import BestFit
+from mosu.engine.state import ClusterState
+
+
+@dataclass(frozen=True, slots=True)
+class Avoiding:
+    """Placement that refuses a set of nodes (those held for reservations)."""
+
+    inner: PlacementPolicy
+    avoid: frozenset[int]
+    name: str = "avoiding"
+
+    def select(
+        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+    ) -> tuple[int, tuple[int, ...]] | None:
+        allowed = [i for i in candidates if i not in self.avoid]
+        return self.inner.select(state, shape, allowed) if allowed else None
+
+
+def _estimate(work: Work, job: Job) -> float:
+    return job.estimate_s if job.estimate_s is not None else work.profile.default_estimate_s
+
+
+def avoid_for(work: Work, job: Job) -> frozenset[int]:
+    """Nodes held for reservations that ``job`` would still occupy when they begin."""
+    if not work.reservations:
+        return frozenset()
+    end = work.now + _estimate(work, job)
+    nodes: set[int] = set()
+    for r in work.reservations:
+        if r.job_id != job.id and end > r.start_s:
+            nodes |= r.nodes
+    return frozenset(nodes)
+
+
+def reserve(work: Work, job: Job) -> None:
+    """Hold capacity for a blocked job from the earliest time it can start."""
+    if len(work.reservations) >= work.profile.max_reservations:
+        return
+    if job.total_gpu_milli <= GPU_MILLI:
+        return  # one GPU frees up with the next completion: nothing to protect
+    if any(r.job_id == job.id for r in work.reservations):
+        return
+    failed_key = (job.dims, job.gpu_types, job.topology)
+    if failed_key in work.reserve_failed:
+        return
+    state = work.state
+    now = work.now
+    if work.running_ends is None:
+        default = work.profile.default_estimate_s
+        work.running_ends = [
+            (max(run.started_s + (d if (d := run.job.estimate_s) is not None else default), now), k)
+            for k, run in work.running.items()
+        ]
+        work.running_ends.sort()
+    started = sorted((now + _estimate(work, j), k) for k, j in work.started_jobs.items())
+    held = frozenset().union(*(r.nodes for r in work.reservations)) if work.reservations else None
+    policy = work.profile.placement if held is None else Avoiding(work.profile.placement, held)
+    types = types_of(work, job)
+    free = sum(work.free.get(t, 0) for t in types)
+    need = job.total_gpu_milli
+    gpus = job.shape.gpus
+    whole = job.shape.gpu_milli == GPU_MILLI
+    # Releases wait in ``deferred`` until a placement is worth trying: until then only
+    # the freed total and, per node touched, the GPUs' free shares (``shadow``) matter,
+    # and keeping those here is much cheaper than releasing in the state.
+    deferred: list[str] = []
+    shadow: dict[int, list[int]] = {}
+    # One replica is placed iff some node is a candidate (see ``_shadow_candidate``).
+    # When none is at the start, candidates can appear only among the nodes whose
+    # capacity grew since none was (``grown``), so a placement attempt that would
+    # find none is skipped; the shadow then also tracks free CPU and memory.
+    shape = job.shape
+    single = whole and job.replicas == 1
+    if single:
+        start = state.candidate_array(shape, job.gpu_types).tolist()
+        single = not any(held is None or i not in held for i in start)
+    shadow_cpu_mem: dict[int, list[int]] = {}
+    grown: set[int] = set()
+    cp = state.checkpoint()
+    try:
+        # Every job holding capacity, by estimated end (each id occurs once).
+        for end, job_id in heapq.merge(work.running_ends, started):
+            released = state.holdings.get(job_id)
+            if released is None:
+                continue
+            for rp in released:
+                i = state.index_of[rp.node]
+                if state.nodes[i].gpu_type in types:
+                    free += rp.gpu_milli * len(rp.gpu_indices)
+                if whole:
+                    node_free = shadow.get(i)
+                    if node_free is None:
+                        node_free = shadow[i] = list(state.gpu_free[i])
+                        if single:
+                            shadow_cpu_mem[i] = [state.cpu_free[i], state.mem_free[i]]
+                    for g in rp.gpu_indices:
+                        node_free[g] += rp.gpu_milli
+                    if single:
+                        cpu_mem = shadow_cpu_mem[i]
+                        cpu_mem[0] += rp.cpu_milli
+                        cpu_mem[1] += rp.mem_mib
+                        grown.add(i)
+            deferred.append(job_id)
+            if free < need:
+                continue
+            # Placement failed before this release, so it can succeed now only on a node
+            # this release opened up.
+            if whole and not any(
+                sum(f == GPU_MILLI for f in shadow[state.index_of[rp.node]]) >= gpus
+                for rp in released
+            ):
+                continue
+            if single:
+                found = [
+                    i
+                    for i in grown
+                    if _shadow_candidate(state, job, i, shadow[i], shadow_cpu_mem[i], held)
+                ]
+                grown.clear()  # placed below, or else none of them is a candidate
+                if not found:
+                    continue  # no candidate anywhere: placement would fail
+                if type(work.profile.placement) is BestFit:
+                    # What ``BestFit.select`` takes among these (the only candidates):
+                    # the least free GPU, then the lowest index; no need to release.
+                    best = min(found, key=lambda i: (sum(shadow[i]), i))
+                    work.reservations.append(Reservation(job.id, end, frozenset((best,))))
+                    work.outcome[job.id] = Outcome.NO_FIT
+                    work.reserve_failed.clear()
+                    return
+            for d in deferred:
+                state.release(d)
+            deferred.clear()
+            shadow.clear()
+            shadow_cpu_mem.clear()
+            placement = place_job(state, job, policy)
+            if placement is not None:
+                nodes = frozenset(state.index_of[rp.node] for rp in placement)
+                work.reservations.append(Reservation(job.id, end, nodes))
+                work.outcome[job.id] = Outcome.NO_FIT
+                work.reserve_failed.clear()
+                return
+    finally:
+        state.rollback(cp)
+    work.reserve_failed.add(failed_key)
+
+
+def _shadow_candidate(
+    state: ClusterState,
+    job: Job,
+    i: int,
+    gpu_free: list[int],
+    cpu_mem: list[int],
+    held: frozenset[int] | None,
+) -> bool:
+    """Whether node ``i``, with these free GPU shares, CPU and memory, is a node where
+    ``place_job`` could put ``job``'s one whole-GPU replica: what
+    ``ClusterState.candidate_array`` tests, less the nodes held for reservations."""
+    shape = job.shape
+    return (
+        state.schedulable[i]
+        and job.allows(state.nodes[i].gpu_type)
+        and (held is None or i not in held)
+        and cpu_mem[0] >= shape.cpu_milli
+        and cpu_mem[1] >= shape.mem_mib
+        and sum(f == GPU_MILLI for f in gpu_free) >= shape.gpus
+    )

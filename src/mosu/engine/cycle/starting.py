@@ -1,0 +1,124 @@
+"""Starting and evicting one job in the working state, with the usage and free
+capacity bookkeeping both need; the over-quota shortcut for the rest of a queue."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from mosu.core.models import Job, Placement
+from mosu.core.reasons import PreemptReason
+from mosu.engine.cycle.reservations import Avoiding, avoid_for
+from mosu.engine.cycle.work import INF, Outcome, Work, guarantee, limit, may_borrow
+from mosu.engine.decisions import Preempt, Start
+from mosu.engine.placement.base import place_job
+from mosu.engine.preemption import Victim
+
+
+def _add_usage(work: Work, tenant: str, placement: Placement, sign: int) -> None:
+    state, usage = work.state, work.usage
+    for rp in placement:
+        gpu_type = state.nodes[state.index_of[rp.node]].gpu_type
+        milli = sign * rp.gpu_milli * len(rp.gpu_indices)
+        key = (tenant, gpu_type)
+        usage[key] = usage.get(key, 0) + milli
+        if work.cohorts is not None:
+            work.cohorts.add(tenant, gpu_type, milli)
+
+
+def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
+    """Start ``job`` now if quota, capacity and reservations allow."""
+    need = job.total_gpu_milli
+    allowed = job.gpu_types or work.state.gpu_types
+    if need:
+        quota_key = (job.tenant, allowed, within_guarantee)
+        if need >= work.over_quota.get(quota_key, INF):
+            return Outcome.QUOTA
+        cap = guarantee if within_guarantee else limit
+        types = tuple(
+            t
+            for t in allowed
+            if work.usage.get((job.tenant, t), 0) + need <= cap(work, job.tenant, t)
+        )
+        if not within_guarantee and work.cohorts is not None:
+            types = tuple(t for t in types if may_borrow(work, job.tenant, t, need))
+        if not types:
+            work.over_quota[quota_key] = need
+            return Outcome.QUOTA
+        if not any(job.shape.gpus <= work.max_node_gpus.get(t, 0) for t in types):
+            return Outcome.NEVER
+        if need > sum(work.free.get(t, 0) for t in types):
+            return Outcome.NO_FIT
+    else:
+        types = allowed
+    avoid = avoid_for(work, job)
+    key = (types, job.topology, avoid)
+    dims = job.dims
+    failed = work.no_fit.get(key)
+    if failed and any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed):
+        return Outcome.BLOCKED if avoid else Outcome.NO_FIT
+    target = job if types == allowed else replace(job, gpu_types=types)
+    policy = work.profile.placement if not avoid else Avoiding(work.profile.placement, avoid)
+    placement = place_job(work.state, target, policy)
+    if placement is None:
+        work.no_fit.setdefault(key, []).append(dims)
+        return Outcome.BLOCKED if avoid else Outcome.NO_FIT
+    commit_start(work, job, placement)
+    return Outcome.STARTED
+
+
+def commit_start(work: Work, job: Job, placement: Placement) -> None:
+    work.state.assign(job.id, placement)
+    _add_usage(work, job.tenant, placement, +1)
+    for rp in placement:
+        gpu_type = work.state.nodes[work.state.index_of[rp.node]].gpu_type
+        work.free[gpu_type] -= rp.gpu_milli * len(rp.gpu_indices)
+    work.started_jobs[job.id] = job
+    work.starts.append(Start(job.id, placement))
+    work.outcome[job.id] = Outcome.STARTED
+    work.reserve_failed.clear()
+    if work.reservations:
+        work.reservations = [r for r in work.reservations if r.job_id != job.id]
+
+
+def evict(work: Work, victim: Victim, reason: PreemptReason, for_job: str) -> None:
+    run = work.running.pop(victim.job_id)
+    work.state.release(victim.job_id)
+    _add_usage(work, run.job.tenant, run.placement, -1)
+    for rp in run.placement:
+        gpu_type = work.state.nodes[work.state.index_of[rp.node]].gpu_type
+        work.free[gpu_type] += rp.gpu_milli * len(rp.gpu_indices)
+    work.preempts.append(Preempt(victim.job_id, reason, for_job))
+    work.preempted_tenant[victim.job_id] = run.job.tenant
+    # Capacity grew: every remembered no-fit and every reservation planned on the
+    # old state is stale; later phases plan afresh.
+    work.no_fit.clear()
+    work.over_quota.clear()
+    work.reservations.clear()
+    work.running_ends = None
+    work.reserve_failed.clear()
+
+
+def rest_over_quota(
+    work: Work, tenant: str, job: Job, start: int, *, within_guarantee: bool
+) -> bool:
+    """Whether every job from position ``start`` of ``tenant``'s queue is over quota,
+    given that ``job`` (of that queue) just was: true when they allow the same GPU
+    types and none needs less than the smallest need ``over_quota`` holds for them."""
+    queue = work.queues[tenant]
+    if start >= len(queue):
+        return True
+    if tenant not in work.tail_need:
+        if len({j.gpu_types for j in queue}) > 1:
+            work.tail_need[tenant] = None
+        else:
+            # ``total_gpu_milli``, inline: gpus * share * replicas is 0 without GPUs too.
+            needs = [j.shape.gpus * j.shape.gpu_milli * j.replicas for j in queue]
+            tail = np.minimum.accumulate(np.array(needs, dtype=np.int64)[::-1])[::-1]
+            work.tail_need[tenant] = tail.tolist()
+    tail_need = work.tail_need[tenant]
+    if tail_need is None:
+        return False
+    allowed = job.gpu_types or work.state.gpu_types
+    return tail_need[start] >= work.over_quota.get((tenant, allowed, within_guarantee), INF)

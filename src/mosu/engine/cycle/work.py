@@ -1,0 +1,234 @@
+"""The working state of one cycle: ``Work``, opening it (phase 1), and the quota
+arithmetic every phase reads (guarantees, limits, borrowed amounts, cohort checks,
+dominant share)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from mosu.core.models import GPU_MILLI, Job, RunningJob, Tenant
+from mosu.engine.cohorts import CohortBook
+from mosu.engine.decisions import Preempt, Start
+from mosu.engine.ordering import Rank
+from mosu.engine.preemption import Victim
+from mosu.engine.profiles import QuotaMode, SchedulingProfile
+from mosu.engine.snapshot import ClusterSnapshot
+from mosu.engine.state import ClusterState
+
+INF = math.inf
+
+
+class Outcome(Enum):
+    STARTED = 0
+    QUOTA = 1
+    NO_FIT = 2
+    BLOCKED = 3
+    NEVER = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    job_id: str
+    start_s: float
+    nodes: frozenset[int]
+
+
+@dataclass
+class Work:
+    """The cycle's working copy and bookkeeping."""
+
+    snap: ClusterSnapshot
+    profile: SchedulingProfile
+    state: ClusterState
+    tenants: dict[str, Tenant]
+    running: dict[str, RunningJob]
+    usage: dict[tuple[str, str], int]
+    free: dict[str, int]
+    max_node_gpus: dict[str, int]
+    capacity: dict[str, int]
+    ranks: dict[str, Rank] = field(default_factory=dict)
+    queues: dict[str, list[Job]] = field(default_factory=dict)
+    ranked: list[Job] = field(default_factory=list)
+    """Every pending job, best rank first."""
+    started_jobs: dict[str, Job] = field(default_factory=dict)
+    starts: list[Start] = field(default_factory=list)
+    preempts: list[Preempt] = field(default_factory=list)
+    outcome: dict[str, Outcome] = field(default_factory=dict)
+    waiting_guarantee: list[Job] = field(default_factory=list)
+    reservations: list[Reservation] = field(default_factory=list)
+    no_fit: dict[tuple, list[tuple[int, int, int, int, int]]] = field(default_factory=dict)
+    blocked_tenants: set[str] = field(default_factory=set)
+    running_ends: list[tuple[float, str]] | None = None
+    """Estimated end of every running job, sorted; built on the first reservation."""
+    guarantees: dict[tuple[str, str], int] = field(default_factory=dict)
+    limits: dict[tuple[str, str], float] = field(default_factory=dict)
+    preempted_tenant: dict[str, str] = field(default_factory=dict)
+    run_classes: dict[str, Rank] | None = None
+    """The preemption class of every job running when first asked (fixed for the cycle:
+    a running job's service and true remaining time are functions of ``now``)."""
+    victim_of: dict[str, Victim | None] = field(default_factory=dict)
+    """Running job id -> its ``Victim`` (None while younger than the minimum runtime),
+    built on first need: most cycles look at few of them, and the cost is fixed."""
+    worst_first_of: dict[Rank, tuple] = field(default_factory=dict)
+    running_of_tenant: dict[str, list[str]] | None = None
+    """Tenant -> ids of its jobs running when first asked (filter by ``running``)."""
+    all_victims: list[Victim] | None = None
+    """Every preemptible running job, cheapest first, as the cycle opened."""
+    over_quota: dict[tuple[str, tuple[str, ...], bool], int] = field(default_factory=dict)
+    """(tenant, allowed GPU types, within guarantee) -> the smallest need found over
+    quota since the tenant's usage last shrank. Usage only grows between evictions and
+    caps are fixed for the cycle, so any job of that tenant and types needing as much
+    is over quota too; queues long with such jobs are skipped at a dict lookup each."""
+    tail_need: dict[str, list[int] | None] = field(default_factory=dict)
+    """Tenant -> for each position of its queue, the smallest need from there to the end
+    (None when its jobs allow different GPU types); built on first need."""
+    reserve_failed: set[tuple] = field(default_factory=set)
+    cohorts: CohortBook | None = None
+    """Cohort usage, when tenants belong to two or more cohorts and may borrow."""
+    """Shapes that found no reservation since the state last changed: they would find
+    none again, as the search reads nothing else of the job."""
+
+    @property
+    def now(self) -> float:
+        return self.snap.now
+
+
+def open_cycle(snap: ClusterSnapshot, profile: SchedulingProfile) -> Work:
+    state = snap.base_state
+    if state is None:
+        state = ClusterState(snap.nodes)
+        for run in sorted(snap.running, key=lambda r: r.job.id):
+            state.assign(run.job.id, run.placement)
+        state.commit()
+    free: dict[str, int] = {t: 0 for t in state.gpu_types}
+    capacity: dict[str, int] = {t: 0 for t in state.gpu_types}
+    max_node_gpus: dict[str, int] = {t: 0 for t in state.gpu_types}
+    if len(state.gpu_types) == 1:  # the common case, without a pass over every node
+        only = state.gpu_types[0]
+        capacity[only] = state.capacity_milli
+        free[only] = state.capacity_milli - state.allocated_milli
+        max_node_gpus[only] = max(map(len, state.gpu_free), default=0)
+    else:
+        for i, node in enumerate(state.nodes):
+            if state.schedulable[i]:
+                capacity[node.gpu_type] += node.gpus * GPU_MILLI
+                max_node_gpus[node.gpu_type] = max(max_node_gpus[node.gpu_type], node.gpus)
+        for i, node in enumerate(state.nodes):
+            if state.schedulable[i]:
+                free[node.gpu_type] += sum(state.gpu_free[i])
+    running = {run.job.id: run for run in snap.running}
+    if snap.usage_milli is not None:
+        usage = dict(snap.usage_milli)
+    else:
+        usage = {}
+        type_of = {n.name: n.gpu_type for n in state.nodes}
+        for run in snap.running:
+            tenant = run.job.tenant
+            for rp in run.placement:
+                key = (tenant, type_of[rp.node])
+                usage[key] = usage.get(key, 0) + rp.gpu_milli * len(rp.gpu_indices)
+    work = Work(
+        snap=snap,
+        profile=profile,
+        state=state,
+        tenants={t.name: t for t in snap.tenants},
+        running=running,
+        usage=usage,
+        free=free,
+        max_node_gpus=max_node_gpus,
+        capacity=capacity,
+    )
+    if profile.quotas == QuotaMode.BORROW and CohortBook.needed(snap.tenants):
+        work.cohorts = CohortBook(
+            snap.tenants, capacity, usage, lambda t, g: int(guarantee(work, t, g))
+        )
+    return work
+
+
+# -- quota arithmetic ----------------------------------------------------------
+
+
+def guarantee(work: Work, tenant: str, gpu_type: str) -> float:
+    key = (tenant, gpu_type)
+    cached = work.guarantees.get(key)
+    if cached is not None:
+        return cached
+    t = work.tenants.get(tenant)
+    if work.profile.quotas == QuotaMode.SHARED or t is None:
+        value = 0
+    else:
+        value = t.quota(gpu_type).guaranteed_milli
+    work.guarantees[key] = value
+    return value
+
+
+def limit(work: Work, tenant: str, gpu_type: str) -> float:
+    key = (tenant, gpu_type)
+    cached = work.limits.get(key)
+    if cached is None:  # fixed for the cycle; asked for every job tried
+        cached = work.limits[key] = _quota_limit(work, tenant, gpu_type)
+    return cached
+
+
+def _quota_limit(work: Work, tenant: str, gpu_type: str) -> float:
+    mode = work.profile.quotas
+    if mode == QuotaMode.SHARED:
+        return INF
+    t = work.tenants.get(tenant)
+    if t is None:
+        return 0 if mode == QuotaMode.STATIC else INF
+    quota = t.quota(gpu_type)
+    if mode == QuotaMode.STATIC:
+        return quota.guaranteed_milli
+    return INF if quota.limit_milli is None else quota.limit_milli
+
+
+def types_of(work: Work, job: Job) -> tuple[str, ...]:
+    return job.gpu_types or work.state.gpu_types
+
+
+def borrowed_milli(work: Work, tenant: str, gpu_type: str) -> int:
+    return work.usage.get((tenant, gpu_type), 0) - int(guarantee(work, tenant, gpu_type))
+
+
+def may_borrow(work: Work, tenant: str, gpu_type: str, milli: int) -> bool:
+    """Whether the tenant's cohort leaves ``milli`` more of ``gpu_type`` to borrow."""
+    return work.cohorts is None or work.cohorts.may_borrow(tenant, gpu_type, milli)
+
+
+def may_borrow_after(
+    work: Work, tenant: str, taken: dict[str, int], victims: Sequence[Victim]
+) -> bool:
+    """``may_borrow`` for every type in ``taken`` once ``victims`` are gone."""
+    book = work.cohorts
+    if book is None:
+        return True
+    freed = [
+        (v.tenant, node_type(work, rp.node), rp.gpu_milli * len(rp.gpu_indices))
+        for v in victims
+        for rp in v.placement
+    ]
+    for who, gpu_type, milli in freed:
+        book.add(who, gpu_type, -milli)
+    try:
+        return all(book.may_borrow(tenant, t, amount) for t, amount in taken.items())
+    finally:
+        for who, gpu_type, milli in freed:
+            book.add(who, gpu_type, milli)
+
+
+def node_type(work: Work, node: str) -> str:
+    return work.state.nodes[work.state.index_of[node]].gpu_type
+
+
+def dominant_share(work: Work, tenant: str) -> float:
+    t = work.tenants.get(tenant)
+    weight = t.weight if t is not None and t.weight > 0 else 1.0
+    share = 0.0
+    for gpu_type, cap in work.capacity.items():
+        if cap:
+            share = max(share, work.usage.get((tenant, gpu_type), 0) / cap)
+    return share / weight
