@@ -10,6 +10,7 @@ from mosu.core.models import GPU_MILLI, Job, Node, Quota, RunningJob, Tenant
 from mosu.core.reasons import PendingReason, PreemptReason
 from mosu.engine.cycle import schedule
 from mosu.engine.decisions import CycleResult
+from mosu.engine.ordering import ShortestRemainingOracle, ShortestRemainingServiceOracle
 from mosu.engine.placement.base import place_job
 from mosu.engine.placement.bestfit import BestFit
 from mosu.engine.profiles import RankPreemption, SchedulingProfile, build_profile
@@ -245,6 +246,33 @@ SCENARIOS = [
         pending=[job("a1", 1, tenant="a", t=1)],
         want_starts=["a1"],
         want_preempt={"a0": PreemptReason.PRIORITY},
+    ),
+    Scenario(
+        "two-dimensional SRTF: less remaining GPU-time displaces a wider job ending sooner",
+        replace(
+            build_profile("las"),
+            ordering=ShortestRemainingServiceOracle(),
+            needs_true_remaining=True,
+        ),
+        [node("n0", 8)],
+        [tenant("a", 0), tenant("b", 0)],
+        # a0: 1,000 s left on 8 GPUs (8,000 GPU-s); b1: 3,000 s on 1 GPU (3,000 GPU-s).
+        running=[Running(job("a0", 8, tenant="a", estimate=1_000.0))],
+        pending=[job("b1", 1, tenant="b", t=1, estimate=3_000.0)],
+        want_starts=["b1"],
+        want_preempt={"a0": PreemptReason.FAIR_SHARE},
+    ),
+    Scenario(
+        "one-dimensional SRTF keeps the wider job that ends sooner",
+        replace(
+            build_profile("las"), ordering=ShortestRemainingOracle(), needs_true_remaining=True
+        ),
+        [node("n0", 8)],
+        [tenant("a", 0), tenant("b", 0)],
+        running=[Running(job("a0", 8, tenant="a", estimate=1_000.0))],
+        pending=[job("b1", 1, tenant="b", t=1, estimate=3_000.0)],
+        want_starts=[],
+        want_pending={"b1": PendingReason.NO_FIT},
     ),
     Scenario(
         "least attained service lets a fresh job displace a long-running one",

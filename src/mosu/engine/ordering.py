@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from mosu.core.models import Job
+from mosu.core.models import GPU_MILLI, Job
 
 Rank = tuple[float | str, ...]
 
@@ -111,3 +111,17 @@ class ShortestRemainingOracle:
 
     def rank(self, job: Job, inputs: RankInputs) -> Rank:
         return (-job.priority, inputs.true_remaining_s(job), job.submit_s, job.id)
+
+
+@dataclass(frozen=True)
+class ShortestRemainingServiceOracle:
+    """Reference only: true remaining GPU-time (remaining run time x GPUs), preempting
+    jobs with more (a two-dimensional SRTF, the oracle counterpart of 2D-LAS)."""
+
+    name: str = "srtf-gpu-oracle"
+    preemptive: bool = True
+    class_len: int = 2
+
+    def rank(self, job: Job, inputs: RankInputs) -> Rank:
+        service = inputs.true_remaining_s(job) * job.total_gpu_milli / GPU_MILLI
+        return (-job.priority, service, job.submit_s, job.id)
