@@ -86,10 +86,10 @@ class Work:
     """Tenant -> for each position of its queue, the smallest need from there to the end
     (None when its jobs allow different GPU types); built on first need."""
     reserve_failed: set[tuple] = field(default_factory=set)
-    cohorts: CohortBook | None = None
-    """Cohort usage, when tenants belong to two or more cohorts and may borrow."""
     """Shapes that found no reservation since the state last changed: they would find
     none again, as the search reads nothing else of the job."""
+    cohorts: CohortBook | None = None
+    """Cohort usage, when tenants belong to two or more cohorts and may borrow."""
 
     @property
     def now(self) -> float:
