@@ -84,7 +84,7 @@ VARIANTS: dict[str, Callable[[], SchedulingProfile]] = {
     "srtf-gpu-guarantees": lambda: _guarantees(ShortestRemainingServiceOracle()),
     "mosu": lambda: build_profile("mosu"),
 }
-COUNT_MODEL = ("las", "srtf-gpu-pool", "srtf-gpu-guarantees")
+COUNT_MODEL = ("las", "srtf-gpu-pool", "srtf-gpu-guarantees", "mosu")
 """Also run on the count model. There, profiles with backfill skip it instead: a
 reservation names nodes, and on one node it would hold the whole cluster."""
 
