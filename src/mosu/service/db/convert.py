@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mosu.core.api import AllocationOut, EventOut, JobOut, JobState, Quota, TenantOut
 from mosu.core.models import (
@@ -21,6 +21,8 @@ from mosu.core.models import Quota as EngineQuota
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow, TenantRow
 
 if TYPE_CHECKING:
+    from sqlalchemy import Row
+
     from mosu.engine.estimates import HistoryEstimator
 
 
@@ -138,8 +140,9 @@ def engine_tenant(row: TenantRow, quotas: list[QuotaRow]) -> Tenant:
     )
 
 
-def engine_job(row: JobRow, history: HistoryEstimator | None = None) -> Job:
-    """The engine's record; ``history`` fills the estimate of a job that has none."""
+def engine_job(row: JobRow | Row[Any], history: HistoryEstimator | None = None) -> Job:
+    """The engine's record, from a job row or a plain row of its columns; ``history``
+    fills the estimate of a job that has none."""
     shape = Shape(
         gpus=row.gpus,
         gpu_milli=row.gpu_milli if row.gpus else 0,

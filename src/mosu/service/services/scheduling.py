@@ -4,7 +4,9 @@ transaction) → apply (short transaction, guarded).
 The guard: every decision carries the job version the snapshot saw; a decision
 whose job changed since (cancelled, already started, finished) is skipped, and
 the job row's optimistic lock makes a concurrent change fail the transaction
-rather than be overwritten. The next cycle sees the new state.
+rather than be overwritten. The next cycle sees the new state. Why a job still
+waits is advice, not a decision: only changed reasons are written, by one statement
+guarded the same way, and without bumping the version.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState, ReplicaLaunch
@@ -42,6 +44,36 @@ class LoadedSnapshot:
     snapshot: ClusterSnapshot
     versions: dict[int, int]
     """Job id → the row version the snapshot was built from."""
+    reasons: dict[int, tuple[str | None, str | None, float | None]] = field(default_factory=dict)
+    """Pending job id → the (reason, message, estimated start) stored when loaded."""
+
+
+_SNAPSHOT_COLUMNS = (
+    JobRow.id,
+    JobRow.tenant,
+    JobRow.state,
+    JobRow.version,
+    JobRow.kind,
+    JobRow.priority,
+    JobRow.replicas,
+    JobRow.gpus,
+    JobRow.gpu_milli,
+    JobRow.gpu_types,
+    JobRow.cpu_milli,
+    JobRow.mem_mib,
+    JobRow.topology,
+    JobRow.estimate_s,
+    JobRow.checkpoint_every_s,
+    JobRow.submitted_at,
+    JobRow.started_at,
+    JobRow.attained_gpu_s,
+    JobRow.pending_reason,
+    JobRow.pending_message,
+    JobRow.estimated_start,
+)
+"""What a cycle reads of a job: plain rows, not ORM objects (no identity map, no
+spec JSON to decode). With thousands queued, loading them as objects was most of
+a cycle's cost."""
 
 
 @dataclass
@@ -87,13 +119,11 @@ def load_snapshot(session: Session, *, now: float, use_history: bool = False) ->
         engine_tenant(t, quotas[t.name])
         for t in session.scalars(select(TenantRow).order_by(TenantRow.name))
     )
-    rows = list(
-        session.scalars(
-            select(JobRow)
-            .where(JobRow.state.in_([JobState.PENDING.value, *[s.value for s in ACTIVE_STATES]]))
-            .order_by(JobRow.id)
-        )
-    )
+    rows = session.execute(
+        select(*_SNAPSHOT_COLUMNS)
+        .where(JobRow.state.in_([JobState.PENDING.value, *[s.value for s in ACTIVE_STATES]]))
+        .order_by(JobRow.id)
+    ).all()
     allocs: dict[int, list[AllocationRow]] = defaultdict(list)
     for a in session.scalars(select(AllocationRow).where(AllocationRow.released_at.is_(None))):
         allocs[a.job_id].append(a)
@@ -101,11 +131,13 @@ def load_snapshot(session: Session, *, now: float, use_history: bool = False) ->
     pending = []
     attained: dict[str, float] = {}
     versions: dict[int, int] = {}
+    reasons: dict[int, tuple[str | None, str | None, float | None]] = {}
     estimate = _history_estimator(session) if use_history else None
     for row in rows:
         versions[row.id] = row.version
         if row.state == JobState.PENDING.value:
             pending.append(engine_job(row, estimate))
+            reasons[row.id] = (row.pending_reason, row.pending_message, row.estimated_start)
             if row.attained_gpu_s:
                 attained[str(row.id)] = row.attained_gpu_s
             continue
@@ -128,7 +160,7 @@ def load_snapshot(session: Session, *, now: float, use_history: bool = False) ->
         pending=tuple(pending),
         attained_gpu_s=attained,
     )
-    return LoadedSnapshot(snapshot=snapshot, versions=versions)
+    return LoadedSnapshot(snapshot=snapshot, versions=versions, reasons=reasons)
 
 
 def apply_decisions(
@@ -136,7 +168,10 @@ def apply_decisions(
 ) -> Applied:
     """Write the cycle's decisions; call inside one transaction."""
     applied = Applied()
-    ids = {int(d.job_id) for d in (*result.preemptions, *result.starts, *result.pending)}
+    # Jobs that change state are loaded (and locked) as objects; jobs left pending
+    # are not: their reasons are compared with what the snapshot read and only the
+    # changed ones written, by a guarded update (step 3).
+    ids = {int(d.job_id) for d in (*result.preemptions, *result.starts)}
     rows = {
         r.id: r
         for r in session.scalars(select(JobRow).where(JobRow.id.in_(sorted(ids))).with_for_update())
@@ -204,15 +239,45 @@ def apply_decisions(
                 )
             )
         applied.started.append(row.id)
-    # 3. The rest: remember why each job waits (written only when it changed).
+    # 3. The rest: remember why each job waits, written only when it changed since the
+    # snapshot and only to the job version the snapshot saw, still pending. This write
+    # does not bump the version: a reason is advice, and a user's concurrent cancel
+    # must not fail for it.
+    changed = []
     for d in result.pending:
-        applied.queue_order.append(int(d.job_id))
-        row = current(d.job_id, (JobState.PENDING,))
-        if row is None:
-            continue
+        job_id = int(d.job_id)
+        applied.queue_order.append(job_id)
         eta = None if d.estimated_start_s is None else round(d.estimated_start_s)
-        _set_pending(row, str(d.reason), d.message, eta)
+        now_reason = (str(d.reason), d.message, eta)
+        if job_id in loaded.reasons and loaded.reasons[job_id] != now_reason:
+            # Parameter names unlike any column's: a key naming a column would be
+            # taken as a value to set.
+            changed.append(
+                {
+                    "b_id": job_id,
+                    "b_version": loaded.versions[job_id],
+                    "b_reason": now_reason[0],
+                    "b_message": now_reason[1],
+                    "b_eta": now_reason[2],
+                }
+            )
     session.flush()
+    if changed:
+        jobs = JobRow.__table__
+        session.connection().execute(
+            jobs.update()
+            .where(
+                jobs.c.id == bindparam("b_id"),
+                jobs.c.version == bindparam("b_version"),
+                jobs.c.state == JobState.PENDING.value,
+            )
+            .values(
+                pending_reason=bindparam("b_reason"),
+                pending_message=bindparam("b_message"),
+                estimated_start=bindparam("b_eta"),
+            ),
+            changed,
+        )
     return applied
 
 

@@ -1,0 +1,87 @@
+"""What a scheduling cycle writes to the store for jobs left pending: only reasons that
+changed, only to the job version the cycle saw, and without bumping it."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import event, select
+
+from mosu.engine.cycle import schedule
+from mosu.service.db.rows import JobRow
+from mosu.service.platform import Platform
+from mosu.service.services.scheduling import apply_decisions, load_snapshot
+from tests.service.conftest import seed, submit
+
+
+def stored(platform: Platform, job_id: int) -> tuple[str, str | None, int]:
+    with platform.tx() as s:
+        row = s.execute(
+            select(JobRow.state, JobRow.pending_reason, JobRow.version).where(JobRow.id == job_id)
+        ).one()
+        return row.state, row.pending_reason, row.version
+
+
+def test_reasons_are_written_once_and_only_when_they_change(api, platform: Platform):
+    tokens = seed(api, gpus=4)  # a, guaranteed 4, fills the node
+    running = submit(api, tokens["a"], gpus=4)
+    waiting = [submit(api, tokens["a"], gpus=4) for _ in range(3)]
+    updates: list[str] = []
+
+    def count(_conn, _cursor, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE JOBS"):
+            updates.append(statement)
+
+    event.listen(platform.engine, "before_cursor_execute", count)
+    try:
+        platform.loop.cycle()
+        assert stored(platform, running["id"])[0] in ("starting", "running")
+        first = [stored(platform, j["id"]) for j in waiting]
+        assert all(state == "pending" and reason is not None for state, reason, _ in first)
+        updates.clear()
+        platform.loop.cycle()  # nothing changed: no job row is written
+        assert updates == []
+        assert [stored(platform, j["id"]) for j in waiting] == first
+    finally:
+        event.remove(platform.engine, "before_cursor_execute", count)
+
+
+def test_a_job_cancelled_during_a_cycle_keeps_its_state_and_reason(api, platform: Platform):
+    tokens = seed(api, gpus=4)  # a, guaranteed 4, fills the node
+    submit(api, tokens["a"], gpus=4)
+    job = submit(api, tokens["a"], gpus=4)
+    platform.loop.cycle()
+    assert stored(platform, job["id"])[1] is not None
+    # A reason that differs from what the next cycle computes, so that cycle writes one;
+    # then ``job`` is cancelled between that cycle's snapshot and its apply.
+    with platform.tx() as s:
+        row = s.get(JobRow, job["id"])
+        assert row is not None
+        row.pending_reason = "stale-reason-of-an-older-cycle"
+    with platform.tx() as s:
+        loaded = load_snapshot(s, now=time.time())
+    assert loaded.reasons[job["id"]][0] == "stale-reason-of-an-older-cycle"
+    r = api.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 200, r.text
+    before = stored(platform, job["id"])
+    assert before[0] == "cancelled"
+    result = schedule(loaded.snapshot, platform.loop._profile)
+    assert any(p.job_id == str(job["id"]) for p in result.pending)
+    with platform.tx() as s:
+        apply_decisions(s, loaded=loaded, result=result, now=time.time())
+    assert stored(platform, job["id"]) == before, "the cycle wrote nothing to the cancelled job"
+
+
+def test_a_reason_write_leaves_the_version_for_a_concurrent_update(api, platform: Platform):
+    tokens = seed(api, gpus=4)  # a, guaranteed 4, fills the node
+    submit(api, tokens["a"], gpus=4)
+    job = submit(api, tokens["a"], gpus=4)
+    with platform.tx() as s:
+        row = s.get(JobRow, job["id"])
+        assert row is not None
+        row.pending_reason = "stale-reason-of-an-older-cycle"
+    _, _, version = stored(platform, job["id"])
+    platform.loop.cycle()
+    state, reason, after = stored(platform, job["id"])
+    assert (state, after) == ("pending", version)
+    assert reason not in (None, "stale-reason-of-an-older-cycle")
