@@ -31,9 +31,10 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mosu.core.models import Node
-from mosu.engine.ordering import ShortestRemainingServiceOracle
+from mosu.engine.ordering import QueueOrder, ShortestRemainingServiceOracle
 from mosu.engine.profiles import (
     QueueMode,
     QuotaMode,
@@ -50,38 +51,39 @@ PHILLY = Path(__file__).resolve().parents[1] / ".." / "shared" / "traces" / "phi
 FREE = ReplayConfig(checkpoint_every_s=0, restart_overhead_s=0)
 
 
-def _pool(ordering: object | None = None) -> SchedulingProfile:
-    base = build_profile("srtf-oracle")
-    profile = replace(
-        base,
-        name="srtf-pool",
-        quotas=QuotaMode.SHARED,
-        queue_mode=QueueMode.SKIP,
-        rank_preemption=RankPreemption.ANY,
-    )
-    return profile if ordering is None else replace(profile, ordering=ordering)
+POOL = {
+    "quotas": QuotaMode.SHARED,
+    "queue_mode": QueueMode.SKIP,
+    "rank_preemption": RankPreemption.ANY,
+}
+"""One shared pool: guarantees ignored, any worse-ranked job preemptible."""
+GUARANTEES = {
+    "quotas": QuotaMode.BORROW,
+    "queue_mode": QueueMode.BACKFILL,
+    "reclaim": True,
+    "rank_preemption": RankPreemption.BORROWED,
+    "victim_order": VictimOrder.SERVED,
+}
+"""mosu's tenancy rules: guarantees kept, idle capacity lent and reclaimed, only
+borrowed capacity (or a tenant's own jobs) preemptible."""
 
 
-def _guarantees(ordering: object | None = None) -> SchedulingProfile:
-    base = build_profile("srtf-oracle")
-    profile = replace(
-        base,
-        name="srtf-guarantees",
-        quotas=QuotaMode.BORROW,
-        queue_mode=QueueMode.BACKFILL,
-        reclaim=True,
-        rank_preemption=RankPreemption.BORROWED,
-        victim_order=VictimOrder.SERVED,
-    )
+def _oracle(
+    name: str, rules: dict[str, Any], ordering: QueueOrder | None = None
+) -> SchedulingProfile:
+    """``srtf-oracle`` (true remaining time, free of minimum runtime) under ``rules``."""
+    profile = replace(build_profile("srtf-oracle"), name=name, **rules)
     return profile if ordering is None else replace(profile, ordering=ordering)
 
 
 VARIANTS: dict[str, Callable[[], SchedulingProfile]] = {
     "las": lambda: build_profile("las"),
-    "srtf-pool": _pool,
-    "srtf-gpu-pool": lambda: _pool(ShortestRemainingServiceOracle()),
-    "srtf-guarantees": _guarantees,
-    "srtf-gpu-guarantees": lambda: _guarantees(ShortestRemainingServiceOracle()),
+    "srtf-pool": lambda: _oracle("srtf-pool", POOL),
+    "srtf-gpu-pool": lambda: _oracle("srtf-gpu-pool", POOL, ShortestRemainingServiceOracle()),
+    "srtf-guarantees": lambda: _oracle("srtf-guarantees", GUARANTEES),
+    "srtf-gpu-guarantees": lambda: _oracle(
+        "srtf-gpu-guarantees", GUARANTEES, ShortestRemainingServiceOracle()
+    ),
     "mosu": lambda: build_profile("mosu"),
 }
 COUNT_MODEL = ("las", "srtf-gpu-pool", "srtf-gpu-guarantees", "mosu")
