@@ -11,7 +11,7 @@ from mosu.engine.cycle import schedule
 from mosu.service.db.rows import JobRow
 from mosu.service.platform import Platform
 from mosu.service.services.scheduling import apply_decisions, load_snapshot
-from tests.service.conftest import seed, submit
+from tests.service.conftest import FakeExecutor, seed, submit
 
 
 def stored(platform: Platform, job_id: int) -> tuple[str, str | None, int]:
@@ -85,3 +85,28 @@ def test_a_reason_write_leaves_the_version_for_a_concurrent_update(api, platform
     state, reason, after = stored(platform, job["id"])
     assert (state, after) == ("pending", version)
     assert reason not in (None, "stale-reason-of-an-older-cycle")
+
+
+def test_a_woken_loop_checks_exits_and_stops_at_most_once_a_poll_interval(
+    platform: Platform, executor: FakeExecutor, monkeypatch
+):
+    polls: list[float] = []
+    original = executor.poll
+
+    def counted() -> list:
+        polls.append(time.monotonic())
+        return original()
+
+    monkeypatch.setattr(executor, "poll", counted)
+    loop = platform.loop
+    # The loop thread's calls: one per wake, as under a burst of submissions.
+    for _ in range(50):
+        loop.run_once(force_cycle=True, throttle=True)
+    assert len(polls) == 1, "woken 50 times within one poll interval: housekeeping ran once"
+    time.sleep(loop._poll_s)
+    loop.run_once(force_cycle=False, throttle=True)
+    assert len(polls) == 2, "a poll interval later it runs again"
+    # Called directly (tests, one-shot commands) it always runs.
+    loop.run_once()
+    loop.run_once()
+    assert len(polls) == 4

@@ -8,6 +8,7 @@ locking. API handlers only write the store and call ``wake()``.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -83,6 +84,7 @@ class SchedulerLoop:
         self._cycle_requested = False
         self._last_cycle_end = 0.0
         self._last_cycle_cost = 0.0
+        self._last_housekeeping = -math.inf
         self.queue_positions: dict[int, int] = {}
         """Pending job id → 1-based position in the last cycle's order."""
         self.cycles = 0
@@ -181,13 +183,21 @@ class SchedulerLoop:
         """One iteration. With ``throttle`` (the loop thread), a requested cycle waits
         until as much time has passed since the last one as that one took (at most
         ``MAX_REST_S``), so a long cycle (a deep queue) leaves the API time to answer;
-        requests made meanwhile are coalesced into that next cycle."""
-        self.sync_nodes()
-        exited = self.handle_exits()
-        self.enforce_max_runtime()
-        self.signal_stops()
-        if force_cycle or exited:
+        requests made meanwhile are coalesced into that next cycle. With ``throttle``
+        the housekeeping (exits, max runtime, stop signals, node sync) also runs at most
+        once a poll interval: each submission wakes the loop, and under a burst of them
+        it would otherwise query the store in a tight loop, taking the interpreter
+        from the API for nothing."""
+        if force_cycle:
             self._cycle_requested = True
+        paced = time.monotonic()
+        if not throttle or paced - self._last_housekeeping >= self._poll_s:
+            self._last_housekeeping = paced
+            self.sync_nodes()
+            if self.handle_exits():
+                self._cycle_requested = True
+            self.enforce_max_runtime()
+            self.signal_stops()
         now = self._clock()
         rest = min(self._last_cycle_cost, MAX_REST_S)
         rested = not throttle or now - self._last_cycle_end >= rest
