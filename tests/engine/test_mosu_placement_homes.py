@@ -236,3 +236,22 @@ def test_scarcity_is_a_weight_between_zero_and_one(mix: list[TaskType], held: li
     assert ((got > 0) | (expected_arrivals(state, mix, np.ones(len(mix))) == 0)).all()
     assert (got <= 1).all()
     assert (homes(state, mix) >= 0).all()
+
+
+def test_a_mix_needing_no_cpu_is_not_held_back_by_a_node_without_cpu() -> None:
+    # Every GPU task of the mix needs no CPU or memory: free GPUs are fed however
+    # little CPU and memory a node has left, zero included (not 0 x inf = nan).
+    mix = TaskMix.observe([(Shape(gpus=2), ()), (Shape(gpus=1, gpu_milli=500), ())])
+    policy = Mosu(mix, random.Random(0))
+    state = ClusterState([Node(name="bare", gpu_type="A", gpus=4, cpu_milli=0, mem_mib=0)])
+    policy._per_type(state)
+    assert policy.gpu_per_cpu.tolist() == [np.inf]
+    stranded = policy.stranded(
+        frag=np.array([250.0]),
+        free=np.array([4000.0]),
+        cpu=np.array([0.0]),
+        mem=np.array([0.0]),
+        types=np.array([0]),
+    )
+    assert stranded.tolist() == [250.0]
+    assert policy.select(state, Shape(gpus=2), [0]) is not None

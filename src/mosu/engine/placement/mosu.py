@@ -138,8 +138,13 @@ class Mosu:
     ) -> np.ndarray:
         """Expected GPU milli the mix cannot use on nodes with this fragmentation, free
         GPU, CPU and memory, and GPU type."""
-        fed = np.minimum(cpu * self.gpu_per_cpu[types], mem * self.gpu_per_mem[types])
-        return np.maximum(frag, free - fed)
+        per_cpu, per_mem = self.gpu_per_cpu[types], self.gpu_per_mem[types]
+        # A mix that needs no CPU (or memory) is not held back by it, even on a node with
+        # none left: that is inf GPU fed, where the product would be 0 x inf = nan.
+        with np.errstate(invalid="ignore"):
+            by_cpu = np.where(per_cpu == np.inf, np.inf, cpu * per_cpu)
+            by_mem = np.where(per_mem == np.inf, np.inf, mem * per_mem)
+        return np.maximum(frag, free - np.minimum(by_cpu, by_mem))
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Sequence[int]
