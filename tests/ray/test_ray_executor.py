@@ -72,6 +72,15 @@ def _wait(what: str, done: Callable[[], bool], timeout_s: float = WAIT_S) -> flo
     return time.monotonic() - start
 
 
+RUNNERS_GONE_S = 10.0
+"""``ray.kill`` returns before the actor is gone: a killed runner's name leaves Ray's
+list of named actors shortly after, not at once."""
+
+
+def _no_runners_left(gangs: RayGangs, job_id: str) -> None:
+    _wait(f"no runner of {job_id} left", lambda: gangs.runner_names(job_id) == [], RUNNERS_GONE_S)
+
+
 def _poll_until_ended(executor: RayGangs, gang: RayGang) -> list[ReplicaStatus]:
     statuses: list[ReplicaStatus] = []
 
@@ -152,7 +161,7 @@ def test_gang_runs_one_replica_per_node_with_its_gpus_and_rank(
         log = executor.log_path("gang-ok", rank).read_text()
         assert f"hello from rank {rank} on {node}" in log
     assert 1024 <= gang.master_port <= 65535
-    assert executor.runner_names("gang-ok") == []
+    _no_runners_left(executor, "gang-ok")
 
 
 def test_failing_replica_is_reported_with_its_exit_code(
@@ -198,7 +207,7 @@ def test_stop_lets_a_trapping_replica_checkpoint_and_kills_one_that_ignores_sigt
     assert grace_s <= took < grace_s + 10.0
     assert not _pid_alive(int(_seen(tmp_path, 1)["pid"]))
     assert [_seen(tmp_path, r)["CUDA_VISIBLE_DEVICES"] for r in (0, 1)] == ["1,3", "0,2"]
-    assert executor.runner_names("gang-stop") == []
+    _no_runners_left(executor, "gang-stop")
     assert executor.stop(gang, grace_s=grace_s) == statuses  # stopping twice is harmless
 
 
@@ -218,7 +227,7 @@ def test_gang_start_is_all_or_nothing(executor: RayGangs, script: Path, tmp_path
 
     assert err.value.requeue is True  # a stale placement: the job waits for another
 
-    assert executor.runner_names("gang-partial") == []
+    _no_runners_left(executor, "gang-partial")
     started = tmp_path / "replica-0.json"
     if started.exists():  # replica 0 may have started before replica 1 refused
         assert not _pid_alive(int(_seen(tmp_path, 0)["pid"]))
@@ -236,7 +245,7 @@ def test_missing_command_fails_the_gang_instead_of_requeueing_it(
         executor.start(spec)
 
     assert err.value.requeue is False
-    assert executor.runner_names("gang-typo") == []
+    _no_runners_left(executor, "gang-typo")
 
 
 def test_unknown_node_is_refused_before_anything_starts(
@@ -245,7 +254,7 @@ def test_unknown_node_is_refused_before_anything_starts(
     spec = _spec("gang-nowhere", script, tmp_path, "exit", ReplicaPlacement("w9", (0,)))
     with pytest.raises(GangStartError, match="replica 0's node 'w9' is not in the Ray cluster"):
         executor.start(spec)
-    assert executor.runner_names("gang-nowhere") == []
+    _no_runners_left(executor, "gang-nowhere")
 
 
 # --- the platform's executor (what the scheduling loop calls) ----------------------------
@@ -376,7 +385,7 @@ def test_a_restarted_controller_stops_the_runners_its_predecessor_left(
     successor = RayExecutor(address=ray_cluster.address, instance="test", call_timeout_s=5.0)
 
     assert successor.terminate_orphans(14, [], grace_s=2.0) == 2
-    assert successor.gangs.runner_names("14") == []
+    _no_runners_left(successor.gangs, "14")
     for r in (0, 1):
         assert not _pid_alive(int(_seen(tmp_path, r)["pid"]))
     other = RayExecutor(address=ray_cluster.address, instance="another", call_timeout_s=5.0)
