@@ -17,10 +17,12 @@ the Tiresias simulator's ``count`` placement; backfill is skipped there, as a
 reservation would hold the one node). A policy without oracle knowledge
 that keeps the guarantees cannot be expected below the ``*-guarantees`` rows.
 
-``--quick`` replays two weekdays on a twentieth-size cluster (23 nodes) through
-the two-dimensional oracle pair (CI). Skips with a message when the shared traces are absent.
+``--realistic`` charges mosu's default preemption cost instead (work since the last
+30-minute checkpoint lost, 60 s restart). ``--quick`` replays two weekdays on a
+twentieth-size cluster (23 nodes) through the two-dimensional oracle pair (CI).
+Skips with a message when the shared traces are absent.
 
-    .venv/bin/python bench/bench_bounds.py [--quick]
+    .venv/bin/python bench/bench_bounds.py [--quick] [--realistic]
 """
 
 from __future__ import annotations
@@ -112,6 +114,12 @@ def one_pool(nodes: list[Node]) -> list[Node]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two days, node model (CI)")
+    parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help="mosu's default preemption cost (work since the last 30-min checkpoint is lost, "
+        "60 s restart) instead of free preemption",
+    )
     args = parser.parse_args()
     if not (PHILLY / "philly.csv").exists():
         print(json.dumps({"skipped": f"no Philly trace at {PHILLY.resolve()}"}))
@@ -135,7 +143,7 @@ def main() -> None:
             if profile.queue_mode == QueueMode.BACKFILL:
                 profile = replace(profile, queue_mode=QueueMode.SKIP)
         c0 = time.process_time()
-        result = replay(jobs, tenants, cluster, profile, FREE)
+        result = replay(jobs, tenants, cluster, profile, ReplayConfig() if args.realistic else FREE)
         summary = summarize(result.log)
         results.setdefault(model, {})[name] = {
             "avg_jct_s": summary["avg_jct_s"],
@@ -159,7 +167,7 @@ def main() -> None:
                 "window": [start, end],
                 "nodes": len(nodes),
                 "mean_run_s": round(mean_run_s, 1),
-                "preemption": "free",
+                "preemption": "realistic" if args.realistic else "free",
                 "models": results,
             }
         )
