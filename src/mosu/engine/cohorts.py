@@ -4,12 +4,11 @@ Tenants of one cohort lend each other the part of their guarantees they leave
 idle; tenants without a cohort form one default cohort together. Capacity
 guaranteed to nobody is lendable to every cohort. So, per GPU type, what all
 cohorts together hold above their members' summed guarantees must fit in the
-unguaranteed capacity: one cohort's idle guarantee never runs another cohort's
-borrowed jobs.
+unguaranteed capacity: no new borrowing runs on another cohort's idle guarantee.
 
 Only new borrowing is checked. A tenant using its own guarantee is never held
-back by its cohort; if that leaves a borrower on capacity that is no longer
-lendable, reclaim takes it back.
+back by its cohort; if that leaves an earlier borrower of its cohort on capacity
+that is no longer lendable, that borrower is reclaimable when its lender asks.
 """
 
 from __future__ import annotations
@@ -19,6 +18,11 @@ from collections.abc import Callable, Iterable, Mapping
 from mosu.core.models import Tenant
 
 DEFAULT_COHORT = ""
+
+
+def cohort_of(tenant: Tenant) -> str:
+    """The tenant's cohort; ``DEFAULT_COHORT`` for one without a cohort."""
+    return tenant.cohort or DEFAULT_COHORT
 
 
 class CohortBook:
@@ -31,11 +35,11 @@ class CohortBook:
         usage: Mapping[tuple[str, str], int],
         guarantee: Callable[[str, str], int],
     ) -> None:
-        self.cohort_of = {t.name: t.cohort or DEFAULT_COHORT for t in tenants}
+        self.cohort_by_tenant = {t.name: cohort_of(t) for t in tenants}
         self.guaranteed: dict[tuple[str, str], int] = {}
         self.used: dict[tuple[str, str], int] = {}
         self.spare: dict[str, int] = dict(capacity)
-        for name, cohort in self.cohort_of.items():
+        for name, cohort in self.cohort_by_tenant.items():
             for gpu_type in capacity:
                 g = guarantee(name, gpu_type)
                 key = (cohort, gpu_type)
@@ -48,7 +52,7 @@ class CohortBook:
             self.add(tenant, gpu_type, milli)
 
     def cohort(self, tenant: str) -> str:
-        return self.cohort_of.get(tenant, DEFAULT_COHORT)
+        return self.cohort_by_tenant.get(tenant, DEFAULT_COHORT)
 
     def _over(self, key: tuple[str, str]) -> int:
         return max(0, self.used.get(key, 0) - self.guaranteed.get(key, 0))
@@ -70,4 +74,4 @@ class CohortBook:
     @staticmethod
     def needed(tenants: Iterable[Tenant]) -> bool:
         """One cohort cannot hold more than the cluster, so only two or more need a book."""
-        return len({t.cohort or DEFAULT_COHORT for t in tenants}) > 1
+        return len({cohort_of(t) for t in tenants}) > 1

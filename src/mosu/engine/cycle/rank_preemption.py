@@ -138,7 +138,7 @@ def _preempt_for(
         if scope == RankPreemption.ANY:
             return True
         if scope == RankPreemption.BORROWED:
-            gpu_type = work.state.nodes[work.state.index_of[run.placement[0].node]].gpu_type
+            gpu_type = node_type(work, run.placement[0].node)
             key = (run.job.tenant, gpu_type)
             amount = borrowed.get(key)
             if amount is None:  # usage is fixed while candidates are chosen

@@ -10,19 +10,22 @@ import numpy as np
 from mosu.core.models import Job, Placement
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.reservations import Avoiding, avoid_for
-from mosu.engine.cycle.work import INF, Outcome, Work, guarantee, limit, may_borrow
+from mosu.engine.cycle.work import INF, Outcome, Work, guarantee, limit, may_borrow, node_type
 from mosu.engine.decisions import Preempt, Start
 from mosu.engine.placement.base import place_job
 from mosu.engine.preemption import Victim
 
 
-def _add_usage(work: Work, tenant: str, placement: Placement, sign: int) -> None:
-    state, usage = work.state, work.usage
+def _account(work: Work, tenant: str, placement: Placement, sign: int) -> None:
+    """``placement`` taken (``sign`` +1) or given back (-1) by ``tenant``: its usage, its
+    cohort's, and the free capacity per GPU type."""
+    usage, free = work.usage, work.free
     for rp in placement:
-        gpu_type = state.nodes[state.index_of[rp.node]].gpu_type
+        gpu_type = node_type(work, rp.node)
         milli = sign * rp.gpu_milli * len(rp.gpu_indices)
         key = (tenant, gpu_type)
         usage[key] = usage.get(key, 0) + milli
+        free[gpu_type] -= milli
         if work.cohorts is not None:
             work.cohorts.add(tenant, gpu_type, milli)
 
@@ -70,10 +73,7 @@ def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
 
 def commit_start(work: Work, job: Job, placement: Placement) -> None:
     work.state.assign(job.id, placement)
-    _add_usage(work, job.tenant, placement, +1)
-    for rp in placement:
-        gpu_type = work.state.nodes[work.state.index_of[rp.node]].gpu_type
-        work.free[gpu_type] -= rp.gpu_milli * len(rp.gpu_indices)
+    _account(work, job.tenant, placement, +1)
     work.started_jobs[job.id] = job
     work.starts.append(Start(job.id, placement))
     work.outcome[job.id] = Outcome.STARTED
@@ -85,10 +85,7 @@ def commit_start(work: Work, job: Job, placement: Placement) -> None:
 def evict(work: Work, victim: Victim, reason: PreemptReason, for_job: str) -> None:
     run = work.running.pop(victim.job_id)
     work.state.release(victim.job_id)
-    _add_usage(work, run.job.tenant, run.placement, -1)
-    for rp in run.placement:
-        gpu_type = work.state.nodes[work.state.index_of[rp.node]].gpu_type
-        work.free[gpu_type] += rp.gpu_milli * len(rp.gpu_indices)
+    _account(work, run.job.tenant, run.placement, -1)
     work.preempts.append(Preempt(victim.job_id, reason, for_job))
     work.preempted_tenant[victim.job_id] = run.job.tenant
     # Capacity grew: every remembered no-fit and every reservation planned on the

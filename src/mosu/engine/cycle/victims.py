@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mosu.core.models import GPU_MILLI
 from mosu.engine.cycle.ranks import running_class_map
-from mosu.engine.cycle.work import Work
+from mosu.engine.cycle.work import Work, node_type
 from mosu.engine.preemption import Victim, lost_gpu_s, on_nodes
 from mosu.engine.profiles import VictimOrder
 
@@ -43,11 +43,8 @@ def as_victim(work: Work, job_id: str) -> Victim | None:
             cost = (run.job.priority, *served, lost_gpu_s(run, now), -total, gpu, job_id)
         else:
             cost = (run.job.priority, -run.started_s, job_id)
-        state = work.state
-        gpu_type = (
-            state.nodes[state.index_of[run.placement[0].node]].gpu_type if run.placement else ""
-        )
-        held = on_nodes(state, run.placement)
+        gpu_type = node_type(work, run.placement[0].node) if run.placement else ""
+        held = on_nodes(work.state, run.placement)
         victim = Victim(job_id, run.job.tenant, run.placement, gpu, cost, gpu_type, held)
     memo[job_id] = victim
     return victim
