@@ -44,7 +44,7 @@ class LoadedSnapshot:
     snapshot: ClusterSnapshot
     versions: dict[int, int]
     """Job id → the row version the snapshot was built from."""
-    reasons: dict[int, tuple[str | None, str | None, float | None]] = field(default_factory=dict)
+    reasons: dict[int, tuple[str | None, str | None, float | None]]
     """Pending job id → the (reason, message, estimated start) stored when loaded."""
 
 
@@ -201,17 +201,13 @@ def apply_decisions(
     # plans starts on capacity its preemptions free, but a victim holds its GPUs until
     # its processes exit (the grace period): such a start waits for a later cycle.
     free = _free_capacity(session, nodes)
+    waits: list[tuple[int, tuple[str, str, float | None]]] = []
     for s in result.starts:
         row = current(s.job_id, (JobState.PENDING,))
         if row is None:
             continue
         if not free.take(s.placement):
-            _set_pending(
-                row,
-                WAITING_FOR_PREEMPTED,
-                "capacity chosen for it is still held by preempted jobs that are checkpointing",
-                None,
-            )
+            waits.append((row.id, (WAITING_FOR_PREEMPTED, WAITING_FOR_PREEMPTED_MESSAGE, None)))
             applied.queue_order.append(row.id)
             continue
         row.attempts += 1
@@ -239,57 +235,62 @@ def apply_decisions(
                 )
             )
         applied.started.append(row.id)
-    # 3. The rest: remember why each job waits, written only when it changed since the
-    # snapshot and only to the job version the snapshot saw, still pending. This write
-    # does not bump the version: a reason is advice, and a user's concurrent cancel
-    # must not fail for it.
-    changed = []
+    # 3. The rest: remember why each job waits.
     for d in result.pending:
-        job_id = int(d.job_id)
-        applied.queue_order.append(job_id)
+        applied.queue_order.append(int(d.job_id))
         eta = None if d.estimated_start_s is None else round(d.estimated_start_s)
-        now_reason = (str(d.reason), d.message, eta)
-        if job_id in loaded.reasons and loaded.reasons[job_id] != now_reason:
-            # Parameter names unlike any column's: a key naming a column would be
-            # taken as a value to set.
-            changed.append(
-                {
-                    "b_id": job_id,
-                    "b_version": loaded.versions[job_id],
-                    "b_reason": now_reason[0],
-                    "b_message": now_reason[1],
-                    "b_eta": now_reason[2],
-                }
-            )
+        waits.append((int(d.job_id), (str(d.reason), d.message, eta)))
     session.flush()
-    if changed:
-        jobs = JobRow.__table__
-        session.connection().execute(
-            jobs.update()
-            .where(
-                jobs.c.id == bindparam("b_id"),
-                jobs.c.version == bindparam("b_version"),
-                jobs.c.state == JobState.PENDING.value,
-            )
-            .values(
-                pending_reason=bindparam("b_reason"),
-                pending_message=bindparam("b_message"),
-                estimated_start=bindparam("b_eta"),
-            ),
-            changed,
-        )
+    _write_reasons(session, loaded, waits)
     return applied
+
+
+def _write_reasons(
+    session: Session,
+    loaded: LoadedSnapshot,
+    waits: list[tuple[int, tuple[str, str, float | None]]],
+) -> None:
+    """Store why each job waits, only where it changed since the snapshot, and only to
+    the job version the snapshot saw, still pending. The write does not bump the
+    version: a reason is advice, and a user's concurrent cancel must not fail for it."""
+    changed = [
+        # Parameter names unlike any column's: a key naming a column would be taken as
+        # a value to set.
+        {
+            "b_id": job_id,
+            "b_version": loaded.versions[job_id],
+            "b_reason": reason,
+            "b_message": message,
+            "b_eta": eta,
+        }
+        for job_id, (reason, message, eta) in waits
+        if job_id in loaded.reasons and loaded.reasons[job_id] != (reason, message, eta)
+    ]
+    if not changed:
+        return
+    jobs = JobRow.__table__
+    session.connection().execute(
+        jobs.update()
+        .where(
+            jobs.c.id == bindparam("b_id"),
+            jobs.c.version == bindparam("b_version"),
+            jobs.c.state == JobState.PENDING.value,
+        )
+        .values(
+            pending_reason=bindparam("b_reason"),
+            pending_message=bindparam("b_message"),
+            estimated_start=bindparam("b_eta"),
+        ),
+        changed,
+    )
 
 
 WAITING_FOR_PREEMPTED = "waiting-for-preempted"
 """Platform-side pending reason: the engine started the job on GPUs that preempted jobs
 still hold during their grace period."""
-
-
-def _set_pending(row: JobRow, reason: str, message: str, eta: float | None) -> None:
-    # Written only when it changed: most cycles leave most of the queue as it was.
-    if (row.pending_reason, row.pending_message, row.estimated_start) != (reason, message, eta):
-        row.pending_reason, row.pending_message, row.estimated_start = reason, message, eta
+WAITING_FOR_PREEMPTED_MESSAGE = (
+    "capacity chosen for it is still held by preempted jobs that are checkpointing"
+)
 
 
 @dataclass
