@@ -1,12 +1,18 @@
-"""GPUs of this machine: from ``nvidia-smi`` when present, otherwise declared by the user."""
+"""This machine's accelerators for ``mosu up``: the largest set discovery finds, else None.
+
+A thin view over ``mosu.agent.discovery``, which reports every vendor's devices
+(one set per model); callers that register one node per GPU type use it directly.
+"""
 
 from __future__ import annotations
 
 import re
-import shutil
 import socket
-import subprocess
 from dataclasses import dataclass
+
+from mosu.agent.discovery import discover as discover_sets
+from mosu.agent.discovery.nvidia import model_name
+from mosu.core.accelerators import Vendor
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,37 +20,29 @@ class LocalGpus:
     count: int
     gpu_type: str
     source: str
-    """``nvidia-smi`` or ``declared``."""
+    """The tool that found them (``nvidia-smi``, ``npu-smi`` …) or ``declared``."""
+    vendor: Vendor = Vendor.NVIDIA
+    memory_mib: int = 0
 
 
 def discover() -> LocalGpus | None:
-    """GPUs reported by ``nvidia-smi``, or None when it is absent or reports none."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
+    """The set with the most devices any vendor tool reports, or None when no tool finds any."""
+    sets = discover_sets()
+    if not sets:
         return None
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    names = [line.strip() for line in out.splitlines() if line.strip()]
-    if not names:
-        return None
-    return LocalGpus(count=len(names), gpu_type=gpu_type_name(names[0]), source="nvidia-smi")
+    best = max(sets, key=lambda s: s.count)  # max keeps the first of equals: vendor order
+    return LocalGpus(
+        count=best.count,
+        gpu_type=best.model,
+        source=best.source,
+        vendor=best.vendor,
+        memory_mib=best.memory_mib,
+    )
 
 
 def gpu_type_name(product: str) -> str:
     """``NVIDIA H800 80GB HBM3`` → ``H800``: the first token that looks like a model."""
-    for token in product.replace("NVIDIA", "").split():
-        match = re.match(r"^[A-Z]+\d+[A-Za-z]*", token)
-        if match:
-            return match.group(0)
-    return re.sub(r"[^A-Za-z0-9._-]", "-", product.strip())[:64] or "gpu"
+    return model_name(product)
 
 
 def local_node_name() -> str:
