@@ -1,4 +1,5 @@
-"""A real ``mosu up`` on 127.0.0.1 (free port, temporary data dir), stopped at teardown."""
+"""A real ``mosu up`` on 127.0.0.1 (free port, temporary data dir), stopped at teardown
+together with every replica its supervisors still run (a stopped server leaves them)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mosu.client import Client, ServerUnreachable
+from tests.jobs import JOB_PYTHON, shared_copy, shared_dir, stop_leftover_replicas
 
 OPERATOR_TOKEN = "mosu_op_e2e-operator-token"
 WORKER = Path(__file__).with_name("worker.py")
@@ -30,6 +32,20 @@ REQUEUED_ONCE_THEN_SUCCEEDED = [
     "succeeded",
 ]
 """The state history of a job stopped once, requeued, and run again to success."""
+
+
+def worker_argv(work: Path, release: str) -> list[str]:
+    """The stand-in training job (``worker.py``, copied into ``work`` by the ``work``
+    fixture), writing its records into ``work`` until ``work/release`` exists."""
+    return [JOB_PYTHON, str(work / WORKER.name), str(work), release]
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    """A directory every tenant's replicas may write their records in, with the worker."""
+    with shared_dir() as path:
+        shared_copy(WORKER, path)
+        yield path
 
 
 def free_port() -> int:
@@ -133,3 +149,4 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for server in started:
         server.stop()
+    stop_leftover_replicas(tmp_path)
