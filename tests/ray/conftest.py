@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import OPERATOR_TOKEN, Server, free_port
+from tests.jobs import JOB_PYTHON, shared_copy, shared_dir
 
 GPU_TYPE = "H800"
+REPLICA_SCRIPT = Path(__file__).with_name("replica_script.py")
 WORKERS = ("w0", "w1")
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
@@ -223,3 +225,21 @@ def _wait_for_port(port: int, cluster: RayCluster) -> None:
                 return
         time.sleep(0.2)
     raise RuntimeError(f"the Ray head did not listen on {port} in time\n{cluster.describe()}")
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Replicas run as the tenants' own Unix users: the directory a Ray test hands its
+    replicas (to write what they saw) must be one they may write in."""
+    with shared_dir(prefix="mosu-ray-test-") as path:
+        yield path
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    """The replica script, where every tenant's user may read it."""
+    return shared_copy(REPLICA_SCRIPT, tmp_path)
+
+
+def replica_command(script: Path, modes: str, out: Path) -> list[str]:
+    return [JOB_PYTHON, str(script), modes, str(out)]

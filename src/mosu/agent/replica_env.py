@@ -59,7 +59,7 @@ class ReplicaContract:
     """What mosu tells one replica about itself and its gang."""
 
     instance: str
-    job_id: int
+    job_id: int | str
     attempt: int
     replica: int
     num_replicas: int
@@ -83,7 +83,7 @@ class ReplicaContract:
         return marker_entries(self.instance, self.job_id, self.attempt, self.replica)
 
 
-def marker_entries(instance: str, job_id: int, attempt: int, replica: int) -> list[str]:
+def marker_entries(instance: str, job_id: int | str, attempt: int, replica: int) -> list[str]:
     return [
         f"MOSU_INSTANCE={instance}",
         f"MOSU_JOB_ID={job_id}",

@@ -39,6 +39,8 @@ class ReplicaRecord(OutputModel):
     supervisor: str | None = None
     """The handle ``start`` returned; None if the server died before recording it."""
     pid: int | None = None
+    log_path: str = ""
+    """This server's log file of the replica (where output copied from a node goes)."""
 
 
 class AttemptRecord(OutputModel):

@@ -222,7 +222,7 @@ class SchedulerLoop:
         supervisor died without an exit record is reported lost, so its job is requeued.
         Runs before the first cycle, so nothing new starts before everything old is known."""
         with self._sessions() as s:
-            attempts = active_attempts(s)
+            attempts = active_attempts(s, logs_dir=self._logs_dir)
         live = self._executor.adopt(attempts)
         for rec in attempts:
             started = live.get(rec.job_id)

@@ -140,12 +140,17 @@ def run(
     url = f"http://{host}:{port}"
     data = settings.data_dir.absolute()
     hidden = (str(data), str(Path.home()), str(config.config_path().absolute().parent))
-    try:
-        box = resolve(
-            sandbox, home_root=settings.home_root, fallback_home_root=data / "homes", hide=hidden
-        )
-    except SandboxUnavailable as exc:
-        raise InvalidInput(str(exc), field="--sandbox") from None
+    box = None  # on Ray, each node runs replicas in its own sandbox
+    if executor == "local":
+        try:
+            box = resolve(
+                sandbox,
+                home_root=settings.home_root,
+                fallback_home_root=data / "homes",
+                hide=hidden,
+            )
+        except SandboxUnavailable as exc:
+            raise InvalidInput(str(exc), field="--sandbox") from None
     exposed = open_to_others(data)
 
     def ready(token: str | None) -> None:
@@ -155,7 +160,7 @@ def run(
         if executor == "ray":
             print(f"executor: Ray cluster at {ray_address} (nodes from Ray)", flush=True)
             print("sandbox: per node (mosu node list), as each Ray node runs it", flush=True)
-        else:
+        elif box is not None:
             print(f"sandbox: {box.describe()}", flush=True)
             print(f"processes tracked by: {runner.tracking()}", flush=True)
         if exposed:
@@ -181,6 +186,7 @@ def run(
         )
         runner.gangs.connect()  # from the main thread, and fail early if Ray is unreachable
     else:
+        assert box is not None
         runner = LocalExecutor(instance=instance_id(settings), sandbox=box, cgroup=cgroup)
     serve(settings, runner, local_node=node, on_ready=ready)
 

@@ -401,16 +401,18 @@ def mark_running(
         if a.replica in started:
             a.pid = started[a.replica].pid
             a.supervisor = started[a.replica].supervisor
+    pids = {k: v.pid for k, v in started.items()}
     if row.state == JobState.STARTING.value:
-        pids = {k: v.pid for k, v in started.items()}
         transition(session, row, JobState.RUNNING, reason=reason, message=_pids_text(pids))
+    elif reason == "adopted":  # a running attempt watched by a new server from now on
+        note(session, row, "adopted", reason="restart", message=_pids_text(pids))
 
 
 def _pids_text(pids: dict[int, int]) -> str:
     return "pids " + " ".join(f"{k}:{v}" for k, v in sorted(pids.items()))
 
 
-def active_attempts(session: Session) -> list[AttemptRecord]:
+def active_attempts(session: Session, *, logs_dir: Path) -> list[AttemptRecord]:
     """Every starting or running attempt with what the store knows of its replicas, for
     a new server to adopt."""
     rows = session.execute(
@@ -427,6 +429,7 @@ def active_attempts(session: Session) -> list[AttemptRecord]:
                 run_dir=a.run_dir,
                 supervisor=a.supervisor,
                 pid=a.pid,
+                log_path=str(log_path(logs_dir, job_id, a.replica)),
             )
             for a in active_allocations(session, job_id)
         ]
