@@ -89,6 +89,21 @@ def _seen(out: Path, rank: int) -> dict[str, object]:
     return json.loads((out / f"replica-{rank}.json").read_text())
 
 
+def _ancestors(pid: int) -> list[int]:
+    out = []
+    while pid > 1:
+        out.append(pid)
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return out
+
+
+def _starter(seen: dict[str, object]) -> int:
+    """The process that started a replica's supervisor (its runner), from the handle the
+    supervisor keeps in its run directory (named on its command line)."""
+    run_dir = Path(seen["supervisor_argv"][6])  # type: ignore[index]
+    return int(json.loads((run_dir / "supervisor.json").read_text())["starter"])
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -123,8 +138,14 @@ def test_gang_runs_one_replica_per_node_with_its_gpus_and_rank(
         ReplicaPlacement("w0", gpus),
         ReplicaPlacement("w1", gpus),
     )
-    gang = executor.start(spec)
-    statuses = _poll_until_ended(executor, gang)
+    executor.keep_ended_runners = True  # their processes tell where the replicas ran
+    try:
+        gang = executor.start(spec)
+        statuses = _poll_until_ended(executor, gang)
+        starters = [_ancestors(_starter(_seen(tmp_path, rank))) for rank in (0, 1)]
+    finally:
+        executor.keep_ended_runners = False
+    executor.release(gang)
 
     assert [(s.node, s.state, s.exit_code) for s in statuses] == [
         ("w0", ReplicaState.SUCCEEDED, 0),
@@ -149,8 +170,8 @@ def test_gang_runs_one_replica_per_node_with_its_gpus_and_rank(
             "MOSU_GPUS_PER_REPLICA": "4",
             "FROM_JOB": "yes",
         }
-        # The replica descends from that node's Ray processes (its runner, its raylet).
-        assert ray_cluster.nodes[node].pid in seen["ancestors"]
+        # The replica's supervisor was started by a runner of that node's Ray processes.
+        assert ray_cluster.nodes[node].pid in starters[rank]
         log = executor.log_path("gang-ok", rank).read_text()
         assert f"hello from rank {rank} on {node}" in log
     assert 1024 <= gang.master_port <= 65535

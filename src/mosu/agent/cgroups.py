@@ -185,15 +185,21 @@ def driver(kind: str, root: Path = ROOT) -> CgroupDriver | None:
     return found if found is not None and _usable(found) else None
 
 
+def _kills_at_once(found: CgroupDriver | None) -> bool:
+    return found is not None and (found.base / TOP / "cgroup.kill").exists()
+
+
 def detect(preference: str = "auto", root: Path = ROOT) -> CgroupDriver | None:
-    """The hierarchy to use: ``auto`` prefers cgroup v2 where it is the only one, then
-    v1's freezer, then a v2 hierarchy mounted beside v1; ``none`` uses no cgroup."""
+    """The hierarchy to use: ``auto`` prefers cgroup v2 with ``cgroup.kill`` (alone or
+    mounted beside v1: an atomic kill that never leaves a group frozen), then v1's
+    freezer, then v2 without ``cgroup.kill``; ``none`` uses no cgroup."""
     if preference not in KINDS:
         raise ValueError(f"unknown cgroup kind {preference!r}; use one of {', '.join(KINDS)}")
     if preference == "none":
         return None
     if preference != "auto":
         return driver(preference, root)
-    if (root / "cgroup.controllers").exists():
-        return driver("v2", root)
-    return driver("v1", root) or driver("v2", root)
+    v2 = driver("v2", root)
+    if _kills_at_once(v2):
+        return v2
+    return driver("v1", root) or v2

@@ -121,12 +121,20 @@ class SupervisedReplica:
         """Set when we started it (it is our child, reaped by us)."""
         self.handle = handle
         self._lock_fd: int | None = None
+        self._watch_fd: int | None = None
 
     # -- start ----------------------------------------------------------------------------
 
     @classmethod
-    def spawn(cls, spec: dict[str, Any], *, python: str = sys.executable) -> SupervisedReplica:
-        """Start the supervisor of ``spec`` (its ``run_dir``); ``confirm`` waits for it."""
+    def spawn(
+        cls, spec: dict[str, Any], *, python: str = sys.executable, tied: bool = False
+    ) -> SupervisedReplica:
+        """Start the supervisor of ``spec`` (its ``run_dir``); ``confirm`` waits for it.
+
+        ``tied``: the supervisor detaches from us (it is not our child) but stops its
+        replica when this process ends: a Ray runner's replica must not outlive the
+        runner, and Ray kills a dead worker's children, which would leave the replica's
+        remains to nobody."""
         run_dir = Path(spec["run_dir"])
         private_dir(run_dir)
         for name in (EXIT, STOP, HANDLE):
@@ -139,24 +147,36 @@ class SupervisedReplica:
             os.close(lock)
             raise SupervisorStartError(f"a supervisor already runs in {run_dir}") from None
         err = os.open(run_dir / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        keep: tuple[int, ...] = (lock,)
+        watch_r = watch_w = -1
+        if tied:
+            watch_r, watch_w = os.pipe2(os.O_CLOEXEC)
+            keep = (lock, watch_r)
+            spec = {**spec, "daemonize": True, "watch_fd": watch_r}
         try:
             proc = subprocess.Popen(
                 supervisor_argv(run_dir, python),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=err,
-                pass_fds=(lock,),
+                pass_fds=keep,
                 start_new_session=True,
                 close_fds=True,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
             )
         except OSError:
             os.close(lock)
+            if tied:
+                os.close(watch_r)
+                os.close(watch_w)
             raise
         finally:
             os.close(err)
         replica = cls(run_dir, proc=proc)
         replica._lock_fd = lock
+        if tied:
+            os.close(watch_r)
+            replica._watch_fd = watch_w  # held for as long as this process lives
         assert proc.stdin is not None
         try:
             proc.stdin.write(json.dumps(spec).encode())
@@ -195,6 +215,10 @@ class SupervisedReplica:
             self.proc.wait(timeout=10)
             raise SupervisorStartError(str(ack.get("error")), requeue=bool(ack.get("requeue")))
         self.handle = ack["supervisor"]
+        if self._watch_fd is not None:
+            # Detached: the process we started has exited; the supervisor is its child.
+            self.proc.wait(timeout=10)
+            self.proc = None
         return int(ack["job_pid"])
 
     def _release_lock(self) -> None:

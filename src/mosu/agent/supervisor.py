@@ -98,7 +98,8 @@ class Supervisor:
         self.contract = ReplicaContract.from_json(spec["contract"])
         self.config = sandbox.SandboxConfig.from_json(spec["sandbox"])
         self.default_grace_s = float(spec.get("grace_s", 30.0))
-        self.parent = os.getppid() if spec.get("watch_parent") else None
+        self.watch_fd: int | None = spec.get("watch_fd")
+        """Read end of a pipe whose write end the starter holds: EOF means it is gone."""
         self.group: cgroups.ReplicaCgroup | None = None
         self.job_pid = 0
         self.status: int | None = None
@@ -145,6 +146,7 @@ class Supervisor:
             "job_pid": self.job_pid,
             "cgroup": str(self.group.path) if self.group else None,
             "sandbox": self.config.mode,
+            "starter": self.spec.get("starter"),
         }
         write_durably(self.run_dir / HANDLE, handle)
         return {"ok": True, "job_pid": self.job_pid, "supervisor": handle}
@@ -265,9 +267,12 @@ class Supervisor:
         self._finish()
 
     def _sleep(self, timeout_s: float) -> None:
+        watched = [self._wake_r] if self.watch_fd is None else [self._wake_r, self.watch_fd]
+        if self.kill_at is not None:
+            watched = [self._wake_r]  # the starter's end is known already
         with contextlib.suppress(InterruptedError):
-            ready, _, _ = select.select([self._wake_r], [], [], timeout_s)
-            if ready:
+            ready, _, _ = select.select(watched, [], [], timeout_s)
+            if self._wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self._wake_r, 512):
                         pass
@@ -285,9 +290,14 @@ class Supervisor:
                 self.status = status
 
     def _stop_requested(self) -> bool:
-        if self.parent is not None and os.getppid() != self.parent:
-            return True  # whoever started us is gone (a Ray runner): stop
-        return self.term or (self.run_dir / STOP).exists()
+        return self.term or self._starter_gone() or (self.run_dir / STOP).exists()
+
+    def _starter_gone(self) -> bool:
+        """Whether the process that started us (a Ray runner) has ended."""
+        if self.watch_fd is None:
+            return False
+        ready, _, _ = select.select([self.watch_fd], [], [], 0)
+        return bool(ready)
 
     def _begin_stop(self, now: float) -> None:
         request = read_json(self.run_dir / STOP) or {}
@@ -336,6 +346,11 @@ class Supervisor:
 def main() -> None:
     os.umask(0o077)
     spec = json.loads(sys.stdin.buffer.read())
+    spec["starter"] = os.getppid()
+    if spec.get("daemonize") and os.fork() > 0:
+        # The starter's child exits at once: we are nobody's child it could take down
+        # with it (Ray kills a worker's children when the worker exits).
+        os._exit(0)
     supervisor = Supervisor(spec)
     ack = supervisor.start()
     with contextlib.suppress(OSError):

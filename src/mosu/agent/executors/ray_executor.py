@@ -327,10 +327,9 @@ class _ReplicaRunner:
             "contract": contract,
             "sandbox": box.to_json(),
             "cgroup": os.environ.get("MOSU_CGROUP", "auto"),
-            "watch_parent": True,
             "grace_s": 10.0,
         }
-        replica = SupervisedReplica.spawn(spec)
+        replica = SupervisedReplica.spawn(spec, tied=True)
         self._pid = replica.confirm(time.monotonic() + 60)
         self._replica = replica
         return self._pid
