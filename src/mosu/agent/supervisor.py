@@ -209,6 +209,7 @@ class Supervisor:
                 signal.signal(signal.SIGPIPE, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, set())
                 os.setsid()
+                os.umask(0o022)  # the usual for the job's own files; its home is 0700
                 if self.group is not None:
                     step = "cgroup"
                     self.group.join(os.getpid())

@@ -262,6 +262,9 @@ class SchedulerLoop:
                             break
                         if ex.lost and row.stop_reason is None:
                             row.stop_reason = "node-down"  # not the job's fault: requeue
+                        if row.state == JobState.STARTING.value and not ex.lost:
+                            # It ran, though the server died before recording its start.
+                            transition(s, row, JobState.RUNNING, reason="launched")
                         finish(s, row, exit_code=ex.exit_code, message=ex.message)
                     break
                 except StaleDataError:

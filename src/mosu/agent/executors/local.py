@@ -216,7 +216,7 @@ class LocalExecutor:
                 if run_dir is None:
                     supervised = SupervisedReplica(Path("/nonexistent"))
                 else:
-                    supervised = SupervisedReplica.attach(run_dir)
+                    supervised = _attach(run_dir)
                 replica = _Replica(r.replica, supervised)
                 replica.outcome = supervised.outcome()
                 if replica.outcome is not None and replica.outcome.lost:
@@ -258,6 +258,17 @@ class LocalExecutor:
             if ids is not None and ids not in keep:
                 strays.append(pid)
         procfs.kill_all(strays, signal.SIGKILL)
+
+
+def _attach(run_dir: Path, timeout_s: float = START_TIMEOUT_S) -> SupervisedReplica:
+    """Find the supervisor in ``run_dir`` again. One caught in the middle of its start
+    (the previous server died while starting it) is given the time to finish it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = SupervisedReplica.attach(run_dir)
+        if found.handle is not None or not found.alive() or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def _marker_ids(pid: int) -> tuple[int, int] | None:
