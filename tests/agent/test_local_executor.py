@@ -331,8 +331,9 @@ def test_replicas_outlive_a_crashed_server_and_the_next_one_adopts_them(
     assert all(procfs.is_running(p) for p in pids.values()), "replicas outlive the server"
 
     ex = make_executor()
-    live = ex.adopt(records(job, started))
-    assert {k: v.pid for k, v in live[1].items()} == pids, "same replicas, same pids"
+    found = ex.adopt(records(job, started))
+    assert found.unstarted == []
+    assert {k: v.pid for k, v in found.running[1].items()} == pids, "same replicas, same pids"
     assert ex.poll() == []
     go.write_text("")
     [got] = wait_exits(ex)
@@ -354,7 +355,7 @@ def test_an_exit_while_no_server_watched_is_reported_once_with_its_code(
     wait_file_exists(exit_record)
     # Even a server that died before it recorded the handle finds it by its run dir.
     ex = make_executor()
-    assert ex.adopt(records(job, None)) == {}
+    assert ex.adopt(records(job, None)).running == {}
     assert wait_exits(ex) == [JobExit(job_id=1, attempt=1, exit_code=6, message="exit code 6")]
     assert ex.poll() == []
 
@@ -387,11 +388,18 @@ def test_a_replica_whose_supervisor_died_is_lost_and_its_remains_are_ended(
 
     successor = make_executor(cgroup=cgroup)
     rec = records(job, {0: started[0].model_dump()})
-    assert successor.adopt(rec) == {}
+    found = successor.adopt(rec)
+    assert (found.running, found.unstarted) == ({}, [])
     [got] = wait_exits(successor)
     assert got.lost and got.exit_code is None
     assert "without an exit record" in got.message
     assert not procfs.is_running(escaped), "remains of a lost replica are ended"
+
+
+def test_an_attempt_the_dead_server_never_started_is_left_to_start(make_executor, tmp_path):
+    job = launch(tmp_path, "print('ran')")
+    found = make_executor().adopt(records(job, None))
+    assert (found.running, found.unstarted) == ({}, [1])
 
 
 def test_adoption_ends_processes_of_attempts_the_store_no_longer_runs(

@@ -420,9 +420,9 @@ def test_a_new_controller_reattaches_to_the_gangs_its_predecessor_left(
         call_timeout_s=5.0,
     )
     other = RayExecutor(address=ray_cluster.address, instance="another", call_timeout_s=5.0)
-    assert other.adopt([]) == {}, "another store's controller sees none of them"
+    assert other.adopt([]).running == {}, "another store's controller sees none of them"
 
-    live = successor.adopt([_record(launch)])
+    live = successor.adopt([_record(launch)]).running
     assert {k: v.pid for k, v in live[14].items()} == {k: v.pid for k, v in started.items()}
     assert {k: v.supervisor for k, v in live[14].items()} == {
         k: v.supervisor for k, v in started.items()
@@ -463,7 +463,8 @@ def test_a_new_controller_stops_a_gang_with_a_runner_gone_and_removes_stale_runn
         address=ray_cluster.address, instance="test", poll_every_s=0.0, call_timeout_s=5.0
     )
     # The store says job 17 runs and 18 has ended (its end recorded before the failover).
-    assert successor.adopt([_record(doomed)]) == {}
+    found = successor.adopt([_record(doomed)])
+    assert (found.running, found.unstarted) == ({}, [])
     [report] = successor.poll()
     assert (report.job_id, report.lost, report.exit_code) == (17, True, None)
     _no_runners_left(successor.gangs, "17")

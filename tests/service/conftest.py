@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from mosu.core.api import JobExit, JobLaunch
-from mosu.core.executor import AttemptRecord, ReplicaStarted
+from mosu.core.executor import Adoption, AttemptRecord, ReplicaStarted
 from mosu.service.app import create_app
 from mosu.service.platform import Platform
 from mosu.service.settings import Settings
@@ -66,20 +66,22 @@ class FakeExecutor:
     def stop(self, job_id: int, grace_s: float) -> None:
         self.stopped.append(job_id)
 
-    def adopt(self, attempts: Sequence[AttemptRecord]) -> dict[int, dict[int, ReplicaStarted]]:
+    def adopt(self, attempts: Sequence[AttemptRecord]) -> Adoption:
         self.adopted.extend(attempts)
-        live: dict[int, dict[int, ReplicaStarted]] = {}
+        found = Adoption(running={}, unstarted=[])
         for a in attempts:
             if a.job_id in self.lost_on_adopt:
                 self.exits.append(
                     JobExit(job_id=a.job_id, attempt=a.attempt, exit_code=None, lost=True)
                 )
-                continue
-            live[a.job_id] = {
-                r.replica: ReplicaStarted(pid=r.pid or 0, supervisor=r.supervisor or "")
-                for r in a.replicas
-            }
-        return live
+            elif all(r.supervisor is None for r in a.replicas):
+                found.unstarted.append(a.job_id)
+            else:
+                found.running[a.job_id] = {
+                    r.replica: ReplicaStarted(pid=r.pid or 0, supervisor=r.supervisor or "")
+                    for r in a.replicas
+                }
+        return found
 
     def detach(self) -> None:
         self.detached += 1

@@ -338,6 +338,24 @@ def test_a_job_whose_supervisor_died_is_requeued_by_the_new_server(api, platform
     assert api.get("/v1/cluster").json()["gpu_types"][0]["allocated"] == 0
 
 
+def test_an_attempt_the_dead_server_never_started_is_started_by_the_next(
+    api, platform, monkeypatch
+):
+    tokens = seed(api)
+    job = submit(api, tokens["a"], gpus=4)
+    with monkeypatch.context() as m:
+        # The server commits the start, then dies before it launches anything.
+        m.setattr(platform.loop, "_launch", lambda job_id: None)
+        platform.loop.cycle()
+    assert states(api, job["id"]) == ["pending", "starting"]
+    fresh = FakeExecutor()
+    platform.loop._executor = fresh
+    platform.loop.reconcile()
+    assert list(fresh.launched) == [job["id"]], "started as it is, not requeued"
+    assert fresh.launched[job["id"]].attempt == 1
+    assert states(api, job["id"]) == ["pending", "starting", "running"]
+
+
 def test_a_graceful_stop_leaves_running_jobs_alone(api, platform, executor):
     tokens = seed(api)
     job = submit(api, tokens["a"], gpus=4)

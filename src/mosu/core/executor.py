@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from pydantic import Field
+
 from mosu.core.api import JobExit, JobLaunch, OutputModel
 from mosu.core.errors import PlatformError
 from mosu.core.models import Node
@@ -50,6 +52,15 @@ class AttemptRecord(OutputModel):
     attempt: int
     tenant: str
     replicas: list[ReplicaRecord]
+
+
+class Adoption(OutputModel):
+    """What a new server found of the attempts the store says run."""
+
+    running: dict[int, dict[int, ReplicaStarted]] = Field(default_factory=dict)
+    """Job id → replica → what runs, for attempts watched again from now on."""
+    unstarted: list[int] = Field(default_factory=list)
+    """Jobs whose attempt never started anything (the server died first): start them."""
 
 
 class LaunchError(PlatformError):
@@ -104,12 +115,12 @@ class Executor(Protocol):
         """SIGTERM now, SIGKILL after ``grace_s``; the exit is reported by ``poll``."""
         ...
 
-    def adopt(self, attempts: Sequence[AttemptRecord]) -> dict[int, dict[int, ReplicaStarted]]:
+    def adopt(self, attempts: Sequence[AttemptRecord]) -> Adoption:
         """Take over attempts a previous server started (called once, before anything
         starts). Live replicas are watched again; exits that happened meanwhile and
-        replicas that died without an exit record (``lost``) are reported by ``poll``.
-        Anything the executor runs for this store but not in ``attempts`` is stopped.
-        Returns job id → replica → what runs, for every replica still running."""
+        replicas that died without an exit record (``lost``) are reported by ``poll``;
+        an attempt none of whose replicas ever started is left to the caller to start.
+        Anything the executor runs for this store but not in ``attempts`` is stopped."""
         ...
 
     def detach(self) -> None:
@@ -129,6 +140,7 @@ class DiscoversNodes(Protocol):
 
 
 __all__ = [
+    "Adoption",
     "AttemptRecord",
     "DiscoversNodes",
     "Executor",

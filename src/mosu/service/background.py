@@ -223,9 +223,9 @@ class SchedulerLoop:
         Runs before the first cycle, so nothing new starts before everything old is known."""
         with self._sessions() as s:
             attempts = active_attempts(s, logs_dir=self._logs_dir)
-        live = self._executor.adopt(attempts)
+        found = self._executor.adopt(attempts)
         for rec in attempts:
-            started = live.get(rec.job_id)
+            started = found.running.get(rec.job_id)
             if not started:
                 continue
             for _ in range(3):
@@ -244,10 +244,13 @@ class SchedulerLoop:
         if attempts:
             log.info(
                 "adopted %d running replicas of %d jobs left by a previous server",
-                sum(len(v) for v in live.values()),
+                sum(len(v) for v in found.running.values()),
                 len(attempts),
             )
         self.handle_exits()
+        # An attempt whose start the previous server never began is begun now, as is.
+        for job_id in found.unstarted:
+            self._launch(job_id)
 
     def handle_exits(self) -> int:
         exits = self._executor.poll()

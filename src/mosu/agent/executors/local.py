@@ -26,8 +26,9 @@ from mosu.agent.supervised import (
     SupervisorStartError,
     kill_remains,
 )
+from mosu.agent.supervisor import LOCK
 from mosu.core.api import JobExit, JobLaunch
-from mosu.core.executor import AttemptRecord, LaunchError, ReplicaStarted
+from mosu.core.executor import Adoption, AttemptRecord, LaunchError, ReplicaStarted
 
 GANG_FAILURE_GRACE_S = 10.0
 START_TIMEOUT_S = 60.0
@@ -205,18 +206,21 @@ class LocalExecutor:
 
     # ------------------------------------------------------------ adopt
 
-    def adopt(self, attempts: Sequence[AttemptRecord]) -> dict[int, dict[int, ReplicaStarted]]:
-        live: dict[int, dict[int, ReplicaStarted]] = {}
+    def adopt(self, attempts: Sequence[AttemptRecord]) -> Adoption:
+        found = Adoption(running={}, unstarted=[])
         for rec in attempts:
             if rec.job_id in self._jobs:
                 continue
+            dirs = [Path(r.run_dir) if r.run_dir else None for r in rec.replicas]
+            if all(d is None or not (d / LOCK).exists() for d in dirs):
+                found.unstarted.append(rec.job_id)  # the server died before starting it
+                continue
             att = _Attempt(rec.job_id, rec.attempt, [])
             for r in sorted(rec.replicas, key=lambda x: x.replica):
-                run_dir = Path(r.run_dir) if r.run_dir else None
-                if run_dir is None:
+                if r.run_dir is None:
                     supervised = SupervisedReplica(Path("/nonexistent"))
                 else:
-                    supervised = _attach(run_dir)
+                    supervised = _attach(Path(r.run_dir))
                 replica = _Replica(r.replica, supervised)
                 replica.outcome = supervised.outcome()
                 if replica.outcome is not None and replica.outcome.lost:
@@ -226,7 +230,7 @@ class LocalExecutor:
                         markers=marker_entries(self._instance, rec.job_id, rec.attempt, r.replica),
                     )
                 elif replica.outcome is None and supervised.job_pid() is not None:
-                    live.setdefault(rec.job_id, {})[r.replica] = ReplicaStarted(
+                    found.running.setdefault(rec.job_id, {})[r.replica] = ReplicaStarted(
                         pid=int(supervised.job_pid() or 0), supervisor=_handle_text(supervised)
                     )
                 if replica.outcome is not None and _bad(replica.outcome):
@@ -234,7 +238,7 @@ class LocalExecutor:
                 att.replicas.append(replica)
             self._jobs[rec.job_id] = att
         self._sweep(attempts)
-        return live
+        return found
 
     def _sweep(self, attempts: Sequence[AttemptRecord]) -> None:
         """End processes of this store's replicas that belong to no running attempt."""

@@ -48,7 +48,13 @@ from mosu.agent.sandbox import SandboxUnavailable, resolve
 from mosu.agent.supervised import SupervisedReplica, SupervisorStartError, private_dir
 from mosu.core.api import JobExit, JobLaunch
 from mosu.core.errors import InvalidInput, PlatformError
-from mosu.core.executor import AttemptRecord, LaunchError, NodeReport, ReplicaStarted
+from mosu.core.executor import (
+    Adoption,
+    AttemptRecord,
+    LaunchError,
+    NodeReport,
+    ReplicaStarted,
+)
 from mosu.core.models import GPU_MILLI, Node, NodeState, Placement, ReplicaPlacement
 
 __all__ = [
@@ -1052,39 +1058,46 @@ class RayExecutor:
         if att is not None and not att.gang.stopping:
             self.gangs.signal_stop(att.gang, grace_s=grace_s)
 
-    def adopt(self, attempts: Sequence[AttemptRecord]) -> dict[int, dict[int, ReplicaStarted]]:
-        """Re-attach to the runners of every attempt the store says runs. A gang with a
-        runner missing is stopped and reported lost; runners of anything else in this
-        store's namespace (ended attempts whose end was recorded) are removed."""
-        live: dict[int, dict[int, ReplicaStarted]] = {}
+    def adopt(self, attempts: Sequence[AttemptRecord]) -> Adoption:
+        """Re-attach to the runners of every attempt the store says runs. An attempt with
+        no runner at all never started (the controller died first) and is left to the
+        caller; a gang with a runner missing is stopped and reported lost; runners of
+        anything else in this store's namespace (ended attempts whose end was recorded)
+        are removed."""
+        found = Adoption(running={}, unstarted=[])
         keep: set[str] = set()
+        runners = self.gangs.runners()
         for rec in attempts:
             job = str(rec.job_id)
             keep.add(job)
             if rec.job_id in self._jobs:
                 continue
+            prefix = f"mosu/{job}/{rec.attempt}-"
+            if not any(n.startswith(prefix) for n in runners.get(job, [])):
+                found.unstarted.append(rec.job_id)
+                continue
             logs = [Path(r.log_path) for r in sorted(rec.replicas, key=lambda r: r.replica)]
             gang = self.gangs.reattach(job, rec.attempt, len(rec.replicas), logs)
             if gang is None:
-                found = self.gangs.stop_runners(job, grace_s=self._failure_grace_s)
+                left = self.gangs.stop_runners(job, grace_s=self._failure_grace_s)
                 self._pending.append(
                     JobExit(
                         job_id=rec.job_id,
                         attempt=rec.attempt,
                         exit_code=None,
-                        message=f"{len(rec.replicas) - found} of its runners were gone",
+                        message=f"{len(rec.replicas) - left} of its runners were gone",
                         lost=True,
                     )
                 )
                 continue
             self._jobs[rec.job_id] = _Attempt(rec.attempt, gang)
-            live[rec.job_id] = {
+            found.running[rec.job_id] = {
                 r.index: ReplicaStarted(pid=r.pid, supervisor=r.actor_name) for r in gang.replicas
             }
-        for job in self.gangs.runners():
+        for job in runners:
             if job not in keep:
                 self.gangs.stop_runners(job, grace_s=0.0)
-        return live
+        return found
 
     def detach(self) -> None:
         """Forget every gang; runners and replicas keep running for the next controller."""
