@@ -20,6 +20,7 @@ from mosu.agent import cgroups, procfs
 from mosu.agent.executors.local import LocalExecutor
 from mosu.agent.gpus import gpu_type_name
 from mosu.agent.replica_env import CONTRACT_KEYS
+from mosu.agent.supervised import SupervisedReplica, supervisors_under
 from mosu.agent.supervisor import EXIT, HANDLE
 from mosu.agent.unix_users import user_name
 from mosu.core.api import JobExit
@@ -445,3 +446,30 @@ def test_a_signal_never_reaches_a_process_that_reused_a_pid():
 )
 def test_gpu_type_names_from_nvidia_smi(product, want):
     assert gpu_type_name(product) == want
+
+
+def test_a_start_hands_its_replica_to_a_supervisor_waiting_ready(box, instance, tmp_path, work):
+    pool_dir = tmp_path / "supervisors"
+    ex = LocalExecutor(instance=instance, sandbox=box, pool_dir=pool_dir)
+    try:
+        waiting = sorted(p.name for p in pool_dir.glob("*.lock"))
+        assert len(waiting) == 2
+        go = work / "go"
+        job = launch(tmp_path, "").model_copy(
+            update={"argv": [JOB_PYTHON, "-c", WAIT_FOR_GO, str(go), "0"]}
+        )
+        started = ex.start(job)
+        run_dir = Path(job.replicas[0].run_dir)
+        supervisor = json.loads(started[0].supervisor)["pid"]
+        argv = Path(f"/proc/{supervisor}/cmdline").read_bytes().split(b"\0")
+        assert argv[6] == b"-", "it was started before the job was known"
+        assert len(list(pool_dir.glob("*.lock"))) == 1, "its lock file moved to the run dir"
+        assert supervisors_under(tmp_path) == {supervisor: run_dir}
+        assert SupervisedReplica.attach(run_dir).alive(), "the run dir's lock is held"
+        ex.poll()
+        assert len(list(pool_dir.glob("*.lock"))) == 2, "the pool is filled again"
+        go.write_text("")
+        assert wait_exits(ex) == [JobExit(job_id=1, attempt=1, exit_code=0)]
+    finally:
+        ex.shutdown(grace_s=0.0)
+    assert list(pool_dir.glob("*.lock")) == [], "waiting supervisors end with their pool"

@@ -38,28 +38,125 @@ main()
 """
 
 
-def supervisor_argv(run_dir: Path, python: str = sys.executable) -> list[str]:
+def supervisor_argv(run_dir: Path | None, python: str = sys.executable) -> list[str]:
     """Isolated and without site-packages: the supervisor needs only the standard library
-    and mosu's own source, and starts several times faster so. The run directory is on
-    its command line (it is no secret) so that ``ps`` and ``supervisors_under`` show
-    which replica each supervisor owns."""
-    return [python, "-I", "-S", "-c", _BOOT, _SOURCE_ROOT, str(run_dir)]
+    and mosu's own source, and starts several times faster so. The run directory, when
+    known at the start, is on its command line (it is no secret) for ``ps`` to show."""
+    return [python, "-I", "-S", "-c", _BOOT, _SOURCE_ROOT, str(run_dir or "-")]
 
 
 def supervisors_under(root: Path) -> dict[int, Path]:
-    """Live supervisors whose run directory is below ``root``: pid → run directory."""
+    """Live supervisors whose run directory is below ``root``: pid → run directory (found
+    by the run directory's ``lock``, which a supervisor holds open all its life)."""
     found: dict[int, Path] = {}
     prefix = str(root.absolute()).rstrip("/") + "/"
     for pid in procfs.pids():
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if len(argv) < 6 or argv[4] != _BOOT.encode() or not procfs.is_running(pid):
+                continue
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
         except OSError:
             continue
-        if len(argv) >= 7 and argv[4] == _BOOT.encode() and procfs.is_running(pid):
-            run_dir = argv[6].decode(errors="replace")
-            if run_dir.startswith(prefix):
-                found[pid] = Path(run_dir)
+        for link in links:
+            if link.startswith(prefix) and link.endswith(f"/{LOCK}"):
+                found[pid] = Path(link).parent
     return found
+
+
+def _locked(path: Path) -> int:
+    """Create (if need be) and exclusively lock ``path``; its descriptor."""
+    lock = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise SupervisorStartError(f"a supervisor already runs in {path.parent}") from None
+    return lock
+
+
+def _start(
+    python: str, run_dir: Path | None, keep: tuple[int, ...], log: Path
+) -> subprocess.Popen[bytes]:
+    err = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        return subprocess.Popen(
+            supervisor_argv(run_dir, python),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            pass_fds=keep,
+            start_new_session=True,
+            close_fds=True,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+        )
+    finally:
+        os.close(err)
+
+
+class SupervisorPool:
+    """Supervisors started ahead of need, so a replica's start does not wait for an
+    interpreter to start and import: each waits for its spec, holding the lock of a file
+    in ``directory`` that is renamed into the replica's run directory when it is taken
+    (the lock follows the file, so it is held without a gap). Idle ones end when their
+    starter does (their spec pipe closes)."""
+
+    def __init__(self, directory: Path, *, size: int = 2, python: str = sys.executable) -> None:
+        private_dir(directory)
+        self.directory = directory
+        self.size = size
+        self.python = python
+        self._idle: list[tuple[subprocess.Popen[bytes], int, Path]] = []
+        for stale in self.directory.glob("*.lock"):  # left by a starter that died
+            with contextlib.suppress(OSError, SupervisorStartError):
+                os.close(_locked(stale))
+                stale.unlink()
+                stale.with_suffix(".log").unlink(missing_ok=True)
+
+    def fill(self) -> None:
+        while len(self._idle) < self.size:
+            path = self.directory / f"{os.getpid()}-{time.monotonic_ns():x}.lock"
+            lock = _locked(path)
+            try:
+                proc = _start(self.python, None, (lock,), path.with_suffix(".log"))
+            except OSError:
+                os.close(lock)
+                path.unlink(missing_ok=True)
+                return
+            self._idle.append((proc, lock, path))
+
+    def take(self, run_dir: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+        """An idle supervisor, now owning ``run_dir`` (None when there is none)."""
+        while self._idle:
+            proc, lock, path = self._idle.pop(0)
+            try:
+                if proc.poll() is not None:
+                    raise OSError("it ended")
+                os.rename(path.with_suffix(".log"), run_dir / LOG)
+                os.rename(path, run_dir / LOCK)
+            except OSError:  # dead, or another filesystem: let it go
+                self._end(proc, lock, path)
+                continue
+            return proc, lock
+        return None
+
+    def close(self) -> None:
+        for proc, lock, path in self._idle:
+            self._end(proc, lock, path)
+        self._idle = []
+
+    @staticmethod
+    def _end(proc: subprocess.Popen[bytes], lock: int, path: Path) -> None:
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # it reads an empty spec and leaves
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        os.close(lock)
+        path.unlink(missing_ok=True)
+        path.with_suffix(".log").unlink(missing_ok=True)
 
 
 def stop_supervisors_under(root: Path, *, grace_s: float = 0.0, timeout_s: float = 30.0) -> int:
@@ -127,9 +224,15 @@ class SupervisedReplica:
 
     @classmethod
     def spawn(
-        cls, spec: dict[str, Any], *, python: str = sys.executable, tied: bool = False
+        cls,
+        spec: dict[str, Any],
+        *,
+        python: str = sys.executable,
+        tied: bool = False,
+        pool: SupervisorPool | None = None,
     ) -> SupervisedReplica:
-        """Start the supervisor of ``spec`` (its ``run_dir``); ``confirm`` waits for it.
+        """Start the supervisor of ``spec`` (its ``run_dir``), or hand ``spec`` to one
+        waiting in ``pool``; ``confirm`` waits for it.
 
         ``tied``: the supervisor detaches from us (it is not our child) but stops its
         replica when this process ends: a Ray runner's replica must not outlive the
@@ -140,38 +243,27 @@ class SupervisedReplica:
         for name in (EXIT, STOP, HANDLE):
             with contextlib.suppress(FileNotFoundError):
                 (run_dir / name).unlink()
-        lock = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock)
-            raise SupervisorStartError(f"a supervisor already runs in {run_dir}") from None
-        err = os.open(run_dir / LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        keep: tuple[int, ...] = (lock,)
+        if (run_dir / LOCK).exists():
+            os.close(_locked(run_dir / LOCK))  # raises if a supervisor holds it
+        warm = pool.take(run_dir) if pool is not None and not tied else None
         watch_r = watch_w = -1
-        if tied:
-            watch_r, watch_w = os.pipe2(os.O_CLOEXEC)
-            keep = (lock, watch_r)
-            spec = {**spec, "daemonize": True, "watch_fd": watch_r}
-        try:
-            proc = subprocess.Popen(
-                supervisor_argv(run_dir, python),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                pass_fds=keep,
-                start_new_session=True,
-                close_fds=True,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
-            )
-        except OSError:
-            os.close(lock)
+        if warm is not None:
+            proc, lock = warm
+        else:
+            lock = _locked(run_dir / LOCK)
+            keep: tuple[int, ...] = (lock,)
             if tied:
-                os.close(watch_r)
-                os.close(watch_w)
-            raise
-        finally:
-            os.close(err)
+                watch_r, watch_w = os.pipe2(os.O_CLOEXEC)
+                keep = (lock, watch_r)
+                spec = {**spec, "daemonize": True, "watch_fd": watch_r}
+            try:
+                proc = _start(python, run_dir, keep, run_dir / LOG)
+            except OSError:
+                os.close(lock)
+                if tied:
+                    os.close(watch_r)
+                    os.close(watch_w)
+                raise
         replica = cls(run_dir, proc=proc)
         replica._lock_fd = lock
         if tied:

@@ -62,19 +62,25 @@ BUSY_WAIT_S = 0.05
 def write_durably(path: Path, data: dict[str, Any]) -> None:
     """Replace ``path`` with ``data`` as JSON so that a crash leaves the old file or the
     new one, never a torn one, and the new one survives a power loss once this returns."""
+    write_atomically(path, data, sync=True)
+
+
+def write_atomically(path: Path, data: dict[str, Any], *, sync: bool = False) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, json.dumps(data).encode())
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if sync:
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -148,7 +154,8 @@ class Supervisor:
             "sandbox": self.config.mode,
             "starter": self.spec.get("starter"),
         }
-        write_durably(self.run_dir / HANDLE, handle)
+        # Needed only while this machine is up: atomic, but not worth an fsync.
+        write_atomically(self.run_dir / HANDLE, handle)
         return {"ok": True, "job_pid": self.job_pid, "supervisor": handle}
 
     def _on_term(self, *_: object) -> None:
@@ -346,7 +353,10 @@ class Supervisor:
 
 def main() -> None:
     os.umask(0o077)
-    spec = json.loads(sys.stdin.buffer.read())
+    text = sys.stdin.buffer.read()
+    if not text:
+        return  # a waiting supervisor whose starter has gone (or needs it no longer)
+    spec = json.loads(text)
     spec["starter"] = os.getppid()
     if spec.get("daemonize") and os.fork() > 0:
         # The starter's child exits at once: we are nobody's child it could take down

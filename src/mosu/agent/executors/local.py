@@ -23,6 +23,7 @@ from mosu.agent.sandbox import SandboxConfig
 from mosu.agent.supervised import (
     Outcome,
     SupervisedReplica,
+    SupervisorPool,
     SupervisorStartError,
     kill_remains,
 )
@@ -60,12 +61,18 @@ class LocalExecutor:
         sandbox: SandboxConfig,
         cgroup: str = "auto",
         runs_dir: Path | None = None,
+        pool_dir: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``instance`` names the store this executor serves (``MOSU_INSTANCE``), so
         nothing of another mosu on the same machine is ever touched. ``runs_dir`` holds
-        supervisors' run directories when a launch names none (tests)."""
+        supervisors' run directories when a launch names none (tests). With ``pool_dir``
+        (on the run directories' filesystem) two supervisors wait there ready, so a start
+        does not wait for an interpreter."""
         self._instance = instance
+        self._pool = SupervisorPool(pool_dir) if pool_dir is not None else None
+        if self._pool is not None:
+            self._pool.fill()
         self._sandbox = sandbox
         self._cgroup = cgroup
         self._runs_dir = runs_dir
@@ -118,7 +125,7 @@ class LocalExecutor:
                     "sandbox": self._sandbox.to_json(),
                     "cgroup": self._cgroup,
                 }
-                started.append(SupervisedReplica.spawn(spec))
+                started.append(SupervisedReplica.spawn(spec, pool=self._pool))
             # Every supervisor starts at once; then each one's answer is read.
             deadline = time.monotonic() + START_TIMEOUT_S
             pids = [s.confirm(deadline) for s in started]
@@ -158,6 +165,8 @@ class LocalExecutor:
     # ------------------------------------------------------------ poll
 
     def poll(self) -> list[JobExit]:
+        if self._pool is not None:
+            self._pool.fill()  # replace supervisors taken since, off the start's path
         self._detached = [s for s in self._detached if not s.reap()]
         for job_id in sorted(self._jobs):
             att = self._jobs[job_id]
@@ -197,12 +206,16 @@ class LocalExecutor:
             self._exited.extend(self.poll())  # exits are handed out by the next poll
             time.sleep(0.05)
         self._detached = [s for s in self._detached if not s.reap()]
+        if self._pool is not None:
+            self._pool.close()
 
     def detach(self) -> None:
         """Forget every replica; their supervisors keep running (a graceful server stop)."""
         for att in self._jobs.values():
             self._detached.extend(r.supervised for r in att.replicas if r.supervised.proc)
         self._jobs.clear()
+        if self._pool is not None:
+            self._pool.close()
 
     # ------------------------------------------------------------ adopt
 

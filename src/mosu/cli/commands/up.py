@@ -187,7 +187,12 @@ def run(
         runner.gangs.connect()  # from the main thread, and fail early if Ray is unreachable
     else:
         assert box is not None
-        runner = LocalExecutor(instance=instance_id(settings), sandbox=box, cgroup=cgroup)
+        runner = LocalExecutor(
+            instance=instance_id(settings),
+            sandbox=box,
+            cgroup=cgroup,
+            pool_dir=settings.data_dir / "supervisors",
+        )
     serve(settings, runner, local_node=node, on_ready=ready)
 
 
