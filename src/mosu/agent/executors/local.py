@@ -205,7 +205,12 @@ class LocalExecutor:
         while self._jobs and self._clock() < deadline:
             self._exited.extend(self.poll())  # exits are handed out by the next poll
             time.sleep(0.05)
-        self._detached = [s for s in self._detached if not s.reap()]
+        # Supervisors we started and let go of are still ours to reap once they end.
+        while True:
+            self._detached = [s for s in self._detached if not s.reap()]
+            if not self._detached or self._clock() >= deadline:
+                break
+            time.sleep(0.05)
         if self._pool is not None:
             self._pool.close()
 
