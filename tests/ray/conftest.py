@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import OPERATOR_TOKEN, Server, free_port
-from tests.jobs import JOB_PYTHON, shared_copy, shared_dir
+from tests.jobs import JOB_PYTHON, shared_copy, shared_dir, stop_leftover_replicas
 
 GPU_TYPE = "H800"
 REPLICA_SCRIPT = Path(__file__).with_name("replica_script.py")
@@ -147,7 +147,7 @@ def _alive_nodes(ray: object) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[RayCluster]:
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'")
     # A short path: Ray's Unix sockets live under it and have a 107-byte limit.
     temp_dir = tempfile.mkdtemp(prefix="mosu-ray-", dir="/tmp")
@@ -189,6 +189,9 @@ def ray_cluster() -> Iterator[RayCluster]:
         if ray.is_initialized():
             ray.shutdown()
         cluster.stop()
+        # Replicas' supervisors are nobody's children in Ray's trees: those whose runner
+        # died with the cluster are still stopping their replica; end them now.
+        stop_leftover_replicas(tmp_path_factory.getbasetemp())
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

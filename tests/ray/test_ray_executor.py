@@ -275,11 +275,13 @@ def test_unknown_node_is_refused_before_anything_starts(
 
 
 @pytest.fixture
-def platform_executor(ray_cluster: RayCluster, tmp_path: Path) -> RayExecutor:
+def platform_executor(
+    ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory
+) -> RayExecutor:
     return RayExecutor(
         address=ray_cluster.address,
         instance="test",
-        remote_log_dir=str(tmp_path / "node-logs"),
+        remote_log_dir=str(tmp_path_factory.mktemp("node-logs")),
         failure_grace_s=2.0,
         poll_every_s=0.0,
         call_timeout_s=5.0,
