@@ -5,7 +5,9 @@ and PostgreSQL when ``MOSU_TEST_POSTGRES_URL`` names a server: a fresh database 
 created and dropped), declares one node of 8 GPUs, and measures:
 
 - submit-to-start on an idle cluster: one job at a time, the server's own
-  ``started_at - submitted_at`` (the job is a 1-GPU ``true``);
+  ``started_at - submitted_at`` (the job is a 1-GPU ``true``), and submit-to-running:
+  until the ``running`` event, once the replica's supervisor has started its process
+  in the sandbox (``bench/bench_launch.py`` takes that start apart);
 - submissions per second: ``--connections`` keep-alive connections posting 1-GPU jobs
   as fast as the server answers, with latency percentiles (jobs start 8 at a time and
   queue up behind, so the scheduler works while the API is measured), and the server
@@ -38,6 +40,8 @@ import uuid
 from pathlib import Path
 
 import httpx
+
+from mosu.agent.supervised import supervisors_under
 
 TOKEN = "mosu_op_bench-operator-token"
 
@@ -92,8 +96,10 @@ def job(name: str) -> dict[str, object]:
     return {"name": name, "gpus": 1, "command": ["true"]}
 
 
-def measure_start_latency(url: str, token: str, samples: int) -> list[float]:
-    out = []
+def measure_start_latency(url: str, token: str, samples: int) -> tuple[list[float], list[float]]:
+    """Per sample: submit-to-start (the engine placed it) and submit-to-running (its
+    replica runs: the supervisor has started the process and the store recorded it)."""
+    out, running = [], []
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
         for k in range(samples):
             job_id = c.post("/v1/jobs", json=job(f"lat-{k}")).json()["id"]
@@ -107,10 +113,13 @@ def measure_start_latency(url: str, token: str, samples: int) -> list[float]:
                 raise SystemExit(f"job {job_id} did not start within 10 s")
             started = _epoch(got["started_at"]) - _epoch(got["submitted_at"])
             out.append(started)
+            events = c.get(f"/v1/jobs/{job_id}/events").json()["events"]
+            ran = next(e["at"] for e in events if e["to_state"] == "running")
+            running.append(_epoch(ran) - _epoch(got["submitted_at"]))
             # Let it finish so the next sample also meets an idle cluster.
             while c.get(f"/v1/jobs/{job_id}").json()["state"] not in ("succeeded", "failed"):
                 time.sleep(0.01)
-    return out
+    return out, running
 
 
 def _epoch(text: str) -> float:
@@ -322,11 +331,15 @@ def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -
                 tenant_token = r.json()["token"]
             client = args.client
             health = drive(client, server, "/v1/health", None, None, args)
-            latency = measure_start_latency(server.url, tenant_token, args.latency_samples)
+            latency, running = measure_start_latency(server.url, tenant_token, args.latency_samples)
             body = job("bench")
             throughput = drive(client, server, "/v1/jobs", tenant_token, body, args)
         finally:
             server.stop()
+            # A stopped server leaves its replicas running: let the last ones end.
+            deadline = time.monotonic() + 30
+            while supervisors_under(Path(tmp)) and time.monotonic() < deadline:
+                time.sleep(0.05)
     return {
         "backend": name,
         "client": client,
@@ -336,6 +349,12 @@ def run_backend(name: str, database_url: str | None, args: argparse.Namespace) -
             "p99": round(percentile(latency, 0.99), 4),
             "max": round(max(latency), 4),
             "all": [round(x, 4) for x in latency],
+        },
+        "submit_to_running_s": {
+            "samples": len(running),
+            "p50": round(statistics.median(running), 4),
+            "p99": round(percentile(running, 0.99), 4),
+            "max": round(max(running), 4),
         },
         "throughput": throughput,
         "health": health,
@@ -397,6 +416,7 @@ def main() -> None:
         finally:
             drop_database(admin_url, name)
     head = ("backend", "client", "submit/s", "p50 ms", "p99 ms", "cpu ms/sub", "start p99 s")
+    head += ("running p99 s",)
     head += ("health/s", "cpu ms/health")
     print(" ".join(f"{h:>13}" for h in head))
     for r in results:
@@ -405,6 +425,7 @@ def main() -> None:
         row += (
             t["server_cpu_ms_per_request"],
             s["p99"],
+            r["submit_to_running_s"]["p99"],
             h["per_s"],
             h["server_cpu_ms_per_request"],
         )

@@ -1,4 +1,5 @@
-"""A real ``mosu up`` on 127.0.0.1 (free port, temporary data dir), stopped at teardown."""
+"""A real ``mosu up`` on 127.0.0.1 (free port, temporary data dir), stopped at teardown
+together with every replica its supervisors still run (a stopped server leaves them)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from mosu.client import Client, ServerUnreachable
+from tests.jobs import JOB_PYTHON, shared_copy, shared_dir, stop_leftover_replicas
 
 OPERATOR_TOKEN = "mosu_op_e2e-operator-token"
 WORKER = Path(__file__).with_name("worker.py")
@@ -30,6 +32,20 @@ REQUEUED_ONCE_THEN_SUCCEEDED = [
     "succeeded",
 ]
 """The state history of a job stopped once, requeued, and run again to success."""
+
+
+def worker_argv(work: Path, release: str) -> list[str]:
+    """The stand-in training job (``worker.py``, copied into ``work`` by the ``work``
+    fixture), writing its records into ``work`` until ``work/release`` exists."""
+    return [JOB_PYTHON, str(work / WORKER.name), str(work), release]
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    """A directory every tenant's replicas may write their records in, with the worker."""
+    with shared_dir() as path:
+        shared_copy(WORKER, path)
+        yield path
 
 
 def free_port() -> int:
@@ -63,9 +79,17 @@ class Server:
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
+    command: str = "up"
+    """``up`` (SQLite in the data directory) or ``server`` (the store named by
+    ``MOSU_DATABASE_URL`` in ``env``)."""
+    umask: int | None = None
 
     def __post_init__(self) -> None:
-        self.log = self.data_dir.parent / f"server-{self.port}.log"
+        # Beside the data directory's nearest existing parent: the server creates the rest.
+        where = self.data_dir.parent
+        while not where.exists():
+            where = where.parent
+        self.log = where / f"server-{self.port}.log"
 
     @property
     def url(self) -> str:
@@ -75,11 +99,18 @@ class Server:
         return Client(self.url, token, timeout=10)
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "mosu.cli.main", "up", "--data-dir", str(self.data_dir)]
+        cmd = [sys.executable, "-m", "mosu.cli.main", self.command]
+        cmd += ["--data-dir", str(self.data_dir)]
         cmd += ["--port", str(self.port), *self.args]
         with self.log.open("ab") as out:
+            umask = self.umask
             self.proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+                preexec_fn=None if umask is None else lambda: os.umask(umask),
             )
         wait_for(self._healthy, timeout=30, what=f"mosu up on port {self.port}")
 
@@ -115,16 +146,26 @@ class Server:
 def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def make(*args: str, data_dir: Path | None = None, port: int | None = None) -> Server:
-        env = dict(os.environ)
-        env["MOSU_OPERATOR_TOKEN"] = OPERATOR_TOKEN
-        env["MOSU_CONFIG"] = str(tmp_path / "client.json")
-        env["MOSU_POLL_S"] = "0.05"
+    def make(
+        *args: str,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        command: str = "up",
+        env: dict[str, str] | None = None,
+        umask: int | None = None,
+    ) -> Server:
+        full = dict(os.environ)
+        full["MOSU_OPERATOR_TOKEN"] = OPERATOR_TOKEN
+        full["MOSU_CONFIG"] = str(tmp_path / "client.json")
+        full["MOSU_POLL_S"] = "0.05"
+        full.update(env or {})
         server = Server(
             data_dir=data_dir or tmp_path / "data",
             port=port or free_port(),
             args=list(args),
-            env=env,
+            env=full,
+            command=command,
+            umask=umask,
         )
         server.start()
         started.append(server)
@@ -133,3 +174,4 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for server in started:
         server.stop()
+    stop_leftover_replicas(tmp_path)

@@ -9,15 +9,14 @@ ends, b's job starts again from its checkpoint.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from mosu.core.api import JobSpec, JobState, QuotaSpec
-from tests.e2e.conftest import REQUEUED_ONCE_THEN_SUCCEEDED, WORKER, state_history, wait_for
+from tests.e2e.conftest import REQUEUED_ONCE_THEN_SUCCEEDED, state_history, wait_for, worker_argv
 
 
 def worker_job(name: str, gpus: float, out: Path, release: str) -> JobSpec:
-    return JobSpec(name=name, gpus=gpus, command=[sys.executable, str(WORKER), str(out), release])
+    return JobSpec(name=name, gpus=gpus, command=worker_argv(out, release))
 
 
 def start_record(out: Path, job_id: int, attempt: int, replica: int = 0) -> dict | None:
@@ -25,9 +24,8 @@ def start_record(out: Path, job_id: int, attempt: int, replica: int = 0) -> dict
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def test_borrowed_gpus_are_reclaimed_and_the_borrower_resumes(make_server, tmp_path: Path):
-    out = tmp_path / "work"
-    out.mkdir()
+def test_borrowed_gpus_are_reclaimed_and_the_borrower_resumes(make_server, work: Path):
+    out = work
     server = make_server("--gpus", "8", "--gpu-type", "H800", "--grace", "3", "--min-runtime", "0")
     with server.client() as op:
         a = op.create_tenant("a", {"H800": QuotaSpec(guaranteed=4)})

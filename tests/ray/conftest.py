@@ -25,8 +25,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import OPERATOR_TOKEN, Server, free_port
+from tests.jobs import JOB_PYTHON, shared_copy, shared_dir, stop_leftover_replicas
 
 GPU_TYPE = "H800"
+REPLICA_SCRIPT = Path(__file__).with_name("replica_script.py")
 WORKERS = ("w0", "w1")
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
@@ -145,7 +147,7 @@ def _alive_nodes(ray: object) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[RayCluster]:
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'")
     # A short path: Ray's Unix sockets live under it and have a 107-byte limit.
     temp_dir = tempfile.mkdtemp(prefix="mosu-ray-", dir="/tmp")
@@ -187,6 +189,9 @@ def ray_cluster() -> Iterator[RayCluster]:
         if ray.is_initialized():
             ray.shutdown()
         cluster.stop()
+        # Replicas' supervisors are nobody's children in Ray's trees: those whose runner
+        # died with the cluster are still stopping their replica; end them now.
+        stop_leftover_replicas(tmp_path_factory.getbasetemp())
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -223,3 +228,21 @@ def _wait_for_port(port: int, cluster: RayCluster) -> None:
                 return
         time.sleep(0.2)
     raise RuntimeError(f"the Ray head did not listen on {port} in time\n{cluster.describe()}")
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """Replicas run as the tenants' own Unix users: the directory a Ray test hands its
+    replicas (to write what they saw) must be one they may write in."""
+    with shared_dir(prefix="mosu-ray-test-") as path:
+        yield path
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    """The replica script, where every tenant's user may read it."""
+    return shared_copy(REPLICA_SCRIPT, tmp_path)
+
+
+def replica_command(script: Path, modes: str, out: Path) -> list[str]:
+    return [JOB_PYTHON, str(script), modes, str(out)]

@@ -41,6 +41,8 @@ while pid > 1:
     with open(f"/proc/{pid}/stat") as f:
         pid = int(f.read().rsplit(")", 1)[1].split()[1])
 seen["ancestors"] = ancestors
+with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+    seen["supervisor_argv"] = [a.decode() for a in f.read().split(b"\0")]
 
 
 def on_term(signum, frame):

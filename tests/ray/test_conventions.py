@@ -17,7 +17,6 @@ from mosu.agent.executors.ray_executor import (
     ReplicaStatus,
     _exit_report,
     node_from_ray,
-    replica_env,
 )
 from mosu.core.errors import InvalidInput, PlatformError
 from mosu.core.models import NodeState
@@ -146,49 +145,6 @@ def test_bad_gpu_memory_label_names_the_label() -> None:
     with pytest.raises(InvalidInput, match="not an integer") as err:
         node_from_ray(info, default_gpu_type="gpu")
     assert err.value.field == "mosu.io/gpu-mem-mib"
-
-
-def test_replica_env_sets_the_contract_over_the_jobs_env() -> None:
-    env = replica_env(
-        job_id="42",
-        replica=1,
-        num_replicas=3,
-        gpu_indices=(4, 5),
-        master_addr="10.0.0.7",
-        master_port=29500,
-        node="gpu-17",
-        job_env={"RANK": "7", "CUDA_VISIBLE_DEVICES": "0", "HF_HOME": "/data/hf"},
-    )
-    assert env == {
-        "HF_HOME": "/data/hf",
-        "CUDA_VISIBLE_DEVICES": "4,5",
-        "MASTER_ADDR": "10.0.0.7",
-        "MASTER_PORT": "29500",
-        "RANK": "1",
-        "WORLD_SIZE": "3",
-        "LOCAL_RANK": "0",
-        "LOCAL_WORLD_SIZE": "1",
-        "NODE_RANK": "1",
-        "NNODES": "3",
-        "MOSU_JOB_ID": "42",
-        "MOSU_REPLICA": "1",
-        "MOSU_NUM_REPLICAS": "3",
-        "MOSU_NODE": "gpu-17",
-        "MOSU_GPUS_PER_REPLICA": "2",
-    }
-
-
-def test_cpu_only_replica_sees_no_gpu() -> None:
-    env = replica_env(
-        job_id="1",
-        replica=0,
-        num_replicas=1,
-        gpu_indices=(),
-        master_addr="h",
-        master_port=1,
-        node="n",
-    )
-    assert (env["CUDA_VISIBLE_DEVICES"], env["MOSU_GPUS_PER_REPLICA"]) == ("", "0")
 
 
 def _st(replica: int, state: ReplicaState, code: int | None, message: str = "") -> ReplicaStatus:

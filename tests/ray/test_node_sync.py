@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mosu.core.executor import NodeReport
 from mosu.core.models import Node, NodeState
 from mosu.service.app import create_app
 from mosu.service.platform import Platform
@@ -31,8 +32,8 @@ class DiscoveringExecutor(FakeExecutor):
         super().__init__()
         self.nodes = [W0, W1]
 
-    def cluster_nodes(self) -> list[Node]:
-        return list(self.nodes)
+    def cluster_nodes(self) -> list[NodeReport]:
+        return [NodeReport(node=n, sandbox="users") for n in self.nodes]
 
 
 @pytest.fixture
@@ -78,6 +79,10 @@ def _tenant(api: TestClient) -> str:
 
 def test_discovered_nodes_are_registered_with_their_capacity(api, platform) -> None:
     platform.loop.run_once()
+    assert {n["name"]: n["sandbox"] for n in api.get("/v1/nodes").json()} == {
+        "w0": "users",
+        "w1": "users",
+    }
     assert _nodes(api) == {"w0": ("ready", 4, "r0"), "w1": ("ready", 4, "r1")}
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +24,14 @@ from mosu.agent.executors.ray_executor import (
     ReplicaStatus,
 )
 from mosu.core.api import JobExit, JobLaunch, ReplicaLaunch
+from mosu.core.executor import AttemptRecord, ReplicaRecord
 from mosu.core.models import NodeState, ReplicaPlacement
 
-from .conftest import GPU_TYPE, RayCluster
+from .conftest import GPU_TYPE, RayCluster, replica_command
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'")
 
 WAIT_S = 60.0
-
-REPLICA_SCRIPT = Path(__file__).with_name("replica_script.py")
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +45,12 @@ def executor(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) 
     )
 
 
-@pytest.fixture
-def script() -> Path:
-    return REPLICA_SCRIPT
-
-
 def _spec(
     job_id: str, script: Path, out: Path, modes: str, *placement: ReplicaPlacement
 ) -> GangSpec:
     return GangSpec(
         job_id=job_id,
-        command=[sys.executable, str(script), modes, str(out)],
+        command=replica_command(script, modes, out),
         placement=placement,
         env={"FROM_JOB": "yes", "RANK": "99"},
     )
@@ -96,6 +89,21 @@ def _seen(out: Path, rank: int) -> dict[str, object]:
     return json.loads((out / f"replica-{rank}.json").read_text())
 
 
+def _ancestors(pid: int) -> list[int]:
+    out = []
+    while pid > 1:
+        out.append(pid)
+        pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return out
+
+
+def _starter(seen: dict[str, object]) -> int:
+    """The process that started a replica's supervisor (its runner), from the handle the
+    supervisor keeps in its run directory (named on its command line)."""
+    run_dir = Path(seen["supervisor_argv"][6])  # type: ignore[index]
+    return int(json.loads((run_dir / "supervisor.json").read_text())["starter"])
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -130,8 +138,14 @@ def test_gang_runs_one_replica_per_node_with_its_gpus_and_rank(
         ReplicaPlacement("w0", gpus),
         ReplicaPlacement("w1", gpus),
     )
-    gang = executor.start(spec)
-    statuses = _poll_until_ended(executor, gang)
+    executor.keep_ended_runners = True  # their processes tell where the replicas ran
+    try:
+        gang = executor.start(spec)
+        statuses = _poll_until_ended(executor, gang)
+        starters = [_ancestors(_starter(_seen(tmp_path, rank))) for rank in (0, 1)]
+    finally:
+        executor.keep_ended_runners = False
+    executor.release(gang)
 
     assert [(s.node, s.state, s.exit_code) for s in statuses] == [
         ("w0", ReplicaState.SUCCEEDED, 0),
@@ -156,8 +170,8 @@ def test_gang_runs_one_replica_per_node_with_its_gpus_and_rank(
             "MOSU_GPUS_PER_REPLICA": "4",
             "FROM_JOB": "yes",
         }
-        # The replica descends from that node's Ray processes (its runner, its raylet).
-        assert ray_cluster.nodes[node].pid in seen["ancestors"]
+        # The replica's supervisor was started by a runner of that node's Ray processes.
+        assert ray_cluster.nodes[node].pid in starters[rank]
         log = executor.log_path("gang-ok", rank).read_text()
         assert f"hello from rank {rank} on {node}" in log
     assert 1024 <= gang.master_port <= 65535
@@ -241,7 +255,7 @@ def test_missing_command_fails_the_gang_instead_of_requeueing_it(
         command=[str(tmp_path / "no-such-program")],
         placement=(ReplicaPlacement("w0", (0,)),),
     )
-    with pytest.raises(GangStartError, match="FileNotFoundError") as err:
+    with pytest.raises(GangStartError, match="no-such-program: No such file or directory") as err:
         executor.start(spec)
 
     assert err.value.requeue is False
@@ -261,11 +275,13 @@ def test_unknown_node_is_refused_before_anything_starts(
 
 
 @pytest.fixture
-def platform_executor(ray_cluster: RayCluster, tmp_path: Path) -> RayExecutor:
+def platform_executor(
+    ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory
+) -> RayExecutor:
     return RayExecutor(
         address=ray_cluster.address,
         instance="test",
-        remote_log_dir=str(tmp_path / "node-logs"),
+        remote_log_dir=str(tmp_path_factory.mktemp("node-logs")),
         failure_grace_s=2.0,
         poll_every_s=0.0,
         call_timeout_s=5.0,
@@ -277,7 +293,8 @@ def _launch(job_id: int, script: Path, out: Path, modes: str, *nodes: str) -> Jo
     return JobLaunch(
         job_id=job_id,
         attempt=2,
-        argv=[sys.executable, str(script), modes, str(out)],
+        tenant="acme",
+        argv=replica_command(script, modes, out),
         env={"FROM_JOB": "yes"},
         workdir=str(out),
         replicas=[
@@ -318,7 +335,7 @@ def test_platform_executor_runs_a_launch_and_reports_one_exit_per_attempt(
         "message": "",
         "lost": False,
     }
-    assert pids == {r: _seen(tmp_path, r)["pid"] for r in (0, 1)}
+    assert {k: v.pid for k, v in pids.items()} == {r: _seen(tmp_path, r)["pid"] for r in (0, 1)}
     assert [_seen(tmp_path, r)["MOSU_ATTEMPT"] for r in (0, 1)] == ["2", "2"]
     assert _seen(tmp_path, 0)["MOSU_GPU_FRACTION"] is None
     log = (tmp_path / "logs" / "replica-1.log").read_text()
@@ -374,22 +391,88 @@ def test_platform_stop_returns_at_once_and_the_runners_escalate_to_sigkill(
     assert report.message == "replica 1 on w1: killed by SIGKILL"
 
 
-def test_a_restarted_controller_stops_the_runners_its_predecessor_left(
+def _record(launch: JobLaunch) -> AttemptRecord:
+    return AttemptRecord(
+        job_id=launch.job_id,
+        attempt=launch.attempt,
+        tenant=launch.tenant,
+        replicas=[
+            ReplicaRecord(replica=r.replica, node=r.node, log_path=r.log_path)
+            for r in launch.replicas
+        ],
+    )
+
+
+def test_a_new_controller_reattaches_to_the_gangs_its_predecessor_left(
     ray_cluster: RayCluster, platform_executor: RayExecutor, script: Path, tmp_path: Path
 ) -> None:
-    platform_executor.start(_launch(14, script, tmp_path, "sleep,sleep", "w0", "w1"))
+    launch = _launch(14, script, tmp_path, "trap,trap", "w0", "w1")
+    started = platform_executor.start(launch)
     _wait(
         "both replicas to start",
         lambda: all((tmp_path / f"replica-{r}.json").exists() for r in (0, 1)),
     )
-    successor = RayExecutor(address=ray_cluster.address, instance="test", call_timeout_s=5.0)
-
-    assert successor.terminate_orphans(14, [], grace_s=2.0) == 2
-    _no_runners_left(successor.gangs, "14")
-    for r in (0, 1):
-        assert not _pid_alive(int(_seen(tmp_path, r)["pid"]))
+    platform_executor.detach()  # the controller goes away; its runners stay
+    remote = platform_executor.gangs.remote_log_dir
+    successor = RayExecutor(
+        address=ray_cluster.address,
+        instance="test",
+        remote_log_dir=remote,
+        poll_every_s=0.0,
+        call_timeout_s=5.0,
+    )
     other = RayExecutor(address=ray_cluster.address, instance="another", call_timeout_s=5.0)
-    assert other.terminate_orphans(14, [], grace_s=0.0) == 0
+    assert other.adopt([]).running == {}, "another store's controller sees none of them"
+
+    live = successor.adopt([_record(launch)]).running
+    assert {k: v.pid for k, v in live[14].items()} == {k: v.pid for k, v in started.items()}
+    assert {k: v.supervisor for k, v in live[14].items()} == {
+        k: v.supervisor for k, v in started.items()
+    }
+    assert successor.poll() == []
+    for r in (0, 1):
+        assert _pid_alive(int(_seen(tmp_path, r)["pid"])), "re-attaching touched nothing"
+    successor.stop(14, grace_s=3.0)
+    report = _next_exit(successor)
+    assert (report.job_id, report.attempt, report.exit_code, report.lost) == (14, 2, 0, False)
+    assert [(tmp_path / f"checkpoint-{r}").read_text() for r in (0, 1)] == ["step 42"] * 2
+    log = (tmp_path / "logs" / "replica-0.log").read_text()
+    assert log.count("hello from rank 0 on w0") == 1, "the log goes on, nothing copied twice"
+    successor.poll()  # the end is recorded: its runners go
+    _no_runners_left(successor.gangs, "14")
+
+
+def test_a_new_controller_stops_a_gang_with_a_runner_gone_and_removes_stale_runners(
+    ray_cluster: RayCluster, platform_executor: RayExecutor, script: Path, tmp_path: Path
+) -> None:
+    import ray
+
+    doomed = _launch(17, script, tmp_path / "a", "sleep,sleep", "w0", "w1")
+    stale = _launch(18, script, tmp_path / "b", "sleep", "w0")
+    for launch in (doomed, stale):
+        Path(launch.argv[-1]).mkdir(mode=0o1777)
+        Path(launch.argv[-1]).chmod(0o1777)
+        platform_executor.start(launch)
+    started = [tmp_path / "a" / "replica-0.json", tmp_path / "a" / "replica-1.json"]
+    started.append(tmp_path / "b" / "replica-0.json")
+    _wait("replicas to start", lambda: all(p.exists() for p in started))
+    platform_executor.detach()
+    gangs = platform_executor.gangs
+    ray.kill(ray.get_actor(gangs.runner_names("17")[1], namespace=gangs.namespace))
+    _wait("the killed runner to go", lambda: len(gangs.runner_names("17")) == 1, RUNNERS_GONE_S)
+
+    successor = RayExecutor(
+        address=ray_cluster.address, instance="test", poll_every_s=0.0, call_timeout_s=5.0
+    )
+    # The store says job 17 runs and 18 has ended (its end recorded before the failover).
+    found = successor.adopt([_record(doomed)])
+    assert (found.running, found.unstarted) == ({}, [])
+    [report] = successor.poll()
+    assert (report.job_id, report.lost, report.exit_code) == (17, True, None)
+    _no_runners_left(successor.gangs, "17")
+    _no_runners_left(successor.gangs, "18")
+    for out, r in ((tmp_path / "a", 0), (tmp_path / "a", 1), (tmp_path / "b", 0)):
+        _wait("its replica to end", lambda out=out, r=r: not _pid_alive(int(_seen(out, r)["pid"])))
 
 
 def test_killed_worker_node_is_detected_and_the_gang_reported_lost(
@@ -411,7 +494,7 @@ def test_killed_worker_node_is_detected_and_the_gang_reported_lost(
     assert (report.job_id, report.exit_code, report.lost) == (15, None, True)
     # Usually "node w1 is down"; the runner's own death notice may be seen first.
     assert report.message.startswith("replica 1 lost: ") and "node" in report.message
-    assert {n.name: n.state for n in platform_executor.cluster_nodes()} == {
+    assert {r.node.name: r.node.state for r in platform_executor.cluster_nodes()} == {
         "w0": NodeState.READY,
         "w1": NodeState.DOWN,
     }

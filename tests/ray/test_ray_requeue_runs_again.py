@@ -9,7 +9,6 @@ attempt 2 exits 0 at once. Each replica records its attempt, rank and node.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from mosu.core.api import JobSpec, JobState, QuotaSpec
 from mosu.core.models import NodeState
 from tests.e2e.conftest import REQUEUED_ONCE_THEN_SUCCEEDED, Server, state_history, wait_for
+from tests.jobs import JOB_PYTHON
 
 from .conftest import GPU_TYPE, RayCluster
 
@@ -63,7 +63,7 @@ def test_gang_on_a_killed_node_is_requeued_and_runs_again_when_the_node_returns(
         replicas=2,
         gpus=4,
         gpu_type=GPU_TYPE,
-        command=[sys.executable, "-S", "-c", REPLICA_CODE, str(tmp_path)],
+        command=[JOB_PYTHON, "-S", "-c", REPLICA_CODE, str(tmp_path)],
     )
     with server.client(token) as c, server.client() as op:
         job = c.submit(spec)

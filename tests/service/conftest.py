@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from mosu.core.api import JobExit, JobLaunch
+from mosu.core.executor import Adoption, AttemptRecord, ReplicaStarted
 from mosu.service.app import create_app
 from mosu.service.platform import Platform
 from mosu.service.settings import Settings
@@ -28,29 +29,35 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 class FakeExecutor:
-    """Runs nothing: records launches and stops; tests decide when jobs exit."""
+    """Runs nothing: records launches, stops and adoptions; tests decide when jobs exit."""
+
+    sandbox = "none"
 
     def __init__(self) -> None:
         self.launched: dict[int, JobLaunch] = {}
         self.stopped: list[int] = []
         self.exits: list[JobExit] = []
-        self.orphans: list[tuple[int, list[int]]] = []
+        self.adopted: list[AttemptRecord] = []
+        self.lost_on_adopt: set[int] = set()
+        """Jobs whose supervisors a new server finds gone without an exit record."""
+        self.detached = 0
         self.fail_start = False
         self._pid = 1000
 
-    def start(self, launch: JobLaunch) -> dict[int, int]:
+    def start(self, launch: JobLaunch) -> dict[int, ReplicaStarted]:
         if self.fail_start:
             raise OSError("no such file: nonexistent")
         self.launched[launch.job_id] = launch
-        pids = {}
+        started = {}
         for r in launch.replicas:
             self._pid += 1
-            pids[r.replica] = self._pid
-        return pids
+            started[r.replica] = ReplicaStarted(pid=self._pid, supervisor=f"fake-{self._pid}")
+        return started
 
-    def exit(self, job_id: int, code: int | None = 0) -> None:
-        launch = self.launched[job_id]
-        self.exits.append(JobExit(job_id=job_id, attempt=launch.attempt, exit_code=code))
+    def exit(self, job_id: int, code: int | None = 0, *, attempt: int | None = None) -> None:
+        if attempt is None:
+            attempt = self.launched[job_id].attempt
+        self.exits.append(JobExit(job_id=job_id, attempt=attempt, exit_code=code))
 
     def poll(self) -> list[JobExit]:
         out, self.exits = self.exits, []
@@ -59,9 +66,25 @@ class FakeExecutor:
     def stop(self, job_id: int, grace_s: float) -> None:
         self.stopped.append(job_id)
 
-    def terminate_orphans(self, job_id: int, pids: list[int], grace_s: float) -> int:
-        self.orphans.append((job_id, pids))
-        return len(pids)
+    def adopt(self, attempts: Sequence[AttemptRecord]) -> Adoption:
+        self.adopted.extend(attempts)
+        found = Adoption(running={}, unstarted=[])
+        for a in attempts:
+            if a.job_id in self.lost_on_adopt:
+                self.exits.append(
+                    JobExit(job_id=a.job_id, attempt=a.attempt, exit_code=None, lost=True)
+                )
+            elif all(r.supervisor is None for r in a.replicas):
+                found.unstarted.append(a.job_id)
+            else:
+                found.running[a.job_id] = {
+                    r.replica: ReplicaStarted(pid=r.pid or 0, supervisor=r.supervisor or "")
+                    for r in a.replicas
+                }
+        return found
+
+    def detach(self) -> None:
+        self.detached += 1
 
     def shutdown(self, grace_s: float) -> None:
         pass

@@ -299,18 +299,88 @@ def test_a_drained_node_starts_nothing_new(api, platform, executor):
     assert state(api, job["id"]) == "running"
 
 
-def test_restart_requeues_running_jobs_after_stopping_their_processes(api, platform, executor):
+def test_a_new_server_adopts_running_jobs_without_touching_them(api, platform, executor):
     tokens = seed(api)
     job = submit(api, tokens["a"], gpus=4)
     platform.loop.run_once()
-    pid = api.get(f"/v1/jobs/{job['id']}").json()["allocations"][0]["pid"]
-    # A new server process finds the job running with nobody holding it.
+    [alloc] = api.get(f"/v1/jobs/{job['id']}").json()["allocations"]
+    # A new server process finds the job running: its supervisor still holds it.
     fresh = FakeExecutor()
     platform.loop._executor = fresh
     platform.loop.reconcile()
-    assert fresh.orphans == [(job["id"], [pid])]
+    [adopted] = fresh.adopted
+    assert (adopted.job_id, adopted.attempt, adopted.tenant) == (job["id"], 1, "a")
+    [replica] = adopted.replicas
+    assert replica.pid == alloc["pid"]
+    assert replica.supervisor is not None and replica.run_dir is not None
+    assert replica.run_dir.endswith(f"/logs/{job['id']}/run/1.0")
+    assert states(api, job["id"]) == ["pending", "starting", "running"]
+    assert fresh.stopped == [] and fresh.launched == {}
+    # It ended while no server watched: recorded once, with its code.
+    fresh.exit(job["id"], 3, attempt=1)
+    platform.loop.run_once()
+    fresh.exit(job["id"], 3, attempt=1)
+    platform.loop.run_once()
+    got = api.get(f"/v1/jobs/{job['id']}").json()
+    assert (got["state"], got["exit_code"]) == ("failed", 3)
+    assert states(api, job["id"]) == ["pending", "starting", "running", "failed"]
+
+
+def test_a_job_whose_supervisor_died_is_requeued_by_the_new_server(api, platform, executor):
+    tokens = seed(api)
+    job = submit(api, tokens["a"], gpus=4)
+    platform.loop.run_once()
+    fresh = FakeExecutor()
+    fresh.lost_on_adopt = {job["id"]}
+    platform.loop._executor = fresh
+    platform.loop.reconcile()
     assert states(api, job["id"]) == ["pending", "starting", "running", "preempted", "pending"]
     assert api.get("/v1/cluster").json()["gpu_types"][0]["allocated"] == 0
+
+
+def test_an_attempt_the_dead_server_never_started_is_started_by_the_next(
+    api, platform, monkeypatch
+):
+    tokens = seed(api)
+    job = submit(api, tokens["a"], gpus=4)
+    with monkeypatch.context() as m:
+        # The server commits the start, then dies before it launches anything.
+        m.setattr(platform.loop, "_launch", lambda job_id: None)
+        platform.loop.cycle()
+    assert states(api, job["id"]) == ["pending", "starting"]
+    fresh = FakeExecutor()
+    platform.loop._executor = fresh
+    platform.loop.reconcile()
+    assert list(fresh.launched) == [job["id"]], "started as it is, not requeued"
+    assert fresh.launched[job["id"]].attempt == 1
+    assert states(api, job["id"]) == ["pending", "starting", "running"]
+
+
+def test_a_graceful_stop_leaves_running_jobs_alone(api, platform, executor):
+    tokens = seed(api)
+    job = submit(api, tokens["a"], gpus=4)
+    platform.loop.run_once()
+    platform.loop.leading = True
+    platform.loop.stop()
+    assert executor.detached == 1 and executor.stopped == []
+    assert states(api, job["id"]) == ["pending", "starting", "running"]
+
+
+def test_drain_with_stop_jobs_stops_and_requeues_the_nodes_work(api, platform, executor):
+    tokens = seed(api)
+    job = submit(api, tokens["a"], gpus=4)
+    platform.loop.run_once()
+    assert api.post("/v1/nodes/n0/drain").json()["state"] == "draining"
+    platform.loop.run_once()
+    assert executor.stopped == []
+    assert api.post("/v1/nodes/n0/drain?stop_jobs=true").json()["state"] == "draining"
+    platform.loop.run_once()
+    assert executor.stopped == [job["id"]]
+    executor.exit(job["id"], None)
+    platform.loop.run_once()
+    assert states(api, job["id"]) == ["pending", "starting", "running", "preempted", "pending"]
+    events = api.get(f"/v1/jobs/{job['id']}/events").json()["events"]
+    assert [e["reason"] for e in events if e["kind"] == "stop-requested"] == ["drain"]
 
 
 def test_fractional_jobs_share_one_gpu(api, platform, executor):

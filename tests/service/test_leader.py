@@ -7,6 +7,7 @@ that they never meet another test's (or a real server's) lease on the same datab
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from mosu.service.leader import (
     lease_for_url,
 )
 from tests.e2e.conftest import free_port, wait_for
+from tests.jobs import JOB_PYTHON, shared_copy, shared_dir, stop_leftover_replicas
 from tests.pg import fresh_postgres_database, postgres_url
 
 TAKEOVER_LIMIT_S = 10.0
@@ -254,7 +256,6 @@ def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_aft
     fresh_database: str, tmp_path: Path
 ) -> None:
     from mosu.client import Client, ServerUnreachable
-    from mosu.core.api import JobSpec, JobState, QuotaSpec
 
     token = "mosu_op_lease-test-operator-token"
     servers: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
@@ -287,64 +288,73 @@ def test_two_servers_share_a_database_one_schedules_and_the_other_takes_over_aft
     def leads(name: str) -> bool:
         return LEADER_LINE in servers[name][2].read_text()
 
-    out = tmp_path / "work"
-    out.mkdir()
-    try:
-        a = start("a")
-        wait_for(lambda: leads("a"), timeout=10, what="server a to lead")
-        b = start("b")
-        time.sleep(3)  # a standby retries every 2 s: it had its chances
-        assert not leads("b")
-        assert (a.health()["scheduler"], b.health()["scheduler"]) == ("leader", "standby")
-
-        # b serves the API; a schedules what b accepted.
-        tenant = b.create_tenant("t", {"H800": QuotaSpec(guaranteed=2)})
-        with Client(b.url, tenant.token, timeout=10) as tb:
-            job = tb.submit(
-                JobSpec(name="w", gpus=1, command=[sys.executable, str(WORKER), str(out), "go"])
-            )
-            wait_for(
-                lambda: tb.get_job(job.id).state == JobState.RUNNING,
-                timeout=20,
-                what="the job to run",
-            )
-            first = tmp_path / "work" / f"start-{job.id}-1-0.json"
-            wait_for(first.exists, timeout=20, what="attempt 1's process")
-
-            servers["a"][0].kill()
-            killed = time.monotonic()
-            wait_for(lambda: leads("b"), timeout=TAKEOVER_LIMIT_S, what="server b to take over")
-            took = time.monotonic() - killed
-            assert b.health()["scheduler"] == "leader"
-            print(f"takeover after SIGKILL of the leader: {took:.1f} s")
-
-            # The new leader stops what the dead one left running and runs it again.
-            second = tmp_path / "work" / f"start-{job.id}-2-0.json"
-            wait_for(second.exists, timeout=30, what="attempt 2 under the new leader")
-            assert (tmp_path / "work" / f"terminated-{job.id}-1-0").exists()
+    with shared_dir() as out:
+        worker = shared_copy(WORKER, out)
+        try:
+            _adopted_across_failover(start, leads, servers, worker, out)
+        finally:
             (out / "go").write_text("")
-            wait_for(
-                lambda: tb.get_job(job.id).state == JobState.SUCCEEDED,
-                timeout=30,
-                what="the job to succeed",
-            )
-            assert tb.get_job(job.id).attempts == 2
-    finally:
+            for client in clients:
+                client.close()
+            for proc, _port, _log in servers.values():
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(timeout=10)
+            stop_leftover_replicas(tmp_path)
+
+
+def _adopted_across_failover(start, leads, servers, worker: Path, out: Path) -> None:
+    from mosu.client import Client
+    from mosu.core.api import JobSpec, JobState, QuotaSpec
+
+    a = start("a")
+    wait_for(lambda: leads("a"), timeout=10, what="server a to lead")
+    b = start("b")
+    time.sleep(3)  # a standby retries every 2 s: it had its chances
+    assert not leads("b")
+    assert (a.health()["scheduler"], b.health()["scheduler"]) == ("leader", "standby")
+
+    # b serves the API; a schedules what b accepted.
+    tenant = b.create_tenant("t", {"H800": QuotaSpec(guaranteed=2)})
+    with Client(b.url, tenant.token, timeout=10) as tb:
+        command = [JOB_PYTHON, str(worker), str(out), "go"]
+        job = tb.submit(JobSpec(name="w", gpus=1, command=command))
+        wait_for(
+            lambda: tb.get_job(job.id).state == JobState.RUNNING,
+            timeout=20,
+            what="the job to run",
+        )
+        first = out / f"start-{job.id}-1-0.json"
+        wait_for(first.exists, timeout=20, what="attempt 1's process")
+        pid = json.loads(first.read_text())["pid"]
+
+        servers["a"][0].kill()
+        killed = time.monotonic()
+        wait_for(lambda: leads("b"), timeout=TAKEOVER_LIMIT_S, what="server b to take over")
+        took = time.monotonic() - killed
+        assert b.health()["scheduler"] == "leader"
+        print(f"takeover after SIGKILL of the leader: {took:.1f} s")
+
+        # The new leader adopts what the dead one left running: same attempt, same pid.
+        time.sleep(2)
+        assert Path(f"/proc/{pid}").exists()
+        assert not (out / f"start-{job.id}-2-0.json").exists()
+        assert not (out / f"terminated-{job.id}-1-0").exists()
         (out / "go").write_text("")
-        for client in clients:
-            client.close()
-        for proc, _port, _log in servers.values():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+        wait_for(
+            lambda: tb.get_job(job.id).state == JobState.SUCCEEDED,
+            timeout=30,
+            what="the job to succeed",
+        )
+        assert tb.get_job(job.id).attempts == 1
 
 
 @pytest.mark.postgres
-def test_leader_whose_session_dies_stops_its_work_and_one_server_leads_again(
+def test_leader_whose_session_dies_leaves_its_work_and_one_server_leads_again(
     fresh_database: str, tmp_path: Path
 ) -> None:
     from mosu.service.platform import Platform
@@ -375,8 +385,11 @@ def test_leader_whose_session_dies_stops_its_work_and_one_server_leads_again(
         engine.dispose()
 
         wait_for(
-            lambda: first_executor.shutdowns > 0, timeout=10, what="the old leader to stop its work"
+            lambda: first_executor.detached > 0,
+            timeout=10,
+            what="the old leader to leave its work to the next one",
         )
+        assert first_executor.shutdowns == 0, "a deposed leader must not stop running work"
         leaders = wait_for(
             lambda: [p for p in (first, second) if p.loop.leading],
             timeout=TAKEOVER_LIMIT_S,

@@ -3,6 +3,7 @@ config ``mosu up`` saved (``MOSU_CONFIG``, default ``~/.mosu/client.json``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -39,11 +40,21 @@ def load() -> ClientConfig:
 
 
 def save(url: str, token: str) -> Path:
+    """Write the config readable by its owner only from the first byte: the directory is
+    created 0700 and the file 0600 (never chmod-ed after the token is in it)."""
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": url, "token": token}, indent=2) + "\n")
-    tmp.chmod(0o600)
+    missing = []
+    probe = path.parent
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for p in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            p.mkdir(mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps({"url": url, "token": token}, indent=2) + "\n")
     tmp.replace(path)
     return path
 

@@ -155,8 +155,9 @@ class Client:
     def list_nodes(self) -> list[NodeOut]:
         return [NodeOut.model_validate(x) for x in self._request("GET", "/v1/nodes").json()]
 
-    def drain_node(self, name: str) -> NodeOut:
-        return self._post(f"/v1/nodes/{name}/drain", NodeOut)
+    def drain_node(self, name: str, *, stop_jobs: bool = False) -> NodeOut:
+        params = {"stop_jobs": "true"} if stop_jobs else None
+        return self._post(f"/v1/nodes/{name}/drain", NodeOut, params=params)
 
     def undrain_node(self, name: str) -> NodeOut:
         return self._post(f"/v1/nodes/{name}/undrain", NodeOut)

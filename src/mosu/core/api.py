@@ -330,6 +330,10 @@ class NodeOut(OutputModel):
     state: NodeState
     allocated_gpus: float
     """GPUs in use (fractions summed)."""
+    sandbox: str | None = None
+    """How replicas run there, as its executor reports it: ``users`` (a Unix user per
+    tenant), ``bwrap`` (a user and mount namespace), ``none`` (as the server's user);
+    None while unknown."""
 
 
 class GpuTypeSummary(OutputModel):
@@ -475,15 +479,20 @@ class ReplicaLaunch(OutputModel):
     gpu_indices: list[int]
     gpu_fraction: float
     log_path: str
+    run_dir: str = ""
+    """Where the replica's supervisor keeps its state (recorded in the store before the
+    start, so a new server finds it); empty lets the executor choose."""
 
 
 class JobLaunch(OutputModel):
-    """Everything an executor needs to run one attempt of a job."""
+    """Everything an executor needs to run one attempt of a job. ``env`` is the job's
+    own environment (secrets included): never log it."""
 
     job_id: int
     attempt: int
+    tenant: str
     argv: list[str]
-    env: dict[str, str]
+    env: dict[str, str] = Field(repr=False)
     workdir: str | None
     replicas: list[ReplicaLaunch]
 
@@ -496,3 +505,6 @@ class JobExit(OutputModel):
     exit_code: int | None
     """0 when every replica exited 0; otherwise the first failing code (None if killed)."""
     message: str = ""
+    lost: bool = False
+    """A replica's node or supervisor vanished without an exit record: the attempt says
+    nothing about the job, which is requeued rather than failed."""

@@ -21,13 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from mosu.core.api import ACTIVE_STATES, JobState
+from mosu.core.executor import DiscoversNodes, Executor, LaunchError
 from mosu.engine.cycle import schedule
 from mosu.service.db.rows import JobRow
-from mosu.service.executor import ExecutorPort
 from mosu.service.leader import LeaderLease, LeadershipLost
-from mosu.service.services.lifecycle import active_allocations, finish, note, release, transition
+from mosu.service.services.lifecycle import finish, note, release, transition
 from mosu.service.services.nodes import sync_cluster_nodes
 from mosu.service.services.scheduling import (
+    active_attempts,
     apply_decisions,
     launch_spec,
     load_snapshot,
@@ -43,7 +44,6 @@ LEASE_RETRY_S = 2.0
 MAX_REST_S = 0.5
 """The longest a requested cycle waits after the last one (a slow first cycle, still
 importing and warming up, must not delay the next start by as long)."""
-RESTART_MESSAGE = "the server stopped while the job ran; its processes were stopped and it requeued"
 
 
 def _has_history() -> bool:
@@ -59,7 +59,7 @@ class SchedulerLoop:
         self,
         *,
         sessions: sessionmaker[Session],
-        executor: ExecutorPort,
+        executor: Executor,
         profile: Any,
         logs_dir: Path,
         grace_s: float,
@@ -110,8 +110,9 @@ class SchedulerLoop:
     def _lead(self) -> bool:
         """Hold the lease (when there is one); True while this loop may schedule.
 
-        A new leader first reconciles: jobs left active by the previous one are stopped
-        and requeued. A leader that finds itself deposed stops what its executor runs.
+        A new leader first adopts what the previous one left running. A leader that finds
+        itself deposed stops watching its replicas (they keep running; the new leader
+        adopts them) and stands by.
         """
         if self.lease is None:
             if not self.leading:
@@ -125,10 +126,9 @@ class SchedulerLoop:
         if self.leading:
             if self.lease.check():
                 return True
-            log.error("lost the scheduler lease; stopping local work and standing by")
+            log.error("lost the scheduler lease; leaving running work to the new leader")
             self.leading = False
-            self._executor.shutdown(self._grace_s)
-            self._executor.poll()
+            self._executor.detach()
             return False
         if not self.lease.acquire():
             return False
@@ -138,23 +138,16 @@ class SchedulerLoop:
         return True
 
     def stop(self) -> None:
-        """Stop the loop, then stop every running job and requeue it."""
+        """Stop the loop. Running replicas are left alone: their supervisors outlive this
+        server and the next one adopts them (drain a node to stop its work first)."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
-        if not self.leading:  # a standby: the jobs belong to the leader
-            if self.lease is not None:
-                self.lease.release()
-            return
-        with self._sessions.begin() as s:
-            for row in s.scalars(select(JobRow).where(JobRow.state.in_(list(ACTIVE_STATES)))):
-                if row.stop_reason is None:
-                    row.stop_reason = "restart"
-        self._executor.shutdown(self._grace_s)
-        self.handle_exits()
-        self.reconcile()
-        self.leading = False
+        if self.leading:
+            self.handle_exits()
+            self._executor.detach()
+            self.leading = False
         if self.lease is not None:
             self.lease.release()
 
@@ -209,12 +202,13 @@ class SchedulerLoop:
         """Mirror the nodes of an executor that discovers them (Ray) into the store, at
         most once a tick. A node that went away is ``down`` and its jobs are stopped and
         requeued; one that came back is ``ready`` again (a drain is kept)."""
-        discover = getattr(self._executor, "cluster_nodes", None)
+        if not isinstance(self._executor, DiscoversNodes):
+            return
         now = self._clock()
-        if discover is None or now - self._last_node_sync < self._tick_s:
+        if now - self._last_node_sync < self._tick_s:
             return
         self._last_node_sync = now
-        found = discover()
+        found = self._executor.cluster_nodes()
         with self._sessions.begin() as s:
             changed = sync_cluster_nodes(s, found)
         if changed:
@@ -222,26 +216,41 @@ class SchedulerLoop:
             self.wake()
 
     def reconcile(self) -> None:
-        """Crash rule: a job found starting or running when no executor holds it (a new
-        server process) has its leftover processes stopped and is requeued as preempted;
-        a cancel or max-runtime stop in progress completes as cancelled or failed."""
+        """Adopt what a previous server left running (the restart rule): live replicas are
+        watched again with the same attempt and pids, exits that happened meanwhile are
+        reported by the executor's next poll and recorded once, and a replica whose
+        supervisor died without an exit record is reported lost, so its job is requeued.
+        Runs before the first cycle, so nothing new starts before everything old is known."""
         with self._sessions() as s:
-            plan = [
-                (row.id, [a.pid for a in active_allocations(s, row.id) if a.pid])
-                for row in s.scalars(select(JobRow).where(JobRow.state.in_(list(ACTIVE_STATES))))
-            ]
-        for job_id, pids in plan:
-            found = self._executor.terminate_orphans(job_id, pids, self._grace_s)
-            with self._sessions.begin() as s:
-                row = s.get(JobRow, job_id)
-                if row is None or row.state not in ACTIVE_STATES:
+            attempts = active_attempts(s, logs_dir=self._logs_dir)
+        found = self._executor.adopt(attempts)
+        for rec in attempts:
+            started = found.running.get(rec.job_id)
+            if not started:
+                continue
+            for _ in range(3):
+                try:
+                    with self._sessions.begin() as s:
+                        mark_running(
+                            s,
+                            job_id=rec.job_id,
+                            attempt=rec.attempt,
+                            started=started,
+                            reason="adopted",
+                        )
+                    break
+                except StaleDataError:
                     continue
-                if row.stop_reason not in ("cancel", "max-runtime"):
-                    row.stop_reason = "restart"
-                message = RESTART_MESSAGE + (f" ({found} processes stopped)" if found else "")
-                finish(s, row, exit_code=None, message=message)
-        if plan:
-            log.info("reconciled %d jobs left running by a previous server", len(plan))
+        if attempts:
+            log.info(
+                "adopted %d running replicas of %d jobs left by a previous server",
+                sum(len(v) for v in found.running.values()),
+                len(attempts),
+            )
+        self.handle_exits()
+        # An attempt whose start the previous server never began is begun now, as is.
+        for job_id in found.unstarted:
+            self._launch(job_id)
 
     def handle_exits(self) -> int:
         exits = self._executor.poll()
@@ -254,8 +263,11 @@ class SchedulerLoop:
                             break
                         if row.attempts != ex.attempt:
                             break
-                        if getattr(ex, "lost", False) and row.stop_reason is None:
+                        if ex.lost and row.stop_reason is None:
                             row.stop_reason = "node-down"  # not the job's fault: requeue
+                        if row.state == JobState.STARTING.value and not ex.lost:
+                            # It ran, though the server died before recording its start.
+                            transition(s, row, JobState.RUNNING, reason="launched")
                         finish(s, row, exit_code=ex.exit_code, message=ex.message)
                     break
                 except StaleDataError:
@@ -309,7 +321,9 @@ class SchedulerLoop:
             with self._sessions.begin() as s:
                 if self.lease is not None:
                     self.lease.fence(s.connection())
-                applied = apply_decisions(s, loaded=loaded, result=result, now=now)
+                applied = apply_decisions(
+                    s, loaded=loaded, result=result, now=now, logs_dir=self._logs_dir
+                )
         except StaleDataError:
             self.wake()  # a job changed under us; decide again on fresh state
             return
@@ -349,7 +363,7 @@ class SchedulerLoop:
             return
         try:
             with self._fenced():
-                pids = self._executor.start(launch)
+                started = self._executor.start(launch)
         except LeadershipLost:
             log.error("deposed before starting job %d; the new leader will run it", job_id)
             self._last_lease_check = 0.0
@@ -358,18 +372,19 @@ class SchedulerLoop:
             with self._sessions.begin() as s:
                 row = s.get(JobRow, job_id)
                 if row is not None and row.state == JobState.STARTING.value:
-                    if getattr(exc, "requeue", False):  # e.g. its node vanished: try again
+                    text = str(exc) if isinstance(exc, LaunchError) else f"could not start: {exc}"
+                    if isinstance(exc, LaunchError) and exc.requeue:  # e.g. its node vanished
                         row.stop_reason = "node-down"
-                        finish(s, row, exit_code=None, message=f"could not start: {exc}")
+                        finish(s, row, exit_code=None, message=text)
                         return
                     release(s, row)
-                    row.message = f"could not start: {exc}"
+                    row.message = text
                     transition(s, row, JobState.FAILED, reason="launch", message=row.message)
             return
         for _ in range(3):
             try:
                 with self._sessions.begin() as s:
-                    mark_running(s, job_id=job_id, attempt=launch.attempt, pids=pids)
+                    mark_running(s, job_id=job_id, attempt=launch.attempt, started=started)
                 return
             except StaleDataError:
                 continue

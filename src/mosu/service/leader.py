@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from mosu.core.errors import Conflict
+from mosu.service.private_files import private_file
 
 __all__ = [
     "AlwaysLeader",
@@ -123,7 +124,7 @@ class FileLease:
 
         if self._file is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)
         f = open(self.path, "ab")  # noqa: SIM115 - held open for the life of the lease
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -11,8 +11,8 @@ import uvicorn
 
 from mosu.core.api import NodeCreate
 from mosu.core.errors import Conflict
+from mosu.core.executor import Executor
 from mosu.service.app import create_app
-from mosu.service.executor import ExecutorPort
 from mosu.service.platform import Platform
 from mosu.service.services import nodes
 from mosu.service.services.auth import OPERATOR
@@ -39,12 +39,13 @@ def _check_port(host: str, port: int) -> None:
 
 def serve(
     settings: Settings,
-    executor: ExecutorPort,
+    executor: Executor,
     *,
     local_node: NodeCreate | None = None,
     on_ready: Callable[[str | None], None] = lambda _token: None,
 ) -> None:
-    """Run until SIGINT/SIGTERM; on the way out running jobs are stopped and requeued.
+    """Run until SIGINT/SIGTERM. Running replicas are left running on the way out (their
+    supervisors outlive the server) and the next server adopts them.
 
     ``on_ready`` gets the operator token if this start created it (None otherwise)."""
     _check_port(settings.host, settings.port)
@@ -55,6 +56,7 @@ def serve(
     if local_node is not None:
         with platform.tx() as s:
             nodes.register_node(s, principal=OPERATOR, body=local_node)
+            nodes.report_sandbox(s, name=local_node.name, sandbox=executor.sandbox)
     app = create_app(platform, run_scheduler=True)
     config = uvicorn.Config(
         app,

@@ -8,11 +8,12 @@ from contextlib import contextmanager
 
 from sqlalchemy.orm import Session
 
+from mosu.core.executor import Executor
 from mosu.engine.profiles import SchedulingProfile, build_profile
 from mosu.service.background import SchedulerLoop
 from mosu.service.db.session import make_engine, session_factory, upgrade
-from mosu.service.executor import ExecutorPort
 from mosu.service.leader import lease_for_url
+from mosu.service.private_files import private_dir
 from mosu.service.services.auth import TokenCache, ensure_operator_token
 from mosu.service.services.catalog import CatalogCache
 from mosu.service.settings import Settings
@@ -28,7 +29,7 @@ def load_profile(name: str, *, min_runtime_s: float | None = None) -> Scheduling
 
 
 class Platform:
-    def __init__(self, settings: Settings, executor: ExecutorPort) -> None:
+    def __init__(self, settings: Settings, executor: Executor) -> None:
         self.settings = settings
         self.engine = make_engine(settings.sqlalchemy_url)
         self.sessions = session_factory(self.engine)
@@ -47,7 +48,8 @@ class Platform:
 
     def open(self) -> str | None:
         """Migrate the store; return a newly created operator token (None if one existed)."""
-        self.settings.logs_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.data_dir)
+        private_dir(self.settings.logs_dir)
         upgrade(self.engine)
         with self.sessions.begin() as s:
             return ensure_operator_token(s, token=self.settings.operator_token)

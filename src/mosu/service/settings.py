@@ -33,6 +33,16 @@ class Settings(BaseSettings):
     """``HOST:PORT`` of the Ray cluster's head (GCS) for the ``ray`` executor."""
     ray_log_dir: str = "/tmp/mosu/replica-logs"
     """Where replicas' output is written on each Ray node (copied to ``logs_dir``)."""
+    sandbox: str = "auto"
+    """How replicas run: ``users`` (a Unix user per tenant; needs root), ``bwrap`` (user
+    and mount namespaces; not root), ``none`` (as the server's user: only by name), or
+    ``auto`` (``users`` as root, else ``bwrap``, else refuse to start)."""
+    home_root: Path | None = None
+    """Where tenants' homes live (``/var/lib/mosu/homes`` in ``users`` mode, else
+    ``data_dir/homes``)."""
+    cgroup: str = "auto"
+    """Which cgroup hierarchy tracks a replica's processes: ``auto``, ``v2``, ``v1`` or
+    ``none`` (process tree and environment marker only)."""
 
     @property
     def sqlalchemy_url(self) -> str:

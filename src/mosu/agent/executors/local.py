@@ -1,225 +1,354 @@
-"""Runs each replica as a process on this machine.
+"""Runs each replica on this machine under its own supervisor (``mosu.agent.supervisor``).
 
-Every replica gets its own process group (so a stop reaches the whole tree),
-``CUDA_VISIBLE_DEVICES`` set to its GPU indices, ``MOSU_GPU_FRACTION`` when it
-shares a GPU, and ``MOSU_JOB_ID``/``MOSU_REPLICA``/``MOSU_NUM_REPLICAS``;
-stdout and stderr go to one log file per replica, appended across attempts.
-A replica that fails stops its siblings: a gang lives and dies together.
+The supervisor owns the replica's process tree and cgroup, runs it in the sandbox
+(the tenant's Unix user, or bubblewrap) with the environment built by
+``mosu.agent.replica_env``, and outlives the server: a server that stops or dies leaves
+replicas running, and the next one adopts them from the run directories the store
+recorded. A replica that fails stops its siblings: a gang lives and dies together.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import subprocess
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mosu.agent.executors.base import Executor
+from mosu.agent import cgroups, procfs
+from mosu.agent.replica_env import ReplicaContract, marker_entries
+from mosu.agent.sandbox import SandboxConfig
+from mosu.agent.supervised import (
+    Outcome,
+    SupervisedReplica,
+    SupervisorPool,
+    SupervisorStartError,
+    kill_remains,
+)
+from mosu.agent.supervisor import LOCK
 from mosu.core.api import JobExit, JobLaunch
+from mosu.core.executor import Adoption, AttemptRecord, LaunchError, ReplicaStarted
+
+GANG_FAILURE_GRACE_S = 10.0
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class _Replica:
+    index: int
+    supervised: SupervisedReplica
+    outcome: Outcome | None = None
 
 
 @dataclass
 class _Attempt:
     job_id: int
     attempt: int
-    procs: dict[int, subprocess.Popen[bytes]]
-    codes: dict[int, int] = field(default_factory=dict)
-    """Exit code of each replica's leader process."""
-    done: set[int] = field(default_factory=set)
-    """Replicas whose whole process group is gone."""
-    kill_at: float | None = None
-    """When SIGKILL follows the SIGTERM already sent; None while not stopping."""
+    replicas: list[_Replica]
+    stopping: bool = False
+    first_failed: int | None = None
+    """The replica that ended badly first, before the gang was being stopped."""
+    order: list[int] = field(default_factory=list)
 
 
-class LocalExecutor(Executor):
-    def __init__(self, *, instance: str, clock: Callable[[], float] = time.monotonic) -> None:
-        """``instance`` names the store this executor serves (set as ``MOSU_INSTANCE``), so
-        orphan cleanup never touches jobs of another mosu on the same machine."""
+class LocalExecutor:
+    def __init__(
+        self,
+        *,
+        instance: str,
+        sandbox: SandboxConfig,
+        cgroup: str = "auto",
+        runs_dir: Path | None = None,
+        pool_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``instance`` names the store this executor serves (``MOSU_INSTANCE``), so
+        nothing of another mosu on the same machine is ever touched. ``runs_dir`` holds
+        supervisors' run directories when a launch names none (tests). With ``pool_dir``
+        (on the run directories' filesystem) two supervisors wait there ready, so a start
+        does not wait for an interpreter."""
         self._instance = instance
+        self._pool = SupervisorPool(pool_dir) if pool_dir is not None else None
+        if self._pool is not None:
+            self._pool.fill()
+        self._sandbox = sandbox
+        self._cgroup = cgroup
+        self._runs_dir = runs_dir
         self._clock = clock
         self._jobs: dict[int, _Attempt] = {}
         self._exited: list[JobExit] = []
+        self._detached: list[SupervisedReplica] = []
+
+    @property
+    def sandbox(self) -> str:
+        return self._sandbox.mode
+
+    def tracking(self) -> str:
+        """How a replica's processes are found (banner)."""
+        found = cgroups.detect(self._cgroup)
+        fallback = "process tree (child subreaper) and environment marker"
+        return found.describe() if found is not None else fallback
 
     # ------------------------------------------------------------ start
 
-    def start(self, launch: JobLaunch) -> dict[int, int]:
-        procs: dict[int, subprocess.Popen[bytes]] = {}
+    def start(self, launch: JobLaunch) -> dict[int, ReplicaStarted]:
+        replicas = sorted(launch.replicas, key=lambda r: r.replica)
+        port = _free_port()
+        started: list[SupervisedReplica] = []
         try:
-            for r in launch.replicas:
-                procs[r.replica] = self._spawn(launch, r.replica)
+            for r in replicas:
+                contract = ReplicaContract(
+                    instance=self._instance,
+                    job_id=launch.job_id,
+                    attempt=launch.attempt,
+                    replica=r.replica,
+                    num_replicas=len(replicas),
+                    node=r.node,
+                    gpu_indices=tuple(r.gpu_indices),
+                    gpu_fraction=r.gpu_fraction,
+                    master_addr="127.0.0.1",
+                    master_port=port,
+                )
+                gpus = ",".join(str(g) for g in r.gpu_indices) or "none"
+                header = f"--- mosu: attempt {launch.attempt}, node {r.node}, GPUs {gpus} ---\n"
+                spec = {
+                    "run_dir": r.run_dir or str(self._run_dir(launch, r.replica)),
+                    "log_path": r.log_path,
+                    "header": header,
+                    "argv": launch.argv,
+                    "workdir": launch.workdir,
+                    "job_env": launch.env,
+                    "tenant": launch.tenant,
+                    "contract": contract.to_json(),
+                    "sandbox": self._sandbox.to_json(),
+                    "cgroup": self._cgroup,
+                }
+                started.append(SupervisedReplica.spawn(spec, pool=self._pool))
+            # Every supervisor starts at once; then each one's answer is read.
+            deadline = time.monotonic() + START_TIMEOUT_S
+            pids = [s.confirm(deadline) for s in started]
+        except SupervisorStartError as exc:
+            self._abandon(started)
+            raise LaunchError(f"could not start: {exc}", requeue=exc.requeue) from None
         except OSError:
-            for p in procs.values():
-                _signal_group(p.pid, signal.SIGKILL)
-                p.wait()
+            self._abandon(started)
             raise
-        self._jobs[launch.job_id] = _Attempt(launch.job_id, launch.attempt, procs)
-        return {k: p.pid for k, p in procs.items()}
+        self._jobs[launch.job_id] = _Attempt(
+            launch.job_id,
+            launch.attempt,
+            [_Replica(r.replica, s) for r, s in zip(replicas, started, strict=True)],
+        )
+        return {
+            r.replica: ReplicaStarted(pid=pid, supervisor=_handle_text(s))
+            for r, s, pid in zip(replicas, started, pids, strict=True)
+        }
 
-    def _spawn(self, launch: JobLaunch, replica: int) -> subprocess.Popen[bytes]:
-        r = next(x for x in launch.replicas if x.replica == replica)
-        # The server's own MOSU_* settings (tokens, database URL) never leak into jobs.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MOSU_")}
-        env.update(launch.env)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in r.gpu_indices)
-        env["MOSU_INSTANCE"] = self._instance
-        env["MOSU_JOB_ID"] = str(launch.job_id)
-        env["MOSU_ATTEMPT"] = str(launch.attempt)
-        env["MOSU_REPLICA"] = str(r.replica)
-        env["MOSU_NUM_REPLICAS"] = str(len(launch.replicas))
-        if r.gpu_indices and r.gpu_fraction < 1:
-            env["MOSU_GPU_FRACTION"] = f"{r.gpu_fraction:g}"
-        log = Path(r.log_path)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            gpus = env["CUDA_VISIBLE_DEVICES"] or "none"
-            header = f"--- mosu: attempt {launch.attempt}, node {r.node}, GPUs {gpus} ---\n"
-            out.write(header.encode())
-            out.flush()
-            return subprocess.Popen(
-                launch.argv,
-                cwd=launch.workdir or None,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+    def _run_dir(self, launch: JobLaunch, replica: int) -> Path:
+        if self._runs_dir is None:
+            raise LaunchError("the launch names no run directory for its replicas")
+        return self._runs_dir / str(launch.job_id) / f"{launch.attempt}.{replica}"
+
+    def _abandon(self, started: list[SupervisedReplica]) -> None:
+        """Stop supervisors of a start that failed half-way, and wait until they are gone."""
+        for s in started:
+            if s.handle is None:
+                s.abort()
+            else:
+                s.request_stop(0.0)
+        deadline = time.monotonic() + 15
+        for s in started:
+            while s.proc is not None and s.proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     # ------------------------------------------------------------ poll
 
     def poll(self) -> list[JobExit]:
-        self._collect()
-        out, self._exited = self._exited, []
-        return out
-
-    def _collect(self) -> None:
-        now = self._clock()
-        done = self._exited
+        if self._pool is not None:
+            self._pool.fill()  # replace supervisors taken since, off the start's path
+        self._detached = [s for s in self._detached if not s.reap()]
         for job_id in sorted(self._jobs):
             att = self._jobs[job_id]
-            for k, p in att.procs.items():
-                if k in att.done:
-                    continue
-                if k not in att.codes:
-                    code = p.poll()
-                    if code is None:
-                        continue
-                    att.codes[k] = code
-                # The leader is gone. On a normal end take what it left behind along; while
-                # stopping, let the rest of its group (e.g. the child of a shell) finish its
-                # checkpoint until the grace period ends.
-                if att.kill_at is None or now >= att.kill_at or not _group_alive(p.pid):
-                    _signal_group(p.pid, signal.SIGKILL)
-                    att.done.add(k)
-            failed = [c for c in att.codes.values() if c != 0]
-            if failed and att.kill_at is None and len(att.codes) < len(att.procs):
-                self._terminate(att, grace_s=10.0, now=now)
-            if att.kill_at is not None and now >= att.kill_at:
-                for k, p in att.procs.items():
-                    if k not in att.codes:
-                        _signal_group(p.pid, signal.SIGKILL)
-            if len(att.done) == len(att.procs):
+            for r in att.replicas:
+                if r.outcome is None:
+                    r.outcome = r.supervised.outcome()
+                    bad = r.outcome is not None and _bad(r.outcome)
+                    if bad and att.first_failed is None and not att.stopping:
+                        att.first_failed = r.index
+            if att.first_failed is not None and not att.stopping:
+                self._stop_attempt(att, GANG_FAILURE_GRACE_S)
+            if all(r.outcome is not None for r in att.replicas):
                 del self._jobs[job_id]
-                done.append(_exit_report(att))
+                self._exited.append(_exit_report(att))
+        out, self._exited = self._exited, []
+        return out
 
     # ------------------------------------------------------------ stop
 
     def stop(self, job_id: int, grace_s: float) -> None:
         att = self._jobs.get(job_id)
-        if att is not None and att.kill_at is None:
-            self._terminate(att, grace_s=grace_s, now=self._clock())
+        if att is not None and not att.stopping:
+            self._stop_attempt(att, grace_s)
 
-    def _terminate(self, att: _Attempt, *, grace_s: float, now: float) -> None:
-        att.kill_at = now + grace_s
-        for k, p in att.procs.items():
-            if k not in att.done:
-                _signal_group(p.pid, signal.SIGTERM)
+    def _stop_attempt(self, att: _Attempt, grace_s: float) -> None:
+        att.stopping = True
+        for r in att.replicas:
+            if r.outcome is None:
+                r.supervised.request_stop(grace_s)
 
     def shutdown(self, grace_s: float) -> None:
+        """Stop every replica and wait until each supervisor has recorded its end."""
         for job_id in list(self._jobs):
             self.stop(job_id, grace_s)
-        deadline = self._clock() + grace_s + 5
+        deadline = self._clock() + grace_s + 10
         while self._jobs and self._clock() < deadline:
-            self._collect()  # exits are handed out by the next poll
+            self._exited.extend(self.poll())  # exits are handed out by the next poll
             time.sleep(0.05)
-
-    # ------------------------------------------------------------ orphans
-
-    def terminate_orphans(self, job_id: int, pids: list[int], grace_s: float) -> int:
-        groups = _job_groups(self._instance, job_id)
-        for pgid in groups:
-            _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while groups and time.monotonic() < deadline:
-            if not _job_groups(self._instance, job_id):
+        # Supervisors we started and let go of are still ours to reap once they end.
+        while True:
+            self._detached = [s for s in self._detached if not s.reap()]
+            if not self._detached or self._clock() >= deadline:
                 break
             time.sleep(0.05)
-        for pgid in _job_groups(self._instance, job_id):
-            _signal_group(pgid, signal.SIGKILL)
-        return len(groups)
+        if self._pool is not None:
+            self._pool.close()
+
+    def detach(self) -> None:
+        """Forget every replica; their supervisors keep running (a graceful server stop)."""
+        for att in self._jobs.values():
+            self._detached.extend(r.supervised for r in att.replicas if r.supervised.proc)
+        self._jobs.clear()
+        if self._pool is not None:
+            self._pool.close()
+
+    # ------------------------------------------------------------ adopt
+
+    def adopt(self, attempts: Sequence[AttemptRecord]) -> Adoption:
+        found = Adoption(running={}, unstarted=[])
+        for rec in attempts:
+            if rec.job_id in self._jobs:
+                continue
+            dirs = [Path(r.run_dir) if r.run_dir else None for r in rec.replicas]
+            if all(d is None or not (d / LOCK).exists() for d in dirs):
+                found.unstarted.append(rec.job_id)  # the server died before starting it
+                continue
+            att = _Attempt(rec.job_id, rec.attempt, [])
+            for r in sorted(rec.replicas, key=lambda x: x.replica):
+                if r.run_dir is None:
+                    supervised = SupervisedReplica(Path("/nonexistent"))
+                else:
+                    supervised = _attach(Path(r.run_dir))
+                replica = _Replica(r.replica, supervised)
+                replica.outcome = supervised.outcome()
+                if replica.outcome is not None and replica.outcome.lost:
+                    kill_remains(
+                        instance=self._instance,
+                        name=f"{rec.job_id}.{rec.attempt}.{r.replica}",
+                        markers=marker_entries(self._instance, rec.job_id, rec.attempt, r.replica),
+                    )
+                elif replica.outcome is None and supervised.job_pid() is not None:
+                    found.running.setdefault(rec.job_id, {})[r.replica] = ReplicaStarted(
+                        pid=int(supervised.job_pid() or 0), supervisor=_handle_text(supervised)
+                    )
+                if replica.outcome is not None and _bad(replica.outcome):
+                    att.first_failed = r.replica if att.first_failed is None else att.first_failed
+                att.replicas.append(replica)
+            self._jobs[rec.job_id] = att
+        self._sweep(attempts)
+        return found
+
+    def _sweep(self, attempts: Sequence[AttemptRecord]) -> None:
+        """End processes of this store's replicas that belong to no running attempt."""
+        keep = {(a.job_id, a.attempt) for a in attempts}
+        for kind in ("v1", "v2"):
+            found = cgroups.driver(kind)
+            if found is None:
+                continue
+            for name, group in found.groups(self._instance).items():
+                job, attempt, _replica = (int(x) for x in name.split("."))
+                if (job, attempt) not in keep:
+                    group.kill()
+                    deadline = time.monotonic() + 5
+                    while group.pids() and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    group.remove()
+        owner = f"MOSU_INSTANCE={self._instance}"
+        strays = []
+        for pid in procfs.with_environment([owner]):
+            ids = _marker_ids(pid)
+            if ids is not None and ids not in keep:
+                strays.append(pid)
+        procfs.kill_all(strays, signal.SIGKILL)
+
+
+def _attach(run_dir: Path, timeout_s: float = START_TIMEOUT_S) -> SupervisedReplica:
+    """Find the supervisor in ``run_dir`` again. One caught in the middle of its start
+    (the previous server died while starting it) is given the time to finish it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = SupervisedReplica.attach(run_dir)
+        if found.handle is not None or not found.alive() or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def _marker_ids(pid: int) -> tuple[int, int] | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    values = dict(e.split(b"=", 1) for e in env if b"=" in e)
+    with contextlib.suppress(KeyError, ValueError):
+        return int(values[b"MOSU_JOB_ID"]), int(values[b"MOSU_ATTEMPT"])
+    return None
+
+
+def _handle_text(s: SupervisedReplica) -> str:
+    import json
+
+    h = s.handle or {}
+    keep = {k: h.get(k) for k in ("pid", "start", "boot")}
+    return json.dumps({"run_dir": str(s.run_dir), **keep}, sort_keys=True)
+
+
+def _bad(outcome: Outcome) -> bool:
+    return outcome.lost or outcome.code != 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _exit_report(att: _Attempt) -> JobExit:
-    codes = [att.codes[k] for k in sorted(att.codes)]
-    failed = [c for c in codes if c != 0]
+    outcomes = {r.index: r.outcome for r in att.replicas}
+    lost = [k for k, o in sorted(outcomes.items()) if o is not None and o.lost]
+    if lost:
+        o = outcomes[lost[0]]
+        assert o is not None
+        message = f"replica {lost[0]} lost: {o.message}"
+        return JobExit(
+            job_id=att.job_id, attempt=att.attempt, exit_code=None, message=message, lost=True
+        )
+    codes = {k: o.code for k, o in outcomes.items() if o is not None}
+    failed = [k for k in sorted(codes) if codes[k] != 0]
     if not failed:
         return JobExit(job_id=att.job_id, attempt=att.attempt, exit_code=0)
-    code = failed[0]
-    if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else code
+    first = att.first_failed if att.first_failed in failed else failed[0]
+    code = codes[first]
+    o = outcomes[first]
+    if o is not None and o.message:
+        return JobExit(job_id=att.job_id, attempt=att.attempt, exit_code=code, message=o.message)
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
         return JobExit(
             job_id=att.job_id, attempt=att.attempt, exit_code=None, message=f"killed by {name}"
         )
     return JobExit(
         job_id=att.job_id, attempt=att.attempt, exit_code=code, message=f"exit code {code}"
     )
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of group ``pgid`` is still running (zombies do not count)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if len(fields) >= 3 and fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
-
-
-def _job_groups(instance: str, job_id: int) -> list[int]:
-    """Process groups on this machine holding a process of ``job_id``: found by the
-    environment it was started with, so a recycled pid is never mistaken for the job."""
-    marker = f"MOSU_JOB_ID={job_id}".encode()
-    owner = f"MOSU_INSTANCE={instance}".encode()
-    groups: set[int] = set()
-    proc = Path("/proc")
-    if not proc.exists():
-        return []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        variables = environ.split(b"\0")
-        if marker not in variables or owner not in variables:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) < 3 or fields[0] == "Z":
-            continue
-        groups.add(int(fields[2]))
-    return sorted(groups)

@@ -21,6 +21,13 @@ A Ray node becomes a mosu node as follows (labels win over custom resources):
   ``mosu-zone:<ZONE>`` and ``mosu-rack:<RACK>``;
 - GPU memory: label ``mosu.io/gpu-mem-mib``;
 - a head node without GPUs is the cluster's control plane and is not offered to jobs.
+
+Replicas run under the same rules as on the local executor: each runner starts a
+replica supervisor (``mosu.agent.supervisor``) on its node, which runs the replica in the
+node's sandbox (a Unix user per tenant when Ray runs as root, bubblewrap otherwise;
+``MOSU_SANDBOX`` in the node's environment overrides), with the environment built by
+``mosu.agent.replica_env``, in a cgroup. Runners are detached named actors, so after a
+controller failover the next controller re-attaches to them instead of restarting gangs.
 """
 
 from __future__ import annotations
@@ -29,9 +36,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,9 +43,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mosu.agent.executors.base import Executor
+from mosu.agent.replica_env import ReplicaContract
+from mosu.agent.sandbox import SandboxUnavailable, resolve
+from mosu.agent.supervised import SupervisedReplica, SupervisorStartError, private_dir
 from mosu.core.api import JobExit, JobLaunch
-from mosu.core.errors import Conflict, InvalidInput, PlatformError
+from mosu.core.errors import InvalidInput, PlatformError
+from mosu.core.executor import (
+    Adoption,
+    AttemptRecord,
+    LaunchError,
+    NodeReport,
+    ReplicaStarted,
+)
 from mosu.core.models import GPU_MILLI, Node, NodeState, Placement, ReplicaPlacement
 
 __all__ = [
@@ -58,12 +71,10 @@ __all__ = [
     "RayExecutor",
     "RayGang",
     "RayGangs",
-    "RayJobExit",
     "RayNode",
     "ReplicaState",
     "ReplicaStatus",
     "node_from_ray",
-    "replica_env",
 ]
 
 LABEL_NODE = "mosu.io/node"
@@ -78,42 +89,22 @@ _RAY_ACCELERATOR = "accelerator_type:"
 _RAY_HEAD = "node:__internal_head__"
 _RAY_LABEL_PREFIX = "ray.io/"
 
-# Env the replica contract owns; a job's own env cannot override these.
-_CONTRACT_KEYS = (
-    "CUDA_VISIBLE_DEVICES",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "NODE_RANK",
-    "NNODES",
-    "MOSU_JOB_ID",
-    "MOSU_REPLICA",
-    "MOSU_NUM_REPLICAS",
-    "MOSU_NODE",
-    "MOSU_GPUS_PER_REPLICA",
-)
-
 _LOG_CHUNK = 1 << 20
 _KILL_MARGIN_S = 5.0
 
 
-class GangStartError(Conflict):
+class GangStartError(LaunchError):
     """A gang could not start on its placement; nothing of it is left running.
 
-    ``requeue`` (read by the scheduling loop, which cannot import executors) is True when
-    the placement was at fault (a node went away or refused the replica), so the job
-    should wait for another placement; False when the job itself cannot start (its
-    command or workdir does not exist), so it should fail.
+    ``requeue`` is True when the placement was at fault (a node went away or refused the
+    replica), so the job should wait for another placement; False when the job itself
+    cannot start (its command or workdir does not exist), so it should fail.
     """
 
     code = "gang-start"
 
     def __init__(self, message: str, *, requeue: bool = True) -> None:
-        super().__init__(message)
-        self.requeue = requeue
+        super().__init__(message, requeue=requeue)
 
 
 class ReplicaState(StrEnum):
@@ -164,6 +155,8 @@ class GangSpec:
     attempt: int = 1
     log_paths: tuple[Path, ...] = ()
     """Controller-side log file of each replica (appended to); default under ``log_dir``."""
+    tenant: str = "default"
+    """Whose replicas these are: the Unix user they run as on a root node."""
 
 
 @dataclass(slots=True)
@@ -176,6 +169,8 @@ class _Replica:
     log_path: Path
     pid: int = 0
     log_offset: int = 0
+    log_base: int = 0
+    """Size of the controller's log file when this attempt's output began."""
     final: ReplicaStatus | None = None
 
 
@@ -254,45 +249,6 @@ def node_from_ray(info: Mapping[str, Any], *, default_gpu_type: str) -> RayNode 
     return RayNode(node=node, node_id=node_id, address=str(info["NodeManagerAddress"]), alive=alive)
 
 
-def replica_env(
-    *,
-    job_id: str,
-    replica: int,
-    num_replicas: int,
-    gpu_indices: Sequence[int],
-    master_addr: str,
-    master_port: int,
-    node: str,
-    job_env: Mapping[str, str] = {},
-) -> dict[str, str]:
-    """The environment contract of one replica, over the job's own env.
-
-    One replica is one torch "node": ``RANK``/``NODE_RANK`` are the replica index and
-    ``WORLD_SIZE``/``NNODES`` the gang size, with ``LOCAL_RANK=0``. A replica that runs a
-    single process initialises ``torch.distributed`` from these directly; one that runs
-    ``torchrun --nnodes=$NNODES --node_rank=$NODE_RANK --nproc_per_node=$MOSU_GPUS_PER_REPLICA
-    --master_addr=$MASTER_ADDR --master_port=$MASTER_PORT`` gets per-GPU ranks from torchrun.
-    """
-    env = {k: v for k, v in job_env.items() if k not in _CONTRACT_KEYS}
-    env.update(
-        CUDA_VISIBLE_DEVICES=",".join(str(i) for i in gpu_indices),
-        MASTER_ADDR=master_addr,
-        MASTER_PORT=str(master_port),
-        RANK=str(replica),
-        WORLD_SIZE=str(num_replicas),
-        LOCAL_RANK="0",
-        LOCAL_WORLD_SIZE="1",
-        NODE_RANK=str(replica),
-        NNODES=str(num_replicas),
-        MOSU_JOB_ID=job_id,
-        MOSU_REPLICA=str(replica),
-        MOSU_NUM_REPLICAS=str(num_replicas),
-        MOSU_NODE=node,
-        MOSU_GPUS_PER_REPLICA=str(len(gpu_indices)),
-    )
-    return env
-
-
 def _argv(command: Sequence[str] | str) -> list[str]:
     if isinstance(command, str):
         return ["/bin/sh", "-c", command]
@@ -306,46 +262,35 @@ def _argv(command: Sequence[str] | str) -> list[str]:
 # The runner: one Ray actor per replica, on the replica's node
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook that makes the child get SIGKILL when the runner dies, so no
-    replica outlives it (Linux). libc is loaded here, before the fork: the child of a
-    multi-threaded process should do as little as possible."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-    return hook
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 class _ReplicaRunner:
-    """Owns one replica's process group on its node.
+    """The handle of one replica on its node: it starts the replica's supervisor and
+    relays stops, exit status and output. Every method returns at once (the actor runs
+    one call at a time); the supervisor escalates a stop to SIGKILL on its own, so that
+    happens even if the controller goes away.
 
-    Every method returns at once (the actor runs one call at a time): ``terminate``
-    sends SIGTERM and arms a timer that sends SIGKILL when the grace period ends, so the
-    escalation happens even if the controller goes away.
+    The supervisor watches this runner: if the runner dies (its node's Ray worker, or a
+    ``ray.kill``), the supervisor stops the replica. Runners are detached and named, so a
+    new controller finds them again (``info`` says where it left off).
     """
 
-    def __init__(self, log_path: str) -> None:
+    def __init__(self, log_path: str, run_dir: str) -> None:
         self._log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._run_dir = run_dir
+        self._replica: SupervisedReplica | None = None
         self._exit_code: int | None = None
-        self._kill_timer: threading.Timer | None = None
+        self._copied = 0
+        self._lost = ""
+        self._pid = 0
+        self._controller_log: dict[str, Any] = {}
 
     def ready(self) -> dict[str, Any]:
         import ray
 
-        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+        return {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+            "sandbox": _node_sandbox(self._log_path),
+        }
 
     def free_port(self) -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -355,68 +300,69 @@ class _ReplicaRunner:
     def start(
         self,
         argv: list[str],
-        env: dict[str, str],
+        job_env: dict[str, str],
         workdir: str | None,
-        gpu_indices: list[int],
+        contract: dict[str, Any],
+        tenant: str,
+        controller_log: dict[str, Any],
     ) -> int:
         import ray
 
+        self._controller_log = controller_log
         node_id = ray.get_runtime_context().get_node_id()
         gpus = next(
             (int(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n["NodeID"] == node_id),
             0,
         )
-        bad = [i for i in gpu_indices if not 0 <= i < gpus]
+        bad = [i for i in contract["gpu_indices"] if not 0 <= i < gpus]
         if bad:
             raise ValueError(f"GPU indices {bad} do not exist on this node ({gpus} GPUs)")
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("RAY_") and k != "CUDA_VISIBLE_DEVICES"
+        log_root = Path(self._log_path).parents[2]
+        private_dir(log_root)
+        if log_root.stat().st_uid != os.geteuid() or log_root.stat().st_mode & 0o077:
+            raise ValueError(f"{log_root} must be private to Ray's user (mode 0700)")
+        box = _node_box(self._log_path)
+        spec = {
+            "run_dir": self._run_dir,
+            "log_path": self._log_path,
+            "header": "",
+            "argv": argv,
+            "workdir": workdir,
+            "job_env": job_env,
+            "tenant": tenant,
+            "contract": contract,
+            "sandbox": box.to_json(),
+            "cgroup": os.environ.get("MOSU_CGROUP", "auto"),
+            "grace_s": 10.0,
         }
-        base.update(env)
-        Path(self._log_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(self._log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                argv,
-                env=base,
-                cwd=workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),
-            )
-        return self._proc.pid
+        replica = SupervisedReplica.spawn(spec, tied=True)
+        self._pid = replica.confirm(time.monotonic() + 60)
+        self._replica = replica
+        return self._pid
 
     def status(self) -> int | None:
-        """The exit code once the replica has ended (negative: killed by that signal)."""
-        if self._proc is None:
+        """The exit code once the replica and every process it started have ended
+        (negative: killed by that signal)."""
+        if self._replica is None or self._exit_code is not None:
+            return self._exit_code
+        if self._lost:
+            raise RuntimeError(self._lost)
+        outcome = self._replica.outcome()
+        if outcome is None:
             return None
-        if self._exit_code is None:
-            code = self._proc.poll()
-            if code is None:
-                return None
-            self._exit_code = code
-            # Children left in the group would hold GPUs with nobody accounting for them.
-            _signal_group(self._proc.pid, signal.SIGKILL)
-            if self._kill_timer is not None:
-                self._kill_timer.cancel()
+        if outcome.lost or outcome.code is None:
+            self._lost = outcome.message or "its supervisor ended without an exit record"
+            raise RuntimeError(self._lost)
+        self._exit_code = outcome.code
         return self._exit_code
 
     def terminate(self, grace_s: float) -> None:
-        if self._proc is None or self.status() is not None:
-            return
-        _signal_group(self._proc.pid, signal.SIGTERM)
-        if self._kill_timer is None:
-            self._kill_timer = threading.Timer(
-                grace_s, _signal_group, args=(self._proc.pid, signal.SIGKILL)
-            )
-            self._kill_timer.daemon = True
-            self._kill_timer.start()
+        if self._replica is not None and self.status() is None:
+            self._replica.request_stop(grace_s)
 
     def report(self, offset: int, max_bytes: int) -> tuple[int | None, bytes]:
-        """Exit code (None while running) and new output, in one round trip.
+        """Exit code (None while running) and new output, in one round trip. ``offset``
+        is how much the controller has copied so far (a new controller resumes there).
 
         The code is read first, so once it is known the output returned is complete
         up to ``max_bytes``.
@@ -425,12 +371,61 @@ class _ReplicaRunner:
         return code, self.read_log(offset, max_bytes)
 
     def read_log(self, offset: int, max_bytes: int) -> bytes:
+        self._copied = offset
         try:
             with open(self._log_path, "rb") as f:
                 f.seek(offset)
                 return f.read(max_bytes)
         except FileNotFoundError:
             return b""
+
+    def info(self) -> dict[str, Any]:
+        """What a controller that re-attaches needs: the replica's pid, and where the
+        previous controller's copy of its output began (``controller_log``) or, failing
+        that, how much it had asked for (``copied``)."""
+        return {"pid": self._pid, "copied": self._copied, "controller_log": self._controller_log}
+
+
+def _copied(local_log: Path, info: Mapping[str, Any]) -> int:
+    """How much of a replica's output is in ``local_log`` already: exact when it is the
+    file the previous controller copied into (everything after its ``base`` is this
+    attempt's); else what that controller had asked for, which may repeat a last chunk."""
+    mine = info.get("controller_log") or {}
+    try:
+        size = local_log.stat().st_size
+    except OSError:
+        size = -1
+    if mine.get("path") == str(local_log) and size >= int(mine.get("base", 0)):
+        return size - int(mine["base"])
+    return int(info.get("copied", 0))
+
+
+def _node_box(log_path: str) -> Any:
+    """The sandbox replicas run in on this node, from the node's own environment."""
+    log_root = Path(log_path).parents[2]
+    home_root = os.environ.get("MOSU_HOME_ROOT")
+    hide = (str(log_root), str(Path.home()))
+    try:
+        return resolve(
+            os.environ.get("MOSU_SANDBOX", "auto"),
+            home_root=Path(home_root) if home_root else None,
+            fallback_home_root=log_root.parent / "homes",
+            hide=hide,
+        )
+    except SandboxUnavailable as exc:
+        raise ValueError(f"no sandbox on this node: {exc}") from None
+
+
+def _node_sandbox(log_path: str) -> str:
+    try:
+        return str(_node_box(log_path).mode)
+    except ValueError:
+        return "unavailable"
+
+
+def _probe_sandbox(log_dir: str) -> str:
+    """Run on a node (as a Ray task): the sandbox its replicas would run in."""
+    return _node_sandbox(f"{log_dir}/probe/0/replica-0.log")
 
 
 # ---------------------------------------------------------------------------------------
@@ -466,10 +461,19 @@ class RayGangs:
         default_gpu_type: str = "gpu",
         call_timeout_s: float = 10.0,
         start_timeout_s: float = 60.0,
+        instance: str = "mosu",
     ) -> None:
         self.address = address
         self.log_dir = Path(log_dir)
         self.namespace = namespace
+        self.instance = instance
+        """Names the store (``MOSU_INSTANCE`` of every replica)."""
+        self.sandboxes: dict[str, str] = {}
+        """Ray node id → the sandbox its replicas run in, as its runners report it."""
+        self._probes: dict[str, Any] = {}
+        self.keep_ended_runners = False
+        """Keep a runner after its replica ended until ``release`` (the platform's executor
+        does, so a controller that dies before recording an exit leaves it to be read)."""
         self.remote_log_dir = remote_log_dir
         self.default_gpu_type = default_gpu_type
         self.call_timeout_s = call_timeout_s
@@ -576,6 +580,7 @@ class RayGangs:
             for i, rp in enumerate(spec.placement):
                 name = f"{self._actor_prefix(spec.job_id)}{token}/{i}"
                 remote_log = f"{self.remote_log_dir}/{spec.job_id}/{token}/replica-{i}.log"
+                remote_run = f"{self.remote_log_dir}/{spec.job_id}/{token}/run-{i}"
                 actor = runner_cls.options(
                     name=name,
                     namespace=self.namespace,
@@ -587,39 +592,56 @@ class RayGangs:
                     scheduling_strategy=NodeAffinitySchedulingStrategy(
                         by_name[rp.node].node_id, soft=False
                     ),
-                ).remote(remote_log)
+                ).remote(remote_log, remote_run)
                 local_log = spec.log_paths[i] if spec.log_paths else self.log_path(spec.job_id, i)
-                local_log.parent.mkdir(parents=True, exist_ok=True)
+                private_dir(local_log.parent)
                 gpus = ",".join(str(g) for g in rp.gpu_indices) or "none"
                 header = f"--- mosu: attempt {spec.attempt}, node {rp.node}, GPUs {gpus} ---\n"
-                with local_log.open("ab") as out:
-                    out.write(header.encode())
-                replicas.append(
-                    _Replica(i, rp.node, by_name[rp.node].node_id, actor, name, local_log)
-                )
+                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                fd = os.open(local_log, flags, 0o600)
+                try:
+                    os.write(fd, header.encode())
+                    base = os.fstat(fd).st_size
+                finally:
+                    os.close(fd)
+                replica = _Replica(i, rp.node, by_name[rp.node].node_id, actor, name, local_log)
+                replica.log_base = base
+                replicas.append(replica)
             infos = self._get_each(
                 replicas, [r.actor.ready.remote() for r in replicas], self.start_timeout_s
             )
             for r, info in zip(replicas, infos, strict=True):
                 if info["node_id"] != r.node_id:
                     raise GangStartError(f"replica {r.index} landed on the wrong Ray node")
+                self.sandboxes[r.node_id] = str(info["sandbox"])
             gang.master_addr = by_name[replicas[0].node].address
             gang.master_port = ray.get(
                 replicas[0].actor.free_port.remote(), timeout=self.call_timeout_s
             )
             starts = []
             for r, rp in zip(replicas, spec.placement, strict=True):
-                env = replica_env(
+                contract = ReplicaContract(
+                    instance=self.instance,
                     job_id=spec.job_id,
+                    attempt=spec.attempt,
                     replica=r.index,
                     num_replicas=len(replicas),
-                    gpu_indices=rp.gpu_indices,
+                    node=r.node,
+                    gpu_indices=tuple(rp.gpu_indices),
+                    gpu_fraction=rp.gpu_milli / GPU_MILLI,
                     master_addr=gang.master_addr,
                     master_port=gang.master_port,
-                    node=r.node,
-                    job_env=spec.env,
                 )
-                starts.append(r.actor.start.remote(argv, env, spec.workdir, list(rp.gpu_indices)))
+                starts.append(
+                    r.actor.start.remote(
+                        argv,
+                        dict(spec.env),
+                        spec.workdir,
+                        contract.to_json(),
+                        spec.tenant,
+                        {"path": str(r.log_path), "base": r.log_base},
+                    )
+                )
             pids = self._get_each(replicas, starts, self.start_timeout_s)
             for r, pid in zip(replicas, pids, strict=True):
                 r.pid = int(pid)
@@ -642,9 +664,13 @@ class RayGangs:
                 values.append(ray.get(ref))
             except Exception as exc:
                 cause = getattr(exc, "cause", None)
+                if isinstance(cause, SupervisorStartError):
+                    requeue = cause.requeue  # a node's sandbox failed, or the command
+                else:
+                    requeue = not isinstance(exc, OSError) and not isinstance(cause, OSError)
                 raise GangStartError(
                     f"replica {r.index} on {r.node} did not start: {_describe(exc)}",
-                    requeue=not isinstance(exc, OSError) and not isinstance(cause, OSError),
+                    requeue=requeue,
                 ) from None
         return values
 
@@ -785,8 +811,16 @@ class RayGangs:
         else:
             state = ReplicaState.SUCCEEDED if code == 0 else ReplicaState.FAILED
         r.final = ReplicaStatus(r.index, r.node, state, code, _exit_message(code))
-        with contextlib.suppress(Exception):
-            ray.kill(r.actor, no_restart=True)
+        if not self.keep_ended_runners:
+            with contextlib.suppress(Exception):
+                ray.kill(r.actor, no_restart=True)
+
+    def release(self, gang: RayGang) -> None:
+        """Remove the gang's runners (once its end has been recorded where it matters)."""
+        ray = _ray()
+        for r in gang.replicas:
+            with contextlib.suppress(Exception):
+                ray.kill(r.actor, no_restart=True)
 
     def _status(self, r: _Replica) -> ReplicaStatus:
         return r.final or ReplicaStatus(r.index, r.node, ReplicaState.RUNNING)
@@ -824,17 +858,95 @@ class RayGangs:
                 r.final = ReplicaStatus(
                     r.index, r.node, ReplicaState.LOST, None, "did not end; runner killed"
                 )
+        if not self.keep_ended_runners:
+            self.release(gang)
         return [self._status(r) for r in gang.replicas]
+
+    # -- after a controller failover ------------------------------------------------------
+
+    def runners(self) -> dict[str, list[str]]:
+        """Every runner of this namespace that Ray still knows, by job id."""
+        ray = _ray()
+        self.connect()
+        out: dict[str, list[str]] = {}
+        for a in ray.util.list_named_actors(all_namespaces=True):
+            name = a["name"]
+            if a["namespace"] == self.namespace and name.startswith("mosu/"):
+                out.setdefault(name.split("/")[1], []).append(name)
+        return {k: sorted(v) for k, v in out.items()}
+
+    def reattach(
+        self, job_id: str, attempt: int, num_replicas: int, log_paths: Sequence[Path]
+    ) -> RayGang | None:
+        """The gang of ``job_id``'s ``attempt`` from the runners a previous controller
+        started, if every one of them is still there and answers; None otherwise."""
+        ray = _ray()
+        prefix = f"{self._actor_prefix(job_id)}{attempt}-"
+        names = [n for n in self.runner_names(job_id) if n.startswith(prefix)]
+        tokens = sorted({n.split("/")[2] for n in names})
+        if len(tokens) != 1:
+            return None
+        wanted = [f"{prefix}{tokens[0].split('-', 1)[1]}/{i}" for i in range(num_replicas)]
+        if sorted(wanted) != sorted(names):
+            return None
+        nodes = {n.node_id: n.node.name for n in self.ray_nodes() if n.alive}
+        replicas: list[_Replica] = []
+        try:
+            actors = [ray.get_actor(n, namespace=self.namespace) for n in wanted]
+            answers = ray.get(
+                [a.ready.remote() for a in actors] + [a.info.remote() for a in actors],
+                timeout=self.call_timeout_s,
+            )
+        except Exception:
+            return None
+        ready, info = answers[:num_replicas], answers[num_replicas:]
+        for i, (actor, name, r, inf) in enumerate(zip(actors, wanted, ready, info, strict=True)):
+            if r["node_id"] not in nodes:
+                return None
+            local_log = log_paths[i] if log_paths else self.log_path(job_id, i)
+            replicas.append(
+                _Replica(
+                    i,
+                    nodes[r["node_id"]],
+                    r["node_id"],
+                    actor,
+                    name,
+                    local_log,
+                    pid=int(inf["pid"]),
+                    log_offset=_copied(local_log, inf),
+                )
+            )
+            self.sandboxes[r["node_id"]] = str(r["sandbox"])
+        return RayGang(job_id=job_id, master_addr="", master_port=0, replicas=replicas)
+
+    def node_sandboxes(self) -> dict[str, str]:
+        """Ray node id → sandbox mode, probing (once, without waiting) nodes no runner
+        has reported yet."""
+        ray = _ray()
+        if self._probes:
+            done, _ = ray.wait(
+                list(self._probes.values()), num_returns=len(self._probes), timeout=0
+            )
+            for node_id, ref in list(self._probes.items()):
+                if ref in done:
+                    with contextlib.suppress(Exception):
+                        self.sandboxes[node_id] = str(ray.get(ref))
+                    del self._probes[node_id]
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        for n in self.ray_nodes():
+            if n.alive and n.node_id not in self.sandboxes and n.node_id not in self._probes:
+                task = ray.remote(_probe_sandbox).options(
+                    num_cpus=0,
+                    max_retries=0,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(n.node_id, soft=False),
+                )
+                self._probes[n.node_id] = task.remote(self.remote_log_dir)
+        return dict(self.sandboxes)
 
 
 # ---------------------------------------------------------------------------------------
 # The platform's executor
-
-
-class RayJobExit(JobExit):
-    lost: bool = False
-    """A replica's node or runner vanished: the attempt says nothing about the job, which
-    should be requeued rather than failed."""
 
 
 @dataclass(slots=True)
@@ -843,14 +955,18 @@ class _Attempt:
     gang: RayGang
 
 
-class RayExecutor(Executor):
+class RayExecutor:
     """The scheduling loop's executor on a Ray cluster (``mosu up --executor ray``).
 
-    ``stop`` and ``poll`` never wait for a replica: stops are escalated by the runners
+    ``stop`` and ``poll`` never wait for a replica: stops are escalated by the supervisors
     themselves and ``poll`` asks the cluster at most every ``poll_every_s``. A gang lives
     and dies together: when one replica fails or is lost the others get SIGTERM. An
     attempt with a lost replica is reported with ``lost=True`` so the job is requeued.
+    A runner is removed only after its attempt's end was handed to the loop, so a new
+    controller after a failover re-attaches to every gang still there (``adopt``).
     """
+
+    sandbox = "per-node"
 
     def __init__(
         self,
@@ -873,22 +989,28 @@ class RayExecutor(Executor):
             default_gpu_type=default_gpu_type,
             call_timeout_s=call_timeout_s,
             start_timeout_s=start_timeout_s,
+            instance=instance,
         )
+        self.gangs.keep_ended_runners = True
         self._failure_grace_s = failure_grace_s
         self._poll_every_s = poll_every_s
         self._clock = clock
         self._last_poll = -float("inf")
         self._jobs: dict[int, _Attempt] = {}
+        self._handed_out: list[RayGang] = []
+        self._pending: list[JobExit] = []
 
-    def cluster_nodes(self) -> list[Node]:
-        """The Ray cluster as mosu nodes (dead ones ``down``), for the store to mirror."""
-        return self.gangs.nodes()
+    def cluster_nodes(self) -> list[NodeReport]:
+        """The Ray cluster as mosu nodes (dead ones ``down``) with their sandboxes, for
+        the store to mirror."""
+        sandboxes = self.gangs.node_sandboxes()
+        return [
+            NodeReport(node=n.node, sandbox=sandboxes.get(n.node_id))
+            for n in self.gangs.ray_nodes()
+        ]
 
-    def start(self, launch: JobLaunch) -> dict[int, int]:
+    def start(self, launch: JobLaunch) -> dict[int, ReplicaStarted]:
         replicas = sorted(launch.replicas, key=lambda r: r.replica)
-        env = {**launch.env, "MOSU_ATTEMPT": str(launch.attempt)}
-        if len(replicas) == 1 and replicas[0].gpu_indices and replicas[0].gpu_fraction < 1:
-            env["MOSU_GPU_FRACTION"] = f"{replicas[0].gpu_fraction:g}"  # as the local executor
         spec = GangSpec(
             job_id=str(launch.job_id),
             command=launch.argv,
@@ -898,24 +1020,29 @@ class RayExecutor(Executor):
                 )
                 for r in replicas
             ),
-            env=env,
+            env=launch.env,
             workdir=launch.workdir,
             attempt=launch.attempt,
             log_paths=tuple(Path(r.log_path) for r in replicas),
+            tenant=launch.tenant,
         )
         gang = self.gangs.start(spec)
         self._jobs[launch.job_id] = _Attempt(launch.attempt, gang)
-        return gang.pids
+        return {r.index: ReplicaStarted(pid=r.pid, supervisor=r.actor_name) for r in gang.replicas}
 
     def poll(self) -> list[JobExit]:
+        # Ends handed out by the previous poll are recorded by now: their runners may go.
+        for gang in self._handed_out:
+            self.gangs.release(gang)
+        self._handed_out = []
+        exits, self._pending = self._pending, []
         now = self._clock()
         if not self._jobs or now - self._last_poll < self._poll_every_s:
-            return []
+            return exits
         self._last_poll = now
         ids = sorted(self._jobs)
         attempts = [self._jobs[i] for i in ids]
         all_statuses = self.gangs.poll_many([a.gang for a in attempts], wait_s=1.0)
-        exits: list[JobExit] = []
         for job_id, att, statuses in zip(ids, attempts, all_statuses, strict=True):
             broken = any(s.state in (ReplicaState.FAILED, ReplicaState.LOST) for s in statuses)
             if broken and not att.gang.stopping and not att.gang.ended:
@@ -923,6 +1050,7 @@ class RayExecutor(Executor):
             if att.gang.ended:
                 del self._jobs[job_id]
                 exits.append(_exit_report(job_id, att.attempt, statuses))
+                self._handed_out.append(att.gang)
         return exits
 
     def stop(self, job_id: int, grace_s: float) -> None:
@@ -930,8 +1058,53 @@ class RayExecutor(Executor):
         if att is not None and not att.gang.stopping:
             self.gangs.signal_stop(att.gang, grace_s=grace_s)
 
-    def terminate_orphans(self, job_id: int, pids: list[int], grace_s: float) -> int:
-        return self.gangs.stop_runners(str(job_id), grace_s)
+    def adopt(self, attempts: Sequence[AttemptRecord]) -> Adoption:
+        """Re-attach to the runners of every attempt the store says runs. An attempt with
+        no runner at all never started (the controller died first) and is left to the
+        caller; a gang with a runner missing is stopped and reported lost; runners of
+        anything else in this store's namespace (ended attempts whose end was recorded)
+        are removed."""
+        found = Adoption(running={}, unstarted=[])
+        keep: set[str] = set()
+        runners = self.gangs.runners()
+        for rec in attempts:
+            job = str(rec.job_id)
+            keep.add(job)
+            if rec.job_id in self._jobs:
+                continue
+            prefix = f"mosu/{job}/{rec.attempt}-"
+            if not any(n.startswith(prefix) for n in runners.get(job, [])):
+                found.unstarted.append(rec.job_id)
+                continue
+            logs = [Path(r.log_path) for r in sorted(rec.replicas, key=lambda r: r.replica)]
+            gang = self.gangs.reattach(job, rec.attempt, len(rec.replicas), logs)
+            if gang is None:
+                left = self.gangs.stop_runners(job, grace_s=self._failure_grace_s)
+                self._pending.append(
+                    JobExit(
+                        job_id=rec.job_id,
+                        attempt=rec.attempt,
+                        exit_code=None,
+                        message=f"{len(rec.replicas) - left} of its runners were gone",
+                        lost=True,
+                    )
+                )
+                continue
+            self._jobs[rec.job_id] = _Attempt(rec.attempt, gang)
+            found.running[rec.job_id] = {
+                r.index: ReplicaStarted(pid=r.pid, supervisor=r.actor_name) for r in gang.replicas
+            }
+        for job in runners:
+            if job not in keep:
+                self.gangs.stop_runners(job, grace_s=0.0)
+        return found
+
+    def detach(self) -> None:
+        """Forget every gang; runners and replicas keep running for the next controller."""
+        for gang in self._handed_out:
+            self.gangs.release(gang)
+        self._handed_out = []
+        self._jobs.clear()
 
     def shutdown(self, grace_s: float) -> None:
         for job_id in sorted(self._jobs):
@@ -950,7 +1123,7 @@ class RayExecutor(Executor):
 def _exit_report(job_id: int, attempt: int, statuses: list[ReplicaStatus]) -> JobExit:
     lost = [s for s in statuses if s.state is ReplicaState.LOST]
     if lost:
-        return RayJobExit(
+        return JobExit(
             job_id=job_id,
             attempt=attempt,
             exit_code=None,
@@ -961,10 +1134,10 @@ def _exit_report(job_id: int, attempt: int, statuses: list[ReplicaStatus]) -> Jo
     failed = [s for s in statuses if s.state is ReplicaState.FAILED]
     failed += [s for s in statuses if s.exit_code != 0 and s not in failed]
     if not failed:
-        return RayJobExit(job_id=job_id, attempt=attempt, exit_code=0)
+        return JobExit(job_id=job_id, attempt=attempt, exit_code=0)
     first = failed[0]
     code = first.exit_code if first.exit_code is not None and first.exit_code > 0 else None
-    return RayJobExit(
+    return JobExit(
         job_id=job_id,
         attempt=attempt,
         exit_code=code,

@@ -19,12 +19,19 @@ def list_(output: OutputOpt = Output.TABLE) -> None:
     with config.client() as c:
         nodes = c.list_nodes()
     rows = [
-        (n.name, n.gpu_type, n.gpus, gpus(n.allocated_gpus), n.state.value, f"{n.zone}/{n.rack}")
+        (
+            n.name,
+            n.gpu_type,
+            n.gpus,
+            gpus(n.allocated_gpus),
+            n.state.value,
+            f"{n.zone}/{n.rack}",
+            n.sandbox or "-",
+        )
         for n in nodes
     ]
-    emit(
-        output, nodes, lambda: table(None, ["node", "type", "gpus", "used", "state", "rack"], rows)
-    )
+    columns = ["node", "type", "gpus", "used", "state", "rack", "sandbox"]
+    emit(output, nodes, lambda: table(None, columns, rows))
 
 
 @app.command("add")
@@ -47,10 +54,20 @@ def add(
 
 
 @app.command("drain")
-def drain(name: str, output: OutputOpt = Output.TABLE) -> None:
-    """Start nothing new on a node; running jobs finish."""
+def drain(
+    name: str,
+    stop_jobs: Annotated[
+        bool,
+        typer.Option(
+            "--stop-jobs",
+            help="Also stop every job running there (every process) and requeue it.",
+        ),
+    ] = False,
+    output: OutputOpt = Output.TABLE,
+) -> None:
+    """Start nothing new on a node; running jobs finish (or stop, with --stop-jobs)."""
     with config.client() as c:
-        node = c.drain_node(name)
+        node = c.drain_node(name, stop_jobs=stop_jobs)
     emit(output, node, lambda: f"node {node.name} is {node.state.value}")
 
 

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from mosu.cli.commands.up import ExecutorOpt, RayAddressOpt, run
+from mosu.cli.commands.up import (
+    CgroupOpt,
+    ExecutorOpt,
+    HomeRootOpt,
+    RayAddressOpt,
+    SandboxOpt,
+    run,
+)
 
 
 def server(
@@ -30,9 +37,16 @@ def server(
     min_runtime: Annotated[float | None, typer.Option(envvar="MOSU_MIN_RUNTIME_S")] = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
+    sandbox: SandboxOpt = "auto",
+    home_root: HomeRootOpt = None,
+    cgroup: CgroupOpt = "auto",
 ) -> None:
-    """Serve the API and schedule; nodes are registered through the API (or --gpus)."""
+    """Serve the API and schedule; nodes are registered through the API (or --gpus).
+    Stopping it leaves running jobs running for the next server to adopt."""
     run(
+        sandbox=sandbox,
+        home_root=home_root,
+        cgroup=cgroup,
         data_dir=data_dir,
         database_url=database_url,
         host=host,

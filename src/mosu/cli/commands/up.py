@@ -29,6 +29,32 @@ RayAddressOpt = Annotated[
         "--ray-address", envvar="MOSU_RAY_ADDRESS", help="HOST:PORT of the Ray head (GCS)."
     ),
 ]
+SandboxOpt = Annotated[
+    str,
+    typer.Option(
+        "--sandbox",
+        envvar="MOSU_SANDBOX",
+        help="How jobs run: users (a Unix user per tenant; root), bwrap (namespaces; "
+        "not root), none (as this server's user: unsafe), auto (users as root, else bwrap).",
+    ),
+]
+HomeRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--home-root",
+        envvar="MOSU_HOME_ROOT",
+        help="Where tenants' homes live (default /var/lib/mosu/homes as root, else "
+        "DATA_DIR/homes).",
+    ),
+]
+CgroupOpt = Annotated[
+    str,
+    typer.Option(
+        "--cgroup",
+        envvar="MOSU_CGROUP",
+        help="Cgroup hierarchy that tracks each replica's processes: auto, v2, v1 or none.",
+    ),
+]
 
 
 def _local_node(
@@ -75,9 +101,14 @@ def run(
     min_runtime: float | None = None,
     executor: str = "local",
     ray_address: str | None = None,
+    sandbox: str = "auto",
+    home_root: Path | None = None,
+    cgroup: str = "auto",
 ) -> None:
     from mosu.agent.executors.local import LocalExecutor
+    from mosu.agent.sandbox import SandboxUnavailable, resolve
     from mosu.service.main import instance_id, serve
+    from mosu.service.private_files import open_to_others
     from mosu.service.settings import Settings
 
     if gpus is not None and gpus < 0:
@@ -92,6 +123,12 @@ def run(
     overrides["grace_s"] = grace
     overrides["profile"] = profile
     overrides["executor"] = executor
+    if cgroup not in ("auto", "v2", "v1", "none"):
+        raise InvalidInput(f"unknown cgroup {cgroup!r}; use auto, v2, v1 or none", field="--cgroup")
+    overrides["sandbox"] = sandbox
+    overrides["cgroup"] = cgroup
+    if home_root is not None:
+        overrides["home_root"] = home_root.expanduser().absolute()
     if ray_address is not None:
         overrides["ray_address"] = ray_address
     if min_runtime is not None:
@@ -101,6 +138,20 @@ def run(
     settings = Settings(**overrides)  # type: ignore[arg-type]
     node, source = _local_node(gpus, gpu_type, node_name) if declare_node else (None, "")
     url = f"http://{host}:{port}"
+    data = settings.data_dir.absolute()
+    hidden = (str(data), str(Path.home()), str(config.config_path().absolute().parent))
+    box = None  # on Ray, each node runs replicas in its own sandbox
+    if executor == "local":
+        try:
+            box = resolve(
+                sandbox,
+                home_root=settings.home_root,
+                fallback_home_root=data / "homes",
+                hide=hidden,
+            )
+        except SandboxUnavailable as exc:
+            raise InvalidInput(str(exc), field="--sandbox") from None
+    exposed = open_to_others(data)
 
     def ready(token: str | None) -> None:
         print(f"mosu is up at {url}", flush=True)
@@ -108,6 +159,12 @@ def run(
             print(f"node {node.name}: {node.gpus} x {node.gpu_type} ({source})", flush=True)
         if executor == "ray":
             print(f"executor: Ray cluster at {ray_address} (nodes from Ray)", flush=True)
+            print("sandbox: per node (mosu node list), as each Ray node runs it", flush=True)
+        elif box is not None:
+            print(f"sandbox: {box.describe()}", flush=True)
+            print(f"processes tracked by: {runner.tracking()}", flush=True)
+        if exposed:
+            print(f"warning: {data} is open to other users; chmod 700 it", flush=True)
         if token is not None:
             print(f"operator token: {token}", flush=True)
         if save_config:
@@ -129,7 +186,13 @@ def run(
         )
         runner.gangs.connect()  # from the main thread, and fail early if Ray is unreachable
     else:
-        runner = LocalExecutor(instance=instance_id(settings))
+        assert box is not None
+        runner = LocalExecutor(
+            instance=instance_id(settings),
+            sandbox=box,
+            cgroup=cgroup,
+            pool_dir=settings.data_dir / "supervisors",
+        )
     serve(settings, runner, local_node=node, on_ready=ready)
 
 
@@ -154,9 +217,18 @@ def up(
     ] = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
+    sandbox: SandboxOpt = "auto",
+    home_root: HomeRootOpt = None,
+    cgroup: CgroupOpt = "auto",
 ) -> None:
-    """Run everything on this machine: API, scheduler and local executor (SQLite)."""
+    """Run everything on this machine: API, scheduler and local executor (SQLite).
+
+    Stopping it (Ctrl-C) leaves running jobs running: the next start adopts them. To
+    stop them, drain the node first: mosu node drain NODE --stop-jobs."""
     run(
+        sandbox=sandbox,
+        home_root=home_root,
+        cgroup=cgroup,
         executor=executor,
         ray_address=ray_address,
         profile=profile,

@@ -56,6 +56,8 @@ class NodeRow(Base):
     rack: Mapped[str] = mapped_column(String(64), default="rack-0")
     state: Mapped[str] = mapped_column(String(16), default="ready")
     created_at: Mapped[float] = mapped_column(Float)
+    sandbox: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """How replicas run there (``users``, ``bwrap``, ``none``), as its executor reports it."""
 
 
 class JobRow(Base):
@@ -128,6 +130,12 @@ class AllocationRow(Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     allocated_at: Mapped[float] = mapped_column(Float)
     released_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    run_dir: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    """Where the replica's supervisor keeps its lock and exit record; set with the row,
+    before the start, so a server that dies mid-start leaves it findable."""
+    supervisor: Mapped[str | None] = mapped_column(Text, nullable=True)
+    """The executor's handle of the replica's supervisor (JSON for local processes, the
+    runner actor's name on Ray)."""
 
 
 class EventRow(Base):

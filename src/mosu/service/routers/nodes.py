@@ -29,9 +29,13 @@ def list_nodes(platform: PlatformDep, who: PrincipalDep) -> list[NodeOut]:
 
 
 @router.post("/v1/nodes/{name}/drain")
-def drain_node(name: NodeName, platform: PlatformDep, who: PrincipalDep) -> NodeOut:
+def drain_node(
+    name: NodeName, platform: PlatformDep, who: PrincipalDep, stop_jobs: bool = False
+) -> NodeOut:
     with platform.tx() as s:
-        out = nodes.set_state(s, principal=who, name=name, state=NodeState.DRAINING)
+        out = nodes.set_state(
+            s, principal=who, name=name, state=NodeState.DRAINING, stop_jobs=stop_jobs
+        )
     platform.catalog.invalidate()
     platform.loop.wake()
     return out

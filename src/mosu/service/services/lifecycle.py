@@ -138,7 +138,7 @@ def finish(
     release(session, job, now=at)
     job.exit_code = exit_code
     stop = job.stop_reason
-    if stop in ("preempt", "restart", "node-down"):
+    if stop in ("preempt", "restart", "node-down", "drain"):
         job.message = message or "preempted"
         transition(session, job, JobState.PREEMPTED, reason=stop, message=message, now=at)
         transition(session, job, JobState.PENDING, reason="requeued", message="requeued", now=at)

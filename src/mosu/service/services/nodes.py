@@ -18,7 +18,8 @@ from mosu.core.api import (
     parse_memory_mib,
 )
 from mosu.core.errors import Conflict, InvalidInput, NotFound
-from mosu.core.models import GPU_MILLI, Node, NodeState
+from mosu.core.executor import NodeReport
+from mosu.core.models import GPU_MILLI, NodeState
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow
 from mosu.service.services.auth import Principal
 
@@ -53,15 +54,16 @@ def register_node(session: Session, *, principal: Principal, body: NodeCreate) -
     return _out(row, _allocated_by_node(session).get(row.name, 0.0))
 
 
-def sync_cluster_nodes(session: Session, found: Sequence[Node]) -> bool:
+def sync_cluster_nodes(session: Session, found: Sequence[NodeReport]) -> bool:
     """Mirror the nodes an executor discovered (the Ray cluster is then the source of
     truth): new ones are registered, capacities follow, a node that is gone or dead goes
     ``down`` and the jobs on it get a stop request that requeues them; a node back alive
     is ``ready`` again (a drain is kept). True if any job was asked to stop."""
     now = time.time()
-    seen = {n.name: n for n in found}
+    seen = {r.node.name: r.node for r in found}
     stops = False
-    for node in found:
+    for report in found:
+        node = report.node
         row = session.get(NodeRow, node.name)
         if row is None:
             if node.state == NodeState.DOWN:
@@ -77,6 +79,8 @@ def sync_cluster_nodes(session: Session, found: Sequence[Node]) -> bool:
                 node.gpu_mem_mib,
             )
             row.zone, row.rack = node.zone, node.rack
+            if report.sandbox is not None:
+                row.sandbox = report.sandbox
             if row.state == NodeState.DOWN.value:
                 row.state = NodeState.READY.value
                 session.add(EventRow(at=now, kind="node-ready", message=f"{node.name}: back"))
@@ -91,7 +95,17 @@ def sync_cluster_nodes(session: Session, found: Sequence[Node]) -> bool:
     return stops
 
 
-def _stop_jobs_on(session: Session, node: str, now: float) -> bool:
+def report_sandbox(session: Session, *, name: str, sandbox: str) -> None:
+    """Record how the node's executor runs replicas (``mosu node list`` shows it)."""
+    row = session.get(NodeRow, name)
+    if row is not None and row.sandbox != sandbox:
+        row.sandbox = sandbox
+        session.add(EventRow(at=time.time(), kind="node-sandbox", message=f"{name}: {sandbox}"))
+
+
+def _stop_jobs_on(
+    session: Session, node: str, now: float, *, reason: str = "node-down", message: str = ""
+) -> bool:
     allocs = list(
         session.scalars(
             select(AllocationRow).where(
@@ -104,15 +118,15 @@ def _stop_jobs_on(session: Session, node: str, now: float) -> bool:
         job = session.get(JobRow, job_id)
         if job is None or job.state not in ACTIVE_STATES or job.stop_reason is not None:
             continue
-        job.stop_reason, job.stop_signalled = "node-down", False
+        job.stop_reason, job.stop_signalled = reason, False
         session.add(
             EventRow(
                 at=now,
                 job_id=job.id,
                 tenant=job.tenant,
                 kind="stop-requested",
-                reason="node-down",
-                message=f"node {node} is down",
+                reason=reason,
+                message=message or f"node {node} is down",
             )
         )
         stopped = True
@@ -162,6 +176,7 @@ def _out(row: NodeRow, allocated: float) -> NodeOut:
         rack=row.rack,
         state=NodeState(row.state),
         allocated_gpus=round(allocated, 3),
+        sandbox=row.sandbox,
     )
 
 
@@ -172,16 +187,26 @@ def list_nodes(session: Session, *, principal: Principal) -> list[NodeOut]:
     return [_out(row, allocated.get(row.name, 0.0)) for row in rows]
 
 
-def set_state(session: Session, *, principal: Principal, name: str, state: NodeState) -> NodeOut:
+def set_state(
+    session: Session,
+    *,
+    principal: Principal,
+    name: str,
+    state: NodeState,
+    stop_jobs: bool = False,
+) -> NodeOut:
+    """Drain or undrain a node. With ``stop_jobs`` a drain also stops every job running
+    there (every process of it) and requeues it: the explicit way to stop a node's work."""
     principal.require_operator("drain nodes")
     row = session.get(NodeRow, name)
     if row is None:
         raise NotFound(f"no node named {name!r}", field="node")
+    now = time.time()
     if row.state != state.value:
-        session.add(
-            EventRow(at=time.time(), kind=f"node-{state.value}", message=f"{name}: {state.value}")
-        )
+        session.add(EventRow(at=now, kind=f"node-{state.value}", message=f"{name}: {state.value}"))
         row.state = state.value
+    if stop_jobs and state == NodeState.DRAINING:
+        _stop_jobs_on(session, name, now, reason="drain", message=f"node {name} is drained")
     session.flush()
     return _out(row, _allocated_by_node(session).get(name, 0.0))
 

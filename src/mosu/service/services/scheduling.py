@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState, ReplicaLaunch
+from mosu.core.executor import AttemptRecord, ReplicaRecord, ReplicaStarted
 from mosu.core.models import GPU_MILLI, Placement, RunningJob
 from mosu.engine.decisions import CycleResult
 from mosu.engine.snapshot import ClusterSnapshot
@@ -164,9 +165,15 @@ def load_snapshot(session: Session, *, now: float, use_history: bool = False) ->
 
 
 def apply_decisions(
-    session: Session, *, loaded: LoadedSnapshot, result: CycleResult, now: float
+    session: Session,
+    *,
+    loaded: LoadedSnapshot,
+    result: CycleResult,
+    now: float,
+    logs_dir: Path | None = None,
 ) -> Applied:
-    """Write the cycle's decisions; call inside one transaction."""
+    """Write the cycle's decisions; call inside one transaction. With ``logs_dir`` each
+    new allocation names its replica's run directory there (``run_dir_path``)."""
     applied = Applied()
     # Jobs that change state are loaded (and locked) as objects; jobs left pending
     # are not: their reasons are compared with what the snapshot read and only the
@@ -232,6 +239,9 @@ def apply_decisions(
                     cpu_milli=rp.cpu_milli,
                     mem_mib=rp.mem_mib,
                     allocated_at=started,
+                    run_dir=None
+                    if logs_dir is None
+                    else str(run_dir_path(logs_dir, row.id, row.attempts, k)),
                 )
             )
         applied.started.append(row.id)
@@ -340,6 +350,12 @@ def _free_capacity(session: Session, nodes: dict[str, NodeRow]) -> _FreeCapacity
     return free
 
 
+def run_dir_path(logs_dir: Path, job_id: int, attempt: int, replica: int) -> Path:
+    """Where a replica's supervisor keeps its lock, handle and exit record: in the job's
+    directory, beside its logs."""
+    return logs_dir / str(job_id) / "run" / f"{attempt}.{replica}"
+
+
 def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch | None:
     row = session.get(JobRow, job_id)
     if row is None or row.state != JobState.STARTING.value:
@@ -354,12 +370,14 @@ def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch |
             gpu_indices=indices_of(a.gpu_indices),
             gpu_fraction=a.gpu_milli / GPU_MILLI,
             log_path=str(log_path(logs_dir, row.id, a.replica)),
+            run_dir=a.run_dir or str(run_dir_path(logs_dir, row.id, row.attempts, a.replica)),
         )
         for a in active_allocations(session, row.id)
     ]
     return JobLaunch(
         job_id=row.id,
         attempt=row.attempts,
+        tenant=row.tenant,
         argv=argv,
         env=dict(spec.get("env") or {}),
         workdir=spec.get("workdir"),
@@ -367,14 +385,53 @@ def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch |
     )
 
 
-def mark_running(session: Session, *, job_id: int, attempt: int, pids: dict[int, int]) -> None:
+def mark_running(
+    session: Session,
+    *,
+    job_id: int,
+    attempt: int,
+    started: dict[int, ReplicaStarted],
+    reason: str = "launched",
+) -> None:
+    """Record what runs (pids and supervisor handles); a starting job becomes running."""
     row = session.get(JobRow, job_id)
-    if row is None or row.state != JobState.STARTING.value or row.attempts != attempt:
+    if row is None or row.state not in ACTIVE_STATES or row.attempts != attempt:
         return
     for a in active_allocations(session, job_id):
-        a.pid = pids.get(a.replica)
-    transition(session, row, JobState.RUNNING, reason="launched", message=_pids_text(pids))
+        if a.replica in started:
+            a.pid = started[a.replica].pid
+            a.supervisor = started[a.replica].supervisor
+    pids = {k: v.pid for k, v in started.items()}
+    if row.state == JobState.STARTING.value:
+        transition(session, row, JobState.RUNNING, reason=reason, message=_pids_text(pids))
+    elif reason == "adopted":  # a running attempt watched by a new server from now on
+        note(session, row, "adopted", reason="restart", message=_pids_text(pids))
 
 
 def _pids_text(pids: dict[int, int]) -> str:
     return "pids " + " ".join(f"{k}:{v}" for k, v in sorted(pids.items()))
+
+
+def active_attempts(session: Session, *, logs_dir: Path) -> list[AttemptRecord]:
+    """Every starting or running attempt with what the store knows of its replicas, for
+    a new server to adopt."""
+    rows = session.execute(
+        select(JobRow.id, JobRow.attempts, JobRow.tenant)
+        .where(JobRow.state.in_(list(ACTIVE_STATES)))
+        .order_by(JobRow.id)
+    ).all()
+    out = []
+    for job_id, attempt, tenant in rows:
+        replicas = [
+            ReplicaRecord(
+                replica=a.replica,
+                node=a.node,
+                run_dir=a.run_dir,
+                supervisor=a.supervisor,
+                pid=a.pid,
+                log_path=str(log_path(logs_dir, job_id, a.replica)),
+            )
+            for a in active_allocations(session, job_id)
+        ]
+        out.append(AttemptRecord(job_id=job_id, attempt=attempt, tenant=tenant, replicas=replicas))
+    return out

@@ -1,0 +1,123 @@
+"""A replica's environment, built from nothing: the one place it is made, for the local
+and the Ray executor alike.
+
+It holds exactly: the job's own ``env``; ``PATH`` and ``LANG`` (defaults the job's env
+may override); ``HOME`` (the tenant's home in the sandbox); and the contract below,
+which the job cannot override. Nothing of the server's environment is copied (no
+``MOSU_TOKEN``, no database URL, no ``RAY_*``).
+
+| variable | value |
+|---|---|
+| ``CUDA_VISIBLE_DEVICES`` | the engine's GPU indices on the node (empty: no GPU) |
+| ``MOSU_GPU_FRACTION`` | the share of its one GPU, only when below 1 |
+| ``MOSU_JOB_ID``, ``MOSU_ATTEMPT`` | which job, which attempt |
+| ``MOSU_REPLICA``, ``MOSU_NUM_REPLICAS`` | which replica, of how many |
+| ``MOSU_NODE``, ``MOSU_GPUS_PER_REPLICA`` | the node's name, this replica's GPU count |
+| ``MOSU_INSTANCE`` | the store that started it (with the ids above: the replica's mark) |
+| ``MASTER_ADDR``, ``MASTER_PORT`` | replica 0's node address and a port free there |
+| ``RANK``, ``NODE_RANK`` / ``WORLD_SIZE``, ``NNODES`` | the replica index / the gang size |
+| ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` | ``0``, ``1`` (one torch "node" per replica) |
+
+Stdlib only: the supervisor imports this and starts without site-packages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_LANG = "C.UTF-8"
+
+CONTRACT_KEYS = frozenset(
+    {
+        "HOME",
+        "CUDA_VISIBLE_DEVICES",
+        "MOSU_GPU_FRACTION",
+        "MOSU_JOB_ID",
+        "MOSU_ATTEMPT",
+        "MOSU_REPLICA",
+        "MOSU_NUM_REPLICAS",
+        "MOSU_NODE",
+        "MOSU_GPUS_PER_REPLICA",
+        "MOSU_INSTANCE",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "RANK",
+        "NODE_RANK",
+        "WORLD_SIZE",
+        "NNODES",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+    }
+)
+"""Set by mosu for every replica; a job's own ``env`` cannot override them."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaContract:
+    """What mosu tells one replica about itself and its gang."""
+
+    instance: str
+    job_id: int | str
+    attempt: int
+    replica: int
+    num_replicas: int
+    node: str
+    gpu_indices: tuple[int, ...]
+    gpu_fraction: float
+    master_addr: str
+    master_port: int
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> ReplicaContract:
+        fields = dict(data)
+        fields["gpu_indices"] = tuple(int(g) for g in fields["gpu_indices"])  # type: ignore[attr-defined]
+        return cls(**fields)  # type: ignore[arg-type]
+
+    def markers(self) -> list[str]:
+        """``NAME=value`` entries that mark this replica's processes."""
+        return marker_entries(self.instance, self.job_id, self.attempt, self.replica)
+
+
+def marker_entries(instance: str, job_id: int | str, attempt: int, replica: int) -> list[str]:
+    return [
+        f"MOSU_INSTANCE={instance}",
+        f"MOSU_JOB_ID={job_id}",
+        f"MOSU_ATTEMPT={attempt}",
+        f"MOSU_REPLICA={replica}",
+    ]
+
+
+def build_env(
+    contract: ReplicaContract, *, job_env: Mapping[str, str], home: str
+) -> dict[str, str]:
+    """The complete environment of one replica."""
+    env = {"PATH": DEFAULT_PATH, "LANG": DEFAULT_LANG}
+    env.update({k: v for k, v in job_env.items() if k not in CONTRACT_KEYS})
+    c = contract
+    env.update(
+        HOME=home,
+        CUDA_VISIBLE_DEVICES=",".join(str(g) for g in c.gpu_indices),
+        MOSU_JOB_ID=str(c.job_id),
+        MOSU_ATTEMPT=str(c.attempt),
+        MOSU_REPLICA=str(c.replica),
+        MOSU_NUM_REPLICAS=str(c.num_replicas),
+        MOSU_NODE=c.node,
+        MOSU_GPUS_PER_REPLICA=str(len(c.gpu_indices)),
+        MOSU_INSTANCE=c.instance,
+        MASTER_ADDR=c.master_addr,
+        MASTER_PORT=str(c.master_port),
+        RANK=str(c.replica),
+        NODE_RANK=str(c.replica),
+        WORLD_SIZE=str(c.num_replicas),
+        NNODES=str(c.num_replicas),
+        LOCAL_RANK="0",
+        LOCAL_WORLD_SIZE="1",
+    )
+    if c.gpu_indices and c.gpu_fraction < 1:
+        env["MOSU_GPU_FRACTION"] = f"{c.gpu_fraction:g}"
+    return env
