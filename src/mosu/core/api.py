@@ -102,13 +102,12 @@ def _env_name(value: str) -> str:
     return value
 
 
+ENV_NAME_SCHEMA_PATTERN = "^(?!MOSU_)(?!CUDA_VISIBLE_DEVICES$)[A-Za-z_][A-Za-z0-9_]*$"
+"""``EnvName`` for the OpenAPI document (pydantic's own regex engine has no look-ahead,
+so ``_env_name`` checks it)."""
 EnvName = Annotated[
     str,
-    Field(
-        min_length=1,
-        max_length=255,
-        json_schema_extra={"pattern": "^(?!MOSU_)(?!CUDA_VISIBLE_DEVICES$)[A-Za-z_][A-Za-z0-9_]*$"},
-    ),
+    Field(min_length=1, max_length=255, json_schema_extra={"pattern": ENV_NAME_SCHEMA_PATTERN}),
     AfterValidator(_env_name),
 ]
 """An environment variable a job may set: letters, digits and ``_``, not a digit first;
@@ -208,17 +207,29 @@ def parse_memory_mib(value: Any) -> int:
     return round(mib)
 
 
-Duration = (
+def _check_duration(value: float | str | None) -> float | str | None:
+    parse_duration_s(value)
+    return value
+
+
+def _check_memory(value: float | str) -> float | str:
+    parse_memory_mib(value)
+    return value
+
+
+Duration = Annotated[
     Annotated[float, Field(gt=0, le=MAX_DURATION_S)]
     | Annotated[str, Field(max_length=32, pattern=DURATION_PATTERN)]
-    | None
-)
+    | None,
+    AfterValidator(_check_duration),
+]
 """Seconds, or a number with a unit: ``90``, ``"30m"``, ``"2h"``, ``"1d"``; at most a year."""
-Memory = (
+Memory = Annotated[
     Annotated[int, Field(ge=0, le=MAX_MEMORY_MIB)]
     | Annotated[float, Field(ge=0, le=MAX_MEMORY_MIB)]
-    | Annotated[str, Field(max_length=32, pattern=MEMORY_PATTERN)]
-)
+    | Annotated[str, Field(max_length=32, pattern=MEMORY_PATTERN)],
+    AfterValidator(_check_memory),
+]
 """MiB, or a number with a unit: ``4096``, ``"512Mi"``, ``"16Gi"``; at most 64Ti."""
 
 
@@ -285,18 +296,6 @@ class JobSpec(InputModel):
             raise ValueError("a fractional GPU count is only allowed below 1 (e.g. 0.5)")
         if 0 < value < 1 and round(value * 1000) < 1:
             raise ValueError("a GPU share must be at least 0.001")
-        return value
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: int | float | str) -> int | float | str:
-        parse_memory_mib(value)
-        return value
-
-    @field_validator("estimate", "max_runtime", "checkpoint_every")
-    @classmethod
-    def _duration(cls, value: float | str | None) -> float | str | None:
-        parse_duration_s(value)
         return value
 
     @field_validator("command")
@@ -494,12 +493,6 @@ class NodeCreate(InputModel):
     topology: Annotated[str, Field(max_length=255, pattern=TOPOLOGY_PATTERN)] = ""
     """``zone/rack/node`` path (up to three non-empty parts); empty puts the node in
     zone-0/rack-0."""
-
-    @field_validator("memory", "gpu_memory")
-    @classmethod
-    def _memory(cls, value: int | float | str) -> int | float | str:
-        parse_memory_mib(value)
-        return value
 
 
 class NodeOut(OutputModel):

@@ -68,5 +68,6 @@ def update_quotas(
 
 @router.post("/{name}/tokens", status_code=201)
 def new_token(name: TenantName, platform: PlatformDep, who: PrincipalDep) -> TokenOut:
+    """Issue another token for a tenant (``POST /v1/tokens`` names it and sets an expiry)."""
     with platform.tx() as s:
-        return TokenOut(token=tenants.new_token(s, principal=who, name=name))
+        return tenants.new_token(s, principal=who, name=name)

@@ -26,6 +26,7 @@ from mosu.service.db.rows import AllocationRow, EventRow, JobRow
 from mosu.service.services.auth import Principal
 from mosu.service.services.catalog import Catalog, CatalogCache, NodeFacts
 from mosu.service.services.lifecycle import active_allocations, transition
+from mosu.service.services.secrets import check_exist
 
 MAX_LOG_CHUNK = 1 << 20
 
@@ -135,6 +136,7 @@ def check_submission(
     if tenant not in facts.limits:
         raise NotFound(f"no tenant named {tenant!r}", field="tenant")
     check_fits_cluster(facts, spec, tenant)
+    check_exist(session, tenant=tenant, names=spec.secrets)
     return tenant
 
 

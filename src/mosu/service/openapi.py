@@ -1,0 +1,96 @@
+"""The OpenAPI document, complete: every operation declares the errors it can answer, the
+bearer scheme puts an Authorize button on ``/docs``, and the ``JobSpec`` that
+``POST /v1/jobs`` reads as JSON or YAML is a schema of its own.
+
+Routes declare the errors of their own rules (``responses=errors(403, 404)``); the ones
+every operation of a kind shares are added here, once:
+
+- a token-protected operation: 401, and 503 when the store is unavailable;
+- an operation with parameters or a body: 422 naming the field;
+- a write under ``/v1`` (POST, PUT, PATCH, DELETE): 400 (malformed body), 413 (too large)
+  and 415 (not JSON), from ``RequestGuard``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from mosu.core.api import MAX_BODY_BYTES, MAX_DEPTH, ErrorBody, JobSpec
+
+ERROR_DESCRIPTIONS = {
+    400: f"Malformed body: bad syntax, a duplicate key or nesting deeper than {MAX_DEPTH}",
+    401: "Missing, malformed, unknown, expired or revoked token",
+    403: "Only the operator may do this",
+    404: "No such resource (another tenant's resources are not found either)",
+    409: "Conflicts with the current state; the message says how to resolve it",
+    413: f"Body larger than {MAX_BODY_BYTES // 1024} KiB",
+    415: "Body is not JSON (or YAML, where the operation reads it)",
+    422: "A field or parameter is invalid; the error names it",
+    503: "The store is unavailable for now; the same request may succeed later",
+}
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+_WRITES = {"post", "put", "patch", "delete"}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: these error statuses, each with the error body."""
+    return {
+        status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    return {
+        "description": ERROR_DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": _ERROR_REF}},
+    }
+
+
+def install(app: FastAPI) -> None:
+    """Make ``app.openapi()`` build the complete document (once, then cached)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in spec.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components["JobSpec"] = spec
+        components.setdefault("ErrorBody", ErrorBody.model_json_schema())
+        for path, item in schema.get("paths", {}).items():
+            for method, operation in item.items():
+                _complete(path, method, operation)
+        # Validation errors are answered as ErrorBody, so FastAPI's own shapes are unused.
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _complete(path: str, method: str, operation: dict[str, Any]) -> None:
+    responses = operation.setdefault("responses", {})
+    shared: set[int] = set()
+    if operation.get("security"):
+        shared |= {401, 503}
+    if operation.get("parameters") or "requestBody" in operation:
+        shared.add(422)
+    if method in _WRITES and path.startswith("/v1/"):
+        shared |= {400, 413, 415, 422}
+    for status in sorted(shared):
+        responses[str(status)] = _error_response(status)
+    for status, response in responses.items():
+        if status.startswith(("4", "5")):
+            response["content"] = {"application/json": {"schema": _ERROR_REF}}
