@@ -43,6 +43,9 @@ MAX_DEPTH = 32
 """Deepest nesting of arrays and objects a request body may have (a job spec needs 3)."""
 MAX_BODY_BYTES = 1 << 20
 """Largest request body the API reads."""
+MAX_EVENT_ID = 2**63 - 1
+"""Event ids are 64-bit: a cursor above this is refused, not passed to the store."""
+MAX_JOB_ID = 2**31 - 1
 
 
 class InputModel(BaseModel):

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from mosu.core.api import NAME_PATTERN
+from mosu.core.api import MAX_EVENT_ID, NAME_PATTERN
 from mosu.core.errors import InvalidInput
 from mosu.service.deps import PlatformDep, PrincipalDep
 from mosu.service.platform import Platform
@@ -37,17 +37,24 @@ KEEPALIVE_S = 15.0
 @router.get(
     "/v1/events/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def stream_events(
     request: Request,
     platform: PlatformDep,
     who: PrincipalDep,
-    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     tenant: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=64)] = None,
     limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     wait_s: Annotated[float | None, Query(gt=0, le=86_400)] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern="^[0-9]{1,19}$",
+            description="Resume after this event id (wins over ``after``); browsers send it.",
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """Server-Sent Events of the append-only history, resumable."""
     if tenant is not None and not who.is_operator and tenant != who.tenant:
@@ -56,12 +63,9 @@ async def stream_events(
         )
     start = after
     if last_event_id is not None:
-        try:
-            start = int(last_event_id)
-        except ValueError:
-            raise InvalidInput("Last-Event-ID must be an event id", field="Last-Event-ID") from None
-        if start < 0:
-            raise InvalidInput("Last-Event-ID must be an event id", field="Last-Event-ID")
+        start = int(last_event_id)
+        if start > MAX_EVENT_ID:
+            raise InvalidInput(f"an event id is at most {MAX_EVENT_ID}", field="Last-Event-ID")
     if start is None:
         start = await run_in_threadpool(_end, platform)
     body = _events(request, platform, who, EventCursor(after=start), tenant, limit, wait_s)

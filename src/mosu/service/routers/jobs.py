@@ -95,7 +95,7 @@ async def _read_yaml(request: Request) -> object:
     return await run_in_threadpool(load_document, text, source="job spec")
 
 
-@router.get("")
+@router.get("", responses=errors(404))
 def list_jobs(
     platform: PlatformDep,
     who: PrincipalDep,
@@ -109,26 +109,26 @@ def list_jobs(
         )
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=errors(404))
 def get_job(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobOut:
     with platform.tx() as s:
         return jobs.get_job(s, principal=who, job_id=job_id)
 
 
-@router.get("/{job_id}/why")
+@router.get("/{job_id}/why", responses=errors(404))
 def why(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobWhy:
     position = platform.loop.queue_positions.get(job_id)
     with platform.tx() as s:
         return jobs.why(s, principal=who, job_id=job_id, position=position)
 
 
-@router.get("/{job_id}/events")
+@router.get("/{job_id}/events", responses=errors(404))
 def job_events(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> EventList:
     with platform.tx() as s:
         return EventList(events=jobs.events(s, principal=who, job_id=job_id))
 
 
-@router.get("/{job_id}/logs")
+@router.get("/{job_id}/logs", responses=errors(404))
 def logs(
     job_id: JobId,
     platform: PlatformDep,
@@ -147,7 +147,7 @@ def logs(
         )
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=errors(404, 409))
 def cancel(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobOut:
     with platform.tx() as s:
         out = jobs.cancel(s, principal=who, job_id=job_id)
