@@ -87,8 +87,8 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(metrics.router)
-    openapi.install(app)
-    app.add_middleware(RequestGuard, openapi=app.openapi)
+    operations = openapi.install(app)
+    app.add_middleware(RequestGuard, operations=operations)
     app.state.api_metrics = ApiMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.api_metrics)
     app.state.cycle_seconds = Histogram(
@@ -118,10 +118,16 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         return error_response(409, "conflict", "the job changed at the same moment; try again")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "error")
-        # 405 keeps its ``Allow`` header: what the path does accept.
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Every method of the path (the router names only the first route it tried).
+            allowed = operations().methods(request.url.path)
+            headers["Allow"] = ", ".join(allowed)
+            message = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+            return error_response(405, code, message, headers=headers)
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(DataError)
     async def data_error(_request: Request, exc: DataError) -> JSONResponse:

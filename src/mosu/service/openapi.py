@@ -13,6 +13,8 @@ every operation of a kind shares are added here, once:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -50,8 +52,45 @@ def _error_response(status: int) -> dict[str, Any]:
     }
 
 
-def install(app: FastAPI) -> None:
-    """Make ``app.openapi()`` build the complete document (once, then cached)."""
+class OperationIndex:
+    """Which methods each path has and which body types each operation reads, from the
+    document itself (so the guard, ``Allow`` and the document cannot disagree)."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self._paths: list[tuple[re.Pattern[str], dict[str, frozenset[str]]]] = []
+        for path, item in document.get("paths", {}).items():
+            pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path))
+            operations = {
+                method.upper(): frozenset((operation.get("requestBody") or {}).get("content", {}))
+                for method, operation in item.items()
+            }
+            self._paths.append((re.compile(f"^{pattern}$"), operations))
+
+    def _operations(self, path: str) -> dict[str, frozenset[str]]:
+        found: dict[str, frozenset[str]] = {}
+        for pattern, operations in self._paths:
+            if pattern.match(path):
+                found.update(operations)
+        return found
+
+    def methods(self, path: str) -> list[str]:
+        """The methods ``path`` has, for ``Allow``."""
+        return sorted(self._operations(path))
+
+    def body_types(self, method: str, path: str) -> frozenset[str]:
+        """The media types the operation declares for its body (empty: JSON only)."""
+        return self._operations(path).get(method, frozenset())
+
+
+def install(app: FastAPI) -> Callable[[], OperationIndex]:
+    """Make ``app.openapi()`` build the complete document (once, then cached); returns
+    the index of its operations (built on first use)."""
+    index: list[OperationIndex] = []
+
+    def operations() -> OperationIndex:
+        if not index:
+            index.append(OperationIndex(app.openapi()))
+        return index[0]
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -78,6 +117,7 @@ def install(app: FastAPI) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    return operations
 
 
 def _complete(path: str, method: str, operation: dict[str, Any]) -> None:

@@ -11,7 +11,6 @@ The parsed JSON is left in ``scope["mosu.json"]`` for a route that reads the raw
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +26,7 @@ from mosu.core.errors import (
     UnsupportedMediaType,
 )
 from mosu.core.jobspec import parse_json
+from mosu.service.openapi import OperationIndex
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PARSED_JSON = "mosu.json"
@@ -55,25 +55,10 @@ def media_type_of(headers: Headers) -> str:
     return headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def other_body_types(document: dict[str, Any]) -> list[tuple[str, re.Pattern[str], frozenset[str]]]:
-    """(method, path regex, types) of every operation whose request body may be more than
-    JSON, as the OpenAPI document declares it: the document and the guard cannot disagree."""
-    out = []
-    for path, item in document.get("paths", {}).items():
-        regex = re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path)) + "$")
-        for method, operation in item.items():
-            content = (operation.get("requestBody") or {}).get("content", {})
-            types = frozenset(t for t in content if not is_json(t))
-            if types:
-                out.append((method.upper(), regex, types))
-    return out
-
-
 class RequestGuard:
-    def __init__(self, app: ASGIApp, *, openapi: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, app: ASGIApp, *, operations: Callable[[], OperationIndex]) -> None:
         self.app = app
-        self._openapi = openapi
-        self._other_types: list[tuple[str, re.Pattern[str], frozenset[str]]] | None = None
+        self._operations = operations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -131,12 +116,8 @@ class RequestGuard:
         )
 
     def _declared_for(self, scope: Scope) -> frozenset[str]:
-        if self._other_types is None:
-            self._other_types = other_body_types(self._openapi())
-        for method, path, types in self._other_types:
-            if method == scope["method"] and path.match(scope["path"]):
-                return types
-        return frozenset()
+        declared = self._operations().body_types(scope["method"], scope["path"])
+        return frozenset(t for t in declared if not is_json(t))
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
