@@ -236,19 +236,26 @@ def parse_yaml(text: str, *, source: str = "request body") -> Any:
         raise MalformedInput(
             f"{source}: YAML larger than {MAX_YAML_BYTES // 1024} KiB; send it as JSON"
         )
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)  # reading starts here: it refuses control characters
         return loader.get_single_data()
     except _Bound as exc:
         where = f"{source}:{exc.mark.line + 1}" if exc.mark is not None else source
         raise MalformedInput(f"{where}: {exc.problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise MalformedInput(
+            f"{source}:{line}: malformed YAML: character U+{exc.character:04X} is not allowed"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or "malformed YAML"
         raise MalformedInput(f"{where}: malformed YAML: {problem}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_document(text: str, *, source: str = "job spec") -> dict[str, Any]:
