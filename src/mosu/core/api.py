@@ -364,6 +364,9 @@ def _blank_is_none(value: Any) -> Any:
 CohortName = Annotated[
     Annotated[str, Field(pattern=NAME_PATTERN)] | None,
     BeforeValidator(_blank_is_none),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": f"({NAME_PATTERN})|^$"}, {"type": "null"}]}
+    ),
     Field(
         description="Cohort name (tenants of one cohort lend idle guaranteed GPUs to each "
         "other); null or an empty string means no cohort: the default cohort."

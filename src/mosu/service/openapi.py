@@ -58,6 +58,7 @@ class OperationIndex:
 
     def __init__(self, document: dict[str, Any]) -> None:
         self._paths: list[tuple[re.Pattern[str], dict[str, frozenset[str]]]] = []
+        self._literal: dict[str, dict[str, frozenset[str]]] = {}
         for path, item in document.get("paths", {}).items():
             pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path))
             operations = {
@@ -65,8 +66,15 @@ class OperationIndex:
                 for method, operation in item.items()
             }
             self._paths.append((re.compile(f"^{pattern}$"), operations))
+            if "{" not in path:
+                self._literal[path] = operations
 
     def _operations(self, path: str) -> dict[str, frozenset[str]]:
+        # A literal path (``/v1/tokens/rotate``) is that resource alone, even where a
+        # template (``/v1/tokens/{token_id}``) would match it too.
+        exact = self._literal.get(path)
+        if exact is not None:
+            return exact
         found: dict[str, frozenset[str]] = {}
         for pattern, operations in self._paths:
             if pattern.match(path):
@@ -120,7 +128,69 @@ def install(app: FastAPI) -> Callable[[], OperationIndex]:
     return operations
 
 
+LINKS: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
+    ("post", "/v1/jobs"): {
+        f"{verb}{suffix.title().replace('/', '')}": {
+            "operationRef": f"#/paths/~1v1~1jobs~1{{job_id}}{suffix.replace('/', '~1')}/{verb}",
+            "parameters": {"job_id": "$response.body#/id"},
+        }
+        for verb, suffix in (
+            ("get", ""),
+            ("get", "/why"),
+            ("get", "/events"),
+            ("get", "/logs"),
+            ("post", "/cancel"),
+        )
+    },
+    ("post", "/v1/tenants"): {
+        f"{verb}{suffix.title().replace('/', '')}": {
+            "operationRef": f"#/paths/~1v1~1tenants~1{{name}}{suffix.replace('/', '~1')}/{verb}",
+            "parameters": {"name": "$response.body#/tenant/name"},
+        }
+        for verb, suffix in (("get", ""), ("patch", ""), ("put", "/quotas"), ("post", "/tokens"))
+    },
+    ("post", "/v1/nodes"): {
+        f"post{action.title()}": {
+            "operationRef": f"#/paths/~1v1~1nodes~1{{name}}~1{action}/post",
+            "parameters": {"name": "$response.body#/name"},
+        }
+        for action in ("drain", "undrain")
+    },
+    ("post", "/v1/tokens"): {
+        "revoke": {
+            "operationRef": "#/paths/~1v1~1tokens~1{token_id}/delete",
+            "parameters": {"token_id": "$response.body#/info/id"},
+        }
+    },
+    ("put", "/v1/secrets/{name}"): {
+        "delete": {
+            "operationRef": "#/paths/~1v1~1secrets~1{name}/delete",
+            "parameters": {"name": "$request.path.name", "tenant": "$request.query.tenant"},
+        }
+    },
+}
+"""What a created resource's answer lets a client call next (OpenAPI links), e.g. the job
+a submission created: ``$response.body#/id`` is its ``job_id``."""
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    # An HTTP parameter is a string or absent, never JSON null: ``str | None`` means
+    # "optional", which ``required: false`` already says.
+    options = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
+    if len(options) == 1 and len(schema["anyOf"]) == 2:
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        return {**options[0], **rest}
+    return schema
+
+
 def _complete(path: str, method: str, operation: dict[str, Any]) -> None:
+    for parameter in operation.get("parameters", []):
+        if "schema" in parameter:
+            parameter["schema"] = _not_null(parameter["schema"])
+    links = LINKS.get((method, path))
+    if links:
+        created = "201" if "201" in operation["responses"] else "200"
+        operation["responses"][created]["links"] = links
     responses = operation.setdefault("responses", {})
     shared: set[int] = set()
     if operation.get("security"):

@@ -20,8 +20,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from mosu.core.api import MAX_EVENT_ID, NAME_PATTERN
-from mosu.core.errors import InvalidInput
+from mosu.core.errors import InvalidInput, NotFound
 from mosu.service.deps import PlatformDep, PrincipalDep
+from mosu.service.openapi import errors
 from mosu.service.platform import Platform
 from mosu.service.services.auth import Principal
 from mosu.service.services.events import EventCursor, last_event_id
@@ -32,12 +33,28 @@ POLL_S = 0.2
 it is read, not notified)."""
 KEEPALIVE_S = 15.0
 """A comment line this often keeps proxies from closing an idle stream."""
+SSE_EVENT = {
+    "type": "object",
+    "description": "One event of the stream (OpenAPI 3.1: the schema of each event).",
+    "required": ["data", "event"],
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "The event as JSON: an EventOut",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/EventOut"},
+        },
+        "event": {"type": "string", "description": "The event's kind"},
+        "id": {"type": "string", "description": "Where to resume from (Last-Event-ID)"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 @router.get(
     "/v1/events/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}, **errors(404)},
 )
 async def stream_events(
     request: Request,
@@ -58,9 +75,8 @@ async def stream_events(
 ) -> StreamingResponse:
     """Server-Sent Events of the append-only history, resumable."""
     if tenant is not None and not who.is_operator and tenant != who.tenant:
-        raise InvalidInput(
-            f"a tenant token streams only its own tenant ({who.tenant})", field="tenant"
-        )
+        # As everywhere: another tenant is not found, whether it exists or not.
+        raise NotFound(f"no tenant named {tenant!r}", field="tenant")
     start = after
     if last_event_id is not None:
         start = int(last_event_id)

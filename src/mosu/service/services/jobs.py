@@ -340,7 +340,11 @@ def read_logs(
 ) -> LogChunk:
     row = get_row(session, principal=principal, job_id=job_id)
     if not 0 <= replica < row.replicas:
-        raise InvalidInput(f"job {job_id} has replicas 0..{row.replicas - 1}", field="replica")
+        # A replica that does not exist is a log that does not exist.
+        raise NotFound(
+            f"job {job_id} has no replica {replica} (replicas 0..{row.replicas - 1})",
+            field="replica",
+        )
     path = log_path(logs_dir, job_id, replica)
     data = b""
     if path.exists():
