@@ -3,6 +3,7 @@ submission's job; the client sends one and retries dropped connections and 503s.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import uuid
@@ -16,7 +17,8 @@ from mosu.core.api import JobSpec
 from mosu.core.errors import IdempotencyKeyReused
 from mosu.service.db.rows import JobRow, SubmissionKeyRow
 from mosu.service.platform import Platform
-from mosu.service.submissions import KEY_KEEP_S, PRUNE_EVERY_S
+from mosu.service.services.auth import OPERATOR
+from mosu.service.submissions import KEY_KEEP_S, PRUNE_EVERY_S, _Submission
 from tests.e2e.conftest import OPERATOR_TOKEN, make_server, wait_for  # noqa: F401
 from tests.service.conftest import TestClient, bearer, seed
 
@@ -113,8 +115,13 @@ def test_keys_older_than_a_day_are_pruned(api: TestClient, platform: Platform) -
         row.created_at -= KEY_KEEP_S + 1
     writer._pruned_at -= PRUNE_EVERY_S
     api.post("/v1/jobs", json=SPEC, headers=bearer(tokens["a"]) | {"Idempotency-Key": "new"})
-    with platform.sessions() as s:
-        assert sorted(s.scalars(select(SubmissionKeyRow.key))) == ["new"]
+
+    def keys() -> list[str]:
+        with platform.sessions() as s:
+            return sorted(s.scalars(select(SubmissionKeyRow.key)))
+
+    # The writer prunes after answering its batch.
+    wait_for(lambda: keys() == ["new"], timeout=30, what="the old key to be pruned")
     assert api.post("/v1/jobs", json=SPEC, headers=headers).json()["id"] != first
 
 
@@ -254,3 +261,28 @@ def test_the_client_retries_through_a_connection_cut_after_sending(make_server) 
     assert [j.id for j in same] == [job.id]
     with Client(server.url, OPERATOR_TOKEN) as op:
         assert len(op.list_jobs()) == 1
+
+
+def test_one_batch_with_a_key_twice_makes_one_job(api: TestClient, platform: Platform) -> None:
+    """Retries that arrive together land in one batch (one transaction): the second finds
+    the key the first stored moments before."""
+    seed(api)
+    writer = api.app.state.submit_writer
+    spec = JobSpec.model_validate(SPEC)
+    other = JobSpec.model_validate({**SPEC, "gpus": 2})
+    loop = asyncio.new_event_loop()
+    try:
+        batch = [
+            _Submission(OPERATOR, s, "a", key, loop, loop.create_future())
+            for s, key in ((spec, "k"), (spec, "k"), (other, "k"), (spec, None))
+        ]
+        writer._store(batch)
+        loop.run_until_complete(asyncio.sleep(0))
+        first, again, changed, unkeyed = (item.future for item in batch)
+        assert (first.result().replayed, again.result().replayed) == (False, True)
+        assert again.result().job.id == first.result().job.id
+        assert isinstance(changed.exception(), IdempotencyKeyReused)
+        assert unkeyed.result().job.id != first.result().job.id
+    finally:
+        loop.close()
+    assert _jobs(platform) == 2

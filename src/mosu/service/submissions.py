@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -129,7 +129,7 @@ class SubmitWriter:
     def _store(self, batch: list[_Submission]) -> None:
         try:
             with self._platform.tx() as s:
-                results = [self._one(s, item) for item in batch]
+                results = self._batch(s, batch)
         except Exception as exc:  # nothing of this batch was stored
             if len(batch) == 1:
                 results = [exc]
@@ -154,7 +154,7 @@ class SubmitWriter:
         for attempt in range(2):
             try:
                 with self._platform.tx() as s:
-                    return self._one(s, item)
+                    return self._batch(s, [item])[0]
             except IntegrityError as exc:
                 # Another server stored the same idempotency key meanwhile: read it again.
                 if attempt == 1 or item.key is None:
@@ -163,22 +163,31 @@ class SubmitWriter:
                 return exc
         raise AssertionError("unreachable")
 
-    def _one(self, session: Session, item: _Submission) -> Stored | BaseException:
-        """Check and store one submission inside the batch's transaction. A failed check
-        is its answer; a store error escapes and fails the transaction."""
-        principal = item.principal
-        # A retry returns what the first submission created, even if the same spec would
-        # no longer pass the checks (a node drained, a secret deleted since).
-        owner = item.tenant if principal.is_operator else principal.tenant
+    def _batch(self, session: Session, batch: list[_Submission]) -> list[Stored | BaseException]:
+        """Check and store a batch in one transaction: one query reads every idempotency
+        key it names, one statement stores the new ones. A failed check is that
+        submission's answer; a store error escapes and fails the transaction."""
+        keys = _Keys(session, [(_owner(item), item.key) for item in batch if item.key])
+        results = [self._one(session, item, keys) for item in batch]
+        keys.store(session)
+        return results
+
+    def _one(self, session: Session, item: _Submission, keys: _Keys) -> Stored | BaseException:
+        owner = _owner(item)
+        spec_hash = fingerprint(item.spec) if item.key is not None else ""
         try:
             if item.key is not None and owner is not None:
-                earlier = _earlier(session, owner, item.key, fingerprint(item.spec))
+                # A retry returns what the first submission created, even if the same spec
+                # would no longer pass the checks (a node drained, a secret deleted since).
+                earlier = keys.earlier(owner, item.key, spec_hash)
                 if earlier is not None:
-                    job = jobs.get_job(session, principal=principal, job_id=earlier)
+                    job = earlier.job or jobs.get_job(
+                        session, principal=item.principal, job_id=earlier.job_id
+                    )
                     return Stored(job, replayed=True)
             tenant = jobs.check_submission(
                 session,
-                principal=principal,
+                principal=item.principal,
                 spec=item.spec,
                 tenant=item.tenant,
                 catalog=self._platform.catalog,
@@ -187,16 +196,7 @@ class SubmitWriter:
             return exc
         out = jobs.insert_job(session, spec=item.spec, tenant=tenant)
         if item.key is not None:
-            session.connection().execute(
-                _INSERT_KEY,
-                {
-                    "tenant": tenant,
-                    "key": item.key,
-                    "fingerprint": fingerprint(item.spec),
-                    "job_id": out.id,
-                    "created_at": time.time(),
-                },
-            )
+            keys.add(tenant, item.key, spec_hash, out)
         return Stored(out)
 
     def _prune(self) -> None:
@@ -216,22 +216,61 @@ class SubmitWriter:
 _INSERT_KEY = insert(SubmissionKeyRow.__table__)
 
 
-def _earlier(session: Session, tenant: str, key: str, spec_hash: str) -> int | None:
-    """The job an earlier submission with this key created; refuses another spec."""
-    row = session.execute(
-        select(SubmissionKeyRow.fingerprint, SubmissionKeyRow.job_id).where(
-            SubmissionKeyRow.tenant == tenant, SubmissionKeyRow.key == key
+def _owner(item: _Submission) -> str | None:
+    """The tenant whose idempotency keys a submission uses."""
+    return item.tenant if item.principal.is_operator else item.principal.tenant
+
+
+@dataclass
+class _Key:
+    fingerprint: str
+    job_id: int
+    job: JobOut | None = None
+    """Set when the job was created in this very batch."""
+
+
+class _Keys:
+    """The idempotency keys one batch names: read in one query, new ones stored in one."""
+
+    def __init__(self, session: Session, wanted: list[tuple[str | None, str | None]]) -> None:
+        pairs = sorted({(t, k) for t, k in wanted if t is not None and k is not None})
+        self._known: dict[tuple[str, str], _Key] = {}
+        self._new: list[dict[str, object]] = []
+        if pairs:
+            table = SubmissionKeyRow.__table__.c
+            rows = session.connection().execute(
+                select(table.tenant, table.key, table.fingerprint, table.job_id).where(
+                    tuple_(table.tenant, table.key).in_(pairs)
+                )
+            )
+            self._known = {(r.tenant, r.key): _Key(r.fingerprint, r.job_id) for r in rows}
+
+    def earlier(self, tenant: str, key: str, spec_hash: str) -> _Key | None:
+        """What this key made before; refuses another spec."""
+        known = self._known.get((tenant, key))
+        if known is not None and known.fingerprint != spec_hash:
+            raise IdempotencyKeyReused(
+                f"this key was used for a different job spec (job {known.job_id}); "
+                "use a new key for a new submission",
+                field="Idempotency-Key",
+            )
+        return known
+
+    def add(self, tenant: str, key: str, spec_hash: str, job: JobOut) -> None:
+        self._known[(tenant, key)] = _Key(spec_hash, job.id, job)
+        self._new.append(
+            {
+                "tenant": tenant,
+                "key": key,
+                "fingerprint": spec_hash,
+                "job_id": job.id,
+                "created_at": time.time(),
+            }
         )
-    ).first()
-    if row is None:
-        return None
-    if row.fingerprint != spec_hash:
-        raise IdempotencyKeyReused(
-            f"this key was used for a different job spec (job {row.job_id}); "
-            "use a new key for a new submission",
-            field="Idempotency-Key",
-        )
-    return int(row.job_id)
+
+    def store(self, session: Session) -> None:
+        if self._new:
+            session.connection().execute(_INSERT_KEY, self._new)
 
 
 def _resolve(future: asyncio.Future[Stored], result: Stored | BaseException) -> None:
