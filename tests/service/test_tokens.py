@@ -282,7 +282,9 @@ def test_revocation_and_expiry_reach_every_server_sharing_the_store(
         for proc, url in procs:
 
             def up(proc: subprocess.Popen[bytes] = proc, url: str = url) -> bool:
-                assert proc.poll() is None, "a server exited"
+                if proc.poll() is not None:
+                    logs = "\n".join(p.read_text() for p in tmp_path.glob("server-*.log"))
+                    raise AssertionError(f"a server exited:\n{logs}")
                 try:
                     return httpx.get(f"{url}/v1/health", timeout=2).status_code == 200
                 except httpx.TransportError:

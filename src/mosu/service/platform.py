@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mosu.engine.profiles import SchedulingProfile, build_profile
@@ -61,9 +62,16 @@ class Platform:
         upgrade(self.engine)
         key_path = self.settings.secrets_key_path
         box = SecretBox.from_file(key_path)
-        with self.sessions.begin() as s:
-            check_key(s, box, key_path=str(key_path))
-            token = ensure_operator_token(s, token=self.settings.operator_token)
+        for attempt in range(2):
+            try:
+                with self.sessions.begin() as s:
+                    check_key(s, box, key_path=str(key_path))
+                    token = ensure_operator_token(s, token=self.settings.operator_token)
+                break
+            except IntegrityError:
+                # Servers starting at once with the same pinned token: one registered it.
+                if attempt:
+                    raise
         self._secret_box = box
         # Launches open secrets in a session of this factory (the scheduling loop's too).
         self.sessions.configure(info={SESSION_BOX: box})
