@@ -96,6 +96,7 @@ class Result:
     notes: list[str] = field(default_factory=list)
 
     def check(self, ok: bool, response: httpx.Response | None, note: str) -> None:
+        """One probe answered: ``ok`` if as documented; ``response`` None if none came."""
         self.tried += 1
         if response is not None and response.status_code >= 500:
             self.server_errors += 1
@@ -106,7 +107,30 @@ class Result:
                 self.notes.append(f"{note}: {shown}")
 
 
-def names_field(response: httpx.Response, status: int, field_name: str | None) -> bool:
+class _Unanswered(httpx.Client):
+    """A client whose transport errors are answers too: ``None``, a failed probe. Every
+    request on a connection of its own, so that a server closing a connection after a
+    500 cannot fail the next probe."""
+
+    def request(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        try:
+            return super().request(*args, **kwargs)
+        except httpx.HTTPError:
+            return None
+
+
+def client(url: str, token: str) -> httpx.Client:
+    return _Unanswered(
+        base_url=url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
+
+
+def names_field(response: httpx.Response | None, status: int, field_name: str | None) -> bool:
+    if response is None:
+        return False
     if response.status_code != status:
         return False
     try:
@@ -115,26 +139,24 @@ def names_field(response: httpx.Response, status: int, field_name: str | None) -
         return False
 
 
-def is_4xx(response: httpx.Response) -> bool:
-    return 400 <= response.status_code < 500
+def is_4xx(response: httpx.Response | None) -> bool:
+    return response is not None and 400 <= response.status_code < 500
+
+
+def status(response: httpx.Response | None) -> int | None:
+    return None if response is None else response.status_code
 
 
 class Probes:
     def __init__(self, server: Server, rounds: int) -> None:
         self.server = server
         self.rounds = rounds
-        self.op = httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
-        )
+        self.op = client(server.url, TOKEN)
         self.tokens: dict[str, str] = {}
         self.results: list[Result] = []
 
     def tenant(self, name: str) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.server.url,
-            headers={"Authorization": f"Bearer {self.tokens[name]}"},
-            timeout=30,
-        )
+        return client(self.server.url, self.tokens[name])
 
     def seed(self) -> None:
         for name in ("acme", "beta"):
@@ -210,26 +232,32 @@ class Probes:
         good = {"name": "good", "command": ["true"], "gpus": 1}
         bad = {"name": f"bad{NUL}", "command": ["true"], "gpus": 1}
 
-        async def one_round(client: httpx.AsyncClient) -> list[tuple[bool, httpx.Response]]:
+        async def one_round(
+            concurrent: httpx.AsyncClient,
+        ) -> list[tuple[bool, httpx.Response | None]]:
             sends = []
             for k in range(39):
-                tenant = ("acme", "beta")[k % 2]
-                sends.append((True, client.post("/v1/jobs", json=good, params={"tenant": tenant})))
-            sends.insert(17, (False, client.post("/v1/jobs", json=bad, params={"tenant": "acme"})))
-            answers = await asyncio.gather(*(send for _, send in sends))
-            return [(is_good, a) for (is_good, _), a in zip(sends, answers, strict=True)]
+                params = {"tenant": ("acme", "beta")[k % 2]}
+                sends.append((True, concurrent.post("/v1/jobs", json=good, params=params)))
+            poisoned = concurrent.post("/v1/jobs", json=bad, params={"tenant": "acme"})
+            sends.insert(17, (False, poisoned))
+            answers = await asyncio.gather(*(send for _, send in sends), return_exceptions=True)
+            return [
+                (is_good, None if isinstance(a, BaseException) else a)
+                for (is_good, _), a in zip(sends, answers, strict=True)
+            ]
 
         async def all_rounds() -> None:
-            limits = httpx.Limits(max_connections=40)
+            limits = httpx.Limits(max_connections=40, max_keepalive_connections=0)
             async with httpx.AsyncClient(
                 base_url=self.server.url,
                 headers={"Authorization": f"Bearer {TOKEN}"},
                 timeout=60,
                 limits=limits,
-            ) as client:
+            ) as concurrent:
                 for _ in range(self.rounds):
-                    for is_good, resp in await one_round(client):
-                        ok = resp.status_code == 201 if is_good else is_4xx(resp)
+                    for is_good, resp in await one_round(concurrent):
+                        ok = status(resp) == 201 if is_good else is_4xx(resp)
                         r.check(ok, resp, "good submission" if is_good else "poisoned one")
 
         asyncio.run(all_rounds())
@@ -237,7 +265,7 @@ class Probes:
     def events_cursor(self, r: Result) -> None:
         for after, want in ((2**31 - 1, 200), (2**31, 200), (2**63 - 1, 200), (2**63, 422)):
             resp = self.op.get("/v1/events", params={"after": after})
-            ok = resp.status_code == want and (want != 200 or resp.json()["events"] == [])
+            ok = status(resp) == want and (want != 200 or resp.json()["events"] == [])  # type: ignore[union-attr]
             r.check(ok, resp, f"after={after}")
 
     def last_event_id(self, r: Result) -> None:
@@ -247,9 +275,9 @@ class Probes:
                 params={"wait_s": 0.3},
                 headers={"Last-Event-ID": str(value)},
             )
-            ok = resp.status_code == want
+            ok = status(resp) == want
             if want == 200:  # the whole stream arrived: it ended, it was not cut
-                ok = ok and resp.text.startswith("retry:")
+                ok = ok and resp is not None and resp.text.startswith("retry:")
             r.check(ok, resp, f"Last-Event-ID {value}")
 
     def deep_json(self, r: Result) -> None:
@@ -266,7 +294,7 @@ class Probes:
                 params={"tenant": "acme"} if path == "/v1/jobs" else None,
                 headers={"Content-Type": "application/json"},
             )
-            r.check(resp.status_code in (400, 413), resp, f"{path} nested {depth} deep")
+            r.check(status(resp) in (400, 413), resp, f"{path} nested {depth} deep")
 
     def deep_yaml(self, r: Result) -> None:
         depth = 5_000
@@ -277,7 +305,7 @@ class Probes:
             params={"tenant": "acme"},
             headers={"Content-Type": "application/yaml"},
         )
-        r.check(resp.status_code == 400, resp, f"YAML nested {depth} deep")
+        r.check(status(resp) == 400, resp, f"YAML nested {depth} deep")
 
     def strict_types(self, r: Result) -> None:
         with self.tenant("acme") as c:
@@ -296,7 +324,7 @@ class Probes:
                 content=b'{"name": "x", "command": "true", "gpus": NaN}',
                 headers={"Content-Type": "application/json"},
             )
-            r.check(resp.status_code == 400, resp, "gpus: NaN")
+            r.check(status(resp) == 400, resp, "gpus: NaN")
 
     def duplicate_keys(self, r: Result) -> None:
         with self.tenant("acme") as c:
@@ -305,13 +333,13 @@ class Probes:
                 content=b"name: x\nname: y\ncommand: 'true'\n",
                 headers={"Content-Type": "application/yaml"},
             )
-            r.check(resp.status_code == 400, resp, "duplicate YAML key")
+            r.check(status(resp) == 400, resp, "duplicate YAML key")
             resp = c.post(
                 "/v1/jobs",
                 content=b'{"name": "x", "name": "y", "command": "true"}',
                 headers={"Content-Type": "application/json"},
             )
-            r.check(resp.status_code == 400, resp, "duplicate JSON key")
+            r.check(status(resp) == 400, resp, "duplicate JSON key")
 
     def media_types(self, r: Result) -> None:
         body = json.dumps({"name": "typed", "command": "true"}).encode()
@@ -323,13 +351,13 @@ class Probes:
                     params={"tenant": "acme"} if path == "/v1/jobs" else None,
                     headers={"Content-Type": media},
                 )
-                r.check(resp.status_code == 415, resp, f"{path} as {media}")
+                r.check(status(resp) == 415, resp, f"{path} as {media}")
         resp = self.op.post(
             "/v1/tenants",
             content=b"{" + b" " * (2 << 20) + b"}",
             headers={"Content-Type": "application/json"},
         )
-        r.check(resp.status_code == 413, resp, "2 MiB body")
+        r.check(status(resp) == 413, resp, "2 MiB body")
 
     def methods(self, r: Result) -> None:
         for method, path, want in (
@@ -338,8 +366,9 @@ class Probes:
             ("DELETE", "/v1/nodes", {"GET", "POST"}),
         ):
             resp = self.op.request(method, path)
-            allow = {m.strip() for m in resp.headers.get("allow", "").split(",") if m.strip()}
-            r.check(resp.status_code == 405 and allow == want, resp, f"{method} {path}")
+            header = "" if resp is None else resp.headers.get("allow", "")
+            allow = {m.strip() for m in header.split(",") if m.strip()}
+            r.check(status(resp) == 405 and allow == want, resp, f"{method} {path}")
 
     def retried_submission(self, r: Result) -> None:
         """A submission whose connection is cut once the request is sent, then sent again
@@ -363,30 +392,27 @@ class Probes:
                 content=body,
                 headers={"Content-Type": "application/json", "Idempotency-Key": key},
             )
-            r.check(resp.status_code == 201, resp, "the retry")
-            jobs = [j for j in c.get("/v1/jobs", params={"limit": 10_000}).json()["jobs"]]
+            r.check(status(resp) == 201, resp, "the retry")
+            listed = c.get("/v1/jobs", params={"limit": 10_000})
+            jobs = listed.json()["jobs"] if listed is not None else []
         same = [j for j in jobs if j["name"] == name]
         r.check(len(same) == 1, None, f"{len(same)} jobs for one submission")
 
     def token_management(self, r: Result) -> None:
         with self.tenant("beta") as beta:
             resp = beta.post("/v1/tokens", json={"name": "ci", "expires_in": "30d"})
-            r.check(resp.status_code == 201, resp, "a second named token")
-            if resp.status_code != 201:
+            r.check(status(resp) == 201, resp, "a second named token")
+            if status(resp) != 201:
                 r.check(False, None, "revocation (no token to revoke)")
                 return
-            issued = resp.json()
-            second = httpx.Client(
-                base_url=self.server.url,
-                headers={"Authorization": f"Bearer {issued['token']}"},
-                timeout=30,
-            )
+            issued = resp.json()  # type: ignore[union-attr]
+            second = client(self.server.url, issued["token"])
             with second:
                 resp = beta.delete(f"/v1/tokens/{issued['info']['id']}")
-                r.check(resp.status_code == 200, resp, "revoke")
+                r.check(status(resp) == 200, resp, "revoke")
                 time.sleep(1.0)
                 resp = second.get("/v1/jobs")
-                r.check(resp.status_code == 401, resp, "the revoked token")
+                r.check(status(resp) == 401, resp, "the revoked token")
 
 
 def fresh_database(url: str) -> tuple[str, Callable[[], None]]:
