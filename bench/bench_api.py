@@ -133,6 +133,7 @@ wrk.method = "{method}"
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
 {auth}
+{keys}
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -142,6 +143,18 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(99), latency.max))
 end
 """
+
+
+WRK_KEYS = """
+local sent = 0
+local prefix = string.format("%d-%d", os.time(), math.random(1, 1000000000))
+request = function()
+  sent = sent + 1
+  wrk.headers["Idempotency-Key"] = prefix .. "-" .. sent
+  return wrk.format()
+end
+"""
+"""Every request with an ``Idempotency-Key`` of its own, as the CLI and the client send."""
 
 
 def server_cpu_s(pid: int) -> float:
@@ -159,14 +172,22 @@ def pick_client(wanted: str) -> str:
 
 
 def load_wrk(
-    url: str, path: str, token: str | None, body: dict | None, seconds: float, connections: int
+    url: str,
+    path: str,
+    token: str | None,
+    body: dict | None,
+    seconds: float,
+    connections: int,
+    keyed: bool = False,
 ) -> dict:
-    """Drive ``path`` with wrk for ``seconds``; POST ``body`` when given."""
+    """Drive ``path`` with wrk for ``seconds``; POST ``body`` when given (``keyed``: each
+    with an idempotency key of its own)."""
     auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
     script = WRK_SCRIPT.format(
         method="POST" if body is not None else "GET",
         body=json.dumps(json.dumps(body)) if body is not None else "nil",
         auth=auth,
+        keys=WRK_KEYS if keyed and body is not None else "",
     )
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
@@ -210,9 +231,11 @@ def _python_worker(
     concurrency: int,
     conn,
     go,
+    keyed: bool = False,
 ) -> None:
     """One load process: ``concurrency`` asyncio tasks over one keep-alive client."""
     import asyncio
+    import uuid
 
     async def main() -> tuple[list[float], int]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -228,7 +251,8 @@ def _python_worker(
                     if body is None:
                         r = await c.get(path)
                     else:
-                        r = await c.post(path, json=body)
+                        keys = {"Idempotency-Key": uuid.uuid4().hex} if keyed else None
+                        r = await c.post(path, json=body, headers=keys)
                     latencies.append(time.perf_counter() - t0)
                     failures += r.status_code >= 300
 
@@ -250,6 +274,7 @@ def load_python(
     total: int,
     processes: int,
     connections: int,
+    keyed: bool = False,
 ) -> dict:
     """Drive ``path`` with ``total`` requests from ``processes`` asyncio httpx processes
     holding ``connections`` keep-alive connections between them."""
@@ -262,7 +287,7 @@ def load_python(
     for i in range(processes):
         recv, send = ctx.Pipe(duplex=False)
         count = total // processes + (i < total % processes)
-        args = (url, path, token, body, count, per_proc, send, go)
+        args = (url, path, token, body, count, per_proc, send, go, keyed)
         procs.append(ctx.Process(target=_python_worker, args=args))
         pipes.append(recv)
     for p in procs:
@@ -299,11 +324,19 @@ def drive(
 ) -> dict:
     """Load ``path`` with the chosen client; the rate, latency and server CPU per request."""
     cpu0 = server_cpu_s(server.proc.pid)
+    keyed = args.idempotency_keys
     if client == "wrk":
-        got = load_wrk(server.url, path, token, body, args.seconds, args.connections)
+        got = load_wrk(server.url, path, token, body, args.seconds, args.connections, keyed)
     else:
         got = load_python(
-            server.url, path, token, body, args.submissions, args.processes, args.connections
+            server.url,
+            path,
+            token,
+            body,
+            args.submissions,
+            args.processes,
+            args.connections,
+            keyed,
         )
     cpu = server_cpu_s(server.proc.pid) - cpu0
     return {
@@ -401,6 +434,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="python: client processes")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument(
+        "--idempotency-keys",
+        action="store_true",
+        help="every submission with an Idempotency-Key of its own (as the CLI sends)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.submissions, args.latency_samples = 3.0, 1000, 8
@@ -430,7 +468,8 @@ def main() -> None:
             h["server_cpu_ms_per_request"],
         )
         print(" ".join(f"{x:>13}" for x in row))
-    print(json.dumps({"bench": "api", "quick": args.quick, "results": results}, indent=2))
+    out = {"bench": "api", "quick": args.quick, "idempotency_keys": args.idempotency_keys}
+    print(json.dumps({**out, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +18,18 @@ from mosu.cli.main import main
 from tests.e2e.conftest import OPERATOR_TOKEN, free_port, make_server, wait_for  # noqa: F401
 
 
-def mosu(*args: str, env: dict[str, str], ok: bool = True) -> subprocess.CompletedProcess[str]:
+def mosu(
+    *args: str, env: dict[str, str], ok: bool = True, stdin: bytes = b""
+) -> subprocess.CompletedProcess[str]:
     """Run ``mosu ARGS`` in this process (the same entry point as the console script)
-    with ``env`` as the whole environment; return what it printed and its exit code."""
+    with ``env`` as the whole environment and ``stdin`` as its input; return what it
+    printed and its exit code."""
     out, err = io.StringIO(), io.StringIO()
     saved = dict(os.environ)
+    saved_stdin = sys.stdin
     os.environ.clear()
     os.environ.update(env)
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin))
     code = 0
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -34,6 +40,7 @@ def mosu(*args: str, env: dict[str, str], ok: bool = True) -> subprocess.Complet
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        sys.stdin = saved_stdin
     proc = subprocess.CompletedProcess(["mosu", *args], code, out.getvalue(), err.getvalue())
     if ok:
         assert proc.returncode == 0, proc.stderr
@@ -186,3 +193,110 @@ def test_tenant_cohorts_from_the_command_line(make_server, cli_env):  # noqa: F8
         for t in json.loads(mosu("tenant", "list", "-o", "json", env=op).stdout)
     }
     assert listed == {"acme": None, "beta": None}
+
+
+def test_unreadable_spec_files_are_one_line(cli_env, tmp_path):
+    """Checked before anything is sent: no server is needed to refuse these."""
+    cli_env["MOSU_URL"] = f"http://127.0.0.1:{free_port()}"
+    cli_env["MOSU_TOKEN"] = "unused"
+    cases = {
+        "binary.yaml": (bytes(range(256)) * 4, "not a text file"),
+        "latin1.yaml": ("name: caf\u00e9\ncommand: x\n".encode("latin-1"), "not a text file"),
+        "deep.yaml": (("name: x\ncommand: x\nenv: " + "[" * 5000 + "]" * 5000).encode(), "nested"),
+        "deep.json": (('{"env": ' + "[" * 100_000 + "]" * 100_000 + "}").encode(), "nested"),
+        "twice.yaml": (b"name: x\nname: y\ncommand: x\n", "duplicate key 'name'"),
+        "nul.yaml": (b"name: x\x00\ncommand: x\n", "nul.yaml:1: malformed YAML: character U+0000"),
+        "huge.yaml": (b"#" * (2 << 20), "larger than 1024 KiB"),
+        "list.yaml": (b"- a\n- b\n", "expected a mapping"),
+        "bool.yaml": (b"name: x\ncommand: x\ngpus: true\n", "gpus"),
+    }
+    for name, (data, fragment) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        one_line_error(mosu("job", "submit", str(path), env=cli_env, ok=False), fragment)
+    one_line_error(mosu("job", "submit", str(tmp_path), env=cli_env, ok=False), "directory")
+    one_line_error(
+        mosu("job", "submit", "-", env=cli_env, ok=False, stdin=b"\xff\xfe\x00"),
+        "not a text file",
+    )
+    # The real console entry point, for what only a process shows (no traceback at all).
+    deep = tmp_path / "deep.yaml"
+    one_line_error(mosu_process("job", "submit", str(deep), env=cli_env), "nested")
+
+
+def test_tokens_and_secrets_from_the_command_line(make_server, cli_env, tmp_path):  # noqa: F811
+    import hashlib
+
+    server = make_server("--gpus", "8", "--gpu-type", "H800", "--grace", "2")
+    cli_env["MOSU_URL"] = server.url
+    op = {**cli_env, "MOSU_TOKEN": OPERATOR_TOKEN}
+    created = mosu("tenant", "create", "acme", "-g", "H800=4", "-o", "json", env=op)
+    acme = {**cli_env, "MOSU_TOKEN": json.loads(created.stdout)["token"]}
+
+    # Tokens: a second, named one; listed without its value; revoked, then refused.
+    ci = mosu("token", "create", "ci", "--expires", "1d", "-o", "json", env=acme)
+    ci_token = json.loads(ci.stdout)["token"]
+    listed = mosu("token", "list", env=acme).stdout
+    assert "ci" in listed and "(this one)" in listed and ci_token not in listed
+    as_ci = {**cli_env, "MOSU_TOKEN": ci_token}
+    assert mosu("job", "list", env=as_ci).stdout.strip() == "no jobs"
+    assert "revoked" in mosu("token", "revoke", "ci", env=acme).stdout
+    one_line_error(mosu("job", "list", env=as_ci, ok=False), "token revoked")
+    one_line_error(mosu("token", "revoke", "nope", env=acme, ok=False), "no live token named")
+    one_line_error(
+        mosu("token", "create", "x", "--expires", "forever", env=acme, ok=False), "expires_in"
+    )
+
+    # The operator rotates its token; the saved client config follows.
+    config_path = Path(cli_env["MOSU_CONFIG"])
+    config_path.write_text(json.dumps({"url": server.url, "token": OPERATOR_TOKEN}))
+    rotated = mosu("token", "rotate", env=cli_env).stdout
+    assert f"saved in {config_path}" in rotated
+    new_operator = json.loads(config_path.read_text())["token"]
+    assert new_operator.startswith("mosu_op_") and new_operator != OPERATOR_TOKEN
+    assert "H800" in mosu("node", "list", env=cli_env).stdout
+    one_line_error(mosu("node", "list", env=op, ok=False), "token revoked")
+
+    # Secrets: the value from stdin; a job gets it in its environment and prints its hash.
+    value = "hf_cli-Secret-" + "x" * 20
+    stored = mosu("secret", "set", "HF_TOKEN", env=acme, stdin=value.encode() + b"\n")
+    assert stored.stdout.strip() == "secret HF_TOKEN stored"
+    assert "HF_TOKEN" in mosu("secret", "list", env=acme).stdout
+    spec = tmp_path / "hash.yaml"
+    spec.write_text(
+        "name: hash\nsecrets: [HF_TOKEN]\ncommand: >-\n"
+        "  python3 -c \"import hashlib, os; print('sha256',"
+        " hashlib.sha256(os.environ['HF_TOKEN'].encode()).hexdigest())\"\n"
+    )
+    job_id = mosu("job", "submit", str(spec), env=acme).stdout.strip()
+    wait_for(
+        lambda: (
+            json.loads(mosu("job", "show", job_id, "-o", "json", env=acme).stdout)["job"]["state"]
+            == "succeeded"
+        ),
+        timeout=20,
+        what="the job to succeed",
+    )
+    log = mosu("job", "logs", job_id, env=acme).stdout
+    assert f"sha256 {hashlib.sha256(value.encode()).hexdigest()}" in log
+    shown = mosu("job", "show", job_id, env=acme).stdout
+    assert "secrets: HF_TOKEN=****" in shown
+    for text in (
+        log,
+        shown,
+        mosu("job", "show", job_id, "-o", "json", env=acme).stdout,
+        mosu("secret", "list", "-o", "json", env=acme).stdout,
+        mosu("secret", "list", "--tenant", "acme", env=cli_env).stdout,
+    ):
+        assert value not in text
+    # Nor anywhere on the server's disk (store, logs, its own log): only sealed.
+    for path in [server.log, *server.data_dir.rglob("*")]:
+        if path.is_file():
+            assert value.encode() not in path.read_bytes(), path
+    assert stat.S_IMODE((server.data_dir / "secrets.key").stat().st_mode) == 0o600
+    # A UTF-16 spec file (with its byte-order mark) is text too.
+    utf16 = tmp_path / "utf16.yaml"
+    utf16.write_bytes("name: wide\ncommand: 'true'\n".encode("utf-16"))
+    assert mosu("job", "submit", str(utf16), env=acme).stdout.strip().isdigit()
+    assert "secret HF_TOKEN deleted" in mosu("secret", "delete", "HF_TOKEN", env=acme).stdout
+    one_line_error(mosu("job", "submit", str(spec), env=acme, ok=False), "secrets[0]")

@@ -82,8 +82,8 @@ def test_tokens_are_stored_hashed(api, platform: Platform):
 @pytest.mark.parametrize(
     ("body", "content_type", "want_status", "want_field", "want_in_message"),
     [
-        ("name: x\ngpus: [\n", "application/yaml", 422, None, "malformed YAML"),
-        ('{"name": "x", ', "application/json", 422, None, "malformed JSON"),
+        ("name: x\ngpus: [\n", "application/yaml", 400, None, "malformed YAML"),
+        ('{"name": "x", ', "application/json", 400, None, "malformed JSON"),
         ("- just\n- a list\n", "application/yaml", 422, None, "expected a mapping"),
         ('{"name": "x", "gpus": -1, "command": "true"}', None, 422, "gpus", "greater than"),
         ('{"name": "x", "gpus": 100000, "command": "true"}', None, 422, "gpus", "less than"),
@@ -101,7 +101,13 @@ def test_tokens_are_stored_hashed(api, platform: Platform):
         ('{"name": "x"}', None, 422, "command", "field required"),
         ('{"name": "x", "command": "t", "max_runtime": "soon"}', None, 422, "max_runtime", "dur"),
         ('{"name": "x", "command": "t", "replicas": 2, "gpus": 0.5}', None, 422, "gpus", "single"),
-        ('{"name": "x", "command": "t", "env": {"MOSU_JOB_ID": "1"}}', None, 422, "env", "MOSU_"),
+        (
+            '{"name": "x", "command": "t", "env": {"MOSU_JOB_ID": "1"}}',
+            None,
+            422,
+            "env.MOSU_JOB_ID",
+            "MOSU_",
+        ),
     ],
     ids=[
         "malformed yaml",

@@ -45,7 +45,7 @@ def test_a_full_spec_is_normalized():
         ("name: x\ncommand: t\nmemory: lots\n", "memory", "not a size"),
         ("name: x\ncommand: t\ntopology: same-planet\n", "topology", "same-node"),
         ("name: x\ncommand: []\n", "command", "must not be empty"),
-        ("name: x\ncommand: t\nenv: {1X: y}\n", "env", "not a valid environment variable"),
+        ("name: x\ncommand: t\nenv: {1X: y}\n", "env.1X", "not a valid environment variable"),
     ],
     ids=[
         "yaml syntax",

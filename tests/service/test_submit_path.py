@@ -10,9 +10,12 @@ import pytest
 from sqlalchemy import func, insert, select, table
 from sqlalchemy.exc import DBAPIError
 
+from mosu.core.api import JobSpec
 from mosu.service.db.rows import EventRow, JobRow
 from mosu.service.platform import Platform
 from mosu.service.services import jobs
+from mosu.service.services.auth import OPERATOR
+from mosu.service.submissions import _Submission
 from tests.service.conftest import OPERATOR_TOKEN, TestClient, bearer, seed, submit
 
 
@@ -80,3 +83,70 @@ def test_concurrent_submissions_fail_alone_and_each_is_stored_with_its_event(
         stored = set(s.scalars(select(JobRow.id)))
         with_event = set(s.scalars(select(EventRow.job_id).where(EventRow.reason == "submitted")))
     assert stored == created == with_event
+
+
+def test_one_poisoned_submission_never_fails_another(api: TestClient, platform: Platform) -> None:
+    """10 rounds of 39 good submissions from two tenants with one NUL among them, all at
+    once: every good one is 201, the poisoned one a 422 naming its field."""
+    tokens = seed(api)
+    app = api.app
+    good = {"name": "good", "gpus": 1, "command": ["true"]}
+    bad = {"name": "bad\x00", "gpus": 1, "command": ["true"]}
+
+    async def rounds() -> list[tuple[bool, httpx.Response]]:
+        out = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://mosu") as c:
+            for _ in range(10):
+                sends = [
+                    (True, c.post("/v1/jobs", json=good, headers=bearer(tokens["ab"[k % 2]])))
+                    for k in range(39)
+                ]
+                sends.insert(20, (False, c.post("/v1/jobs", json=bad, headers=bearer(tokens["a"]))))
+                answers = await asyncio.gather(*(send for _, send in sends))
+                out += [(is_good, a) for (is_good, _), a in zip(sends, answers, strict=True)]
+        return out
+
+    answers = asyncio.run(rounds())
+    assert sorted(r.status_code for ok, r in answers if ok) == [201] * 390
+    poisoned = [r for ok, r in answers if not ok]
+    assert [(r.status_code, r.json()["error"]["field"]) for r in poisoned] == [(422, "name")] * 10
+    with platform.sessions() as s:
+        stored = s.scalar(select(func.count()).select_from(JobRow))
+    assert stored == 390
+
+
+def test_a_batch_the_store_refuses_is_stored_again_one_by_one(
+    api: TestClient, platform: Platform
+) -> None:
+    """Past every check (built without validation), a submission whose values the store
+    refuses, in one batch with 39 good ones from two tenants: the 39 are stored, it fails."""
+    seed(api)
+    writer = api.app.state.submit_writer
+    good = JobSpec(name="good", gpus=1, command=["true"])
+    # Neither store takes a priority of 2**70 (SQLite: 64-bit integers; PostgreSQL: 32-bit).
+    poison = JobSpec.model_construct(**{**good.model_dump(), "priority": 2**70})
+    loop = asyncio.new_event_loop()
+    try:
+        batch = [
+            _Submission(OPERATOR, good, "ab"[k % 2], None, loop, loop.create_future())
+            for k in range(39)
+        ]
+        batch.insert(7, _Submission(OPERATOR, poison, "a", None, loop, loop.create_future()))
+        writer._store(batch)  # the writer thread's step, on one batch we chose
+        loop.run_until_complete(asyncio.sleep(0))
+        results = [item.future for item in batch]
+        assert all(f.done() for f in results)
+        failed = [i for i, f in enumerate(results) if f.exception() is not None]
+        stored = [f.result().job.tenant for f in results if f.exception() is None]
+    finally:
+        loop.close()
+    assert failed == [7]
+    assert sorted(stored) == ["a"] * 20 + ["b"] * 19
+    assert writer.retried_alone == 40
+    with platform.sessions() as s:
+        names = list(s.scalars(select(JobRow.name)))
+        submitted = s.scalar(
+            select(func.count()).select_from(EventRow).where(EventRow.reason == "submitted")
+        )
+    assert (names, submitted) == (["good"] * 39, 39)

@@ -1,7 +1,15 @@
-"""``Client``: typed calls to the REST API; error bodies become ``mosu.core.errors`` again."""
+"""``Client``: typed calls to the REST API; error bodies become ``mosu.core.errors`` again.
+
+A submission is safe to retry: each carries an ``Idempotency-Key`` (one per submission,
+the same on every attempt), and ``submit`` tries again when the connection fails or the
+server answers 503, so a dropped answer never creates the job twice.
+"""
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -24,10 +32,16 @@ from mosu.core.api import (
     QueueOut,
     QuotaSpec,
     QuotaUpdate,
+    SecretList,
+    SecretOut,
+    SecretSet,
     TenantCreate,
     TenantCreated,
     TenantOut,
     TenantUpdate,
+    TokenCreate,
+    TokenInfo,
+    TokenList,
     TokenOut,
     UsageOut,
     UsageRecord,
@@ -44,12 +58,23 @@ _ERRORS: dict[str, type[errors.PlatformError]] = {
         errors.Unauthorized,
         errors.Forbidden,
         errors.CapacityError,
+        errors.MalformedInput,
+        errors.TooLarge,
+        errors.UnsupportedMediaType,
+        errors.Unavailable,
+        errors.IdempotencyKeyReused,
     )
 }
+RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+"""Waits between the attempts of a submission (six attempts over about 8 s)."""
 
 
 class ServerUnreachable(errors.PlatformError):
     code = "unreachable"
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
 
 
 class Client:
@@ -60,12 +85,16 @@ class Client:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
         )
+        self._retry_delays_s = tuple(retry_delays_s)
+        self._sleep = sleep
 
     def close(self) -> None:
         self._http.close()
@@ -82,10 +111,31 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise ServerUnreachable(
-                f"cannot reach the mosu server at {self.url} ({exc.__class__.__name__}: {exc}); "
-                "start it with 'mosu up' or set MOSU_URL"
-            ) from None
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            raise _rebuild_error(response)
+        return response
+
+    def _unreachable(self, exc: httpx.TransportError) -> ServerUnreachable:
+        return ServerUnreachable(
+            f"cannot reach the mosu server at {self.url} ({exc.__class__.__name__}: {exc}); "
+            "start it with 'mosu up' or set MOSU_URL"
+        )
+
+    def _idempotent(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request that carries an ``Idempotency-Key``: tried again, unchanged, after a
+        connection error or a 503, since the server answers a repeat with the first
+        result."""
+        for delay in (*self._retry_delays_s, None):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                if delay is None:
+                    raise self._unreachable(exc) from None
+            else:
+                if response.status_code != 503 or delay is None:
+                    break
+            self._sleep(delay)
         if response.status_code >= 400:
             raise _rebuild_error(response)
         return response
@@ -147,6 +197,52 @@ class Client:
     def new_token(self, tenant: str) -> str:
         return self._post(f"/v1/tenants/{tenant}/tokens", TokenOut).token
 
+    # ------------------------------------------------------------ tokens
+
+    def create_token(
+        self,
+        *,
+        name: str | None = None,
+        tenant: str | None = None,
+        expires_in: float | str | None = None,
+    ) -> TokenOut:
+        """A new token (shown once): the caller's tenant's, or as the operator, one for
+        ``tenant`` (an operator token when ``tenant`` is None)."""
+        fields = {"name": name, "tenant": tenant, "expires_in": expires_in}
+        body = TokenCreate(**{k: v for k, v in fields.items() if v is not None})
+        return self._post("/v1/tokens", TokenOut, body)
+
+    def list_tokens(
+        self, *, tenant: str | None = None, include_dead: bool = False
+    ) -> list[TokenInfo]:
+        """Live tokens; with ``include_dead``, revoked and expired ones too."""
+        params = {"all": "true"} if include_dead else {}
+        return self._get("/v1/tokens", TokenList, tenant=tenant, **params).tokens
+
+    def revoke_token(self, token_id: int) -> TokenInfo:
+        return TokenInfo.model_validate(self._request("DELETE", f"/v1/tokens/{token_id}").json())
+
+    def rotate_token(self) -> TokenOut:
+        """Replace this client's token; the client goes on with the new one."""
+        out = self._post("/v1/tokens/rotate", TokenOut)
+        self._http.headers["Authorization"] = f"Bearer {out.token}"
+        return out
+
+    # ------------------------------------------------------------ secrets
+
+    def set_secret(self, name: str, value: str, *, tenant: str | None = None) -> SecretOut:
+        params = {"tenant": tenant} if tenant else None
+        body = SecretSet(value=value).model_dump(mode="json")
+        data = self._request("PUT", f"/v1/secrets/{name}", json=body, params=params).json()
+        return SecretOut.model_validate(data)
+
+    def list_secrets(self, *, tenant: str | None = None) -> list[SecretOut]:
+        return self._get("/v1/secrets", SecretList, tenant=tenant).secrets
+
+    def delete_secret(self, name: str, *, tenant: str | None = None) -> None:
+        params = {"tenant": tenant} if tenant else None
+        self._request("DELETE", f"/v1/secrets/{name}", params=params)
+
     # ------------------------------------------------------------ nodes
 
     def register_node(self, body: NodeCreate) -> NodeOut:
@@ -167,15 +263,27 @@ class Client:
 
     # ------------------------------------------------------------ jobs
 
-    def submit(self, spec: JobSpec, *, tenant: str | None = None) -> JobOut:
+    def submit(
+        self, spec: JobSpec, *, tenant: str | None = None, idempotency_key: str | None = None
+    ) -> JobOut:
+        """Submit a job exactly once, retrying a dropped connection or a 503 with the same
+        ``idempotency_key`` (a new one per call when not given)."""
         params = {"tenant": tenant} if tenant else None
-        return self._post("/v1/jobs", JobOut, spec, params=params)
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
+        body = spec.model_dump(mode="json", exclude_unset=True)
+        data = self._idempotent("POST", "/v1/jobs", json=body, params=params, headers=headers)
+        return JobOut.model_validate(data.json())
 
-    def submit_text(self, text: str, *, tenant: str | None = None) -> JobOut:
-        """Submit a YAML or JSON document as is; the server validates it."""
+    def submit_text(
+        self, text: str, *, tenant: str | None = None, idempotency_key: str | None = None
+    ) -> JobOut:
+        """Submit a YAML or JSON document as is (the server validates it), exactly once."""
         params = {"tenant": tenant} if tenant else None
-        headers = {"Content-Type": "application/yaml"}
-        data = self._request(
+        headers = {
+            "Content-Type": "application/yaml",
+            "Idempotency-Key": idempotency_key or new_idempotency_key(),
+        }
+        data = self._idempotent(
             "POST", "/v1/jobs", content=text.encode(), headers=headers, params=params
         )
         return JobOut.model_validate(data.json())

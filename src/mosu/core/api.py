@@ -17,11 +17,13 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -37,10 +39,98 @@ NAME_RULE = (
 )
 """``NAME_PATTERN`` in words, for error messages."""
 PRIORITY_CLASSES = {"low": 0, "normal": 50, "high": 100}
+MAX_DEPTH = 32
+"""Deepest nesting of arrays and objects a request body may have (a job spec needs 3)."""
+MAX_BODY_BYTES = 1 << 20
+"""Largest request body the API reads."""
+MAX_EVENT_ID = 2**63 - 1
+"""Event ids are 64-bit: a cursor above this is refused, not passed to the store."""
+MAX_JOB_ID = 2**31 - 1
 
 
 class InputModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Strict: a boolean is not a number and a string is not one either (``gpus: true`` and
+    ``gpus: "2"`` are errors, not 1 and 2); NaN and infinities are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------- text fields
+#
+# Control characters are refused in every string a client sends: NUL cannot be stored in
+# a PostgreSQL text column (one such string used to fail a whole batch of submissions), and
+# the others only serve to spoof what a log or a terminal shows. Text that may span lines
+# (a command, an environment value) keeps tab, newline and carriage return.
+
+_LINE_FORBIDDEN = "\x00-\x1f\x7f-\x9f"
+_TEXT_FORBIDDEN = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+_LINE_BAD = re.compile(f"[{_LINE_FORBIDDEN}]")
+_TEXT_BAD = re.compile(f"[{_TEXT_FORBIDDEN}]")
+LINE_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+"""``Line`` as a JSON Schema pattern (what the OpenAPI document promises)."""
+TEXT_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
+
+
+def _refuse(bad: re.Pattern[str], value: str) -> str:
+    found = bad.search(value)
+    if found is not None:
+        raise ValueError(f"control character U+{ord(found.group()):04X} is not allowed")
+    return value
+
+
+def _line(value: str) -> str:
+    return _refuse(_LINE_BAD, value)
+
+
+def _text(value: str) -> str:
+    return _refuse(_TEXT_BAD, value)
+
+
+Line = Annotated[str, AfterValidator(_line), Field(json_schema_extra={"pattern": LINE_PATTERN})]
+"""One line of text: no control characters at all."""
+Text = Annotated[str, AfterValidator(_text), Field(json_schema_extra={"pattern": TEXT_PATTERN})]
+"""Text that may span lines: tab, newline and carriage return are its only control
+characters."""
+GpuTypeName = Annotated[Line, Field(min_length=1, max_length=64)]
+ENV_NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
+_ENV_NAME = re.compile(ENV_NAME_PATTERN)
+RESERVED_ENV = ("MOSU_", "CUDA_VISIBLE_DEVICES")
+
+
+def _env_name(value: str) -> str:
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid environment variable name")
+    if value.startswith(RESERVED_ENV[0]) or value == RESERVED_ENV[1]:
+        raise ValueError(f"{value} is set by mosu and cannot be overridden")
+    return value
+
+
+ENV_NAME_SCHEMA_PATTERN = "^(?!MOSU_)(?!CUDA_VISIBLE_DEVICES$)[A-Za-z_][A-Za-z0-9_]*$"
+"""``EnvName`` for the OpenAPI document (pydantic's own regex engine has no look-ahead,
+so ``_env_name`` checks it)."""
+EnvName = Annotated[
+    str,
+    Field(min_length=1, max_length=255, json_schema_extra={"pattern": ENV_NAME_SCHEMA_PATTERN}),
+    AfterValidator(_env_name),
+]
+"""An environment variable a job may set: letters, digits and ``_``, not a digit first;
+``MOSU_*`` and ``CUDA_VISIBLE_DEVICES`` are mosu's."""
+
+
+def _keys_by_property_names(schema: dict[str, Any]) -> None:
+    # pydantic describes a dict whose keys have a pattern with ``patternProperties``, which
+    # lets other keys through; ``propertyNames`` says what the API enforces: no other key.
+    patterns = schema.pop("patternProperties", None)
+    if patterns:
+        (pattern, values), *_ = patterns.items()
+        names = schema.setdefault("propertyNames", {})
+        names["pattern"] = pattern
+        names.setdefault("maxLength", 255)
+        schema["additionalProperties"] = values
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+"""A tenant, node, cohort, token or similar name (``NAME_RULE``)."""
 
 
 class OutputModel(BaseModel):
@@ -67,8 +157,12 @@ ACTIVE_STATES = (JobState.STARTING, JobState.RUNNING)
 # ---------------------------------------------------------------- durations and sizes
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+DURATION_PATTERN = "^ *[0-9]+([.][0-9]+)? *[smhd]? *$"
+MAX_DURATION_S = 366 * 86400
 _DURATION_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T)?B?\s*$")
+MEMORY_PATTERN = "^ *[0-9]+([.][0-9]+)? *(Ki|Mi|Gi|Ti|K|M|G|T)?B? *$"
+MAX_MEMORY_MIB = 64 * 1024 * 1024
 _MEMORY_UNIT_MIB = {
     None: 1,
     "Mi": 1,
@@ -95,7 +189,7 @@ def parse_duration_s(value: Any) -> float | None:
         if match is None:
             raise ValueError(f"{value!r} is not a duration; use e.g. 90, '30m', '2h' or '1d'")
         seconds = float(match.group(1)) * _DURATION_UNIT[match.group(2)]
-    if not 0 < seconds <= 366 * 86400:
+    if not 0 < seconds <= MAX_DURATION_S:
         raise ValueError("must be more than 0 and at most a year")
     return seconds
 
@@ -111,44 +205,90 @@ def parse_memory_mib(value: Any) -> int:
         if match is None:
             raise ValueError(f"{value!r} is not a size; use e.g. 4096 (MiB), '512Mi' or '16Gi'")
         mib = float(match.group(1)) * _MEMORY_UNIT_MIB[match.group(2)]
-    if not 0 <= mib <= 64 * 1024 * 1024:
+    if not 0 <= mib <= MAX_MEMORY_MIB:
         raise ValueError("must be between 0 and 64Ti")
     return round(mib)
+
+
+def _check_duration(value: float | str | None) -> float | str | None:
+    parse_duration_s(value)
+    return value
+
+
+def _check_memory(value: float | str) -> float | str:
+    parse_memory_mib(value)
+    return value
+
+
+Duration = Annotated[
+    Annotated[float, Field(gt=0, le=MAX_DURATION_S)]
+    | Annotated[str, Field(max_length=32, pattern=DURATION_PATTERN)]
+    | None,
+    AfterValidator(_check_duration),
+]
+"""Seconds, or a number with a unit: ``90``, ``"30m"``, ``"2h"``, ``"1d"``; at most a year."""
+Memory = Annotated[
+    Annotated[int, Field(ge=0, le=MAX_MEMORY_MIB)]
+    | Annotated[float, Field(ge=0, le=MAX_MEMORY_MIB)]
+    | Annotated[str, Field(max_length=32, pattern=MEMORY_PATTERN)],
+    AfterValidator(_check_memory),
+]
+"""MiB, or a number with a unit: ``4096``, ``"512Mi"``, ``"16Gi"``; at most 64Ti."""
 
 
 # ---------------------------------------------------------------- job spec
 
 
+def _priority(value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in PRIORITY_CLASSES:
+            names = ", ".join(PRIORITY_CLASSES)
+            raise ValueError(f"unknown priority class {value!r}; use one of {names} or 0..1000")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value <= 1000:
+            raise ValueError("must be between 0 and 1000")
+    else:
+        raise ValueError("expected low, normal, high or a number from 0 to 1000")
+    return value
+
+
 class JobSpec(InputModel):
     """What a tenant submits. Sizes are per replica; ``gpus`` below 1 shares one GPU."""
 
-    name: Annotated[str, Field(min_length=1, max_length=128)]
-    kind: JobKind = JobKind.TRAIN
-    priority: int | str = "normal"
+    name: Annotated[Line, Field(min_length=1, max_length=128)]
+    kind: Annotated[JobKind, Field(strict=False)] = JobKind.TRAIN
+    priority: Annotated[
+        int | str,
+        BeforeValidator(_priority),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 0, "maximum": 1000},
+                    {"enum": list(PRIORITY_CLASSES)},
+                ]
+            }
+        ),
+    ] = "normal"
     replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
     gpus: Annotated[float, Field(ge=0, le=MAX_GPUS_PER_REPLICA)] = 1
-    gpu_type: str | list[str] | None = None
+    gpu_type: GpuTypeName | Annotated[list[GpuTypeName], Field(max_length=16)] | None = None
     cpu: Annotated[float, Field(ge=0, le=4096)] = 0
-    memory: int | float | str = 0
-    topology: Topology = Topology.NONE
-    estimate: float | str | None = None
-    max_runtime: float | str | None = None
-    checkpoint_every: float | str | None = None
-    command: list[str] | str
-    env: dict[str, str] = Field(default_factory=dict)
-    workdir: str | None = None
-
-    @field_validator("priority")
-    @classmethod
-    def _priority(cls, value: int | str) -> int | str:
-        if isinstance(value, str):
-            if value not in PRIORITY_CLASSES:
-                names = ", ".join(PRIORITY_CLASSES)
-                raise ValueError(f"unknown priority class {value!r}; use one of {names} or 0..1000")
-            return value
-        if not 0 <= value <= 1000:
-            raise ValueError("must be between 0 and 1000")
-        return value
+    memory: Memory = 0
+    topology: Annotated[Topology, Field(strict=False)] = Topology.NONE
+    estimate: Duration = None
+    max_runtime: Duration = None
+    checkpoint_every: Duration = None
+    command: (
+        Annotated[Text, Field(min_length=1, max_length=1 << 16)]
+        | Annotated[list[Annotated[Text, Field(max_length=1 << 16)]], Field(max_length=4096)]
+    )
+    env: Annotated[
+        dict[EnvName, Annotated[Text, Field(max_length=1 << 16)]],
+        Field(max_length=256, json_schema_extra=_keys_by_property_names),
+    ] = Field(default_factory=dict)
+    secrets: Annotated[list[EnvName], Field(max_length=64)] = Field(default_factory=list)
+    """Names of the tenant's secrets to set, each as the environment variable of its name."""
+    workdir: Annotated[Line, Field(min_length=1, max_length=4096)] | None = None
 
     @field_validator("gpus")
     @classmethod
@@ -161,27 +301,6 @@ class JobSpec(InputModel):
             raise ValueError("a GPU share must be at least 0.001")
         return value
 
-    @field_validator("gpu_type")
-    @classmethod
-    def _gpu_type(cls, value: str | list[str] | None) -> str | list[str] | None:
-        names = [value] if isinstance(value, str) else (value or [])
-        for name in names:
-            if not name or len(name) > 64:
-                raise ValueError("a GPU type name must be 1 to 64 characters")
-        return value
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: int | float | str) -> int | float | str:
-        parse_memory_mib(value)
-        return value
-
-    @field_validator("estimate", "max_runtime", "checkpoint_every")
-    @classmethod
-    def _duration(cls, value: float | str | None) -> float | str | None:
-        parse_duration_s(value)
-        return value
-
     @field_validator("command")
     @classmethod
     def _command(cls, value: list[str] | str) -> list[str] | str:
@@ -191,14 +310,17 @@ class JobSpec(InputModel):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("env")
+    @field_validator("secrets")
     @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-                raise ValueError(f"{key!r} is not a valid environment variable name")
-            if key.startswith("MOSU_") or key == "CUDA_VISIBLE_DEVICES":
-                raise ValueError(f"{key} is set by mosu and cannot be overridden")
+    def _secrets(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        env = info.data.get("env") or {}
+        seen: set[str] = set()
+        for name in value:
+            if name in seen:
+                raise ValueError(f"{name} is named twice")
+            if name in env:
+                raise ValueError(f"{name} is set both in env and as a secret; keep one")
+            seen.add(name)
         return value
 
     # Normalized views used by the service.
@@ -242,6 +364,9 @@ def _blank_is_none(value: Any) -> Any:
 CohortName = Annotated[
     Annotated[str, Field(pattern=NAME_PATTERN)] | None,
     BeforeValidator(_blank_is_none),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": f"({NAME_PATTERN})|^$"}, {"type": "null"}]}
+    ),
     Field(
         description="Cohort name (tenants of one cohort lend idle guaranteed GPUs to each "
         "other); null or an empty string means no cohort: the default cohort."
@@ -251,9 +376,16 @@ CohortName = Annotated[
 default cohort every tenant without a cohort shares."""
 
 
+Quotas = Annotated[
+    dict[GpuTypeName, QuotaSpec],
+    Field(max_length=64, json_schema_extra=_keys_by_property_names),
+]
+"""A quota per GPU type (``"*"`` for any type without its own)."""
+
+
 class TenantCreate(InputModel):
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    quotas: dict[str, QuotaSpec] = Field(default_factory=dict)
+    name: Name
+    quotas: Quotas = Field(default_factory=dict)
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
     cohort: CohortName = None
 
@@ -272,7 +404,7 @@ class TenantUpdate(InputModel):
 
 
 class QuotaUpdate(InputModel):
-    quotas: dict[str, QuotaSpec]
+    quotas: Quotas
     weight: Annotated[float | None, Field(gt=0, le=1000)] = None
 
 
@@ -298,25 +430,75 @@ class TenantCreated(OutputModel):
     token: str
 
 
+class TokenCreate(InputModel):
+    """A new API token. A tenant's token creates tokens of its tenant; the operator's
+    creates one for ``tenant``, or an operator token when ``tenant`` is left out."""
+
+    name: Name | None = None
+    """Unique among the owner's live tokens; ``token-<id>`` when left out."""
+    tenant: Name | None = None
+    expires_in: Duration = None
+    """Seconds or ``"30d"`` (at most a year); none: until revoked."""
+
+
+class TokenInfo(OutputModel):
+    """What is known about a token; never the token itself (only its hash is stored)."""
+
+    id: int
+    name: str
+    tenant: str | None
+    """None for an operator token."""
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    """To the minute: a token's use is recorded at most once a minute per server."""
+    revoked_at: datetime | None = None
+    current: bool = False
+    """Whether this is the token the request was made with."""
+
+
 class TokenOut(OutputModel):
+    """A newly issued token: shown once, here."""
+
     token: str
+    info: TokenInfo | None = None
+
+
+class TokenList(OutputModel):
+    tokens: list[TokenInfo]
+
+
+class SecretSet(InputModel):
+    value: Annotated[Text, Field(max_length=1 << 16)]
+
+
+class SecretOut(OutputModel):
+    """A stored secret's name and times; its value never leaves the server."""
+
+    name: str
+    tenant: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SecretList(OutputModel):
+    secrets: list[SecretOut]
+
+
+_TOPOLOGY_PART = "[^/\\u0000-\\u001f\\u007f-\\u009f]+"
+TOPOLOGY_PATTERN = f"^({_TOPOLOGY_PART}(/{_TOPOLOGY_PART}){{0,2}})?$"
 
 
 class NodeCreate(InputModel):
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    gpu_type: Annotated[str, Field(min_length=1, max_length=64)]
+    name: Name
+    gpu_type: GpuTypeName
     gpus: Annotated[int, Field(ge=0, le=1024)]
     cpu: Annotated[float, Field(ge=0, le=65536)] = 0
-    memory: int | str = 0
-    gpu_memory: int | str = 0
-    topology: Annotated[str, Field(max_length=255)] = ""
-    """``zone/rack/node`` path; empty puts the node in zone-0/rack-0."""
-
-    @field_validator("memory", "gpu_memory")
-    @classmethod
-    def _memory(cls, value: int | str) -> int | str:
-        parse_memory_mib(value)
-        return value
+    memory: Memory = 0
+    gpu_memory: Memory = 0
+    topology: Annotated[str, Field(max_length=255, pattern=TOPOLOGY_PATTERN)] = ""
+    """``zone/rack/node`` path (up to three non-empty parts); empty puts the node in
+    zone-0/rack-0."""
 
 
 class NodeOut(OutputModel):
@@ -485,8 +667,9 @@ class ReplicaLaunch(OutputModel):
 
 
 class JobLaunch(OutputModel):
-    """Everything an executor needs to run one attempt of a job. ``env`` is the job's
-    own environment (secrets included): never log it."""
+    """Everything an executor needs to run one attempt of a job. ``env`` holds the
+    tenant's decrypted secrets: it is left out of ``repr`` so that logging a launch cannot
+    print them; never log it."""
 
     job_id: int
     attempt: int

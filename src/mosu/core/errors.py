@@ -25,6 +25,35 @@ class InvalidInput(PlatformError):
     status = 422
 
 
+class MalformedInput(InvalidInput):
+    """The request body is not a well-formed document: bad syntax, duplicate keys, nested
+    too deeply or too large once its YAML aliases are expanded."""
+
+    code = "malformed"
+    status = 400
+
+
+class TooLarge(InvalidInput):
+    """The request body is larger than the server accepts."""
+
+    code = "too-large"
+    status = 413
+
+
+class UnsupportedMediaType(InvalidInput):
+    """The request body is in a format this operation does not read."""
+
+    code = "unsupported-media-type"
+    status = 415
+
+
+class Unavailable(PlatformError):
+    """The store cannot be reached or is busy for now; the same request may succeed later."""
+
+    code = "unavailable"
+    status = 503
+
+
 class NotFound(PlatformError):
     code = "not-found"
     status = 404
@@ -43,6 +72,12 @@ class Unauthorized(PlatformError):
 class Forbidden(PlatformError):
     code = "forbidden"
     status = 403
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """An ``Idempotency-Key`` already used for a different submission of the same tenant."""
+
+    code = "idempotency-key-reused"
 
 
 class CapacityError(InvalidInput):

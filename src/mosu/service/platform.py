@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mosu.core.executor import Executor
@@ -14,8 +15,10 @@ from mosu.service.background import SchedulerLoop
 from mosu.service.db.session import make_engine, session_factory, upgrade
 from mosu.service.leader import lease_for_url
 from mosu.service.private_files import private_dir
+from mosu.service.secret_box import SecretBox
 from mosu.service.services.auth import TokenCache, ensure_operator_token
 from mosu.service.services.catalog import CatalogCache
+from mosu.service.services.secrets import SESSION_BOX, check_key
 from mosu.service.settings import Settings
 
 
@@ -45,14 +48,36 @@ class Platform:
             poll_s=settings.poll_s,
         )
         self._scheduler_running = False
+        self._secret_box: SecretBox | None = None
+
+    @property
+    def secret_box(self) -> SecretBox:
+        if self._secret_box is None:
+            raise RuntimeError("the platform is not open")
+        return self._secret_box
 
     def open(self) -> str | None:
-        """Migrate the store; return a newly created operator token (None if one existed)."""
+        """Migrate the store and load (or create) the secrets key; return a newly created
+        operator token (None if one existed)."""
         private_dir(self.settings.data_dir)
         private_dir(self.settings.logs_dir)
         upgrade(self.engine)
-        with self.sessions.begin() as s:
-            return ensure_operator_token(s, token=self.settings.operator_token)
+        key_path = self.settings.secrets_key_path
+        box = SecretBox.from_file(key_path)
+        for attempt in range(2):
+            try:
+                with self.sessions.begin() as s:
+                    check_key(s, box, key_path=str(key_path))
+                    token = ensure_operator_token(s, token=self.settings.operator_token)
+                break
+            except IntegrityError:
+                # Servers starting at once with the same pinned token: one registered it.
+                if attempt:
+                    raise
+        self._secret_box = box
+        # Launches open secrets in a session of this factory (the scheduling loop's too).
+        self.sessions.configure(info={SESSION_BOX: box})
+        return token
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

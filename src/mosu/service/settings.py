@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     """Overrides the profile's shortest run before a job may be preempted."""
     operator_token: str | None = None
     """If set, this token is accepted for the operator (created on first start otherwise)."""
+    secrets_key_file: Path | None = None
+    """The key that encrypts tenants' secrets; default ``secrets.key`` in ``data_dir``
+    (created on first start). Servers sharing one store must all name the same key."""
     executor: str = "local"
     """``local`` (processes on this machine) or ``ray`` (replicas on a Ray cluster)."""
     ray_address: str | None = None
@@ -49,6 +52,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'mosu.db'}"
+
+    @property
+    def secrets_key_path(self) -> Path:
+        return self.secrets_key_file or self.data_dir / "secrets.key"
 
     @property
     def logs_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ import typer
 
 from mosu.cli import config
 from mosu.cli.render import Output, OutputOpt, ago, emit, gpus, table, when
-from mosu.core.api import JobOut, JobState
+from mosu.core.api import MAX_BODY_BYTES, JobOut, JobState
 from mosu.core.errors import InvalidInput
 from mosu.core.jobspec import job_spec_from_mapping, parse_job_spec
 
@@ -65,11 +66,40 @@ def submit(
                 "give one job spec file, or --name and --gpus with a command after '--'"
             )
         source = args[0]
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
-        spec = parse_job_spec(text, source=source)
+        spec = parse_job_spec(read_spec_file(source), source=source)
     with config.client() as c:
         job = c.submit(spec, tenant=tenant)
     emit(output, job, lambda: str(job.id))
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+"""Encodings a text file announces with a byte-order mark (UTF-32 before UTF-16: its
+little-endian mark begins with UTF-16's)."""
+
+
+def read_spec_file(source: str) -> str:
+    """The text of a spec file (``-``: stdin): UTF-8, or UTF-16/32 with a byte-order mark.
+    Anything else, and a file larger than the API accepts, is one ``InvalidInput``."""
+    if source == "-":
+        data = sys.stdin.buffer.read(MAX_BODY_BYTES + 1)
+    else:
+        with Path(source).open("rb") as f:
+            data = f.read(MAX_BODY_BYTES + 1)
+    if len(data) > MAX_BODY_BYTES:
+        raise InvalidInput(f"{source}: larger than {MAX_BODY_BYTES // 1024} KiB; not a job spec")
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"{source}: not a text file ({encoding} expected; byte {exc.start} is not)"
+        ) from None
 
 
 def _job_rows(jobs: list[JobOut]) -> list[tuple[object, ...]]:
@@ -122,6 +152,9 @@ def show(job_id: int, output: OutputOpt = Output.TABLE) -> None:
         ]
         for a in job.allocations:
             lines.append(f"  replica {a.replica}: {a.node} GPUs {a.gpu_indices} pid {a.pid}")
+        secret_names = job.spec.get("secrets") or []
+        if secret_names:  # names only: the values never leave the server
+            lines.append("  secrets: " + ", ".join(f"{n}=****" for n in secret_names))
         if job.message:
             lines.append(f"  {job.message}")
         lines.append("  history:")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -144,7 +146,11 @@ class EventRow(Base):
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_job", "job_id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # 64-bit: the history only grows. SQLite's INTEGER PRIMARY KEY is 64-bit already (and
+    # is the auto-incrementing rowid only when spelled INTEGER).
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     at: Mapped[float] = mapped_column(Float)
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -169,6 +175,8 @@ class UsageRow(Base):
 
 
 class TokenRow(Base):
+    """An API token: only its SHA-256 is kept. A revoked token stays, as history."""
+
     __tablename__ = "tokens"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -176,3 +184,49 @@ class TokenRow(Base):
     tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """None for the operator."""
     created_at: Mapped[float] = mapped_column(Float)
+    name: Mapped[str] = mapped_column(String(64), server_default="default")
+    """Unique among the live tokens of one tenant (or of the operator)."""
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Written at most once a minute per server, not on every request."""
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class SubmissionKeyRow(Base):
+    """An ``Idempotency-Key`` a tenant submitted with, and the job it created."""
+
+    __tablename__ = "submission_keys"
+    __table_args__ = (Index("ix_submission_keys_created", "created_at"),)
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the submitted spec: the same key with another spec is refused."""
+    job_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class SecretRow(Base):
+    """A tenant's named secret, encrypted (AES-GCM, bound to its tenant and name)."""
+
+    __tablename__ = "secrets"
+
+    tenant: Mapped[str] = mapped_column(
+        String(64), ForeignKey("tenants.name", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(16))
+    """Which key encrypted it (the first hex digits of the key's SHA-256)."""
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    """Nonce followed by the AES-GCM ciphertext and tag."""
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class MetaRow(Base):
+    """Facts about the store itself, e.g. which key encrypts its secrets."""
+
+    __tablename__ = "meta"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))

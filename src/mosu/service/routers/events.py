@@ -19,9 +19,10 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from mosu.core.api import NAME_PATTERN
-from mosu.core.errors import InvalidInput
+from mosu.core.api import MAX_EVENT_ID, NAME_PATTERN
+from mosu.core.errors import InvalidInput, NotFound
 from mosu.service.deps import PlatformDep, PrincipalDep
+from mosu.service.openapi import errors
 from mosu.service.platform import Platform
 from mosu.service.services.auth import Principal
 from mosu.service.services.events import EventCursor, last_event_id
@@ -32,36 +33,55 @@ POLL_S = 0.2
 it is read, not notified)."""
 KEEPALIVE_S = 15.0
 """A comment line this often keeps proxies from closing an idle stream."""
+SSE_EVENT = {
+    "type": "object",
+    "description": "One event of the stream (OpenAPI 3.1: the schema of each event).",
+    "required": ["data", "event"],
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "The event as JSON: an EventOut",
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": "#/components/schemas/EventOut"},
+        },
+        "event": {"type": "string", "description": "The event's kind"},
+        "id": {"type": "string", "description": "Where to resume from (Last-Event-ID)"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 @router.get(
     "/v1/events/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}}, **errors(404)},
 )
 async def stream_events(
     request: Request,
     platform: PlatformDep,
     who: PrincipalDep,
-    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     tenant: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=64)] = None,
     limit: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     wait_s: Annotated[float | None, Query(gt=0, le=86_400)] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern="^[0-9]{1,19}$",
+            description="Resume after this event id (wins over ``after``); browsers send it.",
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """Server-Sent Events of the append-only history, resumable."""
     if tenant is not None and not who.is_operator and tenant != who.tenant:
-        raise InvalidInput(
-            f"a tenant token streams only its own tenant ({who.tenant})", field="tenant"
-        )
+        # As everywhere: another tenant is not found, whether it exists or not.
+        raise NotFound(f"no tenant named {tenant!r}", field="tenant")
     start = after
     if last_event_id is not None:
-        try:
-            start = int(last_event_id)
-        except ValueError:
-            raise InvalidInput("Last-Event-ID must be an event id", field="Last-Event-ID") from None
-        if start < 0:
-            raise InvalidInput("Last-Event-ID must be an event id", field="Last-Event-ID")
+        start = int(last_event_id)
+        if start > MAX_EVENT_ID:
+            raise InvalidInput(f"an event id is at most {MAX_EVENT_ID}", field="Last-Event-ID")
     if start is None:
         start = await run_in_threadpool(_end, platform)
     body = _events(request, platform, who, EventCursor(after=start), tenant, limit, wait_s)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from mosu.core.api import (
     NAME_PATTERN,
@@ -13,51 +14,88 @@ from mosu.core.api import (
     JobWhy,
     LogChunk,
 )
-from mosu.core.errors import InvalidInput
+from mosu.core.errors import InvalidInput, MalformedInput
 from mosu.core.jobspec import job_spec_from_mapping, load_document
 from mosu.service.deps import PlatformDep, PrincipalDep
+from mosu.service.openapi import errors
+from mosu.service.request_guard import is_json, media_type_of, parsed_json
 from mosu.service.services import jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-MAX_BODY = 1 << 20
-
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]{1,255}$"
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+_SPEC = {"schema": {"$ref": "#/components/schemas/JobSpec"}}
 _SUBMIT_BODY = {
     "requestBody": {
         "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}},
-            "application/yaml": {"schema": {"type": "string"}},
-        },
+        "content": {"application/json": _SPEC, **dict.fromkeys(YAML_TYPES, _SPEC)},
     }
 }
 
 
-@router.post("", status_code=201, response_model=JobOut, openapi_extra=_SUBMIT_BODY)
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    openapi_extra=_SUBMIT_BODY,
+    responses=errors(404),
+)
 async def submit_job(
     request: Request,
     platform: PlatformDep,
     who: PrincipalDep,
     tenant: Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=64)] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=IDEMPOTENCY_KEY_PATTERN,
+            description="Makes retries safe: the same key (and spec) returns the job the "
+            "first submission created, for 24 hours at least. Visible ASCII, 1-255 "
+            "characters; the same key with another spec is refused (422).",
+        ),
+    ] = None,
 ) -> Response:
     """Submit a job spec as JSON, or as YAML with ``Content-Type: application/yaml``."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise InvalidInput(f"job spec larger than {MAX_BODY} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput("job spec is not UTF-8 text") from None
-    spec = job_spec_from_mapping(load_document(text, source="job spec"))
-    out = await request.app.state.submit_writer.submit(who, spec, tenant)
+    data = parsed_json(request.scope)
+    if data is None:
+        data = await _read_yaml(request)
+    if not isinstance(data, dict):
+        raise InvalidInput(f"job spec: expected a mapping of fields, got {type(data).__name__}")
+    spec = job_spec_from_mapping(data)
+    stored = await request.app.state.submit_writer.submit(who, spec, tenant, idempotency_key)
     # Committed before the loop is woken: the next cycle sees the job; the answer does
     # not wait for that cycle.
     platform.loop.wake()
     # Built here and serialized once by pydantic-core (no second validation pass).
-    return Response(out.model_dump_json(), status_code=201, media_type="application/json")
+    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
+    return Response(
+        stored.job.model_dump_json(),
+        status_code=201,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
-@router.get("")
+async def _read_yaml(request: Request) -> object:
+    # ``RequestGuard`` let the body through as JSON (parsed already) or as a type this
+    # route declares: YAML.
+    media = media_type_of(request.headers)
+    raw = await request.body()
+    if is_json(media) or not raw:
+        raise MalformedInput("job spec: empty body")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedInput("job spec is not UTF-8 text") from None
+    if len(raw) <= 4096:
+        return load_document(text, source="job spec")
+    # Pure-Python YAML: a large document is parsed off the event loop.
+    return await run_in_threadpool(load_document, text, source="job spec")
+
+
+@router.get("", responses=errors(404))
 def list_jobs(
     platform: PlatformDep,
     who: PrincipalDep,
@@ -71,26 +109,26 @@ def list_jobs(
         )
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", responses=errors(404))
 def get_job(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobOut:
     with platform.tx() as s:
         return jobs.get_job(s, principal=who, job_id=job_id)
 
 
-@router.get("/{job_id}/why")
+@router.get("/{job_id}/why", responses=errors(404))
 def why(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobWhy:
     position = platform.loop.queue_positions.get(job_id)
     with platform.tx() as s:
         return jobs.why(s, principal=who, job_id=job_id, position=position)
 
 
-@router.get("/{job_id}/events")
+@router.get("/{job_id}/events", responses=errors(404))
 def job_events(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> EventList:
     with platform.tx() as s:
         return EventList(events=jobs.events(s, principal=who, job_id=job_id))
 
 
-@router.get("/{job_id}/logs")
+@router.get("/{job_id}/logs", responses=errors(404))
 def logs(
     job_id: JobId,
     platform: PlatformDep,
@@ -109,7 +147,7 @@ def logs(
         )
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=errors(404, 409))
 def cancel(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobOut:
     with platform.tx() as s:
         out = jobs.cancel(s, principal=who, job_id=job_id)

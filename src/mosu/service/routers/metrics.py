@@ -9,6 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from mosu.service.deps import PlatformDep, PrincipalDep
 from mosu.service.metrics import family
+from mosu.service.openapi import errors
 from mosu.service.platform import Platform
 from mosu.service.services.metrics import store_metrics
 
@@ -16,7 +17,7 @@ router = APIRouter(tags=["metrics"])
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, responses=errors(403))
 async def metrics(request: Request, platform: PlatformDep, who: PrincipalDep) -> PlainTextResponse:
     """Jobs by state, pending by reason, GPUs allocated, scheduler cycles, API requests."""
     who.require_operator("read metrics")

@@ -5,8 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 import mosu
-from mosu.core.api import NAME_PATTERN, EventList, Health, QueueOut, UsageOut
+from mosu.core.api import MAX_EVENT_ID, NAME_PATTERN, EventList, Health, QueueOut, UsageOut
 from mosu.service.deps import PlatformDep, PrincipalDep
+from mosu.service.openapi import errors
 from mosu.service.services import jobs, queue, usage
 
 router = APIRouter(tags=["queue"])
@@ -27,7 +28,7 @@ def get_queue(platform: PlatformDep, who: PrincipalDep) -> QueueOut:
         )
 
 
-@router.get("/v1/usage")
+@router.get("/v1/usage", responses=errors(404))
 def get_usage(
     platform: PlatformDep,
     who: PrincipalDep,
@@ -41,7 +42,7 @@ def get_usage(
 def get_events(
     platform: PlatformDep,
     who: PrincipalDep,
-    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> EventList:
     with platform.tx() as s:

@@ -14,13 +14,14 @@ from mosu.core.api import (
     TokenOut,
 )
 from mosu.service.deps import PlatformDep, PrincipalDep
+from mosu.service.openapi import errors
 from mosu.service.services import tenants
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 TenantName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=64)]
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=errors(403, 409))
 def create_tenant(body: TenantCreate, platform: PlatformDep, who: PrincipalDep) -> TenantCreated:
     with platform.tx() as s:
         created = tenants.create_tenant(s, principal=who, body=body)
@@ -35,13 +36,13 @@ def list_tenants(platform: PlatformDep, who: PrincipalDep) -> list[TenantOut]:
         return tenants.list_tenants(s, principal=who)
 
 
-@router.get("/{name}")
+@router.get("/{name}", responses=errors(404))
 def get_tenant(name: TenantName, platform: PlatformDep, who: PrincipalDep) -> TenantOut:
     with platform.tx() as s:
         return tenants.get_tenant(s, principal=who, name=name)
 
 
-@router.patch("/{name}")
+@router.patch("/{name}", responses=errors(403, 404))
 def update_tenant(
     name: TenantName, body: TenantUpdate, platform: PlatformDep, who: PrincipalDep
 ) -> TenantOut:
@@ -53,7 +54,7 @@ def update_tenant(
     return out
 
 
-@router.put("/{name}/quotas")
+@router.put("/{name}/quotas", responses=errors(403, 404))
 def update_quotas(
     name: TenantName, body: QuotaUpdate, platform: PlatformDep, who: PrincipalDep
 ) -> TenantOut:
@@ -66,7 +67,8 @@ def update_quotas(
     return out
 
 
-@router.post("/{name}/tokens", status_code=201)
+@router.post("/{name}/tokens", status_code=201, responses=errors(403, 404))
 def new_token(name: TenantName, platform: PlatformDep, who: PrincipalDep) -> TokenOut:
+    """Issue another token for a tenant (``POST /v1/tokens`` names it and sets an expiry)."""
     with platform.tx() as s:
-        return TokenOut(token=tenants.new_token(s, principal=who, name=name))
+        return tenants.new_token(s, principal=who, name=name)

@@ -26,6 +26,7 @@ from mosu.service.db.rows import AllocationRow, EventRow, JobRow
 from mosu.service.services.auth import Principal
 from mosu.service.services.catalog import Catalog, CatalogCache, NodeFacts
 from mosu.service.services.lifecycle import active_allocations, transition
+from mosu.service.services.secrets import check_exist
 
 MAX_LOG_CHUNK = 1 << 20
 
@@ -135,6 +136,7 @@ def check_submission(
     if tenant not in facts.limits:
         raise NotFound(f"no tenant named {tenant!r}", field="tenant")
     check_fits_cluster(facts, spec, tenant)
+    check_exist(session, tenant=tenant, names=spec.secrets)
     return tenant
 
 
@@ -338,7 +340,11 @@ def read_logs(
 ) -> LogChunk:
     row = get_row(session, principal=principal, job_id=job_id)
     if not 0 <= replica < row.replicas:
-        raise InvalidInput(f"job {job_id} has replicas 0..{row.replicas - 1}", field="replica")
+        # A replica that does not exist is a log that does not exist.
+        raise NotFound(
+            f"job {job_id} has no replica {replica} (replicas 0..{row.replicas - 1})",
+            field="replica",
+        )
     path = log_path(logs_dir, job_id, replica)
     data = b""
     if path.exists():

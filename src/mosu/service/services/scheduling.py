@@ -36,8 +36,10 @@ from mosu.service.db.convert import (
     indices_of,
 )
 from mosu.service.db.rows import AllocationRow, JobRow, NodeRow, QuotaRow, TenantRow
+from mosu.service.secret_box import SecretKeyError
 from mosu.service.services.jobs import log_path
-from mosu.service.services.lifecycle import active_allocations, note, transition
+from mosu.service.services.lifecycle import active_allocations, note, release, transition
+from mosu.service.services.secrets import reveal
 
 
 @dataclass(frozen=True)
@@ -357,10 +359,20 @@ def run_dir_path(logs_dir: Path, job_id: int, attempt: int, replica: int) -> Pat
 
 
 def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch | None:
+    """What the executor needs to start a job, its secrets opened into ``env``; None if the
+    job is no longer starting, or if a secret it names is gone (the job then fails)."""
     row = session.get(JobRow, job_id)
     if row is None or row.state != JobState.STARTING.value:
         return None
     spec = row.spec
+    try:
+        opened = reveal(session, tenant=row.tenant, names=spec.get("secrets") or [])
+    except SecretKeyError as exc:
+        release(session, row)
+        row.message = f"could not start: {exc.message}"
+        transition(session, row, JobState.FAILED, reason="launch", message=row.message)
+        session.commit()
+        return None
     command = spec["command"]
     argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
     replicas = [
@@ -379,7 +391,7 @@ def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch |
         attempt=row.attempts,
         tenant=row.tenant,
         argv=argv,
-        env=dict(spec.get("env") or {}),
+        env={**(spec.get("env") or {}), **opened},
         workdir=spec.get("workdir"),
         replicas=replicas,
     )

@@ -8,12 +8,20 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mosu.core.api import QuotaSpec, TenantCreate, TenantCreated, TenantOut, TenantUpdate
+from mosu.core.api import (
+    QuotaSpec,
+    TenantCreate,
+    TenantCreated,
+    TenantOut,
+    TenantUpdate,
+    TokenCreate,
+    TokenOut,
+)
 from mosu.core.errors import Conflict, NotFound
 from mosu.core.models import GPU_MILLI
 from mosu.service.db.convert import tenant_out
 from mosu.service.db.rows import AllocationRow, EventRow, QuotaRow, TenantRow
-from mosu.service.services.auth import Principal, issue_token
+from mosu.service.services.auth import Principal, create_token, issue_token
 
 
 def _milli(value: float | None) -> int | None:
@@ -39,7 +47,7 @@ def create_tenant(session: Session, *, principal: Principal, body: TenantCreate)
     session.add(row)
     session.flush()
     _set_quotas(session, body.name, body.quotas)
-    token = issue_token(session, tenant=body.name)
+    token, _row = issue_token(session, tenant=body.name, now=now)
     message = _quota_text(body.quotas)
     if body.cohort is not None:
         message = "; ".join(filter(None, (message, _cohort_text(body.cohort))))
@@ -137,7 +145,7 @@ def update_tenant(
     return _out(session, row)
 
 
-def new_token(session: Session, *, principal: Principal, name: str) -> str:
+def new_token(session: Session, *, principal: Principal, name: str) -> TokenOut:
     principal.require_operator("issue tokens")
     get_row(session, name)
-    return issue_token(session, tenant=name)
+    return create_token(session, principal=principal, body=TokenCreate(tenant=name))
