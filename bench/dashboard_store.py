@@ -240,22 +240,20 @@ def seed(url: str, size: Size, *, now: float | None = None, seed_value: int = 7)
         submitted = now - span + rng.random() * (span - 3600)
         wait = rng.expovariate(1 / 1200)
         duration = min(3 * DAY, math.exp(rng.gauss(math.log(1200), 1.2)))
-        start = submitted + wait
-        end = min(start + duration, now - 60)
-        if end <= start:
-            end = start + 1
+        start = min(submitted + wait, now - 600)
+        end = max(start + 1, min(start + duration, now - 60))
         final = _weighted(rng, (("succeeded", 0.8), ("failed", 0.12), ("cancelled", 0.08)))
         job = job_row(tenant, gpu_type, shape(rng), submitted, final)
         event(submitted, job, None, "pending", "submitted")
         attempt = 1
-        if rng.random() < 0.05 and end - start > 120:
+        if rng.random() < 0.05 and end - start > 120 and end < now - 1200:
             cut = start + (end - start) / 2
             event(start, job, "pending", "starting", "scheduled")
             event(start + 1, job, "starting", "running", "launched")
             add_attempt(job, gpu_type, attempt, start, cut)
             event(cut, job, "running", "preempted", "preempt", "reclaimed by a guarantee")
             event(cut, job, "preempted", "pending", "requeued", "requeued")
-            start = cut + rng.expovariate(1 / 600)
+            start = min(cut + rng.expovariate(1 / 600), now - 300)
             end = max(end, start + 1)
             attempt = 2
         event(start, job, "pending", "starting", "scheduled")

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     """``HOST:PORT`` of the Ray cluster's head (GCS) for the ``ray`` executor."""
     ray_log_dir: str = "/tmp/mosu/replica-logs"
     """Where replicas' output is written on each Ray node (copied to ``logs_dir``)."""
+    dashboard_history_s: float = 60.0
+    """The dashboard re-reads the cluster's history (24 h and 7 d charts, quota
+    attainment) at most this often; 0 reads it on every page."""
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import and_, func, or_, select
@@ -29,6 +30,7 @@ from mosu.service.services.auth import Principal
 from mosu.service.services.events import visible
 from mosu.service.services.jobs import get_row
 
+T = TypeVar("T")
 OTHERS = "other tenants"
 """The one label under which a tenant sees every other tenant's share, summed."""
 PREEMPTION_STATES = ("preempted",)
@@ -57,16 +59,98 @@ class Window:
         return np.linspace(self.start, self.end, self.buckets + 1)
 
 
-@dataclass(frozen=True, slots=True)
-class Series:
-    """Values per bucket of a ``Window``, one list per label."""
-
-    window: Window
-    values: dict[str, list[float]]
+def windows_ending(now: float) -> dict[str, Window]:
+    """The dashboard's two windows: the last day in 15-minute buckets and the last week
+    in hours."""
+    return {"24h": Window(now - 86400, now, 96), "7d": Window(now - 7 * 86400, now, 168)}
 
 
-def _scope(principal: Principal, tenant: str) -> str:
-    return tenant if principal.is_operator or tenant == principal.tenant else OTHERS
+@dataclass(frozen=True)
+class ClusterHistory:
+    """Every tenant's history over the dashboard's windows, as read from the store.
+
+    Holds every tenant's name: render only what ``view(principal)`` returns."""
+
+    now: float
+    windows: dict[str, Window]
+    tenants: list[str]
+    allocated: dict[str, np.ndarray]
+    """Window name → tenants x buckets: average GPUs held in the bucket."""
+    pending: dict[str, np.ndarray]
+    """Window name → tenants x buckets: jobs pending at the bucket's end."""
+    guarantees: dict[str, float]
+    """Tenant → guaranteed GPUs, all types summed (today's quotas)."""
+    steps: TenantSteps
+    """Quota attainment's input over the longest window."""
+
+    def view(self, principal: Principal) -> HistoryView:
+        """What ``principal`` may see: the operator every tenant; a tenant itself and the
+        rest of the cluster summed up under ``OTHERS``."""
+        index = {t: i for i, t in enumerate(self.tenants)}
+
+        def scoped(matrix: np.ndarray) -> dict[str, list[float]]:
+            if principal.is_operator:
+                return {t: _rounded(matrix[i]) for t, i in index.items()}
+            own = index.get(principal.tenant or "")
+            mine = matrix[own] if own is not None else np.zeros(matrix.shape[1])
+            rest = matrix.sum(axis=0) - mine if len(matrix) else np.zeros(matrix.shape[1])
+            return {principal.tenant or "": _rounded(mine), OTHERS: _rounded(rest)}
+
+        guarantees = visible_tenants(principal, self.guarantees)
+        return HistoryView(
+            windows=self.windows,
+            allocated={w: scoped(m) for w, m in self.allocated.items()},
+            pending={w: scoped(m) for w, m in self.pending.items()},
+            guarantees=guarantees,
+            guarantee_total=round(sum(self.guarantees.values()), 3),
+        )
+
+
+def visible_tenants(principal: Principal, by_tenant: dict[str, T]) -> dict[str, T]:
+    """The entries of a tenant-keyed mapping that ``principal`` may see."""
+    if principal.is_operator:
+        return dict(by_tenant)
+    return {t: v for t, v in by_tenant.items() if t == principal.tenant}
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    """One principal's share of a ``ClusterHistory``: series per label and window."""
+
+    windows: dict[str, Window]
+    allocated: dict[str, dict[str, list[float]]]
+    pending: dict[str, dict[str, list[float]]]
+    guarantees: dict[str, float]
+    guarantee_total: float
+    """Every tenant's guarantee summed: the cluster in aggregate."""
+
+
+def cluster_history(session: Session, *, now: float) -> ClusterHistory:
+    """Read every tenant's allocations and pending transitions over the dashboard's
+    windows (the longest one once) and sum them per bucket."""
+    windows = windows_ending(now)
+    longest = min(w.start for w in windows.values())
+    allocations = _overlapping_allocations(session, longest, now)
+    pending = pending_steps(session, start=longest)
+    tenant_rows = list(session.execute(select(TenantRow.name, TenantRow.weight)))
+    tenants = sorted({t.name for t in tenant_rows} | {a.tenant for a in allocations})
+    index = {t: i for i, t in enumerate(tenants)}
+    guarantees: dict[str, float] = defaultdict(float)
+    for tenant, milli in session.execute(select(QuotaRow.tenant, QuotaRow.guaranteed_milli)):
+        guarantees[tenant] += milli / GPU_MILLI
+    return ClusterHistory(
+        now=now,
+        windows=windows,
+        tenants=tenants,
+        allocated={
+            name: _allocated_matrix(allocations, index, w, now) for name, w in windows.items()
+        },
+        pending={name: _pending_matrix(pending, index, w) for name, w in windows.items()},
+        guarantees=dict(guarantees),
+        steps=tenant_steps(
+            session, allocations=allocations, start=longest, now=now, pending=pending
+        ),
+    )
 
 
 def _share(gpu_indices: str, gpu_milli: int) -> float:
@@ -74,48 +158,42 @@ def _share(gpu_indices: str, gpu_milli: int) -> float:
     return devices * gpu_milli / GPU_MILLI
 
 
-def _overlapping_allocations(session: Session, start: float, end: float):  # type: ignore[no-untyped-def]
-    return session.execute(
-        select(
-            AllocationRow.tenant,
-            AllocationRow.gpu_type,
-            AllocationRow.gpu_indices,
-            AllocationRow.gpu_milli,
-            AllocationRow.allocated_at,
-            AllocationRow.released_at,
-        ).where(
-            AllocationRow.allocated_at < end,
-            or_(AllocationRow.released_at.is_(None), AllocationRow.released_at > start),
+def _overlapping_allocations(session: Session, start: float, end: float) -> list[Any]:
+    return list(
+        session.execute(
+            select(
+                AllocationRow.tenant,
+                AllocationRow.gpu_type,
+                AllocationRow.gpu_indices,
+                AllocationRow.gpu_milli,
+                AllocationRow.allocated_at,
+                AllocationRow.released_at,
+            ).where(
+                AllocationRow.allocated_at < end,
+                or_(AllocationRow.released_at.is_(None), AllocationRow.released_at > start),
+            )
         )
-    ).all()
-
-
-def allocation_series(
-    session: Session, *, principal: Principal, window: Window, now: float
-) -> Series:
-    """Average GPUs held in each bucket, per tenant (a tenant sees itself and ``OTHERS``).
-
-    Exact: each allocation adds its share times its overlap with the bucket. Open
-    allocations count up to ``now``."""
-    rows = _overlapping_allocations(session, window.start, window.end)
-    labels = sorted({_scope(principal, r.tenant) for r in rows})
-    if not rows:
-        return Series(window, {})
-    index = {label: i for i, label in enumerate(labels)}
-    who = np.fromiter((index[_scope(principal, r.tenant)] for r in rows), np.int64, len(rows))
-    share = np.fromiter((_share(r.gpu_indices, r.gpu_milli) for r in rows), float, len(rows))
-    begin = np.fromiter((r.allocated_at for r in rows), float, len(rows))
-    end = np.fromiter(
-        (now if r.released_at is None else r.released_at for r in rows), float, len(rows)
     )
+
+
+def _allocated_matrix(
+    rows: Sequence[Any], index: dict[str, int], window: Window, now: float
+) -> np.ndarray:
+    """Exact averages: each allocation adds its share times its overlap with a bucket
+    (open ones up to ``now``)."""
+    totals = np.zeros((len(index), window.buckets))
+    if not rows:
+        return totals
+    n = len(rows)
+    who = np.fromiter((index[r.tenant] for r in rows), np.int64, n)
+    share = np.fromiter((_share(r.gpu_indices, r.gpu_milli) for r in rows), float, n)
+    begin = np.fromiter((r.allocated_at for r in rows), float, n)
+    end = np.fromiter((now if r.released_at is None else r.released_at for r in rows), float, n)
     held = np.maximum(end - begin, 0.0)
     # Share-seconds held up to each edge, per row; their differences are the buckets'.
-    edges = window.edges()
-    upto = np.clip(edges[None, :] - begin[:, None], 0.0, held[:, None]) * share[:, None]
-    per_row = np.diff(upto, axis=1) / window.step
-    totals = np.zeros((len(labels), window.buckets))
-    np.add.at(totals, who, per_row)
-    return Series(window, {label: _rounded(totals[i]) for label, i in index.items()})
+    upto = np.clip(window.edges()[None, :] - begin[:, None], 0.0, held[:, None]) * share[:, None]
+    np.add.at(totals, who, np.diff(upto, axis=1) / window.step)
+    return totals
 
 
 def _rounded(values: np.ndarray) -> list[float]:
@@ -124,33 +202,33 @@ def _rounded(values: np.ndarray) -> list[float]:
 
 @dataclass(frozen=True, slots=True)
 class PendingSteps:
-    """Pending transitions in a window: (time, job, +1 entering / -1 leaving pending),
+    """Pending transitions since a time: (time, job, +1 entering / -1 leaving pending),
     with each job's tenant and GPU demand; plus the jobs pending now."""
 
     steps: list[tuple[float, int, int]]
     jobs: dict[int, tuple[str, int, str]]
-    """Job id → (tenant, total GPU milli, GPU type it asks for or "")."""
+    """Job id → (tenant, total GPU milli, first GPU type it names or "")."""
     pending_now: list[int]
 
 
-def pending_steps(session: Session, *, principal: Principal, start: float) -> PendingSteps:
-    """Every pending transition since ``start`` that ``principal`` may see."""
+def pending_steps(session: Session, *, start: float) -> PendingSteps:
+    """Every pending transition since ``start``, from the state events."""
     pending = JobState.PENDING.value
-    query = select(EventRow.at, EventRow.job_id, EventRow.from_state, EventRow.to_state).where(
-        EventRow.at >= start,
-        EventRow.kind == "state",
-        or_(EventRow.to_state == pending, EventRow.from_state == pending),
-    )
-    events = session.execute(visible(query, principal, None).order_by(EventRow.id)).all()
+    events = session.execute(
+        select(EventRow.at, EventRow.job_id, EventRow.from_state, EventRow.to_state)
+        .where(
+            EventRow.at >= start,
+            EventRow.kind == "state",
+            or_(EventRow.to_state == pending, EventRow.from_state == pending),
+        )
+        .order_by(EventRow.id)
+    ).all()
     steps = [
         (e.at, e.job_id, (e.to_state == pending) - (e.from_state == pending))
         for e in events
         if e.job_id is not None
     ]
-    now_query = select(JobRow.id).where(JobRow.state == pending)
-    if not principal.is_operator:
-        now_query = now_query.where(JobRow.tenant == principal.tenant)
-    pending_now = list(session.scalars(now_query))
+    pending_now = list(session.scalars(select(JobRow.id).where(JobRow.state == pending)))
     ids = sorted({s[1] for s in steps} | set(pending_now))
     jobs: dict[int, tuple[str, int, str]] = {}
     for chunk in _chunks(ids, 5000):
@@ -172,24 +250,29 @@ def _chunks(items: Sequence[int], size: int) -> list[Sequence[int]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def queue_depth_series(
-    steps: PendingSteps, *, principal: Principal, window: Window
-) -> dict[str, list[float]]:
-    """Jobs pending at each bucket's end (a tenant: its own only), walked back from the
-    count pending now through the transitions since."""
-    edges = window.edges()[1:]
-    depth = np.full(window.buckets, float(len(steps.pending_now)))
-    if steps.steps:
-        at = np.fromiter((s[0] for s in steps.steps), float, len(steps.steps))
-        delta = np.fromiter((s[2] for s in steps.steps), float, len(steps.steps))
-        order = np.argsort(at, kind="stable")
-        at, delta = at[order], delta[order]
-        after = np.cumsum(delta[::-1])[::-1]  # sum of deltas from each event to the end
-        first_after = np.searchsorted(at, edges, side="right")
-        later = np.where(first_after < len(at), after[np.minimum(first_after, len(at) - 1)], 0)
-        depth -= later
-    label = "pending" if principal.is_operator else f"pending ({principal.tenant})"
-    return {label: [max(0.0, float(v)) for v in depth]}
+def _pending_matrix(steps: PendingSteps, index: dict[str, int], window: Window) -> np.ndarray:
+    """Jobs pending at each bucket's end, per tenant: the count pending now, less every
+    transition after that end."""
+    ends = window.edges()[1:]
+    depth = np.zeros((len(index), window.buckets))
+    for job_id in steps.pending_now:
+        job = steps.jobs.get(job_id)
+        if job is not None and job[0] in index:
+            depth[index[job[0]]] += 1
+    known = [(at, index[steps.jobs[j][0]], d) for at, j, d in steps.steps if j in steps.jobs]
+    known = [k for k in known if k[2]]
+    if not known:
+        return depth
+    at = np.fromiter((k[0] for k in known), float, len(known))
+    who = np.fromiter((k[1] for k in known), np.int64, len(known))
+    delta = np.fromiter((k[2] for k in known), float, len(known))
+    # An event at ``at`` comes after the ends of buckets 0..b-1, b = ends before it.
+    after_bucket = np.searchsorted(ends, at, side="left")
+    per_bin = np.zeros((len(index), window.buckets + 1))
+    np.add.at(per_bin, (who, np.minimum(after_bucket, window.buckets)), delta)
+    # Transitions after bucket k's end: those in bins k+1 and above.
+    later = np.cumsum(per_bin[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    return np.maximum(depth - later, 0.0)
 
 
 # ---------------------------------------------------------------- quota attainment inputs
@@ -210,20 +293,19 @@ class TenantSteps:
 def tenant_steps(
     session: Session,
     *,
-    principal: Principal,
+    allocations: Sequence[Any],
     start: float,
     now: float,
     pending: PendingSteps,
 ) -> TenantSteps:
-    """The operator's input to quota attainment over [start, now] for every tenant."""
-    principal.require_operator("see every tenant's history")
+    """Quota attainment's input over [start, now] for every tenant."""
     quota_rows = list(session.scalars(select(QuotaRow)))
     guarantees = {(q.tenant, q.gpu_type): q.guaranteed_milli for q in quota_rows}
     only_type: dict[str, str | None] = {}
     for q in quota_rows:
         only_type[q.tenant] = q.gpu_type if q.tenant not in only_type else None
     deltas: list[tuple[float, str, str, int, int]] = []  # time, tenant, type, d_alloc, d_demand
-    for r in _overlapping_allocations(session, start, now):
+    for r in allocations:
         milli = round(_share(r.gpu_indices, r.gpu_milli) * GPU_MILLI)
         deltas.append((max(r.allocated_at, start), r.tenant, r.gpu_type, milli, milli))
         if r.released_at is not None and r.released_at <= now:
@@ -467,3 +549,14 @@ def job_allocations(session: Session, *, principal: Principal, job_id: int) -> l
             .order_by(AllocationRow.attempt, AllocationRow.replica)
         )
     )
+
+
+def job_counts(session: Session, *, principal: Principal | None = None) -> dict[str, int]:
+    """Jobs per state: the whole cluster's (``principal`` None: an aggregate everyone may
+    see), or those ``principal`` may see."""
+    query = select(JobRow.state, func.count()).group_by(JobRow.state)
+    if principal is not None and not principal.is_operator:
+        query = query.where(JobRow.tenant == principal.tenant)
+    counts = {s.value: 0 for s in JobState}
+    counts.update({state: n for state, n in session.execute(query)})
+    return counts
