@@ -40,7 +40,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dashboard_store import FULL, QUICK, seed  # noqa: E402
+from dashboard_store import FULL, QUICK, seed
 
 TOKEN = "mosu_op_bench-dashboard-operator"
 CHROMIUM = os.environ.get("MOSU_CHROMIUM", "/usr/bin/chromium")
@@ -219,8 +219,8 @@ def browse(
                 context = browser.new_context(viewport={"width": 1440, "height": 900})
                 context.add_cookies(cookies)
                 tab = context.new_page()
-                responses = []
-                tab.on("response", lambda r: responses.append(r))
+                responses: list = []
+                tab.on("response", responses.append)
                 tab.goto(f"{url}{path}", wait_until="load")
                 tab.wait_for_function("window.mosuChartsDrawn !== undefined", timeout=30_000)
                 drawn = tab.evaluate("window.mosuChartsDrawn")
@@ -239,7 +239,10 @@ def browse(
                     screenshots.mkdir(parents=True, exist_ok=True)
                     slug = name.replace(" ", "-")
                     tab.screenshot(path=str(screenshots / f"{slug}.png"), full_page=False)
-                out[name] = {"transferred_bytes": transferred, "load_to_last_chart_ms": round(drawn)}
+                out[name] = {
+                    "transferred_bytes": transferred,
+                    "load_to_last_chart_ms": round(drawn),
+                }
                 context.close()
         finally:
             browser.close()
@@ -287,10 +290,7 @@ def run(args: argparse.Namespace) -> dict:
         server.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    rows = {
-        name: {**timings[name], **browser.get(name, {})}
-        for name in timings
-    }
+    rows = {name: {**timings[name], **browser.get(name, {})} for name in timings}
     heaviest = max(rows, key=lambda n: rows[n].get("load_to_last_chart_ms", 0)) if browser else None
     return {
         "size": {k: v for k, v in info.items() if k not in ("tenant_names",)},
@@ -308,7 +308,9 @@ def run(args: argparse.Namespace) -> dict:
             "transferred_bytes": 500_000,
         },
         "max_p95_ms": max(r["p95_ms"] for r in rows.values()),
-        "max_transferred_bytes": max((r.get("transferred_bytes", 0) for r in rows.values()), default=None),
+        "max_transferred_bytes": max(
+            (r.get("transferred_bytes", 0) for r in rows.values()), default=None
+        ),
         "max_load_to_last_chart_ms": max(
             (r.get("load_to_last_chart_ms", 0) for r in rows.values()), default=None
         ),
@@ -341,8 +343,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small store (CI)")
     parser.add_argument("--requests", type=int, default=None, help="loads per page timed")
     parser.add_argument("--database-url", default=None, help="seed this database (empty)")
-    parser.add_argument("--postgres", action="store_true",
-                        help="seed a fresh database on MOSU_TEST_POSTGRES_URL's server")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="seed a fresh database on MOSU_TEST_POSTGRES_URL's server",
+    )
     parser.add_argument("--screenshots", type=Path, default=None, help="save PNGs here")
     parser.add_argument("--keep", action="store_true", help="keep the seeded store")
     args = parser.parse_args()

@@ -19,9 +19,26 @@ OTHERS_COLOR = "#b8bec7"
 
 
 PALETTE = (
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
-    "#9c755f", "#3b6ea5", "#d4a6c8", "#86bcb6", "#8cd17d", "#b6992d", "#499894", "#e49444",
-    "#d37295", "#a0cbe8", "#79706e", "#6a3d9a",
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#3b6ea5",
+    "#d4a6c8",
+    "#86bcb6",
+    "#8cd17d",
+    "#b6992d",
+    "#499894",
+    "#e49444",
+    "#d37295",
+    "#a0cbe8",
+    "#79706e",
+    "#6a3d9a",
 )
 """Twenty well-separated colours; a tenant's is chosen by a hash of its name."""
 
