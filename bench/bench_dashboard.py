@@ -220,7 +220,11 @@ def browse(
                 context.add_cookies(cookies)
                 tab = context.new_page()
                 responses: list = []
-                tab.on("response", responses.append)
+
+                def keep(response, into: list = responses) -> None:  # type: ignore[no-untyped-def]
+                    into.append(response)
+
+                tab.on("response", keep)
                 tab.goto(f"{url}{path}", wait_until="load")
                 tab.wait_for_function("window.mosuChartsDrawn !== undefined", timeout=30_000)
                 drawn = tab.evaluate("window.mosuChartsDrawn")
