@@ -226,7 +226,7 @@ def browse(
 
                 tab.on("response", keep)
                 tab.goto(f"{url}{path}", wait_until="load")
-                tab.wait_for_function("window.mosuChartsDrawn !== undefined", timeout=30_000)
+                tab.wait_for_function("() => window.mosuChartsDrawn !== undefined", timeout=30_000)
                 drawn = tab.evaluate("window.mosuChartsDrawn")
                 transferred = 0
                 for r in responses:

@@ -65,6 +65,11 @@ def test_every_page_renders_for_the_operator_with_what_the_store_holds(
     for path, r in pages.items():
         assert r.status_code == 200, f"{path}: {r.status_code} {r.text[:300]}"
         assert "text/html" in r.headers["content-type"]
+    for path in OPERATOR_PAGES:
+        # A live refresh re-reads only the page body (htmx), from the same templates.
+        partial = tab.get(path, headers={"HX-Request": "true", "HX-Target": "page"})
+        assert partial.status_code == 200, f"{path}: {partial.text[:300]}"
+        assert "<html" not in partial.text and "<h1>" in partial.text
     overview = pages["/ui/"].text
     assert "jobs pending" in overview
     assert "within guarantees" in overview and "borrowed" in overview
