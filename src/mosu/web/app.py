@@ -60,7 +60,7 @@ class Headers:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         static = scope["path"].startswith(f"{PREFIX}/static/") or scope["path"].startswith(
             "/static/"
         )
@@ -69,7 +69,11 @@ class Headers:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 ms = (time.perf_counter() - began) * 1000
-                headers.append((b"server-timing", f"app;dur={ms:.1f}".encode()))
+                # The process's CPU time too: on a busy machine the wall time is mostly
+                # waiting for a core (exact only while requests do not overlap).
+                cpu_ms = (time.process_time() - cpu) * 1000
+                timing = f"app;dur={ms:.1f}, cpu;dur={cpu_ms:.1f}"
+                headers.append((b"server-timing", timing.encode()))
                 headers.append((b"x-content-type-options", b"nosniff"))
                 headers.append((b"referrer-policy", b"same-origin"))
                 if static:

@@ -15,15 +15,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from mosu.service.services.history import ClusterHistory, cluster_history
+from mosu.service.services.auth import Principal
+from mosu.service.services.history import ClusterHistory, HistoryView, cluster_history
 from mosu.sim.metrics import quota_attainment
 from mosu.sim.records import SimLog, UsageSample
 
 log = logging.getLogger("mosu.web")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,18 @@ class Reading:
     read_at: float
     seconds: float
     """How long reading and summing took."""
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    """What pages derive from this reading (views, chart payloads), kept with it: the
+    reading never changes, so neither do they."""
+
+    def view(self, principal: Principal) -> HistoryView:
+        return self.memoized(("view", principal.tenant), lambda: self.history.view(principal))
+
+    def memoized(self, key: Any, make: Callable[[], T]) -> T:
+        # Two requests may both make a value; either result is the same.
+        if key not in self.memo:
+            self.memo[key] = make()
+        return self.memo[key]
 
 
 def read(sessions: Callable[[], Session], now: float) -> Reading:

@@ -76,12 +76,33 @@ def overview(request: Request, platform: PlatformDep, signed: SignedDep) -> Resp
                 s, principal=who, positions=platform.loop.queue_positions, limit=5
             )
     reading = _reading(request)
-    view = reading.history.view(who)
     capacity = sum(t.total for t in states)
+    chart_list = reading.memoized(
+        ("overview", who.tenant, capacity),
+        lambda: _overview_charts(reading.view(who), who, capacity),
+    )
+    return _render(request).page(
+        request,
+        "overview.html",
+        signed,
+        active="overview",
+        states=states,
+        cluster_counts=cluster_counts,
+        own_counts=own_counts,
+        own=own,
+        next_up=next_up,
+        preemptions=preemptions,
+        alerts=alerts,
+        charts=chart_list,
+        history_at=reading.read_at,
+    )
+
+
+def _overview_charts(view, who, capacity: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     lines = {"sum of guarantees": view.guarantee_total, "capacity": capacity}
     if not who.is_operator:
         lines = {"your guarantee": sum(view.guarantees.values()), "capacity": capacity}
-    chart_list = [
+    return [
         charts.stacked(
             "GPUs allocated, last 24 h",
             view.windows["24h"],
@@ -100,21 +121,6 @@ def overview(request: Request, platform: PlatformDep, signed: SignedDep) -> Resp
             "Jobs pending, last 7 days", view.windows["7d"], view.pending["7d"], unit="jobs"
         ),
     ]
-    return _render(request).page(
-        request,
-        "overview.html",
-        signed,
-        active="overview",
-        states=states,
-        cluster_counts=cluster_counts,
-        own_counts=own_counts,
-        own=own,
-        next_up=next_up,
-        preemptions=preemptions,
-        alerts=alerts,
-        charts=chart_list,
-        history_at=reading.read_at,
-    )
 
 
 # ---------------------------------------------------------------- tenants
@@ -126,7 +132,7 @@ def _tenant_rows(platform, who, reading, states) -> list[dict[str, Any]]:  # typ
         demand = history.pending_demand(s, principal=who)
     capacity = {t.gpu_type: t.total for t in states}
     attainment = visible_tenants(who, reading.attainment)
-    view = reading.history.view(who)
+    view = reading.view(who)
     rows = []
     for t in listed:
         guarantee = sum(q.guaranteed for q in t.quotas)
@@ -169,7 +175,9 @@ def _tenant_rows(platform, who, reading, states) -> list[dict[str, Any]]:  # typ
                 "dominant_share": share,
                 "weighted_share": share / (t.weight or 1.0),
                 "status": status,
-                "spark": _sparkline(week, guarantee),
+                "spark": reading.memoized(
+                    ("spark", t.name, guarantee), lambda w=week, g=guarantee: _sparkline(w, g)
+                ),
             }
         )
     return rows
@@ -234,7 +242,7 @@ def tenant_page(request: Request, platform: PlatformDep, signed: SignedDep, name
         )
     reading = _reading(request)
     rows = [r for r in _tenant_rows(platform, who, reading, states) if r["tenant"].name == name]
-    view = reading.history.view(who)
+    view = reading.view(who)
     guarantee = sum(q.guaranteed for q in tenant.quotas)
     chart_list = []
     for key, title in (("7d", "last 7 days"), ("24h", "last 24 h")):
@@ -290,8 +298,8 @@ def queue_page(
             offset=(page - 1) * QUEUE_PAGE,
             limit=QUEUE_PAGE,
         )
-        names = [t.name for t in tenants.list_tenants(s, principal=who)] if who.is_operator else []
         types = [t.gpu_type for t in history.gpu_states(s)]
+    names = _reading(request).history.tenants if who.is_operator else []
     pages = max(1, -(-total // QUEUE_PAGE))
     return _render(request).page(
         request,
@@ -326,7 +334,7 @@ def jobs_page(
     chosen = JobState(state) if state in {s.value for s in JobState} else None
     with platform.sessions() as s:
         listed = jobs.list_jobs(s, principal=who, state=chosen, tenant=tenant, limit=limit)
-        names = [t.name for t in tenants.list_tenants(s, principal=who)] if who.is_operator else []
+    names = _reading(request).history.tenants if who.is_operator else []
     return _render(request).page(
         request,
         "jobs.html",
@@ -477,7 +485,6 @@ def nodes_page(request: Request, platform: PlatformDep, signed: SignedDep) -> Re
     _require_operator(signed, "see the nodes (tenants see the cluster in aggregate)")
     with platform.sessions() as s:
         node_maps = history.gpu_map(s, principal=signed.principal)
-        states = history.gpu_states(s)
     data = _heatmap(node_maps)
     legend = sorted(data["held"].items(), key=lambda kv: (-kv[1], kv[0]))[:24]
     by_state: dict[str, int] = defaultdict(int)
@@ -492,7 +499,6 @@ def nodes_page(request: Request, platform: PlatformDep, signed: SignedDep) -> Re
         legend=legend,
         by_state=dict(by_state),
         node_count=len(node_maps),
-        states=states,
     )
 
 

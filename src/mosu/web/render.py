@@ -118,6 +118,8 @@ class Renderer:
             reason=lambda code: REASON_WORDS.get(code or "", "not scheduled yet"),
         )
         self.env.globals.update(prefix=prefix, version=version, nav=NAV)
+        # Compact JSON in pages: the heatmap of a thousand nodes is a quarter smaller.
+        self.env.policies["json.dumps_kwargs"] = {"separators": (",", ":")}
 
     def page(
         self,

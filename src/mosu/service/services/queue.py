@@ -11,7 +11,6 @@ from mosu.service.db.convert import gpus_of, ts
 from mosu.service.db.rows import JobRow
 from mosu.service.services.auth import Principal
 
-_LAST = 1 << 62
 _ENTRY_COLUMNS = (
     JobRow.id,
     JobRow.name,
@@ -47,8 +46,8 @@ def queue_page(
     """How many pending jobs match, and ``limit`` of them from ``offset`` in queue order.
 
     ``gpu_type`` matches jobs that may run on that type (naming it, or any type)."""
-    # Plain rows of the few columns needed, and whole entries only for the page shown:
-    # a queue of ten thousand jobs is ordered in milliseconds.
+    # Ids only, ordered by the last cycle's positions, and whole entries only for the
+    # page shown: a queue of ten thousand jobs is ordered in milliseconds.
     query = select(JobRow.id, JobRow.submitted_at).where(JobRow.state == JobState.PENDING.value)
     if not principal.is_operator:
         if tenant is not None and tenant != principal.tenant:
@@ -68,11 +67,13 @@ def queue_page(
                 JobRow.gpu_types.like(f"%,{like},%", escape="\\"),
             )
         )
-    keys = session.execute(query).all()
-    keys.sort(key=lambda r: (positions.get(r.id, _LAST), r.submitted_at, r.id))
-    shown = keys[offset : None if limit is None else offset + limit]
+    submitted = {job_id: at for job_id, at in session.execute(query)}
+    keys = [i for i in sorted(positions, key=positions.__getitem__) if i in submitted]
+    # Jobs submitted after the last cycle have no position yet: last, oldest first.
+    unplaced = [(at, i) for i, at in submitted.items() if i not in positions]
+    keys += [job_id for _, job_id in sorted(unplaced)]
+    ids = keys[offset : None if limit is None else offset + limit]
     rows = {}
-    ids = [k.id for k in shown]
     for start in range(0, len(ids), 5000):
         chunk = ids[start : start + 5000]
         for r in session.execute(select(*_ENTRY_COLUMNS).where(JobRow.id.in_(chunk))):
