@@ -198,67 +198,152 @@ def seed(url: str, size: Size, *, now: float | None = None, seed_value: int = 7)
             return (1, 8, GPU_MILLI)
         return (rng_.choice((2, 4)), 8, GPU_MILLI)
 
-    def place(gpu_type, replicas, gpus):  # type: ignore[no-untyped-def]
-        """Random historical placement (past placements only need to be plausible)."""
-        pool = by_type[gpu_type]
-        out = []
-        for _ in range(replicas):
-            node = rng.choice(pool)
-            first = rng.randrange(0, 8 - gpus + 1)
-            out.append((node["name"], ",".join(str(g) for g in range(first, first + gpus))))
-        return out
+    def add_attempt(job, node, indices, attempt, begin, end):  # type: ignore[no-untyped-def]
+        allocations.append(
+            {
+                "job_id": job["id"],
+                "attempt": attempt,
+                "replica": 0,
+                "tenant": job["tenant"],
+                "node": node["name"],
+                "gpu_type": node["gpu_type"],
+                "gpu_indices": indices,
+                "gpu_milli": job["gpu_milli"],
+                "cpu_milli": 8000,
+                "mem_mib": 65536,
+                "pid": None,
+                "allocated_at": begin,
+                "released_at": end,
+            }
+        )
+        share = len(indices.split(",")) * job["gpu_milli"] / GPU_MILLI
+        for day, seconds in split_by_day(begin, end):
+            usage[(job["tenant"], node["gpu_type"], day)] += share * seconds
 
-    def add_attempt(job, gpu_type, attempt, begin, end):  # type: ignore[no-untyped-def]
-        for replica, (node, indices) in enumerate(place(gpu_type, job["replicas"], job["gpus"])):
-            allocations.append(
-                {
-                    "job_id": job["id"],
-                    "attempt": attempt,
-                    "replica": replica,
-                    "tenant": job["tenant"],
-                    "node": node,
-                    "gpu_type": gpu_type,
-                    "gpu_indices": indices,
-                    "gpu_milli": job["gpu_milli"],
-                    "cpu_milli": 8000,
-                    "mem_mib": 65536,
-                    "pid": None,
-                    "allocated_at": begin,
-                    "released_at": end,
-                }
-            )
-            if end is not None:
-                share = job["gpus"] * job["gpu_milli"] / GPU_MILLI
-                for day, seconds in split_by_day(begin, end):
-                    usage[(job["tenant"], gpu_type, day)] += share * seconds
+    # Running jobs: each tenant holds most of its guarantee, borrowers take part of
+    # what is left, and about 10 % stays free; nodes filled in rack order.
+    running = 0
+    lane_end: dict[tuple[str, int], float] = {}
+    """(node, GPU) → when the finished history must end on it (a running job's start)."""
+    for gpu_type, pool in by_type.items():
+        up = [n for n in pool if n["state"] != "down"]
+        free_gpus = [(n, g) for n in up for g in range(n["gpus"])]
+        wants = []
+        for q in quotas:
+            if q["gpu_type"] == gpu_type:
+                held = round(q["guaranteed_milli"] / GPU_MILLI * rng.uniform(0.55, 1.0))
+                wants.append((q["tenant"], held))
+        users = [t for t, _ in wants] or names
+        spare = int(len(free_gpus) * 0.9) - sum(h for _, h in wants)
+        while spare > 0:
+            borrow = min(spare, rng.choice((1, 2, 4, 8, 8, 16)))
+            wants.append((rng.choice(users), borrow))
+            spare -= borrow
+        rng.shuffle(wants)
+        cursor = 0
+        for tenant, amount in wants:
+            while amount > 0 and cursor < len(free_gpus):
+                node = free_gpus[cursor][0]
+                room = [g for n, g in free_gpus[cursor : cursor + node["gpus"]] if n is node]
+                take = min(amount, len(room), rng.choice((1, 2, 4, 8)))
+                fractional = take == 1 and rng.random() < 0.1
+                begin = now - rng.random() * 3 * DAY
+                job = job_row(
+                    tenant,
+                    gpu_type,
+                    (1, take, 500 if fractional else GPU_MILLI),
+                    begin - rng.expovariate(1 / 900),
+                    "running",
+                    started_at=begin,
+                    attempts=1,
+                )
+                indices = room[:take]
+                for g in indices:
+                    lane_end[(node["name"], g)] = begin
+                cursor += take
+                amount -= take
+                event(job["submitted_at"], job, None, "pending", "submitted")
+                event(begin, job, "pending", "starting", "scheduled")
+                event(begin + 1, job, "starting", "running", "launched")
+                allocations.append(
+                    {
+                        "job_id": job["id"],
+                        "attempt": 1,
+                        "replica": 0,
+                        "tenant": tenant,
+                        "node": node["name"],
+                        "gpu_type": gpu_type,
+                        "gpu_indices": ",".join(map(str, indices)),
+                        "gpu_milli": job["gpu_milli"],
+                        "cpu_milli": 8000,
+                        "mem_mib": 65536,
+                        "pid": 4242,
+                        "allocated_at": begin,
+                        "released_at": None,
+                    }
+                )
+                running += 1
 
-    # Finished jobs over the last ``days`` days.
+    # Finished jobs over the last ``days`` days, packed so that no GPU is ever held
+    # twice: each node is split into groups of GPUs (8, 4+4, 4+2+2, ...), and each group
+    # runs jobs of its size one after another until its GPUs' running jobs began.
     span = size.days * DAY
-    for _ in range(size.finished):
-        tenant = rng.choices(names, weights=tenant_weights)[0]
-        gpu_type = primary[tenant]
-        submitted = now - span + rng.random() * (span - 3600)
-        wait = rng.expovariate(1 / 1200)
-        duration = min(3 * DAY, math.exp(rng.gauss(math.log(1200), 1.2)))
-        start = min(submitted + wait, now - 600)
-        end = max(start + 1, min(start + duration, now - 60))
+    splits = ((8,), (4, 4), (4, 2, 2), (2, 2, 2, 2), (4, 2, 1, 1), (1,) * 8)
+    groups = []
+    for n in nodes:
+        first = 0
+        for width in rng.choice(splits):
+            chosen = list(range(first, first + width))
+            first += width
+            limit = min(lane_end.get((n["name"], g), now - 120) for g in chosen)
+            groups.append((n, chosen, limit))
+    group_s = sum(limit - (now - span) for _, _, limit in groups)
+    gap_s = 300.0
+    # A mean run time that gives a few more jobs than asked for; the surplus is dropped.
+    mean_s = max(600.0, group_s / (1.08 * size.finished) - gap_s)
+    runs = []
+    for node, chosen, limit in groups:
+        t = now - span + rng.random() * mean_s
+        milli = 500 if len(chosen) == 1 and rng.random() < 0.08 else GPU_MILLI
+        while True:
+            start = t + rng.expovariate(1 / gap_s)
+            if start >= limit - 60:
+                break
+            end = min(start + math.exp(rng.gauss(math.log(mean_s) - 0.5, 1.0)), limit - 30)
+            runs.append((node["name"], chosen, milli, start, end))
+            t = end
+    runs.sort(key=lambda r: r[3])
+    node_of = {n["name"]: n for n in nodes}
+    tenants_of = defaultdict(list)
+    for t in names:
+        tenants_of[primary[t]].append(t)
+    # Fill every GPU's time up to now, then keep the number of jobs asked for (the
+    # dropped ones leave gaps spread over the month, not a hole at its end).
+    if len(runs) > size.finished:
+        keep = sorted(rng.sample(range(len(runs)), size.finished))
+        runs = [runs[i] for i in keep]
+    made = len(runs)
+    for name, chosen, milli, start, end in runs:
+        node = node_of[name]
+        tenant = rng.choices(tenants_of[node["gpu_type"]] or names, k=1)[0]
+        submitted = start - rng.expovariate(1 / 1200)
         final = _weighted(rng, (("succeeded", 0.8), ("failed", 0.12), ("cancelled", 0.08)))
-        job = job_row(tenant, gpu_type, shape(rng), submitted, final)
+        job = job_row(tenant, node["gpu_type"], (1, len(chosen), milli), submitted, final)
         event(submitted, job, None, "pending", "submitted")
+        indices = ",".join(str(g) for g in chosen)
         attempt = 1
-        if rng.random() < 0.05 and end - start > 120 and end < now - 1200:
+        if rng.random() < 0.05 and end - start > 600:
             cut = start + (end - start) / 2
             event(start, job, "pending", "starting", "scheduled")
             event(start + 1, job, "starting", "running", "launched")
-            add_attempt(job, gpu_type, attempt, start, cut)
+            add_attempt(job, node, indices, attempt, start, cut)
             event(cut, job, "running", "preempted", "preempt", "reclaimed by a guarantee")
             event(cut, job, "preempted", "pending", "requeued", "requeued")
-            start = min(cut + rng.expovariate(1 / 600), now - 300)
-            end = max(end, start + 1)
+            start = cut + min(rng.expovariate(1 / 300), (end - cut) / 2)
             attempt = 2
         event(start, job, "pending", "starting", "scheduled")
         event(start + 1, job, "starting", "running", "launched")
-        add_attempt(job, gpu_type, attempt, start, end)
+        add_attempt(job, node, indices, attempt, start, end)
         exit_code = {"succeeded": 0, "failed": 1, "cancelled": None}[final]
         event(end, job, "running", final, "exit" if final != "cancelled" else "cancel")
         job.update(
@@ -268,51 +353,6 @@ def seed(url: str, size: Size, *, now: float | None = None, seed_value: int = 7)
             exit_code=exit_code,
             message={"succeeded": "", "failed": "exit code 1", "cancelled": "cancelled"}[final],
         )
-
-    # Running jobs: fill ready nodes to about 85 %, some tenants above their guarantee.
-    running = 0
-    for node in nodes:
-        if node["state"] == "down":
-            continue
-        free = list(range(node["gpus"]))
-        while free and rng.random() < 0.93:
-            tenant = rng.choices(names, weights=tenant_weights)[0]
-            if primary[tenant] != node["gpu_type"]:
-                tenant = rng.choice([t for t in names if primary[t] == node["gpu_type"]] or names)
-            want = min(len(free), rng.choice((1, 1, 2, 4, 8)))
-            fractional = want == 1 and rng.random() < 0.15
-            begin = now - rng.random() * 2 * DAY
-            job = job_row(
-                tenant,
-                node["gpu_type"],
-                (1, want, 500 if fractional else GPU_MILLI),
-                begin - rng.expovariate(1 / 900),
-                "running",
-                started_at=begin,
-                attempts=1,
-            )
-            indices = [free.pop(0) for _ in range(want)]
-            event(job["submitted_at"], job, None, "pending", "submitted")
-            event(begin, job, "pending", "starting", "scheduled")
-            event(begin + 1, job, "starting", "running", "launched")
-            allocations.append(
-                {
-                    "job_id": job["id"],
-                    "attempt": 1,
-                    "replica": 0,
-                    "tenant": job["tenant"],
-                    "node": node["name"],
-                    "gpu_type": node["gpu_type"],
-                    "gpu_indices": ",".join(map(str, indices)),
-                    "gpu_milli": job["gpu_milli"],
-                    "cpu_milli": 8000,
-                    "mem_mib": 65536,
-                    "pid": 4242,
-                    "allocated_at": begin,
-                    "released_at": None,
-                }
-            )
-            running += 1
 
     # The pending queue, submitted over the last day.
     for _ in range(size.pending):
@@ -358,7 +398,7 @@ def seed(url: str, size: Size, *, now: float | None = None, seed_value: int = 7)
         "jobs": len(jobs),
         "running": running,
         "pending": size.pending,
-        "finished": size.finished,
+        "finished": made,
         "allocations": len(allocations),
         "events": len(events),
         "tenant_names": names,

@@ -126,9 +126,10 @@ def _overview_charts(view, who, capacity: int) -> list[dict[str, Any]]:  # type:
 # ---------------------------------------------------------------- tenants
 
 
-def _tenant_rows(platform, who, reading, states) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def _tenant_rows(platform, who, reading, states, only=None) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """The tenants table's rows (``only``: that tenant's row alone)."""
     with platform.sessions() as s:
-        listed = tenants.list_tenants(s, principal=who)
+        listed = [t for t in tenants.list_tenants(s, principal=who) if only in (None, t.name)]
         demand = history.pending_demand(s, principal=who)
     capacity = {t.gpu_type: t.total for t in states}
     attainment = visible_tenants(who, reading.attainment)
@@ -241,7 +242,7 @@ def tenant_page(request: Request, platform: PlatformDep, signed: SignedDep, name
             s, principal=who, positions=platform.loop.queue_positions, tenant=name, limit=10
         )
     reading = _reading(request)
-    rows = [r for r in _tenant_rows(platform, who, reading, states) if r["tenant"].name == name]
+    rows = _tenant_rows(platform, who, reading, states, only=name)
     view = reading.view(who)
     guarantee = sum(q.guaranteed for q in tenant.quotas)
     chart_list = []
