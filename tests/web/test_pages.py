@@ -265,3 +265,20 @@ def test_an_unknown_dashboard_page_is_an_html_404_and_api_404s_stay_json(app):
     r = tab.get("/v1/nope")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not-found"
     assert csrf_of(tab.get("/ui/").text)
+
+
+@pytest.mark.parametrize(
+    ("path", "want_field"),
+    [
+        ("/ui/queue?page=0", "page"),
+        ("/ui/usage?days=1000", "days"),
+        ("/ui/jobs/0", "job_id"),
+        ("/ui/jobs?limit=abc", "limit"),
+    ],
+)
+def test_a_bad_parameter_is_a_422_naming_it(app, path, want_field):
+    tab = browser(app)
+    sign_in(tab, OPERATOR_TOKEN)
+    r = tab.get(path)
+    assert r.status_code == 422
+    assert f"{want_field}:" in r.text

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import mosu
 from mosu.core.errors import PlatformError
+from mosu.core.jobspec import error_message, field_path
 from mosu.service.platform import Platform
 from mosu.web import sessions
 from mosu.web.history_cache import HistoryCache
@@ -155,6 +157,17 @@ def create_dashboard(platform: Platform, *, history_max_age_s: float) -> FastAPI
             body = {"error": {"code": exc.code, "message": exc.message, "field": exc.field}}
             return JSONResponse(body, status_code=status)
         return _error_page(request, status, exc.code.replace("-", " ").capitalize(), exc.message)
+
+    @ui.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = tuple(p for p in first.get("loc", ()) if p not in ("body", "query", "path"))
+        field = field_path(loc) or None
+        message = error_message(first)
+        if _wants_json(request):
+            body = {"error": {"code": "invalid", "message": message, "field": field}}
+            return JSONResponse(body, status_code=422)
+        return _error_page(request, 422, "Invalid request", f"{field}: {message}")
 
     @ui.exception_handler(404)
     async def not_found(request: Request, _exc: Exception) -> Response:
