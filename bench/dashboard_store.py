@@ -314,7 +314,8 @@ def seed(url: str, size: Size, *, now: float | None = None, seed_value: int = 7)
             t = end
     runs.sort(key=lambda r: r[3])
     node_of = {n["name"]: n for n in nodes}
-    tenants_of = defaultdict(list)
+    tenants_of: dict[str, list[str]] = defaultdict(list)
+    weight_of = dict(zip(names, tenant_weights, strict=True))
     for t in names:
         tenants_of[primary[t]].append(t)
     # Fill every GPU's time up to now, then keep the number of jobs asked for (the
@@ -325,7 +326,8 @@ def seed(url: str, size: Size, *, now: float | None = None, seed_value: int = 7)
     made = len(runs)
     for name, chosen, milli, start, end in runs:
         node = node_of[name]
-        tenant = rng.choices(tenants_of[node["gpu_type"]] or names, k=1)[0]
+        users = tenants_of[node["gpu_type"]] or names
+        tenant = rng.choices(users, weights=[weight_of[t] for t in users])[0]
         submitted = start - rng.expovariate(1 / 1200)
         final = _weighted(rng, (("succeeded", 0.8), ("failed", 0.12), ("cancelled", 0.08)))
         job = job_row(tenant, node["gpu_type"], (1, len(chosen), milli), submitted, final)
