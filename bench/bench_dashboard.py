@@ -86,6 +86,7 @@ def serve(database_url: str, data_dir: str, port: int) -> None:
 
     from mosu.service.app import create_app
     from mosu.service.db.rows import JobRow
+    from mosu.service.main import freeze_startup_objects
     from mosu.service.platform import Platform
     from mosu.service.settings import Settings
 
@@ -108,6 +109,7 @@ def serve(database_url: str, data_dir: str, port: int) -> None:
         ).scalars()
         platform.loop.queue_positions = {job_id: i + 1 for i, job_id in enumerate(order)}
     app = create_app(platform)
+    freeze_startup_objects()  # as ``mosu server`` does
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

@@ -113,7 +113,8 @@ def mount_dashboard(
             swagger_css_url=f"{PREFIX}/static/vendor/swagger-ui/swagger-ui.css",
             swagger_favicon_url=f"{PREFIX}/static/favicon.svg",
             oauth2_redirect_url="/docs/oauth2-redirect",
-            swagger_ui_parameters={"persistAuthorization": True},
+            # No validator badge: it would send the document to an outside service.
+            swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
         )
 
     @app.get("/docs/oauth2-redirect", include_in_schema=False)

@@ -11,6 +11,7 @@ each page (what is held, pending and free right now) are always read fresh.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -21,7 +22,12 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from mosu.service.services.auth import Principal
-from mosu.service.services.history import ClusterHistory, HistoryView, cluster_history
+from mosu.service.services.history import (
+    ClusterHistory,
+    HistoryView,
+    TenantSteps,
+    cluster_history,
+)
 from mosu.sim.metrics import quota_attainment
 from mosu.sim.records import SimLog, UsageSample
 
@@ -68,6 +74,9 @@ def read(sessions: Callable[[], Session], now: float) -> Reading:
         weights=steps.weights,
     )
     attainment = quota_attainment(log_)
+    # The steps are tens of thousands of small tuples: kept, every garbage collection of
+    # the server would walk them. Only their result stays.
+    history = dataclasses.replace(history, steps=TenantSteps())
     return Reading(history, attainment, now, time.perf_counter() - began)
 
 

@@ -457,26 +457,21 @@ def cancel_job(platform: PlatformDep, signed: FormDep, job_id: JobId) -> Respons
 # ---------------------------------------------------------------- nodes
 
 
-def _heatmap(node_maps: list[history.NodeMap]) -> dict[str, Any]:
-    """Compact JSON for the canvas: tenants and types by index, one row per node."""
+def _heatmap(gpus: history.GpuMap) -> dict[str, Any]:
+    """Compact JSON for the canvas: a row per node, and every holder as five numbers
+    (node, GPU, tenant index, share in milli, job id) in one flat list."""
     tenant_index: dict[str, int] = {}
     held: dict[str, float] = defaultdict(float)
-    rows = []
-    for n in node_maps:
-        cells = []
-        for holders in n.holders:
-            cell = []
-            for h in holders:
-                i = tenant_index.setdefault(h.tenant, len(tenant_index))
-                cell.append([i, h.milli, h.job_id])
-                held[h.tenant] += h.milli / GPU_MILLI
-            cells.append(cell)
-        rows.append([n.name, n.gpu_type, n.state, n.rack, cells])
+    flat: list[int] = []
+    for node, gpu, tenant, job_id, milli in gpus.holders:
+        flat += (node, gpu, tenant_index.setdefault(tenant, len(tenant_index)), milli, job_id)
+        held[tenant] += milli / GPU_MILLI
     names = list(tenant_index)
     return {
         "tenants": names,
         "colors": [charts.tenant_color(t) for t in names],
-        "nodes": rows,
+        "nodes": [list(n) for n in gpus.nodes],
+        "holders": flat,
         "held": {t: round(held[t], 3) for t in names},
     }
 
@@ -485,12 +480,12 @@ def _heatmap(node_maps: list[history.NodeMap]) -> dict[str, Any]:
 def nodes_page(request: Request, platform: PlatformDep, signed: SignedDep) -> Response:
     _require_operator(signed, "see the nodes (tenants see the cluster in aggregate)")
     with platform.sessions() as s:
-        node_maps = history.gpu_map(s, principal=signed.principal)
-    data = _heatmap(node_maps)
+        gpus = history.gpu_map(s, principal=signed.principal)
+    data = _heatmap(gpus)
     legend = sorted(data["held"].items(), key=lambda kv: (-kv[1], kv[0]))[:24]
     by_state: dict[str, int] = defaultdict(int)
-    for n in node_maps:
-        by_state[n.state] += 1
+    for n in gpus.nodes:
+        by_state[n[3]] += 1
     return _render(request).page(
         request,
         "nodes.html",
@@ -499,7 +494,7 @@ def nodes_page(request: Request, platform: PlatformDep, signed: SignedDep) -> Re
         heatmap=data,
         legend=legend,
         by_state=dict(by_state),
-        node_count=len(node_maps),
+        node_count=len(gpus.nodes),
     )
 
 
@@ -512,9 +507,9 @@ def node_panel(request: Request, platform: PlatformDep, signed: SignedDep, name:
         )
         if node is None:
             raise NotFound(f"no node named {name!r}", field="node")
-        node_map = next(n for n in history.gpu_map(s, principal=signed.principal) if n.name == name)
+        holders = history.gpu_map(s, principal=signed.principal).of(name)
     return _render(request).page(
-        request, "node.html", signed, active="nodes", node=node, node_map=node_map
+        request, "node.html", signed, active="nodes", node=node, holders=holders
     )
 
 

@@ -474,25 +474,36 @@ class GpuHolder:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeMap:
-    name: str
-    gpu_type: str
-    gpus: int
-    state: str
-    rack: str
-    holders: list[list[GpuHolder]]
-    """Per GPU index, every job holding a share of it (several for fractional jobs)."""
+class GpuMap:
+    """Every GPU of every node and who holds it, as flat rows (a thousand nodes make
+    thousands of holders: few objects keep a page cheap)."""
+
+    nodes: list[tuple[str, str, int, str, str]]
+    """(name, GPU type, GPUs, state, rack), by rack then name."""
+    holders: list[tuple[int, int, str, int, int]]
+    """(node's index in ``nodes``, GPU index, tenant, job id, share in milli)."""
+
+    def of(self, name: str) -> list[list[GpuHolder]]:
+        """One node's GPUs, each with its holders."""
+        index = next(i for i, n in enumerate(self.nodes) if n[0] == name)
+        gpus: list[list[GpuHolder]] = [[] for _ in range(self.nodes[index][2])]
+        for node, gpu, tenant, job_id, milli in self.holders:
+            if node == index:
+                gpus[gpu].append(GpuHolder(tenant, job_id, milli))
+        return gpus
 
 
-def gpu_map(session: Session, *, principal: Principal) -> list[NodeMap]:
+def gpu_map(session: Session, *, principal: Principal) -> GpuMap:
     """Every GPU of every node and who holds it: the operator's view."""
     principal.require_operator("see which tenant holds each GPU")
-    nodes = {
-        r.name: NodeMap(r.name, r.gpu_type, r.gpus, r.state, r.rack, [[] for _ in range(r.gpus)])
-        for r in session.execute(
+    nodes = sorted(
+        session.execute(
             select(NodeRow.name, NodeRow.gpu_type, NodeRow.gpus, NodeRow.state, NodeRow.rack)
-        )
-    }
+        ),
+        key=lambda n: (n.rack, n.name),
+    )
+    index = {n.name: i for i, n in enumerate(nodes)}
+    holders = []
     for node, tenant, job_id, indices, milli in session.execute(
         select(
             AllocationRow.node,
@@ -504,13 +515,13 @@ def gpu_map(session: Session, *, principal: Principal) -> list[NodeMap]:
         .where(AllocationRow.released_at.is_(None))
         .order_by(AllocationRow.id)
     ):
-        entry = nodes.get(node)
-        if entry is None:
+        i = index.get(node)
+        if i is None:
             continue
-        for index in indices.split(","):
-            if index and int(index) < entry.gpus:
-                entry.holders[int(index)].append(GpuHolder(tenant, job_id, milli))
-    return sorted(nodes.values(), key=lambda n: (n.rack, n.name))
+        for gpu in indices.split(","):
+            if gpu and int(gpu) < nodes[i].gpus:
+                holders.append((i, int(gpu), tenant, job_id, milli))
+    return GpuMap([tuple(n) for n in nodes], holders)
 
 
 # ---------------------------------------------------------------- events and jobs

@@ -81,7 +81,10 @@
 
   function drawHeatmap(canvas) {
     const data = JSON.parse(document.getElementById(canvas.dataset.heatmap).textContent);
-    const nodes = data.nodes;
+    // nodes: [name, type, gpus, state, rack]; each node gets its GPUs' holders back.
+    const nodes = data.nodes.map((n) => [n[0], n[1], n[3], n[4], Array.from({ length: n[2] }, () => [])]);
+    const h = data.holders;
+    for (let i = 0; i < h.length; i += 5) nodes[h[i]][4][h[i + 1]].push([h[i + 2], h[i + 3], h[i + 4]]);
     // Larger cells while few nodes fill the width; a thousand nodes still fit a screen.
     const CELL_W = nodes.length > 400 ? 7 : nodes.length > 120 ? 10 : 14;
     const CELL_H = CELL_W * 2;
