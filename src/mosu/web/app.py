@@ -129,7 +129,9 @@ def create_dashboard(platform: Platform, *, history_max_age_s: float) -> FastAPI
     ui.state.platform = platform
     ui.state.history = HistoryCache(platform.sessions, max_age_s=history_max_age_s)
     ui.state.render = Renderer(PREFIX, version=mosu.__version__)
-    ui.add_middleware(GZipMiddleware, minimum_size=1000)
+    # zlib's default level: level 9 (Starlette's) costs several times the CPU on a
+    # 200 KB page for a few percent fewer bytes.
+    ui.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=6)
     ui.add_middleware(Headers)
     ui.mount("/static", StaticFiles(directory=STATIC), name="static")
 
