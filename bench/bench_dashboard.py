@@ -428,10 +428,12 @@ def main() -> None:
     )
     parser.add_argument("--screenshots", type=Path, default=None, help="save PNGs here")
     parser.add_argument("--keep", action="store_true", help="keep the seeded store")
-    parser.add_argument("--loads", type=int, default=3, help="cold browser loads per page")
+    parser.add_argument("--loads", type=int, default=None, help="cold browser loads per page")
     args = parser.parse_args()
     if args.requests is None:
         args.requests = 10 if args.quick else 40
+    if args.loads is None:
+        args.loads = 2 if args.quick else 3
     if args.postgres:
         from sqlalchemy import create_engine, text
         from sqlalchemy.engine import make_url
