@@ -6,6 +6,7 @@ Screenshots of every page are saved under the test's temporary directory."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -306,3 +307,23 @@ def test_a_job_state_change_shows_within_two_seconds(page_for, server: Server, w
     )
     shown_after = time.monotonic() - changed
     assert shown_after <= 2.0, f"the page showed the change {shown_after:.2f} s after it happened"
+
+
+def test_the_page_stream_ends_once_its_session_is_signed_out(server: Server, world):
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=30) as tab:
+        tab.get("/ui/signin")
+        form = {"token": world["tokens"]["acme"], "csrf": tab.cookies["mosu_signin"]}
+        tab.post("/ui/signin", data=form)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', tab.get("/ui/").text).group(1)
+        received: list[str] = []
+        with tab.stream("GET", "/ui/events/stream") as stream:
+            lines = stream.iter_lines()
+            assert next(lines).startswith("retry:")
+            assert tab.post("/ui/signout", data={"csrf": csrf}).status_code == 303
+            time.sleep(2.5)
+            with Client(server.url, world["tokens"]["acme"], timeout=10) as acme:
+                job = acme.submit(JobSpec(name="acme-after-signout", gpus=1, command=["true"]))
+            received = list(lines)  # ends: the stream closes instead of delivering it
+    assert not any(f'"job_id":{job.id}' in line for line in received), received

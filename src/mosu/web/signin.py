@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -91,7 +92,7 @@ async def stream(request: Request, platform: PlatformDep) -> StreamingResponse:
     )
     if signed is None:
         raise SignInRequired()
-    return await events.stream_events(
+    response = await events.stream_events(
         request=request,
         platform=platform,
         who=signed.principal,
@@ -101,3 +102,25 @@ async def stream(request: Request, platform: PlatformDep) -> StreamingResponse:
         wait_s=None,
         last_event_id=request.headers.get("last-event-id"),
     )
+    response.body_iterator = _while_signed_in(
+        response.body_iterator, platform, request.cookies.get(sessions.COOKIE)
+    )
+    return response
+
+
+RECHECK_S = 2.0
+"""How often an open stream makes sure its session still exists (signed out, or its
+token no longer accepted: the stream ends before its next event)."""
+
+
+async def _while_signed_in(chunks, platform, cookie: str | None):  # type: ignore[no-untyped-def]
+    checked = time.monotonic()
+    async for chunk in chunks:
+        if time.monotonic() - checked >= RECHECK_S:
+            signed = await run_in_threadpool(
+                sessions.resolve, platform.sessions, platform.tokens, cookie
+            )
+            if signed is None:
+                return
+            checked = time.monotonic()
+        yield chunk
