@@ -137,8 +137,10 @@ class EventRow(Base):
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_job", "job_id"),
-        # The dashboard's history reads a time window of events (queue depth over time).
+        # The dashboard's history reads a time window of events (queue depth over time)
+        # and the latest events into a state (recent preemptions, failures).
         Index("ix_events_at", "at"),
+        Index("ix_events_to_state", "to_state", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

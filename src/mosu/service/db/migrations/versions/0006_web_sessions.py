@@ -1,4 +1,5 @@
-"""Dashboard sign-in sessions, and an index on event times for the dashboard's history.
+"""Dashboard sign-in sessions, and indexes on event times and on the state an event
+leads to, for the dashboard's history and its recent preemptions and failures.
 
 Revision ID: 0006
 Revises: 0002
@@ -24,9 +25,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_web_sessions_expires", "web_sessions", ["expires_at"])
     op.create_index("ix_events_at", "events", ["at"])
+    op.create_index("ix_events_to_state", "events", ["to_state", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_events_to_state", table_name="events")
     op.drop_index("ix_events_at", table_name="events")
     op.drop_index("ix_web_sessions_expires", table_name="web_sessions")
     op.drop_table("web_sessions")
