@@ -73,6 +73,9 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         version=mosu.__version__,
         description="Shared GPU cluster scheduler: tenants, quotas, jobs and the queue.",
         lifespan=lifespan,
+        # /docs is served by the dashboard from the package's own Swagger UI (offline).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.platform = platform
     app.state.submit_writer = writer = SubmitWriter(platform)
@@ -97,6 +100,11 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         CYCLE_BUCKETS,
     )
     platform.loop.on_cycle = app.state.cycle_seconds.observe
+    # The dashboard is the outer layer over these services; it is mounted here so that
+    # every server (and every app a test builds) serves it at / and /ui.
+    from mosu.web import mount_dashboard
+
+    mount_dashboard(app, platform)
 
     @app.exception_handler(PlatformError)
     async def platform_error(_request: Request, exc: PlatformError) -> JSONResponse:

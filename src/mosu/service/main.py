@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import socket
@@ -37,6 +38,14 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
+def freeze_startup_objects() -> None:
+    """Leave what the process loaded at start (modules, the app, its caches) out of
+    every later garbage collection: a full collection then walks only what requests
+    made, ~1 ms instead of ~100 ms on the dashboard's pages with a large store."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(
     settings: Settings,
     executor: Executor,
@@ -58,6 +67,7 @@ def serve(
             nodes.register_node(s, principal=OPERATOR, body=local_node)
             nodes.report_sandbox(s, name=local_node.name, sandbox=executor.sandbox)
     app = create_app(platform, run_scheduler=True)
+    freeze_startup_objects()
     config = uvicorn.Config(
         app,
         host=settings.host,

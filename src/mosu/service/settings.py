@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     cgroup: str = "auto"
     """Which cgroup hierarchy tracks a replica's processes: ``auto``, ``v2``, ``v1`` or
     ``none`` (process tree and environment marker only)."""
+    dashboard_history_s: float = 60.0
+    """The dashboard re-reads the cluster's history (24 h and 7 d charts, quota
+    attainment) at most this often; 0 reads it on every page."""
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -144,7 +144,13 @@ class EventRow(Base):
     """Append-only history; a job's current state is its last event's ``to_state``."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_job", "job_id"),)
+    __table_args__ = (
+        Index("ix_events_job", "job_id"),
+        # The dashboard's history reads a time window of events (queue depth over time)
+        # and the latest events into a state (recent preemptions, failures).
+        Index("ix_events_at", "at"),
+        Index("ix_events_to_state", "to_state", "id"),
+    )
 
     # 64-bit: the history only grows. SQLite's INTEGER PRIMARY KEY is 64-bit already (and
     # is the auto-incrementing rowid only when spelled INTEGER).
@@ -230,3 +236,21 @@ class MetaRow(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
+
+
+class WebSessionRow(Base):
+    """A dashboard sign-in. The browser holds the session key; the row holds its hash and
+    the token it signed in with, sealed under that key, so neither half alone is a
+    credential and signing out (deleting the row) ends the session on every server."""
+
+    __tablename__ = "web_sessions"
+    __table_args__ = (Index("ix_web_sessions_expires", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 of the session key (hex)."""
+    sealed_token: Mapped[bytes] = mapped_column(LargeBinary)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """Who signed in (None: the operator), for listing sessions; access is decided by the
+    sealed token on every request."""
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -75,13 +75,18 @@ def get_row(session: Session, name: str) -> TenantRow:
 
 
 def _allocated(session: Session, tenant: str | None) -> dict[str, dict[str, float]]:
-    query = select(AllocationRow).where(AllocationRow.released_at.is_(None))
+    query = select(
+        AllocationRow.tenant,
+        AllocationRow.gpu_type,
+        AllocationRow.gpu_indices,
+        AllocationRow.gpu_milli,
+    ).where(AllocationRow.released_at.is_(None))
     if tenant is not None:
         query = query.where(AllocationRow.tenant == tenant)
     out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    for a in session.scalars(query):
-        gpus = len(a.gpu_indices.split(",")) if a.gpu_indices else 0
-        out[a.tenant][a.gpu_type] += gpus * a.gpu_milli / GPU_MILLI
+    for owner, gpu_type, indices, milli in session.execute(query):
+        gpus = len(indices.split(",")) if indices else 0
+        out[owner][gpu_type] += gpus * milli / GPU_MILLI
     return out
 
 
@@ -93,9 +98,21 @@ def _out(session: Session, row: TenantRow) -> TenantOut:
 
 def list_tenants(session: Session, *, principal: Principal) -> list[TenantOut]:
     query = select(TenantRow).order_by(TenantRow.name)
+    quota_query = select(QuotaRow)
+    scope = None
     if not principal.is_operator:
-        query = query.where(TenantRow.name == principal.tenant)
-    return [_out(session, row) for row in session.scalars(query)]
+        scope = principal.tenant
+        query = query.where(TenantRow.name == scope)
+        quota_query = quota_query.where(QuotaRow.tenant == scope)
+    # Three queries for any number of tenants, not two per tenant.
+    quotas: dict[str, list[QuotaRow]] = defaultdict(list)
+    for q in session.scalars(quota_query):
+        quotas[q.tenant].append(q)
+    allocated = _allocated(session, scope)
+    return [
+        tenant_out(row, quotas[row.name], dict(sorted(allocated.get(row.name, {}).items())))
+        for row in session.scalars(query)
+    ]
 
 
 def get_tenant(session: Session, *, principal: Principal, name: str) -> TenantOut:
