@@ -769,6 +769,22 @@ class RayGangs:
                 ray.kill(a, no_restart=True)
         return len(actors)
 
+    def remove_runners_except(self, job_ids: set[str]) -> int:
+        """Kill every runner of this namespace whose job is not in ``job_ids`` (left by a
+        controller that recorded their end but stopped before removing them, or by one
+        that died); returns how many. Runners hold their replica's devices in Ray, so
+        such leftovers would keep new gangs off those devices."""
+        ray = _ray()
+        removed = 0
+        for job_id, names in self.runners().items():
+            if job_id in job_ids:
+                continue
+            for name in names:
+                with contextlib.suppress(Exception):
+                    ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
+                    removed += 1
+        return removed
+
     def _kill_stale(self, job_id: str) -> None:
         """Runners left by an earlier attempt of the same job must not keep running it."""
         self.stop_runners(job_id, grace_s=0.0)
@@ -1059,8 +1075,10 @@ class RayExecutor:
 
     def start(self, launch: JobLaunch) -> dict[int, ReplicaStarted]:
         # Runners hold their devices in Ray until removed: those of attempts whose end is
-        # recorded go first, or a new gang on the same devices would wait for them.
+        # recorded go first (and any a previous controller left), or a new gang on the
+        # same devices would wait for them.
         self._release_handed_out()
+        self.gangs.remove_runners_except({str(j) for j in self._jobs})
         replicas = sorted(launch.replicas, key=lambda r: r.replica)
         spec = GangSpec(
             job_id=str(launch.job_id),
