@@ -69,6 +69,7 @@ def launch(
     fraction: float = 1.0,
     env: dict[str, str] | None = None,
     workdir: str | None = None,
+    vendor: str = "nvidia",
 ) -> JobLaunch:
     """One attempt running ``code`` with the job interpreter, one replica per ``gpus``."""
     return JobLaunch(
@@ -84,6 +85,7 @@ def launch(
                 node="n0",
                 gpu_indices=list(g),
                 gpu_fraction=fraction,
+                vendor=vendor,
                 log_path=str(tmp / "logs" / str(job_id) / f"replica-{k}.log"),
                 run_dir=str(tmp / "logs" / str(job_id) / "run" / f"{attempt}.{k}"),
             )

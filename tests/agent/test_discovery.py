@@ -3,7 +3,6 @@ fake tools on PATH so the subprocess path runs for real."""
 
 from __future__ import annotations
 
-import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,23 +250,70 @@ def test_run_tool_returns_none_for_a_missing_executable(tmp_path):
     assert run_tool(str(tmp_path / "nope"), [], timeout_s=5) is None
 
 
-def test_the_mosu_up_wrapper_reports_the_largest_set_with_its_vendor(tmp_path, monkeypatch):
+def both_vendors(tmp_path: Path) -> str:
+    """A search path with 16 Ascend 910C dies and 8 NVIDIA V100s."""
     fake_tool(tmp_path, "npu-smi", printing("npu-smi/24.1.rc3-Ascend910-A3x16.txt", args="info"))
     fake_tool(
         tmp_path,
         "nvidia-smi",
         printing("nvidia-smi/v100x8-extra-columns.csv", args=" ".join(nvidia.ARGS)),
     )
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}/usr/bin:/bin")
-    found = gpus.discover()
-    assert found == gpus.LocalGpus(
-        count=16, gpu_type="Ascend910C", source="npu-smi", vendor=Vendor.HUAWEI, memory_mib=65536
+    return str(tmp_path)
+
+
+def test_mosu_up_registers_a_node_per_vendor_found(tmp_path):
+    nodes, notes = gpus.local_gpus(node_name="box", search_path=both_vendors(tmp_path))
+    assert nodes == [
+        gpus.LocalGpus("box", 8, "V100", "nvidia-smi", Vendor.NVIDIA, 32764),
+        gpus.LocalGpus("box-ascend910c", 16, "Ascend910C", "npu-smi", Vendor.HUAWEI, 65536),
+    ]
+    assert notes == []
+
+
+def test_mosu_up_with_a_type_keeps_the_discovered_count_of_its_vendor(tmp_path):
+    path = both_vendors(tmp_path)
+    nodes, _ = gpus.local_gpus(node_name="box", gpu_type="Ascend910B", search_path=path)
+    assert nodes == [gpus.LocalGpus("box", 16, "Ascend910B", "npu-smi", Vendor.HUAWEI, 65536)]
+    nodes, _ = gpus.local_gpus(node_name="box", gpu_vendor="nvidia", search_path=path)
+    assert [(n.gpu_type, n.count, n.vendor) for n in nodes] == [("V100", 8, Vendor.NVIDIA)]
+
+
+def test_mosu_up_falls_back_to_declared_devices(tmp_path):
+    nodes, _ = gpus.local_gpus(node_name="box", search_path=str(tmp_path))
+    assert nodes == [gpus.LocalGpus("box", 8, "H800", "declared", Vendor.NVIDIA, 81559)]
+    declared, _ = gpus.local_gpus(
+        node_name="box",
+        gpus=4,
+        gpu_type="MLU370-X8",
+        gpu_vendor="Cambricon",
+        search_path=both_vendors(tmp_path),
     )
+    assert declared == [gpus.LocalGpus("box", 4, "MLU370-X8", "declared", Vendor.CAMBRICON, 24576)]
 
 
-def test_the_mosu_up_wrapper_finds_nothing_without_tools(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert gpus.discover() is None
+def test_mosu_up_leaves_out_a_set_not_numbered_from_zero(tmp_path):
+    rows = "index, name, memory.total [MiB]\n0, NVIDIA A100-SXM4-80GB, 81920 MiB\n"
+    rows += "1, Tesla T4, 15360 MiB\n"
+    fake_tool(tmp_path, "nvidia-smi", f"printf '{rows}'\n")
+    nodes, notes = gpus.local_gpus(node_name="box", search_path=str(tmp_path))
+    assert [(n.name, n.gpu_type, n.count) for n in nodes] == [("box", "A100", 1)]
+    assert notes == [
+        "1 x T4 (nvidia-smi, devices 1-1) left out: declare them on a node of their own"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"gpus": 8, "gpu_vendor": "intel"}, "unknown vendor 'intel'"),
+        ({"gpus": 8, "gpu_type": "Ascend910B", "gpu_vendor": "nvidia"}, "made by huawei"),
+        ({"gpu_vendor": "intel"}, "unknown vendor 'intel'"),
+    ],
+)
+def test_mosu_up_refuses_a_bad_vendor_naming_the_option(tmp_path, kwargs, message):
+    with pytest.raises(InvalidInput, match=message) as caught:
+        gpus.local_gpus(node_name="box", search_path=str(tmp_path), **kwargs)
+    assert caught.value.field == "--gpu-vendor"
 
 
 # ------------------------------------------------------------ declared devices

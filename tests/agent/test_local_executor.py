@@ -19,7 +19,7 @@ import pytest
 from mosu.agent import cgroups, procfs
 from mosu.agent.executors.local import LocalExecutor
 from mosu.agent.gpus import gpu_type_name
-from mosu.agent.replica_env import CONTRACT_KEYS
+from mosu.agent.replica_env import contract_keys
 from mosu.agent.supervised import SupervisedReplica, supervisors_under
 from mosu.agent.supervisor import EXIT, HANDLE
 from mosu.agent.unix_users import user_name
@@ -85,7 +85,11 @@ def test_replicas_run_as_the_tenant_with_exactly_the_documented_environment(
     assert wait_exits(ex) == [JobExit(job_id=7, attempt=1, exit_code=0)]
     seen = dumped(tmp_path / "logs" / "7" / "replica-1.log")
     env = seen["env"]
-    assert set(env) == (CONTRACT_KEYS - {"MOSU_GPU_FRACTION"}) | {"PATH", "LANG", "GREETING"}
+    assert set(env) == (contract_keys("nvidia") - {"MOSU_GPU_FRACTION"}) | {
+        "PATH",
+        "LANG",
+        "GREETING",
+    }
     home = work / "homes" / user_name("acme")
     assert env["HOME"] == str(home)
     assert (env["CUDA_VISIBLE_DEVICES"], env["RANK"], env["WORLD_SIZE"]) == ("2,3", "1", "2")

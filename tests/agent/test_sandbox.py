@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mosu.agent import cgroups, procfs
-from mosu.agent.replica_env import CONTRACT_KEYS, ReplicaContract, build_env
+from mosu.agent.replica_env import ReplicaContract, build_env, contract_keys
 from mosu.agent.sandbox import SandboxUnavailable, resolve
 from mosu.agent.supervisor import write_durably
 from mosu.agent.unix_users import MAX_NAME, ensure_user, user_name
@@ -149,6 +149,8 @@ CONTRACT = ReplicaContract(
                 "LANG": "C.UTF-8",
                 "HOME": "/h",
                 "CUDA_VISIBLE_DEVICES": "4,5",
+                "MOSU_DEVICES": "4,5",
+                "MOSU_ACCELERATOR_VENDOR": "nvidia",
                 "MOSU_JOB_ID": "7",
                 "MOSU_ATTEMPT": "2",
                 "MOSU_REPLICA": "1",
@@ -184,7 +186,7 @@ CONTRACT = ReplicaContract(
 def test_the_replica_environment(contract, job_env, want):
     got = build_env(contract, job_env=job_env, home="/h")
     assert {k: got.get(k) for k in want} == want
-    assert set(got) <= CONTRACT_KEYS | {"PATH", "LANG"} | set(job_env)
+    assert set(got) <= contract_keys(contract.vendor) | {"PATH", "LANG"} | set(job_env)
     if not job_env and contract is CONTRACT:
         assert got == want
 

@@ -15,11 +15,13 @@ from mosu.agent.executors.ray_executor import (
     RayGangs,
     ReplicaState,
     ReplicaStatus,
+    _device_request,
     _exit_report,
     node_from_ray,
 )
+from mosu.core.accelerators import Vendor
 from mosu.core.errors import InvalidInput, PlatformError
-from mosu.core.models import NodeState
+from mosu.core.models import NodeState, ReplicaPlacement
 
 NODE_ID = "ab12cd34ef56" + "0" * 44
 
@@ -138,6 +140,85 @@ def test_gpu_less_head_node_is_not_offered_to_jobs() -> None:
 def test_gpu_less_worker_is_a_cpu_node() -> None:
     found = node_from_ray(ray_node(), default_gpu_type="gpu")
     assert found is not None and found.node.gpus == 0
+
+
+@pytest.mark.parametrize(
+    ("resources", "labels", "want"),
+    [
+        pytest.param(
+            {"NPU": 8, "accelerator_type:Ascend910B": 1},
+            {},
+            (8, "Ascend910B", Vendor.HUAWEI, "NPU"),
+            id="Ray's NPU resource is an Ascend node's count",
+        ),
+        pytest.param(
+            {"NPU": 16},
+            {},
+            (16, "npu", Vendor.HUAWEI, "NPU"),
+            id="NPUs of no stated type",
+        ),
+        pytest.param(
+            {"NPU": 8},
+            {"mosu.io/gpu-type": "Ascend910B3"},
+            (8, "Ascend910B3", Vendor.HUAWEI, "NPU"),
+            id="a label names the NPU model",
+        ),
+        pytest.param(
+            {"GPU": 8, "accelerator_type:AMD-Instinct-MI300X-OAM": 1},
+            {},
+            (8, "MI300X", Vendor.AMD, "GPU"),
+            id="Ray's AMD accelerator type read as the model",
+        ),
+        pytest.param(
+            {"GPU": 8, "accelerator_type:H800": 1},
+            {},
+            (8, "H800", Vendor.NVIDIA, "GPU"),
+            id="NVIDIA from its accelerator type",
+        ),
+        pytest.param(
+            {"GPU": 4},
+            {"mosu.io/gpu-type": "MLU370-X8", "mosu.io/gpu-vendor": "cambricon"},
+            (4, "MLU370-X8", Vendor.CAMBRICON, "GPU"),
+            id="a vendor label for one Ray has no manager for",
+        ),
+        pytest.param(
+            {"GPU": 8, "NPU": 8},
+            {},
+            (8, "gpu", Vendor.NVIDIA, "GPU"),
+            id="GPUs and NPUs on one Ray node: its GPUs",
+        ),
+    ],
+)
+def test_a_ray_node_s_vendor_and_device_count(resources, labels, want) -> None:
+    found = node_from_ray(ray_node(resources=resources, labels=labels), default_gpu_type="gpu")
+    assert found is not None
+    got = (found.node.gpus, found.node.gpu_type, found.vendor, found.device_resource)
+    assert got == want
+
+
+def test_a_vendor_label_that_contradicts_the_type_names_the_label() -> None:
+    info = ray_node(resources={"NPU": 8}, labels={"mosu.io/gpu-type": "H800"})
+    with pytest.raises(InvalidInput, match="H800 is made by nvidia, not huawei") as err:
+        node_from_ray(info, default_gpu_type="gpu")
+    assert err.value.field == "mosu.io/gpu-vendor"
+
+
+def test_a_runner_asks_ray_for_the_devices_its_replica_holds() -> None:
+    npu = node_from_ray(ray_node(resources={"NPU": 8}), default_gpu_type="gpu")
+    gpu = node_from_ray(ray_node(resources={"GPU": 8}), default_gpu_type="gpu")
+    mlu = node_from_ray(
+        ray_node(resources={"GPU": 8}, labels={"mosu.io/gpu-vendor": "cambricon"}),
+        default_gpu_type="mlu",
+    )
+    assert npu is not None and gpu is not None and mlu is not None
+    assert _device_request(npu, ReplicaPlacement("n", (2, 3))) == {
+        "num_gpus": 0,
+        "resources": {"NPU": 2},
+    }
+    assert _device_request(gpu, ReplicaPlacement("n", (5,), gpu_milli=500)) == {"num_gpus": 0.5}
+    assert _device_request(gpu, ReplicaPlacement("n", (0, 1, 2, 3))) == {"num_gpus": 4}
+    assert _device_request(gpu, ReplicaPlacement("n", ())) == {"num_gpus": 0}
+    assert _device_request(mlu, ReplicaPlacement("n", (0,))) == {"num_gpus": 0}
 
 
 def test_bad_gpu_memory_label_names_the_label() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mosu.core.accelerators import Vendor
 from mosu.core.executor import NodeReport
 from mosu.core.models import Node, NodeState
 from mosu.service.app import create_app
@@ -31,9 +32,12 @@ class DiscoveringExecutor(FakeExecutor):
     def __init__(self) -> None:
         super().__init__()
         self.nodes = [W0, W1]
+        self.vendors: dict[str, Vendor] = {}
 
     def cluster_nodes(self) -> list[NodeReport]:
-        return [NodeReport(node=n, sandbox="users") for n in self.nodes]
+        return [
+            NodeReport(node=n, sandbox="users", vendor=self.vendors.get(n.name)) for n in self.nodes
+        ]
 
 
 @pytest.fixture
@@ -84,6 +88,29 @@ def test_discovered_nodes_are_registered_with_their_capacity(api, platform) -> N
         "w1": "users",
     }
     assert _nodes(api) == {"w0": ("ready", 4, "r0"), "w1": ("ready", 4, "r1")}
+
+
+def test_mirrored_nodes_carry_their_vendor_to_the_store_and_each_launch(
+    api, platform, executor: DiscoveringExecutor
+) -> None:
+    npu = Node(name="npu-0", gpu_type="npu", gpus=8, cpu_milli=8000, mem_mib=65536)
+    mi = Node(name="mi-0", gpu_type="MI300X", gpus=8, cpu_milli=8000, mem_mib=65536)
+    executor.nodes = [W0, npu, mi]
+    executor.vendors = {"npu-0": Vendor.HUAWEI}  # Ray's NPU resource; MI300X from the table
+    platform.loop.run_once()
+    listed = {n["name"]: (n["gpu_type"], n["vendor"]) for n in api.get("/v1/nodes").json()}
+    assert listed == {
+        "w0": ("H800", "nvidia"),
+        "npu-0": ("npu", "huawei"),
+        "mi-0": ("MI300X", "amd"),
+    }
+    r = api.post("/v1/tenants", json={"name": "a", "quotas": {"*": {"guaranteed": 24}}})
+    token = r.json()["token"]
+    job = submit(api, token, gpus=8, gpu_type="npu")
+    platform.loop.run_once()
+    assert [(r.node, r.vendor) for r in executor.launched[job["id"]].replicas] == [
+        ("npu-0", "huawei")
+    ]
 
 
 def test_gang_on_a_node_that_died_is_stopped_and_requeued_then_runs_when_it_returns(

@@ -449,6 +449,9 @@ def test_a_new_controller_stops_a_gang_with_a_runner_gone_and_removes_stale_runn
 
     doomed = _launch(17, script, tmp_path / "a", "sleep,sleep", "w0", "w1")
     stale = _launch(18, script, tmp_path / "b", "sleep", "w0")
+    # Runners hold their GPUs in Ray: the two gangs on w0 get GPUs of their own.
+    doomed.replicas[0].gpu_indices = [0, 1]
+    stale.replicas[0].gpu_indices = [2, 3]
     for launch in (doomed, stale):
         Path(launch.argv[-1]).mkdir(mode=0o1777)
         Path(launch.argv[-1]).chmod(0o1777)

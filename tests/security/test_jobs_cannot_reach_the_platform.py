@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from mosu.agent import procfs
-from mosu.agent.replica_env import CONTRACT_KEYS
+from mosu.agent.replica_env import contract_keys
 from mosu.agent.sandbox import USERS_HOME_ROOT
 from mosu.agent.unix_users import user_name
 from mosu.cli import config
@@ -137,7 +137,7 @@ def test_a_job_reaches_neither_the_platform_nor_another_tenant(
     # The replica ran as its tenant's own user with exactly the documented environment.
     env = seen["env"]
     assert seen["uid"] not in (0, os.getuid())
-    assert set(env) == (CONTRACT_KEYS - {"MOSU_GPU_FRACTION"}) | {"PATH", "LANG"}
+    assert set(env) == (contract_keys("nvidia") - {"MOSU_GPU_FRACTION"}) | {"PATH", "LANG"}
     assert env["HOME"] == str(USERS_HOME_ROOT / user_name("acme"))
     with server.client() as op:
         assert op.health()["status"] == "ok", "the server was not touched"

@@ -58,7 +58,14 @@ def test_a_tenant_sees_the_cluster_only_in_aggregate_and_cannot_change_quotas(ap
     assert api.get("/v1/nodes", headers=a).status_code == 403
     cluster = api.get("/v1/cluster", headers=a).json()
     assert cluster["gpu_types"] == [
-        {"gpu_type": "H800", "nodes": 1, "gpus": 8, "allocated": 0.0, "free": 8.0}
+        {
+            "gpu_type": "H800",
+            "vendor": "nvidia",
+            "nodes": 1,
+            "gpus": 8,
+            "allocated": 0.0,
+            "free": 8.0,
+        }
     ]
     r = api.put("/v1/tenants/a/quotas", json={"quotas": {"H800": {"guaranteed": 8}}}, headers=a)
     assert r.status_code == 403

@@ -57,6 +57,7 @@ NUL_CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("PUT", "/v1/tenants/a/quotas", {"quotas": {f"H{NUL}": {}}}, "quotas.H\\x00"),
     ("POST", "/v1/nodes", {**NODE, "name": f"n{NUL}"}, "name"),
     ("POST", "/v1/nodes", {**NODE, "gpu_type": f"H{NUL}"}, "gpu_type"),
+    ("POST", "/v1/nodes", {**NODE, "gpu_vendor": f"huawei{NUL}"}, "gpu_vendor"),
     ("POST", "/v1/nodes", {**NODE, "memory": f"1Gi{NUL}"}, "memory"),
     ("POST", "/v1/nodes", {**NODE, "gpu_memory": f"1Gi{NUL}"}, "gpu_memory"),
     ("POST", "/v1/nodes", {**NODE, "topology": f"z/r{NUL}"}, "topology"),

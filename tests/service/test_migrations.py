@@ -57,3 +57,32 @@ def test_the_cohort_migration_keeps_every_tenant_and_its_quotas(db_url: str):
             ]
     finally:
         engine.dispose()
+
+
+def test_the_vendor_migration_gives_every_node_its_type_s_vendor(db_url: str):
+    engine = make_engine(db_url)
+    try:
+        upgrade(engine, "0006")
+        with engine.begin() as conn:
+            for name, gpu_type in [
+                ("a", "H800"),
+                ("b", "Ascend910B"),
+                ("c", "MI300X"),
+                ("d", "G2"),
+            ]:
+                conn.execute(
+                    text(
+                        "INSERT INTO nodes (name, gpu_type, gpus, cpu_milli, mem_mib, "
+                        "gpu_mem_mib, zone, rack, state, created_at) "
+                        "VALUES (:n, :t, 8, 0, 0, 0, 'z', 'r', 'ready', 0)"
+                    ),
+                    {"n": name, "t": gpu_type},
+                )
+        upgrade(engine)
+        with engine.begin() as conn:
+            rows = conn.execute(text("SELECT name, vendor FROM nodes ORDER BY name")).all()
+        assert rows == [("a", "nvidia"), ("b", "huawei"), ("c", "amd"), ("d", "nvidia")]
+        downgrade(engine, "0006")
+        assert "vendor" not in {c["name"] for c in inspect(engine).get_columns("nodes")}
+    finally:
+        engine.dispose()

@@ -8,7 +8,10 @@ which the job cannot override. Nothing of the server's environment is copied (no
 
 | variable | value |
 |---|---|
-| ``CUDA_VISIBLE_DEVICES`` | the engine's GPU indices on the node (empty: no GPU) |
+| the vendor's visibility variable | the engine's GPU indices on the node (empty: no GPU): |
+| | ``CUDA_VISIBLE_DEVICES`` (NVIDIA), ``ASCEND_RT_VISIBLE_DEVICES`` (Huawei), |
+| | ``HIP_VISIBLE_DEVICES`` (AMD), ``MLU_VISIBLE_DEVICES`` (Cambricon); never another's |
+| ``MOSU_DEVICES``, ``MOSU_ACCELERATOR_VENDOR`` | the same indices, and whose devices they are |
 | ``MOSU_GPU_FRACTION`` | the share of its one GPU, only when below 1 |
 | ``MOSU_JOB_ID``, ``MOSU_ATTEMPT`` | which job, which attempt |
 | ``MOSU_REPLICA``, ``MOSU_NUM_REPLICAS`` | which replica, of how many |
@@ -18,6 +21,11 @@ which the job cannot override. Nothing of the server's environment is copied (no
 | ``RANK``, ``NODE_RANK`` / ``WORLD_SIZE``, ``NNODES`` | the replica index / the gang size |
 | ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` | ``0``, ``1`` (one torch "node" per replica) |
 
+The distributed variables are the same for every vendor: ``torch.distributed``'s
+``env://`` rendezvous reads them whatever the backend (NCCL, HCCL, RCCL, CNCL). A job's
+``env`` may set no variable that selects devices for any runtime
+(``DEVICE_SELECTION_VARIABLES``), so a replica never sees another vendor's variable.
+
 Stdlib only: the supervisor imports this and starts without site-packages.
 """
 
@@ -26,13 +34,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from mosu.core.accelerators import (
+    CONTRACTS,
+    DEVICE_SELECTION_VARIABLES,
+    MOSU_ACCELERATOR_VENDOR,
+    MOSU_DEVICES,
+    Vendor,
+    visibility_env,
+)
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_LANG = "C.UTF-8"
 
 CONTRACT_KEYS = frozenset(
     {
         "HOME",
-        "CUDA_VISIBLE_DEVICES",
+        MOSU_DEVICES,
+        MOSU_ACCELERATOR_VENDOR,
         "MOSU_GPU_FRACTION",
         "MOSU_JOB_ID",
         "MOSU_ATTEMPT",
@@ -51,7 +69,16 @@ CONTRACT_KEYS = frozenset(
         "LOCAL_WORLD_SIZE",
     }
 )
-"""Set by mosu for every replica; a job's own ``env`` cannot override them."""
+"""Set by mosu for every replica whatever its vendor (with ``contract_keys``, the
+vendor's visibility variable too); a job's own ``env`` cannot override them."""
+
+RESERVED_KEYS = CONTRACT_KEYS | DEVICE_SELECTION_VARIABLES
+"""What a job's ``env`` may not set: the contract and every device-selecting variable."""
+
+
+def contract_keys(vendor: Vendor | str) -> frozenset[str]:
+    """Every variable mosu sets for a replica on ``vendor``'s devices."""
+    return CONTRACT_KEYS | frozenset(CONTRACTS[Vendor(vendor)].variables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +95,8 @@ class ReplicaContract:
     gpu_fraction: float
     master_addr: str
     master_port: int
+    vendor: str = Vendor.NVIDIA.value
+    """Whose devices ``gpu_indices`` are (a contract written before vendors: NVIDIA)."""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -97,11 +126,11 @@ def build_env(
 ) -> dict[str, str]:
     """The complete environment of one replica."""
     env = {"PATH": DEFAULT_PATH, "LANG": DEFAULT_LANG}
-    env.update({k: v for k, v in job_env.items() if k not in CONTRACT_KEYS})
+    env.update({k: v for k, v in job_env.items() if k not in RESERVED_KEYS})
     c = contract
+    env.update(visibility_env(Vendor(c.vendor), c.gpu_indices))
     env.update(
         HOME=home,
-        CUDA_VISIBLE_DEVICES=",".join(str(g) for g in c.gpu_indices),
         MOSU_JOB_ID=str(c.job_id),
         MOSU_ATTEMPT=str(c.attempt),
         MOSU_REPLICA=str(c.replica),

@@ -493,6 +493,10 @@ class NodeCreate(InputModel):
     name: Name
     gpu_type: GpuTypeName
     gpus: Annotated[int, Field(ge=0, le=1024)]
+    gpu_vendor: Annotated[Line, Field(max_length=32)] | None = None
+    """Who makes the GPUs: ``nvidia``, ``huawei``, ``amd`` or ``cambricon``. Omitted: the
+    vendor of the type in the table of known models (docs/accelerators.md), else NVIDIA.
+    A vendor that contradicts the table is refused."""
     cpu: Annotated[float, Field(ge=0, le=65536)] = 0
     memory: Memory = 0
     gpu_memory: Memory = 0
@@ -504,7 +508,12 @@ class NodeCreate(InputModel):
 class NodeOut(OutputModel):
     name: str
     gpu_type: str
+    vendor: str
+    """Who makes its GPUs (``nvidia``, ``huawei``, ``amd``, ``cambricon``); it decides
+    which variable shows a replica its devices."""
     gpus: int
+    gpu_memory_mib: int = 0
+    """Memory of one GPU (0: not known)."""
     cpu: float
     memory_mib: int
     zone: str
@@ -520,6 +529,7 @@ class NodeOut(OutputModel):
 
 class GpuTypeSummary(OutputModel):
     gpu_type: str
+    vendor: str
     nodes: int
     gpus: int
     allocated: float
@@ -660,6 +670,8 @@ class ReplicaLaunch(OutputModel):
     node: str
     gpu_indices: list[int]
     gpu_fraction: float
+    vendor: str = "nvidia"
+    """Who makes the node's GPUs: which variable shows the replica ``gpu_indices``."""
     log_path: str
     run_dir: str = ""
     """Where the replica's supervisor keeps its state (recorded in the store before the

@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import Field
 
+from mosu.core.accelerators import Vendor
 from mosu.core.api import JobExit, JobLaunch, OutputModel
 from mosu.core.errors import PlatformError
 from mosu.core.models import Node
@@ -86,6 +87,9 @@ class NodeReport:
 
     node: Node
     sandbox: str | None = None
+    vendor: Vendor | None = None
+    """Who makes the node's GPUs, where the executor knows (Ray's ``NPU`` resource is
+    Huawei's); None: the vendor of the GPU type in the table of known models."""
 
 
 @runtime_checkable

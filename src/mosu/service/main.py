@@ -6,7 +6,7 @@ import gc
 import hashlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import uvicorn
 
@@ -50,7 +50,7 @@ def serve(
     settings: Settings,
     executor: Executor,
     *,
-    local_node: NodeCreate | None = None,
+    local_nodes: Sequence[NodeCreate] = (),
     on_ready: Callable[[str | None], None] = lambda _token: None,
 ) -> None:
     """Run until SIGINT/SIGTERM. Running replicas are left running on the way out (their
@@ -62,10 +62,11 @@ def serve(
     logging.getLogger("alembic").setLevel(logging.WARNING)
     platform = Platform(settings, executor)
     token = platform.open()
-    if local_node is not None:
+    if local_nodes:
         with platform.tx() as s:
-            nodes.register_node(s, principal=OPERATOR, body=local_node)
-            nodes.report_sandbox(s, name=local_node.name, sandbox=executor.sandbox)
+            for node in local_nodes:
+                nodes.register_node(s, principal=OPERATOR, body=node)
+                nodes.report_sandbox(s, name=node.name, sandbox=executor.sandbox)
     app = create_app(platform, run_scheduler=True)
     freeze_startup_objects()
     config = uvicorn.Config(

@@ -110,6 +110,7 @@ class LocalExecutor:
                     gpu_fraction=r.gpu_fraction,
                     master_addr="127.0.0.1",
                     master_port=port,
+                    vendor=r.vendor,
                 )
                 gpus = ",".join(str(g) for g in r.gpu_indices) or "none"
                 header = f"--- mosu: attempt {launch.attempt}, node {r.node}, GPUs {gpus} ---\n"

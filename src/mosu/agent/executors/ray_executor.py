@@ -3,9 +3,11 @@
 Nomenclature: a *gang* is every replica of one job, started as a unit; a *replica* is
 one process tree running the job's command on one node; a *runner* is the small Ray
 actor that owns one replica's process on that node. The engine decides placement and
-mosu does its own GPU accounting: runners ask Ray for no CPUs and no GPUs, are pinned
-with hard node affinity, and show the replica exactly the engine's GPU indices through
-``CUDA_VISIBLE_DEVICES``.
+mosu does its own GPU accounting: runners are pinned with hard node affinity, ask Ray for
+no CPUs and for as many of the node vendor's accelerator resource as the replica holds
+(``GPU`` for NVIDIA and AMD, ``NPU`` for Ascend), so Ray's own count of busy devices
+agrees with mosu's, and show the replica exactly the engine's device indices through
+its vendor's variable (``core.accelerators``).
 
 Ray is an optional extra (``pip install 'mosu[ray]'``). It is imported inside the
 functions that talk to the cluster, so importing this module never needs it. mosu must
@@ -14,9 +16,14 @@ be installed on every Ray node (runners are defined here).
 A Ray node becomes a mosu node as follows (labels win over custom resources):
 
 - name: label ``mosu.io/node``, else ``ray-<first 12 hex of the Ray node id>``;
-- GPU count: Ray's ``GPU`` resource;
+- GPU count: Ray's ``GPU`` resource; a node with Ray's ``NPU`` resource and no ``GPU``
+  is an Ascend node, its NPUs counted;
 - GPU type: label ``mosu.io/gpu-type``, else a custom resource ``mosu-gpu-type:<TYPE>``,
-  else Ray's own ``accelerator_type:<TYPE>`` resource, else the executor's default;
+  else Ray's own ``accelerator_type:<TYPE>`` resource (read as a known model where it
+  names one: ``AMD-Instinct-MI300X-OAM`` is ``MI300X``), else the executor's default
+  (``npu`` on an Ascend node);
+- vendor: label ``mosu.io/gpu-vendor``, else ``huawei`` on an Ascend node, else the
+  vendor of the GPU type (``core.accelerators.vendor_of``);
 - topology: labels ``mosu.io/zone`` and ``mosu.io/rack``, else custom resources
   ``mosu-zone:<ZONE>`` and ``mosu-rack:<RACK>``;
 - GPU memory: label ``mosu.io/gpu-mem-mib``;
@@ -46,6 +53,7 @@ from typing import Any
 from mosu.agent.replica_env import ReplicaContract
 from mosu.agent.sandbox import SandboxUnavailable, resolve
 from mosu.agent.supervised import SupervisedReplica, SupervisorStartError, private_dir
+from mosu.core.accelerators import CONTRACTS, Vendor, model_from_product, vendor_of
 from mosu.core.api import JobExit, JobLaunch
 from mosu.core.errors import InvalidInput, PlatformError
 from mosu.core.executor import (
@@ -60,6 +68,7 @@ from mosu.core.models import GPU_MILLI, Node, NodeState, Placement, ReplicaPlace
 __all__ = [
     "LABEL_GPU_MEM_MIB",
     "LABEL_GPU_TYPE",
+    "LABEL_GPU_VENDOR",
     "LABEL_NODE",
     "LABEL_RACK",
     "LABEL_ZONE",
@@ -82,11 +91,14 @@ LABEL_GPU_TYPE = "mosu.io/gpu-type"
 LABEL_ZONE = "mosu.io/zone"
 LABEL_RACK = "mosu.io/rack"
 LABEL_GPU_MEM_MIB = "mosu.io/gpu-mem-mib"
+LABEL_GPU_VENDOR = "mosu.io/gpu-vendor"
 RESOURCE_GPU_TYPE = "mosu-gpu-type:"
 RESOURCE_ZONE = "mosu-zone:"
 RESOURCE_RACK = "mosu-rack:"
 _RAY_ACCELERATOR = "accelerator_type:"
 _RAY_HEAD = "node:__internal_head__"
+_RAY_NPU = "NPU"
+_DEFAULT_NPU_TYPE = "npu"
 _RAY_LABEL_PREFIX = "ray.io/"
 
 _LOG_CHUNK = 1 << 20
@@ -138,6 +150,12 @@ class RayNode:
     node_id: str
     address: str
     alive: bool
+    vendor: Vendor = Vendor.NVIDIA
+
+    @property
+    def device_resource(self) -> str:
+        """The Ray resource that counts this node's devices."""
+        return _RAY_NPU if self.vendor is Vendor.HUAWEI else "GPU"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,14 +232,22 @@ def node_from_ray(info: Mapping[str, Any], *, default_gpu_type: str) -> RayNode 
     resources: Mapping[str, float] = info.get("Resources") or {}
     labels: Mapping[str, str] = info.get("Labels") or {}
     gpus = int(resources.get("GPU", 0))
-    if gpus == 0 and _RAY_HEAD in resources:
+    npus = int(resources.get(_RAY_NPU, 0)) if gpus == 0 else 0
+    if gpus == 0 and npus == 0 and _RAY_HEAD in resources:
         return None
+    ray_type = _named(resources, _RAY_ACCELERATOR)
     gpu_type = (
         labels.get(LABEL_GPU_TYPE)
         or _named(resources, RESOURCE_GPU_TYPE)
-        or _named(resources, _RAY_ACCELERATOR)
-        or default_gpu_type
+        or (ray_type and (model_from_product(ray_type) or ray_type))
+        or (_DEFAULT_NPU_TYPE if npus else default_gpu_type)
     )
+    declared = labels.get(LABEL_GPU_VENDOR)
+    if declared is None and npus:
+        declared = Vendor.HUAWEI.value
+    vendor = vendor_of(gpu_type, declared, field=LABEL_GPU_VENDOR)
+    if npus:
+        gpus = npus
     zone = labels.get(LABEL_ZONE) or _named(resources, RESOURCE_ZONE) or "zone-0"
     rack = labels.get(LABEL_RACK) or _named(resources, RESOURCE_RACK) or "rack-0"
     name = labels.get(LABEL_NODE) or f"ray-{node_id[:12]}"
@@ -246,7 +272,27 @@ def node_from_ray(info: Mapping[str, Any], *, default_gpu_type: str) -> RayNode 
         state=NodeState.READY if alive else NodeState.DOWN,
         labels=tuple(sorted((k, v) for k, v in labels.items() if not k.startswith("ray.io/"))),
     )
-    return RayNode(node=node, node_id=node_id, address=str(info["NodeManagerAddress"]), alive=alive)
+    return RayNode(
+        node=node,
+        node_id=node_id,
+        address=str(info["NodeManagerAddress"]),
+        alive=alive,
+        vendor=vendor,
+    )
+
+
+def _device_request(node: RayNode, rp: ReplicaPlacement) -> dict[str, Any]:
+    """What a runner asks Ray for: the replica's devices in the resource Ray's own
+    accelerator manager counts them under, so Ray and mosu agree on what is busy. A
+    vendor Ray has no manager for (Cambricon) is counted by mosu alone."""
+    share = len(rp.gpu_indices) * rp.gpu_milli / GPU_MILLI
+    amount: float = int(share) if share.is_integer() else share  # Ray: whole above 1
+    resource = CONTRACTS[node.vendor].ray_resource
+    if resource is None or amount == 0:
+        return {"num_gpus": 0}
+    if resource == "GPU":
+        return {"num_gpus": amount}
+    return {"num_gpus": 0, "resources": {resource: amount}}
 
 
 def _argv(command: Sequence[str] | str) -> list[str]:
@@ -310,13 +356,14 @@ class _ReplicaRunner:
 
         self._controller_log = controller_log
         node_id = ray.get_runtime_context().get_node_id()
+        resource = _RAY_NPU if contract.get("vendor") == Vendor.HUAWEI.value else "GPU"
         gpus = next(
-            (int(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n["NodeID"] == node_id),
+            (int(n["Resources"].get(resource, 0)) for n in ray.nodes() if n["NodeID"] == node_id),
             0,
         )
         bad = [i for i in contract["gpu_indices"] if not 0 <= i < gpus]
         if bad:
-            raise ValueError(f"GPU indices {bad} do not exist on this node ({gpus} GPUs)")
+            raise ValueError(f"GPU indices {bad} do not exist on this node ({gpus} {resource})")
         log_root = Path(self._log_path).parents[2]
         private_dir(log_root)
         if log_root.stat().st_uid != os.geteuid() or log_root.stat().st_mode & 0o077:
@@ -586,7 +633,7 @@ class RayGangs:
                     namespace=self.namespace,
                     lifetime="detached",
                     num_cpus=0,
-                    num_gpus=0,
+                    **_device_request(by_name[rp.node], rp),
                     max_restarts=0,
                     max_task_retries=0,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(
@@ -631,6 +678,7 @@ class RayGangs:
                     gpu_fraction=rp.gpu_milli / GPU_MILLI,
                     master_addr=gang.master_addr,
                     master_port=gang.master_port,
+                    vendor=by_name[r.node].vendor.value,
                 )
                 starts.append(
                     r.actor.start.remote(
@@ -720,6 +768,22 @@ class RayGangs:
             with contextlib.suppress(Exception):
                 ray.kill(a, no_restart=True)
         return len(actors)
+
+    def remove_runners_except(self, job_ids: set[str]) -> int:
+        """Kill every runner of this namespace whose job is not in ``job_ids`` (left by a
+        controller that recorded their end but stopped before removing them, or by one
+        that died); returns how many. Runners hold their replica's devices in Ray, so
+        such leftovers would keep new gangs off those devices."""
+        ray = _ray()
+        removed = 0
+        for job_id, names in self.runners().items():
+            if job_id in job_ids:
+                continue
+            for name in names:
+                with contextlib.suppress(Exception):
+                    ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
+                    removed += 1
+        return removed
 
     def _kill_stale(self, job_id: str) -> None:
         """Runners left by an earlier attempt of the same job must not keep running it."""
@@ -1005,11 +1069,16 @@ class RayExecutor:
         the store to mirror."""
         sandboxes = self.gangs.node_sandboxes()
         return [
-            NodeReport(node=n.node, sandbox=sandboxes.get(n.node_id))
+            NodeReport(node=n.node, sandbox=sandboxes.get(n.node_id), vendor=n.vendor)
             for n in self.gangs.ray_nodes()
         ]
 
     def start(self, launch: JobLaunch) -> dict[int, ReplicaStarted]:
+        # Runners hold their devices in Ray until removed: those of attempts whose end is
+        # recorded go first (and any a previous controller left), or a new gang on the
+        # same devices would wait for them.
+        self._release_handed_out()
+        self.gangs.remove_runners_except({str(j) for j in self._jobs})
         replicas = sorted(launch.replicas, key=lambda r: r.replica)
         spec = GangSpec(
             job_id=str(launch.job_id),
@@ -1031,10 +1100,7 @@ class RayExecutor:
         return {r.index: ReplicaStarted(pid=r.pid, supervisor=r.actor_name) for r in gang.replicas}
 
     def poll(self) -> list[JobExit]:
-        # Ends handed out by the previous poll are recorded by now: their runners may go.
-        for gang in self._handed_out:
-            self.gangs.release(gang)
-        self._handed_out = []
+        self._release_handed_out()
         exits, self._pending = self._pending, []
         now = self._clock()
         if not self._jobs or now - self._last_poll < self._poll_every_s:
@@ -1052,6 +1118,12 @@ class RayExecutor:
                 exits.append(_exit_report(job_id, att.attempt, statuses))
                 self._handed_out.append(att.gang)
         return exits
+
+    def _release_handed_out(self) -> None:
+        # Ends handed out by the previous poll are recorded by now: their runners may go.
+        for gang in self._handed_out:
+            self.gangs.release(gang)
+        self._handed_out = []
 
     def stop(self, job_id: int, grace_s: float) -> None:
         att = self._jobs.get(job_id)

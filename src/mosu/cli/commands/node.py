@@ -22,6 +22,7 @@ def list_(output: OutputOpt = Output.TABLE) -> None:
         (
             n.name,
             n.gpu_type,
+            n.vendor,
             n.gpus,
             gpus(n.allocated_gpus),
             n.state.value,
@@ -30,7 +31,7 @@ def list_(output: OutputOpt = Output.TABLE) -> None:
         )
         for n in nodes
     ]
-    columns = ["node", "type", "gpus", "used", "state", "rack", "sandbox"]
+    columns = ["node", "type", "vendor", "gpus", "used", "state", "rack", "sandbox"]
     emit(output, nodes, lambda: table(None, columns, rows))
 
 
@@ -39,6 +40,13 @@ def add(
     name: str,
     gpus_: Annotated[int, typer.Option("--gpus", help="GPU count.")],
     gpu_type: Annotated[str, typer.Option("--gpu-type", help="GPU type, e.g. H800.")],
+    gpu_vendor: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-vendor",
+            help="Who makes the GPUs: nvidia, huawei, amd or cambricon (default: from the type).",
+        ),
+    ] = None,
     cpu: Annotated[float, typer.Option(help="CPU cores.")] = 0,
     memory: Annotated[str, typer.Option(help="Memory, e.g. 512Gi.")] = "0",
     topology: Annotated[str, typer.Option(help="zone/rack path.")] = "",
@@ -46,11 +54,17 @@ def add(
 ) -> None:
     """Declare a node (or update its capacity)."""
     body = NodeCreate(
-        name=name, gpus=gpus_, gpu_type=gpu_type, cpu=cpu, memory=memory, topology=topology
+        name=name,
+        gpus=gpus_,
+        gpu_type=gpu_type,
+        gpu_vendor=gpu_vendor,
+        cpu=cpu,
+        memory=memory,
+        topology=topology,
     )
     with config.client() as c:
         node = c.register_node(body)
-    emit(output, node, lambda: f"node {node.name}: {node.gpus} x {node.gpu_type}")
+    emit(output, node, lambda: f"node {node.name}: {node.gpus} x {node.gpu_type} ({node.vendor})")
 
 
 @app.command("drain")

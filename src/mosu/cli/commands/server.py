@@ -10,6 +10,7 @@ import typer
 from mosu.cli.commands.up import (
     CgroupOpt,
     ExecutorOpt,
+    GpuVendorOpt,
     HomeRootOpt,
     RayAddressOpt,
     SandboxOpt,
@@ -32,6 +33,7 @@ def server(
     grace: Annotated[float, typer.Option(envvar="MOSU_GRACE_S")] = 30.0,
     gpus: Annotated[int | None, typer.Option(help="Declare this machine with N GPUs.")] = None,
     gpu_type: Annotated[str | None, typer.Option("--gpu-type")] = None,
+    gpu_vendor: GpuVendorOpt = None,
     node_name: Annotated[str | None, typer.Option()] = None,
     profile: Annotated[str, typer.Option(envvar="MOSU_PROFILE")] = "mosu",
     min_runtime: Annotated[float | None, typer.Option(envvar="MOSU_MIN_RUNTIME_S")] = None,
@@ -54,6 +56,7 @@ def server(
         grace=grace,
         gpus=gpus,
         gpu_type=gpu_type,
+        gpu_vendor=gpu_vendor,
         node_name=node_name,
         declare_node=gpus is not None,
         save_config=False,

@@ -47,6 +47,13 @@ HomeRootOpt = Annotated[
         "DATA_DIR/homes).",
     ),
 ]
+GpuVendorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gpu-vendor",
+        help="Who makes the GPUs: nvidia, huawei, amd or cambricon (default: from the type).",
+    ),
+]
 CgroupOpt = Annotated[
     str,
     typer.Option(
@@ -57,22 +64,35 @@ CgroupOpt = Annotated[
 ]
 
 
-def _local_node(
-    gpus: int | None, gpu_type: str | None, node_name: str | None
-) -> tuple[NodeCreate, str]:
-    from mosu.agent.gpus import discover, local_node_name
+def _local_nodes(
+    gpus: int | None, gpu_type: str | None, gpu_vendor: str | None, node_name: str | None
+) -> tuple[list[NodeCreate], list[str]]:
+    """This machine as nodes (one per GPU type it has), and a line describing each."""
+    from mosu.agent.gpus import local_gpus, local_node_name
 
-    found = discover()
-    if gpus is None and found is not None:
-        count, kind, source = found.count, gpu_type or found.gpu_type, found.source
-    else:
-        count, kind, source = (8 if gpus is None else gpus), gpu_type or "H800", "declared"
+    found, notes = local_gpus(
+        node_name=node_name or local_node_name(),
+        gpus=gpus,
+        gpu_type=gpu_type,
+        gpu_vendor=gpu_vendor,
+    )
     cpu = float(os.cpu_count() or 1)
     mem_mib = _memory_mib()
-    node = NodeCreate(
-        name=node_name or local_node_name(), gpu_type=kind, gpus=count, cpu=cpu, memory=mem_mib
-    )
-    return node, source
+    nodes, lines = [], []
+    for g in found:
+        nodes.append(
+            NodeCreate(
+                name=g.name,
+                gpu_type=g.gpu_type,
+                gpu_vendor=g.vendor.value,
+                gpus=g.count,
+                cpu=cpu,
+                memory=mem_mib,
+                gpu_memory=g.memory_mib,
+            )
+        )
+        lines.append(f"node {g.name}: {g.count} x {g.gpu_type} ({g.vendor.value}, {g.source})")
+    return nodes, lines + [f"note: {n}" for n in notes]
 
 
 def _memory_mib() -> int:
@@ -96,6 +116,7 @@ def run(
     gpu_type: str | None,
     node_name: str | None,
     declare_node: bool,
+    gpu_vendor: str | None = None,
     save_config: bool,
     profile: str = "mosu",
     min_runtime: float | None = None,
@@ -136,7 +157,9 @@ def run(
     if database_url is not None:
         overrides["database_url"] = database_url
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    node, source = _local_node(gpus, gpu_type, node_name) if declare_node else (None, "")
+    nodes, node_lines = (
+        _local_nodes(gpus, gpu_type, gpu_vendor, node_name) if declare_node else ([], [])
+    )
     url = f"http://{host}:{port}"
     data = settings.data_dir.absolute()
     hidden = (str(data), str(Path.home()), str(config.config_path().absolute().parent))
@@ -155,8 +178,8 @@ def run(
 
     def ready(token: str | None) -> None:
         print(f"mosu is up at {url}", flush=True)
-        if node is not None:
-            print(f"node {node.name}: {node.gpus} x {node.gpu_type} ({source})", flush=True)
+        for line in node_lines:
+            print(line, flush=True)
         if executor == "ray":
             print(f"executor: Ray cluster at {ray_address} (nodes from Ray)", flush=True)
             print("sandbox: per node (mosu node list), as each Ray node runs it", flush=True)
@@ -193,7 +216,7 @@ def run(
             cgroup=cgroup,
             pool_dir=settings.data_dir / "supervisors",
         )
-    serve(settings, runner, local_node=node, on_ready=ready)
+    serve(settings, runner, local_nodes=nodes, on_ready=ready)
 
 
 def up(
@@ -201,11 +224,16 @@ def up(
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Listen port.")] = 8765,
     gpus: Annotated[
-        int | None, typer.Option(help="Declare this many GPUs (default: nvidia-smi, else 8).")
+        int | None,
+        typer.Option(
+            help="Declare this many GPUs (default: what nvidia-smi, npu-smi, amd-smi or "
+            "rocm-smi, cnmon find, else 8)."
+        ),
     ] = None,
     gpu_type: Annotated[
         str | None, typer.Option("--gpu-type", help="Declared GPU type (default H800).")
     ] = None,
+    gpu_vendor: GpuVendorOpt = None,
     node_name: Annotated[str | None, typer.Option(help="Name of this node.")] = None,
     grace: Annotated[
         float, typer.Option(help="Seconds between SIGTERM and SIGKILL on preempt/cancel.")
@@ -240,6 +268,7 @@ def up(
         grace=grace,
         gpus=gpus,
         gpu_type=gpu_type,
+        gpu_vendor=gpu_vendor,
         node_name=node_name,
         declare_node=True,
         save_config=True,

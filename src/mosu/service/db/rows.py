@@ -50,6 +50,9 @@ class NodeRow(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     gpu_type: Mapped[str] = mapped_column(String(64))
+    vendor: Mapped[str] = mapped_column(String(16), default="nvidia", server_default="nvidia")
+    """Who makes the GPUs (``nvidia``, ``huawei``, ``amd``, ``cambricon``): which variable
+    shows a replica its devices (``core.accelerators``)."""
     gpus: Mapped[int] = mapped_column(Integer)
     cpu_milli: Mapped[int] = mapped_column(Integer, default=0)
     mem_mib: Mapped[int] = mapped_column(Integer, default=0)

@@ -23,6 +23,7 @@ class NodeFacts:
     cpu_milli: int
     mem_mib: int
     state: str
+    vendor: str = "nvidia"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class CatalogCache:
 
 def load_catalog(session: Session) -> Catalog:
     nodes = tuple(
-        NodeFacts(n.name, n.gpu_type, n.gpus, n.cpu_milli, n.mem_mib, n.state)
+        NodeFacts(n.name, n.gpu_type, n.gpus, n.cpu_milli, n.mem_mib, n.state, n.vendor)
         for n in session.scalars(select(NodeRow).order_by(NodeRow.name))
     )
     limits: dict[str, dict[str, int | None]] = {

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from mosu.core.accelerators import check_fraction, supports_sharing
 from mosu.core.api import (
     ACTIVE_STATES,
     EventOut,
@@ -46,6 +47,8 @@ def check_fits_cluster(catalog: Catalog, spec: JobSpec, tenant: str) -> None:
             raise InvalidInput(
                 f"unknown GPU type {gpu_type!r}; this cluster has: {have}", field="gpu_type"
             )
+    if 0 < spec.gpus < 1:
+        _check_sharing(nodes, wanted, spec.gpus)
     usable = [n for n in nodes if not wanted or n.gpu_type in wanted]
     per_replica = spec.gpus if spec.gpus >= 1 else (1 if spec.gpus > 0 else 0)
     cpu_milli = round(spec.cpu * 1000)
@@ -83,6 +86,25 @@ def check_fits_cluster(catalog: Catalog, spec: JobSpec, tenant: str) -> None:
     total_milli = round(spec.gpus * GPU_MILLI) if spec.gpus < 1 else total * GPU_MILLI
     types = wanted or tuple(sorted({n.gpu_type for n in catalog.nodes}))
     _check_tenant_limit(catalog.limits.get(tenant, {}), tenant, types, total_milli)
+
+
+def _check_sharing(nodes: list[NodeFacts], wanted: tuple[str, ...], gpus: float) -> None:
+    """A share of one device only on types whose vendor lets replicas share a device."""
+    vendors = {n.gpu_type: n.vendor for n in nodes}
+    for gpu_type in wanted:
+        check_fraction(gpu_type, gpus, vendors[gpu_type], field="gpus")
+    if wanted:
+        return
+    # No type named: the job could land on any type, so every type must share.
+    whole = sorted(t for t, v in vendors.items() if not supports_sharing(t, v))
+    if whole:
+        shared = sorted(t for t, v in vendors.items() if supports_sharing(t, v))
+        hint = f"name one of {', '.join(shared)}" if shared else "no type here allows sharing"
+        raise InvalidInput(
+            f"{_fmt(gpus)} of a device needs a GPU type that allows sharing, and "
+            f"{', '.join(whole)} here is scheduled in whole devices only: {hint}",
+            field="gpu_type",
+        )
 
 
 def _check_tenant_limit(

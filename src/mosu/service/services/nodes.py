@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mosu.core.accelerators import describe, vendor_of
 from mosu.core.api import (
     ACTIVE_STATES,
     ClusterOut,
@@ -27,6 +28,22 @@ from mosu.service.services.auth import Principal
 def register_node(session: Session, *, principal: Principal, body: NodeCreate) -> NodeOut:
     """Create the node, or update its capacity if it exists (state is kept)."""
     principal.require_operator("register nodes")
+    vendor = vendor_of(body.gpu_type, body.gpu_vendor, field="gpu_vendor")
+    other = session.scalars(
+        select(NodeRow).where(
+            NodeRow.gpu_type == body.gpu_type,
+            NodeRow.vendor != vendor.value,
+            NodeRow.name != body.name,
+        )
+    ).first()
+    if other is not None:
+        # One type, one vendor: quotas and jobs name the type, and every replica of a
+        # type must get the same device contract.
+        raise Conflict(
+            f"GPU type {body.gpu_type} is {other.vendor}'s on node {other.name}; "
+            "name this node's type differently",
+            field="gpu_vendor",
+        )
     parts = [p for p in body.topology.split("/") if p]
     if len(parts) > 3:
         raise InvalidInput("expected zone/rack/node", field="topology")
@@ -39,16 +56,22 @@ def register_node(session: Session, *, principal: Principal, body: NodeCreate) -
         kind = "node-registered"
     else:
         kind = "node-updated"
-        _check_in_use(session, row, body)
+        _check_in_use(session, row, body, vendor.value)
     row.gpu_type = body.gpu_type
+    row.vendor = vendor.value
     row.gpus = body.gpus
     row.cpu_milli = round(body.cpu * 1000)
     row.mem_mib = parse_memory_mib(body.memory)
-    row.gpu_mem_mib = parse_memory_mib(body.gpu_memory)
+    known = describe(body.gpu_type)
+    row.gpu_mem_mib = parse_memory_mib(body.gpu_memory) or (known.memory_mib if known else 0)
     row.zone = zone
     row.rack = rack
     session.add(
-        EventRow(at=time.time(), kind=kind, message=f"{body.name}: {body.gpus} x {body.gpu_type}")
+        EventRow(
+            at=time.time(),
+            kind=kind,
+            message=f"{body.name}: {body.gpus} x {body.gpu_type} ({vendor.value})",
+        )
     )
     session.flush()
     return _out(row, _allocated_by_node(session).get(row.name, 0.0))
@@ -73,6 +96,7 @@ def sync_cluster_nodes(session: Session, found: Sequence[NodeReport]) -> bool:
             session.add(EventRow(at=now, kind="node-registered", message=f"{node.name}: found"))
         if node.state != NodeState.DOWN:
             row.gpu_type, row.gpus = node.gpu_type, node.gpus
+            row.vendor = (report.vendor or vendor_of(node.gpu_type)).value
             row.cpu_milli, row.mem_mib, row.gpu_mem_mib = (
                 node.cpu_milli,
                 node.mem_mib,
@@ -133,8 +157,9 @@ def _stop_jobs_on(
     return stopped
 
 
-def _check_in_use(session: Session, row: NodeRow, body: NodeCreate) -> None:
-    """A node's type or GPU count may change only where no running job holds a GPU."""
+def _check_in_use(session: Session, row: NodeRow, body: NodeCreate, vendor: str) -> None:
+    """A node's type, vendor or GPU count may change only where no running job holds a
+    GPU: a running replica was shown its devices through its vendor's variable."""
     held = [
         int(g)
         for a in session.scalars(
@@ -149,6 +174,11 @@ def _check_in_use(session: Session, row: NodeRow, body: NodeCreate) -> None:
         raise Conflict(
             f"node {row.name} runs jobs on its {row.gpu_type} GPUs; drain it first",
             field="gpu_type",
+        )
+    if held and vendor != row.vendor:
+        raise Conflict(
+            f"node {row.name} runs jobs on its {row.vendor} GPUs; drain it first",
+            field="gpu_vendor",
         )
     if held and max(held) >= body.gpus:
         raise Conflict(
@@ -169,7 +199,9 @@ def _out(row: NodeRow, allocated: float) -> NodeOut:
     return NodeOut(
         name=row.name,
         gpu_type=row.gpu_type,
+        vendor=row.vendor,
         gpus=row.gpus,
+        gpu_memory_mib=row.gpu_mem_mib,
         cpu=row.cpu_milli / 1000,
         memory_mib=row.mem_mib,
         zone=row.zone,
@@ -223,6 +255,7 @@ def cluster_summary(session: Session) -> ClusterOut:
         summaries.append(
             GpuTypeSummary(
                 gpu_type=gpu_type,
+                vendor=rows[0].vendor,
                 nodes=len(rows),
                 gpus=total,
                 allocated=used,

@@ -375,16 +375,26 @@ def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch |
         return None
     command = spec["command"]
     argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+    allocations = active_allocations(session, row.id)
+    vendors: dict[str, str] = {
+        name: vendor
+        for name, vendor in session.execute(
+            select(NodeRow.name, NodeRow.vendor).where(
+                NodeRow.name.in_({a.node for a in allocations})
+            )
+        )
+    }
     replicas = [
         ReplicaLaunch(
             replica=a.replica,
             node=a.node,
             gpu_indices=indices_of(a.gpu_indices),
             gpu_fraction=a.gpu_milli / GPU_MILLI,
+            vendor=vendors.get(a.node, "nvidia"),
             log_path=str(log_path(logs_dir, row.id, a.replica)),
             run_dir=a.run_dir or str(run_dir_path(logs_dir, row.id, row.attempts, a.replica)),
         )
-        for a in active_allocations(session, row.id)
+        for a in allocations
     ]
     return JobLaunch(
         job_id=row.id,
