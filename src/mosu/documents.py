@@ -37,7 +37,8 @@ class _BoundedLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
         if self._depth > MAX_DEPTH:
-            raise _Bound(f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+            raise _Bound(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
         try:
             node = super().compose_node(parent, index)
         finally:
@@ -52,7 +53,8 @@ class _BoundedLoader(yaml.SafeLoader):
             self._sizes[id(node)] = size
         if size > MAX_YAML_NODES:
             raise _Bound(
-                f"more than {MAX_YAML_NODES} values once aliases are expanded", node.start_mark
+                f"more than {MAX_YAML_NODES} values once aliases are expanded",
+                getattr(node, "start_mark", None),
             )
         return node
 

@@ -68,7 +68,8 @@ def error_message(error: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "field required"
     if kind == "string_pattern_mismatch":
-        rule = _PATTERN_RULES.get((error.get("ctx") or {}).get("pattern"))
+        pattern: str | None = (error.get("ctx") or {}).get("pattern")
+        rule = _PATTERN_RULES.get(pattern) if pattern is not None else None
         if rule is not None:
             return rule
     return str(error.get("msg", "invalid")).removeprefix("Value error, ")
