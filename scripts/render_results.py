@@ -64,12 +64,12 @@ def last_json_object(text: str) -> dict[str, Any] | None:
 
 
 def describe(command: Sequence[str]) -> str:
-    """The first docstring line of a Python script the command runs, else empty."""
+    """The first docstring paragraph of a Python script the command runs, else empty."""
     for part in command:
         path = ROOT / part
         if part.endswith(".py") and path.is_file():
-            doc = ast.get_docstring(ast.parse(path.read_text()))
-            return doc.splitlines()[0] if doc else ""
+            doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+            return " ".join(doc.split("\n\n")[0].split())
     return ""
 
 
