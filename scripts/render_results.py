@@ -173,16 +173,39 @@ def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+WIDE = 10
+"""A table with more columns than this and few rows is shown turned, a row per field."""
+
+
 def table(rows: list[tuple[str | None, dict[str, Any]]], first: str) -> list[str]:
     flat = [(label, flatten(r)) for label, r in rows]
     columns: list[str] = []
     for _, r in flat:
         columns += [c for c in r if c not in columns]
+    if len(columns) > WIDE and len(flat) <= WIDE // 2:
+        return _turned(flat, columns, first)
     head = ([first] if first else []) + columns
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, r in flat:
         cells = ([cell(label)] if first else []) + [cell(r.get(c)) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _turned(
+    flat: list[tuple[str | None, dict[str, Any]]], columns: list[str], first: str
+) -> list[str]:
+    """Fields down, items across: each item named by its label or its first text field."""
+    names = []
+    for k, (label, r) in enumerate(flat):
+        text = next((v for v in r.values() if isinstance(v, str)), None)
+        names.append(label if label is not None else text if text is not None else f"#{k + 1}")
+    lines = [
+        "| " + " | ".join(["field", *map(cell, names)]) + " |",
+        "|" + "---|" * (len(names) + 1),
+    ]
+    for c in columns:
+        lines.append("| " + " | ".join([c, *(cell(r.get(c)) for _, r in flat)]) + " |")
     return lines
 
 
