@@ -210,9 +210,25 @@ def _turned(
 
 
 def _is_row(value: Any) -> bool:
-    return isinstance(value, dict) and all(
-        not isinstance(v, dict) or len(v) <= LONG_LIST for v in value.values()
-    )
+    """An object fit for one table row: nothing under it holds objects of its own
+    (those get sections); long lists and wide objects show as their length."""
+    if not isinstance(value, dict) or any(_holds_objects(v) for v in value.values()):
+        return False
+    # An object of objects is a grouping (per model, per backend): a table of its own.
+    return not value or not all(isinstance(v, dict) for v in value.values())
+
+
+def _holds_objects(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(isinstance(v, dict | list) for v in value if not _is_pair(v))
+    if isinstance(value, dict):
+        return any(isinstance(v, dict) or _holds_objects(v) for v in value.values())
+    return False
+
+
+def _is_pair(value: Any) -> bool:
+    """A point of a curve, ``[x, y]``: data, not structure."""
+    return isinstance(value, list) and all(not isinstance(v, dict | list) for v in value)
 
 
 def render_value(value: Any, title: str, depth: int) -> Iterator[str]:
@@ -263,7 +279,9 @@ def render_entry(entry: dict[str, Any]) -> list[str]:
         f"{before} before and {after} after.",
         "",
     ]
-    lines += list(render_value(entry["result"], "", 3))
+    for line in render_value(entry["result"], "", 3):
+        if line or lines[-1]:  # one blank line between blocks
+            lines.append(line)
     while lines and not lines[-1]:
         lines.pop()
     return [*lines, ""]
