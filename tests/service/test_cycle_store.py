@@ -7,6 +7,7 @@ import time
 
 from sqlalchemy import event, select
 
+from mosu.core.reasons import PendingReason
 from mosu.engine.cycle import schedule
 from mosu.service.db.rows import JobRow
 from mosu.service.platform import Platform
@@ -52,15 +53,16 @@ def test_a_job_cancelled_during_a_cycle_keeps_its_state_and_reason(api, platform
     job = submit(api, tokens["a"], gpus=4)
     platform.loop.cycle()
     assert stored(platform, job["id"])[1] is not None
-    # A reason that differs from what the next cycle computes, so that cycle writes one;
+    # A reason that differs from what the next cycle computes (the engine never gives
+    # this one), so that cycle writes one;
     # then ``job`` is cancelled between that cycle's snapshot and its apply.
     with platform.tx() as s:
         row = s.get(JobRow, job["id"])
         assert row is not None
-        row.pending_reason = "stale-reason-of-an-older-cycle"
+        row.pending_reason = PendingReason.WAITING_FOR_PREEMPTED
     with platform.tx() as s:
         loaded = load_snapshot(s, now=time.time())
-    assert loaded.reasons[job["id"]][0] == "stale-reason-of-an-older-cycle"
+    assert loaded.reasons[job["id"]][0] == PendingReason.WAITING_FOR_PREEMPTED
     r = api.post(f"/v1/jobs/{job['id']}/cancel")
     assert r.status_code == 200, r.text
     before = stored(platform, job["id"])
@@ -79,12 +81,12 @@ def test_a_reason_write_leaves_the_version_for_a_concurrent_update(api, platform
     with platform.tx() as s:
         row = s.get(JobRow, job["id"])
         assert row is not None
-        row.pending_reason = "stale-reason-of-an-older-cycle"
+        row.pending_reason = PendingReason.WAITING_FOR_PREEMPTED
     _, _, version = stored(platform, job["id"])
     platform.loop.cycle()
     state, reason, after = stored(platform, job["id"])
     assert (state, after) == ("pending", version)
-    assert reason not in (None, "stale-reason-of-an-older-cycle")
+    assert reason not in (None, PendingReason.WAITING_FOR_PREEMPTED)
 
 
 def test_a_woken_loop_checks_exits_and_stops_at_most_once_a_poll_interval(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mosu.core.errors import InvalidInput
-from mosu.core.jobspec import parse_job_spec
+from mosu.documents import parse_job_spec
 
 FULL = """
 name: llama-ft

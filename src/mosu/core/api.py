@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from mosu.core.models import JobKind, NodeState, Topology
+from mosu.core.reasons import PendingReason, StopReason
 
 MAX_GPUS_PER_REPLICA = 1024
 MAX_REPLICAS = 4096
@@ -569,8 +570,8 @@ class JobOut(OutputModel):
     attempts: int = 0
     exit_code: int | None = None
     message: str = ""
-    stop_requested: str | None = None
-    pending_reason: str | None = None
+    stop_requested: StopReason | None = None
+    pending_reason: PendingReason | None = None
     pending_message: str | None = None
     estimated_start: datetime | None = None
     allocations: list[AllocationOut] = Field(default_factory=list)
@@ -584,7 +585,8 @@ class JobList(OutputModel):
 class JobWhy(OutputModel):
     id: int
     state: JobState
-    reason: str | None
+    reason: PendingReason | StopReason | None
+    """Why it waits while pending; why it is being stopped while active."""
     sentence: str
     position: int | None = None
     estimated_start: datetime | None = None
@@ -624,7 +626,7 @@ class QueueEntry(OutputModel):
     replicas: int
     priority: int
     submitted_at: datetime
-    reason: str | None
+    reason: PendingReason | None
     message: str | None
     estimated_start: datetime | None
 

@@ -1,4 +1,8 @@
-"""Typed reasons: why a job is not running, why a job was preempted."""
+"""Typed reasons: why a job is not running, why it was preempted, why it is being stopped.
+
+Every reason the API reports or the store keeps is one of these values; a new reason is
+a new member here, and the OpenAPI document lists them.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,10 @@ class PendingReason(StrEnum):
     """Would fit, but starting it would delay a job holding a reservation."""
     QUEUED = "queued"
     """Behind other jobs of its tenant or of higher priority."""
+    WAITING_FOR_PREEMPTED = "waiting-for-preempted"
+    """Started by the engine on capacity that preempted jobs still hold while they
+    checkpoint; it starts in the first cycle after they exit. Given by the platform,
+    never by the engine, which sees a victim's GPUs as free once it decides to preempt."""
 
 
 class PreemptReason(StrEnum):
@@ -31,3 +39,27 @@ class PreemptReason(StrEnum):
     """Borrowed capacity rebalanced between borrowers."""
     NODE_DOWN = "node-down"
     """Its node stopped reporting."""
+
+
+class StopReason(StrEnum):
+    """Why the platform asked an active job to stop: what its exit will mean."""
+
+    PREEMPT = "preempt"
+    """The engine preempted it (reclaim, priority or fair share); it is requeued."""
+    NODE_DOWN = "node-down"
+    """A node it runs on stopped reporting or lost the replica; it is requeued."""
+    DRAIN = "drain"
+    """An operator drained a node it runs on; it is requeued."""
+    CANCEL = "cancel"
+    """Its owner cancelled it."""
+    MAX_RUNTIME = "max-runtime"
+    """It ran longer than its ``max_runtime``; it fails."""
+
+    @property
+    def requeues(self) -> bool:
+        """Whether the job goes back to the queue when its processes are gone: a stop
+        that is not the job's doing does not end it."""
+        return self in _REQUEUING
+
+
+_REQUEUING = frozenset({StopReason.PREEMPT, StopReason.NODE_DOWN, StopReason.DRAIN})

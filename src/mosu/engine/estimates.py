@@ -26,7 +26,7 @@ class HistoryEstimator:
     def observe(self, tenant: str, gpu_milli: int, run_s: float) -> None:
         """Learn from one finished job: its tenant, total GPU milli and run time."""
         for store, key in ((self._by_size, (tenant, gpu_milli)), (self._by_tenant, tenant)):
-            seen = store.get(key)  # type: ignore[call-overload]
+            seen = store.get(key)  # type: ignore[arg-type]
             if seen is None:
                 seen = store[key] = deque(maxlen=self.window)  # type: ignore[index]
             seen.append(run_s)

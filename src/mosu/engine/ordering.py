@@ -35,9 +35,14 @@ class RankInputs(Protocol):
 
 
 class QueueOrder(Protocol):
-    name: str
-    preemptive: bool
-    class_len: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def preemptive(self) -> bool: ...
+
+    @property
+    def class_len(self) -> int: ...
 
     def rank(self, job: Job, inputs: RankInputs) -> Rank: ...
 

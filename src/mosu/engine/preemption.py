@@ -74,7 +74,7 @@ def find_victims(
     cp = state.checkpoint()
     try:
         taken: list[Victim] = []
-        placement: Placement | None = None
+        placement = None
         free = free_milli
         for v in candidates:
             if not may_take(v, taken):
@@ -138,7 +138,7 @@ def find_victims_by_node(
     taken_ids: set[str] = set()
     claimed: dict[int, int] = {}
     for _ in range(job.replicas):
-        best: tuple[tuple, int, list[Victim], int] | None = None
+        best: tuple[tuple[tuple[float | str, ...], int], int, list[Victim], int] | None = None
         for i in sorted(by_node):
             node = state.nodes[i]
             if not state.schedulable[i] or node.gpus < per_replica or not job.allows(node.gpu_type):

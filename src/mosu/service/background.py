@@ -22,6 +22,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from mosu.core.api import ACTIVE_STATES, JobState
 from mosu.core.executor import DiscoversNodes, Executor, LaunchError
+from mosu.core.reasons import StopReason
 from mosu.engine.cycle import schedule
 from mosu.service.db.rows import JobRow
 from mosu.service.leader import LeaderLease, LeadershipLost
@@ -264,7 +265,7 @@ class SchedulerLoop:
                         if row.attempts != ex.attempt:
                             break
                         if ex.lost and row.stop_reason is None:
-                            row.stop_reason = "node-down"  # not the job's fault: requeue
+                            row.stop_reason = StopReason.NODE_DOWN  # not the job's fault: requeue
                         if row.state == JobState.STARTING.value and not ex.lost:
                             # It ran, though the server died before recording its start.
                             transition(s, row, JobState.RUNNING, reason="launched")
@@ -286,9 +287,10 @@ class SchedulerLoop:
             )
             for row in rows:
                 if row.started_at is not None and now - row.started_at > (row.max_runtime_s or 0):
-                    row.stop_reason = "max-runtime"
+                    row.stop_reason = StopReason.MAX_RUNTIME
                     row.stop_signalled = False
-                    note(s, row, "stop-requested", reason="max-runtime", message="max_runtime")
+                    reason = StopReason.MAX_RUNTIME
+                    note(s, row, "stop-requested", reason=reason, message="max_runtime")
 
     def signal_stops(self) -> None:
         with self._sessions() as s:
@@ -374,7 +376,7 @@ class SchedulerLoop:
                 if row is not None and row.state == JobState.STARTING.value:
                     text = str(exc) if isinstance(exc, LaunchError) else f"could not start: {exc}"
                     if isinstance(exc, LaunchError) and exc.requeue:  # e.g. its node vanished
-                        row.stop_reason = "node-down"
+                        row.stop_reason = StopReason.NODE_DOWN
                         finish(s, row, exit_code=None, message=text)
                         return
                     release(s, row)

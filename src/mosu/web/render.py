@@ -28,7 +28,7 @@ REASON_WORDS = {
     PendingReason.WAITING_FOR_GUARANTEE.value: "within guarantee; capacity being reclaimed",
     PendingReason.RESERVED.value: "first in line; capacity held for it",
     PendingReason.BLOCKED_BY_RESERVATION.value: "would delay a reserved job",
-    "waiting-for-preempted": "waiting for preempted jobs to exit",
+    PendingReason.WAITING_FOR_PREEMPTED.value: "waiting for preempted jobs to exit",
 }
 """A pending reason in words; the code stays visible beside it."""
 

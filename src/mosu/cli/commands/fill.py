@@ -13,8 +13,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mosu.core.errors import InvalidInput
-from mosu.engine.placement.registry import POLICIES
 from mosu.sim.fill import DEFAULT_INFLATION, FillRun, gpus, run_fill, summarize, workload_size
+from mosu.sim.policies import PLACEMENTS as POLICIES
 from mosu.traces.openb import load_nodes, load_pods
 
 FIRST_SEED = 42

@@ -14,7 +14,8 @@ from mosu.cli import config
 from mosu.cli.render import Output, OutputOpt, ago, emit, gpus, table, when
 from mosu.core.api import MAX_BODY_BYTES, JobOut, JobState
 from mosu.core.errors import InvalidInput
-from mosu.core.jobspec import job_spec_from_mapping, parse_job_spec
+from mosu.core.jobspec import job_spec_from_mapping
+from mosu.documents import parse_job_spec
 
 app = typer.Typer(help="Jobs: submit, list, show, why, logs, cancel.", no_args_is_help=True)
 

@@ -15,8 +15,8 @@ from rich.table import Table
 
 from mosu.core.errors import InvalidInput
 from mosu.core.models import Node, Tenant
-from mosu.engine.profiles import DEFAULT_PROFILE, PROFILES, build_profile
 from mosu.sim.metrics import summarize
+from mosu.sim.policies import DEFAULT_PROFILE, PROFILES, build_profile
 from mosu.sim.records import SimLog
 from mosu.sim.replay import (
     DEFAULT_CHECKPOINT_EVERY_S,

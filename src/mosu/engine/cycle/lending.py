@@ -9,6 +9,7 @@ import heapq
 from mosu.engine.cycle.reservations import reserve
 from mosu.engine.cycle.starting import rest_over_quota, try_start
 from mosu.engine.cycle.work import Outcome, Work, dominant_share
+from mosu.engine.ordering import Rank
 from mosu.engine.profiles import LendOrder, QueueMode
 
 
@@ -16,7 +17,7 @@ def lend_idle(work: Work) -> None:
     mode = work.profile.queue_mode
     fair = work.profile.lend_order == LendOrder.FAIR_SHARE
     cursor: dict[str, int] = {}
-    heap: list[tuple[tuple, str]] = []
+    heap: list[tuple[tuple[float | Rank, str], str]] = []
 
     def push(tenant: str) -> None:
         queue = work.queues[tenant]

@@ -258,6 +258,6 @@ def _taken_by(work: Work, placement: Placement) -> dict[str, int]:
     return taken
 
 
-def _worst_first(klass: Rank) -> tuple:
+def _worst_first(klass: Rank) -> Rank:
     """Sort key putting the worst (largest) class first, then the victim's cost."""
     return tuple(-x if isinstance(x, (int, float)) else x for x in klass)

@@ -4,12 +4,11 @@ it can start, and keeping later jobs off the nodes held for it."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mosu.core.models import GPU_MILLI, Job, Shape
 from mosu.engine.cycle.work import Outcome, Reservation, Work, types_of
-from mosu.engine.placement.base import PlacementPolicy, place_job
+from mosu.engine.placement.base import Candidates, PlacementPolicy, place_job
 from mosu.engine.placement.bestfit import BestFit
 from mosu.engine.state import ClusterState
 
@@ -23,7 +22,7 @@ class Avoiding:
     name: str = "avoiding"
 
     def select(
-        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+        self, state: ClusterState, shape: Shape, candidates: Candidates
     ) -> tuple[int, tuple[int, ...]] | None:
         allowed = [i for i in candidates if i not in self.avoid]
         return self.inner.select(state, shape, allowed) if allowed else None
@@ -140,8 +139,8 @@ def reserve(work: Work, job: Job) -> None:
                     work.outcome[job.id] = Outcome.NO_FIT
                     work.reserve_failed.clear()
                     return
-            for d in deferred:
-                state.release(d)
+            for held_by in deferred:
+                state.release(held_by)
             deferred.clear()
             shadow.clear()
             shadow_cpu_mem.clear()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from mosu.core.models import GPU_MILLI, Job, RunningJob, Tenant
+from mosu.core.models import GPU_MILLI, Job, RunningJob, Tenant, Topology
 from mosu.engine.cohorts import CohortBook
 from mosu.engine.decisions import Preempt, Start
 from mosu.engine.ordering import Rank
@@ -59,7 +59,9 @@ class Work:
     outcome: dict[str, Outcome] = field(default_factory=dict)
     waiting_guarantee: list[Job] = field(default_factory=list)
     reservations: list[Reservation] = field(default_factory=list)
-    no_fit: dict[tuple, list[tuple[int, int, int, int, int]]] = field(default_factory=dict)
+    no_fit: dict[
+        tuple[tuple[str, ...], Topology, frozenset[int]], list[tuple[int, int, int, int, int]]
+    ] = field(default_factory=dict)
     blocked_tenants: set[str] = field(default_factory=set)
     running_ends: list[tuple[float, str]] | None = None
     """Estimated end of every running job, sorted; built on the first reservation."""
@@ -72,7 +74,7 @@ class Work:
     victim_of: dict[str, Victim | None] = field(default_factory=dict)
     """Running job id -> its ``Victim`` (None while younger than the minimum runtime),
     built on first need: most cycles look at few of them, and the cost is fixed."""
-    worst_first_of: dict[Rank, tuple] = field(default_factory=dict)
+    worst_first_of: dict[Rank, Rank] = field(default_factory=dict)
     running_of_tenant: dict[str, list[str]] | None = None
     """Tenant -> ids of its jobs running when first asked (filter by ``running``)."""
     all_victims: list[Victim] | None = None
@@ -85,7 +87,9 @@ class Work:
     tail_need: dict[str, list[int] | None] = field(default_factory=dict)
     """Tenant -> for each position of its queue, the smallest need from there to the end
     (None when its jobs allow different GPU types); built on first need."""
-    reserve_failed: set[tuple] = field(default_factory=set)
+    reserve_failed: set[tuple[tuple[int, int, int, int, int], tuple[str, ...], Topology]] = field(
+        default_factory=set
+    )
     """Shapes that found no reservation since the state last changed: they would find
     none again, as the search reads nothing else of the job."""
     cohorts: CohortBook | None = None

@@ -9,19 +9,27 @@ layout first (one node, then one rack, then spread) and rolling back on failure.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeAlias
+
+import numpy as np
+from numpy.typing import NDArray
 
 from mosu.core.models import GPU_MILLI, Job, Placement, ReplicaPlacement, Shape, Topology
 from mosu.engine.state import ClusterState
+
+Candidates: TypeAlias = Sequence[int] | NDArray[np.int64]
+"""Ascending indices of nodes where a shape fits: a list, or the int64 array of the
+state's vector filter (``ClusterState.candidate_array``)."""
 
 
 class PlacementPolicy(Protocol):
     """Chooses a node (and the GPU indices on it) for one replica."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def select(
-        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+        self, state: ClusterState, shape: Shape, candidates: Candidates
     ) -> tuple[int, tuple[int, ...]] | None:
         """Pick from ``candidates`` (ascending indices of nodes where ``shape`` fits; a
         list or an int64 numpy array), or None to decline."""

@@ -6,12 +6,10 @@ then the lowest index. ``BestFitScore`` is the FGD paper's best-fit baseline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from mosu.core.models import Shape
-from mosu.engine.placement.base import choose_gpus
+from mosu.engine.placement.base import Candidates, choose_gpus
 from mosu.engine.placement.common import ScoringPolicy
 from mosu.engine.state import ClusterState
 
@@ -20,7 +18,7 @@ class BestFit:
     name = "bestfit"
 
     def select(
-        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+        self, state: ClusterState, shape: Shape, candidates: Candidates
     ) -> tuple[int, tuple[int, ...]] | None:
         best = min(candidates, key=lambda i: (state.free_gpu_milli(i), i), default=None)
         if best is None:

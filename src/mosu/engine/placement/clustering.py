@@ -21,7 +21,12 @@ class Clustering(ScoringPolicy):
             return np.zeros(len(cand), dtype=np.int64)
         c = state.cols
         gpu_cols = [col for (n, _), col in c.tag_index.items() if n > 0]
-        held = c.tags[np.ix_(cand, gpu_cols)] > 0 if gpu_cols else np.zeros((len(cand), 0), bool)
+        # numpy's stubs want arrays; a list of column numbers indexes the same.
+        held = (
+            c.tags[np.ix_(cand, gpu_cols)] > 0  # type: ignore[arg-type]
+            if gpu_cols
+            else np.zeros((len(cand), 0), bool)
+        )
         kinds = held.sum(axis=1)
         col = c.tag_index.get((shape.gpus, shape.fractional))
         same = c.tags[cand, col] > 0 if col is not None else np.zeros(len(cand), bool)

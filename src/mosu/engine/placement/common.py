@@ -4,12 +4,11 @@ select step of a policy that scores all candidates at once."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 
 import numpy as np
 
 from mosu.core.models import GPU_MILLI, Shape
-from mosu.engine.placement.base import choose_gpus
+from mosu.engine.placement.base import Candidates, choose_gpus
 from mosu.engine.state import ClusterState
 
 
@@ -66,7 +65,7 @@ class ScoringPolicy:
         raise NotImplementedError
 
     def select(
-        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+        self, state: ClusterState, shape: Shape, candidates: Candidates
     ) -> tuple[int, tuple[int, ...]] | None:
         cand = np.asarray(candidates, dtype=np.int64)
         if not len(cand):

@@ -12,12 +12,11 @@ free ones.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 
 import numpy as np
 
 from mosu.core.models import Shape
-from mosu.engine.placement.base import choose_gpus
+from mosu.engine.placement.base import Candidates, choose_gpus
 from mosu.engine.placement.common import TieBreak, pick_max
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
 from mosu.engine.placement.taskmix import TaskMix
@@ -43,7 +42,7 @@ class Fgd:
         self._before = np.zeros(0)
 
     def select(
-        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+        self, state: ClusterState, shape: Shape, candidates: Candidates
     ) -> tuple[int, tuple[int, ...]] | None:
         cand = np.asarray(candidates, dtype=np.int64)
         if not len(cand):

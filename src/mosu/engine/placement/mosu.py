@@ -49,12 +49,11 @@ scarcity.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 
 import numpy as np
 
 from mosu.core.models import Shape
-from mosu.engine.placement.base import choose_gpus
+from mosu.engine.placement.base import Candidates, choose_gpus
 from mosu.engine.placement.common import TieBreak
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
 from mosu.engine.placement.homes import scarcity
@@ -147,7 +146,7 @@ class Mosu:
         return np.maximum(frag, free - np.minimum(by_cpu, by_mem))
 
     def select(
-        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+        self, state: ClusterState, shape: Shape, candidates: Candidates
     ) -> tuple[int, tuple[int, ...]] | None:
         cand = np.asarray(candidates, dtype=np.int64)
         if not len(cand):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 
 from mosu.core.models import Shape
+from mosu.engine.placement.base import Candidates
 from mosu.engine.placement.common import random_gpus
 from mosu.engine.state import ClusterState
 
@@ -17,7 +17,7 @@ class RandomFit:
         self.rng = rng
 
     def select(
-        self, state: ClusterState, shape: Shape, candidates: Sequence[int]
+        self, state: ClusterState, shape: Shape, candidates: Candidates
     ) -> tuple[int, tuple[int, ...]] | None:
         if not len(candidates):
             return None

@@ -3,6 +3,9 @@ explicitly in ``convert.py``. Times are stored as UTC epoch seconds (float)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -16,7 +19,32 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from mosu.core.reasons import PendingReason, StopReason
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class EnumText(TypeDecorator[E], Generic[E]):
+    """A ``StrEnum`` stored as its value in a ``VARCHAR``: the schema stays plain text
+    (no database enum type to migrate when a reason is added) and the row holds the
+    enum, so a reason is typed from the store to the API."""
+
+    impl = String(32)
+    cache_ok = True
+
+    def __init__(self, enum: type[E]) -> None:
+        super().__init__()
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum(value)
 
 
 class Base(DeclarativeBase):
@@ -102,10 +130,12 @@ class JobRow(Base):
     attained_gpu_s: Mapped[float] = mapped_column(Float, default=0.0)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
-    stop_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    """Why the running job is being stopped (preempt, cancel, max-runtime); None otherwise."""
+    stop_reason: Mapped[StopReason | None] = mapped_column(EnumText(StopReason), nullable=True)
+    """Why the active job is being stopped; None otherwise."""
     stop_signalled: Mapped[bool] = mapped_column(Boolean, default=False)
-    pending_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    pending_reason: Mapped[PendingReason | None] = mapped_column(
+        EnumText(PendingReason), nullable=True
+    )
     pending_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     estimated_start: Mapped[float | None] = mapped_column(Float, nullable=True)
 

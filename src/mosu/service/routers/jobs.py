@@ -15,7 +15,8 @@ from mosu.core.api import (
     LogChunk,
 )
 from mosu.core.errors import InvalidInput, MalformedInput
-from mosu.core.jobspec import job_spec_from_mapping, load_document
+from mosu.core.jobspec import job_spec_from_mapping
+from mosu.documents import load_document
 from mosu.service.deps import PlatformDep, PrincipalDep
 from mosu.service.openapi import errors
 from mosu.service.request_guard import is_json, media_type_of, parsed_json

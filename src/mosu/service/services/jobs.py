@@ -22,6 +22,7 @@ from mosu.core.api import (
 )
 from mosu.core.errors import CapacityError, InvalidInput, NotFound
 from mosu.core.models import GPU_MILLI, NodeState, Topology
+from mosu.core.reasons import PendingReason, StopReason
 from mosu.service.db.convert import event_out, job_out, ts
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow
 from mosu.service.services.auth import Principal
@@ -276,8 +277,8 @@ def cancel(session: Session, *, principal: Principal, job_id: int) -> JobOut:
     if state == JobState.PENDING:
         transition(session, row, JobState.CANCELLED, reason="cancel", message="cancelled by user")
         row.message = "cancelled"
-    elif state in ACTIVE_STATES and row.stop_reason != "cancel":
-        row.stop_reason = "cancel"
+    elif state in ACTIVE_STATES and row.stop_reason != StopReason.CANCEL:
+        row.stop_reason = StopReason.CANCEL
         row.stop_signalled = False
         session.add(
             EventRow(
@@ -285,7 +286,7 @@ def cancel(session: Session, *, principal: Principal, job_id: int) -> JobOut:
                 job_id=row.id,
                 tenant=row.tenant,
                 kind="stop-requested",
-                reason="cancel",
+                reason=StopReason.CANCEL,
                 message="cancelled by user",
             )
         )
@@ -313,7 +314,7 @@ def events(
 def why(session: Session, *, principal: Principal, job_id: int, position: int | None) -> JobWhy:
     row = get_row(session, principal=principal, job_id=job_id)
     state = JobState(row.state)
-    reason = None
+    reason: PendingReason | StopReason | None = None
     if state == JobState.PENDING:
         reason = row.pending_reason
         if reason is None:

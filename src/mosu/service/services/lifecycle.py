@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from mosu.core.api import JobState
 from mosu.core.errors import Conflict
 from mosu.core.models import GPU_MILLI
+from mosu.core.reasons import StopReason
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, UsageRow
 
 P, S, R = JobState.PENDING, JobState.STARTING, JobState.RUNNING
@@ -138,14 +139,14 @@ def finish(
     release(session, job, now=at)
     job.exit_code = exit_code
     stop = job.stop_reason
-    if stop in ("preempt", "restart", "node-down", "drain"):
+    if stop is not None and stop.requeues:
         job.message = message or "preempted"
         transition(session, job, JobState.PREEMPTED, reason=stop, message=message, now=at)
         transition(session, job, JobState.PENDING, reason="requeued", message="requeued", now=at)
-    elif stop == "cancel":
+    elif stop == StopReason.CANCEL:
         job.message = "cancelled"
         transition(session, job, JobState.CANCELLED, reason="cancel", message=message, now=at)
-    elif stop == "max-runtime":
+    elif stop == StopReason.MAX_RUNTIME:
         job.message = "stopped after exceeding max_runtime"
         transition(session, job, JobState.FAILED, reason="max-runtime", message=job.message, now=at)
     elif exit_code == 0:

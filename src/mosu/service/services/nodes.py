@@ -21,6 +21,7 @@ from mosu.core.api import (
 from mosu.core.errors import Conflict, InvalidInput, NotFound
 from mosu.core.executor import NodeReport
 from mosu.core.models import GPU_MILLI, NodeState
+from mosu.core.reasons import StopReason
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow
 from mosu.service.services.auth import Principal
 
@@ -128,7 +129,12 @@ def report_sandbox(session: Session, *, name: str, sandbox: str) -> None:
 
 
 def _stop_jobs_on(
-    session: Session, node: str, now: float, *, reason: str = "node-down", message: str = ""
+    session: Session,
+    node: str,
+    now: float,
+    *,
+    reason: StopReason = StopReason.NODE_DOWN,
+    message: str = "",
 ) -> bool:
     allocs = list(
         session.scalars(
@@ -238,7 +244,8 @@ def set_state(
         session.add(EventRow(at=now, kind=f"node-{state.value}", message=f"{name}: {state.value}"))
         row.state = state.value
     if stop_jobs and state == NodeState.DRAINING:
-        _stop_jobs_on(session, name, now, reason="drain", message=f"node {name} is drained")
+        drained = f"node {name} is drained"
+        _stop_jobs_on(session, name, now, reason=StopReason.DRAIN, message=drained)
     session.flush()
     return _out(row, _allocated_by_node(session).get(name, 0.0))
 

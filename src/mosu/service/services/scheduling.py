@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState, ReplicaLaunch
 from mosu.core.executor import AttemptRecord, ReplicaRecord, ReplicaStarted
 from mosu.core.models import GPU_MILLI, Placement, RunningJob
+from mosu.core.reasons import PendingReason, StopReason
 from mosu.engine.decisions import CycleResult
 from mosu.engine.snapshot import ClusterSnapshot
 
@@ -47,7 +48,7 @@ class LoadedSnapshot:
     snapshot: ClusterSnapshot
     versions: dict[int, int]
     """Job id → the row version the snapshot was built from."""
-    reasons: dict[int, tuple[str | None, str | None, float | None]]
+    reasons: dict[int, tuple[PendingReason | None, str | None, float | None]]
     """Pending job id → the (reason, message, estimated start) stored when loaded."""
 
 
@@ -134,7 +135,7 @@ def load_snapshot(session: Session, *, now: float, use_history: bool = False) ->
     pending = []
     attained: dict[str, float] = {}
     versions: dict[int, int] = {}
-    reasons: dict[int, tuple[str | None, str | None, float | None]] = {}
+    reasons: dict[int, tuple[PendingReason | None, str | None, float | None]] = {}
     estimate = _history_estimator(session) if use_history else None
     for row in rows:
         versions[row.id] = row.version
@@ -199,7 +200,7 @@ def apply_decisions(
         row = current(p.job_id, ACTIVE_STATES)
         if row is None or row.stop_reason is not None:
             continue
-        row.stop_reason = "preempt"
+        row.stop_reason = StopReason.PREEMPT
         row.stop_signalled = False
         beneficiary = f" for job {p.for_job}" if p.for_job else ""
         note(
@@ -210,13 +211,13 @@ def apply_decisions(
     # plans starts on capacity its preemptions free, but a victim holds its GPUs until
     # its processes exit (the grace period): such a start waits for a later cycle.
     free = _free_capacity(session, nodes)
-    waits: list[tuple[int, tuple[str, str, float | None]]] = []
+    waits: list[tuple[int, tuple[PendingReason, str, float | None]]] = []
     for s in result.starts:
         row = current(s.job_id, (JobState.PENDING,))
         if row is None:
             continue
         if not free.take(s.placement):
-            waits.append((row.id, (WAITING_FOR_PREEMPTED, WAITING_FOR_PREEMPTED_MESSAGE, None)))
+            waits.append((row.id, (PendingReason.WAITING_FOR_PREEMPTED, WAITING_MESSAGE, None)))
             applied.queue_order.append(row.id)
             continue
         row.attempts += 1
@@ -251,7 +252,7 @@ def apply_decisions(
     for d in result.pending:
         applied.queue_order.append(int(d.job_id))
         eta = None if d.estimated_start_s is None else round(d.estimated_start_s)
-        waits.append((int(d.job_id), (str(d.reason), d.message, eta)))
+        waits.append((int(d.job_id), (d.reason, d.message, eta)))
     session.flush()
     _write_reasons(session, loaded, waits)
     return applied
@@ -260,7 +261,7 @@ def apply_decisions(
 def _write_reasons(
     session: Session,
     loaded: LoadedSnapshot,
-    waits: list[tuple[int, tuple[str, str, float | None]]],
+    waits: list[tuple[int, tuple[PendingReason, str, float | None]]],
 ) -> None:
     """Store why each job waits, only where it changed since the snapshot, and only to
     the job version the snapshot saw, still pending. The write does not bump the
@@ -297,12 +298,7 @@ def _write_reasons(
     )
 
 
-WAITING_FOR_PREEMPTED = "waiting-for-preempted"
-"""Platform-side pending reason: the engine started the job on GPUs that preempted jobs
-still hold during their grace period."""
-WAITING_FOR_PREEMPTED_MESSAGE = (
-    "capacity chosen for it is still held by preempted jobs that are checkpointing"
-)
+WAITING_MESSAGE = "capacity chosen for it is still held by preempted jobs that are checkpointing"
 
 
 @dataclass
