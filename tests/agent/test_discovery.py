@@ -316,6 +316,15 @@ def test_mosu_up_refuses_a_bad_vendor_naming_the_option(tmp_path, kwargs, messag
     assert caught.value.field == "--gpu-vendor"
 
 
+def test_mosu_up_declaring_another_vendor_names_the_type_it_needs(tmp_path):
+    for kwargs in ({"gpus": 8, "gpu_vendor": "huawei"}, {"gpu_vendor": "huawei"}):
+        with pytest.raises(InvalidInput, match=r"e\.g\. --gpu-type Ascend910B") as caught:
+            gpus.local_gpus(node_name="box", search_path=str(tmp_path), **kwargs)
+        assert caught.value.field == "--gpu-type"
+    nodes, _ = gpus.local_gpus(node_name="box", gpus=2, gpu_vendor="nvidia")
+    assert [(n.gpu_type, n.vendor) for n in nodes] == [("H800", Vendor.NVIDIA)]
+
+
 # ------------------------------------------------------------ declared devices
 
 

@@ -99,9 +99,27 @@ def local_gpus(
 
 
 def _vendor(gpu_type: str | None, gpu_vendor: str | None) -> Vendor | None:
+    """The vendor of declared devices; the default type is NVIDIA's, so another vendor
+    needs its type named."""
     if gpu_vendor is None:
         return None
+    if gpu_type is None:
+        vendor = vendor_of("", gpu_vendor, field="--gpu-vendor")
+        if vendor is not Vendor.NVIDIA:
+            raise InvalidInput(
+                f"name the type of these {vendor.value} devices, e.g. --gpu-type "
+                f"{_EXAMPLES[vendor]}",
+                field="--gpu-type",
+            )
     return vendor_of(gpu_type or DEFAULT_GPU_TYPE, gpu_vendor, field="--gpu-vendor")
+
+
+_EXAMPLES = {
+    Vendor.NVIDIA: DEFAULT_GPU_TYPE,
+    Vendor.HUAWEI: "Ascend910B",
+    Vendor.AMD: "MI300X",
+    Vendor.CAMBRICON: "MLU370-X8",
+}
 
 
 def _node(name: str, devices: DeviceSet, gpu_type: str) -> LocalGpus:
