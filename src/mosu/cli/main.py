@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -21,15 +22,43 @@ sim_app = typer.Typer(help="Replay public cluster traces through the engine.", n
 app.add_typer(sim_app, name="sim")
 
 
+def _no_type_for_flags() -> None:
+    """Help shows each option's value type; a flag (``--follow``, ``--help``) takes no value,
+    so it shows none (this Typer prints ``<bool>`` for it)."""
+    from typer import core
+
+    shown = getattr(core.TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_mosu_flags", False):
+        return
+
+    def display_type_rich(self: core.TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._mosu_flags = True  # type: ignore[attr-defined]
+    core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
 def _register() -> None:
     """Attach command modules; kept in one place so the tree is easy to read."""
-    from mosu.cli.commands import job, node, queue, secret, server, tenant, token, up, usage
+    from mosu.cli.commands import (
+        cluster,
+        job,
+        node,
+        queue,
+        secret,
+        server,
+        tenant,
+        token,
+        up,
+        usage,
+    )
 
     if not any(c.name == "up" for c in app.registered_commands):  # platform commands
         app.command("up")(up.up)
         app.command("server")(server.server)
         app.add_typer(tenant.app, name="tenant")
         app.add_typer(node.app, name="node")
+        app.command("cluster")(cluster.cluster)
         app.add_typer(job.app, name="job")
         app.command("queue")(queue.queue)
         app.command("usage")(usage.usage)
@@ -46,6 +75,7 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    _no_type_for_flags()
     _register()
     try:
         app(args=argv, standalone_mode=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
 
@@ -36,7 +36,7 @@ def dump(data: BaseModel | Sequence[BaseModel] | dict[str, Any]) -> str:
     return json.dumps(obj, indent=2)
 
 
-def emit(output: Output, data: Any, table: Callable[[], Table | str]) -> None:
+def emit(output: Output, data: Any, table: Callable[[], RenderableType]) -> None:
     if output == Output.JSON:
         print(dump(data))
         return

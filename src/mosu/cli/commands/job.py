@@ -8,26 +8,80 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from mosu.cli import config
 from mosu.cli.render import Output, OutputOpt, ago, emit, gpus, table, when
 from mosu.core.api import MAX_BODY_BYTES, JobOut, JobState
 from mosu.core.errors import InvalidInput
-from mosu.core.jobspec import job_spec_from_mapping, parse_job_spec
+from mosu.core.jobspec import job_spec_from_mapping, load_document
 
 app = typer.Typer(help="Jobs: submit, list, show, why, logs, cancel.", no_args_is_help=True)
 
 
-@app.command("submit")
+class _SubmitCommand(TyperCommand):
+    """Keeps what follows ``--`` apart: click folds it into the positional arguments, but
+    only words after ``--`` are a command; a word before it is a spec file."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            ctx.meta[_AFTER_DASHES] = args[args.index("--") + 1 :]
+        return super().parse_args(ctx, args)
+
+
+_AFTER_DASHES = "mosu.job.submit.command"
+
+SPEC_FIELDS_HELP = (
+    """Submit a job from a spec file, from options and a command, or both.
+
+\b
+  mosu job submit job.yaml
+  mosu job submit job.yaml --gpus 4       options override the file's fields
+  mosu job submit --name eval --gpus 4 -- python3 eval.py
+  mosu job submit job.yaml -- python3 x.py   the command replaces the file's
+
+"""
+    + (  # one paragraph: help rewraps it to the terminal's width
+        "A command is given on the line only after '--'. A spec (YAML or JSON) has these "
+        "fields; only command is required, and name defaults to the command's first word:"
+    )
+    + """
+
+\b
+  name              job name
+  command           a string (run by sh -c) or a list of arguments
+  gpus              GPUs per replica (0.5 shares one GPU); default 1
+  replicas          replicas in the gang, started all or none; default 1
+  gpu_type          a GPU type, or a list of acceptable ones
+  kind              train, finetune, eval, batch, inference or dev
+  priority          low, normal, high or 0..1000
+  cpu, memory       per replica: cores, and bytes such as 64Gi
+  topology          none, same-node or same-rack: where replicas may go
+  estimate          expected run time (e.g. 2h): sharpens the estimated start
+  max_runtime       stopped after this long (e.g. 1d)
+  checkpoint_every  how often it saves its state (e.g. 10m): cheaper to stop
+  env               environment variables, a mapping
+  secrets           names of the tenant's secrets, set as variables
+  workdir           the directory the command starts in
+
+Reference: docs/platform.md, "Job spec"."""
+)
+
+
+@app.command("submit", cls=_SubmitCommand, help=SPEC_FIELDS_HELP)
 def submit(
+    ctx: typer.Context,
     args: Annotated[
         list[str] | None,
-        typer.Argument(help="A job spec file (YAML/JSON, '-' for stdin), or after '--' a command."),
+        typer.Argument(
+            help="A job spec file (YAML/JSON, '-' for stdin); after '--' the command.",
+            metavar="[SPEC] [-- COMMAND...]",
+            show_default=False,
+        ),
     ] = None,
-    name: Annotated[
-        str | None, typer.Option(help="Job name (submits ARGS as the command).")
-    ] = None,
+    name: Annotated[str | None, typer.Option(help="Job name (overrides the spec).")] = None,
     gpus_: Annotated[
         float | None, typer.Option("--gpus", help="GPUs per replica (0.5 shares one).")
     ] = None,
@@ -42,31 +96,40 @@ def submit(
     ] = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """Submit a job: 'mosu job submit job.yaml' or 'mosu job submit --name N --gpus G -- CMD...'."""
-    args = args or []
-    if name is not None or gpus_ is not None:
-        if not args:
-            raise InvalidInput(
-                "give the command after '--', e.g. -- python train.py", field="command"
-            )
-        data: dict[str, object] = {"name": name or Path(args[0]).name, "command": args}
-        for key, value in (
-            ("gpus", gpus_),
-            ("gpu_type", gpu_type),
-            ("replicas", replicas),
-            ("kind", kind),
-            ("priority", int(priority) if priority and priority.isdigit() else priority),
-        ):
-            if value is not None:
-                data[key] = value
-        spec = job_spec_from_mapping(data)
+    words = list(args or [])
+    command: list[str] = ctx.meta.get(_AFTER_DASHES, [])
+    files = words[: len(words) - len(command)]
+    if len(files) > 1:
+        raise InvalidInput(
+            f"give one spec file (got {len(files)} words before '--'); "
+            "a command goes after '--', e.g. -- python3 train.py",
+            field="command",
+        )
+    overrides: dict[str, object] = {}
+    for key, value in (
+        ("name", name),
+        ("gpus", gpus_),
+        ("gpu_type", gpu_type),
+        ("replicas", replicas),
+        ("kind", kind),
+        ("priority", int(priority) if priority and priority.isdigit() else priority),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if command:
+        overrides["command"] = command
+    if files:
+        source = files[0]
+        data = load_document(read_spec_file(source), source=source)
+        spec = job_spec_from_mapping({**data, **overrides}, source=source)
+    elif command:
+        overrides.setdefault("name", Path(command[0]).name)
+        spec = job_spec_from_mapping(overrides)
     else:
-        if len(args) != 1:
-            raise InvalidInput(
-                "give one job spec file, or --name and --gpus with a command after '--'"
-            )
-        source = args[0]
-        spec = parse_job_spec(read_spec_file(source), source=source)
+        raise InvalidInput(
+            "give a spec file, or a command after '--' (e.g. --gpus 1 -- python3 train.py)",
+            field="command",
+        )
     with config.client() as c:
         job = c.submit(spec, tenant=tenant)
     emit(output, job, lambda: str(job.id))
