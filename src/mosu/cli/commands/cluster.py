@@ -29,8 +29,8 @@ def render(cluster: ClusterOut) -> RenderableType:
     grid = table(jobs, columns, rows) if rows else None
     over = [t for t in cluster.gpu_types if t.overcommitted]
     notes = [
-        f"{t.gpu_type}: guarantees exceed the {t.gpus} GPUs by {gpus(t.overcommitted)}; "
-        "not every tenant can have its guarantee at once"
+        f"{t.gpu_type}: {gpus(t.guaranteed)} GPUs guaranteed on {t.gpus}: not every "
+        "tenant can have its guarantee at once"
         for t in over
     ]
     if grid is None:

@@ -8,14 +8,13 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperCommand
 
 from mosu.cli import config
 from mosu.cli.render import Output, OutputOpt, ago, emit, gpus, table, when
 from mosu.core.api import MAX_BODY_BYTES, JobOut, JobState
-from mosu.core.errors import InvalidInput
+from mosu.core.errors import Conflict, InvalidInput
 from mosu.core.jobspec import job_spec_from_mapping, load_document
 
 app = typer.Typer(help="Jobs: submit, list, show, why, logs, cancel.", no_args_is_help=True)
@@ -25,7 +24,7 @@ class _SubmitCommand(TyperCommand):
     """Keeps what follows ``--`` apart: click folds it into the positional arguments, but
     only words after ``--`` are a command; a word before it is a spec file."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
         if "--" in args:
             ctx.meta[_AFTER_DASHES] = args[args.index("--") + 1 :]
         return super().parse_args(ctx, args)
@@ -246,31 +245,78 @@ def why(job_id: int, output: OutputOpt = Output.TABLE) -> None:
 @app.command("logs")
 def logs(
     job_id: int,
-    replica: Annotated[int, typer.Option(help="Which replica's log.")] = 0,
+    replica: Annotated[
+        str,
+        typer.Option(
+            metavar="N|all",
+            help="Which replica's log; 'all': every replica's, each line prefixed by its rank.",
+        ),
+    ] = "0",
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
     ] = False,
 ) -> None:
-    """Print a replica's stdout and stderr."""
-    offset = 0
+    """Print a replica's stdout and stderr (or every replica's, with --replica all)."""
     with config.client() as c:
+        if replica == "all":
+            ranks = list(range(c.get_job(job_id).replicas))
+            prefix = True
+        elif replica.isdigit():
+            ranks, prefix = [int(replica)], False
+        else:
+            raise InvalidInput(f"{replica!r} is not a replica number or 'all'", field="--replica")
+        tails = {r: _Tail(f"[{r}] " if prefix else "") for r in ranks}
         while True:
-            chunk = c.logs(job_id, replica=replica, offset=offset)
-            if chunk.data:
-                sys.stdout.write(chunk.data)
-                sys.stdout.flush()
-            offset = chunk.next_offset
-            if not follow or (chunk.finished and not chunk.data):
-                return
-            if not chunk.data:
+            idle = True
+            for rank, tail in tails.items():
+                chunk = c.logs(job_id, replica=rank, offset=tail.offset)
+                tail.offset, tail.finished = chunk.next_offset, chunk.finished
+                if chunk.data:
+                    idle = False
+                    sys.stdout.write(tail.lines(chunk.data))
+                    sys.stdout.flush()
+            if not follow or (idle and all(t.finished for t in tails.values())):
+                break
+            if idle:
                 time.sleep(0.5)
+        for tail in tails.values():  # a last line without its newline
+            sys.stdout.write(tail.lines("", final=True))
+
+
+class _Tail:
+    """One replica's log as it is read: where the next read starts, and the part of a
+    line not yet printed (a prefixed line is printed whole, never split between ranks)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.offset = 0
+        self.finished = False
+        self.partial = ""
+
+    def lines(self, data: str, *, final: bool = False) -> str:
+        if not self.prefix:
+            return data
+        text = self.partial + data
+        whole, _, self.partial = text.rpartition("\n") if not final else (text, "", "")
+        if not whole:
+            return ""
+        return "".join(f"{self.prefix}{line}\n" for line in whole.split("\n"))
+
+
+_ENDED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 @app.command("cancel")
 def cancel(job_id: int, output: OutputOpt = Output.TABLE) -> None:
-    """Cancel a job; a running one gets SIGTERM and a grace period first."""
+    """Cancel a job; a running one gets SIGTERM and a grace period first. A job that has
+    ended already is left as it is, and the command fails saying so."""
     with config.client() as c:
+        before = c.get_job(job_id)
+        if before.state in _ENDED:
+            raise Conflict(f"job {job_id} already {before.state.value}; nothing was cancelled")
         job = c.cancel(job_id)
+    if job.state in _ENDED and job.state != JobState.CANCELLED:  # it ended meanwhile
+        raise Conflict(f"job {job_id} {job.state.value} meanwhile; nothing was cancelled")
     emit(
         output,
         job,
