@@ -127,7 +127,14 @@ def _fmt(value: object, digits: int = 0) -> str:
 
 
 def run(
-    trace: Annotated[str, typer.Option("--trace", help="FORMAT:PATH, FORMAT philly or mosu")],
+    trace: Annotated[
+        str,
+        typer.Option(
+            "--trace",
+            metavar="FORMAT:PATH",
+            help="philly:PATH or mosu:PATH (the formats are above).",
+        ),
+    ],
     tenants: Annotated[
         Path | None,
         typer.Option("--tenants", help="philly: philly_vc.csv; mosu: the tenants CSV"),
@@ -157,7 +164,17 @@ def run(
         "out"
     ),
 ) -> None:
-    """Replay a trace, time-faithfully, through each policy; compare them side by side."""
+    """Replay a trace, time-faithfully, through each policy; compare them side by side.
+
+    \b
+    Trace formats (docs/traces.md has every rule):
+      philly:PATH  Microsoft Philly's philly.csv; --tenants philly_vc.csv
+      mosu:PATH    mosu's jobs CSV, one job a line: job_id, tenant, submit_s,
+                   duration_s, replicas, gpus (per replica), gpu_type, priority,
+                   kind, and optionally estimate_s. --tenants names its tenants
+                   CSV: tenant, gpu_type, guaranteed, limit, weight, and
+                   optionally cohort. Without --cluster, nodes are sized to
+                   the guarantees."""
     names = list(policy or [DEFAULT_PROFILE])
     profiles = [build_profile(n) for n in names]
     if checkpoint_every < 0 or restart_overhead < 0:
