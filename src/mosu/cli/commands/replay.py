@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mosu.cli.render import fitted
 from mosu.core.errors import InvalidInput
 from mosu.core.models import Node, Tenant
 from mosu.engine.profiles import DEFAULT_PROFILE, PROFILES, build_profile
@@ -245,7 +246,7 @@ def _print_tables(summaries: dict[str, dict]) -> None:
                 value = value / 3600
             row.append(_fmt(value, digits))
         table.add_row(name, *row)
-    console.print(table)
+    console.print(fitted(table))
     for name, s in summaries.items():
         per = Table(title=f"{name}: per tenant")
         for c in ("tenant", "jobs", "avg JCT s", "avg queue s", "quota att."):
@@ -258,7 +259,7 @@ def _print_tables(summaries: dict[str, dict]) -> None:
                 _fmt(t.get("avg_queue_s")),
                 _fmt(t.get("quota_attainment"), 3),
             )
-        console.print(per)
+        console.print(fitted(per))
 
 
 def _plot(logs: dict[str, SimLog], out: Path) -> None:
