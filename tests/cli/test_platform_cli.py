@@ -122,6 +122,9 @@ def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa
     )
     queue = json.loads(mosu("queue", "-o", "json", env=acme).stdout)
     assert [e["job_id"] for e in queue] == [int(queued.stdout)]
+    narrow, wide = (mosu("queue", "-o", o, env=acme).stdout.splitlines() for o in ("table", "wide"))
+    assert "reason" in narrow[1] and "why" not in narrow[1], "80 columns: the sentence is left out"
+    assert "why" in wide[1] and queue[0]["message"] in "\n".join(wide), "-o wide: every column"
     assert "stopping" in mosu("job", "cancel", str(nap), env=acme).stdout
     usage = json.loads(mosu("usage", "-o", "json", env=op).stdout)
     assert {u["tenant"] for u in usage} == {"acme"}
