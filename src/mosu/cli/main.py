@@ -120,7 +120,7 @@ def _how_to_sign_in(exc: Unauthorized) -> str:
     )
 
 
-_CLICK_ERROR: type[Exception] = next(
+_CLICK_ERROR: Any = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
 )
 """Click's usage errors' base class (Typer may bundle its own copy of click)."""
