@@ -53,7 +53,8 @@ app.add_typer(sim_app, name="sim")
 
 def _no_type_for_flags() -> None:
     """Help shows each option's value type; a flag (``--follow``, ``--help``) takes no value,
-    so it shows none (this Typer prints ``<bool>`` for it)."""
+    so it shows none (this Typer prints ``<bool>`` for it), nor does an argument whose
+    metavar describes it."""
     from typer import core
 
     shown = getattr(core.TyperOption, "display_type_rich", None)
@@ -65,6 +66,13 @@ def _no_type_for_flags() -> None:
 
     display_type_rich._mosu_flags = True  # type: ignore[attr-defined]
     core.TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    argument_type = core.TyperArgument.display_type_rich
+
+    def argument_display(self: core.TyperArgument, ctx: Any) -> str | None:
+        # An argument given a metavar ("[SPEC] [-- COMMAND...]") has said what it takes.
+        return None if self.metavar else argument_type(self, ctx)
+
+    core.TyperArgument.display_type_rich = argument_display  # type: ignore[method-assign]
 
 
 def _register() -> None:
@@ -120,9 +128,7 @@ def _how_to_sign_in(exc: Unauthorized) -> str:
     )
 
 
-_CLICK_ERROR: Any = next(
-    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
-)
+_CLICK_ERROR: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 """Click's usage errors' base class (Typer may bundle its own copy of click)."""
 
 
