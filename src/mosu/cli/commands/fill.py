@@ -98,7 +98,7 @@ def fill(
     (out / "fill.json").write_text(text + "\n")
     _plot(result, out / "fill.png")
     _print_table(result)
-    console.print(f"wrote {out / 'fill.json'} and {out / 'fill.png'}")
+    console.print(f"wrote {out / 'fill.json'} and {out / 'fill.png'}", soft_wrap=True)
 
 
 def _print_table(result: dict) -> None:
