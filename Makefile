@@ -4,17 +4,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= out
 
-.PHONY: install up fill test lint bench bench-quick clean
+.PHONY: runtime install up fill test lint bench bench-quick clean
 
-$(VENV)/.installed: pyproject.toml
+# `make up` needs the runtime only; lint, tests and benchmarks add the test tools and Ray.
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
 	$(PY) -m pip install -q -e '.[test,ray]'
 	touch $@
 
+runtime: $(VENV)/.runtime
+
 install: $(VENV)/.installed
 
-fill: install
+fill: runtime
 	$(VENV)/bin/mosu sim fill \
 		--nodes ../shared/traces/alibaba-gpu-v2023-openb/openb_node_list_gpu_node.csv \
 		--pods ../shared/traces/alibaba-gpu-v2023-openb/openb_pod_list_default.csv \
@@ -44,5 +51,5 @@ clean:
 # gets 10 s to checkpoint. Override with `make up UP_FLAGS=`.
 UP_FLAGS ?= --min-runtime 20 --grace 10
 
-up: install
+up: runtime
 	$(VENV)/bin/mosu up $(UP_FLAGS)

@@ -232,7 +232,8 @@ def test_a_workdir_the_tenant_cannot_enter_fails_to_start(make_executor, tmp_pat
 def test_a_shell_wrapped_job_may_finish_its_checkpoint_after_the_shell_dies(
     make_executor, tmp_path, work
 ):
-    """``/bin/sh -c`` dies on SIGTERM at once; its child still gets the grace period."""
+    """``/bin/sh -c`` dies on SIGTERM at once; its child still gets the grace period, and
+    the exit reported is the child's (0 after its checkpoint), not the shell's SIGTERM."""
     child = textwrap.dedent(
         f"""
         import signal, sys, time
@@ -253,8 +254,9 @@ def test_a_shell_wrapped_job_may_finish_its_checkpoint_after_the_shell_dies(
     ex.start(shell)
     wait_log(tmp_path / "logs" / "1" / "replica-0.log", "ready")
     ex.stop(1, grace_s=5)
-    wait_exits(ex)
+    [got] = wait_exits(ex)
     assert (work / "ckpt").read_text() == "x"
+    assert (got.exit_code, got.message) == (0, "")
 
 
 # --- a server that goes away and the next one ------------------------------------------

@@ -40,8 +40,10 @@ def test_fill_writes_json_and_plot_and_prints_the_table(tmp_path: Path, capsys) 
         assert set(entry["unallocated_pct_at_100"]) == {"mean", "sd", "min", "max"}
         assert entry["curve"][0] == [0.0, 0.0]
     assert (out / "fill.png").read_bytes()[:4] == b"\x89PNG"
-    table = capsys.readouterr().out
+    printed = capsys.readouterr()
+    table = printed.out
     assert "bestfit" in table and "mosu" in table and "mean" in table
+    assert f"wrote {out / 'fill.json'} and {out / 'fill.png'}\n" in printed.err
 
 
 def test_a_malformed_pod_list_is_one_line_and_a_nonzero_exit(tmp_path: Path, capsys) -> None:

@@ -122,6 +122,9 @@ def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa
     )
     queue = json.loads(mosu("queue", "-o", "json", env=acme).stdout)
     assert [e["job_id"] for e in queue] == [int(queued.stdout)]
+    narrow, wide = (mosu("queue", "-o", o, env=acme).stdout.splitlines() for o in ("table", "wide"))
+    assert "reason" in narrow[1] and "why" not in narrow[1], "80 columns: the sentence is left out"
+    assert "why" in wide[1] and queue[0]["message"] in "\n".join(wide), "-o wide: every column"
     assert "stopping" in mosu("job", "cancel", str(nap), env=acme).stdout
     usage = json.loads(mosu("usage", "-o", "json", env=op).stdout)
     assert {u["tenant"] for u in usage} == {"acme"}
@@ -140,7 +143,7 @@ def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa
         "gpus",
     )
     anonymous = {**cli_env, "MOSU_CONFIG": str(tmp_path / "none.json")}
-    one_line_error(mosu("job", "list", env=anonymous, ok=False), "missing token")
+    one_line_error(mosu("job", "list", env=anonymous, ok=False), "no token", "mosu login")
     one_line_error(
         mosu("job", "list", env={**cli_env, "MOSU_TOKEN": "wrong"}, ok=False), "unknown token"
     )
@@ -148,6 +151,113 @@ def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa
     one_line_error(mosu("job", "show", "999", env=acme, ok=False), "no job 999")
     one_line_error(mosu("job", "submit", str(tmp_path / "nope.yaml"), env=acme, ok=False))
     one_line_error(mosu("tenant", "create", "x", "--guarantee", "H800", env=op, ok=False), "TYPE=N")
+
+
+def test_what_a_newcomer_meets_first(make_server, cli_env, tmp_path):  # noqa: F811
+    server = make_server("--gpus", "8", "--gpu-type", "H800", "--grace", "2")
+    cli_env["MOSU_URL"] = server.url
+    op = {**cli_env, "MOSU_TOKEN": OPERATOR_TOKEN}
+
+    # Guarantees the cluster cannot honour are accepted with a warning, shown per type.
+    delta = mosu("tenant", "create", "delta", "--guarantee", "A100=2", env=op)
+    assert delta.stderr == (
+        "warning: the cluster has no A100 GPUs (its types: H800); this guarantee cannot be "
+        "met until A100 nodes join\n"
+    )
+    big = mosu("tenant", "create", "big", "-g", "H800=100", "-o", "json", env=op)
+    assert json.loads(big.stdout)["warnings"] == [big.stderr.strip().removeprefix("warning: ")]
+    assert "over-committed by 92" in big.stderr
+    created = mosu("tenant", "create", "acme", "-g", "H800=0", "-o", "json", env=op)
+    acme = {**cli_env, "MOSU_TOKEN": json.loads(created.stdout)["token"]}
+    cluster = mosu("cluster", env=acme).stdout  # a tenant may read the aggregate
+    h800 = next(line for line in cluster.splitlines() if "H800" in line and "│" in line)
+    assert h800.split("│")[1:-1] == [" H800     ", " 1     ", " 8    ", " 0    ", " 8    ",
+                                     " 100        ", " +92  "]  # fmt: skip
+    assert "H800: 100 GPUs guaranteed on 8" in cluster
+    one_line_error(mosu("node", "list", env=acme, ok=False), "mosu cluster")
+    tenants = mosu("tenant", "list", env=op).stdout
+    assert any("delta" in line and "no cap" in line for line in tenants.splitlines())
+    mosu("tenant", "quota", "big", "-g", "H800=4", env=op)
+    mosu("tenant", "quota", "acme", "-g", "H800=4", env=op)
+
+    # Options override a spec file's fields; a command is taken only after '--'.
+    spec = tmp_path / "pretrain.yaml"
+    spec.write_text('name: pretrain\ngpus: 8\nkind: train\ncommand: "exit 3"\n')
+    job = json.loads(
+        mosu(
+            "job", "submit", str(spec), "--gpus", "2", "--name", "small", "-o", "json", env=acme
+        ).stdout
+    )
+    assert (job["name"], job["gpus"], job["kind"]) == ("small", 2.0, "train")
+    assert job["spec"]["command"] == "exit 3"
+    replaced = mosu("job", "submit", str(spec), "--gpus", "1", "--", "echo", "hi", "-o", "json",
+                    env=acme).stdout.strip()  # '-o json' after '--' is the command's  # fmt: skip
+    shown = json.loads(mosu("job", "show", replaced, "-o", "json", env=acme).stdout)["job"]
+    assert shown["spec"]["command"] == ["echo", "hi", "-o", "json"]
+    inline = mosu("job", "submit", "--gpus", "1", "-o", "json", "--", "echo", "hi", env=acme)
+    assert json.loads(inline.stdout)["name"] == "echo"
+    one_line_error(mosu("job", "submit", str(spec), "echo", "hi", env=acme, ok=False), "after '--'")
+    one_line_error(mosu("job", "submit", "--gpus", "1", env=acme, ok=False), "after '--'")
+    spec.write_text('name: x\ngpu: 2\ncommand: "true"\n')
+    one_line_error(mosu("job", "submit", str(spec), env=acme, ok=False), "did you mean 'gpus'?")
+
+    # A gang's logs with every rank; a finished job cannot be cancelled.
+    gang = mosu("job", "submit", "--name", "gang", "--replicas", "2", "--gpus", "1", "--", "sh",
+                "-c", "echo hello from $MOSU_REPLICA; echo bye", env=acme)  # fmt: skip
+    gang_id = gang.stdout.strip()
+    wait_for(
+        lambda: (
+            json.loads(mosu("job", "show", gang_id, "-o", "json", env=acme).stdout)["job"]["state"]
+            == "succeeded"
+        ),
+        timeout=20,
+        what="the gang to succeed",
+    )
+    lines = mosu("job", "logs", gang_id, "--replica", "all", env=acme).stdout.splitlines()
+    assert [line for line in lines if "hello" in line or "bye" in line] == [
+        "[0] hello from 0",
+        "[0] bye",
+        "[1] hello from 1",
+        "[1] bye",
+    ]
+    assert all(line.startswith(("[0] ", "[1] ")) for line in lines)
+    followed = mosu("job", "logs", gang_id, "--replica", "all", "-f", env=acme).stdout
+    assert followed.splitlines() == lines
+    one_line_error(
+        mosu("job", "cancel", gang_id, env=acme, ok=False),
+        f"job {gang_id} already succeeded; nothing was cancelled",
+    )
+    one_line_error(mosu("job", "logs", gang_id, "--replica", "x", env=acme, ok=False), "replica")
+
+    # Usage slips are one line too; the version; logging in saves URL and token.
+    one_line_error(mosu("job", "show", "abc", env=acme, ok=False), "job_id", "not a whole number")
+    assert mosu("--version", env=cli_env).stdout.startswith("mosu ")
+    config_file = tmp_path / "login.json"
+    fresh = {**cli_env, "MOSU_CONFIG": str(config_file)}
+    one_line_error(mosu("job", "list", env=fresh, ok=False), "no token", "mosu login")
+    token = acme["MOSU_TOKEN"]
+    out = mosu("login", "--url", server.url, env=fresh, stdin=f"{token}\n".encode()).stdout
+    assert out.startswith(f"logged in to {server.url} as tenant acme; saved to {config_file}")
+    assert json.loads(config_file.read_text()) == {"url": server.url, "token": token}
+    del fresh["MOSU_URL"]  # the saved URL now
+    assert gang_id in mosu("job", "list", env=fresh).stdout
+    one_line_error(
+        mosu("login", "--url", server.url, env=fresh, stdin=b"nope\n", ok=False),
+        "refused the token: unknown token",
+    )
+    root_help = mosu("--help", env=cli_env).stdout
+    for name in ("MOSU_URL", "MOSU_TOKEN", "MOSU_CONFIG", "~/.mosu/client.json", "login"):
+        assert name in root_help
+
+
+def test_help_names_the_spec_fields_and_shows_no_bool_metavar(cli_env):
+    submit = mosu("job", "submit", "--help", env=cli_env).stdout
+    for field in ("estimate", "checkpoint_every", "env", "workdir", "memory", "topology",
+                  "max_runtime", "--"):  # fmt: skip
+        assert field in submit
+    for command in (["job", "logs"], ["node", "drain"], ["tenant", "update"], []):
+        assert "<bool>" not in mosu(*command, "--help", env=cli_env).stdout
+    assert "no cap" in mosu("tenant", "create", "--help", env=cli_env).stdout
 
 
 def test_tenant_cohorts_from_the_command_line(make_server, cli_env):  # noqa: F811

@@ -65,6 +65,8 @@ def test_a_tenant_sees_the_cluster_only_in_aggregate_and_cannot_change_quotas(ap
             "gpus": 8,
             "allocated": 0.0,
             "free": 8.0,
+            "guaranteed": 8.0,
+            "overcommitted": 0.0,
         }
     ]
     r = api.put("/v1/tenants/a/quotas", json={"quotas": {"H800": {"guaranteed": 8}}}, headers=a)
@@ -73,6 +75,35 @@ def test_a_tenant_sees_the_cluster_only_in_aggregate_and_cannot_change_quotas(ap
     assert api.post("/v1/tenants", json={"name": "c"}, headers=a).status_code == 403
     assert [t["name"] for t in api.get("/v1/tenants", headers=a).json()] == ["a"]
     assert api.get("/v1/tenants/b", headers=a).status_code == 404
+
+
+def test_guarantees_the_cluster_cannot_honour_are_warned_and_shown_per_gpu_type(api):
+    seed(api)  # 8 H800s, 4 + 4 guaranteed: nothing to warn about
+    r = api.post("/v1/tenants", json={"name": "c", "quotas": {"A100": {"guaranteed": 2}}})
+    assert r.status_code == 201
+    assert r.json()["warnings"] == [
+        "the cluster has no A100 GPUs (its types: H800); this guarantee cannot be met "
+        "until A100 nodes join"
+    ]
+    r = api.post("/v1/tenants", json={"name": "d", "quotas": {"H800": {"guaranteed": 100}}})
+    assert r.json()["warnings"] == [
+        "H800 guarantees now total 108 GPUs but the cluster has 8: over-committed by 100 "
+        "(mosu cluster shows it)"
+    ]
+    r = api.put("/v1/tenants/d/quotas", json={"quotas": {"H800": {"guaranteed": 0}}})
+    assert r.status_code == 200
+    assert r.json()["warnings"] == []
+    r = api.put("/v1/tenants/d/quotas", json={"quotas": {"H800": {"guaranteed": 1}}})
+    assert r.json()["warnings"] == [
+        "H800 guarantees now total 9 GPUs but the cluster has 8: over-committed by 1 "
+        "(mosu cluster shows it)"
+    ]
+    by_type = {t["gpu_type"]: t for t in api.get("/v1/cluster").json()["gpu_types"]}
+    assert (by_type["A100"]["gpus"], by_type["A100"]["guaranteed"]) == (0, 2.0)
+    assert by_type["A100"]["overcommitted"] == 2.0
+    assert (by_type["H800"]["guaranteed"], by_type["H800"]["overcommitted"]) == (9.0, 1.0)
+    listed = api.get("/v1/tenants").json()
+    assert all("warnings" not in t for t in listed), "warnings answer a change, not a list"
 
 
 def test_tokens_are_stored_hashed(api, platform: Platform):
@@ -275,6 +306,8 @@ def test_borrowed_gpus_are_reclaimed_for_a_tenant_below_its_guarantee(api, platf
     got = api.get(f"/v1/jobs/{big['id']}").json()
     assert got["state"] == "pending"
     assert got["pending_reason"] is not None
+    clean = f"preempted for job {small['id']}; stopped cleanly (exit 0) after SIGTERM"
+    assert got["message"] == clean
     why = api.get(f"/v1/jobs/{big['id']}/why").json()
     assert why["position"] == 1
     assert why["sentence"].startswith(f"Job {big['id']} is pending ({got['pending_reason']}")
@@ -283,6 +316,7 @@ def test_borrowed_gpus_are_reclaimed_for_a_tenant_below_its_guarantee(api, platf
     assert states(api, big["id"]) == ["pending", "starting", "running", "preempted", "pending"]
     events = api.get(f"/v1/jobs/{big['id']}/events").json()["events"]
     assert [e["reason"] for e in events if e["kind"] == "stop-requested"] == ["reclaim"]
+    assert [e["message"] for e in events if e["to_state"] == "preempted"] == [clean]
 
 
 def test_max_runtime_stops_the_job_and_fails_it(api, platform, executor):
@@ -420,3 +454,18 @@ def test_a_node_cannot_shrink_under_a_running_job(api, platform, executor):
     assert (r.status_code, r.json()["error"]["field"]) == (409, "gpu_type")
     r = api.post("/v1/nodes", json={"name": "n0", "gpu_type": "H800", "gpus": 16})
     assert (r.status_code, r.json()["gpus"]) == (201, 16)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "message", "want"),
+    [
+        (0, "", "preempted for job 2; stopped cleanly (exit 0) after SIGTERM"),
+        (3, "", "preempted for job 2; exit code 3 after SIGTERM"),
+        (None, "killed by SIGKILL", "preempted for job 2; killed by SIGKILL"),
+        (None, "", "preempted for job 2"),
+    ],
+)
+def test_how_a_preempted_job_ended_reads_in_words(exit_code, message, want):
+    from mosu.service.services.lifecycle import stop_outcome
+
+    assert stop_outcome("preempted for job 2", exit_code, message) == want

@@ -94,18 +94,21 @@ def test_a_woken_loop_checks_exits_and_stops_at_most_once_a_poll_interval(
 ):
     polls: list[float] = []
     original = executor.poll
+    loop = platform.loop
+    now = [1000.0]
+    loop.monotonic = lambda: now[0]  # the test, not the machine's speed, says when
 
     def counted() -> list:
-        polls.append(time.monotonic())
+        polls.append(now[0])
         return original()
 
     monkeypatch.setattr(executor, "poll", counted)
-    loop = platform.loop
     # The loop thread's calls: one per wake, as under a burst of submissions.
     for _ in range(50):
         loop.run_once(force_cycle=True, throttle=True)
+        now[0] += loop._poll_s / 100
     assert len(polls) == 1, "woken 50 times within one poll interval: housekeeping ran once"
-    time.sleep(loop._poll_s)
+    now[0] = 1000.0 + loop._poll_s  # one poll interval after the first housekeeping
     loop.run_once(force_cycle=False, throttle=True)
     assert len(polls) == 2, "a poll interval later it runs again"
     # Called directly (tests, one-shot commands) it always runs.

@@ -112,6 +112,9 @@ class Supervisor:
         """The main process's wait status once it has ended."""
         self.kill_at: float | None = None
         self.stopped = False
+        self.adopted_codes: list[int] = []
+        """Exit codes of the replica's other processes reaped once a stop began (orphans
+        this subreaper adopted), in the order they ended."""
         self.term = False
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -296,6 +299,8 @@ class Supervisor:
                 return
             if pid == self.job_pid and self.status is None:
                 self.status = status
+            elif self.stopped:
+                self.adopted_codes.append(os.waitstatus_to_exitcode(status))
 
     def _stop_requested(self) -> bool:
         return self.term or self._starter_gone() or (self.run_dir / STOP).exists()
@@ -336,9 +341,19 @@ class Supervisor:
     def _finish(self) -> None:
         status = self.status if self.status is not None else 0
         code = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
+        if self.stopped and code == -signal.SIGTERM and self._shell_wrapped():
+            # A string command runs under `sh -c`, which the stop's SIGTERM kills at once
+            # and which says nothing of how the command ended; the command's processes,
+            # adopted when the shell died, do (a checkpoint and exit 0, say).
+            code = next(
+                (c for c in self.adopted_codes if c != 0), 0 if self.adopted_codes else code
+            )
         record = {"code": code, "stopped": self.stopped, "ended_at": time.time()}
         write_durably(self.run_dir / EXIT, record)
         self._cleanup_group()
+
+    def _shell_wrapped(self) -> bool:
+        return self.config.mode != "bwrap" and list(self.spec["argv"][:2]) == ["/bin/sh", "-c"]
 
     def _cleanup_group(self) -> None:
         if self.group is None:

@@ -19,6 +19,8 @@ DEFAULT_URL = "http://127.0.0.1:8765"
 class ClientConfig:
     url: str
     token: str | None
+    token_source: str = ""
+    """Where the token came from: ``MOSU_TOKEN`` or the config file's path."""
 
 
 def config_path() -> Path:
@@ -35,8 +37,11 @@ def load() -> ClientConfig:
         except (OSError, ValueError) as exc:
             raise InvalidInput(f"{path}: unreadable client config ({exc})") from None
     url = os.environ.get("MOSU_URL") or saved.get("url") or DEFAULT_URL
-    token = os.environ.get("MOSU_TOKEN") or saved.get("token")
-    return ClientConfig(url=url, token=token)
+    token = os.environ.get("MOSU_TOKEN")
+    source = "MOSU_TOKEN"
+    if not token:
+        token, source = saved.get("token"), str(path)
+    return ClientConfig(url=url, token=token or None, token_source=source if token else "")
 
 
 def save(url: str, token: str) -> Path:

@@ -38,6 +38,7 @@ from mosu.core.api import (
     TenantCreate,
     TenantCreated,
     TenantOut,
+    TenantQuotasOut,
     TenantUpdate,
     TokenCreate,
     TokenInfo,
@@ -173,12 +174,12 @@ class Client:
 
     def update_quotas(
         self, name: str, quotas: dict[str, QuotaSpec], weight: float | None = None
-    ) -> TenantOut:
+    ) -> TenantQuotasOut:
         body = QuotaUpdate(quotas=quotas, weight=weight)
         data = self._request(
             "PUT", f"/v1/tenants/{name}/quotas", json=body.model_dump(mode="json")
         ).json()
-        return TenantOut.model_validate(data)
+        return TenantQuotasOut.model_validate(data)
 
     def update_tenant(
         self, name: str, *, weight: float | None = None, cohort: str | None = None

@@ -429,6 +429,14 @@ class TenantOut(OutputModel):
 class TenantCreated(OutputModel):
     tenant: TenantOut
     token: str
+    warnings: list[str] = Field(default_factory=list)
+    """Guarantees the cluster cannot honour (a GPU type it lacks, more than it has)."""
+
+
+class TenantQuotasOut(TenantOut):
+    """A tenant after a quota change, with what the cluster cannot honour of it."""
+
+    warnings: list[str] = Field(default_factory=list)
 
 
 class TokenCreate(InputModel):
@@ -535,6 +543,10 @@ class GpuTypeSummary(OutputModel):
     gpus: int
     allocated: float
     free: float
+    guaranteed: float = 0.0
+    """The sum of every tenant's guarantee of this type."""
+    overcommitted: float = 0.0
+    """GPUs guaranteed beyond the type's capacity (0 when the guarantees fit)."""
 
 
 class ClusterOut(OutputModel):

@@ -9,6 +9,7 @@ outside the standard one, is read by ``mosu.documents`` under the same bounds.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -170,4 +171,13 @@ def job_spec_from_mapping(data: dict[str, Any], *, source: str = "") -> JobSpec:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise invalid_from_validation(exc, source=source) from None
+        error = invalid_from_validation(exc, source=source)
+        first = best_error(exc.errors())
+        if first.get("type") == "extra_forbidden" and len(first.get("loc", ())) == 1:
+            # A slip (`gpu: 2`) is more often a near miss than an unknown wish.
+            nearest = difflib.get_close_matches(str(first["loc"][0]), JobSpec.model_fields, n=1)
+            if nearest:
+                hint = f"unknown field; did you mean {nearest[0]!r}?"
+                message = error.message.replace("unknown field", hint, 1)
+                error = InvalidInput(message, field=error.field)
+        raise error from None

@@ -67,6 +67,7 @@ class SchedulerLoop:
         tick_s: float,
         poll_s: float,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessions = sessions
         self._executor = executor
@@ -76,6 +77,9 @@ class SchedulerLoop:
         self._tick_s = tick_s
         self._poll_s = poll_s
         self._clock = clock
+        self.monotonic = monotonic
+        """The pacing clock (housekeeping at most once a poll interval, lease checks);
+        injectable so that a test decides when an interval has passed, not the machine."""
         # Profiles that plan with history-based estimates say so; the plain one does not.
         self._use_history = str(getattr(profile, "estimator", "")) == "history" and _has_history()
         self._wake = threading.Event()
@@ -120,7 +124,7 @@ class SchedulerLoop:
                 self.leading = True
                 self.reconcile()
             return True
-        now = time.monotonic()
+        now = self.monotonic()
         if self.leading and now - self._last_lease_check < LEASE_CHECK_S:
             return True
         self._last_lease_check = now
@@ -184,7 +188,7 @@ class SchedulerLoop:
         from the API for nothing."""
         if force_cycle:
             self._cycle_requested = True
-        paced = time.monotonic()
+        paced = self.monotonic()
         if not throttle or paced - self._last_housekeeping >= self._poll_s:
             self._last_housekeeping = paced
             self.sync_nodes()

@@ -29,7 +29,12 @@ def fill(
         list[str] | None,
         typer.Option("--policy", help=f"placement policy, repeatable ({', '.join(POLICIES)})"),
     ] = None,
-    seeds: Annotated[int, typer.Option("--seeds", help="number of seeds, from 42 up")] = 10,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds", help="How many seeded runs per policy: N runs with seeds 42 .. 41+N."
+        ),
+    ] = 10,
     inflation: Annotated[
         float, typer.Option("--inflation", help="workload GPU request / cluster GPU capacity")
     ] = DEFAULT_INFLATION,
@@ -93,6 +98,7 @@ def fill(
     (out / "fill.json").write_text(text + "\n")
     _plot(result, out / "fill.png")
     _print_table(result)
+    console.print(f"wrote {out / 'fill.json'} and {out / 'fill.png'}", soft_wrap=True)
 
 
 def _print_table(result: dict) -> None:

@@ -9,26 +9,79 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from mosu.cli import config
 from mosu.cli.render import Output, OutputOpt, ago, emit, gpus, table, when
 from mosu.core.api import MAX_BODY_BYTES, JobOut, JobState
-from mosu.core.errors import InvalidInput
+from mosu.core.errors import Conflict, InvalidInput
 from mosu.core.jobspec import job_spec_from_mapping
-from mosu.documents import parse_job_spec
+from mosu.documents import load_document
 
 app = typer.Typer(help="Jobs: submit, list, show, why, logs, cancel.", no_args_is_help=True)
 
 
-@app.command("submit")
+class _SubmitCommand(TyperCommand):
+    """Keeps what follows ``--`` apart: click folds it into the positional arguments, but
+    only words after ``--`` are a command; a word before it is a spec file."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+        if "--" in args:
+            ctx.meta[_AFTER_DASHES] = args[args.index("--") + 1 :]
+        return super().parse_args(ctx, args)
+
+
+_AFTER_DASHES = "mosu.job.submit.command"
+
+SPEC_FIELDS_HELP = (
+    """Submit a job from a spec file, from options and a command, or both.
+
+\b
+  mosu job submit job.yaml
+  mosu job submit job.yaml --gpus 4       options override the file's fields
+  mosu job submit --name eval --gpus 4 -- python3 eval.py
+  mosu job submit job.yaml -- python3 x.py   the command replaces the file's
+
+"""
+    + (  # one paragraph: help rewraps it to the terminal's width
+        "A command is given on the line only after '--'. A spec (YAML or JSON) has these "
+        "fields; only command is required, and name defaults to the command's first word:"
+    )
+    + """
+
+\b
+  name              job name
+  command           a string (run by sh -c) or a list of arguments
+  gpus              GPUs per replica (0.5 shares one GPU); default 1
+  replicas          replicas in the gang, started all or none; default 1
+  gpu_type          a GPU type, or a list of acceptable ones
+  kind              train, finetune, eval, batch, inference or dev
+  priority          low, normal, high or 0..1000
+  cpu, memory       per replica: cores, and bytes such as 64Gi
+  topology          none, same-node or same-rack: where replicas may go
+  estimate          expected run time (e.g. 2h): sharpens the estimated start
+  max_runtime       stopped after this long (e.g. 1d)
+  checkpoint_every  how often it saves its state (e.g. 10m): cheaper to stop
+  env               environment variables, a mapping
+  secrets           names of the tenant's secrets, set as variables
+  workdir           the directory the command starts in
+
+Reference: docs/platform.md, "Job spec"."""
+)
+
+
+@app.command("submit", cls=_SubmitCommand, help=SPEC_FIELDS_HELP)
 def submit(
+    ctx: typer.Context,
     args: Annotated[
         list[str] | None,
-        typer.Argument(help="A job spec file (YAML/JSON, '-' for stdin), or after '--' a command."),
+        typer.Argument(
+            help="A job spec file (YAML/JSON, '-' for stdin); after '--' the command.",
+            metavar="[SPEC] [-- COMMAND...]",
+            show_default=False,
+        ),
     ] = None,
-    name: Annotated[
-        str | None, typer.Option(help="Job name (submits ARGS as the command).")
-    ] = None,
+    name: Annotated[str | None, typer.Option(help="Job name (overrides the spec).")] = None,
     gpus_: Annotated[
         float | None, typer.Option("--gpus", help="GPUs per replica (0.5 shares one).")
     ] = None,
@@ -43,31 +96,40 @@ def submit(
     ] = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """Submit a job: 'mosu job submit job.yaml' or 'mosu job submit --name N --gpus G -- CMD...'."""
-    args = args or []
-    if name is not None or gpus_ is not None:
-        if not args:
-            raise InvalidInput(
-                "give the command after '--', e.g. -- python train.py", field="command"
-            )
-        data: dict[str, object] = {"name": name or Path(args[0]).name, "command": args}
-        for key, value in (
-            ("gpus", gpus_),
-            ("gpu_type", gpu_type),
-            ("replicas", replicas),
-            ("kind", kind),
-            ("priority", int(priority) if priority and priority.isdigit() else priority),
-        ):
-            if value is not None:
-                data[key] = value
-        spec = job_spec_from_mapping(data)
+    words = list(args or [])
+    command: list[str] = ctx.meta.get(_AFTER_DASHES, [])
+    files = words[: len(words) - len(command)]
+    if len(files) > 1:
+        raise InvalidInput(
+            f"give one spec file (got {len(files)} words before '--'); "
+            "a command goes after '--', e.g. -- python3 train.py",
+            field="command",
+        )
+    overrides: dict[str, object] = {}
+    for key, value in (
+        ("name", name),
+        ("gpus", gpus_),
+        ("gpu_type", gpu_type),
+        ("replicas", replicas),
+        ("kind", kind),
+        ("priority", int(priority) if priority and priority.isdigit() else priority),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if command:
+        overrides["command"] = command
+    if files:
+        source = files[0]
+        data = load_document(read_spec_file(source), source=source)
+        spec = job_spec_from_mapping({**data, **overrides}, source=source)
+    elif command:
+        overrides.setdefault("name", Path(command[0]).name)
+        spec = job_spec_from_mapping(overrides)
     else:
-        if len(args) != 1:
-            raise InvalidInput(
-                "give one job spec file, or --name and --gpus with a command after '--'"
-            )
-        source = args[0]
-        spec = parse_job_spec(read_spec_file(source), source=source)
+        raise InvalidInput(
+            "give a spec file, or a command after '--' (e.g. --gpus 1 -- python3 train.py)",
+            field="command",
+        )
     with config.client() as c:
         job = c.submit(spec, tenant=tenant)
     emit(output, job, lambda: str(job.id))
@@ -184,31 +246,78 @@ def why(job_id: int, output: OutputOpt = Output.TABLE) -> None:
 @app.command("logs")
 def logs(
     job_id: int,
-    replica: Annotated[int, typer.Option(help="Which replica's log.")] = 0,
+    replica: Annotated[
+        str,
+        typer.Option(
+            metavar="N|all",
+            help="Which replica's log; 'all': every replica's, each line prefixed by its rank.",
+        ),
+    ] = "0",
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
     ] = False,
 ) -> None:
-    """Print a replica's stdout and stderr."""
-    offset = 0
+    """Print a replica's stdout and stderr (or every replica's, with --replica all)."""
     with config.client() as c:
+        if replica == "all":
+            ranks = list(range(c.get_job(job_id).replicas))
+            prefix = True
+        elif replica.isdigit():
+            ranks, prefix = [int(replica)], False
+        else:
+            raise InvalidInput(f"{replica!r} is not a replica number or 'all'", field="--replica")
+        tails = {r: _Tail(f"[{r}] " if prefix else "") for r in ranks}
         while True:
-            chunk = c.logs(job_id, replica=replica, offset=offset)
-            if chunk.data:
-                sys.stdout.write(chunk.data)
-                sys.stdout.flush()
-            offset = chunk.next_offset
-            if not follow or (chunk.finished and not chunk.data):
-                return
-            if not chunk.data:
+            idle = True
+            for rank, tail in tails.items():
+                chunk = c.logs(job_id, replica=rank, offset=tail.offset)
+                tail.offset, tail.finished = chunk.next_offset, chunk.finished
+                if chunk.data:
+                    idle = False
+                    sys.stdout.write(tail.lines(chunk.data))
+                    sys.stdout.flush()
+            if not follow or (idle and all(t.finished for t in tails.values())):
+                break
+            if idle:
                 time.sleep(0.5)
+        for tail in tails.values():  # a last line without its newline
+            sys.stdout.write(tail.lines("", final=True))
+
+
+class _Tail:
+    """One replica's log as it is read: where the next read starts, and the part of a
+    line not yet printed (a prefixed line is printed whole, never split between ranks)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.offset = 0
+        self.finished = False
+        self.partial = ""
+
+    def lines(self, data: str, *, final: bool = False) -> str:
+        if not self.prefix:
+            return data
+        text = self.partial + data
+        whole, _, self.partial = text.rpartition("\n") if not final else (text, "", "")
+        if not whole:
+            return ""
+        return "".join(f"{self.prefix}{line}\n" for line in whole.split("\n"))
+
+
+_ENDED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 
 
 @app.command("cancel")
 def cancel(job_id: int, output: OutputOpt = Output.TABLE) -> None:
-    """Cancel a job; a running one gets SIGTERM and a grace period first."""
+    """Cancel a job; a running one gets SIGTERM and a grace period first. A job that has
+    ended already is left as it is, and the command fails saying so."""
     with config.client() as c:
+        before = c.get_job(job_id)
+        if before.state in _ENDED:
+            raise Conflict(f"job {job_id} already {before.state.value}; nothing was cancelled")
         job = c.cancel(job_id)
+    if job.state in _ENDED and job.state != JobState.CANCELLED:  # it ended meanwhile
+        raise Conflict(f"job {job_id} {job.state.value} meanwhile; nothing was cancelled")
     emit(
         output,
         job,

@@ -24,4 +24,11 @@ def queue(output: OutputOpt = Output.TABLE) -> None:
         for e in entries
     ]
     cols = ["#", "job", "tenant", "name", "gpus", "reason", "estimated start", "why"]
-    emit(output, entries, lambda: table(None, cols, rows) if rows else "the queue is empty")
+    # The sentence ('why') is what `mosu job why N` says; it fits 80 columns only alone.
+    narrow = [r[:-1] for r in rows]
+    emit(
+        output,
+        entries,
+        lambda: table(None, cols[:-1], narrow) if rows else "the queue is empty",
+        lambda: table(None, cols, rows) if rows else "the queue is empty",
+    )

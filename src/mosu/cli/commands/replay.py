@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mosu.cli.render import fitted
 from mosu.core.errors import InvalidInput
 from mosu.core.models import Node, Tenant
 from mosu.sim.metrics import summarize
@@ -127,7 +128,14 @@ def _fmt(value: object, digits: int = 0) -> str:
 
 
 def run(
-    trace: Annotated[str, typer.Option("--trace", help="FORMAT:PATH, FORMAT philly or mosu")],
+    trace: Annotated[
+        str,
+        typer.Option(
+            "--trace",
+            metavar="FORMAT:PATH",
+            help="philly:PATH or mosu:PATH (the formats are above).",
+        ),
+    ],
     tenants: Annotated[
         Path | None,
         typer.Option("--tenants", help="philly: philly_vc.csv; mosu: the tenants CSV"),
@@ -157,7 +165,17 @@ def run(
         "out"
     ),
 ) -> None:
-    """Replay a trace, time-faithfully, through each policy; compare them side by side."""
+    """Replay a trace, time-faithfully, through each policy; compare them side by side.
+
+    \b
+    Trace formats (docs/traces.md has every rule):
+      philly:PATH  Microsoft Philly's philly.csv; --tenants philly_vc.csv
+      mosu:PATH    mosu's jobs CSV, one job a line: job_id, tenant, submit_s,
+                   duration_s, replicas, gpus (per replica), gpu_type, priority,
+                   kind, and optionally estimate_s. --tenants names its tenants
+                   CSV: tenant, gpu_type, guaranteed, limit, weight, and
+                   optionally cohort. Without --cluster, nodes are sized to
+                   the guarantees."""
     names = list(policy or [DEFAULT_PROFILE])
     profiles = [build_profile(n) for n in names]
     if checkpoint_every < 0 or restart_overhead < 0:
@@ -228,7 +246,7 @@ def _print_tables(summaries: dict[str, dict]) -> None:
                 value = value / 3600
             row.append(_fmt(value, digits))
         table.add_row(name, *row)
-    console.print(table)
+    console.print(fitted(table))
     for name, s in summaries.items():
         per = Table(title=f"{name}: per tenant")
         for c in ("tenant", "jobs", "avg JCT s", "avg queue s", "quota att."):
@@ -241,7 +259,7 @@ def _print_tables(summaries: dict[str, dict]) -> None:
                 _fmt(t.get("avg_queue_s")),
                 _fmt(t.get("quota_attainment"), 3),
             )
-        console.print(per)
+        console.print(fitted(per))
 
 
 def _plot(logs: dict[str, SimLog], out: Path) -> None:

@@ -3,6 +3,7 @@ cohort (tenants of one cohort lend idle guaranteed GPUs to each other)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -35,15 +36,40 @@ def quotas_from(guarantee: list[str], limit: list[str]) -> dict[str, QuotaSpec]:
     return {t: QuotaSpec(guaranteed=g.get(t, 0), limit=lim.get(t)) for t in sorted({*g, *lim})}
 
 
+GuaranteeOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--guarantee",
+        "-g",
+        metavar="TYPE=N",
+        help="N GPUs of TYPE always available to it (repeatable).",
+        show_default=False,
+    ),
+]
+LimitOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--limit",
+        "-l",
+        metavar="TYPE=N",
+        help="The most GPUs of TYPE it may hold, borrowing included (repeatable). "
+        "Without one it may borrow any idle GPU of the type: no cap.",
+        show_default=False,
+    ),
+]
+
+
+def warn(warnings: list[str]) -> None:
+    """Warnings go to stderr, so that ``-o json`` output stays one document."""
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
+
+
 @app.command("create")
 def create(
     name: str,
-    guarantee: Annotated[
-        list[str], typer.Option("--guarantee", "-g", help="TYPE=N guaranteed GPUs (repeatable).")
-    ] = [],  # noqa: B006 - typer reads the default, never mutates it
-    limit: Annotated[
-        list[str], typer.Option("--limit", "-l", help="TYPE=N most GPUs it may hold (repeatable).")
-    ] = [],  # noqa: B006
+    guarantee: GuaranteeOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    limit: LimitOpt = [],  # noqa: B006
     weight: Annotated[float, typer.Option(help="Share of idle GPUs among borrowers.")] = 1.0,
     cohort: Annotated[
         str | None,
@@ -57,6 +83,7 @@ def create(
     with config.client() as c:
         created = c.create_tenant(name, quotas_from(guarantee, limit), weight, cohort)
     emit(output, created, lambda: f"tenant {created.tenant.name} created\ntoken: {created.token}")
+    warn(created.warnings)
 
 
 @app.command("update")
@@ -89,15 +116,18 @@ def update(
 @app.command("quota")
 def quota(
     name: str,
-    guarantee: Annotated[list[str], typer.Option("--guarantee", "-g")] = [],  # noqa: B006
-    limit: Annotated[list[str], typer.Option("--limit", "-l")] = [],  # noqa: B006
-    weight: Annotated[float | None, typer.Option()] = None,
+    guarantee: GuaranteeOpt = [],  # noqa: B006
+    limit: LimitOpt = [],  # noqa: B006
+    weight: Annotated[
+        float | None, typer.Option(help="Share of idle GPUs among borrowers.")
+    ] = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Change a tenant's quotas (operator only)."""
     with config.client() as c:
         tenant = c.update_quotas(name, quotas_from(guarantee, limit), weight)
     emit(output, tenant, lambda: f"tenant {tenant.name} updated")
+    warn(tenant.warnings)
 
 
 @app.command("list")
@@ -116,7 +146,7 @@ def list_(output: OutputOpt = Output.TABLE) -> None:
                         t.name,
                         gpu_type,
                         gpus(q.guaranteed) if q else "",
-                        "" if q is None or q.limit is None else gpus(q.limit),
+                        "" if q is None else "no cap" if q.limit is None else gpus(q.limit),
                         gpus(t.allocated.get(gpu_type, 0.0)) if q else "",
                         f"{t.weight:g}",
                         t.cohort or "-",

@@ -10,6 +10,7 @@ from mosu.core.api import (
     TenantCreate,
     TenantCreated,
     TenantOut,
+    TenantQuotasOut,
     TenantUpdate,
     TokenOut,
 )
@@ -57,7 +58,7 @@ def update_tenant(
 @router.put("/{name}/quotas", responses=errors(403, 404))
 def update_quotas(
     name: TenantName, body: QuotaUpdate, platform: PlatformDep, who: PrincipalDep
-) -> TenantOut:
+) -> TenantQuotasOut:
     with platform.tx() as s:
         out = tenants.update_quotas(
             s, principal=who, name=name, quotas=body.quotas, weight=body.weight

@@ -126,6 +126,33 @@ def add_usage(session: Session, tenant: str, gpu_type: str, day: str, gpu_s: flo
         row.gpu_seconds += gpu_s
 
 
+def _stop_cause(session: Session, job: JobRow) -> str:
+    """Why the job was asked to stop, from its latest stop request: ``preempted for job
+    2``, or what the request said (``node vm is drained``)."""
+    request = session.scalars(
+        select(EventRow)
+        .where(EventRow.job_id == job.id, EventRow.kind == "stop-requested")
+        .order_by(EventRow.id.desc())
+        .limit(1)
+    ).first()
+    if request is None:
+        return "preempted"
+    if job.stop_reason == "preempt":
+        _, found, beneficiary = (request.message or "").partition(" for job ")
+        return f"preempted for job {beneficiary}" if found else "preempted"
+    return request.message or "preempted"
+
+
+def stop_outcome(cause: str, exit_code: int | None, message: str) -> str:
+    """How a requeued job's processes ended after their SIGTERM, in words: a clean exit
+    (it saved its state, say) reads differently from a process killed after the grace."""
+    if exit_code == 0:
+        return f"{cause}; stopped cleanly (exit 0) after SIGTERM"
+    if exit_code is not None and not message:
+        return f"{cause}; exit code {exit_code} after SIGTERM"
+    return f"{cause}; {message}" if message else cause
+
+
 def finish(
     session: Session,
     job: JobRow,
@@ -140,8 +167,8 @@ def finish(
     job.exit_code = exit_code
     stop = job.stop_reason
     if stop is not None and stop.requeues:
-        job.message = message or "preempted"
-        transition(session, job, JobState.PREEMPTED, reason=stop, message=message, now=at)
+        job.message = stop_outcome(_stop_cause(session, job), exit_code, message)
+        transition(session, job, JobState.PREEMPTED, reason=stop, message=job.message, now=at)
         transition(session, job, JobState.PENDING, reason="requeued", message="requeued", now=at)
     elif stop == StopReason.CANCEL:
         job.message = "cancelled"

@@ -22,7 +22,7 @@ from mosu.core.errors import Conflict, InvalidInput, NotFound
 from mosu.core.executor import NodeReport
 from mosu.core.models import GPU_MILLI, NodeState
 from mosu.core.reasons import StopReason
-from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow
+from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow
 from mosu.service.services.auth import Principal
 
 
@@ -219,7 +219,7 @@ def _out(row: NodeRow, allocated: float) -> NodeOut:
 
 
 def list_nodes(session: Session, *, principal: Principal) -> list[NodeOut]:
-    principal.require_operator("list nodes (tenants see the cluster in aggregate: GET /v1/cluster)")
+    principal.require_operator("list nodes (a tenant sees the cluster in aggregate: mosu cluster)")
     allocated = _allocated_by_node(session)
     rows = session.scalars(select(NodeRow).order_by(NodeRow.name))
     return [_out(row, allocated.get(row.name, 0.0)) for row in rows]
@@ -251,14 +251,23 @@ def set_state(
 
 
 def cluster_summary(session: Session) -> ClusterOut:
+    """Capacity, use and guarantees per GPU type; a type tenants are guaranteed but no
+    node has is listed too (with 0 GPUs), since that guarantee cannot be met."""
     allocated = _allocated_by_node(session)
     by_type: dict[str, list[NodeRow]] = defaultdict(list)
     for row in session.scalars(select(NodeRow).order_by(NodeRow.name)):
         by_type[row.gpu_type].append(row)
+    guaranteed: dict[str, int] = defaultdict(int)
+    for gpu_type, milli in session.execute(
+        select(QuotaRow.gpu_type, func.sum(QuotaRow.guaranteed_milli)).group_by(QuotaRow.gpu_type)
+    ):
+        guaranteed[gpu_type] += int(milli or 0)
     summaries = []
-    for gpu_type, rows in sorted(by_type.items()):
+    for gpu_type in sorted({*by_type, *(t for t, m in guaranteed.items() if m > 0)}):
+        rows = by_type.get(gpu_type, [])
         total = sum(r.gpus for r in rows)
         used = round(sum(allocated.get(r.name, 0.0) for r in rows), 3)
+        promised = guaranteed.get(gpu_type, 0) / GPU_MILLI
         summaries.append(
             GpuTypeSummary(
                 gpu_type=gpu_type,
@@ -267,6 +276,8 @@ def cluster_summary(session: Session) -> ClusterOut:
                 gpus=total,
                 allocated=used,
                 free=round(total - used, 3),
+                guaranteed=round(promised, 3),
+                overcommitted=round(max(0.0, promised - total), 3),
             )
         )
     counts: dict[str, int] = {

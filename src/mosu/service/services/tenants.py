@@ -13,6 +13,7 @@ from mosu.core.api import (
     TenantCreate,
     TenantCreated,
     TenantOut,
+    TenantQuotasOut,
     TenantUpdate,
     TokenCreate,
     TokenOut,
@@ -20,7 +21,7 @@ from mosu.core.api import (
 from mosu.core.errors import Conflict, NotFound
 from mosu.core.models import GPU_MILLI
 from mosu.service.db.convert import tenant_out
-from mosu.service.db.rows import AllocationRow, EventRow, QuotaRow, TenantRow
+from mosu.service.db.rows import AllocationRow, EventRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.services.auth import Principal, create_token, issue_token
 
 
@@ -53,7 +54,37 @@ def create_tenant(session: Session, *, principal: Principal, body: TenantCreate)
         message = "; ".join(filter(None, (message, _cohort_text(body.cohort))))
     session.add(EventRow(at=now, tenant=body.name, kind="tenant-created", message=message))
     session.flush()
-    return TenantCreated(tenant=_out(session, row), token=token)
+    warnings = guarantee_warnings(session, body.quotas)
+    return TenantCreated(tenant=_out(session, row), token=token, warnings=warnings)
+
+
+def guarantee_warnings(session: Session, quotas: dict[str, QuotaSpec]) -> list[str]:
+    """What the cluster cannot honour of these guarantees (already stored): a GPU type it
+    has none of, or guarantees of a type adding up to more than it has. A warning, not an
+    error: nodes may be declared after tenants, and an operator may over-commit knowingly."""
+    capacity: dict[str, int] = defaultdict(int)
+    for gpu_type, gpus in session.execute(select(NodeRow.gpu_type, NodeRow.gpus)):
+        capacity[gpu_type] += gpus
+    asked = sorted(t for t, q in quotas.items() if q.guaranteed > 0)
+    totals: dict[str, int] = defaultdict(int)
+    for q in session.scalars(select(QuotaRow).where(QuotaRow.gpu_type.in_(asked))):
+        totals[q.gpu_type] += q.guaranteed_milli
+    known = ", ".join(sorted(capacity)) or "none yet"
+    out = []
+    for gpu_type in asked:
+        total = totals[gpu_type] / GPU_MILLI
+        if capacity[gpu_type] == 0:
+            out.append(
+                f"the cluster has no {gpu_type} GPUs (its types: {known}); "
+                f"this guarantee cannot be met until {gpu_type} nodes join"
+            )
+        elif total > capacity[gpu_type]:
+            out.append(
+                f"{gpu_type} guarantees now total {total:g} GPUs but the cluster has "
+                f"{capacity[gpu_type]}: over-committed by {total - capacity[gpu_type]:g} "
+                "(mosu cluster shows it)"
+            )
+    return out
 
 
 def _quota_text(quotas: dict[str, QuotaSpec]) -> str:
@@ -128,7 +159,7 @@ def update_quotas(
     name: str,
     quotas: dict[str, QuotaSpec],
     weight: float | None,
-) -> TenantOut:
+) -> TenantQuotasOut:
     principal.require_operator("change quotas")
     row = get_row(session, name)
     _set_quotas(session, name, quotas)
@@ -138,7 +169,8 @@ def update_quotas(
         EventRow(at=time.time(), tenant=name, kind="quota-changed", message=_quota_text(quotas))
     )
     session.flush()
-    return _out(session, row)
+    out = _out(session, row)
+    return TenantQuotasOut(**dict(out), warnings=guarantee_warnings(session, quotas))
 
 
 def update_tenant(
