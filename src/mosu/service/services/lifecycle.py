@@ -137,7 +137,7 @@ def _stop_cause(session: Session, job: JobRow) -> str:
     ).first()
     if request is None:
         return "preempted"
-    if job.stop_reason == "preempt":
+    if job.stop_reason == StopReason.PREEMPT:
         _, found, beneficiary = (request.message or "").partition(" for job ")
         return f"preempted for job {beneficiary}" if found else "preempted"
     return request.message or "preempted"

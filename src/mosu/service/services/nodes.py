@@ -271,7 +271,8 @@ def cluster_summary(session: Session) -> ClusterOut:
         summaries.append(
             GpuTypeSummary(
                 gpu_type=gpu_type,
-                vendor=rows[0].vendor,
+                # A type only promised, with no node yet, is named by the model table.
+                vendor=rows[0].vendor if rows else vendor_of(gpu_type).value,
                 nodes=len(rows),
                 gpus=total,
                 allocated=used,
