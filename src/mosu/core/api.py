@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from mosu.core.credits import CreditPolicy
 from mosu.core.models import JobKind, NodeState, Topology
 
 MAX_GPUS_PER_REPLICA = 1024
@@ -388,6 +389,8 @@ class TenantCreate(InputModel):
     quotas: Quotas = Field(default_factory=dict)
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
     cohort: CohortName = None
+    on_credits_exhausted: CreditPolicy | None = None
+    """What happens once its credits are used up (``hold`` when not set)."""
 
 
 class TenantUpdate(InputModel):
@@ -396,6 +399,7 @@ class TenantUpdate(InputModel):
 
     weight: Annotated[float | None, Field(gt=0, le=1000)] = None
     cohort: CohortName = None
+    on_credits_exhausted: CreditPolicy | None = None
 
     @property
     def sets_cohort(self) -> bool:

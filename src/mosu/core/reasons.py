@@ -20,6 +20,9 @@ class PendingReason(StrEnum):
     """Would fit, but starting it would delay a job holding a reservation."""
     QUEUED = "queued"
     """Behind other jobs of its tenant or of higher priority."""
+    CREDITS_EXHAUSTED = "credits-exhausted"
+    """Its tenant's credits, less what its running jobs reserve, do not cover its
+    estimated cost (the tenant's policy is ``hold`` or ``stop``)."""
 
 
 class PreemptReason(StrEnum):

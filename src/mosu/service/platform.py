@@ -45,6 +45,7 @@ class Platform:
             logs_dir=settings.logs_dir,
             grace_s=settings.grace_s,
             tick_s=settings.tick_s,
+            meter_s=settings.credits_meter_s,
             poll_s=settings.poll_s,
         )
         self._scheduler_running = False
