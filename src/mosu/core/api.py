@@ -389,7 +389,7 @@ class TenantCreate(InputModel):
     quotas: Quotas = Field(default_factory=dict)
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
     cohort: CohortName = None
-    on_credits_exhausted: CreditPolicy | None = None
+    on_credits_exhausted: Annotated[CreditPolicy | None, Field(strict=False)] = None
     """What happens once its credits are used up (``hold`` when not set)."""
 
 
@@ -399,7 +399,7 @@ class TenantUpdate(InputModel):
 
     weight: Annotated[float | None, Field(gt=0, le=1000)] = None
     cohort: CohortName = None
-    on_credits_exhausted: CreditPolicy | None = None
+    on_credits_exhausted: Annotated[CreditPolicy | None, Field(strict=False)] = None
 
     @property
     def sets_cohort(self) -> bool:
