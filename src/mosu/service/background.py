@@ -104,6 +104,8 @@ class SchedulerLoop:
         self._last_meter = -math.inf
         self.credit_reserved: dict[str, int] = {}
         """Tenant → micro-credits its running jobs reserve, as of the last cycle."""
+        self.on_credit_alerts: Callable[[list[Any]], None] = lambda _alerts: None
+        """Told the credit threshold alerts of each metering, after its commit."""
         self.on_metered: Callable[[float], None] = lambda _seconds: None
         """Told each metering's cost (metrics, benchmarks)."""
 
@@ -314,7 +316,9 @@ class SchedulerLoop:
                 with self._sessions.begin() as s:
                     if self.lease is not None:
                         self.lease.fence(s.connection())
-                    credits_housekeeping(s, now=now)
+                    metered = credits_housekeeping(s, now=now)
+                if metered.alerts:
+                    self.on_credit_alerts(metered.alerts)
                 break
             except IntegrityError:  # another server metered an interval first: redo
                 continue

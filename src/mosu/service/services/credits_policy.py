@@ -36,6 +36,7 @@ from mosu.core.reasons import PendingReason
 from mosu.service.db.credit_rows import CreditGrantRow, CreditIntervalRow
 from mosu.service.db.rows import JobRow
 from mosu.service.services.credits import balances_micro, policies
+from mosu.service.services.credits_alerts import CreditAlert, check_thresholds
 from mosu.service.services.credits_meter import load_card, meter_running
 from mosu.service.services.lifecycle import note
 from mosu.service.services.scheduling import LoadedSnapshot
@@ -216,7 +217,15 @@ def stop_exhausted(session: Session) -> list[int]:
     return out
 
 
-def housekeeping(session: Session, *, now: float) -> list[int]:
-    """One metering: charge running replicas, expire grants, stop what must stop."""
+@dataclass
+class Metered:
+    stopping: list[int]
+    alerts: list[CreditAlert]
+
+
+def housekeeping(session: Session, *, now: float) -> Metered:
+    """One metering: charge running replicas, expire grants, record threshold alerts,
+    stop what must stop."""
     meter_running(session, now=now)
-    return stop_exhausted(session)
+    alerts = check_thresholds(session, limited_tenants(session), now=now)
+    return Metered(stopping=stop_exhausted(session), alerts=alerts)
