@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mosu.cli.main import main
+from tests.cli.test_replay_cli import write_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 PHILLY = REPO.parent / "shared" / "traces" / "philly"
@@ -46,10 +47,14 @@ def test_a_philly_window_is_charged_and_a_small_voucher_runs_out(tmp_path: Path)
 def test_rates_without_grants_is_one_line(tmp_path: Path, capsys) -> None:
     rates = tmp_path / "rates.csv"
     rates.write_text("resource,per_hour\nP100,2\n")
-    jobs = tmp_path / "jobs.csv"
-    jobs.write_text("id,tenant,submit_s,duration_s,gpus\n1,a,0,10,1\n")
+    jobs, tenants = write_inputs(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(["sim", "replay", "--trace", f"mosu:{jobs}", "--rates", str(rates)])
+        main(
+            [
+                "sim", "replay", "--trace", f"mosu:{jobs}", "--tenants", str(tenants),
+                "--rates", str(rates), "--out", str(tmp_path / "out"),
+            ]
+        )  # fmt: skip
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "--grants" in err and len(err.splitlines()) == 1
