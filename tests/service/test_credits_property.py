@@ -306,13 +306,15 @@ def _check(path: Path, sequence) -> tuple[dict[str, int], dict[str, int]]:
         balance = sum(ledger[t].values())
         assert balance == model.granted[t] - charged[t] + refunded[t] + ledger[t]["expiry"]
     # Every charge is its interval's amount, split over grants without overdrawing one.
-    per_interval: dict[int, int] = defaultdict(int)
+    per_interval: dict[tuple[int, int], int] = defaultdict(int)
     per_grant: dict[int, int] = defaultdict(int)
     for e in entries:
         if e.kind == "charge":
-            per_interval[e.interval_id] -= e.amount_micro
+            per_interval[(e.allocation_id, e.interval_start_ms)] -= e.amount_micro
         if e.grant_id is not None and e.kind != "refund":
             per_grant[e.grant_id] += e.amount_micro
-    assert per_interval == {i.id: i.amount_micro for i in intervals if i.amount_micro > 0}
+    assert per_interval == {
+        (i.allocation_id, i.start_ms): i.amount_micro for i in intervals if i.amount_micro > 0
+    }
     assert all(v >= 0 for v in per_grant.values())
     return dict(charged), dict(refunded)

@@ -11,6 +11,7 @@ cost of the whole run: slicing never gains or loses a micro-credit.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -89,6 +90,8 @@ class RateCard:
         for r in sorted(rates, key=lambda r: (r.resource, r.effective_ms)):
             by_resource.setdefault(r.resource, []).append(r)
         self._rates = by_resource
+        self._lines_cache: dict[str, list[Rate]] = {}
+        self._times: dict[str, list[int]] = {}
 
     @property
     def empty(self) -> bool:
@@ -129,11 +132,14 @@ class RateCard:
         )
 
     def _breaks(self, use: ReplicaUse, start_ms: int, end_ms: int) -> list[int]:
-        lines = [
-            *self._gpu_lines(use.gpu_type),
-            *self._rates.get(CPU_RESOURCE, []),
-            *self._rates.get(MEM_RESOURCE, []),
-        ]
+        lines = self._lines_cache.get(use.gpu_type)
+        if lines is None:
+            lines = [
+                *self._gpu_lines(use.gpu_type),
+                *self._rates.get(CPU_RESOURCE, []),
+                *self._rates.get(MEM_RESOURCE, []),
+            ]
+            self._lines_cache[use.gpu_type] = lines
         return sorted({r.effective_ms for r in lines if start_ms < r.effective_ms < end_ms})
 
     def exact_cost(self, use: ReplicaUse, start_ms: int, end_ms: int) -> int:
@@ -153,6 +159,18 @@ class RateCard:
     def interval_charge(self, use: ReplicaUse, run_start_ms: int, a_ms: int, b_ms: int) -> int:
         """What the metering interval ``[a_ms, b_ms)`` of a run begun at ``run_start_ms``
         is charged: the difference of the rounded cumulative costs (see the module)."""
+        times = self._times.get(use.gpu_type)
+        if times is None:
+            self._breaks(use, 0, 0)  # fills the cache of the lines that apply to it
+            times = self._times[use.gpu_type] = sorted(
+                {r.effective_ms for r in self._lines_cache[use.gpu_type]}
+            )
+        i = bisect.bisect_right(times, run_start_ms)
+        if i == len(times) or times[i] >= b_ms:  # one rate all along: a single segment
+            n = self._rate_numerator(use, run_start_ms)
+            return (b_ms - run_start_ms) * n // _DENOMINATOR - (
+                a_ms - run_start_ms
+            ) * n // _DENOMINATOR
         return self.cost_micro(use, run_start_ms, b_ms) - self.cost_micro(use, run_start_ms, a_ms)
 
 

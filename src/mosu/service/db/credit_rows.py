@@ -77,7 +77,7 @@ class CreditEntryRow(Base):
     __tablename__ = "credit_entries"
     __table_args__ = (
         Index("ix_credit_entries_tenant_at", "tenant", "at"),
-        Index("ix_credit_entries_interval", "interval_id"),
+        Index("ix_credit_entries_interval", "allocation_id", "interval_start_ms"),
     )
 
     id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
@@ -88,7 +88,10 @@ class CreditEntryRow(Base):
     at: Mapped[float] = mapped_column(Float)
     grant_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     """The grant it adds to or draws from (None: drawn from no grant, an overdraft)."""
-    interval_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    allocation_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    interval_start_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """A charge names the interval it pays for by its key (allocation, start); a refund
+    names the allocation whose work it gives back."""
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     key: Mapped[str | None] = mapped_column(String(96), nullable=True, unique=True)
     """Once-only entries (a refund per allocation, an expiry per grant) are keyed."""

@@ -67,13 +67,16 @@ def upgrade() -> None:
         sa.Column("amount_micro", sa.BigInteger(), nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
         sa.Column("grant_id", sa.BigInteger(), nullable=True),
-        sa.Column("interval_id", sa.BigInteger(), nullable=True),
+        sa.Column("allocation_id", sa.Integer(), nullable=True),
+        sa.Column("interval_start_ms", sa.BigInteger(), nullable=True),
         sa.Column("job_id", sa.Integer(), nullable=True),
         sa.Column("key", sa.String(96), nullable=True, unique=True),
         sa.Column("note", sa.Text(), nullable=False),
     )
     op.create_index("ix_credit_entries_tenant_at", "credit_entries", ["tenant", "at"])
-    op.create_index("ix_credit_entries_interval", "credit_entries", ["interval_id"])
+    op.create_index(
+        "ix_credit_entries_interval", "credit_entries", ["allocation_id", "interval_start_ms"]
+    )
     op.create_table(
         "credit_policies",
         sa.Column("tenant", sa.String(64), primary_key=True),
