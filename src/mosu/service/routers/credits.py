@@ -18,6 +18,8 @@ from mosu.service.openapi import errors
 from mosu.service.services import credits
 
 router = APIRouter(tags=["credits"])
+MONTH_PATTERN = r"^(19[7-9]\d|2\d{3})-(0[1-9]|1[0-2])$"
+"""A UTC month from 1970-01 to 2999-12."""
 TenantQuery = Annotated[str | None, Query(pattern=NAME_PATTERN, max_length=64)]
 
 
@@ -46,7 +48,7 @@ def statement(
     platform: PlatformDep,
     who: PrincipalDep,
     tenant: TenantQuery = None,
-    month: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}$")] = None,
+    month: Annotated[str | None, Query(pattern=MONTH_PATTERN)] = None,
 ) -> StatementOut:
     with platform.tx() as s:
         return credits.statement(s, principal=who, tenant=tenant, month=month)
