@@ -4,7 +4,7 @@
   a minute of virtual time, in one transaction each, as the scheduler does; the CPU time
   of this process per metering (the server's share: SQLite runs in-process, PostgreSQL's
   own backend is not counted) and the wall time. Goal: <= 50 ms CPU per minute.
-- reconciliation: jobs (1,000; 200 with ``--quick``) run over virtual time, some
+- reconciliation: jobs (1,000; 100 with ``--quick``) run over virtual time, some
   preempted with and without checkpoints, metered every minute; the ledger's charges less
   refunds against ``mosu usage`` x the rate less refunds, in micro-credits.
 - submissions: a real ``mosu up`` with credits off (no rates, no grants) and one with
@@ -305,9 +305,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer of everything (CI)")
     args = parser.parse_args()
-    meterings = 5 if args.quick else 30
-    jobs = 200 if args.quick else 1000
-    total = 200 if args.quick else 2000
+    meterings = 3 if args.quick else 30
+    jobs = 100 if args.quick else 1000
+    total = 80 if args.quick else 2000
     out: dict = {"metering": {}, "reconciliation": {}, "submissions": []}
     with tempfile.TemporaryDirectory() as tmp:
         out["metering"]["sqlite"] = metering(f"sqlite:///{tmp}/meter.db", meterings)
