@@ -11,12 +11,14 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from mosu.core.credits import MICRO
 from mosu.service.db.credit_rows import (
@@ -27,6 +29,7 @@ from mosu.service.db.credit_rows import (
 )
 from mosu.service.db.rows import AllocationRow, JobRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.db.session import make_engine, session_factory, upgrade
+from mosu.service.services.credits_meter import meter_running
 from tests.pg import fresh_postgres_database, postgres_url
 
 METER = """
@@ -149,3 +152,43 @@ def test_kill_9_while_metering_on_sqlite(tmp_path: Path):
 def test_kill_9_while_two_processes_meter_one_postgresql():
     with fresh_postgres_database(postgres_url(), "mosu_crash") as url:
         assert _crash_and_check(url, processes=2) >= 5
+
+
+@pytest.mark.postgres
+def test_a_second_server_metering_the_same_interval_fails_and_retries_from_the_new_end():
+    """Server A has metered but not committed; server B meters the same replicas at the
+    same moment: B waits on the unique key, then fails when A commits; B's retry starts
+    where A ended and charges nothing twice."""
+    with fresh_postgres_database(postgres_url(), "mosu_twice") as url:
+        start = _seed(url, replicas=3)
+        a_engine, b_engine = make_engine(url), make_engine(url)
+        a, b = session_factory(a_engine), session_factory(b_engine)
+        failed: list[BaseException] = []
+        now = start + 30
+
+        def server_b() -> None:
+            try:
+                with b.begin() as s:
+                    meter_running(s, now=now + 0.5)
+            except IntegrityError as exc:
+                failed.append(exc)
+
+        with a.begin() as s:
+            assert meter_running(s, now=now) == 3
+            thread = threading.Thread(target=server_b)
+            thread.start()
+            time.sleep(1.0)  # B is blocked on A's uncommitted keys
+        thread.join(timeout=30)
+        assert len(failed) == 1
+        with b.begin() as s:  # the retry
+            assert meter_running(s, now=now + 0.5) == 3
+        with a() as s:
+            intervals = list(s.scalars(select(CreditIntervalRow)))
+        a_engine.dispose()
+        b_engine.dispose()
+        assert len(intervals) == 6
+        ends = sorted({(i.start_ms, i.end_ms) for i in intervals})
+        assert ends == [
+            (round(start * 1000), round(now * 1000)),
+            (round(now * 1000), round((now + 0.5) * 1000)),
+        ]
