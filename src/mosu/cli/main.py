@@ -79,10 +79,12 @@ def _register() -> None:
     """Attach command modules; kept in one place so the tree is easy to read."""
     from mosu.cli.commands import (
         cluster,
+        credits,
         job,
         login,
         node,
         queue,
+        rates,
         secret,
         server,
         tenant,
@@ -103,6 +105,8 @@ def _register() -> None:
         app.command("usage")(usage.usage)
         app.add_typer(token.app, name="token")
         app.add_typer(secret.app, name="secret")
+        app.add_typer(credits.app, name="credits")
+        app.add_typer(rates.app, name="rates")
     from mosu.cli.commands import fill
 
     if not any(c.name == "fill" for c in sim_app.registered_commands):

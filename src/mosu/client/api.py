@@ -47,6 +47,16 @@ from mosu.core.api import (
     UsageOut,
     UsageRecord,
 )
+from mosu.core.credits import CreditPolicy
+from mosu.core.credits_api import (
+    BalanceList,
+    BalanceOut,
+    GrantCreate,
+    GrantOut,
+    RateList,
+    RateSet,
+    StatementOut,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -158,11 +168,14 @@ class Client:
         quotas: dict[str, QuotaSpec],
         weight: float = 1.0,
         cohort: str | None = None,
+        on_credits_exhausted: str | None = None,
     ) -> TenantCreated:
         """``cohort`` None (or ``""``): the default cohort."""
         fields: dict[str, Any] = {"name": name, "quotas": quotas, "weight": weight}
         if cohort is not None:
             fields["cohort"] = cohort
+        if on_credits_exhausted is not None:
+            fields["on_credits_exhausted"] = CreditPolicy(on_credits_exhausted)
         return self._post("/v1/tenants", TenantCreated, TenantCreate(**fields))
 
     def get_tenant(self, name: str) -> TenantOut:
@@ -182,7 +195,12 @@ class Client:
         return TenantQuotasOut.model_validate(data)
 
     def update_tenant(
-        self, name: str, *, weight: float | None = None, cohort: str | None = None
+        self,
+        name: str,
+        *,
+        weight: float | None = None,
+        cohort: str | None = None,
+        on_credits_exhausted: str | None = None,
     ) -> TenantOut:
         """Change what is given: ``weight`` and/or ``cohort``, where ``cohort=""`` moves
         the tenant to the default cohort and ``None`` keeps its cohort."""
@@ -191,12 +209,33 @@ class Client:
             fields["weight"] = weight
         if cohort is not None:
             fields["cohort"] = cohort
+        if on_credits_exhausted is not None:
+            fields["on_credits_exhausted"] = CreditPolicy(on_credits_exhausted)
         body = TenantUpdate(**fields).model_dump(mode="json", exclude_unset=True)
         data = self._request("PATCH", f"/v1/tenants/{name}", json=body).json()
         return TenantOut.model_validate(data)
 
     def new_token(self, tenant: str) -> str:
         return self._post(f"/v1/tenants/{tenant}/tokens", TokenOut).token
+
+    # ------------------------------------------------------------ credits
+
+    def grant_credits(self, body: GrantCreate) -> GrantOut:
+        return self._post("/v1/credits/grants", GrantOut, body)
+
+    def credit_balances(self, *, tenant: str | None = None) -> list[BalanceOut]:
+        return self._get("/v1/credits/balances", BalanceList, tenant=tenant).balances
+
+    def credit_statement(
+        self, *, tenant: str | None = None, month: str | None = None
+    ) -> StatementOut:
+        return self._get("/v1/credits/statement", StatementOut, tenant=tenant, month=month)
+
+    def rates(self) -> RateList:
+        return self._get("/v1/rates", RateList)
+
+    def set_rates(self, body: RateSet) -> RateList:
+        return self._post("/v1/rates", RateList, body)
 
     # ------------------------------------------------------------ tokens
 

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from mosu.core.credits import CreditPolicy
 from mosu.core.models import JobKind, NodeState, Topology
 from mosu.core.reasons import PendingReason, StopReason
 
@@ -389,6 +390,8 @@ class TenantCreate(InputModel):
     quotas: Quotas = Field(default_factory=dict)
     weight: Annotated[float, Field(gt=0, le=1000)] = 1.0
     cohort: CohortName = None
+    on_credits_exhausted: Annotated[CreditPolicy | None, Field(strict=False)] = None
+    """What happens once its credits are used up (``hold`` when not set)."""
 
 
 class TenantUpdate(InputModel):
@@ -397,6 +400,7 @@ class TenantUpdate(InputModel):
 
     weight: Annotated[float | None, Field(gt=0, le=1000)] = None
     cohort: CohortName = None
+    on_credits_exhausted: Annotated[CreditPolicy | None, Field(strict=False)] = None
 
     @property
     def sets_cohort(self) -> bool:

@@ -28,6 +28,9 @@ class PendingReason(StrEnum):
     """Started by the engine on capacity that preempted jobs still hold while they
     checkpoint; it starts in the first cycle after they exit. Given by the platform,
     never by the engine, which sees a victim's GPUs as free once it decides to preempt."""
+    CREDITS_EXHAUSTED = "credits-exhausted"
+    """Its tenant's credits, less what its running jobs reserve, do not cover its
+    estimated cost (the tenant's policy is ``hold`` or ``stop``)."""
 
 
 class PreemptReason(StrEnum):
@@ -54,6 +57,8 @@ class StopReason(StrEnum):
     """Its owner cancelled it."""
     MAX_RUNTIME = "max-runtime"
     """It ran longer than its ``max_runtime``; it fails."""
+    CREDITS_EXHAUSTED = "credits-exhausted"
+    """Its tenant ran out of credits under the ``stop`` policy; it is requeued and held."""
 
     @property
     def requeues(self) -> bool:
@@ -62,4 +67,6 @@ class StopReason(StrEnum):
         return self in _REQUEUING
 
 
-_REQUEUING = frozenset({StopReason.PREEMPT, StopReason.NODE_DOWN, StopReason.DRAIN})
+_REQUEUING = frozenset(
+    {StopReason.PREEMPT, StopReason.NODE_DOWN, StopReason.DRAIN, StopReason.CREDITS_EXHAUSTED}
+)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -26,6 +27,8 @@ from mosu.core.reasons import StopReason
 from mosu.engine.cycle import schedule
 from mosu.service.db.rows import JobRow
 from mosu.service.leader import LeaderLease, LeadershipLost
+from mosu.service.services.credits_policy import gate
+from mosu.service.services.credits_policy import housekeeping as credits_housekeeping
 from mosu.service.services.lifecycle import finish, note, release, transition
 from mosu.service.services.nodes import sync_cluster_nodes
 from mosu.service.services.scheduling import (
@@ -68,6 +71,7 @@ class SchedulerLoop:
         poll_s: float,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        meter_s: float = 60.0,
     ) -> None:
         self._sessions = sessions
         self._executor = executor
@@ -101,6 +105,14 @@ class SchedulerLoop:
         self.leading = False
         self._last_lease_check = 0.0
         self._last_node_sync = -float("inf")
+        self._meter_s = meter_s
+        self._last_meter = -math.inf
+        self.credit_reserved: dict[str, int] = {}
+        """Tenant → micro-credits its running jobs reserve, as of the last cycle."""
+        self.on_credit_alerts: Callable[[list[Any]], None] = lambda _alerts: None
+        """Told the credit threshold alerts of each metering, after its commit."""
+        self.on_metered: Callable[[float], None] = lambda _seconds: None
+        """Told each metering's cost (metrics, benchmarks)."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -195,6 +207,7 @@ class SchedulerLoop:
             if self.handle_exits():
                 self._cycle_requested = True
             self.enforce_max_runtime()
+            self.meter_credits()
             self.signal_stops()
         now = self._clock()
         rest = min(self._last_cycle_cost, MAX_REST_S)
@@ -296,6 +309,30 @@ class SchedulerLoop:
                     reason = StopReason.MAX_RUNTIME
                     note(s, row, "stop-requested", reason=reason, message="max_runtime")
 
+    def meter_credits(self, *, force: bool = False) -> None:
+        """Charge running replicas up to now, at most once a metering interval; then the
+        ``stop`` policy of tenants left without credits."""
+        now = self._clock()
+        if not force and now - self._last_meter < self._meter_s:
+            return
+        self._last_meter = now
+        began = time.process_time()
+        for _ in range(3):
+            try:
+                with self._sessions.begin() as s:
+                    if self.lease is not None:
+                        self.lease.fence(s.connection())
+                    metered = credits_housekeeping(s, now=now)
+                if metered.alerts:
+                    self.on_credit_alerts(metered.alerts)
+                break
+            except IntegrityError:  # another server metered an interval first: redo
+                continue
+            except LeadershipLost:
+                self._last_lease_check = 0.0
+                return
+        self.on_metered(time.process_time() - began)
+
     def signal_stops(self) -> None:
         with self._sessions() as s:
             ids = list(
@@ -322,13 +359,20 @@ class SchedulerLoop:
         self._last_cycle = now
         with self._sessions() as s:
             loaded = load_snapshot(s, now=now, use_history=self._use_history)
+            loaded, credit_gate = gate(s, loaded, now)
+        self.credit_reserved = credit_gate.reserved
         result = schedule(loaded.snapshot, self._profile)
         try:
             with self._sessions.begin() as s:
                 if self.lease is not None:
                     self.lease.fence(s.connection())
                 applied = apply_decisions(
-                    s, loaded=loaded, result=result, now=now, logs_dir=self._logs_dir
+                    s,
+                    loaded=loaded,
+                    result=result,
+                    now=now,
+                    logs_dir=self._logs_dir,
+                    held=credit_gate.held,
                 )
         except StaleDataError:
             self.wake()  # a job changed under us; decide again on fresh state

@@ -18,6 +18,7 @@ from mosu.service.private_files import private_dir
 from mosu.service.secret_box import SecretBox
 from mosu.service.services.auth import TokenCache, ensure_operator_token
 from mosu.service.services.catalog import CatalogCache
+from mosu.service.services.credits_alerts import WebhookSender
 from mosu.service.services.secrets import SESSION_BOX, check_key
 from mosu.service.settings import Settings
 
@@ -45,10 +46,17 @@ class Platform:
             logs_dir=settings.logs_dir,
             grace_s=settings.grace_s,
             tick_s=settings.tick_s,
+            meter_s=settings.credits_meter_s,
             poll_s=settings.poll_s,
         )
         self._scheduler_running = False
         self._secret_box: SecretBox | None = None
+        self.webhook: WebhookSender | None = None
+        if settings.credits_webhook_url:
+            self.webhook = WebhookSender(
+                settings.credits_webhook_url, settings.credits_webhook_secret or ""
+            )
+            self.loop.on_credit_alerts = self.webhook.send
 
     @property
     def secret_box(self) -> SecretBox:
@@ -94,4 +102,6 @@ class Platform:
         if self._scheduler_running:
             self.loop.stop()
             self._scheduler_running = False
+        if self.webhook is not None:
+            self.webhook.close()
         self.engine.dispose()

@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     profile: str = "mosu"
     tick_s: float = 2.0
     """Longest time between scheduling cycles when nothing wakes the loop."""
+    credits_meter_s: float = 60.0
+    """How often running replicas are charged (and at every stop)."""
+    credits_webhook_url: str | None = None
+    """Where credit threshold alerts are POSTed (signed with ``credits_webhook_secret``)."""
+    credits_webhook_secret: str | None = None
     poll_s: float = 0.1
     """How often the loop polls the executor for exited processes."""
     grace_s: float = 30.0

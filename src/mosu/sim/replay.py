@@ -25,6 +25,7 @@ from mosu.engine.estimates import HistoryEstimator
 from mosu.engine.profiles import Estimator, SchedulingProfile
 from mosu.engine.snapshot import ClusterSnapshot
 from mosu.engine.state import ClusterState
+from mosu.sim.credits import CreditBook
 from mosu.sim.events import EventKind, EventQueue
 from mosu.sim.records import JobOutcome, SimLog, UsageSample
 from mosu.traces.schema import TraceJob
@@ -78,9 +79,13 @@ def replay(
     config: ReplayConfig | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
+    credits: CreditBook | None = None,
 ) -> ReplayResult:
-    """Replay ``jobs`` on ``nodes`` under ``profile``; deterministic for equal inputs."""
-    return _Replay(jobs, tenants, nodes, profile, config or ReplayConfig(), progress).run()
+    """Replay ``jobs`` on ``nodes`` under ``profile``; deterministic for equal inputs.
+    ``credits`` charges the runs and applies out-of-credit policies (``sim.credits``)."""
+    run = _Replay(jobs, tenants, nodes, profile, config or ReplayConfig(), progress)
+    run.credits = credits
+    return run.run()
 
 
 class _Replay:
@@ -132,6 +137,7 @@ class _Replay:
         self.cycles = 0
         self.finished = 0
         self.progress = progress
+        self.credits: CreditBook | None = None
 
     # -- the loop ------------------------------------------------------------
 
@@ -145,6 +151,10 @@ class _Replay:
                     self._complete(ev.job_id, ev.attempt, now)
                 else:
                     self._arrive(ev.job_id, now)
+            if self.credits is not None:  # the ledger's clock, and its stop policy
+                self.credits.observe(now)
+                for job_id in self.credits.to_stop(now):
+                    self._preempt(job_id, now)
             if self.pending:
                 self._cycle(now)
             self._sample(now)
@@ -175,17 +185,22 @@ class _Replay:
         p.remaining_s = 0.0
         self._add_alloc(p, run.placement, -1)
         self._add_demand(p, -1)
+        if self.credits is not None:
+            self.credits.stop(job_id, now)
         self.finished += 1
         self.estimator.observe(p.job.tenant, p.job.total_gpu_milli, p.trace.duration_s or 0.0)
         self.decisions.append(f"{now:.3f} finish {job_id}")
 
     def _cycle(self, now: float) -> None:
+        tenants, pending = self.tenants, tuple(self.pending.values())
+        if self.credits is not None:
+            tenants, pending = self.credits.gate(now, tenants, pending, self.running)
         snap = ClusterSnapshot(
             now=now,
             nodes=self.nodes,
-            tenants=self.tenants,
+            tenants=tenants,
             running=tuple(self.running.values()),
-            pending=tuple(self.pending.values()),
+            pending=pending,
             attained_gpu_s=self.pending_attained if self.profile.ordering.preemptive else {},
             true_remaining_s=self._true_remaining(now) if self.profile.needs_true_remaining else {},
             base_state=self.state,
@@ -250,6 +265,8 @@ class _Replay:
             job=job, placement=placement, started_s=now, attained_gpu_s=p.attained_gpu_s
         )
         self._add_alloc(p, placement, +1)
+        if self.credits is not None:
+            self.credits.start(job, placement, self.node_type, now)
         self.events.push(
             now + p.overhead_s + p.remaining_s, EventKind.COMPLETION, job_id, p.attempt
         )
@@ -266,6 +283,8 @@ class _Replay:
         gpus = p.job.total_gpu_milli / GPU_MILLI
         p.remaining_s -= saved
         p.lost_gpu_s += (elapsed - saved) * gpus
+        if self.credits is not None:
+            self.credits.stop(job_id, now, lost_s=elapsed - saved)
         p.attained_gpu_s += elapsed * gpus
         p.preemptions += 1
         self.pending[job_id] = p.job

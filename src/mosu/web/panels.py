@@ -27,5 +27,12 @@ class Panel:
 
 PanelFunction = Callable[[Session, Principal, datetime], Panel | None]
 
-USAGE_PANELS: tuple[PanelFunction, ...] = ()
+
+def _credits(session: Session, principal: Principal, now: datetime) -> Panel | None:
+    from mosu.web.credits_panel import credits_panel  # its module imports this one
+
+    return credits_panel(session, principal, now)
+
+
+USAGE_PANELS: tuple[PanelFunction, ...] = (_credits,)
 """Read with the signed-in principal: a panel shows only what the principal may see."""

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mosu.cli.commands.credits_replay import CreditReplay
 from mosu.cli.render import fitted
 from mosu.core.errors import InvalidInput
 from mosu.core.models import Node, Tenant
@@ -164,6 +165,8 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="directory for replay.json and plots")] = Path(
         "out"
     ),
+    rates: Annotated[Path | None, typer.Option("--rates", help="rate card CSV (credits)")] = None,
+    grants: Annotated[Path | None, typer.Option("--grants", help="grants CSV (credits)")] = None,
 ) -> None:
     """Replay a trace, time-faithfully, through each policy; compare them side by side.
 
@@ -182,6 +185,7 @@ def run(
         raise InvalidInput("--checkpoint-every and --restart-overhead must be >= 0")
     bounds = parse_window(window) if window else (None, None)
     jobs, tenant_list, nodes, note = _load(trace, tenants, cluster, cluster_scale, bounds)
+    credit_replay = CreditReplay.from_options(rates, grants, tenant_list, jobs)
     console = Console(stderr=True)
     if note:
         console.print(note)
@@ -209,7 +213,10 @@ def run(
                     last[0] = done
                     bar.update(task, completed=done)
 
-            result = replay(jobs, tenant_list, nodes, profile, config, progress=tick)
+            book = credit_replay.book() if credit_replay else None
+            result = replay(jobs, tenant_list, nodes, profile, config, progress=tick, credits=book)
+            if credit_replay and book:
+                credit_replay.record(name, book)
             bar.update(task, completed=len(jobs))
             logs[name] = result.log
             summaries[name] = summarize(result.log)
@@ -217,6 +224,8 @@ def run(
     (out / "replay.json").write_text(json.dumps({"policies": summaries}, indent=2) + "\n")
     _print_tables(summaries)
     _plot(logs, out)
+    if credit_replay:
+        credit_replay.write(out, console)
     console.print(f"wrote {out / 'replay.json'} and plots in {out}")
 
 

@@ -11,7 +11,17 @@ import typer
 from mosu.cli import config
 from mosu.cli.render import Output, OutputOpt, emit, gpus, table
 from mosu.core.api import QuotaSpec
+from mosu.core.credits import CreditPolicy
 from mosu.core.errors import InvalidInput
+
+CreditsExhaustedOpt = Annotated[
+    CreditPolicy | None,
+    typer.Option(
+        "--on-credits-exhausted",
+        help="When its credits run out: hold new jobs (default), run best-effort, or stop.",
+        case_sensitive=False,
+    ),
+]
 
 app = typer.Typer(help="Tenants (resident companies) and their quotas.", no_args_is_help=True)
 
@@ -77,11 +87,18 @@ def create(
             help="Cohort whose tenants lend idle guarantees to each other; default: none."
         ),
     ] = None,
+    on_credits_exhausted: CreditsExhaustedOpt = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Create a tenant and print its API token (shown once)."""
     with config.client() as c:
-        created = c.create_tenant(name, quotas_from(guarantee, limit), weight, cohort)
+        created = c.create_tenant(
+            name,
+            quotas_from(guarantee, limit),
+            weight,
+            cohort,
+            on_credits_exhausted=on_credits_exhausted,
+        )
     emit(output, created, lambda: f"tenant {created.tenant.name} created\ntoken: {created.token}")
     warn(created.warnings)
 
@@ -99,17 +116,23 @@ def update(
     weight: Annotated[
         float | None, typer.Option(help="Share of idle GPUs among borrowers.")
     ] = None,
+    on_credits_exhausted: CreditsExhaustedOpt = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
-    """Change a tenant's cohort or weight (operator only); what is not given is kept."""
+    """Change a tenant's cohort, weight or out-of-credit policy (operator only); what is
+    not given is kept."""
     if no_cohort:
         if cohort:
             raise InvalidInput("give either --cohort NAME or --no-cohort", field="cohort")
         cohort = ""
-    if cohort is None and weight is None:
-        raise InvalidInput("nothing to change: give --cohort, --no-cohort or --weight")
+    if cohort is None and weight is None and on_credits_exhausted is None:
+        raise InvalidInput(
+            "nothing to change: give --cohort, --no-cohort, --weight or --on-credits-exhausted"
+        )
     with config.client() as c:
-        tenant = c.update_tenant(name, weight=weight, cohort=cohort)
+        tenant = c.update_tenant(
+            name, weight=weight, cohort=cohort, on_credits_exhausted=on_credits_exhausted
+        )
     emit(output, tenant, lambda: f"tenant {tenant.name} updated")
 
 

@@ -287,3 +287,8 @@ class WebSessionRow(Base):
     sealed token on every request."""
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+# The credit ledger's rows live in their own module; importing it here puts them in
+# ``Base.metadata`` wherever the rows are known (migrations, their check).
+from mosu.service.db import credit_rows as _credit_rows  # noqa: E402, F401

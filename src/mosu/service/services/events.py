@@ -28,7 +28,11 @@ BATCH = 500
 def visible(query, principal: Principal, tenant: str | None):  # type: ignore[no-untyped-def]
     """Only the caller's tenant for a tenant token; an operator may narrow to a tenant."""
     if not principal.is_operator:
-        return query.where(EventRow.tenant == principal.tenant, EventRow.job_id.is_not(None))
+        # A tenant sees its jobs' events and its credit alerts, never operator records.
+        return query.where(
+            EventRow.tenant == principal.tenant,
+            or_(EventRow.job_id.is_not(None), EventRow.kind == "credits-alert"),
+        )
     if tenant is not None:
         return query.where(EventRow.tenant == tenant)
     return query

@@ -35,7 +35,7 @@ OTHERS = "other tenants"
 """The one label under which a tenant sees every other tenant's share, summed."""
 PREEMPTION_STATES = ("preempted",)
 ALERT_STATES = ("failed",)
-ALERT_KINDS = ("node-down", "node-draining")
+ALERT_KINDS = ("node-down", "node-draining", "credits-alert")
 """Event kinds shown as alerts on the overview (with failed jobs). A subsystem that
 records a new kind of alert as an event adds its kind here."""
 

@@ -6,7 +6,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
 from mosu.core.accelerators import check_fraction, supports_sharing
@@ -307,7 +307,10 @@ def events(
         get_row(session, principal=principal, job_id=job_id)
         query = query.where(EventRow.job_id == job_id)
     elif not principal.is_operator:
-        query = query.where(EventRow.tenant == principal.tenant, EventRow.job_id.is_not(None))
+        query = query.where(
+            EventRow.tenant == principal.tenant,
+            or_(EventRow.job_id.is_not(None), EventRow.kind == "credits-alert"),
+        )
     return [event_out(r) for r in session.scalars(query)]
 
 

@@ -19,6 +19,7 @@ from mosu.core.errors import Conflict
 from mosu.core.models import GPU_MILLI
 from mosu.core.reasons import StopReason
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, UsageRow
+from mosu.service.services.credits_meter import meter_stop
 
 P, S, R = JobState.PENDING, JobState.STARTING, JobState.RUNNING
 ALLOWED: dict[str, frozenset[JobState]] = {
@@ -89,7 +90,9 @@ def active_allocations(session: Session, job_id: int) -> list[AllocationRow]:
 def release(session: Session, job: JobRow, *, now: float | None = None) -> None:
     """Free the job's GPUs and record the GPU-seconds it held, per UTC day."""
     at = time.time() if now is None else now
-    for alloc in active_allocations(session, job.id):
+    held = active_allocations(session, job.id)
+    meter_stop(session, job, held, at)  # the last credit interval, a preemption's refund
+    for alloc in held:
         alloc.released_at = at
         gpus = len(alloc.gpu_indices.split(",")) if alloc.gpu_indices else 0
         share = gpus * alloc.gpu_milli / GPU_MILLI

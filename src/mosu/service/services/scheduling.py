@@ -174,10 +174,13 @@ def apply_decisions(
     result: CycleResult,
     now: float,
     logs_dir: Path | None = None,
+    held: list[tuple[int, tuple[PendingReason, str, float | None]]] | None = None,
 ) -> Applied:
     """Write the cycle's decisions; call inside one transaction. With ``logs_dir`` each
-    new allocation names its replica's run directory there (``run_dir_path``)."""
+    new allocation names its replica's run directory there (``run_dir_path``); ``held``
+    are reasons for jobs kept from the engine (credits)."""
     applied = Applied()
+    waits: list[tuple[int, tuple[PendingReason, str, float | None]]] = list(held or ())
     # Jobs that change state are loaded (and locked) as objects; jobs left pending
     # are not: their reasons are compared with what the snapshot read and only the
     # changed ones written, by a guarded update (step 3).
@@ -211,7 +214,6 @@ def apply_decisions(
     # plans starts on capacity its preemptions free, but a victim holds its GPUs until
     # its processes exit (the grace period): such a start waits for a later cycle.
     free = _free_capacity(session, nodes)
-    waits: list[tuple[int, tuple[PendingReason, str, float | None]]] = []
     for s in result.starts:
         row = current(s.job_id, (JobState.PENDING,))
         if row is None:

@@ -22,6 +22,7 @@ from mosu.core.errors import Conflict, NotFound
 from mosu.core.models import GPU_MILLI
 from mosu.service.db.convert import tenant_out
 from mosu.service.db.rows import AllocationRow, EventRow, NodeRow, QuotaRow, TenantRow
+from mosu.service.services import credits
 from mosu.service.services.auth import Principal, create_token, issue_token
 
 
@@ -48,6 +49,8 @@ def create_tenant(session: Session, *, principal: Principal, body: TenantCreate)
     session.add(row)
     session.flush()
     _set_quotas(session, body.name, body.quotas)
+    if body.on_credits_exhausted is not None:
+        credits.set_policy(session, body.name, body.on_credits_exhausted)
     token, _row = issue_token(session, tenant=body.name, now=now)
     message = _quota_text(body.quotas)
     if body.cohort is not None:
@@ -186,6 +189,9 @@ def update_tenant(
     if body.sets_cohort and body.cohort != row.cohort:
         row.cohort = body.cohort
         changes.append(_cohort_text(body.cohort))
+    if body.on_credits_exhausted is not None:
+        credits.set_policy(session, name, body.on_credits_exhausted)
+        changes.append(f"on credits exhausted: {body.on_credits_exhausted.value}")
     if changes:
         session.add(
             EventRow(at=time.time(), tenant=name, kind="tenant-changed", message=", ".join(changes))
