@@ -73,6 +73,7 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
             "cryptography",
             "fastapi",
             "numpy",
+            "psycopg",
             "pydantic",
             "pydantic_settings",
             "sqlalchemy",

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from mosu.core.credits import MICRO
+from mosu.core.reasons import StopReason
 from mosu.service.db.credit_rows import (
     CreditEntryRow,
     CreditGrantRow,
@@ -216,7 +217,7 @@ def _check(path: Path, sequence) -> tuple[dict[str, int], dict[str, int]]:
             a = running[op[1] % len(running)]
             with sessions.begin() as s:
                 job = s.get(JobRow, job_of[a])
-                job.stop_reason = "preempt" if op[2] else None
+                job.stop_reason = StopReason.PREEMPT if op[2] else None
                 finish(s, job, exit_code=0, now=now / 1000)
             if any(model.rates.values()):
                 classify_unmetered(only=a)
