@@ -61,3 +61,10 @@ def test_the_check_sees_a_bare_string(tmp_path: Path) -> None:
         "row.stop_reason = StopReason.CANCEL\n"
     )
     assert _bare_strings(sample) == ["line 1", "line 2", "line 3"]
+
+
+def test_every_pending_reason_has_words_on_the_dashboard() -> None:
+    from mosu.core.reasons import PendingReason
+    from mosu.web.render import REASON_WORDS
+
+    assert set(REASON_WORDS) == {r.value for r in PendingReason}
