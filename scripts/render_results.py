@@ -258,7 +258,15 @@ def render_value(value: Any, title: str, depth: int) -> Iterator[str]:
 
 def _group(key: str, group: dict[str, dict[str, Any]], depth: int) -> Iterator[str]:
     """Items of one kind (policies, backends, pages): their flat fields as one table, a
-    row per item, then each item's deeper fields as sections of their own."""
+    row per item, then each item's deeper fields as sections of their own. Groups of
+    groups (per model, then per policy) get a section and a table each."""
+    if all(item and _is_grouping(item) for item in group.values()):
+        for name, item in group.items():
+            yield f"{'#' * min(depth + 1, 6)} {key} · {name}"
+            yield ""
+            yield from _group(name, item, depth + 1)
+            yield ""
+        return
     rows = [(name, _flat_part(item)) for name, item in group.items()]
     if any(r for _, r in rows):
         yield from table([(n, r) for n, r in rows if r], key)
