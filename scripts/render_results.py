@@ -249,11 +249,56 @@ def render_value(value: Any, title: str, depth: int) -> Iterator[str]:
         heading = "#" * min(depth, 6)
         yield f"{heading} {title} · {key}" if title else f"{heading} {key}"
         yield ""
-        if isinstance(sub, dict) and sub and all(_is_row(v) for v in sub.values()):
-            yield from table(list(sub.items()), key)
+        if isinstance(sub, dict) and sub and all(isinstance(v, dict) for v in sub.values()):
+            yield from _group(key, sub, depth)
         else:
             yield from render_value(sub, key, depth + 1)
         yield ""
+
+
+def _group(key: str, group: dict[str, dict[str, Any]], depth: int) -> Iterator[str]:
+    """Items of one kind (policies, backends, pages): their flat fields as one table, a
+    row per item, then each item's deeper fields as sections of their own. Groups of
+    groups (per model, then per policy) get a section and a table each."""
+    if all(item and _is_grouping(item) for item in group.values()):
+        for name, item in group.items():
+            yield f"{'#' * min(depth + 1, 6)} {key} · {name}"
+            yield ""
+            yield from _group(name, item, depth + 1)
+            yield ""
+        return
+    rows = [(name, _flat_part(item)) for name, item in group.items()]
+    if any(r for _, r in rows):
+        yield from table([(n, r) for n, r in rows if r], key)
+        yield ""
+    for name, item in group.items():
+        for field, value in item.items():
+            if field in _flat_part(item):
+                continue
+            yield f"{'#' * min(depth + 1, 6)} {name} · {field}"
+            yield ""
+            if (
+                isinstance(value, dict)
+                and value
+                and all(isinstance(v, dict) for v in value.values())
+            ):
+                yield from _group(field, value, depth + 1)
+            else:
+                yield from render_value(value, field, depth + 2)
+            yield ""
+
+
+def _flat_part(item: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an item that fit a table row."""
+    return {
+        k: v
+        for k, v in item.items()
+        if not _holds_objects(v) and not (isinstance(v, dict) and v and _is_grouping(v))
+    }
+
+
+def _is_grouping(value: dict[str, Any]) -> bool:
+    return all(isinstance(v, dict) for v in value.values())
 
 
 def _short(value: list[Any] | dict[str, Any]) -> bool:

@@ -80,3 +80,20 @@ def test_a_record_renders_its_command_and_every_figure() -> None:
     assert "| las | 0.17 | – |" in text
     assert "| fgd | 5.06 | 0.23 |" in text
     assert "(50 values)" in text
+
+
+def test_links_to_the_results_page_name_a_section_it_has() -> None:
+    page = (ROOT / "docs" / "results.md").read_text()
+    anchors = {
+        render_results._anchor(line.lstrip("#").strip())
+        for line in page.splitlines()
+        if line.startswith("## ")
+    }
+    links = [
+        (path.name, anchor)
+        for path in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+        for anchor in re.findall(r"results\.md#([\w-]+)", path.read_text())
+    ]
+    assert links, "the manual links to its figures"
+    missing = [link for link in links if link[1] not in anchors]
+    assert not missing, f"links to sections docs/results.md does not have: {missing}"

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from mosu.core.reasons import PendingReason, PreemptReason, StopReason
+
 SRC = Path(__file__).resolve().parents[2] / "src" / "mosu"
 REASON_ATTRIBUTES = {"stop_reason", "pending_reason", "stop_requested"}
+REASON_VALUES = {r.value for r in (*PendingReason, *PreemptReason, *StopReason)}
 
 
 def _is_reason(node: ast.expr) -> bool:
@@ -21,6 +24,15 @@ def _is_text(node: ast.expr) -> bool:
         return isinstance(node.value, str)
     if isinstance(node, ast.Tuple | ast.List | ast.Set):
         return any(_is_text(e) for e in node.elts)
+    return False
+
+
+def _names_a_reason(node: ast.expr) -> bool:
+    """A string compared with anything that spells a reason's value."""
+    if isinstance(node, ast.Constant):
+        return node.value in REASON_VALUES
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return any(_names_a_reason(e) for e in node.elts)
     return False
 
 
@@ -41,7 +53,9 @@ def _bare_strings(path: Path) -> list[str]:
             found += [f"line {node.lineno}" for t, v in pairs if _is_reason(t) and _is_text(v)]
         elif isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
-            if any(_is_reason(s) for s in sides) and any(_is_text(s) for s in sides):
+            if (any(_is_reason(s) for s in sides) and any(_is_text(s) for s in sides)) or any(
+                _names_a_reason(s) for s in sides
+            ):
                 found.append(f"line {node.lineno}")
     return found
 
@@ -59,5 +73,14 @@ def test_the_check_sees_a_bare_string(tmp_path: Path) -> None:
         "job.stop_reason, job.x = 'drain', False\n"
         "if row.pending_reason in ('queued',): pass\n"
         "row.stop_reason = StopReason.CANCEL\n"
+        "if reason == 'waiting-for-guarantee': pass\n"
+        "if kind == 'node-registered': pass\n"
     )
-    assert _bare_strings(sample) == ["line 1", "line 2", "line 3"]
+    assert _bare_strings(sample) == ["line 1", "line 2", "line 3", "line 5"]
+
+
+def test_every_pending_reason_has_words_on_the_dashboard() -> None:
+    from mosu.core.reasons import PendingReason
+    from mosu.web.render import REASON_WORDS
+
+    assert set(REASON_WORDS) == {r.value for r in PendingReason}

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from mosu.core.api import JobState
 from mosu.core.models import GPU_MILLI
+from mosu.core.reasons import PendingReason
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.services.auth import Principal
 from mosu.service.services.events import visible
@@ -459,7 +460,7 @@ def pending_demand(session: Session, *, principal: Principal) -> dict[str, Tenan
         entry = acc[tenant]
         entry[0] += count
         entry[1] += (milli or 0) / GPU_MILLI
-        if reason == "waiting-for-guarantee":
+        if reason == PendingReason.WAITING_FOR_GUARANTEE:
             entry[2] += count
     return {t: TenantDemand(int(v[0]), round(v[1], 3), int(v[2])) for t, v in sorted(acc.items())}
 
