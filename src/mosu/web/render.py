@@ -29,6 +29,7 @@ REASON_WORDS = {
     PendingReason.RESERVED.value: "first in line; capacity held for it",
     PendingReason.BLOCKED_BY_RESERVATION.value: "would delay a reserved job",
     PendingReason.WAITING_FOR_PREEMPTED.value: "waiting for preempted jobs to exit",
+    PendingReason.CREDITS_EXHAUSTED.value: "its company's credits are used up",
 }
 """A pending reason in words; the code stays visible beside it."""
 
