@@ -1,15 +1,30 @@
-"""Runtime estimates from what a real scheduler knows.
+"""Runtime and start-time estimates from what a real scheduler knows.
 
-A job's estimate is the user's own if given; otherwise the median run time of the
-last finished jobs of the same tenant and size, then of the tenant, then of
-everyone. The estimator is pure: it learns only from finished jobs the caller
-feeds it (``observe``), in the order they finished, and never reads a clock.
+A job's runtime estimate (``HistoryEstimator.estimate``, what profiles with the
+history estimator plan with) is the user's own if given; otherwise the median run
+time of the last finished jobs of the same tenant and size, then of the tenant, then
+of everyone. Start-time estimates read ``HistoryEstimator.runtime`` instead, which
+never invents: the user's estimate, else the tenant's history for the size, else
+the cluster's history for the kind and size, else unknown.
+
+``WaitSpread`` says how sure a start-time estimate is: it learns, from jobs that
+started, how far their real wait fell from the planned one, and turns a planned
+wait into a likely start (the median of those errors) and a late bound (their
+90th percentile). ``StartEstimates`` carries both, and the stop grace, into a
+cycle (``ClusterSnapshot.estimates``).
+
+Everything here is pure: it learns only from what the caller feeds it
+(``observe``), in order, and never reads a clock.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
+from enum import StrEnum
 from statistics import median
+
+from mosu.core.models import GPU_MILLI, Job
 
 
 class HistoryEstimator:
@@ -22,15 +37,34 @@ class HistoryEstimator:
         self._by_size: dict[tuple[str, int], deque[float]] = {}
         self._by_tenant: dict[str, deque[float]] = {}
         self._all: deque[float] = deque(maxlen=window)
+        self._by_kind: dict[tuple[str, int], deque[float]] = {}
 
-    def observe(self, tenant: str, gpu_milli: int, run_s: float) -> None:
-        """Learn from one finished job: its tenant, total GPU milli and run time."""
-        for store, key in ((self._by_size, (tenant, gpu_milli)), (self._by_tenant, tenant)):
-            seen = store.get(key)  # type: ignore[call-overload]
+    def observe(self, tenant: str, gpu_milli: int, run_s: float, kind: str | None = None) -> None:
+        """Learn from one finished job: its tenant, total GPU milli, run time and kind."""
+        stores: list[tuple[dict, object]] = [
+            (self._by_size, (tenant, gpu_milli)),
+            (self._by_tenant, tenant),
+        ]
+        if kind is not None:
+            stores.append((self._by_kind, (kind, gpu_milli)))
+        for store, key in stores:
+            seen = store.get(key)
             if seen is None:
-                seen = store[key] = deque(maxlen=self.window)  # type: ignore[index]
+                seen = store[key] = deque(maxlen=self.window)
             seen.append(run_s)
         self._all.append(run_s)
+
+    def runtime(self, job: Job) -> float | None:
+        """What a start-time estimate assumes ``job`` runs: the user's estimate, else
+        the median of its tenant's jobs of its size, else of the cluster's jobs of its
+        kind and size; None (unknown) without any of these."""
+        if job.estimate_s is not None:
+            return job.estimate_s
+        size = job.total_gpu_milli
+        for seen in (self._by_size.get((job.tenant, size)), self._by_kind.get((job.kind, size))):
+            if seen:
+                return float(median(seen))
+        return None
 
     def estimate(self, tenant: str, gpu_milli: int, user_estimate_s: float | None) -> float | None:
         """The user's estimate, else the history median, else None."""
@@ -40,3 +74,88 @@ class HistoryEstimator:
             if seen:
                 return float(median(seen))
         return float(median(self._all)) if self._all else None
+
+
+class EtaBasis(StrEnum):
+    """What a start-time estimate waits for."""
+
+    RECLAIM = "reclaim"
+    """Borrowed capacity coming back: borrowers passing their minimum runtime."""
+    RELEASES = "releases"
+    """Running jobs ending (by their estimates), behind the jobs ranked ahead."""
+
+
+SPREAD_FLOOR_S = 60.0
+"""Errors are learnt as ratios of (wait + this): a planned wait of zero still has a
+spread, and errors of a few seconds on short waits do not dominate."""
+DEFAULT_SPREAD = {"reclaim": (1.0, 1.0), "releases": (1.0, 3.0)}
+"""(likely, late) ratios by basis before enough jobs have started to learn from: a
+reclaim waits for minimum runtimes, known exactly; releases wait for run times,
+which are estimates."""
+SPREAD_MIN_SAMPLES = 8
+
+
+def size_class(gpu_milli: int) -> int:
+    """Sizes grouped by powers of two of whole GPUs: 1, 2, 3-4, 5-8, ..."""
+    gpus = max(1, -(-gpu_milli // GPU_MILLI))
+    return (gpus - 1).bit_length()
+
+
+class WaitSpread:
+    """How far real waits fell from planned ones, by basis and size class."""
+
+    def __init__(self, window: int = 256) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.window = window
+        self._seen: dict[tuple[str, int], deque[float]] = {}
+        self._sorted: dict[tuple[str, int], list[float]] = {}
+
+    def observe(
+        self, basis: str, gpu_milli: int, planned_wait_s: float, real_wait_s: float
+    ) -> None:
+        """Learn from one job that started: its planned wait and its real one."""
+        real = max(0.0, real_wait_s) + SPREAD_FLOOR_S
+        ratio = real / (max(0.0, planned_wait_s) + SPREAD_FLOOR_S)
+        for key in ((basis, size_class(gpu_milli)), (basis, -1)):
+            seen = self._seen.get(key)
+            if seen is None:
+                seen = self._seen[key] = deque(maxlen=self.window)
+            seen.append(ratio)
+            self._sorted.pop(key, None)
+
+    def ratios(self, basis: str, gpu_milli: int) -> tuple[float, float]:
+        """(median, 90th percentile) of the learnt ratios for this basis and size."""
+        for key in ((basis, size_class(gpu_milli)), (basis, -1)):
+            seen = self._seen.get(key)
+            if seen is None or len(seen) < SPREAD_MIN_SAMPLES:
+                continue
+            ordered = self._sorted.get(key)
+            if ordered is None:
+                ordered = self._sorted[key] = sorted(seen)
+            return _quantile(ordered, 0.5), _quantile(ordered, 0.9)
+        return DEFAULT_SPREAD.get(basis, (1.0, 3.0))
+
+    def bounds(self, basis: str, gpu_milli: int, planned_wait_s: float) -> tuple[float, float]:
+        """(likely wait, late bound) in seconds for a planned wait."""
+        mid, late = self.ratios(basis, gpu_milli)
+        base = max(0.0, planned_wait_s) + SPREAD_FLOOR_S
+        likely = max(0.0, base * mid - SPREAD_FLOOR_S)
+        return likely, max(likely, base * late - SPREAD_FLOOR_S)
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@dataclass
+class StartEstimates:
+    """What a cycle reads to estimate start times, kept by the caller across cycles."""
+
+    runtimes: HistoryEstimator = field(default_factory=HistoryEstimator)
+    spread: WaitSpread = field(default_factory=WaitSpread)
+    stop_grace_s: float = 0.0
+    """How long a preempted job may take to stop (the platform's grace period)."""

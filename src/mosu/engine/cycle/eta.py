@@ -1,0 +1,259 @@
+"""Start-time estimates for jobs left pending, read after the cycle's decisions
+(nothing here changes one).
+
+A plan follows how the job will really get capacity:
+
+- a job within its tenant's guarantee waiting for reclaim (``EtaBasis.RECLAIM``)
+  gets borrowed capacity back as borrowers of other tenants pass the minimum
+  runtime (plus the stop grace for them to stop), or as running jobs end, whichever
+  comes first; its tenant's jobs waiting for their guarantee ahead of it go first;
+- any other job (``EtaBasis.RELEASES``) waits for running jobs to end, by their
+  estimated ends, until the capacity covers it and the jobs ranked ahead of it that
+  compete for the same GPUs (its tenant's only, under static quotas), and its
+  tenant's usage leaves room under its cap. A job behind a reservation is behind
+  the reserved job's need, so it waits for it.
+
+A running job's end is its start plus its runtime (``HistoryEstimator.runtime``:
+the user's estimate, else history); one that has outrun its estimate is assumed to
+run as long again as it has so far. A plan that needs a job whose runtime is
+unknown is unknown: no number is invented. ``WaitSpread`` turns the planned wait
+into a likely start and a late bound from how earlier plans held.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+from mosu.core.models import Job, RunningJob
+from mosu.engine.cycle.work import (
+    Outcome,
+    Work,
+    borrowed_milli,
+    guarantee,
+    limit,
+    node_type,
+    types_of,
+)
+from mosu.engine.estimates import EtaBasis, HistoryEstimator, StartEstimates
+from mosu.engine.profiles import QuotaMode
+
+INF = math.inf
+MAX_SHADOW_AHEAD = 2_000
+"""The most jobs ranked ahead that a shadow plays out: a bound on an estimate's cost.
+Behind a longer queue the start is unknown."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartEstimate:
+    likely_s: float | None
+    late_s: float | None
+    planned_s: float | None
+    basis: EtaBasis
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """Capacity a running job holds on one GPU type, and when it gives it back."""
+
+    end_s: float
+    milli: int
+    tenant: str
+    gpu_type: str
+    reclaimable_s: float
+    """When reclaim may take it (the minimum runtime passed): its tenant borrows it."""
+
+
+class StartPlanner:
+    """Estimates for one cycle's pending jobs; what every estimate shares is built once."""
+
+    def __init__(self, work: Work, estimates: StartEstimates | None) -> None:
+        self.work = work
+        self.estimates = estimates if estimates is not None else StartEstimates()
+        self._holds: list[_Hold] | None = None
+        self._ahead: dict[str, tuple[int, int, int]] | None = None
+
+    def runtime(self, job: Job) -> float | None:
+        return self._runtimes.runtime(job)
+
+    @property
+    def _runtimes(self) -> HistoryEstimator:
+        return self.estimates.runtimes
+
+    # -- what the plans share ------------------------------------------------------
+
+    def holds(self) -> list[_Hold]:
+        """Every running (or just started) job's capacity by type, by estimated end."""
+        if self._holds is None:
+            work = self.work
+            now = work.now
+            min_runtime = work.profile.min_runtime_s
+            runs: list[RunningJob] = list(work.running.values())
+            starts = {s.job_id: s.placement for s in work.starts}
+            runs += [
+                RunningJob(job=job, placement=starts[job_id], started_s=now)
+                for job_id, job in work.started_jobs.items()
+                if job_id in starts
+            ]
+            holds = []
+            for run in runs:
+                end = self._end(run, now)
+                reclaimable = max(now, run.started_s + min_runtime)
+                by_type: dict[str, int] = {}
+                for rp in run.placement:
+                    gpu_type = node_type(self.work, rp.node)
+                    by_type[gpu_type] = by_type.get(gpu_type, 0) + rp.gpu_milli * len(
+                        rp.gpu_indices
+                    )
+                for gpu_type, milli in sorted(by_type.items()):
+                    holds.append(_Hold(end, milli, run.job.tenant, gpu_type, reclaimable))
+            holds.sort(key=lambda h: (h.end_s, h.tenant, h.gpu_type))
+            self._holds = holds
+        return self._holds
+
+    def _end(self, run: RunningJob, now: float) -> float:
+        runtime = self.runtime(run.job)
+        if runtime is None:
+            return INF
+        ran = max(0.0, now - run.started_s)
+        left = runtime - ran
+        # Past its estimate: as long again as it has run (run times are heavy-tailed).
+        return now + (left if left > 0 else ran)
+
+    def ahead(self, job: Job) -> tuple[int, int, int]:
+        """(GPU milli of the jobs ranked ahead of ``job`` on the same GPU types, of
+        those its tenant's, of those its tenant's waiting for their guarantee)."""
+        if self._ahead is None:
+            work = self.work
+            waiting = {j.id for j in work.waiting_guarantee}
+            total: dict[tuple[str, ...], int] = {}
+            mine: dict[tuple[str, tuple[str, ...]], int] = {}
+            guaranteed: dict[tuple[str, tuple[str, ...]], int] = {}
+            ahead: dict[str, tuple[int, int, int]] = {}
+            started = work.outcome
+            for j in work.ranked:
+                types = types_of(work, j)
+                key = (j.tenant, types)
+                ahead[j.id] = (total.get(types, 0), mine.get(key, 0), guaranteed.get(key, 0))
+                if started.get(j.id) is Outcome.STARTED:
+                    continue
+                need = j.total_gpu_milli
+                total[types] = total.get(types, 0) + need
+                mine[key] = mine.get(key, 0) + need
+                if j.id in waiting:
+                    guaranteed[key] = guaranteed.get(key, 0) + need
+            self._ahead = ahead
+        return self._ahead.get(job.id, (0, 0, 0))
+
+    # -- one job -------------------------------------------------------------------
+
+    def estimate(self, job: Job, *, reclaim: bool) -> StartEstimate:
+        basis = EtaBasis.RECLAIM if reclaim else EtaBasis.RELEASES
+        planned = self._plan_reclaim(job) if reclaim else self._plan_releases(job)
+        if planned is None:
+            return StartEstimate(None, None, None, basis)
+        now = self.work.now
+        extra = self.estimates.stop_grace_s if reclaim else 0.0
+        likely, late = self.estimates.spread.bounds(basis, job.total_gpu_milli, planned - now)
+        return StartEstimate(now + likely, now + late + extra, planned, basis)
+
+    def _plan_releases(self, job: Job) -> float | None:
+        """The time ``job`` starts in a shadow of the queue: the jobs ranked ahead of it
+        that compete for its GPUs start in rank order as running jobs end (each then
+        ending after its own runtime), then ``job``."""
+        work = self.work
+        mode = work.profile.quotas
+        types = types_of(work, job)
+        tenant = job.tenant
+        if mode == QuotaMode.SHARED:
+            cap = INF
+        else:
+            cap_of = guarantee if mode == QuotaMode.STATIC else limit
+            cap = sum(cap_of(work, tenant, t) for t in types)
+            if job.total_gpu_milli > cap:
+                return None  # it never fits its tenant's cap
+        used = sum(work.usage.get((tenant, t), 0) for t in types)
+        free = sum(work.free.get(t, 0) for t in types)
+        ahead = self._competitors(job)
+        if len(ahead) > MAX_SHADOW_AHEAD:
+            return None
+        ends = [(h.end_s, h.milli, h.tenant == tenant) for h in self.holds() if h.gpu_type in types]
+        # Holds come sorted by end; a heap from here on, as shadow starts add ends.
+        now = work.now
+        at = now
+        for other in (*ahead, job):
+            need = other.total_gpu_milli
+            mine = other.tenant == tenant
+            if mine and need > cap:
+                continue  # never starts: it holds nothing back
+            while free < need or (mine and used + need > cap):
+                if not ends:
+                    return None
+                end, milli, own = heapq.heappop(ends)
+                if end == INF:
+                    return None  # what it waits for has no known end
+                at = max(at, end)
+                free += milli
+                if own:
+                    used -= milli
+            if other is job:
+                return at
+            free -= need
+            if mine:
+                used += need
+            runtime = self.runtime(other)
+            heapq.heappush(ends, (INF if runtime is None else at + runtime, need, mine))
+        return None  # not reached: the loop returns at ``job``
+
+    def _competitors(self, job: Job) -> list[Job]:
+        """The pending jobs ranked ahead of ``job`` that want its GPU types (under static
+        quotas, only its tenant's: the others hold their own partitions)."""
+        work = self.work
+        static = work.profile.quotas == QuotaMode.STATIC
+        types = types_of(work, job)
+        out = []
+        for other in work.ranked:
+            if other is job or other.id == job.id:
+                break
+            if work.outcome.get(other.id) is Outcome.STARTED:
+                continue
+            if static and other.tenant != job.tenant:
+                continue
+            if types_of(work, other) == types:
+                out.append(other)
+        return out
+
+    def _plan_reclaim(self, job: Job) -> float | None:
+        work = self.work
+        types = types_of(work, job)
+        _, _, guaranteed_ahead = self.ahead(job)
+        to_free = guaranteed_ahead + job.total_gpu_milli - sum(work.free.get(t, 0) for t in types)
+        if to_free <= 0:
+            return work.now
+        # Borrowed capacity, per lender and type, that reclaim may take back.
+        lendable = {
+            (h.tenant, h.gpu_type): max(0, borrowed_milli(work, h.tenant, h.gpu_type))
+            for h in self.holds()
+            if h.tenant != job.tenant and h.gpu_type in types
+        }
+        events: list[tuple[float, int]] = []
+        for hold in sorted(self.holds(), key=lambda h: (h.reclaimable_s, h.end_s)):
+            if hold.gpu_type not in types:
+                continue
+            key = (hold.tenant, hold.gpu_type)
+            left = lendable.get(key, 0)
+            if left > 0 and hold.reclaimable_s < hold.end_s:
+                lendable[key] = left - hold.milli
+                events.append((hold.reclaimable_s, hold.milli))
+            else:
+                events.append((hold.end_s, hold.milli))
+        events.sort()
+        freed = 0
+        for at, milli in events:
+            if at == INF:
+                return None
+            freed += milli
+            if freed >= to_free:
+                return at
+        return None
