@@ -200,18 +200,17 @@ def test_start_estimate(case: Case) -> None:
         assert p.late_start_s == (None if late is None else pytest.approx(late))
 
 
-def test_the_spread_learnt_from_earlier_plans_sets_the_range() -> None:
+def test_the_spread_learnt_from_earlier_plans_sets_the_late_bound() -> None:
     case = CASES[4]  # a borrower planned to start 400 s from now
     spread = WaitSpread()
     # Earlier 4-GPU jobs planned to wait 400 s waited between 200 s and 1 100 s.
     for real in (200.0, 300.0, 400.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0, 1_100.0):
-        spread.observe(EtaBasis.RELEASES, 4 * GPU_MILLI, 400.0, real)
+        spread.observe(EtaBasis.RELEASES, PendingReason.RESERVED, 4 * GPU_MILLI, 400.0, real)
     p = pending_of(case, spread)["a1"]
     ratios = sorted((r + 60.0) / 460.0 for r in (200, 300, 400, 400, 500, 600, 700, 800, 900, 1100))
-    mid = (ratios[4] + ratios[5]) / 2
-    late = ratios[8] + (ratios[9] - ratios[8]) * 0.1
+    late = ratios[8] + (ratios[9] - ratios[8]) * 0.73  # their 97th percentile
     assert p.planned_start_s == pytest.approx(500.0)
-    assert p.estimated_start_s == pytest.approx(100.0 + 460.0 * mid - 60.0)
+    assert p.estimated_start_s == pytest.approx(500.0)  # the plan itself is the likely start
     assert p.late_start_s == pytest.approx(100.0 + 460.0 * late - 60.0)
     assert p.basis == EtaBasis.RELEASES
 
@@ -248,3 +247,22 @@ def test_runtime_history_never_invents() -> None:
     assert h.runtime(replace(asked, estimate_s=7.0)) == 7.0
     h.observe("b", 2_000, 40.0, JobKind.EVAL)
     assert h.runtime(asked) == 40.0  # the cluster's history for its kind and size
+
+
+@pytest.mark.parametrize(
+    ("ran", "want"),
+    [
+        (0.0, 300.0),  # median of 100, 200, 300, 400, 500
+        (250.0, 400.0),  # of those longer than it has run: 300, 400, 500
+        (450.0, 500.0),
+        (600.0, 1_200.0),  # past every one: twice what it has run
+    ],
+)
+def test_a_running_job_is_expected_to_run_as_long_as_longer_jobs_of_its_kind(
+    ran: float, want: float
+) -> None:
+    h = HistoryEstimator()
+    for run_s in (500.0, 100.0, 400.0, 200.0, 300.0):
+        h.observe("a", 1_000, run_s, JobKind.TRAIN)
+    assert h.runtime_after(job("x", 1, tenant="a"), ran) == want
+    assert h.runtime_after(job("y", 1, tenant="a", estimate=50.0), ran) == max(50.0, 2 * ran)

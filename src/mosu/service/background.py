@@ -82,9 +82,9 @@ class SchedulerLoop:
         self.start_estimates = StartEstimates(stop_grace_s=grace_s)
         """What start-time estimates read besides the store: the stop grace, and how far
         earlier plans fell from real starts (learnt while this server schedules)."""
-        self._plans: dict[int, tuple[str, float, float, int]] = {}
-        """Pending job id -> (basis, planned wait, when planned, GPU milli) of its first
-        estimate, fed back to the spread when it starts."""
+        self._plans: dict[int, tuple[str, str, float, float, int]] = {}
+        """Pending job id -> (basis, reason, planned wait, when planned, GPU milli) of its
+        first estimate, fed back to the spread when it starts."""
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -362,13 +362,19 @@ class SchedulerLoop:
         for job_id in started:
             plan = plans.pop(job_id, None)
             if plan is not None:
-                basis, planned_wait, at, milli = plan
-                spread.observe(basis, milli, planned_wait, now - at)
+                basis, reason, planned_wait, at, milli = plan
+                spread.observe(basis, reason, milli, planned_wait, now - at)
         milli = {int(j.id): j.total_gpu_milli for j in pending}
         for d in result.pending:
             job_id = int(d.job_id)
             if job_id not in plans and d.planned_start_s is not None and d.basis is not None:
-                plans[job_id] = (d.basis, d.planned_start_s - now, now, milli.get(job_id, 0))
+                plans[job_id] = (
+                    d.basis,
+                    str(d.reason),
+                    d.planned_start_s - now,
+                    now,
+                    milli.get(job_id, 0),
+                )
         waiting = {int(d.job_id) for d in (*result.pending, *result.starts)}
         for job_id in [k for k in plans if k not in waiting]:
             del plans[job_id]  # no longer pending (cancelled)

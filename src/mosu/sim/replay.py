@@ -64,7 +64,7 @@ class _Progress:
     eta_recorded: bool = False
     eta_start_s: float | None = None
     eta_late_s: float | None = None
-    eta_plan: tuple[str, float] | None = None
+    eta_plan: tuple[str, str, float] | None = None
 
 
 @dataclass
@@ -224,7 +224,7 @@ class _Replay:
                 p.eta_start_s = pend.estimated_start_s
                 p.eta_late_s = pend.late_start_s
                 if pend.planned_start_s is not None and pend.basis is not None:
-                    p.eta_plan = (pend.basis, pend.planned_start_s)
+                    p.eta_plan = (pend.basis, str(pend.reason), pend.planned_start_s)
         self.arrived.clear()
 
     def _true_remaining(self, now: float) -> dict[str, float]:
@@ -277,10 +277,10 @@ class _Replay:
         if p.first_start_s is None:
             p.first_start_s = now
             if p.eta_plan is not None:
-                basis, planned = p.eta_plan
+                basis, reason, planned = p.eta_plan
                 submit = p.trace.submit_s
                 self.start_estimates.spread.observe(
-                    basis, p.job.total_gpu_milli, planned - submit, now - submit
+                    basis, reason, p.job.total_gpu_milli, planned - submit, now - submit
                 )
         self.running_progress[job_id] = p
         self.running[job_id] = RunningJob(

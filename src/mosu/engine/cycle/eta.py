@@ -26,7 +26,7 @@ import heapq
 import math
 from dataclasses import dataclass
 
-from mosu.core.models import Job, RunningJob
+from mosu.core.models import Job
 from mosu.engine.cycle.work import (
     Outcome,
     Work,
@@ -53,16 +53,9 @@ class StartEstimate:
     basis: EtaBasis
 
 
-@dataclass(frozen=True, slots=True)
-class _Hold:
-    """Capacity a running job holds on one GPU type, and when it gives it back."""
-
-    end_s: float
-    milli: int
-    tenant: str
-    gpu_type: str
-    reclaimable_s: float
-    """When reclaim may take it (the minimum runtime passed): its tenant borrows it."""
+_Hold = tuple[float, int, str, str, float]
+"""Capacity a running job holds on one GPU type, and when it gives it back: (estimated
+end, GPU milli, tenant, GPU type, when reclaim may take it: its minimum runtime passed)."""
 
 
 class StartPlanner:
@@ -89,37 +82,32 @@ class StartPlanner:
             work = self.work
             now = work.now
             min_runtime = work.profile.min_runtime_s
-            runs: list[RunningJob] = list(work.running.values())
+            only = work.state.gpu_types[0] if len(work.state.gpu_types) == 1 else None
             starts = {s.job_id: s.placement for s in work.starts}
-            runs += [
-                RunningJob(job=job, placement=starts[job_id], started_s=now)
-                for job_id, job in work.started_jobs.items()
-                if job_id in starts
-            ]
-            holds = []
-            for run in runs:
-                end = self._end(run, now)
-                reclaimable = max(now, run.started_s + min_runtime)
+            runs = [(run.job, run.placement, run.started_s) for run in work.running.values()]
+            runs += [(job, starts[k], now) for k, job in work.started_jobs.items() if k in starts]
+            holds: list[_Hold] = []
+            for job, placement, started in runs:
+                end = self._end(job, started, now)
+                reclaimable = max(now, started + min_runtime)
+                if only is not None:
+                    holds.append((end, job.total_gpu_milli, job.tenant, only, reclaimable))
+                    continue
                 by_type: dict[str, int] = {}
-                for rp in run.placement:
-                    gpu_type = node_type(self.work, rp.node)
-                    by_type[gpu_type] = by_type.get(gpu_type, 0) + rp.gpu_milli * len(
-                        rp.gpu_indices
-                    )
+                for rp in placement:
+                    gpu_type = node_type(work, rp.node)
+                    milli = rp.gpu_milli * len(rp.gpu_indices)
+                    by_type[gpu_type] = by_type.get(gpu_type, 0) + milli
                 for gpu_type, milli in sorted(by_type.items()):
-                    holds.append(_Hold(end, milli, run.job.tenant, gpu_type, reclaimable))
-            holds.sort(key=lambda h: (h.end_s, h.tenant, h.gpu_type))
+                    holds.append((end, milli, job.tenant, gpu_type, reclaimable))
+            holds.sort()
             self._holds = holds
         return self._holds
 
-    def _end(self, run: RunningJob, now: float) -> float:
-        runtime = self.runtime(run.job)
-        if runtime is None:
-            return INF
-        ran = max(0.0, now - run.started_s)
-        left = runtime - ran
-        # Past its estimate: as long again as it has run (run times are heavy-tailed).
-        return now + (left if left > 0 else ran)
+    def _end(self, job: Job, started: float, now: float) -> float:
+        ran = max(0.0, now - started)
+        runtime = self._runtimes.runtime_after(job, ran)
+        return INF if runtime is None else now + max(0.0, runtime - ran)
 
     def ahead(self, job: Job) -> tuple[int, int, int]:
         """(GPU milli of the jobs ranked ahead of ``job`` on the same GPU types, of
@@ -148,14 +136,15 @@ class StartPlanner:
 
     # -- one job -------------------------------------------------------------------
 
-    def estimate(self, job: Job, *, reclaim: bool) -> StartEstimate:
+    def estimate(self, job: Job, reason: str, *, reclaim: bool) -> StartEstimate:
         basis = EtaBasis.RECLAIM if reclaim else EtaBasis.RELEASES
         planned = self._plan_reclaim(job) if reclaim else self._plan_releases(job)
         if planned is None:
             return StartEstimate(None, None, None, basis)
         now = self.work.now
         extra = self.estimates.stop_grace_s if reclaim else 0.0
-        likely, late = self.estimates.spread.bounds(basis, job.total_gpu_milli, planned - now)
+        spread = self.estimates.spread
+        likely, late = spread.bounds(basis, reason, job.total_gpu_milli, planned - now)
         return StartEstimate(now + likely, now + late + extra, planned, basis)
 
     def _plan_releases(self, job: Job) -> float | None:
@@ -178,7 +167,7 @@ class StartPlanner:
         ahead = self._competitors(job)
         if len(ahead) > MAX_SHADOW_AHEAD:
             return None
-        ends = [(h.end_s, h.milli, h.tenant == tenant) for h in self.holds() if h.gpu_type in types]
+        ends = [(end, milli, who == tenant) for end, milli, who, t, _ in self.holds() if t in types]
         # Holds come sorted by end; a heap from here on, as shadow starts add ends.
         now = work.now
         at = now
@@ -233,21 +222,20 @@ class StartPlanner:
             return work.now
         # Borrowed capacity, per lender and type, that reclaim may take back.
         lendable = {
-            (h.tenant, h.gpu_type): max(0, borrowed_milli(work, h.tenant, h.gpu_type))
-            for h in self.holds()
-            if h.tenant != job.tenant and h.gpu_type in types
+            (who, t): max(0, borrowed_milli(work, who, t))
+            for _, _, who, t, _ in self.holds()
+            if who != job.tenant and t in types
         }
         events: list[tuple[float, int]] = []
-        for hold in sorted(self.holds(), key=lambda h: (h.reclaimable_s, h.end_s)):
-            if hold.gpu_type not in types:
+        for end, milli, who, t, reclaimable in sorted(self.holds(), key=lambda h: (h[4], h[0])):
+            if t not in types:
                 continue
-            key = (hold.tenant, hold.gpu_type)
-            left = lendable.get(key, 0)
-            if left > 0 and hold.reclaimable_s < hold.end_s:
-                lendable[key] = left - hold.milli
-                events.append((hold.reclaimable_s, hold.milli))
+            left = lendable.get((who, t), 0)
+            if left > 0 and reclaimable < end:
+                lendable[(who, t)] = left - milli
+                events.append((reclaimable, milli))
             else:
-                events.append((hold.end_s, hold.milli))
+                events.append((end, milli))
         events.sort()
         freed = 0
         for at, milli in events:

@@ -33,7 +33,7 @@ def close_cycle(work: Work) -> CycleResult:
         if not estimate:
             pending.append(Pending(job.id, reason, message))
             return
-        eta = planner.estimate(job, reclaim=job.id in waiting)
+        eta = planner.estimate(job, str(reason), reclaim=job.id in waiting)
         pending.append(
             Pending(
                 job.id,
