@@ -187,6 +187,12 @@ class StartPlanner:
                 if own:
                     used -= milli
             if other is job:
+                if at == now:
+                    # Room enough, yet it did not start (where the room is, or a
+                    # reservation holding it): nothing changes before the next end.
+                    if not ends or ends[0][0] == INF:
+                        return None
+                    at = max(at, ends[0][0])
                 return at
             free -= need
             if mine:
@@ -218,8 +224,8 @@ class StartPlanner:
         types = types_of(work, job)
         _, _, guaranteed_ahead = self.ahead(job)
         to_free = guaranteed_ahead + job.total_gpu_milli - sum(work.free.get(t, 0) for t in types)
-        if to_free <= 0:
-            return work.now
+        # Room enough, yet it did not start: it waits for at least the next change.
+        to_free = max(to_free, 1)
         # Borrowed capacity, per lender and type, that reclaim may take back.
         lendable = {
             (who, t): max(0, borrowed_milli(work, who, t))
