@@ -244,7 +244,7 @@ def test_runtime_history_never_invents() -> None:
     asked = replace(job("x", 2, tenant="a"), kind=JobKind.EVAL)
     assert h.runtime(asked) is None  # another size, another kind: unknown
     assert h.estimate("a", 2_000, None) == 100.0  # what profiles plan with is unchanged
-    assert h.runtime(replace(asked, estimate_s=7.0)) == 7.0
+    assert h.runtime(asked, 7.0) == 7.0
     h.observe("b", 2_000, 40.0, JobKind.EVAL)
     assert h.runtime(asked) == 40.0  # the cluster's history for its kind and size
 
@@ -265,4 +265,24 @@ def test_a_running_job_is_expected_to_run_as_long_as_longer_jobs_of_its_kind(
     for run_s in (500.0, 100.0, 400.0, 200.0, 300.0):
         h.observe("a", 1_000, run_s, JobKind.TRAIN)
     assert h.runtime_after(job("x", 1, tenant="a"), ran) == want
-    assert h.runtime_after(job("y", 1, tenant="a", estimate=50.0), ran) == max(50.0, 2 * ran)
+    assert h.runtime_after(job("y", 1, tenant="a"), ran, 50.0) == max(50.0, 2 * ran)
+
+
+def test_a_history_filled_estimate_is_not_taken_for_the_users() -> None:
+    """Profiles with the history estimator plan with ``Job.estimate_s`` filled from any
+    finished job of the tenant; a start estimate says unknown instead."""
+    case = CASES[2]  # beta's job waits for acme's eval of unknown run time
+    filled = replace(case.running[0][0], estimate_s=5.0)  # what the tenant's history says
+    informed = replace(case, running=[(filled, 21.0)])
+    assert pending_of(informed)["1"].estimated_start_s == pytest.approx(26.0)
+    profile = replace(build_profile("mosu"), min_runtime_s=20.0)
+    snap = ClusterSnapshot(
+        now=22.0,
+        nodes=tuple(ONE_NODE),
+        tenants=tuple(WALKTHROUGH),
+        running=_running(ONE_NODE, informed.running),
+        pending=tuple(case.pending),
+        estimates=StartEstimates(user_estimates={"2": None, "1": None}),
+    )
+    (pending,) = schedule(snap, profile).pending
+    assert (pending.estimated_start_s, pending.late_start_s) == (None, None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from statistics import median
@@ -60,19 +61,22 @@ class HistoryEstimator:
         if self._history_of:
             self._history_of.clear()
 
-    def runtime(self, job: Job) -> float | None:
+    def runtime(self, job: Job, user_estimate_s: float | None = None) -> float | None:
         """What a start-time estimate assumes ``job`` runs: the user's estimate, else
         the median of its tenant's jobs of its size, else of the cluster's jobs of its
         kind and size; None (unknown) without any of these."""
-        return self.runtime_after(job, 0.0)
+        return self.runtime_after(job, 0.0, user_estimate_s)
 
-    def runtime_after(self, job: Job, ran_s: float) -> float | None:
+    def runtime_after(
+        self, job: Job, ran_s: float, user_estimate_s: float | None = None
+    ) -> float | None:
         """``runtime`` for a job that has run ``ran_s`` so far: the median of the run
         times in its history longer than that; past all of them (or past the user's
         estimate), twice what it has run: run times are heavy-tailed, and the longer a
-        job has run the longer it likely runs."""
-        if job.estimate_s is not None:
-            return job.estimate_s if job.estimate_s > ran_s else 2 * ran_s
+        job has run the longer it likely runs. The user's estimate is ``user_estimate_s``
+        (``job.estimate_s`` may hold a history estimate a profile planned with)."""
+        if user_estimate_s is not None:
+            return user_estimate_s if user_estimate_s > ran_s else 2 * ran_s
         size = job.total_gpu_milli
         key = (job.tenant, job.kind, size)
         if key in self._history_of:
@@ -205,3 +209,11 @@ class StartEstimates:
     spread: WaitSpread = field(default_factory=WaitSpread)
     stop_grace_s: float = 0.0
     """How long a preempted job may take to stop (the platform's grace period)."""
+    user_estimates: Mapping[str, float | None] | None = None
+    """Job id -> the user's own estimate, when ``Job.estimate_s`` holds history-filled
+    ones (profiles with the history estimator); None: ``Job.estimate_s`` is the user's."""
+
+    def user_estimate(self, job: Job) -> float | None:
+        if self.user_estimates is None:
+            return job.estimate_s
+        return self.user_estimates.get(job.id)

@@ -131,7 +131,10 @@ class _Replay:
         self.estimator = HistoryEstimator()
         # Start-time estimates learn run times from the same finished jobs, and how
         # far their plans fell from real starts; they never reach a decision.
-        self.start_estimates = StartEstimates(runtimes=self.estimator)
+        self.start_estimates = StartEstimates(
+            runtimes=self.estimator,
+            user_estimates={k: p.trace.estimate_s for k, p in self.jobs.items()},
+        )
         self.allocated: dict[tuple[str, str], int] = {}
         self.demand: dict[tuple[str, str], int] = {}
         self.sampled: dict[tuple[str, str], tuple[int, int]] = {}

@@ -68,7 +68,7 @@ class StartPlanner:
         self._ahead: dict[str, tuple[int, int, int]] | None = None
 
     def runtime(self, job: Job) -> float | None:
-        return self._runtimes.runtime(job)
+        return self._runtimes.runtime(job, self.estimates.user_estimate(job))
 
     @property
     def _runtimes(self) -> HistoryEstimator:
@@ -106,7 +106,7 @@ class StartPlanner:
 
     def _end(self, job: Job, started: float, now: float) -> float:
         ran = max(0.0, now - started)
-        runtime = self._runtimes.runtime_after(job, ran)
+        runtime = self._runtimes.runtime_after(job, ran, self.estimates.user_estimate(job))
         return INF if runtime is None else now + max(0.0, runtime - ran)
 
     def ahead(self, job: Job) -> tuple[int, int, int]:

@@ -149,10 +149,10 @@ def load_snapshot(
     reasons: dict[int, _Wait] = {}
     history = _history_estimator(session) if use_history or estimates is not None else None
     estimate = history if use_history else None
-    if estimates is not None and history is not None:
-        estimates = dataclasses.replace(estimates, runtimes=history)
+    user_estimates: dict[str, float | None] = {}
     for row in rows:
         versions[row.id] = row.version
+        user_estimates[str(row.id)] = row.estimate_s
         if row.state == JobState.PENDING.value:
             pending.append(engine_job(row, estimate))
             reasons[row.id] = (
@@ -174,6 +174,11 @@ def load_snapshot(
                 started_s=row.started_at if row.started_at is not None else now,
                 attained_gpu_s=row.attained_gpu_s,
             )
+        )
+    if estimates is not None and history is not None:
+        # Start estimates read the user's own estimates; decisions may read history's.
+        estimates = dataclasses.replace(
+            estimates, runtimes=history, user_estimates=user_estimates if use_history else None
         )
     snapshot = ClusterSnapshot(
         now=now,
