@@ -66,6 +66,8 @@ class StartPlanner:
         self.estimates = estimates if estimates is not None else StartEstimates()
         self._holds: list[_Hold] | None = None
         self._ahead: dict[str, tuple[int, int, int]] | None = None
+        self._pools: dict[tuple, list[Job]] | None = None
+        self._place: dict[str, tuple[tuple, int]] = {}
 
     def runtime(self, job: Job) -> float | None:
         return self._runtimes.runtime(job, self.estimates.user_estimate(job))
@@ -166,7 +168,7 @@ class StartPlanner:
         free = sum(work.free.get(t, 0) for t in types)
         ahead = self._competitors(job)
         if len(ahead) > MAX_SHADOW_AHEAD:
-            return None
+            return None  # a bound on the cost: unknown rather than a guess
         ends = [(end, milli, who == tenant) for end, milli, who, t, _ in self.holds() if t in types]
         # Holds come sorted by end; a heap from here on, as shadow starts add ends.
         now = work.now
@@ -204,20 +206,22 @@ class StartPlanner:
     def _competitors(self, job: Job) -> list[Job]:
         """The pending jobs ranked ahead of ``job`` that want its GPU types (under static
         quotas, only its tenant's: the others hold their own partitions)."""
-        work = self.work
-        static = work.profile.quotas == QuotaMode.STATIC
-        types = types_of(work, job)
-        out = []
-        for other in work.ranked:
-            if other is job or other.id == job.id:
-                break
-            if work.outcome.get(other.id) is Outcome.STARTED:
-                continue
-            if static and other.tenant != job.tenant:
-                continue
-            if types_of(work, other) == types:
-                out.append(other)
-        return out
+        if self._pools is None:
+            # One pass over the ranked queue: every pool in rank order, and each job's
+            # place in its pool, so an estimate slices rather than walks the queue.
+            work = self.work
+            static = work.profile.quotas == QuotaMode.STATIC
+            pools: dict[tuple, list[Job]] = {}
+            place: dict[str, tuple[tuple, int]] = {}
+            for other in work.ranked:
+                key = (other.tenant if static else "", types_of(work, other))
+                pool = pools.setdefault(key, [])
+                place[other.id] = (key, len(pool))
+                if work.outcome.get(other.id) is not Outcome.STARTED:
+                    pool.append(other)
+            self._pools, self._place = pools, place
+        key, index = self._place[job.id]
+        return self._pools[key][:index]
 
     def _plan_reclaim(self, job: Job) -> float | None:
         work = self.work
