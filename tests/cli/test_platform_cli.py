@@ -120,6 +120,8 @@ def test_the_walkthrough_and_its_errors(make_server, cli_env, tmp_path):  # noqa
         timeout=10,
         what="a pending reason",
     )
+    # It waits for "nap", of whose run time nothing is known: no number is invented.
+    assert "estimated start: unknown" in mosu("job", "why", queued.stdout.strip(), env=acme).stdout
     queue = json.loads(mosu("queue", "-o", "json", env=acme).stdout)
     assert [e["job_id"] for e in queue] == [int(queued.stdout)]
     narrow, wide = (mosu("queue", "-o", o, env=acme).stdout.splitlines() for o in ("table", "wide"))

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from fastapi.testclient import TestClient
 
+from mosu.service.app import create_app
 from mosu.service.services.lifecycle import split_by_day
-from tests.service.conftest import bearer, seed, submit
+from tests.service.conftest import OPERATOR_TOKEN, bearer, open_platform, seed, submit
 
 
 def ts(text: str) -> float:
@@ -88,3 +90,49 @@ def test_a_tenant_reads_only_the_history_of_its_own_jobs(api):
     assert {e["tenant"] for e in theirs} == {"a"}
     everything = api.get("/v1/events").json()["events"]
     assert {"tenant-created", "node-registered", "state"} <= {e["kind"] for e in everything}
+
+
+def test_a_job_waiting_for_reclaim_is_estimated_from_the_borrowers_minimum_runtime(
+    db_url, tmp_path, executor
+):
+    """The walkthrough: b borrows all 8 GPUs; a's job within its guarantee starts once
+    b's job has run its minimum 20 s, and b's job has 30 s to stop."""
+    p = open_platform(tmp_path / "data", db_url, executor, grace_s=30, min_runtime_s=20)
+    try:
+        with TestClient(create_app(p)) as api:
+            api.headers["Authorization"] = f"Bearer {OPERATOR_TOKEN}"
+            tokens = seed(api)
+            borrower = submit(api, tokens["b"], gpus=8)
+            p.loop.run_once()
+            started = api.get(f"/v1/jobs/{borrower['id']}").json()["started_at"]
+            waiting = submit(api, tokens["a"], gpus=4)
+            p.loop.run_once()
+            job = api.get(f"/v1/jobs/{waiting['id']}", headers=bearer(tokens["a"])).json()
+            assert job["pending_reason"] == "waiting-for-guarantee"
+            likely = datetime.fromisoformat(job["estimated_start"]).timestamp()
+            late = datetime.fromisoformat(job["estimated_start_late"]).timestamp()
+            reclaimable = datetime.fromisoformat(started).timestamp() + 20
+            assert abs(likely - reclaimable) <= 1  # stored rounded to the second
+            assert abs(late - (reclaimable + 30)) <= 1
+            why = api.get(f"/v1/jobs/{waiting['id']}/why", headers=bearer(tokens["a"])).json()
+            assert why["estimated_start_late"] == job["estimated_start_late"]
+            assert "likely start" in why["sentence"] and "nine times in ten" in why["sentence"]
+            (entry,) = api.get("/v1/queue", headers=bearer(tokens["a"])).json()["entries"]
+            assert entry["estimated_start"] == job["estimated_start"]
+            assert entry["estimated_start_late"] == job["estimated_start_late"]
+    finally:
+        p.close()
+
+
+def test_a_borrower_behind_a_job_of_unknown_runtime_is_told_unknown(api, platform):
+    tokens = seed(api)
+    first = submit(api, tokens["a"], gpus=4)
+    platform.loop.run_once()
+    assert api.get(f"/v1/jobs/{first['id']}").json()["state"] == "running"
+    big = submit(api, tokens["b"], gpus=8)  # needs a's 4 back; nothing has finished yet
+    platform.loop.run_once()
+    job = api.get(f"/v1/jobs/{big['id']}").json()
+    assert job["pending_reason"] is not None
+    assert (job["estimated_start"], job["estimated_start_late"]) == (None, None)
+    why = api.get(f"/v1/jobs/{big['id']}/why").json()
+    assert "unknown" in why["sentence"]

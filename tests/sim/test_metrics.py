@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -322,3 +324,27 @@ def test_usage_metrics_stay_in_range(sim_log):
         assert attainment is None or 0.0 <= attainment <= 1.0
     jain = got["jain_fairness"]
     assert jain is None or 1 / len(TENANTS) - 1e-9 <= jain <= 1.0
+
+
+def test_start_estimates_are_judged_on_jobs_that_waited_a_minute() -> None:
+    def est(job_id: str, start: float, likely: float | None, late: float | None) -> JobOutcome:
+        base = outcome(job_id, 0.0, start, start + 10.0, 10.0)
+        return replace(base, eta_recorded=True, eta_start_s=likely, eta_late_s=late)
+
+    outcomes = [
+        est("fair", 100.0, 80.0, 150.0),  # within x2, late bound held; error 20
+        est("late", 500.0, 100.0, 400.0),  # 5x the estimate, after the late bound; error 400
+        est("early", 100.0, 300.0, None),  # a third of it; no late bound: the likely start held
+        est("unknown", 200.0, None, None),  # counted as a miss in both fractions
+        est("quick", 30.0, 10.0, 20.0),  # waited under a minute: not judged
+        outcome("never-asked", 0.0, 500.0, 510.0, 10.0),  # started at once: nothing recorded
+    ]
+    eta = metrics.eta_accuracy(outcomes)
+    assert eta["jobs"] == 4
+    assert eta["within_factor_2"] == pytest.approx(1 / 4)
+    assert eta["late_bound_held"] == pytest.approx(2 / 4)
+    assert eta["unknown"] == pytest.approx(1 / 4)
+    assert eta["median_abs_error_s"] == pytest.approx(200.0)  # of 20, 200, 400
+    assert eta["p90_abs_error_s"] == pytest.approx(360.0)
+    log = SimLog(tuple(outcomes), (), 8_000, 0.0, 600.0, {}, {})
+    assert metrics.summarize(log)["eta"] == eta

@@ -130,6 +130,20 @@ def ago(value: datetime | None) -> str:
     return duration(abs(seconds)) + (" from now" if seconds > 0 else " ago")
 
 
+def start_range(likely: datetime | None, late: datetime | None, *, known: bool = True) -> str:
+    """A pending job's start as "in 16s-46s" (likely start, late bound), from now;
+    "unknown" when the scheduler has none, blank before its first cycle."""
+    if not known:
+        return ""
+    if likely is None:
+        return "unknown"
+    now = datetime.now(UTC)
+    text = duration(max(0.0, (likely - now).total_seconds()))
+    if late is not None and late > likely:
+        text += "-" + duration(max(0.0, (late - now).total_seconds()))
+    return "in " + text
+
+
 def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f}s"

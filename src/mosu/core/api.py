@@ -590,6 +590,9 @@ class JobOut(OutputModel):
     pending_reason: PendingReason | None = None
     pending_message: str | None = None
     estimated_start: datetime | None = None
+    """A pending job's likely start; None: unknown."""
+    estimated_start_late: datetime | None = None
+    """Its late bound: it starts before this nine times in ten."""
     allocations: list[AllocationOut] = Field(default_factory=list)
     spec: dict[str, Any] = Field(default_factory=dict)
 
@@ -606,6 +609,7 @@ class JobWhy(OutputModel):
     sentence: str
     position: int | None = None
     estimated_start: datetime | None = None
+    estimated_start_late: datetime | None = None
 
 
 class EventOut(OutputModel):
@@ -645,6 +649,7 @@ class QueueEntry(OutputModel):
     reason: PendingReason | None
     message: str | None
     estimated_start: datetime | None
+    estimated_start_late: datetime | None = None
 
 
 class QueueOut(OutputModel):

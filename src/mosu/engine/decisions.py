@@ -23,10 +23,18 @@ class Preempt:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
+    """Why a job waits and when it may start: ``estimated_start_s`` is the likely
+    start, ``late_start_s`` a bound it starts before nine times in ten (both None:
+    unknown). ``planned_start_s`` and ``basis`` are the plan they were made from,
+    what a caller feeds back to ``WaitSpread`` once the job starts."""
+
     job_id: str
     reason: PendingReason
     message: str
     estimated_start_s: float | None = None
+    late_start_s: float | None = None
+    planned_start_s: float | None = None
+    basis: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

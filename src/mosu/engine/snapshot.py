@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mosu.core.models import Job, Node, RunningJob, Tenant
+from mosu.engine.estimates import StartEstimates
 from mosu.engine.state import ClusterState
 
 
@@ -33,6 +34,11 @@ class ClusterSnapshot:
     ``explain`` False asks only for the pending entries a caller acts on (jobs
     waiting for their guarantee, jobs holding a reservation); the simulator uses
     it to skip building a reason for every queued job on every cycle.
+    ``estimate_ids`` names jobs that get a full pending entry (reason and estimated
+    start) even so: the simulator asks for the jobs that just arrived.
+
+    ``estimates`` (run-time history, the spread of past start estimates, the stop
+    grace) is read only to estimate start times, never to decide.
     """
 
     now: float
@@ -45,3 +51,5 @@ class ClusterSnapshot:
     base_state: ClusterState | None = None
     usage_milli: Mapping[tuple[str, str], int] | None = None
     explain: bool = True
+    estimate_ids: frozenset[str] = frozenset()
+    estimates: StartEstimates | None = None

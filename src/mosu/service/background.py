@@ -25,6 +25,8 @@ from mosu.core.api import ACTIVE_STATES, JobState
 from mosu.core.executor import DiscoversNodes, Executor, LaunchError
 from mosu.core.reasons import StopReason
 from mosu.engine.cycle import schedule
+from mosu.engine.decisions import CycleResult
+from mosu.engine.estimates import StartEstimates
 from mosu.service.db.rows import JobRow
 from mosu.service.leader import LeaderLease, LeadershipLost
 from mosu.service.services.credits_policy import gate
@@ -86,6 +88,12 @@ class SchedulerLoop:
         injectable so that a test decides when an interval has passed, not the machine."""
         # Profiles that plan with history-based estimates say so; the plain one does not.
         self._use_history = str(getattr(profile, "estimator", "")) == "history" and _has_history()
+        self.start_estimates = StartEstimates(stop_grace_s=grace_s)
+        """What start-time estimates read besides the store: the stop grace, and how far
+        earlier plans fell from real starts (learnt while this server schedules)."""
+        self._plans: dict[int, tuple[str, str, float, float, int]] = {}
+        """Pending job id -> (basis, reason, planned wait, when planned, GPU milli) of its
+        first estimate, fed back to the spread when it starts."""
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -358,7 +366,9 @@ class SchedulerLoop:
         now = self._clock()
         self._last_cycle = now
         with self._sessions() as s:
-            loaded = load_snapshot(s, now=now, use_history=self._use_history)
+            loaded = load_snapshot(
+                s, now=now, use_history=self._use_history, estimates=self.start_estimates
+            )
             loaded, credit_gate = gate(s, loaded, now)
         self.credit_reserved = credit_gate.reserved
         result = schedule(loaded.snapshot, self._profile)
@@ -387,10 +397,37 @@ class SchedulerLoop:
         self._last_cycle_cost = self._last_cycle_end - now
         self.on_cycle(self._last_cycle_cost)
         self.queue_positions = {job_id: i + 1 for i, job_id in enumerate(applied.queue_order)}
+        self._learn_spread(loaded.snapshot.pending, result, applied.started, now)
         for job_id in applied.started:
             self._launch(job_id)
         if applied.preempting:
             self.signal_stops()
+
+    def _learn_spread(
+        self, pending: tuple[Any, ...], result: CycleResult, started: list[int], now: float
+    ) -> None:
+        """Remember each job's first plan; once it starts, teach the spread how it held."""
+        plans = self._plans
+        spread = self.start_estimates.spread
+        for job_id in started:
+            plan = plans.pop(job_id, None)
+            if plan is not None:
+                basis, reason, planned_wait, at, milli = plan
+                spread.observe(basis, reason, milli, planned_wait, now - at)
+        milli = {int(j.id): j.total_gpu_milli for j in pending}
+        for d in result.pending:
+            job_id = int(d.job_id)
+            if job_id not in plans and d.planned_start_s is not None and d.basis is not None:
+                plans[job_id] = (
+                    d.basis,
+                    str(d.reason),
+                    d.planned_start_s - now,
+                    now,
+                    milli.get(job_id, 0),
+                )
+        waiting = {int(d.job_id) for d in (*result.pending, *result.starts)}
+        for job_id in [k for k in plans if k not in waiting]:
+            del plans[job_id]  # no longer pending (cancelled)
 
     @contextmanager
     def _fenced(self) -> Iterator[None]:

@@ -22,6 +22,14 @@ Every report, table, plot and benchmark computes its numbers here, from a
   alike and the index is 1. None when never two tenants were backlogged at once.
 - **Preemption cost** = GPU-seconds of lost work, summed over jobs.
 - **Makespan** = (last finish, or ``end_s`` if a job never finished) − first submit.
+- **Start-time estimates** (``eta``), over jobs that started after waiting at least
+  ``ETA_MIN_WAIT_S`` and whose estimate at submission was recorded: the estimated
+  wait is likely start − submit; ``median_abs_error_s``/``p90_abs_error_s`` of
+  |real wait − estimated wait| over jobs with an estimate; ``within_factor_2`` the
+  fraction of all these jobs whose real wait is within [estimated / 2, estimated × 2];
+  ``late_bound_held`` the fraction that started no later than the late bound (the
+  likely start where no late bound was given); ``unknown`` the fraction given no
+  estimate, which counts as a miss in both fractions.
 
 Percentiles use numpy's default linear interpolation. A statistic over no
 values is None, so that JSON output never carries NaN.
@@ -45,6 +53,9 @@ SLOWDOWN_FLOOR_S = 10.0
 """Bounded slowdown divides by at least this, so tiny jobs do not dominate."""
 LARGE_GANG_GPUS = 16
 """Jobs of at least this many GPUs count as large gangs."""
+ETA_MIN_WAIT_S = 60.0
+"""Start-time estimates are judged only on jobs that waited at least this long: a job
+that starts within a minute needs no forecast."""
 
 
 # --- per-job metrics -------------------------------------------------------
@@ -329,6 +340,38 @@ def total_allocation_series(log: SimLog) -> tuple[np.ndarray, np.ndarray]:
     return _step_arrays(times, values)
 
 
+def eta_accuracy(outcomes: Iterable[JobOutcome]) -> dict[str, Any]:
+    """How the start-time estimates made at submission held (see the module docstring)."""
+    judged = [
+        o
+        for o in outcomes
+        if o.eta_recorded
+        and o.first_start_s is not None
+        and o.first_start_s - o.submit_s >= ETA_MIN_WAIT_S
+    ]
+    errors: list[float] = []
+    within = held = unknown = 0
+    for o in judged:
+        waited = (o.first_start_s or 0.0) - o.submit_s
+        if o.eta_start_s is None:
+            unknown += 1
+            continue
+        estimated = max(0.0, o.eta_start_s - o.submit_s)
+        errors.append(abs(waited - estimated))
+        within += estimated / 2 <= waited <= estimated * 2
+        late = o.eta_late_s if o.eta_late_s is not None else o.eta_start_s
+        held += (o.first_start_s or 0.0) <= late
+    n = len(judged)
+    return {
+        "jobs": n,
+        "median_abs_error_s": percentile(errors, 50),
+        "p90_abs_error_s": percentile(errors, 90),
+        "within_factor_2": within / n if n else None,
+        "late_bound_held": held / n if n else None,
+        "unknown": unknown / n if n else None,
+    }
+
+
 # --- the summary -----------------------------------------------------------
 
 
@@ -382,5 +425,6 @@ def summarize(log: SimLog) -> dict[str, Any]:
         "jain_fairness": _fairness(integrals),
         "preemptions": sum(o.preemptions for o in outcomes),
         "lost_gpu_s": preemption_cost_gpu_s(outcomes),
+        "eta": eta_accuracy(outcomes),
         "tenants": per_tenant,
     }

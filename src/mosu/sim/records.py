@@ -20,6 +20,10 @@ class JobOutcome:
     never started / never finished before the run ended. ``reclaim_wait_s`` is set
     only for a job that started within its tenant's guarantee but had to wait for
     capacity held by borrowers.
+
+    ``eta_recorded`` is True for a job still pending after the cycle of its arrival;
+    ``eta_start_s``/``eta_late_s`` are then the likely start and late bound the
+    engine gave it there (None: it said "unknown").
     """
 
     job_id: str
@@ -33,6 +37,9 @@ class JobOutcome:
     preemptions: int = 0
     lost_gpu_s: float = 0.0
     reclaim_wait_s: float | None = None
+    eta_recorded: bool = False
+    eta_start_s: float | None = None
+    eta_late_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from mosu.core.models import GPU_MILLI, Job, Node, Placement, RunningJob, Tenant
 from mosu.core.reasons import PendingReason
 from mosu.engine.cycle import schedule
 from mosu.engine.decisions import CycleResult
-from mosu.engine.estimates import HistoryEstimator
+from mosu.engine.estimates import HistoryEstimator, StartEstimates
 from mosu.engine.profiles import Estimator, SchedulingProfile
 from mosu.engine.snapshot import ClusterSnapshot
 from mosu.engine.state import ClusterState
@@ -62,6 +62,10 @@ class _Progress:
     lost_gpu_s: float = 0.0
     waiting_guarantee_since: float | None = None
     reclaim_wait_s: float | None = None
+    eta_recorded: bool = False
+    eta_start_s: float | None = None
+    eta_late_s: float | None = None
+    eta_plan: tuple[str, str, float] | None = None
 
 
 @dataclass
@@ -121,6 +125,8 @@ class _Replay:
             self.order.append(tj.id)
             self.events.push(tj.submit_s, EventKind.ARRIVAL, tj.id)
         self.pending: dict[str, Job] = {}
+        self.arrived: set[str] = set()
+        """Jobs that arrived at this instant: the cycle estimates when they start."""
         self.running: dict[str, RunningJob] = {}
         # Service and true remaining time of the pending jobs, kept up to date (both
         # change only when a job is preempted) instead of collected every cycle.
@@ -128,6 +134,12 @@ class _Replay:
         self.pending_remaining: dict[str, float] = {}
         self.running_progress: dict[str, _Progress] = {}
         self.estimator = HistoryEstimator()
+        # Start-time estimates learn run times from the same finished jobs, and how
+        # far their plans fell from real starts; they never reach a decision.
+        self.start_estimates = StartEstimates(
+            runtimes=self.estimator,
+            user_estimates={k: p.trace.estimate_s for k, p in self.jobs.items()},
+        )
         self.allocated: dict[tuple[str, str], int] = {}
         self.demand: dict[tuple[str, str], int] = {}
         self.sampled: dict[tuple[str, str], tuple[int, int]] = {}
@@ -157,6 +169,7 @@ class _Replay:
                     self._preempt(job_id, now)
             if self.pending:
                 self._cycle(now)
+            self.arrived.clear()
             self._sample(now)
             if self.progress is not None:
                 self.progress(self.finished, total)
@@ -171,6 +184,7 @@ class _Replay:
         self.pending[job_id] = p.job
         self.pending_attained[job_id] = p.attained_gpu_s
         self.pending_remaining[job_id] = p.remaining_s
+        self.arrived.add(job_id)
         self._add_demand(p, +1)
 
     def _complete(self, job_id: str, attempt: int, now: float) -> None:
@@ -188,7 +202,9 @@ class _Replay:
         if self.credits is not None:
             self.credits.stop(job_id, now)
         self.finished += 1
-        self.estimator.observe(p.job.tenant, p.job.total_gpu_milli, p.trace.duration_s or 0.0)
+        self.estimator.observe(
+            p.job.tenant, p.job.total_gpu_milli, p.trace.duration_s or 0.0, p.job.kind
+        )
         self.decisions.append(f"{now:.3f} finish {job_id}")
 
     def _cycle(self, now: float) -> None:
@@ -206,10 +222,28 @@ class _Replay:
             base_state=self.state,
             usage_milli=self.allocated,
             explain=False,
+            estimate_ids=frozenset(self.arrived),
+            estimates=self.start_estimates,
         )
         result = schedule(snap, self.profile)
         self.cycles += 1
         self._apply(result, now)
+        self._record_estimates(result)
+
+    def _record_estimates(self, result: CycleResult) -> None:
+        """Keep the estimate each job got in the cycle of its arrival (estimates never
+        change decisions: they are read after those are applied)."""
+        if not self.arrived:
+            return
+        for pend in result.pending:
+            if pend.job_id in self.arrived:
+                p = self.jobs[pend.job_id]
+                p.eta_recorded = True
+                p.eta_start_s = pend.estimated_start_s
+                p.eta_late_s = pend.late_start_s
+                if pend.planned_start_s is not None and pend.basis is not None:
+                    p.eta_plan = (pend.basis, str(pend.reason), pend.planned_start_s)
+        self.arrived.clear()
 
     def _true_remaining(self, now: float) -> dict[str, float]:
         out = dict(self.pending_remaining)
@@ -260,6 +294,12 @@ class _Replay:
         p.overhead_s = self.config.restart_overhead_s if p.preemptions else 0.0
         if p.first_start_s is None:
             p.first_start_s = now
+            if p.eta_plan is not None:
+                basis, reason, planned = p.eta_plan
+                submit = p.trace.submit_s
+                self.start_estimates.spread.observe(
+                    basis, reason, p.job.total_gpu_milli, planned - submit, now - submit
+                )
         self.running_progress[job_id] = p
         self.running[job_id] = RunningJob(
             job=job, placement=placement, started_s=now, attained_gpu_s=p.attained_gpu_s
@@ -332,6 +372,9 @@ class _Replay:
                     preemptions=p.preemptions,
                     lost_gpu_s=p.lost_gpu_s,
                     reclaim_wait_s=p.reclaim_wait_s,
+                    eta_recorded=p.eta_recorded,
+                    eta_start_s=p.eta_start_s,
+                    eta_late_s=p.eta_late_s,
                 )
             )
         start = min((o.submit_s for o in outcomes), default=0.0)

@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperCommand
 
 from mosu.cli import config
-from mosu.cli.render import Output, OutputOpt, ago, emit, gpus, table, when
+from mosu.cli.render import Output, OutputOpt, ago, emit, gpus, start_range, table, when
 from mosu.core.api import MAX_BODY_BYTES, JobOut, JobState
 from mosu.core.errors import Conflict, InvalidInput
 from mosu.core.jobspec import job_spec_from_mapping
@@ -237,10 +237,18 @@ def show(job_id: int, output: OutputOpt = Output.TABLE) -> None:
 
 @app.command("why")
 def why(job_id: int, output: OutputOpt = Output.TABLE) -> None:
-    """Why a job is where it is, in one sentence."""
+    """Why a job is where it is, in one sentence; for a pending job, when it will
+    likely start and the late bound it starts before nine times in ten."""
     with config.client() as c:
         answer = c.why(job_id)
-    emit(output, answer, lambda: answer.sentence)
+
+    def render() -> str:
+        if answer.state != JobState.PENDING or answer.reason is None:
+            return answer.sentence
+        start = start_range(answer.estimated_start, answer.estimated_start_late)
+        return f"{answer.sentence}\nestimated start: {start}"
+
+    emit(output, answer, render)
 
 
 @app.command("logs")

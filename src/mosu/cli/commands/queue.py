@@ -1,9 +1,10 @@
-"""``mosu queue``: pending jobs in scheduling order, with reason and estimated start."""
+"""``mosu queue``: pending jobs in scheduling order, with reason and estimated start
+(likely start and late bound)."""
 
 from __future__ import annotations
 
 from mosu.cli import config
-from mosu.cli.render import Output, OutputOpt, ago, emit, gpus, table
+from mosu.cli.render import Output, OutputOpt, emit, gpus, start_range, table
 
 
 def queue(output: OutputOpt = Output.TABLE) -> None:
@@ -18,12 +19,12 @@ def queue(output: OutputOpt = Output.TABLE) -> None:
             e.name,
             f"{e.replicas}x{gpus(e.gpus)}",
             e.reason or "new",
-            ago(e.estimated_start),
+            start_range(e.estimated_start, e.estimated_start_late, known=e.reason is not None),
             e.message or "",
         )
         for e in entries
     ]
-    cols = ["#", "job", "tenant", "name", "gpus", "reason", "estimated start", "why"]
+    cols = ["#", "job", "tenant", "name", "gpus", "reason", "starts", "why"]
     # The sentence ('why') is what `mosu job why N` says; it fits 80 columns only alone.
     narrow = [r[:-1] for r in rows]
     emit(

@@ -1,9 +1,11 @@
-"""Phase 7, closing the cycle: a typed reason (and estimated start where known) for
-every job left pending, and the ``CycleResult``."""
+"""Phase 7, closing the cycle: a typed reason and a start-time estimate (likely and
+late, see ``eta``) for every job left pending, and the ``CycleResult``."""
 
 from __future__ import annotations
 
+from mosu.core.models import Job
 from mosu.core.reasons import PendingReason
+from mosu.engine.cycle.eta import StartPlanner
 from mosu.engine.cycle.work import Outcome, Work
 from mosu.engine.decisions import CycleResult, Pending
 
@@ -16,56 +18,63 @@ _REASON = {
     ),
     Outcome.NEVER: (PendingReason.NEVER_FITS, "no ready node of its GPU types is large enough"),
 }
+_WAITING = "within its guarantee; waiting for borrowed capacity to return"
 
 
 def close_cycle(work: Work) -> CycleResult:
-    reserved = {r.job_id: r.start_s for r in work.reservations}
+    explain = work.snap.explain
+    wanted = work.snap.estimate_ids
     waiting = {j.id for j in work.waiting_guarantee}
+    reserved = {r.job_id for r in work.reservations}
+    planner = StartPlanner(work, work.snap.estimates)
     pending: list[Pending] = []
-    if not work.snap.explain:
+
+    def pend(job: Job, reason: PendingReason, message: str, estimate: bool = True) -> None:
+        if not estimate:
+            pending.append(Pending(job.id, reason, message))
+            return
+        eta = planner.estimate(job, str(reason), reclaim=job.id in waiting)
+        pending.append(
+            Pending(
+                job.id,
+                reason,
+                message,
+                eta.likely_s,
+                eta.late_s,
+                eta.planned_s,
+                str(eta.basis),
+            )
+        )
+
+    if not explain and not wanted:
+        # Only what the caller acts on: jobs waiting for their guarantee.
         for job in work.waiting_guarantee:
             if work.outcome.get(job.id) != Outcome.STARTED:
-                pending.append(
-                    Pending(
-                        job.id,
-                        PendingReason.WAITING_FOR_GUARANTEE,
-                        "within its guarantee; waiting for borrowed capacity to return",
-                        reserved.get(job.id),
-                    )
-                )
+                pend(job, PendingReason.WAITING_FOR_GUARANTEE, _WAITING, estimate=False)
         return CycleResult(
             preemptions=tuple(work.preempts), starts=tuple(work.starts), pending=tuple(pending)
         )
     for queue in work.queues.values():
-        ahead: float | None = None
         for job in queue:
             outcome = work.outcome.get(job.id)
             if outcome == Outcome.STARTED:
                 continue
-            if job.id in reserved:
-                ahead = reserved[job.id]
+            if not explain and job.id not in wanted:
+                if job.id in waiting:
+                    pend(job, PendingReason.WAITING_FOR_GUARANTEE, _WAITING, estimate=False)
+                continue
             if job.id in waiting:
-                pending.append(
-                    Pending(
-                        job.id,
-                        PendingReason.WAITING_FOR_GUARANTEE,
-                        "within its guarantee; waiting for borrowed capacity to return",
-                        ahead,
-                    )
-                )
+                pend(job, PendingReason.WAITING_FOR_GUARANTEE, _WAITING)
             elif job.id in reserved:
-                pending.append(
-                    Pending(job.id, PendingReason.RESERVED, "capacity is held for it", ahead)
-                )
+                pend(job, PendingReason.RESERVED, "capacity is held for it")
             elif outcome is None:
-                pending.append(
-                    Pending(
-                        job.id, PendingReason.QUEUED, "behind earlier jobs of its tenant", ahead
-                    )
-                )
+                pend(job, PendingReason.QUEUED, "behind earlier jobs of its tenant")
             else:
                 reason, message = _REASON[outcome]
-                pending.append(Pending(job.id, reason, message, ahead))
+                if outcome == Outcome.NEVER:
+                    pend(job, reason, message, estimate=False)
+                else:
+                    pend(job, reason, message)
     pending.sort(key=lambda p: work.ranks[p.job_id])
     return CycleResult(
         preemptions=tuple(work.preempts), starts=tuple(work.starts), pending=tuple(pending)

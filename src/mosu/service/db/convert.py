@@ -72,6 +72,9 @@ def job_out(row: JobRow, allocations: list[AllocationRow] | None = None) -> JobO
         pending_reason=row.pending_reason if row.state == JobState.PENDING else None,
         pending_message=row.pending_message if row.state == JobState.PENDING else None,
         estimated_start=ts(row.estimated_start) if row.state == JobState.PENDING else None,
+        estimated_start_late=(
+            ts(row.estimated_start_late) if row.state == JobState.PENDING else None
+        ),
         allocations=[allocation_out(a) for a in sorted(allocations or [], key=lambda a: a.replica)],
         spec=row.spec,
     )

@@ -138,6 +138,9 @@ class JobRow(Base):
     )
     pending_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     estimated_start: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Likely start of a pending job (None: unknown)."""
+    estimated_start_late: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """A bound it starts before nine times in ten."""
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 

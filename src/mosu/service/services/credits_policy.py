@@ -49,7 +49,9 @@ EXHAUSTED_MESSAGE = "the tenant's credits are used up (or reserved by its runnin
 
 @dataclass
 class Gate:
-    held: list[tuple[int, tuple[PendingReason, str, float | None]]] = field(default_factory=list)
+    held: list[tuple[int, tuple[PendingReason, str, float | None, float | None]]] = field(
+        default_factory=list
+    )
     """Pending job id → (reason, message, estimated start) to store."""
     suspended: list[str] = field(default_factory=list)
     """Best-effort tenants whose guarantees the snapshot zeroed."""
@@ -175,7 +177,7 @@ def gate(session: Session, loaded: LoadedSnapshot, now: float) -> tuple[LoadedSn
         held_ids.update(held)
     for job_id in sorted(held_ids, key=int):
         result.held.append(
-            (int(job_id), (PendingReason.CREDITS_EXHAUSTED, EXHAUSTED_MESSAGE, None))
+            (int(job_id), (PendingReason.CREDITS_EXHAUSTED, EXHAUSTED_MESSAGE, None, None))
         )
     new_snapshot = dataclasses.replace(
         snapshot,

@@ -324,9 +324,11 @@ def why(session: Session, *, principal: Principal, job_id: int, position: int | 
             sentence = f"Job {row.id} is pending and has not been through a scheduling cycle yet."
         else:
             where = f", number {position} in the queue" if position is not None else ""
-            eta = ""
+            eta = "; when it starts is unknown (what it waits for has no estimate or history)"
             if row.estimated_start is not None:
-                eta = f"; estimated start {ts(row.estimated_start):%Y-%m-%d %H:%M:%S} UTC"
+                eta = f"; likely start {ts(row.estimated_start):%Y-%m-%d %H:%M:%S} UTC"
+                if row.estimated_start_late is not None:
+                    eta += f", by {ts(row.estimated_start_late):%H:%M:%S} nine times in ten"
             sentence = f"Job {row.id} is pending ({reason}{where}): {row.pending_message}{eta}."
     elif state in ACTIVE_STATES:
         allocs = active_allocations(session, row.id)
@@ -347,6 +349,7 @@ def why(session: Session, *, principal: Principal, job_id: int, position: int | 
         sentence=sentence,
         position=position if state == JobState.PENDING else None,
         estimated_start=ts(row.estimated_start) if state == JobState.PENDING else None,
+        estimated_start_late=ts(row.estimated_start_late) if state == JobState.PENDING else None,
     )
 
 

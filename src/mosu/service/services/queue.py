@@ -23,6 +23,7 @@ _ENTRY_COLUMNS = (
     JobRow.pending_reason,
     JobRow.pending_message,
     JobRow.estimated_start,
+    JobRow.estimated_start_late,
 )
 
 
@@ -99,4 +100,5 @@ def _entry(r, position: int | None) -> QueueEntry:  # type: ignore[no-untyped-de
         reason=r.pending_reason,
         message=r.pending_message,
         estimated_start=ts(r.estimated_start),
+        estimated_start_late=ts(r.estimated_start_late),
     )

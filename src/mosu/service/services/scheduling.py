@@ -11,6 +11,7 @@ guarded the same way, and without bumping the version.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from mosu.engine.decisions import CycleResult
 from mosu.engine.snapshot import ClusterSnapshot
 
 if TYPE_CHECKING:
-    from mosu.engine.estimates import HistoryEstimator
+    from mosu.engine.estimates import HistoryEstimator, StartEstimates
 
 from mosu.service.db.convert import (
     engine_job,
@@ -42,14 +43,16 @@ from mosu.service.services.jobs import log_path
 from mosu.service.services.lifecycle import active_allocations, note, release, transition
 from mosu.service.services.secrets import reveal
 
+_Wait = tuple[PendingReason | None, str | None, float | None, float | None]
+
 
 @dataclass(frozen=True)
 class LoadedSnapshot:
     snapshot: ClusterSnapshot
     versions: dict[int, int]
     """Job id → the row version the snapshot was built from."""
-    reasons: dict[int, tuple[PendingReason | None, str | None, float | None]]
-    """Pending job id → the (reason, message, estimated start) stored when loaded."""
+    reasons: dict[int, _Wait]
+    """Pending job id → the (reason, message, likely start, late bound) stored when loaded."""
 
 
 _SNAPSHOT_COLUMNS = (
@@ -74,6 +77,7 @@ _SNAPSHOT_COLUMNS = (
     JobRow.pending_reason,
     JobRow.pending_message,
     JobRow.estimated_start,
+    JobRow.estimated_start_late,
 )
 """What a cycle reads of a job: plain rows, not ORM objects (no identity map, no
 spec JSON to decode). With thousands queued, loading them as objects was most of
@@ -97,6 +101,7 @@ def _history_estimator(session: Session, window: int = 500) -> HistoryEstimator:
     finished = session.execute(
         select(
             JobRow.tenant,
+            JobRow.kind,
             JobRow.gpus,
             JobRow.gpu_milli,
             JobRow.replicas,
@@ -107,14 +112,21 @@ def _history_estimator(session: Session, window: int = 500) -> HistoryEstimator:
         .order_by(JobRow.finished_at.desc())
         .limit(window)
     ).all()
-    for tenant, gpus, milli, replicas, started, ended in reversed(finished):
-        estimator.observe(tenant, gpus * milli * replicas, max(0.0, ended - started))
+    for tenant, kind, gpus, milli, replicas, started, ended in reversed(finished):
+        estimator.observe(tenant, gpus * milli * replicas, max(0.0, ended - started), kind)
     return estimator
 
 
-def load_snapshot(session: Session, *, now: float, use_history: bool = False) -> LoadedSnapshot:
+def load_snapshot(
+    session: Session,
+    *,
+    now: float,
+    use_history: bool = False,
+    estimates: StartEstimates | None = None,
+) -> LoadedSnapshot:
     """The engine's input; with ``use_history`` jobs without an estimate get one from the
-    run times of recent finished jobs."""
+    run times of recent finished jobs. With ``estimates`` (the caller's spread and stop
+    grace) start-time estimates read the same run times."""
     nodes = tuple(engine_node(n) for n in session.scalars(select(NodeRow).order_by(NodeRow.name)))
     quotas: dict[str, list[QuotaRow]] = defaultdict(list)
     for q in session.scalars(select(QuotaRow)):
@@ -135,13 +147,21 @@ def load_snapshot(session: Session, *, now: float, use_history: bool = False) ->
     pending = []
     attained: dict[str, float] = {}
     versions: dict[int, int] = {}
-    reasons: dict[int, tuple[PendingReason | None, str | None, float | None]] = {}
-    estimate = _history_estimator(session) if use_history else None
+    reasons: dict[int, _Wait] = {}
+    history = _history_estimator(session) if use_history or estimates is not None else None
+    estimate = history if use_history else None
+    user_estimates: dict[str, float | None] = {}
     for row in rows:
         versions[row.id] = row.version
+        user_estimates[str(row.id)] = row.estimate_s
         if row.state == JobState.PENDING.value:
             pending.append(engine_job(row, estimate))
-            reasons[row.id] = (row.pending_reason, row.pending_message, row.estimated_start)
+            reasons[row.id] = (
+                row.pending_reason,
+                row.pending_message,
+                row.estimated_start,
+                row.estimated_start_late,
+            )
             if row.attained_gpu_s:
                 attained[str(row.id)] = row.attained_gpu_s
             continue
@@ -156,6 +176,11 @@ def load_snapshot(session: Session, *, now: float, use_history: bool = False) ->
                 attained_gpu_s=row.attained_gpu_s,
             )
         )
+    if estimates is not None and history is not None:
+        # Start estimates read the user's own estimates; decisions may read history's.
+        estimates = dataclasses.replace(
+            estimates, runtimes=history, user_estimates=user_estimates if use_history else None
+        )
     snapshot = ClusterSnapshot(
         now=now,
         nodes=nodes,
@@ -163,6 +188,7 @@ def load_snapshot(session: Session, *, now: float, use_history: bool = False) ->
         running=tuple(running),
         pending=tuple(pending),
         attained_gpu_s=attained,
+        estimates=estimates,
     )
     return LoadedSnapshot(snapshot=snapshot, versions=versions, reasons=reasons)
 
@@ -174,13 +200,13 @@ def apply_decisions(
     result: CycleResult,
     now: float,
     logs_dir: Path | None = None,
-    held: list[tuple[int, tuple[PendingReason, str, float | None]]] | None = None,
+    held: list[tuple[int, _Wait]] | None = None,
 ) -> Applied:
     """Write the cycle's decisions; call inside one transaction. With ``logs_dir`` each
     new allocation names its replica's run directory there (``run_dir_path``); ``held``
     are reasons for jobs kept from the engine (credits)."""
     applied = Applied()
-    waits: list[tuple[int, tuple[PendingReason, str, float | None]]] = list(held or ())
+    waits: list[tuple[int, _Wait]] = list(held or ())
     # Jobs that change state are loaded (and locked) as objects; jobs left pending
     # are not: their reasons are compared with what the snapshot read and only the
     # changed ones written, by a guarded update (step 3).
@@ -219,7 +245,9 @@ def apply_decisions(
         if row is None:
             continue
         if not free.take(s.placement):
-            waits.append((row.id, (PendingReason.WAITING_FOR_PREEMPTED, WAITING_MESSAGE, None)))
+            waits.append(
+                (row.id, (PendingReason.WAITING_FOR_PREEMPTED, WAITING_MESSAGE, None, None))
+            )
             applied.queue_order.append(row.id)
             continue
         row.attempts += 1
@@ -228,7 +256,7 @@ def apply_decisions(
         started = max(now, row.submitted_at)
         row.started_at = started
         row.pending_reason = row.pending_message = None
-        row.estimated_start = None
+        row.estimated_start = row.estimated_start_late = None
         transition(session, row, JobState.STARTING, reason="scheduled", now=started)
         for k, rp in enumerate(s.placement):
             session.add(
@@ -254,7 +282,8 @@ def apply_decisions(
     for d in result.pending:
         applied.queue_order.append(int(d.job_id))
         eta = None if d.estimated_start_s is None else round(d.estimated_start_s)
-        waits.append((int(d.job_id), (d.reason, d.message, eta)))
+        late = None if d.late_start_s is None else round(d.late_start_s)
+        waits.append((int(d.job_id), (d.reason, d.message, eta, late)))
     session.flush()
     _write_reasons(session, loaded, waits)
     return applied
@@ -263,7 +292,7 @@ def apply_decisions(
 def _write_reasons(
     session: Session,
     loaded: LoadedSnapshot,
-    waits: list[tuple[int, tuple[PendingReason, str, float | None]]],
+    waits: list[tuple[int, _Wait]],
 ) -> None:
     """Store why each job waits, only where it changed since the snapshot, and only to
     the job version the snapshot saw, still pending. The write does not bump the
@@ -277,9 +306,10 @@ def _write_reasons(
             "b_reason": reason,
             "b_message": message,
             "b_eta": eta,
+            "b_late": late,
         }
-        for job_id, (reason, message, eta) in waits
-        if job_id in loaded.reasons and loaded.reasons[job_id] != (reason, message, eta)
+        for job_id, (reason, message, eta, late) in waits
+        if job_id in loaded.reasons and loaded.reasons[job_id] != (reason, message, eta, late)
     ]
     if not changed:
         return
@@ -295,6 +325,7 @@ def _write_reasons(
             pending_reason=bindparam("b_reason"),
             pending_message=bindparam("b_message"),
             estimated_start=bindparam("b_eta"),
+            estimated_start_late=bindparam("b_late"),
         ),
         changed,
     )

@@ -1,0 +1,261 @@
+"""Start-time estimates for jobs left pending, read after the cycle's decisions
+(nothing here changes one).
+
+A plan follows how the job will really get capacity:
+
+- a job within its tenant's guarantee waiting for reclaim (``EtaBasis.RECLAIM``)
+  gets borrowed capacity back as borrowers of other tenants pass the minimum
+  runtime (plus the stop grace for them to stop), or as running jobs end, whichever
+  comes first; its tenant's jobs waiting for their guarantee ahead of it go first;
+- any other job (``EtaBasis.RELEASES``) waits for running jobs to end, by their
+  estimated ends, until the capacity covers it and the jobs ranked ahead of it that
+  compete for the same GPUs (its tenant's only, under static quotas), and its
+  tenant's usage leaves room under its cap. A job behind a reservation is behind
+  the reserved job's need, so it waits for it.
+
+A running job's end is its start plus its runtime (``HistoryEstimator.runtime``:
+the user's estimate, else history); one that has outrun its estimate is assumed to
+run as long again as it has so far. A plan that needs a job whose runtime is
+unknown is unknown: no number is invented. ``WaitSpread`` turns the planned wait
+into a likely start and a late bound from how earlier plans held.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+
+from mosu.core.models import Job
+from mosu.engine.cycle.work import (
+    Outcome,
+    Work,
+    borrowed_milli,
+    guarantee,
+    limit,
+    node_type,
+    types_of,
+)
+from mosu.engine.estimates import EtaBasis, HistoryEstimator, StartEstimates
+from mosu.engine.profiles import QuotaMode
+
+INF = math.inf
+MAX_SHADOW_AHEAD = 2_000
+"""The most jobs ranked ahead that a shadow plays out: a bound on an estimate's cost.
+Behind a longer queue the start is unknown."""
+
+
+_PoolKey = tuple[str, tuple[str, ...]]
+"""A pool of competitors: the tenant (under static quotas, else empty) and the GPU types."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartEstimate:
+    likely_s: float | None
+    late_s: float | None
+    planned_s: float | None
+    basis: EtaBasis
+
+
+_Hold = tuple[float, int, str, str, float]
+"""Capacity a running job holds on one GPU type, and when it gives it back: (estimated
+end, GPU milli, tenant, GPU type, when reclaim may take it: its minimum runtime passed)."""
+
+
+class StartPlanner:
+    """Estimates for one cycle's pending jobs; what every estimate shares is built once."""
+
+    def __init__(self, work: Work, estimates: StartEstimates | None) -> None:
+        self.work = work
+        self.estimates = estimates if estimates is not None else StartEstimates()
+        self._holds: list[_Hold] | None = None
+        self._ahead: dict[str, tuple[int, int, int]] | None = None
+        self._pools: dict[_PoolKey, list[Job]] | None = None
+        self._place: dict[str, tuple[_PoolKey, int]] = {}
+
+    def runtime(self, job: Job) -> float | None:
+        return self._runtimes.runtime(job, self.estimates.user_estimate(job))
+
+    @property
+    def _runtimes(self) -> HistoryEstimator:
+        return self.estimates.runtimes
+
+    # -- what the plans share ------------------------------------------------------
+
+    def holds(self) -> list[_Hold]:
+        """Every running (or just started) job's capacity by type, by estimated end."""
+        if self._holds is None:
+            work = self.work
+            now = work.now
+            min_runtime = work.profile.min_runtime_s
+            only = work.state.gpu_types[0] if len(work.state.gpu_types) == 1 else None
+            starts = {s.job_id: s.placement for s in work.starts}
+            runs = [(run.job, run.placement, run.started_s) for run in work.running.values()]
+            runs += [(job, starts[k], now) for k, job in work.started_jobs.items() if k in starts]
+            holds: list[_Hold] = []
+            for job, placement, started in runs:
+                end = self._end(job, started, now)
+                reclaimable = max(now, started + min_runtime)
+                if only is not None:
+                    holds.append((end, job.total_gpu_milli, job.tenant, only, reclaimable))
+                    continue
+                by_type: dict[str, int] = {}
+                for rp in placement:
+                    gpu_type = node_type(work, rp.node)
+                    milli = rp.gpu_milli * len(rp.gpu_indices)
+                    by_type[gpu_type] = by_type.get(gpu_type, 0) + milli
+                for gpu_type, milli in sorted(by_type.items()):
+                    holds.append((end, milli, job.tenant, gpu_type, reclaimable))
+            holds.sort()
+            self._holds = holds
+        return self._holds
+
+    def _end(self, job: Job, started: float, now: float) -> float:
+        ran = max(0.0, now - started)
+        runtime = self._runtimes.runtime_after(job, ran, self.estimates.user_estimate(job))
+        return INF if runtime is None else now + max(0.0, runtime - ran)
+
+    def ahead(self, job: Job) -> tuple[int, int, int]:
+        """(GPU milli of the jobs ranked ahead of ``job`` on the same GPU types, of
+        those its tenant's, of those its tenant's waiting for their guarantee)."""
+        if self._ahead is None:
+            work = self.work
+            waiting = {j.id for j in work.waiting_guarantee}
+            total: dict[tuple[str, ...], int] = {}
+            mine: dict[tuple[str, tuple[str, ...]], int] = {}
+            guaranteed: dict[tuple[str, tuple[str, ...]], int] = {}
+            ahead: dict[str, tuple[int, int, int]] = {}
+            started = work.outcome
+            for j in work.ranked:
+                types = types_of(work, j)
+                key = (j.tenant, types)
+                ahead[j.id] = (total.get(types, 0), mine.get(key, 0), guaranteed.get(key, 0))
+                if started.get(j.id) is Outcome.STARTED:
+                    continue
+                need = j.total_gpu_milli
+                total[types] = total.get(types, 0) + need
+                mine[key] = mine.get(key, 0) + need
+                if j.id in waiting:
+                    guaranteed[key] = guaranteed.get(key, 0) + need
+            self._ahead = ahead
+        return self._ahead.get(job.id, (0, 0, 0))
+
+    # -- one job -------------------------------------------------------------------
+
+    def estimate(self, job: Job, reason: str, *, reclaim: bool) -> StartEstimate:
+        basis = EtaBasis.RECLAIM if reclaim else EtaBasis.RELEASES
+        planned = self._plan_reclaim(job) if reclaim else self._plan_releases(job)
+        if planned is None:
+            return StartEstimate(None, None, None, basis)
+        now = self.work.now
+        extra = self.estimates.stop_grace_s if reclaim else 0.0
+        spread = self.estimates.spread
+        likely, late = spread.bounds(basis, reason, job.total_gpu_milli, planned - now)
+        return StartEstimate(now + likely, now + late + extra, planned, basis)
+
+    def _plan_releases(self, job: Job) -> float | None:
+        """The time ``job`` starts in a shadow of the queue: the jobs ranked ahead of it
+        that compete for its GPUs start in rank order as running jobs end (each then
+        ending after its own runtime), then ``job``."""
+        work = self.work
+        mode = work.profile.quotas
+        types = types_of(work, job)
+        tenant = job.tenant
+        if mode == QuotaMode.SHARED:
+            cap = INF
+        else:
+            cap_of = guarantee if mode == QuotaMode.STATIC else limit
+            cap = sum(cap_of(work, tenant, t) for t in types)
+            if job.total_gpu_milli > cap:
+                return None  # it never fits its tenant's cap
+        used = sum(work.usage.get((tenant, t), 0) for t in types)
+        free = sum(work.free.get(t, 0) for t in types)
+        ahead = self._competitors(job)
+        if len(ahead) > MAX_SHADOW_AHEAD:
+            return None  # a bound on the cost: unknown rather than a guess
+        ends = [(end, milli, who == tenant) for end, milli, who, t, _ in self.holds() if t in types]
+        # Holds come sorted by end; a heap from here on, as shadow starts add ends.
+        now = work.now
+        at = now
+        for other in (*ahead, job):
+            need = other.total_gpu_milli
+            mine = other.tenant == tenant
+            if mine and need > cap:
+                continue  # never starts: it holds nothing back
+            while free < need or (mine and used + need > cap):
+                if not ends:
+                    return None
+                end, milli, own = heapq.heappop(ends)
+                if end == INF:
+                    return None  # what it waits for has no known end
+                at = max(at, end)
+                free += milli
+                if own:
+                    used -= milli
+            if other is job:
+                if at == now:
+                    # Room enough, yet it did not start (where the room is, or a
+                    # reservation holding it): nothing changes before the next end.
+                    if not ends or ends[0][0] == INF:
+                        return None
+                    at = max(at, ends[0][0])
+                return at
+            free -= need
+            if mine:
+                used += need
+            runtime = self.runtime(other)
+            heapq.heappush(ends, (INF if runtime is None else at + runtime, need, mine))
+        return None  # not reached: the loop returns at ``job``
+
+    def _competitors(self, job: Job) -> list[Job]:
+        """The pending jobs ranked ahead of ``job`` that want its GPU types (under static
+        quotas, only its tenant's: the others hold their own partitions)."""
+        if self._pools is None:
+            # One pass over the ranked queue: every pool in rank order, and each job's
+            # place in its pool, so an estimate slices rather than walks the queue.
+            work = self.work
+            static = work.profile.quotas == QuotaMode.STATIC
+            pools: dict[_PoolKey, list[Job]] = {}
+            place: dict[str, tuple[_PoolKey, int]] = {}
+            for other in work.ranked:
+                key = (other.tenant if static else "", types_of(work, other))
+                pool = pools.setdefault(key, [])
+                place[other.id] = (key, len(pool))
+                if work.outcome.get(other.id) is not Outcome.STARTED:
+                    pool.append(other)
+            self._pools, self._place = pools, place
+        key, index = self._place[job.id]
+        return self._pools[key][:index]
+
+    def _plan_reclaim(self, job: Job) -> float | None:
+        work = self.work
+        types = types_of(work, job)
+        _, _, guaranteed_ahead = self.ahead(job)
+        to_free = guaranteed_ahead + job.total_gpu_milli - sum(work.free.get(t, 0) for t in types)
+        # Room enough, yet it did not start: it waits for at least the next change.
+        to_free = max(to_free, 1)
+        # Borrowed capacity, per lender and type, that reclaim may take back.
+        lendable = {
+            (who, t): max(0, borrowed_milli(work, who, t))
+            for _, _, who, t, _ in self.holds()
+            if who != job.tenant and t in types
+        }
+        events: list[tuple[float, int]] = []
+        for end, milli, who, t, reclaimable in sorted(self.holds(), key=lambda h: (h[4], h[0])):
+            if t not in types:
+                continue
+            left = lendable.get((who, t), 0)
+            if left > 0 and reclaimable < end:
+                lendable[(who, t)] = left - milli
+                events.append((reclaimable, milli))
+            else:
+                events.append((end, milli))
+        events.sort()
+        freed = 0
+        for at, milli in events:
+            if at == INF:
+                return None
+            freed += milli
+            if freed >= to_free:
+                return at
+        return None
