@@ -98,10 +98,11 @@ class SchedulerLoop:
         """Pending job id → 1-based position in the last cycle's order."""
         self.cycles = 0
         self.on_cycle: Callable[[float], None] = lambda _seconds: None
-        self.on_phases: Callable[[dict[str, float]], None] = lambda _phases: None
-        """Seconds each phase of a completed cycle took: load (the snapshot), engine,
-        apply (the decisions, in one transaction), launch (starts and stop signals)."""
         """Told each applied cycle's deciding time (metrics)."""
+        self.on_phases: Callable[[dict[str, float]], None] = lambda _phases: None
+        """Told the seconds each phase of a completed cycle took: load (the snapshot),
+        engine, apply (the decisions, in one transaction), launch (starts and stop
+        signals)."""
         self.lease: LeaderLease | None = None
         """Set before ``start`` when several servers share the store: only its holder
         schedules, and every apply is fenced by it (see ``mosu.service.leader``)."""
