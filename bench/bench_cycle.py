@@ -5,8 +5,10 @@ reservations, rank preemption) with 10,000 pending jobs on a 1,000-node cluster
 of 8-GPU nodes in <= 1 s. The cluster is ~90 % full with 50 tenants; pending
 jobs are 1, 2, 4 and 8 GPUs and 2x8 / 4x8 gangs with estimates.
 ``--quick`` times one cycle per profile instead of the median of five (CI).
+``--nodes``, ``--pending`` and ``--tenants`` change the size (ten times today's:
+``--nodes 10000 --pending 100000 --tenants 200``).
 
-    .venv/bin/python bench/bench_cycle.py [--quick]
+    .venv/bin/python bench/bench_cycle.py [--quick] [--nodes N] [--pending N] [--tenants N]
 """
 
 from __future__ import annotations
@@ -33,25 +35,27 @@ TARGET_S = 1.0
 SIZES = [(1, 1)] * 10 + [(2, 1)] * 3 + [(4, 1)] * 2 + [(8, 1)] * 2 + [(8, 2), (8, 4)]
 
 
-def build_snapshot(seed: int = 1) -> ClusterSnapshot:
+def build_snapshot(
+    seed: int = 1, *, nodes_n: int = NODES, pending_n: int = PENDING, tenants_n: int = TENANTS
+) -> ClusterSnapshot:
     rng = random.Random(seed)
     nodes = tuple(
         Node(f"n{i:04d}", "A100", 8, 96_000, 1_048_576, rack=f"r{i // 32:02d}")
-        for i in range(NODES)
+        for i in range(nodes_n)
     )
-    per_tenant = NODES * 8 // TENANTS
+    per_tenant = nodes_n * 8 // tenants_n
     tenants = tuple(
         Tenant(f"t{k:02d}", (("A100", Quota(per_tenant * GPU_MILLI, None)),), weight=1.0)
-        for k in range(TENANTS)
+        for k in range(tenants_n)
     )
     state = ClusterState(nodes)
     running: list[RunningJob] = []
     used = 0
     i = 0
     # Skewed load: a few tenants borrow heavily, so reclaim has real work to do.
-    while used < 0.9 * NODES * 8 * GPU_MILLI:
+    while used < 0.9 * nodes_n * 8 * GPU_MILLI:
         gpus, replicas = rng.choice(SIZES)
-        tenant = f"t{min(rng.randrange(TENANTS), rng.randrange(TENANTS)):02d}"
+        tenant = f"t{min(rng.randrange(tenants_n), rng.randrange(tenants_n)):02d}"
         job = Job(
             f"r{i}",
             tenant,
@@ -72,13 +76,13 @@ def build_snapshot(seed: int = 1) -> ClusterSnapshot:
     pending = tuple(
         Job(
             f"p{k}",
-            f"t{rng.randrange(TENANTS):02d}",
+            f"t{rng.randrange(tenants_n):02d}",
             Shape(gpus),
             replicas=replicas,
-            submit_s=NOW - PENDING + k,
+            submit_s=NOW - pending_n + k,
             estimate_s=rng.choice([None, 600.0, 3_600.0, 36_000.0]),
         )
-        for k in range(PENDING)
+        for k in range(pending_n)
         for gpus, replicas in [rng.choice(SIZES)]
     )
     return ClusterSnapshot(
@@ -86,11 +90,21 @@ def build_snapshot(seed: int = 1) -> ClusterSnapshot:
     )
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one timing per profile (CI)")
+    parser.add_argument("--nodes", type=_positive, default=NODES, help="8-GPU nodes")
+    parser.add_argument("--pending", type=_positive, default=PENDING, help="pending jobs")
+    parser.add_argument("--tenants", type=_positive, default=TENANTS, help="tenants")
     args = parser.parse_args()
-    snap = build_snapshot()
+    snap = build_snapshot(nodes_n=args.nodes, pending_n=args.pending, tenants_n=args.tenants)
     repeats = 1 if args.quick else 5
     names = ["mosu", "fifo-backfill", "kueue", "las"]
     results = {}
@@ -114,9 +128,10 @@ def main() -> None:
             "reserved": sum(p.estimated_start_s is not None for p in result.pending),
         }
     report = {
-        "nodes": NODES,
+        "nodes": args.nodes,
+        "tenants": args.tenants,
         "running": len(snap.running),
-        "pending": PENDING,
+        "pending": args.pending,
         "target_s": TARGET_S,
         "profiles": results,
         # CPU time is what one idle core would take; wall time also counts waiting

@@ -73,6 +73,7 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
             "cryptography",
             "fastapi",
             "numpy",
+            "prometheus_client",
             "psycopg",
             "pydantic",
             "pydantic_settings",

@@ -713,6 +713,8 @@ class JobLaunch(OutputModel):
     env: dict[str, str] = Field(repr=False)
     workdir: str | None
     replicas: list[ReplicaLaunch]
+    estimate_s: float | None = None
+    """The job's own run-time estimate (the simulated executor runs it for that long)."""
 
 
 class JobExit(OutputModel):

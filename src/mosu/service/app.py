@@ -24,7 +24,7 @@ import mosu
 from mosu.core.errors import PlatformError
 from mosu.core.jobspec import best_error, error_message, location
 from mosu.service import openapi
-from mosu.service.metrics import CYCLE_BUCKETS, ApiMetrics, Histogram, MetricsMiddleware
+from mosu.service.metrics import MetricsMiddleware, ProcessMetrics
 from mosu.service.platform import Platform
 from mosu.service.request_guard import RequestGuard, error_response
 from mosu.service.routers import (
@@ -103,14 +103,10 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
     app.include_router(metrics.router)
     operations = openapi.install(app)
     app.add_middleware(RequestGuard, operations=operations)
-    app.state.api_metrics = ApiMetrics()
-    app.add_middleware(MetricsMiddleware, metrics=app.state.api_metrics)
-    app.state.cycle_seconds = Histogram(
-        "mosu_scheduler_cycle_seconds",
-        "Time one scheduling cycle took to decide and record its decisions.",
-        CYCLE_BUCKETS,
-    )
-    platform.loop.on_cycle = app.state.cycle_seconds.observe
+    app.state.process_metrics = ProcessMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.process_metrics)
+    platform.loop.on_cycle = app.state.process_metrics.observe_cycle
+    platform.loop.on_phases = app.state.process_metrics.observe_phases
     # The dashboard is the outer layer over these services; it is mounted here so that
     # every server (and every app a test builds) serves it at / and /ui.
     from mosu.web import mount_dashboard

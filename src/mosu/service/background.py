@@ -107,6 +107,10 @@ class SchedulerLoop:
         self.cycles = 0
         self.on_cycle: Callable[[float], None] = lambda _seconds: None
         """Told each applied cycle's deciding time (metrics)."""
+        self.on_phases: Callable[[dict[str, float]], None] = lambda _phases: None
+        """Told the seconds each phase of a completed cycle took: load (the snapshot),
+        engine, apply (the decisions, in one transaction), launch (starts and stop
+        signals)."""
         self.lease: LeaderLease | None = None
         """Set before ``start`` when several servers share the store: only its holder
         schedules, and every apply is fenced by it (see ``mosu.service.leader``)."""
@@ -365,13 +369,16 @@ class SchedulerLoop:
     def cycle(self) -> None:
         now = self._clock()
         self._last_cycle = now
+        began = time.perf_counter()  # phase timings are measurements, never decisions
         with self._sessions() as s:
             loaded = load_snapshot(
                 s, now=now, use_history=self._use_history, estimates=self.start_estimates
             )
             loaded, credit_gate = gate(s, loaded, now)
         self.credit_reserved = credit_gate.reserved
+        loaded_at = time.perf_counter()
         result = schedule(loaded.snapshot, self._profile)
+        decided_at = time.perf_counter()
         try:
             with self._sessions.begin() as s:
                 if self.lease is not None:
@@ -398,10 +405,19 @@ class SchedulerLoop:
         self.on_cycle(self._last_cycle_cost)
         self.queue_positions = {job_id: i + 1 for i, job_id in enumerate(applied.queue_order)}
         self._learn_spread(loaded.snapshot.pending, result, applied.started, now)
+        applied_at = time.perf_counter()
         for job_id in applied.started:
             self._launch(job_id)
         if applied.preempting:
             self.signal_stops()
+        self.on_phases(
+            {
+                "load": loaded_at - began,
+                "engine": decided_at - loaded_at,
+                "apply": applied_at - decided_at,
+                "launch": time.perf_counter() - applied_at,
+            }
+        )
 
     def _learn_spread(
         self, pending: tuple[Any, ...], result: CycleResult, started: list[int], now: float

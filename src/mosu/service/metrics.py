@@ -1,119 +1,116 @@
-"""Prometheus metrics in the plain text exposition format (version 0.0.4).
+"""Prometheus metrics through ``prometheus_client``.
 
-Two kinds: what this process counts as it goes (API requests and their latency,
-scheduling cycles: ``Counter`` and ``Histogram`` below, thread-safe), and what the store
-says at scrape time (jobs by state, pending by reason, GPUs allocated), read by
-``mosu.service.services.metrics``.
+Two kinds: what a process counts as it goes (API requests and their latency, scheduling
+cycles and their phases: ``Counter`` and ``Histogram`` in ``ProcessMetrics``), and what
+the store says at scrape time (jobs by state, pending by reason, queue depth per tenant,
+GPUs allocated; ``mosu.service.services.metrics``), a collector asked at each scrape.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (several server processes on one store), the
+counted metrics live in that directory's files and a scrape of any process sums every
+process's (``MultiProcessCollector``); without it each app keeps them in its own
+registry (tests build several apps in one process).
 """
 
 from __future__ import annotations
 
-import threading
+import os
 import time
-from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CYCLE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-Labels = tuple[tuple[str, str], ...]
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(labels: Labels, extra: tuple[str, str] | None = None) -> str:
-    pairs = (*labels, extra) if extra is not None else labels
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+# The ``*_created`` timestamps would double the samples of every counter and histogram
+# for a value no dashboard of ours reads.
+prometheus_client.disable_created_metrics()
 
 
-def _number(value: float) -> str:
-    if value == float("inf"):
-        return "+Inf"
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROCESS_ENV) or None
 
 
-def family(name: str, kind: str, help_text: str, samples: Iterable[tuple[Labels, float]]) -> str:
-    """One metric family: HELP, TYPE and its samples."""
-    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    lines += [f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples]
-    return "\n".join(lines) + "\n"
-
-
-class Counter:
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name, self.help = name, help_text
-        self._lock = threading.Lock()
-        self._values: dict[Labels, float] = defaultdict(float)
-
-    def inc(self, labels: Labels = (), amount: float = 1.0) -> None:
-        with self._lock:
-            self._values[labels] += amount
-
-    def value(self, labels: Labels = ()) -> float:
-        with self._lock:
-            return self._values.get(labels, 0.0)
-
-    def render(self) -> str:
-        with self._lock:
-            samples = sorted(self._values.items())
-        return family(self.name, "counter", self.help, samples)
-
-
-class Histogram:
-    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
-        self.name, self.help = name, help_text
-        self.buckets = buckets
-        self._lock = threading.Lock()
-        self._counts: dict[Labels, list[int]] = {}
-        self._sums: dict[Labels, float] = defaultdict(float)
-
-    def observe(self, value: float, labels: Labels = ()) -> None:
-        with self._lock:
-            counts = self._counts.get(labels)
-            if counts is None:
-                counts = self._counts[labels] = [0] * (len(self.buckets) + 1)
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    counts[i] += 1
-                    break
-            else:
-                counts[-1] += 1
-            self._sums[labels] += value
-
-    def render(self) -> str:
-        with self._lock:
-            rows = sorted((k, list(v), self._sums[k]) for k, v in self._counts.items())
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for labels, counts, total in rows:
-            running = 0
-            for bound, n in zip((*self.buckets, float("inf")), counts, strict=True):
-                running += n
-                le = ("le", _number(bound))
-                lines.append(f"{self.name}_bucket{_labels(labels, le)} {running}")
-            lines.append(f"{self.name}_sum{_labels(labels)} {_number(total)}")
-            lines.append(f"{self.name}_count{_labels(labels)} {running}")
-        return "\n".join(lines) + "\n"
-
-
-class ApiMetrics:
-    """What the HTTP layer counts: requests by route template, method and status, and
-    their latency by route template and method."""
+class ProcessMetrics:
+    """What this process counts: requests by route template, method and status, their
+    latency, and each scheduling cycle's duration and phases."""
 
     def __init__(self) -> None:
-        self.requests = Counter("mosu_http_requests_total", "HTTP requests answered.")
+        # In multiprocess mode the values live in files, the registry only names them.
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self.requests = Counter(
+            "mosu_http_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=reg,
+        )
         self.latency = Histogram(
             "mosu_http_request_duration_seconds",
             "Time from a request's arrival to its last response byte.",
-            LATENCY_BUCKETS,
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.cycle_seconds = Histogram(
+            "mosu_scheduler_cycle_seconds",
+            "Time one scheduling cycle took to decide and record its decisions.",
+            buckets=CYCLE_BUCKETS,
+            registry=reg,
+        )
+        self.phase_seconds = Histogram(
+            "mosu_scheduler_phase_seconds",
+            "Time each phase of a scheduling cycle took: load (the snapshot), engine, "
+            "apply (the decisions), launch (starts and stop signals).",
+            ["phase"],
+            buckets=CYCLE_BUCKETS,
+            registry=reg,
         )
 
-    def render(self) -> str:
-        return self.requests.render() + self.latency.render()
+    def observe_cycle(self, seconds: float) -> None:
+        self.cycle_seconds.observe(seconds)
+
+    def observe_phases(self, phases: Mapping[str, float]) -> None:
+        for phase, seconds in phases.items():
+            self.phase_seconds.labels(phase=phase).observe(seconds)
+
+
+class ScrapeCollector(Collector):
+    """Families computed when scraped (the store's counts, whether this server leads)."""
+
+    def __init__(self, families: Callable[[], Iterable[Metric]]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families()
+
+
+def exposition(process: ProcessMetrics, at_scrape: Callable[[], Iterable[Metric]]) -> bytes:
+    """The text a scrape returns: this process's (or with ``PROMETHEUS_MULTIPROC_DIR``,
+    every process's) counted metrics, then the families read at scrape time."""
+    registry = CollectorRegistry()
+    where = multiprocess_dir()
+    if where is not None:
+        MultiProcessCollector(registry, path=where)
+    else:
+        registry.register(_Forward(process.registry))
+    registry.register(ScrapeCollector(at_scrape))
+    return generate_latest(registry)
+
+
+class _Forward(Collector):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self._registry.collect()
 
 
 class MetricsMiddleware:
@@ -121,7 +118,7 @@ class MetricsMiddleware:
     Routes are labelled by template (``/v1/jobs/{job_id}``), so label sets stay bounded;
     a request no route matched is ``unmatched``. A stream is timed until it ends."""
 
-    def __init__(self, app: Any, metrics: ApiMetrics) -> None:
+    def __init__(self, app: Any, metrics: ProcessMetrics) -> None:
         self.app = app
         self.metrics = metrics
 
@@ -144,6 +141,5 @@ class MetricsMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            labels = (("method", method), ("route", path))
-            self.metrics.requests.inc((*labels, ("status", str(status))))
-            self.metrics.latency.observe(time.perf_counter() - t0, labels)
+            self.metrics.requests.labels(method=method, route=path, status=str(status)).inc()
+            self.metrics.latency.labels(method=method, route=path).observe(time.perf_counter() - t0)

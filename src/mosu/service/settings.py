@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     """The key that encrypts tenants' secrets; default ``secrets.key`` in ``data_dir``
     (created on first start). Servers sharing one store must all name the same key."""
     executor: str = "local"
-    """``local`` (processes on this machine) or ``ray`` (replicas on a Ray cluster)."""
+    """``local`` (processes on this machine), ``ray`` (replicas on a Ray cluster) or
+    ``simulated`` (declared nodes, replicas that run no process)."""
     ray_address: str | None = None
     """``HOST:PORT`` of the Ray cluster's head (GCS) for the ``ray`` executor."""
     ray_log_dir: str = "/tmp/mosu/replica-logs"

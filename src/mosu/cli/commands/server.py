@@ -1,4 +1,4 @@
-"""``mosu server``: the control plane with the local executor, on any database."""
+"""``mosu server``: the control plane with an executor, on any database."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from mosu.cli.commands.up import (
     HomeRootOpt,
     RayAddressOpt,
     SandboxOpt,
+    SimNodesOpt,
     run,
 )
 
@@ -42,6 +43,7 @@ def server(
     sandbox: SandboxOpt = "auto",
     home_root: HomeRootOpt = None,
     cgroup: CgroupOpt = "auto",
+    nodes: SimNodesOpt = None,
 ) -> None:
     """Serve the API and schedule; nodes are registered through the API (or --gpus).
     Stopping it leaves running jobs running for the next server to adopt."""
@@ -64,4 +66,5 @@ def server(
         min_runtime=min_runtime,
         executor=executor,
         ray_address=ray_address,
+        sim_nodes=nodes,
     )

@@ -20,7 +20,15 @@ ExecutorOpt = Annotated[
     typer.Option(
         "--executor",
         envvar="MOSU_EXECUTOR",
-        help="local: processes on this machine; ray: replicas on a Ray cluster (docs/ray.md).",
+        help="local: processes on this machine; ray: replicas on a Ray cluster (docs/ray.md); "
+        "simulated: the --nodes cluster, replicas run no process (docs/platform.md).",
+    ),
+]
+SimNodesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--nodes",
+        help="Nodes of the simulated executor, COUNTxGPUS:TYPE (e.g. 1000x8:H800); repeatable.",
     ),
 ]
 RayAddressOpt = Annotated[
@@ -95,6 +103,18 @@ def _local_nodes(
     return nodes, lines + [f"note: {n}" for n in notes]
 
 
+def _simulated_nodes(specs: list[str] | None) -> list[Any]:
+    """The simulated executor's nodes from ``--nodes`` (names kept unique across specs)."""
+    from mosu.traces.native import parse_cluster_spec
+
+    if not specs:
+        raise InvalidInput("the simulated executor needs --nodes COUNTxGPUS:TYPE", field="--nodes")
+    try:
+        return parse_cluster_spec(",".join(specs))
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, field="--nodes") from None
+
+
 def _memory_mib() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -125,6 +145,7 @@ def run(
     sandbox: str = "auto",
     home_root: Path | None = None,
     cgroup: str = "auto",
+    sim_nodes: list[str] | None = None,
 ) -> None:
     from mosu.agent.executors.local import LocalExecutor
     from mosu.agent.sandbox import SandboxUnavailable, resolve
@@ -134,12 +155,17 @@ def run(
 
     if gpus is not None and gpus < 0:
         raise InvalidInput("must be 0 or more", field="--gpus")
-    if executor not in ("local", "ray"):
-        raise InvalidInput(f"unknown executor {executor!r}; use local or ray", field="--executor")
+    if executor not in ("local", "ray", "simulated"):
+        raise InvalidInput(
+            f"unknown executor {executor!r}; use local, ray or simulated", field="--executor"
+        )
+    if sim_nodes and executor != "simulated":
+        raise InvalidInput("only the simulated executor takes --nodes", field="--nodes")
+    simulated = _simulated_nodes(sim_nodes) if executor == "simulated" else []
     if executor == "ray" and not ray_address:
         raise InvalidInput("the ray executor needs the cluster's HOST:PORT", field="--ray-address")
-    if executor == "ray":
-        declare_node = False  # the Ray cluster says which nodes exist
+    if executor in ("ray", "simulated"):
+        declare_node = False  # the Ray cluster (or --nodes) says which nodes exist
     overrides: dict[str, object] = {"data_dir": data_dir.expanduser(), "host": host, "port": port}
     overrides["grace_s"] = grace
     overrides["profile"] = profile
@@ -183,6 +209,9 @@ def run(
         if executor == "ray":
             print(f"executor: Ray cluster at {ray_address} (nodes from Ray)", flush=True)
             print("sandbox: per node (mosu node list), as each Ray node runs it", flush=True)
+        elif executor == "simulated":
+            gpus_total = sum(n.gpus for n in simulated)
+            print(f"executor: simulated, {len(simulated)} nodes, {gpus_total} GPUs", flush=True)
         elif box is not None:
             print(f"sandbox: {box.describe()}", flush=True)
             print(f"processes tracked by: {runner.tracking()}", flush=True)
@@ -208,6 +237,10 @@ def run(
             remote_log_dir=settings.ray_log_dir,
         )
         runner.gangs.connect()  # from the main thread, and fail early if Ray is unreachable
+    elif executor == "simulated":
+        from mosu.agent.executors.simulated import SimulatedExecutor
+
+        runner = SimulatedExecutor(simulated, down_file=settings.data_dir / "simulated-down")
     else:
         assert box is not None
         runner = LocalExecutor(
@@ -248,6 +281,7 @@ def up(
     sandbox: SandboxOpt = "auto",
     home_root: HomeRootOpt = None,
     cgroup: CgroupOpt = "auto",
+    nodes: SimNodesOpt = None,
 ) -> None:
     """Run everything on this machine: API, scheduler and local executor (SQLite).
 
@@ -272,4 +306,5 @@ def up(
         node_name=node_name,
         declare_node=True,
         save_config=True,
+        sim_nodes=nodes,
     )

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mosu.core.api import JobState
 from mosu.core.models import GPU_MILLI
 from mosu.service.db.rows import AllocationRow, JobRow, NodeRow
-from mosu.service.metrics import family
 
 UNSCHEDULED = "unscheduled"
 """Pending reason of a job no scheduling cycle has looked at yet."""
 
 
-def store_metrics(session: Session) -> str:
+def store_metrics(session: Session) -> list[GaugeMetricFamily]:
     by_state = dict.fromkeys((s.value for s in JobState), 0)
     for state, n in session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)):
         by_state[state] = n
@@ -40,34 +40,49 @@ def store_metrics(session: Session) -> str:
         )
     ):
         capacity[(gpu_type, state)] += int(gpus or 0)
-    return "".join(
-        (
-            family(
-                "mosu_jobs",
-                "gauge",
-                "Jobs in the store by state.",
-                [((("state", s),), n) for s, n in sorted(by_state.items())],
-            ),
-            family(
-                "mosu_jobs_pending",
-                "gauge",
-                "Pending jobs by the reason the last scheduling cycle gave.",
-                [((("reason", r),), n) for r, n in sorted(by_reason.items())],
-            ),
-            family(
-                "mosu_gpus_allocated",
-                "gauge",
-                "GPUs held by running or starting jobs, by tenant and GPU type.",
-                [((("tenant", t), ("gpu_type", g)), v) for (t, g), v in sorted(allocated.items())],
-            ),
-            family(
-                "mosu_gpus",
-                "gauge",
-                "GPUs registered, by GPU type and node state.",
-                [
-                    ((("gpu_type", g), ("node_state", s)), n)
-                    for (g, s), n in sorted(capacity.items())
-                ],
-            ),
-        )
+    depth = session.execute(
+        select(JobRow.tenant, func.count())
+        .where(JobRow.state == JobState.PENDING.value)
+        .group_by(JobRow.tenant)
     )
+    return [
+        _gauge(
+            "mosu_jobs",
+            "Jobs in the store by state.",
+            ["state"],
+            [((s,), n) for s, n in sorted(by_state.items())],
+        ),
+        _gauge(
+            "mosu_jobs_pending",
+            "Pending jobs by the reason the last scheduling cycle gave.",
+            ["reason"],
+            [((r,), n) for r, n in sorted(by_reason.items())],
+        ),
+        _gauge(
+            "mosu_queue_depth",
+            "Pending jobs by tenant.",
+            ["tenant"],
+            [((t,), n) for t, n in sorted(depth)],
+        ),
+        _gauge(
+            "mosu_gpus_allocated",
+            "GPUs held by running or starting jobs, by tenant and GPU type.",
+            ["tenant", "gpu_type"],
+            [((t, g), v) for (t, g), v in sorted(allocated.items())],
+        ),
+        _gauge(
+            "mosu_gpus",
+            "GPUs registered, by GPU type and node state.",
+            ["gpu_type", "node_state"],
+            [((g, s), n) for (g, s), n in sorted(capacity.items())],
+        ),
+    ]
+
+
+def _gauge(
+    name: str, help_text: str, labels: list[str], samples: list[tuple[tuple[str, ...], float]]
+) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=labels)
+    for values, value in samples:
+        family.add_metric(list(values), value)
+    return family

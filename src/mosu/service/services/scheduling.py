@@ -433,6 +433,7 @@ def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch |
         env={**(spec.get("env") or {}), **opened},
         workdir=spec.get("workdir"),
         replicas=replicas,
+        estimate_s=row.estimate_s,
     )
 
 
