@@ -46,14 +46,6 @@ MAX_REST_S = 0.5
 importing and warming up, must not delay the next start by as long)."""
 
 
-def _has_history() -> bool:
-    try:
-        import mosu.engine.estimates  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class SchedulerLoop:
     def __init__(
         self,
@@ -76,7 +68,7 @@ class SchedulerLoop:
         self._poll_s = poll_s
         self._clock = clock
         # Profiles that plan with history-based estimates say so; the plain one does not.
-        self._use_history = str(getattr(profile, "estimator", "")) == "history" and _has_history()
+        self._use_history = str(getattr(profile, "estimator", "")) == "history"
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None

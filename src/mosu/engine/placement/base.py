@@ -8,7 +8,7 @@ layout first (one node, then one rack, then spread) and rolling back on failure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from mosu.core.models import GPU_MILLI, Job, Placement, ReplicaPlacement, Shape, Topology
@@ -26,6 +26,24 @@ class PlacementPolicy(Protocol):
         """Pick from ``candidates`` (ascending indices of nodes where ``shape`` fits; a
         list or an int64 numpy array), or None to decline."""
         ...
+
+    def reserve_node(
+        self, state: ClusterState, candidates: Sequence[int], gpu_free: Mapping[int, Sequence[int]]
+    ) -> int | None:
+        """Backfill's shortcut for one whole-GPU replica: the node ``select`` would pick
+        if ``candidates`` were the only nodes where it fits and each had the free GPU
+        shares in ``gpu_free`` (jobs expected to end released in thought only), or None
+        when the policy cannot tell without those releases made in ``state``."""
+        ...
+
+
+class SelectOnly:
+    """A policy with no shortcut: reservations release and place for real."""
+
+    def reserve_node(
+        self, state: ClusterState, candidates: Sequence[int], gpu_free: Mapping[int, Sequence[int]]
+    ) -> int | None:
+        return None
 
 
 def choose_gpus(state: ClusterState, i: int, shape: Shape) -> tuple[int, ...]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mosu.core.models import Shape
-from mosu.engine.placement.base import choose_gpus
+from mosu.engine.placement.base import SelectOnly, choose_gpus
 from mosu.engine.placement.common import TieBreak, pick_max
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
 from mosu.engine.placement.taskmix import TaskMix
@@ -32,7 +32,7 @@ def fgd_score(delta: np.ndarray) -> np.ndarray:
     return np.trunc(100.0 / (1.0 + np.exp(-delta / 1000.0))).astype(np.int64)
 
 
-class Fgd:
+class Fgd(SelectOnly):
     name = "fgd"
 
     def __init__(self, task_mix: TaskMix, rng: random.Random) -> None:

@@ -54,7 +54,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mosu.core.models import Shape
-from mosu.engine.placement.base import choose_gpus
+from mosu.engine.placement.base import SelectOnly, choose_gpus
 from mosu.engine.placement.common import TieBreak
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
 from mosu.engine.placement.homes import scarcity
@@ -68,7 +68,7 @@ REWEIGH_STEP = 0.01
 share of its capacity: homes change slowly, and reweighing re-tabulates every state."""
 
 
-class Mosu:
+class Mosu(SelectOnly):
     name = "mosu"
 
     def __init__(self, task_mix: TaskMix, rng: random.Random) -> None:
