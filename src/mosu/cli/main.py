@@ -35,7 +35,10 @@ def _register() -> None:
         app.command("usage")(usage.usage)
         app.add_typer(token.app, name="token")
         app.add_typer(secret.app, name="secret")
-    from mosu.cli.commands import fill
+    from mosu.cli.commands import fill, policy
+
+    if not any(g.name == "policy" for g in app.registered_groups):
+        app.add_typer(policy.app, name="policy")
 
     if not any(c.name == "fill" for c in sim_app.registered_commands):
         fill.register(sim_app)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mosu.core.errors import InvalidInput
-from mosu.engine.placement.registry import POLICIES
+from mosu.engine.policies import FILL_PLACEMENTS, POLICIES
 from mosu.sim.fill import DEFAULT_INFLATION, FillRun, gpus, run_fill, summarize, workload_size
 from mosu.traces.openb import load_nodes, load_pods
 
@@ -38,10 +38,13 @@ def fill(
     ),
 ) -> None:
     """Place a seeded workload pod by pod until it is 1.3x the cluster; report unallocated GPU."""
-    names = list(policy or POLICIES)
+    names = list(policy or FILL_PLACEMENTS)
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
-        raise InvalidInput(f"unknown placement policy {unknown[0]!r}; known: {', '.join(POLICIES)}")
+        raise InvalidInput(
+            f"unknown placement {unknown[0]!r}; choose one of: {', '.join(POLICIES)}",
+            field="policy",
+        )
     if seeds < 1:
         raise InvalidInput("--seeds must be at least 1")
     if not inflation > 0:

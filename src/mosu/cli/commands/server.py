@@ -34,6 +34,12 @@ def server(
     gpu_type: Annotated[str | None, typer.Option("--gpu-type")] = None,
     node_name: Annotated[str | None, typer.Option()] = None,
     profile: Annotated[str, typer.Option(envvar="MOSU_PROFILE")] = "mosu",
+    placement: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MOSU_PLACEMENT", help="Placement instead of the profile's (mosu policy list)."
+        ),
+    ] = None,
     min_runtime: Annotated[float | None, typer.Option(envvar="MOSU_MIN_RUNTIME_S")] = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -58,6 +64,7 @@ def server(
         declare_node=gpus is not None,
         save_config=False,
         profile=profile,
+        placement=placement,
         min_runtime=min_runtime,
         executor=executor,
         ray_address=ray_address,

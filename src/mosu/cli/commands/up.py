@@ -99,6 +99,7 @@ def run(
     save_config: bool,
     profile: str = "mosu",
     min_runtime: float | None = None,
+    placement: str | None = None,
     executor: str = "local",
     ray_address: str | None = None,
     sandbox: str = "auto",
@@ -122,6 +123,8 @@ def run(
     overrides: dict[str, object] = {"data_dir": data_dir.expanduser(), "host": host, "port": port}
     overrides["grace_s"] = grace
     overrides["profile"] = profile
+    if placement is not None:
+        overrides["placement"] = placement
     overrides["executor"] = executor
     if cgroup not in ("auto", "v2", "v1", "none"):
         raise InvalidInput(f"unknown cgroup {cgroup!r}; use auto, v2, v1 or none", field="--cgroup")
@@ -211,6 +214,10 @@ def up(
         float, typer.Option(help="Seconds between SIGTERM and SIGKILL on preempt/cancel.")
     ] = 30.0,
     profile: Annotated[str, typer.Option(help="Scheduling profile (engine policy).")] = "mosu",
+    placement: Annotated[
+        str | None,
+        typer.Option(help="Placement instead of the profile's (mosu policy list names them)."),
+    ] = None,
     min_runtime: Annotated[
         float | None,
         typer.Option(help="Seconds a job runs before it may be preempted (profile default)."),
@@ -232,6 +239,7 @@ def up(
         executor=executor,
         ray_address=ray_address,
         profile=profile,
+        placement=placement,
         min_runtime=min_runtime,
         data_dir=data_dir,
         database_url=None,

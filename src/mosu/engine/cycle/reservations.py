@@ -4,7 +4,7 @@ it can start, and keeping later jobs off the nodes held for it."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mosu.core.models import GPU_MILLI, Job, Shape
@@ -32,6 +32,9 @@ class Avoiding:
     ) -> int | None:
         allowed = [i for i in candidates if i not in self.avoid]
         return self.inner.reserve_node(state, allowed, gpu_free) if allowed else None
+
+    def learn(self, jobs: Iterable[Job]) -> None:
+        self.inner.learn(jobs)
 
 
 def _estimate(work: Work, job: Job) -> float:

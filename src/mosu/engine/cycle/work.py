@@ -4,6 +4,7 @@ dominant share)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -130,6 +131,8 @@ class Work:
 
 
 def open_cycle(snap: ClusterSnapshot, profile: SchedulingProfile) -> Work:
+    # The placement learns the live task mix before it places anything this cycle.
+    profile.placement.learn(itertools.chain(snap.pending, (run.job for run in snap.running)))
     state = snap.base_state
     if state is None:
         state = ClusterState(snap.nodes)

@@ -8,7 +8,7 @@ layout first (one node, then one rack, then spread) and rolling back on failure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from mosu.core.models import GPU_MILLI, Job, Placement, ReplicaPlacement, Shape, Topology
@@ -36,13 +36,23 @@ class PlacementPolicy(Protocol):
         when the policy cannot tell without those releases made in ``state``."""
         ...
 
+    def learn(self, jobs: Iterable[Job]) -> None:
+        """Told, once per cycle before any placement, every job the cycle sees (pending
+        and running): a policy that weighs the task mix expected to arrive learns it
+        from the live queue and recent history here."""
+        ...
 
-class SelectOnly:
-    """A policy with no shortcut: reservations release and place for real."""
+
+class PolicyHooks:
+    """The hooks' defaults: no reservation shortcut (reservations release and place
+    for real), nothing learned from the queue."""
 
     def reserve_node(
         self, state: ClusterState, candidates: Sequence[int], gpu_free: Mapping[int, Sequence[int]]
     ) -> int | None:
+        return None
+
+    def learn(self, jobs: Iterable[Job]) -> None:
         return None
 
 

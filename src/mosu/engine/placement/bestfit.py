@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mosu.core.models import Shape
-from mosu.engine.placement.base import choose_gpus
+from mosu.engine.placement.base import PolicyHooks, choose_gpus
 from mosu.engine.placement.common import ScoringPolicy
 from mosu.engine.state import ClusterState
 
 
-class BestFit:
+class BestFit(PolicyHooks):
     """The node left with the least free GPU, then the lowest index."""
 
     name = "tightest"

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mosu.core.models import GPU_MILLI, Shape
-from mosu.engine.placement.base import SelectOnly, choose_gpus
+from mosu.engine.placement.base import PolicyHooks, choose_gpus
 from mosu.engine.state import ClusterState
 
 
@@ -51,7 +51,7 @@ def random_gpus(state: ClusterState, i: int, shape: Shape, rng: random.Random) -
     return (room[rng.randrange(len(room))],)
 
 
-class ScoringPolicy(SelectOnly):
+class ScoringPolicy(PolicyHooks):
     """A policy that scores every candidate node at once: the highest score wins, a tie
     goes to the node ranked first in a fixed random order, and the node's tightest GPUs
     are taken. Subclasses say only how a node scores."""

@@ -12,15 +12,15 @@ free ones.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from mosu.core.models import Shape
-from mosu.engine.placement.base import SelectOnly, choose_gpus
+from mosu.core.models import Job, Shape
+from mosu.engine.placement.base import PolicyHooks, choose_gpus
 from mosu.engine.placement.common import TieBreak, pick_max
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
-from mosu.engine.placement.taskmix import TaskMix
+from mosu.engine.placement.taskmix import RecentMix, TaskMix
 from mosu.engine.state import ClusterState
 
 POPULAR_COVERAGE = 0.95
@@ -32,15 +32,24 @@ def fgd_score(delta: np.ndarray) -> np.ndarray:
     return np.trunc(100.0 / (1.0 + np.exp(-delta / 1000.0))).astype(np.int64)
 
 
-class Fgd(SelectOnly):
+class Fgd(PolicyHooks):
     name = "fgd"
 
     def __init__(self, task_mix: TaskMix, rng: random.Random) -> None:
         self.rng = rng
         self.ties = TieBreak(rng)
+        # Without a mix given up front, the mix is learned from the jobs cycles see.
+        self.recent = RecentMix() if not task_mix.total else None
+        self._use_mix(task_mix)
+
+    def _use_mix(self, task_mix: TaskMix) -> None:
         self.table = FragTable(task_mix.popular(POPULAR_COVERAGE))
         self.cache = NodeStateCache(self.table)
         self._before = np.zeros(0)
+
+    def learn(self, jobs: Iterable[Job]) -> None:
+        if self.recent is not None and self.recent.observe(jobs):
+            self._use_mix(self.recent.mix())
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Sequence[int]

@@ -43,22 +43,25 @@ measurements):
 
 The task mix is every observed task type weighted by count, CPU-only ones
 included (FGD keeps only the types covering 95 % of tasks), then weighed by
-scarcity.
+scarcity. Built without a mix (as scheduling profiles build it), the policy learns
+one from the jobs each cycle sees, pending and running (``RecentMix``: the last
+2,000 distinct jobs, re-tabulated as a tenth of them turns over or a new task type
+appears), so gangs and whole-GPU jobs place by the live queue's mix.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from mosu.core.models import Shape
-from mosu.engine.placement.base import SelectOnly, choose_gpus
+from mosu.core.models import Job, Shape
+from mosu.engine.placement.base import PolicyHooks, choose_gpus
 from mosu.engine.placement.common import TieBreak
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
 from mosu.engine.placement.homes import scarcity
-from mosu.engine.placement.taskmix import TaskMix
+from mosu.engine.placement.taskmix import RecentMix, TaskMix
 from mosu.engine.state import ClusterState
 
 SCORE_DECIMALS = 6
@@ -68,12 +71,17 @@ REWEIGH_STEP = 0.01
 share of its capacity: homes change slowly, and reweighing re-tabulates every state."""
 
 
-class Mosu(SelectOnly):
+class Mosu(PolicyHooks):
     name = "mosu"
 
     def __init__(self, task_mix: TaskMix, rng: random.Random) -> None:
         self.rng = rng
         self.ties = TieBreak(rng)
+        # Without a mix given up front, the mix is learned from the jobs cycles see.
+        self.recent = RecentMix() if not task_mix.total else None
+        self._use_mix(task_mix)
+
+    def _use_mix(self, task_mix: TaskMix) -> None:
         self.table = FragTable(task_mix.by_count(), inaccessible_is_fragment=False)
         self.cache = NodeStateCache(self.table)
         self.base_weights = self.table.weights.copy()
@@ -84,6 +92,10 @@ class Mosu(SelectOnly):
         self._for_state: ClusterState | None = None
         self.gpu_per_cpu = self.gpu_per_mem = self.cost = np.zeros(0)
         self._before = np.zeros(0)
+
+    def learn(self, jobs: Iterable[Job]) -> None:
+        if self.recent is not None and self.recent.observe(jobs):
+            self._use_mix(self.recent.mix())
 
     def _per_type(self, state: ClusterState) -> None:
         """CPU and memory ratios and opportunity cost per GPU type of ``state``."""

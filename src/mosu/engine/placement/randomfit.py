@@ -6,11 +6,12 @@ import random
 from collections.abc import Sequence
 
 from mosu.core.models import Shape
+from mosu.engine.placement.base import PolicyHooks
 from mosu.engine.placement.common import random_gpus
 from mosu.engine.state import ClusterState
 
 
-class RandomFit:
+class RandomFit(PolicyHooks):
     name = "random"
 
     def __init__(self, rng: random.Random) -> None:
