@@ -53,9 +53,18 @@ class RankInputs(Protocol):
 
 
 class QueueOrder(Protocol):
-    name: str
-    preemptive: bool
-    class_len: int
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def preemptive(self) -> bool:
+        """Whether a better class may displace a running job."""
+        ...
+
+    @property
+    def class_len(self) -> int:
+        """How many leading items of a rank are its class."""
+        ...
 
     def rank(self, job: Job, inputs: RankInputs) -> Rank: ...
 

@@ -16,7 +16,7 @@ def lend_idle(work: Work) -> None:
     mode = work.profile.queue_mode
     fair = work.profile.lend_order == LendOrder.FAIR_SHARE
     cursor: dict[str, int] = {}
-    heap: list[tuple[tuple, str]] = []
+    heap: list[tuple[tuple[object, str], str]] = []
 
     def push(tenant: str) -> None:
         queue = work.queues[tenant]

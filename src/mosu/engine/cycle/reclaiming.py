@@ -18,12 +18,13 @@ from mosu.engine.cycle.work import (
     guarantee,
     types_of,
 )
+from mosu.engine.ordering import Rank
 from mosu.engine.placement.base import place_job
 from mosu.engine.preemption import Victim, find_victims_by_node
 
 
 def reclaim(work: Work) -> None:
-    def order(j: Job) -> tuple:
+    def order(j: Job) -> tuple[float, Rank]:
         return (dominant_share(work, j.tenant), work.ranks[j.id])
 
     # Candidates once per round (built on first need), per tenant, cheapest first;

@@ -147,8 +147,8 @@ def reserve(work: Work, job: Job) -> None:
                     work.outcome[job.id] = Outcome.NO_FIT
                     work.memo.invalidate(freed=False)
                     return
-            for d in deferred:
-                state.release(d)
+            for held_id in deferred:
+                state.release(held_id)
             deferred.clear()
             shadow.clear()
             shadow_cpu_mem.clear()

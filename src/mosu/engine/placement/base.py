@@ -18,7 +18,8 @@ from mosu.engine.state import ClusterState
 class PlacementPolicy(Protocol):
     """Chooses a node (and the GPU indices on it) for one replica."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Sequence[int]
