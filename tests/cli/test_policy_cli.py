@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -36,3 +37,15 @@ def test_table_output_lists_the_profiles(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     for name in (*ORDERINGS, *PLACEMENTS, *PROFILES):
         assert name in out
+
+
+@pytest.mark.parametrize("command", ["up", "server"])
+def test_an_unknown_placement_stops_the_platform_before_it_starts(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--placement", "nope", "--data-dir", str(tmp_path), "--port", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown placement 'nope'; choose one of:" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "mosu.db").exists()

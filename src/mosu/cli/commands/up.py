@@ -109,6 +109,7 @@ def run(
     from mosu.agent.executors.local import LocalExecutor
     from mosu.agent.sandbox import SandboxUnavailable, resolve
     from mosu.service.main import instance_id, serve
+    from mosu.service.platform import load_profile
     from mosu.service.private_files import open_to_others
     from mosu.service.settings import Settings
 
@@ -139,6 +140,8 @@ def run(
     if database_url is not None:
         overrides["database_url"] = database_url
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    # An unknown profile or placement is one line now, before any executor starts.
+    load_profile(settings.profile, placement=settings.placement)
     node, source = _local_node(gpus, gpu_type, node_name) if declare_node else (None, "")
     url = f"http://{host}:{port}"
     data = settings.data_dir.absolute()
