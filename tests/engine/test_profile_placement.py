@@ -126,3 +126,14 @@ def test_recent_mix_counts_replicas_of_the_last_jobs_and_says_when_to_relearn() 
     assert not mix.observe([job("a", 1), job("b", 2, replicas=3)])  # seen: nothing moved
     assert mix.observe([job("c", 2)])  # a third job turns the window over
     assert dict(mix.mix().counts) == {TaskType(0, 0, 2, 1000): 4}
+
+
+def test_running_jobs_teach_the_mix_only_to_a_scheduler_that_has_seen_nothing() -> None:
+    held = (RunningJob(job("r", 4), (), 0.0),)
+    cold = RecentMix()
+    assert cold.observe_cycle([job("p", 1)], held)  # started with work running
+    assert dict(cold.mix().counts) == {TaskType(0, 0, 4, 1000): 1, TaskType(0, 0, 1, 1000): 1}
+    warm = RecentMix()
+    warm.observe_cycle([job("p", 1)], ())
+    warm.observe_cycle([], (RunningJob(job("p", 1), (), 0.0), *held))
+    assert dict(warm.mix().counts) == {TaskType(0, 0, 1, 1000): 1}

@@ -4,10 +4,10 @@ it can start, and keeping later jobs off the nodes held for it."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from mosu.core.models import GPU_MILLI, Job, Shape
+from mosu.core.models import GPU_MILLI, Job, RunningJob, Shape
 from mosu.engine.cycle.work import Outcome, Reservation, Work, types_of
 from mosu.engine.placement.base import PlacementPolicy, place_job
 from mosu.engine.state import ClusterState
@@ -33,8 +33,8 @@ class Avoiding:
         allowed = [i for i in candidates if i not in self.avoid]
         return self.inner.reserve_node(state, allowed, gpu_free) if allowed else None
 
-    def learn(self, jobs: Iterable[Job]) -> None:
-        self.inner.learn(jobs)
+    def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
+        self.inner.learn(pending, running)
 
 
 def _estimate(work: Work, job: Job) -> float:

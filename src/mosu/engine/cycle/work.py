@@ -4,7 +4,6 @@ dominant share)."""
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -132,7 +131,7 @@ class Work:
 
 def open_cycle(snap: ClusterSnapshot, profile: SchedulingProfile) -> Work:
     # The placement learns the live task mix before it places anything this cycle.
-    profile.placement.learn(itertools.chain(snap.pending, (run.job for run in snap.running)))
+    profile.placement.learn(snap.pending, snap.running)
     state = snap.base_state
     if state is None:
         state = ClusterState(snap.nodes)

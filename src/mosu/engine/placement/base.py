@@ -8,10 +8,18 @@ layout first (one node, then one rack, then spread) and rolling back on failure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from mosu.core.models import GPU_MILLI, Job, Placement, ReplicaPlacement, Shape, Topology
+from mosu.core.models import (
+    GPU_MILLI,
+    Job,
+    Placement,
+    ReplicaPlacement,
+    RunningJob,
+    Shape,
+    Topology,
+)
 from mosu.engine.state import ClusterState
 
 
@@ -37,10 +45,10 @@ class PlacementPolicy(Protocol):
         when the policy cannot tell without those releases made in ``state``."""
         ...
 
-    def learn(self, jobs: Iterable[Job]) -> None:
-        """Told, once per cycle before any placement, every job the cycle sees (pending
-        and running): a policy that weighs the task mix expected to arrive learns it
-        from the live queue and recent history here."""
+    def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
+        """Told, once per cycle before any placement, the jobs the cycle sees: a policy
+        that weighs the task mix expected to arrive learns it from the live queue and
+        recent history here."""
         ...
 
 
@@ -53,7 +61,7 @@ class PolicyHooks:
     ) -> int | None:
         return None
 
-    def learn(self, jobs: Iterable[Job]) -> None:
+    def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
         return None
 
 

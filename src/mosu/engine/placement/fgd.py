@@ -12,11 +12,11 @@ free ones.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from mosu.core.models import Job, Shape
+from mosu.core.models import Job, RunningJob, Shape
 from mosu.engine.placement.base import PolicyHooks, choose_gpus
 from mosu.engine.placement.common import TieBreak, pick_max
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
@@ -47,8 +47,8 @@ class Fgd(PolicyHooks):
         self.cache = NodeStateCache(self.table)
         self._before = np.zeros(0)
 
-    def learn(self, jobs: Iterable[Job]) -> None:
-        if self.recent is not None and self.recent.observe(jobs):
+    def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
+        if self.recent is not None and self.recent.observe_cycle(pending, running):
             self._use_mix(self.recent.mix())
 
     def select(

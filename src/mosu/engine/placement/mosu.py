@@ -52,11 +52,11 @@ appears), so gangs and whole-GPU jobs place by the live queue's mix.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from mosu.core.models import Job, Shape
+from mosu.core.models import Job, RunningJob, Shape
 from mosu.engine.placement.base import PolicyHooks, choose_gpus
 from mosu.engine.placement.common import TieBreak
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
@@ -91,10 +91,11 @@ class Mosu(PolicyHooks):
         self.demand = task_mix.by_demand()
         self._for_state: ClusterState | None = None
         self.gpu_per_cpu = self.gpu_per_mem = self.cost = np.zeros(0)
+        self._strands_nothing = False
         self._before = np.zeros(0)
 
-    def learn(self, jobs: Iterable[Job]) -> None:
-        if self.recent is not None and self.recent.observe(jobs):
+    def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
+        if self.recent is not None and self.recent.observe_cycle(pending, running):
             self._use_mix(self.recent.mix())
 
     def _per_type(self, state: ClusterState) -> None:
@@ -125,6 +126,10 @@ class Mosu(PolicyHooks):
             self.gpu_per_cpu = np.where(cpu > 0, gpu / cpu, np.inf)
             self.gpu_per_mem = np.where(mem > 0, gpu / mem, np.inf)
         self.cost = np.minimum(1.0, pressure)
+        # A mix asking no CPU or memory strands nothing: ``stranded`` is ``frag`` then.
+        self._strands_nothing = bool(
+            np.isinf(self.gpu_per_cpu).all() and np.isinf(self.gpu_per_mem).all()
+        )
 
     def _reweigh(self, state: ClusterState) -> bool:
         """Weigh each task type by the scarcity of its homes (``homes.py``) when the
@@ -150,6 +155,8 @@ class Mosu(PolicyHooks):
     ) -> np.ndarray:
         """Expected GPU milli the mix cannot use on nodes with this fragmentation, free
         GPU, CPU and memory, and GPU type."""
+        if self._strands_nothing:
+            return frag
         per_cpu, per_mem = self.gpu_per_cpu[types], self.gpu_per_mem[types]
         # A mix that needs no CPU (or memory) is not held back by it, even on a node with
         # none left: that is inf GPU fed, where the product would be 0 x inf = nan.

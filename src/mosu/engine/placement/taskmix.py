@@ -4,10 +4,10 @@ fill experiment), or learned from the jobs a scheduler sees (``RecentMix``)."""
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mosu.core.models import Job, Shape
+from mosu.core.models import Job, RunningJob, Shape
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -127,6 +127,15 @@ class RecentMix:
             self._turned = 0
             return True
         return False
+
+    def observe_cycle(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> bool:
+        """``observe`` a cycle's jobs: the pending ones, and the running ones only while
+        nothing has been seen yet (a scheduler started with work running). Every
+        other job was pending, and seen, before it ran; reading the running ones every
+        cycle would cost a lookup per running job for nothing."""
+        if not self._seen and running:
+            self.observe(run.job for run in running)
+        return self.observe(pending)
 
     def mix(self) -> TaskMix:
         return TaskMix(tuple(sorted(self._counts.items())))
