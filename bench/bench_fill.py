@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mosu.core.models import Node, Shape
-from mosu.engine.placement.registry import POLICIES
+from mosu.engine.policies import FILL_PLACEMENTS
 from mosu.sim.fill import run_fill
 from mosu.traces.openb import load_nodes, load_pods
 from mosu.traces.schema import TraceJob
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     source, nodes, pods = openb_or_synthetic()
-    policies = ["random", "fgd", "mosu"] if args.quick else list(POLICIES)
+    policies = ["random", "fgd", "mosu"] if args.quick else list(FILL_PLACEMENTS)
     rows = []
     for name in policies:
         run, wall, cpu = timed(lambda name=name: run_fill(nodes, pods, name, args.seed))

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fill import openb_or_synthetic, report, timed
 from mosu.core.models import Job, Node, ReplicaPlacement, Shape, Topology
 from mosu.engine.placement import place_job
-from mosu.engine.placement.registry import POLICIES, PolicyContext, make_policy
 from mosu.engine.placement.taskmix import TaskMix
+from mosu.engine.policies import FILL_PLACEMENTS, PolicyContext, make_placement
 from mosu.engine.state import ClusterState
 from mosu.sim.fill import build_workload, policy_rng
 
@@ -39,7 +39,7 @@ def decision_rate(policies: list[str], jobs_measured: int) -> tuple[str, list[di
     for name in policies:
         state = ClusterState(nodes)
         work = build_workload(pods, state.capacity_milli, 1.3, random.Random(42))
-        policy = make_policy(name, PolicyContext(task_mix=mix, rng=policy_rng(42)))
+        policy = make_placement(name, PolicyContext(task_mix=mix, rng=policy_rng(42)))
         fill_to = 0.7 * state.capacity_milli
         k = 0
         while state.allocated_milli < fill_to and k < len(work):
@@ -92,7 +92,7 @@ def gang_placement(policies: list[str], gangs: int) -> list[dict]:
         # Half the nodes busy, so gangs must search.
         for k in range(0, len(nodes), 2):
             state.assign(f"busy-{k}", (ReplicaPlacement(nodes[k].name, tuple(range(8))),))
-        policy = make_policy(name, PolicyContext(task_mix=mix, rng=random.Random(1)))
+        policy = make_placement(name, PolicyContext(task_mix=mix, rng=random.Random(1)))
 
         def place_all(policy=policy, state=state) -> list[bool]:
             # Placed gangs stay, so later ones search a fuller cluster.
@@ -120,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer jobs and policies (CI)")
     args = parser.parse_args()
-    policies = ["bestfit", "fgd", "mosu"] if args.quick else list(POLICIES)
+    policies = ["bestfit", "fgd", "mosu"] if args.quick else list(FILL_PLACEMENTS)
     source, rows = decision_rate(policies, 300 if args.quick else 2000)
     report(
         "placement-decisions",

@@ -62,4 +62,4 @@ def test_an_unknown_policy_is_refused(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["sim", "fill", "--nodes", str(nodes), "--pods", str(pods), "--policy", "nope"])
     assert info.value.code != 0
-    assert "unknown placement policy 'nope'" in capsys.readouterr().err
+    assert "unknown placement 'nope'" in capsys.readouterr().err

@@ -89,3 +89,62 @@ def test_philly_window_replays_on_a_scaled_cluster(tmp_path: Path) -> None:
     summary = json.loads((out / "replay.json").read_text())["policies"]["mosu"]
     assert summary["jobs"] > 0
     assert summary["unfinished"] == 0
+
+
+OPENB_NODES = """sn,cpu_milli,memory_mib,gpu,model
+node-0,96000,262144,8,G2
+node-1,96000,262144,8,G2
+node-2,32000,131072,2,T4
+"""
+OPENB_PODS = (
+    "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,"
+    "creation_time,deletion_time,scheduled_time\n"
+    """pod-0,8000,16384,8,1000,,LS,Running,0,1000,0
+pod-1,4000,8192,1,500,,LS,Running,10,500,10
+pod-2,4000,8192,1,1000,T4,LS,Succeeded,20,320,25
+pod-3,4000,8192,2,1000,,LS,Pending,30,900,
+pod-4,16000,8192,8,1000,,BE,Running,40,640,40
+"""
+)
+
+
+def test_openb_pods_over_time_one_column_per_policy_and_placement(tmp_path: Path) -> None:
+    nodes, pods = tmp_path / "nodes.csv", tmp_path / "pods.csv"
+    nodes.write_text(OPENB_NODES)
+    pods.write_text(OPENB_PODS)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "sim", "replay", "--trace", f"openb:{pods}", "--nodes", str(nodes),
+                "--policy", "mosu", "--policy", "fifo",
+                "--placement", "bestfit", "--placement", "mosu", "--out", str(out),
+            ]
+        )  # fmt: skip
+    assert exit_info.value.code == 0
+    policies = json.loads((out / "replay.json").read_text())["policies"]
+    assert list(policies) == ["mosu+bestfit", "mosu+mosu", "fifo+bestfit", "fifo+mosu"]
+    for summary in policies.values():
+        # pod-3 was never scheduled in the trace: no run time, left out.
+        assert summary["jobs"] == 4
+        assert summary["unstarted"] == 0
+    assert (out / "decisions-mosu+mosu.log").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "want"),
+    [
+        (["--placement", "nope"], "unknown placement 'nope'"),
+        (["--nodes", "x.csv"], "a mosu trace takes no --nodes"),
+    ],
+    ids=["an unknown placement", "a node list for a trace that takes none"],
+)
+def test_bad_placement_input_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], want: str
+) -> None:
+    jobs, tenants = write_inputs(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sim", "replay", "--trace", f"mosu:{jobs}", "--tenants", str(tenants), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert want in err and len(err.splitlines()) == 1

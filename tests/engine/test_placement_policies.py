@@ -9,7 +9,7 @@ import pytest
 
 from mosu.core.models import Job, Node, ReplicaPlacement
 from mosu.engine.placement import place_job
-from mosu.engine.placement.registry import POLICIES, PolicyContext, TaskMix, make_policy
+from mosu.engine.policies import POLICIES, PolicyContext, TaskMix, make_placement
 from mosu.engine.state import ClusterState
 from tests.engine.helpers import job, node
 
@@ -161,7 +161,7 @@ def test_policy_places_as_expected(case: Case) -> None:
         state.assign(job_id, (ReplicaPlacement(name, gpus, milli, cpu_milli=cpu),))
     state.commit()
     mix = TaskMix.observe((j.shape, j.gpu_types) for j in [*case.mix, case.job])
-    policy = make_policy(case.policy, PolicyContext(task_mix=mix, rng=random.Random(1)))
+    policy = make_placement(case.policy, PolicyContext(task_mix=mix, rng=random.Random(1)))
     placement = place_job(state, case.job, policy)
     if case.want_reason == NO_FIT:
         assert placement is None
@@ -172,8 +172,8 @@ def test_policy_places_as_expected(case: Case) -> None:
 
 
 def test_unknown_policy_names_the_known_ones() -> None:
-    with pytest.raises(Exception, match=r"unknown placement policy 'nope'; known: random"):
-        make_policy("nope", PolicyContext())
+    with pytest.raises(Exception, match=r"unknown placement 'nope'; choose one of: random"):
+        make_placement("nope", PolicyContext())
 
 
 def test_the_registry_holds_every_published_policy_and_mosu() -> None:
@@ -185,4 +185,5 @@ def test_the_registry_holds_every_published_policy_and_mosu() -> None:
         "bestfit",
         "fgd",
         "mosu",
+        "tightest",
     ]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from mosu.core.models import GPU_MILLI, Job, Node, Shape, Topology
 from mosu.engine.placement import place_job
-from mosu.engine.placement.registry import POLICIES, PolicyContext, TaskMix, make_policy
+from mosu.engine.policies import POLICIES, PolicyContext, TaskMix, make_placement
 from mosu.engine.state import ClusterState
 
 GPU_TYPES = ("A", "B")
@@ -63,7 +63,7 @@ def jobs_st(draw: st.DrawFn) -> list[Job]:
 def run(nodes: list[Node], jobs: list[Job], policy: str, seed: int) -> list[tuple]:
     state = ClusterState(nodes)
     mix = TaskMix.observe((j.shape, j.gpu_types) for j in jobs)
-    placer = make_policy(policy, PolicyContext(task_mix=mix, rng=random.Random(seed)))
+    placer = make_placement(policy, PolicyContext(task_mix=mix, rng=random.Random(seed)))
     log = []
     for j in jobs:
         before = ([list(f) for f in state.gpu_free], list(state.cpu_free), list(state.mem_free))

@@ -40,7 +40,7 @@ def test_rollback_undoes_assigns_and_releases() -> None:
     assert set(state.holdings) == {"a"}
 
 
-def test_candidates_use_buckets_and_partial_gpus() -> None:
+def test_candidates_follow_whole_and_partly_used_gpus() -> None:
     state = ClusterState([node("n0", 2), node("n1", 8), node("n2", 1, gpu_type="T4")])
     state.assign("x", (ReplicaPlacement("n0", (0, 1), 1000),))
     assert state.candidates(Shape(gpus=4)) == [1]

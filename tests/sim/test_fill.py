@@ -94,7 +94,7 @@ def test_bad_inputs_are_refused() -> None:
         build_workload([], 1000, 1.3, random.Random(0))
     with pytest.raises(InvalidInput, match="no GPU"):
         build_workload([pod(0, 0)], 1000, 1.3, random.Random(0))
-    with pytest.raises(InvalidInput, match="unknown placement policy"):
+    with pytest.raises(InvalidInput, match=r"unknown placement 'nope'"):
         run_fill(NODES, PODS, "nope", seed=0)
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from mosu.core.errors import TraceFormatError
-from mosu.core.models import GPU_MILLI
-from mosu.traces.openb import load_nodes, load_pods
+from mosu.core.models import GPU_MILLI, Node, Quota
+from mosu.traces.openb import cluster_tenant, load_nodes, load_pod_runs, load_pods, sample_nodes
 
 OPENB = Path(__file__).resolve().parents[2] / ".." / "shared" / "traces" / "alibaba-gpu-v2023-openb"
 needs_openb = pytest.mark.skipif(
@@ -155,4 +155,47 @@ def test_small_lists_load_with_cpu_only_pods_and_gpu_spec(tmp_path: Path) -> Non
         250,
         ("G2", "T4"),
         0.0,
+    )
+
+
+TIMED_PODS = (
+    "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,"
+    "creation_time,deletion_time,scheduled_time\n"
+    "p0,1000,1024,1,1000,,LS,Running,100,900,160\n"
+    "p1,1000,1024,1,500,T4|P100,LS,Pending,200,700,\n"
+    "p2,1000,1024,0,0,,BE,Succeeded,300,300,300\n"
+)
+
+
+def test_pods_over_time_run_from_scheduling_to_deletion(tmp_path: Path) -> None:
+    path = tmp_path / "pods.csv"
+    path.write_text(TIMED_PODS)
+    jobs, never = load_pod_runs(path)
+    assert never == 1  # p1: never scheduled, no run time
+    assert [(j.id, j.submit_s, j.duration_s) for j in jobs] == [
+        ("p0", 100.0, 740.0),
+        ("p2", 300.0, 0.0),
+    ]
+
+
+def test_a_pod_deleted_before_it_is_scheduled_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "pods.csv"
+    path.write_text(TIMED_PODS.replace("100,900,160", "100,150,160"))
+    with pytest.raises(TraceFormatError, match="deletion_time"):
+        load_pod_runs(path)
+
+
+def test_cluster_scale_samples_each_model_in_file_order() -> None:
+    nodes = [Node(f"a{i}", "A", 8, 1, 1) for i in range(10)] + [Node("b0", "B", 2, 1, 1)]
+    half = sample_nodes(nodes, 0.5)
+    assert sum(n.gpu_type == "A" for n in half) == 5
+    assert [n.name for n in half if n.gpu_type == "B"] == ["b0"]  # rounded up: never none
+    assert [n.name for n in half] == sorted(
+        (n.name for n in half), key=[n.name for n in nodes].index
+    )
+    assert sample_nodes(nodes, 0.5) == half  # seeded
+    assert len(sample_nodes(nodes, 2.0)) == 22
+    assert cluster_tenant(half).quotas == (
+        ("A", Quota(40 * GPU_MILLI, None)),
+        ("B", Quota(2 * GPU_MILLI, None)),
     )

@@ -107,7 +107,10 @@ def _register() -> None:
         app.add_typer(secret.app, name="secret")
         app.add_typer(credits.app, name="credits")
         app.add_typer(rates.app, name="rates")
-    from mosu.cli.commands import fill
+    from mosu.cli.commands import fill, policy
+
+    if not any(g.name == "policy" for g in app.registered_groups):
+        app.add_typer(policy.app, name="policy")
 
     if not any(c.name == "fill" for c in sim_app.registered_commands):
         fill.register(sim_app)

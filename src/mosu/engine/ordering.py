@@ -4,16 +4,24 @@ An ordering gives every job a ``rank``: a tuple whose first ``class_len`` items
 are its *class* and whose rest breaks ties down to the job id. A pending job may
 displace a running one only when its class is strictly better, so only orderings
 whose class depends on more than priority (``preemptive``) ever preempt for rank.
+
+A cycle asks an ordering for every rank at once (``rank_all``) and for every
+running job's class at once (``running_classes``). ``RankedOrder`` answers both
+with ``rank``; an ordering whose rank reads only the job (and its service or true
+remaining time) computes the same tuples inline there, so a fast path and the
+definition it speeds up live in one class and cannot disagree.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from mosu.core.models import GPU_MILLI, Job
+from mosu.core.models import GPU_MILLI, Job, RunningJob
 
 Rank = tuple[float | str, ...]
 
@@ -33,22 +41,72 @@ class RankInputs(Protocol):
         """The true remaining run time; only oracle orderings may ask."""
         ...
 
+    @property
+    def now(self) -> float:
+        """The cycle's time (a running job's service grows with it)."""
+        ...
+
+    @property
+    def true_remaining(self) -> Mapping[str, float]:
+        """Job id -> true remaining run time (oracles only; absent means unknown)."""
+        ...
+
 
 class QueueOrder(Protocol):
     @property
     def name(self) -> str: ...
 
     @property
-    def preemptive(self) -> bool: ...
+    def preemptive(self) -> bool:
+        """Whether a better class may displace a running job."""
+        ...
 
     @property
-    def class_len(self) -> int: ...
+    def class_len(self) -> int:
+        """How many leading items of a rank are its class."""
+        ...
 
     def rank(self, job: Job, inputs: RankInputs) -> Rank: ...
 
+    def rank_all(self, jobs: Sequence[Job], inputs: RankInputs) -> dict[str, Rank]:
+        """Every job's ``rank``, by id."""
+        ...
+
+    def running_classes(
+        self, running: Mapping[str, RunningJob], inputs: RankInputs
+    ) -> dict[str, Rank]:
+        """Every running job's class (the first ``class_len`` items of its rank), by id."""
+        ...
+
+
+def running_service_gpu_s(run: RunningJob, now: float) -> float:
+    """GPU-seconds a running job has received by ``now``."""
+    shape = run.job.shape
+    gpus = shape.gpus * shape.gpu_milli * run.job.replicas / GPU_MILLI
+    return run.attained_gpu_s + max(0.0, now - run.started_s) * gpus
+
+
+class RankedOrder:
+    """``rank_all`` and ``running_classes`` by calling ``rank`` once per job."""
+
+    class_len: int
+
+    def rank(self, job: Job, inputs: RankInputs) -> Rank:
+        raise NotImplementedError
+
+    def rank_all(self, jobs: Sequence[Job], inputs: RankInputs) -> dict[str, Rank]:
+        rank = self.rank
+        return {j.id: rank(j, inputs) for j in jobs}
+
+    def running_classes(
+        self, running: Mapping[str, RunningJob], inputs: RankInputs
+    ) -> dict[str, Rank]:
+        n = self.class_len
+        return {job_id: self.rank(run.job, inputs)[:n] for job_id, run in running.items()}
+
 
 @dataclass(frozen=True)
-class Fifo:
+class Fifo(RankedOrder):
     """Priority, then submit time."""
 
     name: str = "fifo"
@@ -58,23 +116,35 @@ class Fifo:
     def rank(self, job: Job, inputs: RankInputs) -> Rank:
         return (-job.priority, job.submit_s, job.id)
 
+    def rank_all(self, jobs: Sequence[Job], inputs: RankInputs) -> dict[str, Rank]:
+        return {j.id: (-j.priority, j.submit_s, j.id) for j in jobs}
 
-@dataclass(frozen=True)
-class ShortestEstimateFirst:
-    """Priority, then the smallest estimated GPU-time (unknown estimates last)."""
 
-    name: str = "shortest-estimate"
-    preemptive: bool = False
-    class_len: int = 1
+class _TrueRemainingOrder(RankedOrder):
+    """Priority, then the true remaining run time (oracles), computed inline."""
 
     def rank(self, job: Job, inputs: RankInputs) -> Rank:
-        est = inputs.estimate_s(job)
-        gpu_time = math.inf if est is None else est * job.total_gpu_milli
-        return (-job.priority, gpu_time, job.submit_s, job.id)
+        return (-job.priority, inputs.true_remaining_s(job), job.submit_s, job.id)
+
+    def rank_all(self, jobs: Sequence[Job], inputs: RankInputs) -> dict[str, Rank]:
+        remaining = inputs.true_remaining
+        return {j.id: (-j.priority, remaining.get(j.id, math.inf), j.submit_s, j.id) for j in jobs}
+
+    def running_classes(
+        self, running: Mapping[str, RunningJob], inputs: RankInputs
+    ) -> dict[str, Rank]:
+        remaining = inputs.true_remaining
+        n = self.class_len
+        return {
+            job_id: (-run.job.priority, remaining.get(job_id, math.inf), run.job.submit_s, job_id)[
+                :n
+            ]
+            for job_id, run in running.items()
+        }
 
 
 @dataclass(frozen=True)
-class LeastAttainedService:
+class LeastAttainedService(RankedOrder):
     """Tiresias-style discretized two-dimensional LAS.
 
     Service is GPU-seconds (GPUs x time, the "2D"); a job sits in queue ``k`` once it
@@ -93,33 +163,37 @@ class LeastAttainedService:
     def rank(self, job: Job, inputs: RankInputs) -> Rank:
         return (-job.priority, self.queue_of(inputs.service_gpu_s(job)), job.submit_s, job.id)
 
+    def running_classes(
+        self, running: Mapping[str, RunningJob], inputs: RankInputs
+    ) -> dict[str, Rank]:
+        now = inputs.now
+        queue_of = functools.partial(bisect.bisect_right, self.thresholds_gpu_s)
+        return {
+            job_id: (-run.job.priority, queue_of(running_service_gpu_s(run, now)))
+            for job_id, run in running.items()
+        }
+
 
 @dataclass(frozen=True)
-class ShortestJobOracle:
+class ShortestJobOracle(_TrueRemainingOrder):
     """Reference only: true remaining time, never preempting (SJF)."""
 
     name: str = "sjf-oracle"
     preemptive: bool = False
     class_len: int = 1
 
-    def rank(self, job: Job, inputs: RankInputs) -> Rank:
-        return (-job.priority, inputs.true_remaining_s(job), job.submit_s, job.id)
-
 
 @dataclass(frozen=True)
-class ShortestRemainingOracle:
+class ShortestRemainingOracle(_TrueRemainingOrder):
     """Reference only: true remaining time, preempting longer-remaining jobs (SRTF)."""
 
     name: str = "srtf-oracle"
     preemptive: bool = True
     class_len: int = 2
 
-    def rank(self, job: Job, inputs: RankInputs) -> Rank:
-        return (-job.priority, inputs.true_remaining_s(job), job.submit_s, job.id)
-
 
 @dataclass(frozen=True)
-class ShortestRemainingServiceOracle:
+class ShortestRemainingServiceOracle(RankedOrder):
     """Reference only: true remaining GPU-time (remaining run time x GPUs), preempting
     jobs with more (a two-dimensional SRTF, the oracle counterpart of 2D-LAS)."""
 

@@ -2,25 +2,29 @@
 
 A profile is plain data; ``build_profile(name)`` returns one of the named
 baselines or mosu's default, so that every policy runs in the same process on the
-same input. ``PROFILES`` is the explicit registry (no import side effects).
+same input. ``PROFILES`` is the explicit registry (no import side effects). A
+profile names its queue ordering and its placement from the one policy registry
+(``policies.py``); ``build_profile(name, placement=...)`` swaps the placement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from mosu.core.errors import InvalidInput
-from mosu.engine.ordering import (
-    Fifo,
-    LeastAttainedService,
-    QueueOrder,
-    ShortestJobOracle,
-    ShortestRemainingOracle,
-)
+from mosu.engine.ordering import LeastAttainedService, QueueOrder
 from mosu.engine.placement.base import PlacementPolicy
 from mosu.engine.placement.bestfit import BestFit
+from mosu.engine.policies import (
+    Entry,
+    PolicyContext,
+    make_ordering,
+    make_placement,
+)
 
 
 class QuotaMode(StrEnum):
@@ -80,7 +84,12 @@ class Estimator(StrEnum):
 
 @dataclass(frozen=True)
 class SchedulingProfile:
-    """Which mechanisms and policies one cycle uses. Defaults are mosu's."""
+    """Which mechanisms and policies one cycle uses. Defaults are mosu's mechanisms
+    with the plain ``tightest`` placement (the ``mosu`` profile places with ``mosu``).
+
+    The placement object may keep what it learns across cycles (the task mix, caches
+    keyed by node): build one profile per run or deployment, never share one between
+    two simulations."""
 
     name: str = "default"
     placement: PlacementPolicy = field(default_factory=BestFit)
@@ -104,10 +113,15 @@ class SchedulingProfile:
     """Oracle references only: the caller fills ``ClusterSnapshot.true_remaining_s``."""
 
 
+def _tightest() -> PlacementPolicy:
+    return make_placement("tightest")
+
+
 def _fifo() -> SchedulingProfile:
     return SchedulingProfile(
         name="fifo",
-        ordering=Fifo(),
+        ordering=make_ordering("fifo"),
+        placement=_tightest(),
         quotas=QuotaMode.STATIC,
         queue_mode=QueueMode.STRICT,
         reclaim=False,
@@ -119,7 +133,8 @@ def _fifo() -> SchedulingProfile:
 def _fifo_backfill() -> SchedulingProfile:
     return SchedulingProfile(
         name="fifo-backfill",
-        ordering=Fifo(),
+        ordering=make_ordering("fifo"),
+        placement=_tightest(),
         quotas=QuotaMode.STATIC,
         queue_mode=QueueMode.BACKFILL,
         reclaim=False,
@@ -130,7 +145,8 @@ def _fifo_backfill() -> SchedulingProfile:
 def _kueue() -> SchedulingProfile:
     return SchedulingProfile(
         name="kueue",
-        ordering=Fifo(),
+        ordering=make_ordering("fifo"),
+        placement=_tightest(),
         quotas=QuotaMode.BORROW,
         queue_mode=QueueMode.SKIP,
         lend_order=LendOrder.QUEUE,
@@ -145,7 +161,8 @@ def _kueue() -> SchedulingProfile:
 def _drf() -> SchedulingProfile:
     return SchedulingProfile(
         name="drf",
-        ordering=Fifo(),
+        ordering=make_ordering("fifo"),
+        placement=_tightest(),
         quotas=QuotaMode.SHARED,
         queue_mode=QueueMode.SKIP,
         lend_order=LendOrder.FAIR_SHARE,
@@ -158,7 +175,8 @@ def _drf() -> SchedulingProfile:
 def _las() -> SchedulingProfile:
     return SchedulingProfile(
         name="las",
-        ordering=LeastAttainedService(),
+        ordering=make_ordering("las"),
+        placement=_tightest(),
         quotas=QuotaMode.SHARED,
         queue_mode=QueueMode.SKIP,
         lend_order=LendOrder.QUEUE,
@@ -173,7 +191,8 @@ def _las() -> SchedulingProfile:
 def _sjf_oracle() -> SchedulingProfile:
     return SchedulingProfile(
         name="sjf-oracle",
-        ordering=ShortestJobOracle(),
+        ordering=make_ordering("sjf-oracle"),
+        placement=_tightest(),
         quotas=QuotaMode.STATIC,
         queue_mode=QueueMode.STRICT,
         reclaim=False,
@@ -186,7 +205,8 @@ def _sjf_oracle() -> SchedulingProfile:
 def _srtf_oracle() -> SchedulingProfile:
     return SchedulingProfile(
         name="srtf-oracle",
-        ordering=ShortestRemainingOracle(),
+        ordering=make_ordering("srtf-oracle"),
+        placement=_tightest(),
         quotas=QuotaMode.STATIC,
         queue_mode=QueueMode.STRICT,
         reclaim=False,
@@ -198,39 +218,48 @@ def _srtf_oracle() -> SchedulingProfile:
     )
 
 
-MOSU_LAS_THRESHOLDS_GPU_S = (7_200.0, 36_000.0)
-"""mosu demotes a job after 2 GPU-hours, not Tiresias's 1: most jobs of a busy tenant
-still running at 1 GPU-hour are about as close to done as a fresh one, so demoting
-them there preempts them for no gain (measured in docs/scheduling.md)."""
-
-
 def _mosu() -> SchedulingProfile:
     return SchedulingProfile(
         name="mosu",
-        ordering=LeastAttainedService(thresholds_gpu_s=MOSU_LAS_THRESHOLDS_GPU_S),
+        ordering=make_ordering("las-mosu"),
+        placement=make_placement("mosu"),
         victim_order=VictimOrder.SERVED,
     )
 
 
-PROFILES: dict[str, Callable[[], SchedulingProfile]] = {
-    "mosu": _mosu,
-    "fifo": _fifo,
-    "fifo-backfill": _fifo_backfill,
-    "kueue": _kueue,
-    "drf": _drf,
-    "las": _las,
-    "sjf-oracle": _sjf_oracle,
-    "srtf-oracle": _srtf_oracle,
+PROFILES: Mapping[str, Entry[Callable[[], SchedulingProfile]]] = {
+    "mosu": Entry(
+        _mosu,
+        "quotas with borrowing and reclaim, fair-share lending, backfill, 2D-LAS, mosu placement",
+    ),
+    "fifo": Entry(_fifo, "static quotas, strict FIFO per tenant, no preemption"),
+    "fifo-backfill": Entry(_fifo_backfill, "static quotas, FIFO with backfill reservations"),
+    "kueue": Entry(
+        _kueue, "Kueue-like: borrowing and reclaim, FIFO skipping blocked jobs, newest victims"
+    ),
+    "drf": Entry(_drf, "one shared pool, dominant-resource fair share, FIFO"),
+    "las": Entry(_las, "one shared pool, Tiresias 2D-LAS preempting across tenants"),
+    "sjf-oracle": Entry(_sjf_oracle, "reference: static quotas, true shortest job first"),
+    "srtf-oracle": Entry(_srtf_oracle, "reference: static quotas, true shortest remaining first"),
 }
 """Every named profile. ``mosu`` is the default."""
 
 DEFAULT_PROFILE = "mosu"
 
 
-def build_profile(name: str = DEFAULT_PROFILE) -> SchedulingProfile:
-    """The named profile; raises ``InvalidInput`` naming the choices for an unknown one."""
-    factory = PROFILES.get(name)
-    if factory is None:
+def build_profile(
+    name: str = DEFAULT_PROFILE, *, placement: str | None = None, seed: int = 0
+) -> SchedulingProfile:
+    """The named profile, placing with the placement called ``placement`` when given
+    (its tie order drawn from ``seed``); raises ``InvalidInput`` naming the choices for
+    an unknown name."""
+    entry = PROFILES.get(name)
+    if entry is None:
         choices = ", ".join(PROFILES)
         raise InvalidInput(f"unknown policy {name!r}; choose one of: {choices}", field="policy")
-    return factory()
+    profile = entry.build()
+    if placement is not None:
+        rng = random.Random(seed)
+        chosen = make_placement(placement, PolicyContext(rng=rng))
+        profile = dataclasses.replace(profile, placement=chosen)
+    return profile

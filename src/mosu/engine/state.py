@@ -5,8 +5,6 @@ mutates. Every ``assign``/``release`` appends to an undo log so that a what-if
 (a gang that may not fit, a preemption plan) can be tried and rolled back.
 
 Indexes kept up to date on every change, so a placement never scans every node:
-- per GPU type, nodes bucketed by their count of fully free GPUs;
-- per GPU type, the set of nodes holding a partly used GPU;
 - per rack, free whole GPUs;
 - numpy columns (``cols``) of every node's free CPU, memory, GPU shares and
   fully free GPU count, so a candidate filter or a policy's scoring is a few
@@ -89,14 +87,7 @@ class ClusterState:
         self.schedulable: list[bool] = [n.state == NodeState.READY for n in self.nodes]
         self.holdings: dict[str, Placement] = {}
         self._undo: list[_Undo] = []
-        self.version = 0
         self.gpu_types: tuple[str, ...] = tuple(sorted({n.gpu_type for n in self.nodes}))
-        self._nodes_by_type: dict[str, list[int]] = {t: [] for t in self.gpu_types}
-        max_gpus = max((n.gpus for n in self.nodes), default=0)
-        self._buckets: dict[str, list[set[int]]] = {
-            t: [set() for _ in range(max_gpus + 1)] for t in self.gpu_types
-        }
-        self._partial: dict[str, set[int]] = {t: set() for t in self.gpu_types}
         self.rack_free_gpus: dict[str, int] = {}
         self.capacity_milli = 0
         self.allocated_milli = 0
@@ -104,17 +95,12 @@ class ClusterState:
         self.cols = NodeColumns(self.nodes, self.type_ids)
         self._type_masks: dict[tuple[str, ...], np.ndarray] = {}
         for i, node in enumerate(self.nodes):
-            self._nodes_by_type[node.gpu_type].append(i)
             self.rack_free_gpus.setdefault(node.rack, 0)
             if self.schedulable[i]:
-                self._buckets[node.gpu_type][node.gpus].add(i)
                 self.rack_free_gpus[node.rack] += node.gpus
                 self.capacity_milli += node.gpus * GPU_MILLI
 
     # -- queries -------------------------------------------------------------
-
-    def nodes_of_type(self, gpu_type: str) -> Sequence[int]:
-        return self._nodes_by_type.get(gpu_type, ())
 
     def fits_on(self, i: int, shape: Shape) -> bool:
         """Whether one replica of ``shape`` fits on node ``i`` now."""
@@ -217,7 +203,6 @@ class ClusterState:
         self._index(i)
         delta = len(self.gpu_free[i]) * GPU_MILLI
         self.capacity_milli += delta if schedulable else -delta
-        self.version += 1
 
     # -- internals -----------------------------------------------------------
 
@@ -241,7 +226,6 @@ class ClusterState:
         self._index(i)
         self._mirror(i, rp, sign)
         self.allocated_milli -= sign * rp.gpu_milli * len(rp.gpu_indices)
-        self.version += 1
 
     def _mirror(self, i: int, rp: ReplicaPlacement, sign: int) -> None:
         c = self.cols
@@ -259,19 +243,12 @@ class ClusterState:
         c.node_version[i] += 1
 
     def _unindex(self, i: int) -> None:
-        node = self.nodes[i]
         if self.schedulable[i]:
-            self._buckets[node.gpu_type][self.full_free[i]].discard(i)
-            self.rack_free_gpus[node.rack] -= self.full_free[i]
-        self._partial[node.gpu_type].discard(i)
+            self.rack_free_gpus[self.nodes[i].rack] -= self.full_free[i]
 
     def _index(self, i: int) -> None:
-        node = self.nodes[i]
         if self.schedulable[i]:
-            self._buckets[node.gpu_type][self.full_free[i]].add(i)
-            self.rack_free_gpus[node.rack] += self.full_free[i]
-            if any(0 < f < GPU_MILLI for f in self.gpu_free[i]):
-                self._partial[node.gpu_type].add(i)
+            self.rack_free_gpus[self.nodes[i].rack] += self.full_free[i]
 
     def iter_holdings(self) -> Iterator[tuple[str, Placement]]:
         for job_id in sorted(self.holdings):

@@ -52,14 +52,6 @@ MAX_REST_S = 0.5
 importing and warming up, must not delay the next start by as long)."""
 
 
-def _has_history() -> bool:
-    try:
-        import mosu.engine.estimates  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class SchedulerLoop:
     def __init__(
         self,
@@ -87,7 +79,7 @@ class SchedulerLoop:
         """The pacing clock (housekeeping at most once a poll interval, lease checks);
         injectable so that a test decides when an interval has passed, not the machine."""
         # Profiles that plan with history-based estimates say so; the plain one does not.
-        self._use_history = str(getattr(profile, "estimator", "")) == "history" and _has_history()
+        self._use_history = str(getattr(profile, "estimator", "")) == "history"
         self.start_estimates = StartEstimates(stop_grace_s=grace_s)
         """What start-time estimates read besides the store: the stop grace, and how far
         earlier plans fell from real starts (learnt while this server schedules)."""

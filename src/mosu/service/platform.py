@@ -23,10 +23,12 @@ from mosu.service.services.secrets import SESSION_BOX, check_key
 from mosu.service.settings import Settings
 
 
-def load_profile(name: str, *, min_runtime_s: float | None = None) -> SchedulingProfile:
-    """The engine's named profile, with the minimum runtime before preemption overridden
-    when the deployment asks (demos and tests use a short one)."""
-    profile = build_profile(name)
+def load_profile(
+    name: str, *, min_runtime_s: float | None = None, placement: str | None = None
+) -> SchedulingProfile:
+    """The engine's named profile, with its placement and the minimum runtime before
+    preemption overridden when the deployment asks (demos and tests use a short one)."""
+    profile = build_profile(name, placement=placement)
     if min_runtime_s is not None:
         profile = dataclasses.replace(profile, min_runtime_s=min_runtime_s)
     return profile
@@ -42,7 +44,11 @@ class Platform:
         self.loop = SchedulerLoop(
             sessions=self.sessions,
             executor=executor,
-            profile=load_profile(settings.profile, min_runtime_s=settings.min_runtime_s),
+            profile=load_profile(
+                settings.profile,
+                min_runtime_s=settings.min_runtime_s,
+                placement=settings.placement,
+            ),
             logs_dir=settings.logs_dir,
             grace_s=settings.grace_s,
             tick_s=settings.tick_s,

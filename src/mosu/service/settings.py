@@ -17,6 +17,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8765
     profile: str = "mosu"
+    placement: str | None = None
+    """A placement from the policy registry instead of the profile's own."""
     tick_s: float = 2.0
     """Longest time between scheduling cycles when nothing wakes the loop."""
     credits_meter_s: float = 60.0

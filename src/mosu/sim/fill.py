@@ -31,8 +31,8 @@ import numpy as np
 from mosu.core.errors import InvalidInput
 from mosu.core.models import GPU_MILLI, Node
 from mosu.engine.placement import place_job
-from mosu.engine.placement.registry import POLICIES, PolicyContext, PolicyFactory, make_policy
 from mosu.engine.placement.taskmix import TaskMix
+from mosu.engine.policies import POLICIES, PlacementFactory, PolicyContext, make_placement
 from mosu.engine.state import ClusterState
 from mosu.traces.schema import TraceJob
 
@@ -114,7 +114,7 @@ def run_fill(
     seed: int,
     *,
     inflation: float = DEFAULT_INFLATION,
-    registry: Mapping[str, PolicyFactory] = POLICIES,
+    registry: Mapping[str, PlacementFactory] = POLICIES,
     on_pod: Callable[[], None] | None = None,
 ) -> FillRun:
     """Run ``policy`` on the workload of ``seed``."""
@@ -124,7 +124,7 @@ def run_fill(
         raise InvalidInput("the cluster has no GPU")
     workload = build_workload(pods, capacity, inflation, random.Random(seed))
     mix = TaskMix.observe((p.shape, p.gpu_types) for p in pods)
-    placer = make_policy(policy, PolicyContext(task_mix=mix, rng=policy_rng(seed)), registry)
+    placer = make_placement(policy, PolicyContext(task_mix=mix, rng=policy_rng(seed)), registry)
     arrived = np.zeros(len(workload), dtype=np.int64)
     allocated = np.zeros(len(workload), dtype=np.int64)
     total = placed = 0

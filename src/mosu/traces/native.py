@@ -37,6 +37,7 @@ from typing import Any
 
 from mosu.core.errors import InvalidInput, TraceFormatError
 from mosu.core.models import ANY_GPU_TYPE, GPU_MILLI, JobKind, Node, Quota, Shape, Tenant
+from mosu.traces.loader import TraceRequest, Workload, refuse, require, scaled_copies
 from mosu.traces.schema import TraceJob
 
 JOB_COLUMNS = (
@@ -385,3 +386,22 @@ def parse_cluster_spec(spec: str) -> list[Node]:
             prefix = f"{prefix}-{used[prefix]}"
         nodes.extend(_nodes(count, gpus, gpu_type, prefix))
     return nodes
+
+
+class NativeTrace:
+    """``mosu:jobs.csv`` with ``--tenants tenants.csv``: the cluster just holds every
+    guarantee (``default_cluster``); ``--cluster-scale`` multiplies its nodes per GPU
+    type, rounding up."""
+
+    name = "mosu"
+    help = "mosu's jobs CSV; needs --tenants tenants.csv"
+
+    def load(self, request: TraceRequest) -> Workload:
+        tenants_path = require(request.tenants, "--tenants", "TENANTS.csv", self.name)
+        refuse(request.nodes, "--nodes", self.name)
+        tenants = load_tenants(tenants_path)
+        jobs = [j for j in load_jobs(request.path) if request.in_window(j.submit_s)]
+        nodes = default_cluster(tenants)
+        if request.scale != 1.0:
+            nodes = scaled_copies(nodes, request.scale)
+        return Workload(jobs, tenants, nodes)

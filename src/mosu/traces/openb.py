@@ -21,22 +21,37 @@ Choices, so that a fill experiment matches the paper's simulator:
 - There is no tenant in the trace; every pod belongs to tenant ``openb``.
 - Node rows with ``gpu == 0`` (CPU-only nodes of the all-node list) load with an
   empty GPU type.
+
+Over time (``OpenbTrace``, ``mosu sim replay --trace openb:PODS.csv --nodes
+NODES.csv``): a pod is submitted at its ``creation_time`` and runs from when it is
+placed for ``deletion_time - scheduled_time`` (what it ran in the trace); pods the
+trace never scheduled (no ``scheduled_time``, ``pod_phase`` Pending) have no run
+time and are left out and counted. One tenant, ``openb``, is guaranteed the whole
+cluster. ``--cluster-scale`` samples that share of each GPU model's nodes (seeded,
+file order kept) so that the cluster queues; above 1 it adds copies.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from mosu.core.errors import TraceFormatError
-from mosu.core.models import GPU_MILLI, Node, Shape
+from mosu.core.models import GPU_MILLI, Node, Quota, Shape, Tenant
+from mosu.traces.loader import TraceRequest, Workload, refuse, require, scaled_copies
 from mosu.traces.schema import TraceJob
 
 TENANT = "openb"
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
+TIME_COLUMNS = ("creation_time", "deletion_time", "scheduled_time")
+SAMPLE_SEED = 0
+"""Seed of the node sample ``--cluster-scale`` below 1 draws."""
 
 _T = TypeVar("_T")
 
@@ -162,3 +177,72 @@ def load_pods(path: str | Path) -> list[TraceJob]:
             )
         )
     return jobs
+
+
+def load_pod_runs(path: str | Path) -> tuple[list[TraceJob], int]:
+    """The pods of a pod list with times, as jobs that run ``deletion_time -
+    scheduled_time`` from their start, and how many the trace never scheduled (left
+    out: they have no run time)."""
+    scheduled: dict[str, float | None] = {}
+    for line, row in _rows(path, (*POD_COLUMNS, *TIME_COLUMNS)):
+        scheduled[row["name"].strip()] = _field(path, line, row, "scheduled_time", _optional_float)
+    jobs: list[TraceJob] = []
+    never = 0
+    for job in load_pods(path):
+        start = scheduled.get(job.id)
+        if start is None:
+            never += 1
+            continue
+        # deletion - creation (load_pods) less the wait the trace saw before scheduling
+        waited = start - job.submit_s
+        ran = (job.duration_s or 0.0) - waited
+        if ran < 0:
+            raise TraceFormatError(
+                str(path),
+                None,
+                "deletion_time",
+                f"pod {job.id!r} is deleted before it is scheduled",
+            )
+        jobs.append(replace(job, duration_s=ran))
+    return jobs, never
+
+
+def sample_nodes(nodes: Sequence[Node], scale: float, seed: int = SAMPLE_SEED) -> list[Node]:
+    """``ceil(n * scale)`` of each GPU model's ``n`` nodes drawn with ``seed``, in file
+    order; above 1, every node and copies (``scaled_copies``)."""
+    if scale >= 1.0:
+        return scaled_copies(nodes, scale)
+    rng = random.Random(seed)
+    by_model: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        by_model.setdefault(node.gpu_type, []).append(i)
+    keep: set[int] = set()
+    for model in sorted(by_model):
+        members = by_model[model]
+        keep.update(rng.sample(members, math.ceil(len(members) * scale)))
+    return [n for i, n in enumerate(nodes) if i in keep]
+
+
+def cluster_tenant(nodes: Sequence[Node]) -> Tenant:
+    """The one tenant of an openb replay, guaranteed every GPU of every model."""
+    capacity: dict[str, int] = {}
+    for node in nodes:
+        capacity[node.gpu_type] = capacity.get(node.gpu_type, 0) + node.gpus * GPU_MILLI
+    quotas = tuple((model, Quota(milli, None)) for model, milli in sorted(capacity.items()))
+    return Tenant(name=TENANT, quotas=quotas, weight=1.0)
+
+
+class OpenbTrace:
+    """``openb:PODS.csv`` with ``--nodes NODES.csv``: pods over time on the node list."""
+
+    name = "openb"
+    help = "openb pod list with times; needs --nodes NODE_LIST.csv"
+
+    def load(self, request: TraceRequest) -> Workload:
+        nodes_path = require(request.nodes, "--nodes", "NODE_LIST.csv", self.name)
+        refuse(request.tenants, "--tenants", self.name)
+        runs, never = load_pod_runs(request.path)
+        jobs = [j for j in runs if request.in_window(j.submit_s)]
+        nodes = sample_nodes(load_nodes(nodes_path), request.scale)
+        notes = (f"left out {never} pods the trace never scheduled (no run time)",) if never else ()
+        return Workload(jobs, [cluster_tenant(nodes)], nodes, notes)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from mosu.core.errors import TraceFormatError
 from mosu.core.models import GPU_MILLI, JobKind, Node, Quota, Shape, Tenant
+from mosu.traces.loader import TraceRequest, Workload, refuse, require
 from mosu.traces.schema import TraceJob
 
 PHILLY_GPUS_PER_NODE = 8
@@ -214,3 +215,26 @@ def select(
         else:
             dropped[job.tenant] += 1
     return kept, dict(sorted(dropped.items()))
+
+
+class PhillyTrace:
+    """``philly:philly.csv`` with ``--tenants philly_vc.csv``: one tenant per VC on its
+    own nodes (``--cluster-scale`` multiplies each VC's node count, rounding up); jobs
+    of VCs without a quota are dropped and counted."""
+
+    name = "philly"
+    help = "Philly philly.csv; needs --tenants philly_vc.csv"
+
+    def load(self, request: TraceRequest) -> Workload:
+        tenants_path = require(request.tenants, "--tenants", "philly_vc.csv", self.name)
+        refuse(request.nodes, "--nodes", self.name)
+        vcs = load_vcs(tenants_path)
+        jobs, dropped = select(
+            load_jobs(request.path), vcs=vcs, start=request.start_s, end=request.end_s
+        )
+        tenants, nodes = build_cluster(vcs, scale=request.scale)
+        notes: tuple[str, ...] = ()
+        if dropped:
+            counts = ", ".join(f"{vc} ({n})" for vc, n in dropped.items())
+            notes = (f"dropped jobs of VCs without a quota: {counts}",)
+        return Workload(jobs, tenants, nodes, notes)

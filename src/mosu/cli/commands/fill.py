@@ -14,7 +14,7 @@ from rich.table import Table
 
 from mosu.core.errors import InvalidInput
 from mosu.sim.fill import DEFAULT_INFLATION, FillRun, gpus, run_fill, summarize, workload_size
-from mosu.sim.policies import PLACEMENTS as POLICIES
+from mosu.sim.policies import FILL_PLACEMENTS, POLICIES
 from mosu.traces.openb import load_nodes, load_pods
 
 FIRST_SEED = 42
@@ -43,10 +43,13 @@ def fill(
     ),
 ) -> None:
     """Place a seeded workload pod by pod until it is 1.3x the cluster; report unallocated GPU."""
-    names = list(policy or POLICIES)
+    names = list(policy or FILL_PLACEMENTS)
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
-        raise InvalidInput(f"unknown placement policy {unknown[0]!r}; known: {', '.join(POLICIES)}")
+        raise InvalidInput(
+            f"unknown placement {unknown[0]!r}; choose one of: {', '.join(POLICIES)}",
+            field="policy",
+        )
     if seeds < 1:
         raise InvalidInput("--seeds must be at least 1")
     if not inflation > 0:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -16,9 +14,14 @@ from rich.table import Table
 from mosu.cli.commands.credits_replay import CreditReplay
 from mosu.cli.render import fitted
 from mosu.core.errors import InvalidInput
-from mosu.core.models import Node, Tenant
 from mosu.sim.metrics import summarize
-from mosu.sim.policies import DEFAULT_PROFILE, PROFILES, build_profile
+from mosu.sim.policies import (
+    DEFAULT_PROFILE,
+    PLACEMENTS,
+    PROFILES,
+    SchedulingProfile,
+    build_profile,
+)
 from mosu.sim.records import SimLog
 from mosu.sim.replay import (
     DEFAULT_CHECKPOINT_EVERY_S,
@@ -27,9 +30,9 @@ from mosu.sim.replay import (
     replay,
 )
 from mosu.traces import native, philly
-from mosu.traces.schema import TraceJob
+from mosu.traces.formats import FORMATS, load_trace
+from mosu.traces.loader import TraceRequest
 
-FORMATS = ("philly", "mosu")
 PROGRESS_EVERY = 200
 
 
@@ -61,63 +64,14 @@ def parse_window(text: str) -> tuple[float | None, float | None]:
     raise InvalidInput(f"bad window {text!r}: expected START:END", field="window")
 
 
-def _load(
-    trace: str,
-    tenants_path: Path | None,
-    cluster: str | None,
-    scale: float,
-    window: tuple[float | None, float | None],
-) -> tuple[list[TraceJob], list[Tenant], list[Node], str]:
-    fmt, sep, path = trace.partition(":")
-    if not sep or fmt not in FORMATS or not path:
-        raise InvalidInput(
-            f"bad trace {trace!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}",
-            field="trace",
-        )
-    if not scale > 0:
-        raise InvalidInput(f"must be > 0, got {scale}", field="cluster-scale")
-    start, end = window
-    note = ""
-    if fmt == "philly":
-        if tenants_path is None:
-            raise InvalidInput("a philly trace needs --tenants philly_vc.csv", field="tenants")
-        vcs = philly.load_vcs(tenants_path)
-        jobs, dropped = philly.select(philly.load_jobs(path), vcs=vcs, start=start, end=end)
-        tenants, nodes = philly.build_cluster(vcs, scale=scale)
-        if dropped:
-            note = "dropped jobs of VCs without a quota: " + ", ".join(
-                f"{vc} ({n})" for vc, n in dropped.items()
-            )
-    else:
-        if tenants_path is None:
-            raise InvalidInput("a mosu trace needs --tenants TENANTS.csv", field="tenants")
-        tenants = native.load_tenants(tenants_path)
-        jobs = [
-            j
-            for j in native.load_jobs(path)
-            if (start is None or j.submit_s >= start) and (end is None or j.submit_s < end)
-        ]
-        nodes = native.default_cluster(tenants)
-        if scale != 1.0:
-            nodes = _scaled(nodes, scale)
-    if cluster:
-        nodes = native.parse_cluster_spec(cluster)
-    if not jobs:
-        raise InvalidInput(f"{path}: no job in the chosen window", field="window")
-    return jobs, tenants, nodes, note
-
-
-def _scaled(nodes: list[Node], scale: float) -> list[Node]:
-    by_type: dict[str, list[Node]] = {}
-    for n in nodes:
-        by_type.setdefault(n.gpu_type, []).append(n)
-    out: list[Node] = []
-    for group in by_type.values():
-        count = math.ceil(len(group) * scale)
-        out.extend(group[:count])
-        for k in range(len(group), count):
-            out.append(replace(group[-1], name=f"{group[-1].name}-x{k}"))
-    return out
+def _columns(
+    policies: list[str], placements: list[str] | None
+) -> list[tuple[str, SchedulingProfile]]:
+    """(column name, profile) per policy, or per policy and placement when placements
+    are given (``POLICY+PLACEMENT``); every name is checked before anything runs."""
+    if not placements:
+        return [(p, build_profile(p)) for p in policies]
+    return [(f"{p}+{q}", build_profile(p, placement=q)) for p in policies for q in placements]
 
 
 def _fmt(value: object, digits: int = 0) -> str:
@@ -130,22 +84,24 @@ def _fmt(value: object, digits: int = 0) -> str:
 
 def run(
     trace: Annotated[
-        str,
-        typer.Option(
-            "--trace",
-            metavar="FORMAT:PATH",
-            help="philly:PATH or mosu:PATH (the formats are above).",
-        ),
+        str, typer.Option("--trace", help=f"FORMAT:PATH, FORMAT one of {', '.join(FORMATS)}")
     ],
     tenants: Annotated[
         Path | None,
         typer.Option("--tenants", help="philly: philly_vc.csv; mosu: the tenants CSV"),
     ] = None,
+    nodes_path: Annotated[
+        Path | None, typer.Option("--nodes", help="openb: the node list CSV")
+    ] = None,
     cluster: Annotated[
         str | None, typer.Option("--cluster", help="nodes, e.g. 128x8:A100 (default: quotas)")
     ] = None,
     cluster_scale: Annotated[
-        float, typer.Option("--cluster-scale", help="multiply every node count, rounding up")
+        float,
+        typer.Option(
+            "--cluster-scale",
+            help="multiply every node count, rounding up (openb: sample that share of nodes)",
+        ),
     ] = 1.0,
     window: Annotated[
         str | None,
@@ -154,6 +110,14 @@ def run(
     policy: Annotated[
         list[str] | None,
         typer.Option("--policy", help=f"repeatable; one of {', '.join(PROFILES)}"),
+    ] = None,
+    placement: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--placement",
+            help="repeatable; replaces each profile's placement, one column per "
+            f"POLICY+PLACEMENT; one of {', '.join(PLACEMENTS)}",
+        ),
     ] = None,
     checkpoint_every: Annotated[
         float,
@@ -178,16 +142,22 @@ def run(
                    kind, and optionally estimate_s. --tenants names its tenants
                    CSV: tenant, gpu_type, guaranteed, limit, weight, and
                    optionally cohort. Without --cluster, nodes are sized to
-                   the guarantees."""
-    names = list(policy or [DEFAULT_PROFILE])
-    profiles = [build_profile(n) for n in names]
+                   the guarantees.
+      openb:PATH   Alibaba's openb pod list over time (creation, scheduled and
+                   deletion times); --nodes its node list CSV, --cluster-scale
+                   to sample nodes so the cluster queues."""
+    columns = _columns(list(policy or [DEFAULT_PROFILE]), placement)
     if checkpoint_every < 0 or restart_overhead < 0:
         raise InvalidInput("--checkpoint-every and --restart-overhead must be >= 0")
-    bounds = parse_window(window) if window else (None, None)
-    jobs, tenant_list, nodes, note = _load(trace, tenants, cluster, cluster_scale, bounds)
+    start, end = parse_window(window) if window else (None, None)
+    request = TraceRequest(Path(), tenants, nodes_path, cluster_scale, start, end)
+    workload = load_trace(trace, request)
+    jobs, tenant_list, nodes = workload.jobs, workload.tenants, workload.nodes
+    if cluster:
+        nodes = native.parse_cluster_spec(cluster)
     credit_replay = CreditReplay.from_options(rates, grants, tenant_list, jobs)
     console = Console(stderr=True)
-    if note:
+    for note in workload.notes:
         console.print(note)
     gpus = sum(n.gpus for n in nodes)
     console.print(
@@ -204,7 +174,7 @@ def run(
         TimeElapsedColumn(),
         console=console,
     ) as bar:
-        for name, profile in zip(names, profiles, strict=True):
+        for name, profile in columns:
             task = bar.add_task(name, total=len(jobs))
             last = [0]
 
@@ -236,6 +206,7 @@ def _print_tables(summaries: dict[str, dict]) -> None:
         ("avg JCT s", "avg_jct_s", 0),
         ("p99 JCT s", "p99_jct_s", 0),
         ("avg queue s", "avg_queue_s", 0),
+        ("p99 queue s", "p99_queue_s", 0),
         ("gang≥16 p99 queue s", "large_gang_p99_queue_s", 0),
         ("util", "utilization", 3),
         ("quota att.", "quota_attainment", 3),
@@ -243,6 +214,7 @@ def _print_tables(summaries: dict[str, dict]) -> None:
         ("Jain", "jain_fairness", 3),
         ("preempt", "preemptions", 0),
         ("lost GPU-h", "lost_gpu_s", 0),
+        ("never started", "unstarted", 0),
     ]
     table.add_column("policy")
     for title, _, _ in cols:

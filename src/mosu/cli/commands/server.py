@@ -37,6 +37,12 @@ def server(
     gpu_vendor: GpuVendorOpt = None,
     node_name: Annotated[str | None, typer.Option()] = None,
     profile: Annotated[str, typer.Option(envvar="MOSU_PROFILE")] = "mosu",
+    placement: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MOSU_PLACEMENT", help="Placement instead of the profile's (mosu policy list)."
+        ),
+    ] = None,
     min_runtime: Annotated[float | None, typer.Option(envvar="MOSU_MIN_RUNTIME_S")] = None,
     executor: ExecutorOpt = "local",
     ray_address: RayAddressOpt = None,
@@ -63,6 +69,7 @@ def server(
         declare_node=gpus is not None,
         save_config=False,
         profile=profile,
+        placement=placement,
         min_runtime=min_runtime,
         executor=executor,
         ray_address=ray_address,

@@ -140,6 +140,7 @@ def run(
     save_config: bool,
     profile: str = "mosu",
     min_runtime: float | None = None,
+    placement: str | None = None,
     executor: str = "local",
     ray_address: str | None = None,
     sandbox: str = "auto",
@@ -150,6 +151,7 @@ def run(
     from mosu.agent.executors.local import LocalExecutor
     from mosu.agent.sandbox import SandboxUnavailable, resolve
     from mosu.service.main import instance_id, serve
+    from mosu.service.platform import load_profile
     from mosu.service.private_files import open_to_others
     from mosu.service.settings import Settings
 
@@ -169,6 +171,8 @@ def run(
     overrides: dict[str, object] = {"data_dir": data_dir.expanduser(), "host": host, "port": port}
     overrides["grace_s"] = grace
     overrides["profile"] = profile
+    if placement is not None:
+        overrides["placement"] = placement
     overrides["executor"] = executor
     if cgroup not in ("auto", "v2", "v1", "none"):
         raise InvalidInput(f"unknown cgroup {cgroup!r}; use auto, v2, v1 or none", field="--cgroup")
@@ -183,6 +187,8 @@ def run(
     if database_url is not None:
         overrides["database_url"] = database_url
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    # An unknown profile or placement is one line now, before any executor starts.
+    load_profile(settings.profile, placement=settings.placement)
     nodes, node_lines = (
         _local_nodes(gpus, gpu_type, gpu_vendor, node_name) if declare_node else ([], [])
     )
@@ -272,6 +278,10 @@ def up(
         float, typer.Option(help="Seconds between SIGTERM and SIGKILL on preempt/cancel.")
     ] = 30.0,
     profile: Annotated[str, typer.Option(help="Scheduling profile (engine policy).")] = "mosu",
+    placement: Annotated[
+        str | None,
+        typer.Option(help="Placement instead of the profile's (mosu policy list names them)."),
+    ] = None,
     min_runtime: Annotated[
         float | None,
         typer.Option(help="Seconds a job runs before it may be preempted (profile default)."),
@@ -294,6 +304,7 @@ def up(
         executor=executor,
         ray_address=ray_address,
         profile=profile,
+        placement=placement,
         min_runtime=min_runtime,
         data_dir=data_dir,
         database_url=None,

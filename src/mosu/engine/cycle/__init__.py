@@ -46,7 +46,9 @@ reclaim repair that, bounded so a cycle always ends."""
 
 
 def schedule(snapshot: ClusterSnapshot, profile: SchedulingProfile) -> CycleResult:
-    """Decide what starts and what is preempted now. Same input, same result."""
+    """Decide what starts and what is preempted now. Same input, same result, given
+    the same history: a placement that learns the task mix (``fgd``, ``mosu`` in a
+    profile) carries what earlier cycles showed it."""
     work = open_cycle(snapshot, profile)  # 1
     cp = work.state.checkpoint()
     try:

@@ -151,14 +151,14 @@ def _preempt_for(
     else:
         # Only the tenant's own jobs can be eligible, and with BORROWED also those of
         # tenants not below their guarantee on some GPU type.
-        if work.running_of_tenant is None:
-            work.running_of_tenant = {}
+        if work.memo.running_of_tenant is None:
+            work.memo.running_of_tenant = {}
             for job_id, run in work.running.items():
-                work.running_of_tenant.setdefault(run.job.tenant, []).append(job_id)
+                work.memo.running_of_tenant.setdefault(run.job.tenant, []).append(job_id)
         borrowing = scope == RankPreemption.BORROWED and not own_only
         pool = [
             k
-            for t, ids in work.running_of_tenant.items()
+            for t, ids in work.memo.running_of_tenant.items()
             if t == tenant
             or (borrowing and any(borrowed_milli(work, t, g) >= 0 for g in work.capacity))
             for k in ids
@@ -171,7 +171,7 @@ def _preempt_for(
         if eligible(work.running[job_id]) and (v := as_victim(work, job_id)) is not None
     ]
     # Worst class first, then cheapest (costs are unique, so the order is total).
-    worst_first = work.worst_first_of
+    worst_first = work.memo.worst_first_of
     for c in {run_class[v.job_id] for v in candidates}:
         if c not in worst_first:
             worst_first[c] = _worst_first(c)

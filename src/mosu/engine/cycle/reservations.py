@@ -4,12 +4,12 @@ it can start, and keeping later jobs off the nodes held for it."""
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from mosu.core.models import GPU_MILLI, Job, Shape
+from mosu.core.models import GPU_MILLI, Job, RunningJob, Shape
 from mosu.engine.cycle.work import Outcome, Reservation, Work, types_of
 from mosu.engine.placement.base import Candidates, PlacementPolicy, place_job
-from mosu.engine.placement.bestfit import BestFit
 from mosu.engine.state import ClusterState
 
 
@@ -26,6 +26,15 @@ class Avoiding:
     ) -> tuple[int, tuple[int, ...]] | None:
         allowed = [i for i in candidates if i not in self.avoid]
         return self.inner.select(state, shape, allowed) if allowed else None
+
+    def reserve_node(
+        self, state: ClusterState, candidates: Sequence[int], gpu_free: Mapping[int, Sequence[int]]
+    ) -> int | None:
+        allowed = [i for i in candidates if i not in self.avoid]
+        return self.inner.reserve_node(state, allowed, gpu_free) if allowed else None
+
+    def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
+        self.inner.learn(pending, running)
 
 
 def _estimate(work: Work, job: Job) -> float:
@@ -53,17 +62,17 @@ def reserve(work: Work, job: Job) -> None:
     if any(r.job_id == job.id for r in work.reservations):
         return
     failed_key = (job.dims, job.gpu_types, job.topology)
-    if failed_key in work.reserve_failed:
+    if failed_key in work.memo.reserve_failed:
         return
     state = work.state
     now = work.now
-    if work.running_ends is None:
+    if work.memo.running_ends is None:
         default = work.profile.default_estimate_s
-        work.running_ends = [
+        work.memo.running_ends = [
             (max(run.started_s + (d if (d := run.job.estimate_s) is not None else default), now), k)
             for k, run in work.running.items()
         ]
-        work.running_ends.sort()
+        work.memo.running_ends.sort()
     started = sorted((now + _estimate(work, j), k) for k, j in work.started_jobs.items())
     held = frozenset().union(*(r.nodes for r in work.reservations)) if work.reservations else None
     policy = work.profile.placement if held is None else Avoiding(work.profile.placement, held)
@@ -91,7 +100,7 @@ def reserve(work: Work, job: Job) -> None:
     cp = state.checkpoint()
     try:
         # Every job holding capacity, by estimated end (each id occurs once).
-        for end, job_id in heapq.merge(work.running_ends, started):
+        for end, job_id in heapq.merge(work.memo.running_ends, started):
             released = state.holdings.get(job_id)
             if released is None:
                 continue
@@ -131,16 +140,15 @@ def reserve(work: Work, job: Job) -> None:
                 grown.clear()  # placed below, or else none of them is a candidate
                 if not found:
                     continue  # no candidate anywhere: placement would fail
-                if type(work.profile.placement) is BestFit:
-                    # What ``BestFit.select`` takes among these (the only candidates):
-                    # the least free GPU, then the lowest index; no need to release.
-                    best = min(found, key=lambda i: (sum(shadow[i]), i))
+                # ``found`` excludes held nodes already, so ask the plain policy.
+                best = work.profile.placement.reserve_node(state, found, shadow)
+                if best is not None:
                     work.reservations.append(Reservation(job.id, end, frozenset((best,))))
                     work.outcome[job.id] = Outcome.NO_FIT
-                    work.reserve_failed.clear()
+                    work.memo.invalidate(freed=False)
                     return
-            for held_by in deferred:
-                state.release(held_by)
+            for held_id in deferred:
+                state.release(held_id)
             deferred.clear()
             shadow.clear()
             shadow_cpu_mem.clear()
@@ -149,11 +157,11 @@ def reserve(work: Work, job: Job) -> None:
                 nodes = frozenset(state.index_of[rp.node] for rp in placement)
                 work.reservations.append(Reservation(job.id, end, nodes))
                 work.outcome[job.id] = Outcome.NO_FIT
-                work.reserve_failed.clear()
+                work.memo.invalidate(freed=False)
                 return
     finally:
         state.rollback(cp)
-    work.reserve_failed.add(failed_key)
+    work.memo.reserve_failed.add(failed_key)
 
 
 def _shadow_candidate(

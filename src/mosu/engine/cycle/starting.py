@@ -36,7 +36,7 @@ def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
     allowed = job.gpu_types or work.state.gpu_types
     if need:
         quota_key = (job.tenant, allowed, within_guarantee)
-        if need >= work.over_quota.get(quota_key, INF):
+        if need >= work.memo.over_quota.get(quota_key, INF):
             return Outcome.QUOTA
         cap = guarantee if within_guarantee else limit
         types = tuple(
@@ -47,7 +47,7 @@ def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
         if not within_guarantee and work.cohorts is not None:
             types = tuple(t for t in types if may_borrow(work, job.tenant, t, need))
         if not types:
-            work.over_quota[quota_key] = need
+            work.memo.over_quota[quota_key] = need
             return Outcome.QUOTA
         if not any(job.shape.gpus <= work.max_node_gpus.get(t, 0) for t in types):
             return Outcome.NEVER
@@ -58,14 +58,14 @@ def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
     avoid = avoid_for(work, job)
     key = (types, job.topology, avoid)
     dims = job.dims
-    failed = work.no_fit.get(key)
+    failed = work.memo.no_fit.get(key)
     if failed and any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed):
         return Outcome.BLOCKED if avoid else Outcome.NO_FIT
     target = job if types == allowed else replace(job, gpu_types=types)
     policy = work.profile.placement if not avoid else Avoiding(work.profile.placement, avoid)
     placement = place_job(work.state, target, policy)
     if placement is None:
-        work.no_fit.setdefault(key, []).append(dims)
+        work.memo.no_fit.setdefault(key, []).append(dims)
         return Outcome.BLOCKED if avoid else Outcome.NO_FIT
     commit_start(work, job, placement)
     return Outcome.STARTED
@@ -77,7 +77,7 @@ def commit_start(work: Work, job: Job, placement: Placement) -> None:
     work.started_jobs[job.id] = job
     work.starts.append(Start(job.id, placement))
     work.outcome[job.id] = Outcome.STARTED
-    work.reserve_failed.clear()
+    work.memo.invalidate(freed=False)
     if work.reservations:
         work.reservations = [r for r in work.reservations if r.job_id != job.id]
 
@@ -90,11 +90,8 @@ def evict(work: Work, victim: Victim, reason: PreemptReason, for_job: str) -> No
     work.preempted_tenant[victim.job_id] = run.job.tenant
     # Capacity grew: every remembered no-fit and every reservation planned on the
     # old state is stale; later phases plan afresh.
-    work.no_fit.clear()
-    work.over_quota.clear()
+    work.memo.invalidate(freed=True)
     work.reservations.clear()
-    work.running_ends = None
-    work.reserve_failed.clear()
 
 
 def rest_over_quota(
@@ -106,16 +103,16 @@ def rest_over_quota(
     queue = work.queues[tenant]
     if start >= len(queue):
         return True
-    if tenant not in work.tail_need:
+    if tenant not in work.memo.tail_need:
         if len({j.gpu_types for j in queue}) > 1:
-            work.tail_need[tenant] = None
+            work.memo.tail_need[tenant] = None
         else:
             # ``total_gpu_milli``, inline: gpus * share * replicas is 0 without GPUs too.
             needs = [j.shape.gpus * j.shape.gpu_milli * j.replicas for j in queue]
             tail = np.minimum.accumulate(np.array(needs, dtype=np.int64)[::-1])[::-1]
-            work.tail_need[tenant] = tail.tolist()
-    tail_need = work.tail_need[tenant]
+            work.memo.tail_need[tenant] = tail.tolist()
+    tail_need = work.memo.tail_need[tenant]
     if tail_need is None:
         return False
     allowed = job.gpu_types or work.state.gpu_types
-    return tail_need[start] >= work.over_quota.get((tenant, allowed, within_guarantee), INF)
+    return tail_need[start] >= work.memo.over_quota.get((tenant, allowed, within_guarantee), INF)

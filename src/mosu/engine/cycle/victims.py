@@ -14,18 +14,18 @@ def running_victims(work: Work) -> list[Victim]:
     """The ``Victim`` of every still-running job old enough to preempt, cheapest first.
     A victim's cost does not change within a cycle and running jobs only leave, so the
     list is built once and filtered."""
-    if work.all_victims is None:
+    if work.memo.all_victims is None:
         victims = [v for job_id in work.running if (v := as_victim(work, job_id)) is not None]
         # Costs end with the job id, so they are unique and the order is total.
         victims.sort(key=lambda v: v.cost)
-        work.all_victims = victims
-    return [v for v in work.all_victims if v.job_id in work.running]
+        work.memo.all_victims = victims
+    return [v for v in work.memo.all_victims if v.job_id in work.running]
 
 
 def as_victim(work: Work, job_id: str) -> Victim | None:
     """Running job ``job_id`` as a preemption candidate (None if it has run less than
     the profile's minimum), built once per cycle."""
-    memo = work.victim_of
+    memo = work.memo.victim_of
     if job_id in memo:
         return memo[job_id]
     run = work.running[job_id]

@@ -36,6 +36,65 @@ class Reservation:
     nodes: frozenset[int]
 
 
+NoFitKey = tuple[tuple[str, ...], Topology, frozenset[int]]
+"""(GPU types tried, topology, nodes avoided) of a placement attempt."""
+Dims = tuple[int, int, int, int, int]
+"""``Job.dims``: what a placement attempt's failure depends on, per dimension."""
+
+
+@dataclass
+class CycleMemo:
+    """Everything a cycle remembers only to avoid recomputing it.
+
+    Two kinds: figures fixed for the whole cycle (quota caps, running jobs' classes
+    and victims), never dropped, and findings about the working state (what did not
+    fit, what was over quota, where reservations failed), dropped by ``invalidate``
+    when the state changes under them.
+    """
+
+    guarantees: dict[tuple[str, str], float] = field(default_factory=dict)
+    limits: dict[tuple[str, str], float] = field(default_factory=dict)
+    run_classes: dict[str, Rank] | None = None
+    """The preemption class of every job running when first asked (fixed for the cycle:
+    a running job's service and true remaining time are functions of ``now``)."""
+    victim_of: dict[str, Victim | None] = field(default_factory=dict)
+    """Running job id -> its ``Victim`` (None while younger than the minimum runtime),
+    built on first need: most cycles look at few of them, and the cost is fixed."""
+    worst_first_of: dict[Rank, Rank] = field(default_factory=dict)
+    """A running class -> its sort key, worst class first."""
+    running_of_tenant: dict[str, list[str]] | None = None
+    """Tenant -> ids of its jobs running when first asked (filter by ``running``)."""
+    all_victims: list[Victim] | None = None
+    """Every preemptible running job, cheapest first, as the cycle opened."""
+    tail_need: dict[str, list[int] | None] = field(default_factory=dict)
+    """Tenant -> for each position of its queue, the smallest need from there to the end
+    (None when its jobs allow different GPU types); built on first need."""
+    no_fit: dict[NoFitKey, list[Dims]] = field(default_factory=dict)
+    """Placement attempts that failed: a job needing at least as much in every
+    dimension fails too, until capacity is freed."""
+    over_quota: dict[tuple[str, tuple[str, ...], bool], int] = field(default_factory=dict)
+    """(tenant, allowed GPU types, within guarantee) -> the smallest need found over
+    quota since the tenant's usage last shrank. Usage only grows between evictions and
+    caps are fixed for the cycle, so any job of that tenant and types needing as much
+    is over quota too; queues long with such jobs are skipped at a dict lookup each."""
+    running_ends: list[tuple[float, str]] | None = None
+    """Estimated end of every running job, sorted; built on the first reservation."""
+    reserve_failed: set[tuple[Dims, tuple[str, ...], Topology]] = field(default_factory=set)
+    """Shapes that found no reservation since the state last changed: they would find
+    none again, as the search reads nothing else of the job."""
+
+    def invalidate(self, *, freed: bool) -> None:
+        """The working state changed: forget what it may have made wrong. A start or a
+        new reservation (``freed`` False) only takes capacity, so what did not fit and
+        what was over quota still hold; an eviction frees capacity and usage, so
+        nothing found about the state does."""
+        self.reserve_failed.clear()
+        if freed:
+            self.no_fit.clear()
+            self.over_quota.clear()
+            self.running_ends = None
+
+
 @dataclass
 class Work:
     """The cycle's working copy and bookkeeping."""
@@ -59,41 +118,11 @@ class Work:
     outcome: dict[str, Outcome] = field(default_factory=dict)
     waiting_guarantee: list[Job] = field(default_factory=list)
     reservations: list[Reservation] = field(default_factory=list)
-    no_fit: dict[
-        tuple[tuple[str, ...], Topology, frozenset[int]], list[tuple[int, int, int, int, int]]
-    ] = field(default_factory=dict)
     blocked_tenants: set[str] = field(default_factory=set)
-    running_ends: list[tuple[float, str]] | None = None
-    """Estimated end of every running job, sorted; built on the first reservation."""
-    guarantees: dict[tuple[str, str], int] = field(default_factory=dict)
-    limits: dict[tuple[str, str], float] = field(default_factory=dict)
     preempted_tenant: dict[str, str] = field(default_factory=dict)
-    run_classes: dict[str, Rank] | None = None
-    """The preemption class of every job running when first asked (fixed for the cycle:
-    a running job's service and true remaining time are functions of ``now``)."""
-    victim_of: dict[str, Victim | None] = field(default_factory=dict)
-    """Running job id -> its ``Victim`` (None while younger than the minimum runtime),
-    built on first need: most cycles look at few of them, and the cost is fixed."""
-    worst_first_of: dict[Rank, Rank] = field(default_factory=dict)
-    running_of_tenant: dict[str, list[str]] | None = None
-    """Tenant -> ids of its jobs running when first asked (filter by ``running``)."""
-    all_victims: list[Victim] | None = None
-    """Every preemptible running job, cheapest first, as the cycle opened."""
-    over_quota: dict[tuple[str, tuple[str, ...], bool], int] = field(default_factory=dict)
-    """(tenant, allowed GPU types, within guarantee) -> the smallest need found over
-    quota since the tenant's usage last shrank. Usage only grows between evictions and
-    caps are fixed for the cycle, so any job of that tenant and types needing as much
-    is over quota too; queues long with such jobs are skipped at a dict lookup each."""
-    tail_need: dict[str, list[int] | None] = field(default_factory=dict)
-    """Tenant -> for each position of its queue, the smallest need from there to the end
-    (None when its jobs allow different GPU types); built on first need."""
-    reserve_failed: set[tuple[tuple[int, int, int, int, int], tuple[str, ...], Topology]] = field(
-        default_factory=set
-    )
-    """Shapes that found no reservation since the state last changed: they would find
-    none again, as the search reads nothing else of the job."""
     cohorts: CohortBook | None = None
     """Cohort usage, when tenants belong to two or more cohorts and may borrow."""
+    memo: CycleMemo = field(default_factory=CycleMemo)
 
     @property
     def now(self) -> float:
@@ -101,6 +130,8 @@ class Work:
 
 
 def open_cycle(snap: ClusterSnapshot, profile: SchedulingProfile) -> Work:
+    # The placement learns the live task mix before it places anything this cycle.
+    profile.placement.learn(snap.pending, snap.running)
     state = snap.base_state
     if state is None:
         state = ClusterState(snap.nodes)
@@ -157,7 +188,7 @@ def open_cycle(snap: ClusterSnapshot, profile: SchedulingProfile) -> Work:
 
 def guarantee(work: Work, tenant: str, gpu_type: str) -> float:
     key = (tenant, gpu_type)
-    cached = work.guarantees.get(key)
+    cached = work.memo.guarantees.get(key)
     if cached is not None:
         return cached
     t = work.tenants.get(tenant)
@@ -165,15 +196,15 @@ def guarantee(work: Work, tenant: str, gpu_type: str) -> float:
         value = 0
     else:
         value = t.quota(gpu_type).guaranteed_milli
-    work.guarantees[key] = value
+    work.memo.guarantees[key] = value
     return value
 
 
 def limit(work: Work, tenant: str, gpu_type: str) -> float:
     key = (tenant, gpu_type)
-    cached = work.limits.get(key)
+    cached = work.memo.limits.get(key)
     if cached is None:  # fixed for the cycle; asked for every job tried
-        cached = work.limits[key] = _quota_limit(work, tenant, gpu_type)
+        cached = work.memo.limits[key] = _quota_limit(work, tenant, gpu_type)
     return cached
 
 

@@ -8,13 +8,21 @@ layout first (one node, then one rack, then spread) and rolling back on failure.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
 
-from mosu.core.models import GPU_MILLI, Job, Placement, ReplicaPlacement, Shape, Topology
+from mosu.core.models import (
+    GPU_MILLI,
+    Job,
+    Placement,
+    ReplicaPlacement,
+    RunningJob,
+    Shape,
+    Topology,
+)
 from mosu.engine.state import ClusterState
 
 Candidates: TypeAlias = Sequence[int] | NDArray[np.int64]
@@ -34,6 +42,34 @@ class PlacementPolicy(Protocol):
         """Pick from ``candidates`` (ascending indices of nodes where ``shape`` fits; a
         list or an int64 numpy array), or None to decline."""
         ...
+
+    def reserve_node(
+        self, state: ClusterState, candidates: Sequence[int], gpu_free: Mapping[int, Sequence[int]]
+    ) -> int | None:
+        """Backfill's shortcut for one whole-GPU replica: the node ``select`` would pick
+        if ``candidates`` were the only nodes where it fits and each had the free GPU
+        shares in ``gpu_free`` (jobs expected to end released in thought only), or None
+        when the policy cannot tell without those releases made in ``state``."""
+        ...
+
+    def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
+        """Told, once per cycle before any placement, the jobs the cycle sees: a policy
+        that weighs the task mix expected to arrive learns it from the live queue and
+        recent history here."""
+        ...
+
+
+class PolicyHooks:
+    """The hooks' defaults: no reservation shortcut (reservations release and place
+    for real), nothing learned from the queue."""
+
+    def reserve_node(
+        self, state: ClusterState, candidates: Sequence[int], gpu_free: Mapping[int, Sequence[int]]
+    ) -> int | None:
+        return None
+
+    def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
+        return None
 
 
 def choose_gpus(state: ClusterState, i: int, shape: Shape) -> tuple[int, ...]:

@@ -6,16 +6,20 @@ then the lowest index. ``BestFitScore`` is the FGD paper's best-fit baseline.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 from mosu.core.models import Shape
-from mosu.engine.placement.base import Candidates, choose_gpus
+from mosu.engine.placement.base import Candidates, PolicyHooks, choose_gpus
 from mosu.engine.placement.common import ScoringPolicy
 from mosu.engine.state import ClusterState
 
 
-class BestFit:
-    name = "bestfit"
+class BestFit(PolicyHooks):
+    """The node left with the least free GPU, then the lowest index."""
+
+    name = "tightest"
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Candidates
@@ -24,6 +28,12 @@ class BestFit:
         if best is None:
             return None
         return int(best), choose_gpus(state, int(best), shape)
+
+    def reserve_node(
+        self, state: ClusterState, candidates: Sequence[int], gpu_free: Mapping[int, Sequence[int]]
+    ) -> int | None:
+        # ``select``'s choice read from the given shares (candidates are schedulable).
+        return min(candidates, key=lambda i: (sum(gpu_free[i]), i), default=None)
 
 
 MAX_SPEC_CPU_MILLI = 128_000

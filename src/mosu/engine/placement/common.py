@@ -8,7 +8,7 @@ import random
 import numpy as np
 
 from mosu.core.models import GPU_MILLI, Shape
-from mosu.engine.placement.base import Candidates, choose_gpus
+from mosu.engine.placement.base import Candidates, PolicyHooks, choose_gpus
 from mosu.engine.state import ClusterState
 
 
@@ -50,7 +50,7 @@ def random_gpus(state: ClusterState, i: int, shape: Shape, rng: random.Random) -
     return (room[rng.randrange(len(room))],)
 
 
-class ScoringPolicy:
+class ScoringPolicy(PolicyHooks):
     """A policy that scores every candidate node at once: the highest score wins, a tie
     goes to the node ranked first in a fixed random order, and the node's tightest GPUs
     are taken. Subclasses say only how a node scores."""

@@ -12,14 +12,15 @@ free ones.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import numpy as np
 
-from mosu.core.models import Shape
-from mosu.engine.placement.base import Candidates, choose_gpus
+from mosu.core.models import Job, RunningJob, Shape
+from mosu.engine.placement.base import Candidates, PolicyHooks, choose_gpus
 from mosu.engine.placement.common import TieBreak, pick_max
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
-from mosu.engine.placement.taskmix import TaskMix
+from mosu.engine.placement.taskmix import RecentMix, TaskMix
 from mosu.engine.state import ClusterState
 
 POPULAR_COVERAGE = 0.95
@@ -31,15 +32,24 @@ def fgd_score(delta: np.ndarray) -> np.ndarray:
     return np.trunc(100.0 / (1.0 + np.exp(-delta / 1000.0))).astype(np.int64)
 
 
-class Fgd:
+class Fgd(PolicyHooks):
     name = "fgd"
 
     def __init__(self, task_mix: TaskMix, rng: random.Random) -> None:
         self.rng = rng
         self.ties = TieBreak(rng)
+        # Without a mix given up front, the mix is learned from the jobs cycles see.
+        self.recent = RecentMix() if not task_mix.total else None
+        self._use_mix(task_mix)
+
+    def _use_mix(self, task_mix: TaskMix) -> None:
         self.table = FragTable(task_mix.popular(POPULAR_COVERAGE))
         self.cache = NodeStateCache(self.table)
         self._before = np.zeros(0)
+
+    def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
+        if self.recent is not None and self.recent.observe_cycle(pending, running):
+            self._use_mix(self.recent.mix())
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Candidates

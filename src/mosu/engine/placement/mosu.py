@@ -43,21 +43,25 @@ measurements):
 
 The task mix is every observed task type weighted by count, CPU-only ones
 included (FGD keeps only the types covering 95 % of tasks), then weighed by
-scarcity.
+scarcity. Built without a mix (as scheduling profiles build it), the policy learns
+one from the jobs each cycle sees, pending and running (``RecentMix``: the last
+2,000 distinct jobs, re-tabulated as a tenth of them turns over or a new task type
+appears), so gangs and whole-GPU jobs place by the live queue's mix.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import numpy as np
 
-from mosu.core.models import Shape
-from mosu.engine.placement.base import Candidates, choose_gpus
+from mosu.core.models import Job, RunningJob, Shape
+from mosu.engine.placement.base import Candidates, PolicyHooks, choose_gpus
 from mosu.engine.placement.common import TieBreak
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
 from mosu.engine.placement.homes import scarcity
-from mosu.engine.placement.taskmix import TaskMix
+from mosu.engine.placement.taskmix import RecentMix, TaskMix
 from mosu.engine.state import ClusterState
 
 SCORE_DECIMALS = 6
@@ -67,12 +71,17 @@ REWEIGH_STEP = 0.01
 share of its capacity: homes change slowly, and reweighing re-tabulates every state."""
 
 
-class Mosu:
+class Mosu(PolicyHooks):
     name = "mosu"
 
     def __init__(self, task_mix: TaskMix, rng: random.Random) -> None:
         self.rng = rng
         self.ties = TieBreak(rng)
+        # Without a mix given up front, the mix is learned from the jobs cycles see.
+        self.recent = RecentMix() if not task_mix.total else None
+        self._use_mix(task_mix)
+
+    def _use_mix(self, task_mix: TaskMix) -> None:
         self.table = FragTable(task_mix.by_count(), inaccessible_is_fragment=False)
         self.cache = NodeStateCache(self.table)
         self.base_weights = self.table.weights.copy()
@@ -82,7 +91,12 @@ class Mosu:
         self.demand = task_mix.by_demand()
         self._for_state: ClusterState | None = None
         self.gpu_per_cpu = self.gpu_per_mem = self.cost = np.zeros(0)
+        self._strands_nothing = False
         self._before = np.zeros(0)
+
+    def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
+        if self.recent is not None and self.recent.observe_cycle(pending, running):
+            self._use_mix(self.recent.mix())
 
     def _per_type(self, state: ClusterState) -> None:
         """CPU and memory ratios and opportunity cost per GPU type of ``state``."""
@@ -112,6 +126,10 @@ class Mosu:
             self.gpu_per_cpu = np.where(cpu > 0, gpu / cpu, np.inf)
             self.gpu_per_mem = np.where(mem > 0, gpu / mem, np.inf)
         self.cost = np.minimum(1.0, pressure)
+        # A mix asking no CPU or memory strands nothing: ``stranded`` is ``frag`` then.
+        self._strands_nothing = bool(
+            np.isinf(self.gpu_per_cpu).all() and np.isinf(self.gpu_per_mem).all()
+        )
 
     def _reweigh(self, state: ClusterState) -> bool:
         """Weigh each task type by the scarcity of its homes (``homes.py``) when the
@@ -137,6 +155,8 @@ class Mosu:
     ) -> np.ndarray:
         """Expected GPU milli the mix cannot use on nodes with this fragmentation, free
         GPU, CPU and memory, and GPU type."""
+        if self._strands_nothing:
+            return frag
         per_cpu, per_mem = self.gpu_per_cpu[types], self.gpu_per_mem[types]
         # A mix that needs no CPU (or memory) is not held back by it, even on a node with
         # none left: that is inf GPU fed, where the product would be 0 x inf = nan.

@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 
 from mosu.core.models import Shape
-from mosu.engine.placement.base import Candidates
+from mosu.engine.placement.base import Candidates, PolicyHooks
 from mosu.engine.placement.common import random_gpus
 from mosu.engine.state import ClusterState
 
 
-class RandomFit:
+class RandomFit(PolicyHooks):
     name = "random"
 
     def __init__(self, rng: random.Random) -> None:

@@ -1,12 +1,13 @@
-"""The task mix a fragmentation-aware policy expects to arrive."""
+"""The task mix a fragmentation-aware policy expects to arrive: given up front (the
+fill experiment), or learned from the jobs a scheduler sees (``RecentMix``)."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mosu.core.models import Shape
+from mosu.core.models import Job, RunningJob, Shape
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -83,3 +84,58 @@ class TaskMix:
         demand = {t: n * t.total_gpu_milli for t, n in self.counts if t.total_gpu_milli}
         total = sum(demand.values())
         return [(t, d / total) for t, d in sorted(demand.items())] if total else []
+
+
+LEARN_WINDOW = 2_000
+"""Jobs a learned mix remembers: the most recent distinct jobs seen."""
+RELEARN_SHARE = 0.1
+"""A learned mix is handed on again once this share of its window has turned over
+(or at once when a task type never seen before arrives): the mix moves slowly, and
+each hand-over re-tabulates the policy's fragmentation table."""
+
+
+class RecentMix:
+    """The task mix of the jobs a scheduler saw most recently: each distinct job once,
+    counted by its replicas, over the last ``window`` jobs."""
+
+    def __init__(self, window: int = LEARN_WINDOW) -> None:
+        self.window = window
+        self._seen: OrderedDict[str, tuple[TaskType, int]] = OrderedDict()
+        self._counts: Counter[TaskType] = Counter()
+        self._turned = 0
+        self._new_type = False
+
+    def observe(self, jobs: Iterable[Job]) -> bool:
+        """Remember ``jobs``; True when the mix moved enough to be handed on."""
+        seen, counts = self._seen, self._counts
+        for job in jobs:
+            if job.id in seen:
+                continue
+            task = TaskType.of(job.shape, job.gpu_types)
+            seen[job.id] = (task, job.replicas)
+            if task not in counts:
+                self._new_type = True
+            counts[task] += job.replicas
+            self._turned += 1
+            if len(seen) > self.window:
+                _, (old, n) = seen.popitem(last=False)
+                counts[old] -= n
+                if counts[old] <= 0:
+                    del counts[old]
+        if self._new_type or self._turned >= max(1.0, RELEARN_SHARE * len(seen)):
+            self._new_type = False
+            self._turned = 0
+            return True
+        return False
+
+    def observe_cycle(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> bool:
+        """``observe`` a cycle's jobs: the pending ones, and the running ones only while
+        nothing has been seen yet (a scheduler started with work running). Every
+        other job was pending, and seen, before it ran; reading the running ones every
+        cycle would cost a lookup per running job for nothing."""
+        if not self._seen and running:
+            self.observe(run.job for run in running)
+        return self.observe(pending)
+
+    def mix(self) -> TaskMix:
+        return TaskMix(tuple(sorted(self._counts.items())))
