@@ -35,6 +35,10 @@ def _register() -> None:
         app.command("usage")(usage.usage)
         app.add_typer(token.app, name="token")
         app.add_typer(secret.app, name="secret")
+    from mosu.cli.commands import mock_llm
+
+    if not any(c.name == "mock-llm" for c in app.registered_commands):
+        app.command("mock-llm")(mock_llm.mock_llm)
     from mosu.cli.commands import fill
 
     if not any(c.name == "fill" for c in sim_app.registered_commands):
