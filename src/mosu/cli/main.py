@@ -39,6 +39,12 @@ def _register() -> None:
 
     if not any(c.name == "mock-llm" for c in app.registered_commands):
         app.command("mock-llm")(mock_llm.mock_llm)
+    from mosu.cli.commands import gateway, key, service
+
+    if not any(c.name == "gateway" for c in app.registered_commands):
+        app.command("gateway")(gateway.gateway)
+        app.add_typer(service.app, name="service")
+        app.add_typer(key.app, name="key")
     from mosu.cli.commands import fill
 
     if not any(c.name == "fill" for c in sim_app.registered_commands):

@@ -1,0 +1,94 @@
+"""Through ``mosu up``'s gateway with the official ``openai`` client: routing by model to
+ready replicas, streaming, bad input in OpenAI's error format, tenants kept apart."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from mosu.gateway.autoscale import gauge_value
+from tests.gateway.conftest import Platform, mock_service
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_routes_streams_and_refuses_bad_input(platform: Platform) -> None:
+    with platform.client("acme") as c:
+        from mosu.client.services import ServicesApi
+
+        api = ServicesApi(c)
+        api.create(
+            mock_service("chat", "acme-chat", "--max-tokens", "6", replicas={"min": 2, "max": 2})
+        )
+    platform.wait_ready("acme", "chat", 2)
+    key = platform.key("acme", "acme-chat")
+    with openai.OpenAI(base_url=platform.base_url, api_key=key, max_retries=0) as client:
+        _calls(platform, client, key)
+
+
+def _calls(platform: Platform, client: openai.OpenAI, key: str) -> None:
+    answer = client.chat.completions.create(
+        model="acme-chat", messages=[{"role": "user", "content": "hello gateway"}]
+    )
+    assert len(answer.choices[0].message.content.split()) == 6
+    assert answer.usage is not None and answer.usage.prompt_tokens == 2
+
+    pieces = []
+    for chunk in client.chat.completions.create(
+        model="acme-chat", messages=[{"role": "user", "content": "hello gateway"}], stream=True
+    ):
+        if chunk.choices:
+            pieces.append(chunk.choices[0].delta.content or "")
+    # The same deterministic answer, whether streamed or not, from either replica.
+    assert "".join(pieces) == answer.choices[0].message.content
+    assert [m.id for m in client.models.list()] == ["acme-chat"]
+    emb = client.embeddings.create(model="acme-chat", input="x y")
+    assert len(emb.data[0].embedding) == 8
+
+    # Both replicas serve: with no request open anywhere, turns go round the replicas.
+    with platform.client("acme") as c:
+        from mosu.client.services import ServicesApi
+
+        shown = ServicesApi(c).show("chat")
+    assert shown.ready == 2
+    ports = {r.endpoint for r in shown.replicas}
+    served = [
+        gauge_value(httpx.get(p + "/metrics").text, "mock_requests_served_total") for p in ports
+    ]
+    assert sorted(served) == [1, 2], served
+
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert missing.value.body["code"] == "model_not_found"
+
+    url = platform.base_url + "/chat/completions"
+    auth = {"authorization": f"Bearer {key}"}
+    bad = httpx.post(url, content=b"{not json", headers=auth)
+    assert bad.status_code == 400
+    assert bad.json()["error"]["type"] == "invalid_request_error"
+    big = httpx.post(url, content=b"{" + b" " * (2 << 20) + b"}", headers=auth)
+    assert big.status_code == 413
+    assert big.json()["error"]["code"] == "too_large"
+    no_key = httpx.post(url, json={"model": "acme-chat", "messages": []})
+    assert no_key.status_code == 401
+
+
+def test_a_tenant_key_cannot_call_another_tenants_private_model(platform: Platform) -> None:
+    from mosu.client.services import ServicesApi
+
+    with platform.client("acme") as c:
+        ServicesApi(c).create(mock_service("priv", "acme-private"))
+    platform.wait_ready("acme", "priv", 1)
+    beta_key = platform.key("beta", "*")
+    with openai.OpenAI(base_url=platform.base_url, api_key=beta_key, max_retries=0) as client:
+        with pytest.raises(openai.NotFoundError):
+            client.completions.create(model="acme-private", prompt="hi")
+        assert [m.id for m in client.models.list()] == []
+    # Naming it in a new key is refused the same way: the model is not even named.
+    with platform.client("beta") as c:
+        from mosu.core.errors import NotFound
+        from mosu.core.service_api import KeyCreate
+
+        with pytest.raises(NotFound):
+            ServicesApi(c).create_key(KeyCreate(models=["acme-private"]))
