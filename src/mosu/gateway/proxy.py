@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from mosu.gateway.limits import KeyLimits, retry_after
@@ -39,6 +38,7 @@ from mosu.gateway.routing import (
     load_table,
     report_load,
 )
+from mosu.gateway.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("mosu.gateway")
 MAX_BODY_BYTES = 1 << 20
@@ -187,7 +187,7 @@ class Gateway:
         self._turn = 0
         self._missed: dict[str, float] = {}
         self._changed: asyncio.Event | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._upstream: Upstream | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._reported: dict[int, tuple[int, int]] = {}
         self._reported_at = 0.0
@@ -198,18 +198,15 @@ class Gateway:
 
     async def startup(self) -> None:
         self._changed = asyncio.Event()
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=2.0, read=600.0, write=30.0, pool=30.0),
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
-        )
+        self._upstream = Upstream()
         await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def shutdown(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
-        if self._client is not None:
-            await self._client.aclose()
+        if self._upstream is not None:
+            self._upstream.close()
         await asyncio.get_running_loop().run_in_executor(None, self.meter.flush)
 
     async def _refresh_forever(self) -> None:
@@ -436,7 +433,6 @@ class Gateway:
                 headers=[(b"retry-after", retry_after(wait).encode())],
             )
         self.stats.requests += 1
-        assert self._client is not None
         deadline = time.monotonic() + self.wait_timeout_s
         tried: set[int] = set()
         sid = route.service_id
@@ -490,41 +486,36 @@ class Gateway:
     ) -> bool:
         """Serve the request from ``replica``; False if it failed before any byte reached
         the client (the caller tries another)."""
-        assert self._client is not None
-        request = self._client.build_request(
-            "POST", replica.url + path, content=body, headers={"content-type": "application/json"}
-        )
+        assert self._upstream is not None
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TransportError:
+            response = await self._upstream.post(replica.host, replica.port, path, body)
+        except UpstreamError:
             return False
         try:
-            if response.status_code in (502, 503, 504):
+            if response.status in (502, 503, 504):
                 return False
-            ctype = response.headers.get("content-type", "application/json")
-            if not ctype.startswith("text/event-stream"):
+            ctype = response.header(b"content-type") or b"application/json"
+            if not ctype.startswith(b"text/event-stream"):
                 try:
-                    data = await response.aread()
-                except httpx.TransportError:
+                    data = await response.read()
+                except UpstreamError:
                     return False  # nothing sent yet: still safe to retry
-                await _send(send, response.status_code, data, content_type=ctype.encode())
-                self.stats.by_status[response.status_code] += 1
+                await _send(send, response.status, data, content_type=ctype)
+                self.stats.by_status[response.status] += 1
                 usage = None
-                if response.status_code == 200:
+                if response.status == 200:
                     try:
                         usage = _usage_tokens(json.loads(data).get("usage"))
                     except (ValueError, AttributeError):
                         usage = None
-                self._account(
-                    key, route, payload, usage, len(body), len(data), response.status_code
-                )
+                self._account(key, route, payload, usage, len(body), len(data), response.status)
                 return True
             await send(
                 {
                     "type": "http.response.start",
-                    "status": response.status_code,
+                    "status": response.status,
                     "headers": [
-                        (b"content-type", ctype.encode()),
+                        (b"content-type", ctype),
                         (b"cache-control", b"no-cache"),
                         (b"x-accel-buffering", b"no"),
                     ],
@@ -532,18 +523,18 @@ class Gateway:
             )
             tally = StreamTally()
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk in response.chunks():
                     tally.feed(chunk)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.TransportError:
+            except UpstreamError:
                 self.stats.cut_streams += 1
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            self.stats.by_status[response.status_code] += 1
+            self.stats.by_status[response.status] += 1
             usage = _usage_tokens(tally.usage) or (prompt_words(payload), tally.chunks)
-            self._account(key, route, payload, usage, len(body), tally.bytes, response.status_code)
+            self._account(key, route, payload, usage, len(body), tally.bytes, response.status)
             return True
         finally:
-            await response.aclose()
+            response.release()
 
     def _account(
         self,

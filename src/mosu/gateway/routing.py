@@ -21,7 +21,12 @@ from mosu.service.db.rows import JobRow
 @dataclass(frozen=True, slots=True)
 class Replica:
     id: int
-    url: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +89,7 @@ def load_table(session: Session) -> RouteTable:
     ).all()
     by_service: dict[int, list[Replica]] = {}
     for rid, sid, host, port in ready:
-        by_service.setdefault(sid, []).append(Replica(rid, f"http://{host}:{port}"))
+        by_service.setdefault(sid, []).append(Replica(rid, host, port))
     routes = {
         s.model: Route(
             service_id=s.id,
