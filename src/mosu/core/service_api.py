@@ -86,6 +86,8 @@ class ServiceSpec(InputModel):
     """Seconds a replica removed from routing keeps serving its in-flight requests."""
     public: bool = False
     description: Annotated[Text, Field(max_length=2000)] = ""
+    audit_prompts: bool = False
+    """Keep visitors' prompts in the showcase's audit record (off: only times and sizes)."""
     priority: int | str = "normal"
     gpus: Annotated[float, Field(ge=0, le=64)] = 1
     gpu_type: GpuTypeName | list[GpuTypeName] | None = None

@@ -182,6 +182,8 @@ class Gateway:
         self.open_by_service: dict[int, int] = defaultdict(int)
         self.waiting_by_service: dict[int, int] = defaultdict(int)
         self.on_audit: AuditHook | None = None
+        self.flush_hooks: list[Callable[[Session], None]] = []
+        """Called in the refresh's transaction (the showcase stores its audit records)."""
         self._suspect: dict[int, float] = {}
         self._fresh_keys: dict[str, Key] = {}
         self._turn = 0
@@ -254,6 +256,8 @@ class Gateway:
         with self.sessions.begin() as s:
             if services is not None:
                 report_load(s, now=now, services=services, replicas=replicas)
+            for hook in self.flush_hooks:
+                hook(s)
             table = load_table(s)
         self.meter.flush()
         return table
@@ -420,7 +424,12 @@ class Gateway:
     async def _forward(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
         body, payload = await self._read_json(scope, receive)
         key = await self.authenticate_fresh(scope)
-        model = payload["model"]
+        await self.serve_payload(key, payload["model"], path, body, payload, send)
+
+    async def serve_payload(
+        self, key: Key, model: str, path: str, body: bytes, payload: dict[str, Any], send: Any
+    ) -> None:
+        """Check the key's access and limits, then serve from a replica (or wait for one)."""
         route = self.route_for(key, model)
         now = self.clock()
         wait = self.limits.admit(key.id, key.rpm, key.tpm, now)

@@ -40,6 +40,8 @@ class Route:
     min_replicas: int
     max_replicas: int
     replicas: tuple[Replica, ...]
+    audit_prompts: bool = False
+    """The company lets the showcase's audit record keep visitors' prompts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,7 @@ def load_table(session: Session) -> RouteTable:
             min_replicas=s.min_replicas,
             max_replicas=s.max_replicas,
             replicas=tuple(by_service.get(s.id, ())),
+            audit_prompts=bool(s.spec.get("audit_prompts")),
         )
         for s in services
     }
