@@ -53,6 +53,34 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def listener_pid(port: int) -> int:
+    """The process listening on 127.0.0.1:port, found through /proc."""
+    hexport = f":{port:04X}"
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                parts = line.split()
+                if parts[1].endswith(hexport) and parts[3] == "0A":
+                    inodes.add(parts[9])
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return int(pid)
+        except OSError:
+            continue
+    raise LookupError(f"nothing listens on {port}")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait(check, timeout: float, what: str, every: float = 0.1):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -222,18 +250,29 @@ def overhead(p: Platform, key: str, rate: float, seconds: float, rounds: int) ->
     direct: list[float] = []
     via: list[float] = []
     failed = {"direct": 0, "gateway": 0}
+    replica_pid = listener_pid(int(replica.rsplit(":", 1)[1]))
+    gateway_pid = listener_pid(p.gateway_port)
+    cpu = {"replica_direct": 0.0, "replica_via": 0.0, "gateway": 0.0}
     for _ in range(rounds):  # alternate, so drifts hit both paths alike
+        r0 = cpu_s(replica_pid)
         lat, f = asyncio.run(fixed_rate(replica, "/v1/completions", {}, body, rate, seconds))
+        cpu["replica_direct"] += cpu_s(replica_pid) - r0
         direct += lat
         failed["direct"] += f
+        r0, g0 = cpu_s(replica_pid), cpu_s(gateway_pid)
         lat, f = asyncio.run(fixed_rate(p.gateway, "/v1/completions", auth, body, rate, seconds))
+        cpu["replica_via"] += cpu_s(replica_pid) - r0
+        cpu["gateway"] += cpu_s(gateway_pid) - g0
         via += lat
         failed["gateway"] += f
     stream_body = {"model": "flat", "prompt": "stream me", "max_tokens": 4, "stream": True}
     count = 20 if rounds < 3 else 100
     t_direct = asyncio.run(ttft(replica + "/v1/completions", {}, stream_body, count))
     t_via = asyncio.run(ttft(p.gateway + "/v1/completions", auth, stream_body, count))
-    result = {"rate_per_s": rate, "requests_each": len(direct), "failed": failed}
+    sent = int(rate * seconds) * rounds
+    result = {"rate_per_s": rate, "requests_each": sent, "failed": failed}
+    # CPU per request does not depend on how busy the machine is; latency does.
+    result["cpu_ms_per_request"] = {k: 1000 * v / sent for k, v in cpu.items()}
     for name, values in (("direct", direct), ("gateway", via)):
         result[name] = {"p50_ms": percentile(values, 0.5), "p99_ms": percentile(values, 0.99)}
     result["added_p50_ms"] = result["gateway"]["p50_ms"] - result["direct"]["p50_ms"]
@@ -341,7 +380,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="requests/s (default 500)")
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the load step")
     args = parser.parse_args()
-    rate = args.rate or (300.0 if args.quick else 500.0)
+    rate = args.rate or (200.0 if args.quick else 500.0)
     seconds, rounds = (2.0, 1) if args.quick else (6.0, 3)
     with tempfile.TemporaryDirectory(prefix="mosu-bench-gw-") as tmp:
         p = Platform(Path(tmp))
@@ -361,7 +400,7 @@ def main() -> None:
             wait(lambda: p.show("flat")["ready"] == 1 and p.show("step")["ready"] == 1, 60, "ready")
             over = overhead(p, key, rate, seconds, rounds)
             phases = (
-                [("1x", 1, 3.0), ("8x", 8, 12.0), ("idle", 0, 8.0)]
+                [("1x", 1, 2.0), ("8x", 8, 10.0), ("idle", 0, 7.0)]
                 if args.quick
                 else [("1x", 2, 10.0), ("8x", 16, 40.0), ("idle", 0, 30.0)]
             )
@@ -383,6 +422,11 @@ def main() -> None:
     for label, a, b, c in rows:
         print(f"{label:24}{a:10.2f}{b:10.2f}{c:10.2f}")
     print(f"failed: direct {over['failed']['direct']}, gateway {over['failed']['gateway']}")
+    c = over["cpu_ms_per_request"]
+    print(
+        f"CPU ms per request: replica {c['replica_direct']:.2f} (direct), "
+        f"{c['replica_via']:.2f} (via gateway); gateway {c['gateway']:.2f}"
+    )
     print(
         f"load step: more replicas asked {step['asked_more_after_s']} s after 8x, ready "
         f"{step['more_ready_after_s']} s after; back to 1 {step['scaled_down_after_idle_s']} s "
