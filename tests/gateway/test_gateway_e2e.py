@@ -3,12 +3,21 @@ ready replicas, streaming, bad input in OpenAI's error format, tenants kept apar
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import openai
 import pytest
+import yaml
 
 from mosu.gateway.autoscale import gauge_value
+from tests.e2e.conftest import OPERATOR_TOKEN
 from tests.gateway.conftest import Platform, mock_service
+from tests.gateway.procs import SRC
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -92,3 +101,49 @@ def test_a_tenant_key_cannot_call_another_tenants_private_model(platform: Platfo
 
         with pytest.raises(NotFound):
             ServicesApi(c).create_key(KeyCreate(models=["acme-private"]))
+
+
+def _mosu(platform: Platform, tenant: str | None, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYTHONPATH": SRC,
+        "MOSU_URL": platform.server.url,
+        "MOSU_TOKEN": platform.tokens[tenant] if tenant else OPERATOR_TOKEN,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "mosu.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_serves_a_model_and_makes_a_key(platform: Platform, tmp_path: Path) -> None:
+    spec = tmp_path / "svc.yaml"
+    spec.write_text(yaml.safe_dump(mock_service("cli", "acme-cli", "--max-tokens", "3")))
+    made = _mosu(platform, "acme", "service", "create", str(spec))
+    assert made.returncode == 0, made.stderr
+    assert "acme-cli" in made.stdout
+    platform.wait_ready("acme", "cli", 1)
+    shown = _mosu(platform, "acme", "service", "list")
+    assert "acme-cli" in shown.stdout and "1/1" in shown.stdout
+    created = _mosu(
+        platform, "acme", "key", "create", "--model", "acme-cli", "--rpm", "5", "--output", "json"
+    )
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    assert key["key"].startswith("mosu_sk_") and key["rpm"] == 5
+    with openai.OpenAI(base_url=platform.base_url, api_key=key["key"], max_retries=0) as client:
+        assert client.completions.create(model="acme-cli", prompt="hi").choices[0].text
+    listed = _mosu(platform, "acme", "key", "list")
+    assert key["prefix"] in listed.stdout and key["key"] not in listed.stdout
+    assert _mosu(platform, "acme", "key", "revoke", str(key["id"])).returncode == 0
+    # Bad input: one line naming the field, non-zero exit, no traceback.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: service\nname: x\nmodel: m\ncommand: [x]\nreplicas: {min: 3, max: 1}\n")
+    refused = _mosu(platform, "acme", "service", "create", str(bad))
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "replicas" in refused.stderr
+    approve = _mosu(platform, "acme", "service", "approve", "cli")
+    assert approve.returncode == 2 and "operator" in approve.stderr
