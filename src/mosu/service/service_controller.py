@@ -248,9 +248,9 @@ class ServiceController:
                 submitted = True
         elif len(active) > service.desired:
             # Surplus: replicas not serving yet go first (nothing to drain), then the newest.
-            surplus = sorted(
-                active, key=lambda rj: (rj[0].state == "ready", rj[0].created_at), reverse=False
-            )[: len(active) - service.desired]
+            surplus = sorted(active, key=lambda rj: (rj[0].state == "ready", -rj[0].created_at))[
+                : len(active) - service.desired
+            ]
             for replica, job in surplus:
                 if replica.state == "starting":
                     self._stop_job(s, replica, job)
