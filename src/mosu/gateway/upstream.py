@@ -113,7 +113,10 @@ class Response:
 
     def release(self) -> None:
         """Back to the pool if the answer was read whole and the connection may be kept."""
-        if self._finished and self._parser.should_keep_alive():
+        # Decided from the answer itself: the parser's own flag is reset once a message
+        # is complete. HTTP/1.1 keeps the connection unless it says close.
+        close = (self.header(b"connection") or b"").lower() == b"close"
+        if self._finished and not close and self._parser.get_http_version() == "1.1":
             self._pool._give_back(self._key, self._conn)
         else:
             self._conn.close()
