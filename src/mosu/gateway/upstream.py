@@ -10,6 +10,7 @@ is bounded: headers by the parser's limits, a whole (non-streamed) body by
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,8 @@ import httptools
 MAX_RESPONSE_BYTES = 64 << 20
 CONNECT_TIMEOUT_S = 2.0
 POOL_PER_REPLICA = 256
+IDLE_S = 3.0
+"""Idle connections older than this are not reused (below common keep-alive timeouts)."""
 
 
 class UpstreamError(Exception):
@@ -51,10 +54,11 @@ class _Message:
 
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("idle_since", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.idle_since = 0.0
 
     def close(self) -> None:
         self.writer.close()
@@ -135,11 +139,9 @@ class Upstream:
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
         ).encode("latin-1")
         for _ in range(2):
-            idle = self._idle.get(key)
-            reused = bool(idle)
-            if idle:
-                conn = idle.pop()
-            else:
+            conn = self._take(key)
+            reused = conn is not None
+            if conn is None:
                 try:
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_connection(host, port), CONNECT_TIMEOUT_S
@@ -159,14 +161,35 @@ class Upstream:
             except (OSError, httptools.HttpParserError) as exc:
                 conn.close()
                 if reused and isinstance(exc, OSError):
-                    continue  # a stale kept-alive connection: once more on a new one
+                    # A stale kept-alive connection: the others kept as long are likely
+                    # stale too; once more on a new one.
+                    self._drop(key)
+                    continue
                 raise UpstreamError(str(exc), before_response=True) from None
             return Response(self, key, conn, parser, message)
         raise UpstreamError("the replica keeps closing connections", before_response=True)
 
+    def _take(self, key: tuple[str, int]) -> _Connection | None:
+        """The most recently used idle connection, if the replica has not timed it out
+        yet (servers close idle connections after a few seconds: uvicorn after 5)."""
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        conn = idle.pop()
+        if time.monotonic() - conn.idle_since > IDLE_S:
+            self._drop(key)  # the rest were idle longer still
+            conn.close()
+            return None
+        return conn
+
+    def _drop(self, key: tuple[str, int]) -> None:
+        for conn in self._idle.pop(key, []):
+            conn.close()
+
     def _give_back(self, key: tuple[str, int], conn: _Connection) -> None:
         idle = self._idle.setdefault(key, [])
         if len(idle) < POOL_PER_REPLICA:
+            conn.idle_since = time.monotonic()
             idle.append(conn)
         else:
             conn.close()
