@@ -48,11 +48,23 @@ class Meter:
         bucket[1] += prompt
         bucket[2] += completion
 
-    def flush(self) -> int:
-        """Store what was metered since the last flush; the number of rows written."""
-        if not self._pending:
-            return 0
+    def take(self) -> dict[tuple[int, int, str, str], list[int]]:
+        """What was metered since the last take; called on the thread that meters."""
         batch, self._pending = self._pending, {}
+        return batch
+
+    def merge(self, batch: dict[tuple[int, int, str, str], list[int]]) -> None:
+        """Put a batch the store refused back, for the next flush (the metering thread)."""
+        for bucket_key, (r, p, c) in batch.items():
+            bucket = self._pending.setdefault(bucket_key, [0, 0, 0])
+            bucket[0] += r
+            bucket[1] += p
+            bucket[2] += c
+
+    def store(self, batch: dict[tuple[int, int, str, str], list[int]]) -> bool:
+        """Write a taken batch (any thread); False if the store refused it."""
+        if not batch:
+            return True
         charges = [
             TokenCharge(minute, key_id, model, owner, r, p, c)
             for (minute, key_id, model, owner), (r, p, c) in batch.items()
@@ -86,12 +98,12 @@ class Meter:
                 if self.on_flush is not None:
                     self.on_flush(s, charges)
         except Exception:
-            # Keep the counts for the next flush rather than lose metered tokens.
             log.exception("token meter flush failed; kept for the next one")
-            for (minute, key_id, model, owner), (r, p, c) in batch.items():
-                bucket = self._pending.setdefault((minute, key_id, model, owner), [0, 0, 0])
-                bucket[0] += r
-                bucket[1] += p
-                bucket[2] += c
-            return 0
-        return len(charges)
+            return False
+        return True
+
+    def flush(self) -> None:
+        """Take and store at once (when nothing meters concurrently: at shutdown)."""
+        batch = self.take()
+        if not self.store(batch):
+            self.merge(batch)

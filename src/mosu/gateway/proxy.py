@@ -182,8 +182,9 @@ class Gateway:
         self.open_by_service: dict[int, int] = defaultdict(int)
         self.waiting_by_service: dict[int, int] = defaultdict(int)
         self.on_audit: AuditHook | None = None
-        self.flush_hooks: list[Callable[[Session], None]] = []
-        """Called in the refresh's transaction (the showcase stores its audit records)."""
+        self.flush_hooks: list[Callable[[], Callable[[Session], None]]] = []
+        """Called on the event loop at each refresh; what each returns writes in the
+        refresh's transaction (the showcase stores its audit records so)."""
         self._suspect: dict[int, float] = {}
         self._fresh_keys: dict[str, Key] = {}
         self._turn = 0
@@ -209,7 +210,10 @@ class Gateway:
             self._refresher.cancel()
         if self._upstream is not None:
             self._upstream.close()
-        await asyncio.get_running_loop().run_in_executor(None, self.meter.flush)
+        try:
+            await self.refresh()  # the last metered tokens and audit records
+        except Exception:
+            log.exception("final flush failed")
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -237,9 +241,14 @@ class Gateway:
         replicas.update({rid: n for rid, n in self.open_by_replica.items() if n == 0})
         now = self.clock()
         report = services != self._reported or now - self._reported_at >= LOAD_REPORT_S
-        table = await asyncio.get_running_loop().run_in_executor(
-            None, self._sync_refresh, now, services if report else None, replicas
+        # Taken here, on the loop that adds to them; written off it.
+        batch = self.meter.take()
+        writers = [hook() for hook in self.flush_hooks]
+        table, stored = await asyncio.get_running_loop().run_in_executor(
+            None, self._sync_refresh, now, services if report else None, replicas, writers, batch
         )
+        if not stored:
+            self.meter.merge(batch)
         if report:
             self._reported, self._reported_at = services, now
         for rid in [r for r, n in self.open_by_replica.items() if n == 0]:
@@ -251,16 +260,20 @@ class Gateway:
             self._changed = asyncio.Event()
 
     def _sync_refresh(
-        self, now: float, services: dict[int, tuple[int, int]] | None, replicas: dict[int, int]
-    ) -> RouteTable:
+        self,
+        now: float,
+        services: dict[int, tuple[int, int]] | None,
+        replicas: dict[int, int],
+        writers: list[Callable[[Session], None]],
+        batch: dict[tuple[int, int, str, str], list[int]],
+    ) -> tuple[RouteTable, bool]:
         with self.sessions.begin() as s:
             if services is not None:
                 report_load(s, now=now, services=services, replicas=replicas)
-            for hook in self.flush_hooks:
-                hook(s)
+            for write in writers:
+                write(s)
             table = load_table(s)
-        self.meter.flush()
-        return table
+        return table, self.meter.store(batch)
 
     # ------------------------------------------------------------------ ASGI
 

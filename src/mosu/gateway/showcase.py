@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -231,9 +232,10 @@ class Showcase:
             ]
         self.record(route.model, status, req, resp, prompt)
 
-    def flush(self, session: Session) -> None:
+    def flush(self) -> Callable[[Session], None]:
+        """Take the records (on the loop that adds them); the writer stores them."""
         batch, self.audit = self.audit, []
-        session.add_all(batch)
+        return lambda session: session.add_all(batch)
 
 
 SECURITY_HEADERS = [
