@@ -17,7 +17,7 @@ import yaml
 from mosu.gateway.autoscale import gauge_value
 from tests.e2e.conftest import OPERATOR_TOKEN
 from tests.gateway.conftest import Platform, mock_service
-from tests.gateway.procs import SRC
+from tests.gateway.procs import SRC, free_port, wait_http
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -147,3 +147,43 @@ def test_cli_serves_a_model_and_makes_a_key(platform: Platform, tmp_path: Path) 
     assert refused.stderr.count("\n") == 1 and "replicas" in refused.stderr
     approve = _mosu(platform, "acme", "service", "approve", "cli")
     assert approve.returncode == 2 and "operator" in approve.stderr
+
+
+def test_a_gateway_of_its_own_over_the_same_store(platform: Platform) -> None:
+    with platform.client("acme") as c:
+        from mosu.client.services import ServicesApi
+
+        ServicesApi(c).create(mock_service("solo", "acme-solo", "--max-tokens", "2"))
+    platform.wait_ready("acme", "solo", 1)
+    key = platform.key("acme", "acme-solo")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mosu.cli.main",
+            "gateway",
+            "--data-dir",
+            str(platform.server.data_dir),
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == f"gateway is up at http://127.0.0.1:{port}/v1"
+        wait_http(f"http://127.0.0.1:{port}/health")
+        with openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0
+        ) as client:
+            answer = client.completions.create(model="acme-solo", prompt="alone")
+        assert len(answer.choices[0].text.split()) == 2
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        if proc.stdout is not None:
+            proc.stdout.close()
