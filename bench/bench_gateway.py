@@ -192,6 +192,10 @@ class RawPool:
             writer.close()
 
 
+FAILURE_KINDS: dict[str, int] = {}
+"""Failed requests of the fixed-rate phases by HTTP status or client-side error."""
+
+
 async def fixed_rate(
     base: str, path: str, headers: dict[str, str], body: dict, rate: float, seconds: float
 ) -> tuple[list[float], int]:
@@ -205,13 +209,14 @@ async def fixed_rate(
         nonlocal failures
         t0 = time.perf_counter()
         try:
-            ok = await pool.post(path, payload, headers) == 200
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            ok = False
-        if ok:
+            status = await pool.post(path, payload, headers)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as e:
+            status = type(e).__name__
+        if status == 200:
             latencies.append((time.perf_counter() - t0) * 1000)
         else:
             failures += 1
+            FAILURE_KINDS[str(status)] = FAILURE_KINDS.get(str(status), 0) + 1
 
     # Warm the pool so neither path pays connection setup in the sample.
     await asyncio.gather(*(one() for _ in range(20)))
@@ -273,6 +278,7 @@ def overhead(p: Platform, key: str, rate: float, seconds: float, rounds: int) ->
     result = {"rate_per_s": rate, "requests_each": sent, "failed": failed}
     # CPU per request does not depend on how busy the machine is; latency does.
     result["cpu_ms_per_request"] = {k: 1000 * v / sent for k, v in cpu.items()}
+    result["failed_by_kind"] = dict(FAILURE_KINDS)
     for name, values in (("direct", direct), ("gateway", via)):
         result[name] = {"p50_ms": percentile(values, 0.5), "p99_ms": percentile(values, 0.99)}
     result["added_p50_ms"] = result["gateway"]["p50_ms"] - result["direct"]["p50_ms"]
@@ -421,7 +427,10 @@ def main() -> None:
     print(f"{'':24}{'direct':>10}{'gateway':>10}{'added':>10}")
     for label, a, b, c in rows:
         print(f"{label:24}{a:10.2f}{b:10.2f}{c:10.2f}")
-    print(f"failed: direct {over['failed']['direct']}, gateway {over['failed']['gateway']}")
+    print(
+        f"failed: direct {over['failed']['direct']}, gateway {over['failed']['gateway']} "
+        f"(by kind: {over['failed_by_kind'] or 'none'})"
+    )
     c = over["cpu_ms_per_request"]
     print(
         f"CPU ms per request: replica {c['replica_direct']:.2f} (direct), "
