@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from mosu.client.services import ServicesApi
+from mosu.gateway.autoscale import gauge_value
 from tests.e2e.conftest import wait_for
 from tests.gateway.conftest import Platform, mock_service
 
@@ -171,6 +172,10 @@ def test_a_killed_replica_costs_no_non_streaming_request(platform: Platform) -> 
                 w.join(30)
     assert failures == []
     assert served[0] > 20
+    # The kill was felt: requests it caught before their first byte went elsewhere.
+    metrics = httpx.get(f"http://127.0.0.1:{platform.gateway_port}/metrics").text
+    assert gauge_value(metrics, "mosu_gateway_retries_total") >= 1
+    assert gauge_value(metrics, "mosu_gateway_cut_streams_total") == 0
 
 
 def _listener_pid(port: int) -> int:

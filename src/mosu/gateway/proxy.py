@@ -197,6 +197,30 @@ class Gateway:
         self.extra_routes: dict[tuple[str, str], Any] = {}
         """(method, path) → ASGI app: the showcase mounts its page and try-it here."""
 
+    def metrics_text(self) -> str:
+        """The gateway's counters in Prometheus text format."""
+        st = self.stats
+        lines = [
+            "# TYPE mosu_gateway_requests_total counter",
+            f"mosu_gateway_requests_total {st.requests}",
+            "# HELP mosu_gateway_retries_total Requests sent to another replica after a"
+            " failure before their first byte.",
+            "# TYPE mosu_gateway_retries_total counter",
+            f"mosu_gateway_retries_total {st.retries}",
+            "# HELP mosu_gateway_cut_streams_total Streams a replica's failure ended after"
+            " their first byte.",
+            "# TYPE mosu_gateway_cut_streams_total counter",
+            f"mosu_gateway_cut_streams_total {st.cut_streams}",
+            "# TYPE mosu_gateway_wait_timeouts_total counter",
+            f"mosu_gateway_wait_timeouts_total {st.timeouts}",
+            "# TYPE mosu_gateway_responses_total counter",
+        ]
+        lines += [
+            f'mosu_gateway_responses_total{{status="{code}"}} {n}'
+            for code, n in sorted(st.by_status.items())
+        ]
+        return "\n".join(lines) + "\n"
+
     # ------------------------------------------------------------------ lifecycle
 
     async def startup(self) -> None:
@@ -295,6 +319,13 @@ class Gateway:
                 await self._models(scope, send)
             elif method == "GET" and path == "/health":
                 await _send(send, 200, b'{"status":"ok"}')
+            elif method == "GET" and path == "/metrics":
+                await _send(
+                    send,
+                    200,
+                    self.metrics_text().encode(),
+                    content_type=b"text/plain; version=0.0.4",
+                )
             elif path in FORWARDED or path == "/v1/models":
                 raise OpenAIError(
                     405, f"{method} is not allowed on {path}", code="method_not_allowed"
