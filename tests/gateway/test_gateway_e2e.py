@@ -187,3 +187,44 @@ def test_a_gateway_of_its_own_over_the_same_store(platform: Platform) -> None:
         proc.wait(15)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_no_ready_replica_in_time_is_503_with_retry_after(platform: Platform) -> None:
+    # Replicas that never listen: the request waits for one, then gives up.
+    spec = mock_service("deaf", "acme-deaf", replicas={"min": 0, "max": 1})
+    spec["command"] = ["sleep", "120"]
+    with platform.client("acme") as c:
+        from mosu.client.services import ServicesApi
+
+        ServicesApi(c).create(spec)
+    key = platform.key("acme", "acme-deaf")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "mosu.cli.main", "gateway"),
+            *("--data-dir", str(platform.server.data_dir), "--port", str(port)),
+            *("--wait-timeout", "1.5"),
+        ],
+        env={**os.environ, "PYTHONPATH": SRC},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health")
+        reply = httpx.post(
+            f"http://127.0.0.1:{port}/v1/completions",
+            json={"model": "acme-deaf", "prompt": "anyone?"},
+            headers={"authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert reply.status_code == 503
+        assert reply.json()["error"]["code"] == "model_starting"
+        assert int(reply.headers["retry-after"]) >= 1
+        # Its wait counted as load: the service was asked for a replica.
+        with platform.client("acme") as c:
+            from mosu.client.services import ServicesApi
+
+            assert ServicesApi(c).show("deaf").desired == 1
+    finally:
+        proc.terminate()
+        proc.wait(15)

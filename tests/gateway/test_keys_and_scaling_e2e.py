@@ -197,3 +197,34 @@ def _listener_pid(port: int) -> int:
         except OSError:
             continue
     raise LookupError(f"nothing listens on {port}")
+
+
+def test_streams_cut_by_a_kill_are_counted(platform: Platform) -> None:
+    spec = mock_service(
+        "cut", "acme-cut", "--itl", "0.2", "--max-tokens", "50", replicas={"min": 1, "max": 1}
+    )
+    with platform.client("acme") as c:
+        ServicesApi(c).create(spec)
+    platform.wait_ready("acme", "cut", 1)
+    key = platform.key("acme", "acme-cut")
+    got: list[str] = []
+    errors: list[str] = []
+    with openai.OpenAI(base_url=platform.base_url, api_key=key, max_retries=0) as client:
+
+        def stream() -> None:
+            try:
+                for chunk in client.completions.create(model="acme-cut", prompt="x", stream=True):
+                    got.append(chunk.choices[0].text if chunk.choices else "")
+            except Exception as exc:  # a cut stream may end early or in error
+                errors.append(repr(exc))
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        wait_for(lambda: len(got) >= 3, timeout=20, what="the stream under way")
+        with platform.client("acme") as c:
+            port = int(ServicesApi(c).show("cut").replicas[0].endpoint.rsplit(":", 1)[1])
+        os.kill(_listener_pid(port), signal.SIGKILL)
+        reader.join(30)
+    assert 3 <= len(got) < 50
+    metrics = httpx.get(f"http://127.0.0.1:{platform.gateway_port}/metrics").text
+    assert gauge_value(metrics, "mosu_gateway_cut_streams_total") == 1
