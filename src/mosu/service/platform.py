@@ -48,7 +48,9 @@ class Platform:
             tick_s=settings.tick_s,
             poll_s=settings.poll_s,
         )
-        self.services = ServiceController(self.sessions, wake_scheduler=self.loop.wake)
+        self.services = ServiceController(
+            self.sessions, wake_scheduler=self.loop.wake, leading=lambda: self.loop.leading
+        )
         self._scheduler_running = False
         self._secret_box: SecretBox | None = None
 

@@ -78,8 +78,12 @@ class ServiceController:
         probe_fn: Callable[[str], bool] = probe,
         scrape_fn: Callable[[str, str], float | None] = scrape,
         tick_s: float = 0.25,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.sessions = sessions
+        self.leading = leading
+        """Whether this server holds the scheduler lease: only the leader's controller
+        acts, or two servers on one store would each submit the missing replicas."""
         self.wake_scheduler = wake_scheduler
         self.clock = clock
         self.probe = probe_fn
@@ -103,6 +107,8 @@ class ServiceController:
 
     def _run(self) -> None:
         while not self._stop.wait(self.tick_s):
+            if not self.leading():
+                continue
             try:
                 self.step()
             except Exception:  # a bad step must not end serving; the next one retries
