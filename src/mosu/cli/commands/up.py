@@ -267,7 +267,8 @@ def up(
     gateway_port: Annotated[
         int | None,
         typer.Option(
-            help="Port of the OpenAI-compatible gateway to model services (default 8766; 0: none)."
+            envvar="MOSU_GATEWAY_PORT",
+            help="Port of the OpenAI-compatible gateway to model services (default 8766; 0: none).",
         ),
     ] = None,
 ) -> None:
