@@ -248,7 +248,7 @@ async def ttft(url: str, headers: dict[str, str], body: dict, count: int) -> lis
     return out
 
 
-def overhead(p: Platform, key: str, rate: float, seconds: float, rounds: int) -> dict:
+def overhead(p: Platform, key: str, rate: float, seconds: float, repeats: int) -> dict:
     replica = p.show("flat")["replicas"][0]["endpoint"]
     body = {"model": "flat", "prompt": "measure me", "max_tokens": 4}
     auth = {"authorization": f"Bearer {key}"}
@@ -258,7 +258,7 @@ def overhead(p: Platform, key: str, rate: float, seconds: float, rounds: int) ->
     replica_pid = listener_pid(int(replica.rsplit(":", 1)[1]))
     gateway_pid = listener_pid(p.gateway_port)
     cpu = {"replica_direct": 0.0, "replica_via": 0.0, "gateway": 0.0}
-    for _ in range(rounds):  # alternate, so drifts hit both paths alike
+    for _ in range(repeats):  # alternate, so drifts hit both paths alike
         r0 = cpu_s(replica_pid)
         lat, f = asyncio.run(fixed_rate(replica, "/v1/completions", {}, body, rate, seconds))
         cpu["replica_direct"] += cpu_s(replica_pid) - r0
@@ -271,10 +271,10 @@ def overhead(p: Platform, key: str, rate: float, seconds: float, rounds: int) ->
         via += lat
         failed["gateway"] += f
     stream_body = {"model": "flat", "prompt": "stream me", "max_tokens": 4, "stream": True}
-    count = 20 if rounds < 3 else 100
+    count = 20 if repeats < 3 else 100
     t_direct = asyncio.run(ttft(replica + "/v1/completions", {}, stream_body, count))
     t_via = asyncio.run(ttft(p.gateway + "/v1/completions", auth, stream_body, count))
-    sent = int(rate * seconds) * rounds
+    sent = int(rate * seconds) * repeats
     result = {"rate_per_s": rate, "requests_each": sent, "failed": failed}
     # CPU per request does not depend on how busy the machine is; latency does.
     result["cpu_ms_per_request"] = {k: 1000 * v / sent for k, v in cpu.items()}
@@ -387,7 +387,7 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None, help="PNG of the load step")
     args = parser.parse_args()
     rate = args.rate or (200.0 if args.quick else 500.0)
-    seconds, rounds = (2.0, 1) if args.quick else (6.0, 3)
+    seconds, repeats = (2.0, 1) if args.quick else (6.0, 3)
     with tempfile.TemporaryDirectory(prefix="mosu-bench-gw-") as tmp:
         p = Platform(Path(tmp))
         try:
@@ -404,7 +404,7 @@ def main() -> None:
             )
             key = p.key("flat", "step")
             wait(lambda: p.show("flat")["ready"] == 1 and p.show("step")["ready"] == 1, 60, "ready")
-            over = overhead(p, key, rate, seconds, rounds)
+            over = overhead(p, key, rate, seconds, repeats)
             phases = (
                 [("1x", 1, 2.0), ("8x", 8, 10.0), ("idle", 0, 7.0)]
                 if args.quick

@@ -36,8 +36,8 @@ def test_showcase_lists_approved_models_and_streams_a_chat(
         api = ServicesApi(c)
         api.create(
             mock_service(
-                "helper",
-                "acme-helper",
+                "guide",
+                "acme-guide",
                 "--itl",
                 "0.03",
                 public=True,
@@ -50,9 +50,9 @@ def test_showcase_lists_approved_models_and_streams_a_chat(
         ServicesApi(c).create(mock_service("secret", "beta-secret", replicas={"min": 0, "max": 1}))
     with platform.client() as op:
         ops = ServicesApi(op)
-        ops.approve("helper", True, tenant="acme")
+        ops.approve("guide", True, tenant="acme")
         ops.create_key(KeyCreate(models=["*"], rpm=30, tpm=5000, showcase=True))
-    platform.wait_ready("acme", "helper", 1)
+    platform.wait_ready("acme", "guide", 1)
     showcase = f"http://127.0.0.1:{platform.gateway_port}/showcase"
     wait_for(lambda: "live" in httpx.get(showcase + "/models.json").text, timeout=10, what="listed")
 
@@ -69,7 +69,7 @@ def test_showcase_lists_approved_models_and_streams_a_chat(
             cards = page.locator("[data-model]")
             # Only the approved public model: not the unapproved one, not beta's private one.
             assert cards.count() == 1
-            card = page.locator('[data-model="acme-helper"]')
+            card = page.locator('[data-model="acme-guide"]')
             assert "acme" in card.locator(".company").inner_text()
             assert card.locator(".description").inner_text() == description
             assert "live" in card.locator("[data-status]").inner_text()
@@ -89,7 +89,7 @@ def test_showcase_lists_approved_models_and_streams_a_chat(
                 shutil.copyfile(shot, SCREENSHOT)
 
             with platform.client() as op:
-                ServicesApi(op).approve("helper", False, tenant="acme")
+                ServicesApi(op).approve("guide", False, tenant="acme")
             wait_for(
                 lambda: httpx.get(showcase + "/models.json").json() == [],
                 timeout=5,
@@ -101,7 +101,7 @@ def test_showcase_lists_approved_models_and_streams_a_chat(
         finally:
             browser.close()
     assert errors == []
-    refused = httpx.post(showcase + "/chat", json={"model": "acme-helper", "message": "hi"})
+    refused = httpx.post(showcase + "/chat", json={"model": "acme-guide", "message": "hi"})
     assert refused.status_code == 404
 
     db = platform.server.data_dir / "mosu.db"
@@ -114,5 +114,5 @@ def test_showcase_lists_approved_models_and_streams_a_chat(
             ).fetchall()
 
     rows = wait_for(lambda: len(audit()) >= 2 and audit(), timeout=10, what="audit records")
-    assert rows[0] == ("acme-helper", 200, 1, 1, "what does mosu do")
-    assert rows[1][:2] == ("acme-helper", 404)
+    assert rows[0] == ("acme-guide", 200, 1, 1, "what does mosu do")
+    assert rows[1][:2] == ("acme-guide", 404)
