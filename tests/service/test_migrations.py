@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import command
 from sqlalchemy import inspect, text
 
+from mosu.service.db import gateway_rows  # noqa: F401 - its tables are in the metadata
 from mosu.service.db.rows import Base
 from mosu.service.db.session import alembic_config, downgrade, make_engine, upgrade
 

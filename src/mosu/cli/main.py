@@ -107,6 +107,16 @@ def _register() -> None:
         app.add_typer(secret.app, name="secret")
         app.add_typer(credits.app, name="credits")
         app.add_typer(rates.app, name="rates")
+    from mosu.cli.commands import mock_llm
+
+    if not any(c.name == "mock-llm" for c in app.registered_commands):
+        app.command("mock-llm")(mock_llm.mock_llm)
+    from mosu.cli.commands import gateway, key, service
+
+    if not any(c.name == "gateway" for c in app.registered_commands):
+        app.command("gateway")(gateway.gateway)
+        app.add_typer(service.app, name="service")
+        app.add_typer(key.app, name="key")
     from mosu.cli.commands import fill, policy
 
     if not any(g.name == "policy" for g in app.registered_groups):

@@ -30,8 +30,10 @@ from mosu.service.request_guard import RequestGuard, error_response
 from mosu.service.routers import (
     credits,
     events,
+    gateway_keys,
     jobs,
     metrics,
+    model_services,
     nodes,
     queue,
     secrets,
@@ -98,6 +100,8 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         tokens.router,
         secrets.router,
         credits.router,
+        model_services.router,
+        gateway_keys.router,
     ):
         app.include_router(router)
     app.include_router(metrics.router)

@@ -16,6 +16,7 @@ from mosu.service.db.session import make_engine, session_factory, upgrade
 from mosu.service.leader import lease_for_url
 from mosu.service.private_files import private_dir
 from mosu.service.secret_box import SecretBox
+from mosu.service.service_controller import ServiceController
 from mosu.service.services.auth import TokenCache, ensure_operator_token
 from mosu.service.services.catalog import CatalogCache
 from mosu.service.services.credits_alerts import WebhookSender
@@ -54,6 +55,9 @@ class Platform:
             tick_s=settings.tick_s,
             meter_s=settings.credits_meter_s,
             poll_s=settings.poll_s,
+        )
+        self.services = ServiceController(
+            self.sessions, wake_scheduler=self.loop.wake, leading=lambda: self.loop.leading
         )
         self._scheduler_running = False
         self._secret_box: SecretBox | None = None
@@ -102,10 +106,12 @@ class Platform:
         # Several servers may share the store: only the lease holder schedules.
         self.loop.lease = lease_for_url(self.settings.sqlalchemy_url)
         self.loop.start()
+        self.services.start()
         self._scheduler_running = True
 
     def close(self) -> None:
         if self._scheduler_running:
+            self.services.stop()
             self.loop.stop()
             self._scheduler_running = False
         if self.webhook is not None:

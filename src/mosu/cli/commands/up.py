@@ -10,7 +10,9 @@ import typer
 
 from mosu.cli import config
 from mosu.core.api import NodeCreate
-from mosu.core.errors import InvalidInput
+from mosu.core.errors import Conflict, InvalidInput
+
+DEFAULT_GATEWAY_PORT = 8766
 
 DataDirOpt = Annotated[
     Path, typer.Option("--data-dir", help="Where the database and job logs live.")
@@ -147,6 +149,8 @@ def run(
     home_root: Path | None = None,
     cgroup: str = "auto",
     sim_nodes: list[str] | None = None,
+    gateway_port: int | None = None,
+    gateway_port_default: bool = False,
 ) -> None:
     from mosu.agent.executors.local import LocalExecutor
     from mosu.agent.sandbox import SandboxUnavailable, resolve
@@ -207,9 +211,41 @@ def run(
         except SandboxUnavailable as exc:
             raise InvalidInput(str(exc), field="--sandbox") from None
     exposed = open_to_others(data)
+    gateway_note = ""
+    if gateway_port is not None:
+        from mosu.service.main import _check_port
+
+        if not 0 < gateway_port < 65536 or gateway_port == port:
+            raise InvalidInput("must be a free port other than --port", field="--gateway-port")
+        try:
+            _check_port(host, gateway_port)
+        except Conflict:
+            if not gateway_port_default:
+                raise InvalidInput(
+                    f"cannot listen on {host}:{gateway_port}; choose another",
+                    field="--gateway-port",
+                ) from None
+            # The default port taken (another mosu on this machine): serve without one.
+            gateway_note = f"gateway: port {gateway_port} is taken; not started (--gateway-port)"
+            gateway_port = None
+    gateway_proc: list[Any] = []
 
     def ready(token: str | None) -> None:
         print(f"mosu is up at {url}", flush=True)
+        if gateway_port is not None:
+            from mosu.gateway.server import spawn_gateway
+
+            gateway_proc.append(
+                spawn_gateway(
+                    settings.sqlalchemy_url,
+                    host=host,
+                    port=gateway_port,
+                    log_path=settings.data_dir / "gateway.log",
+                )
+            )
+            print(f"gateway (OpenAI-compatible) at http://{host}:{gateway_port}/v1", flush=True)
+        elif gateway_note:
+            print(gateway_note, flush=True)
         for line in node_lines:
             print(line, flush=True)
         if executor == "ray":
@@ -255,7 +291,15 @@ def run(
             cgroup=cgroup,
             pool_dir=settings.data_dir / "supervisors",
         )
-    serve(settings, runner, local_nodes=nodes, on_ready=ready)
+    try:
+        serve(settings, runner, local_nodes=nodes, on_ready=ready)
+    finally:
+        for proc in gateway_proc:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except Exception:
+                proc.kill()
 
 
 def up(
@@ -292,6 +336,13 @@ def up(
     home_root: HomeRootOpt = None,
     cgroup: CgroupOpt = "auto",
     nodes: SimNodesOpt = None,
+    gateway_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="MOSU_GATEWAY_PORT",
+            help="Port of the OpenAI-compatible gateway to model services (default 8766; 0: none).",
+        ),
+    ] = None,
 ) -> None:
     """Run everything on this machine: API, scheduler and local executor (SQLite).
 
@@ -301,6 +352,8 @@ def up(
         sandbox=sandbox,
         home_root=home_root,
         cgroup=cgroup,
+        gateway_port=DEFAULT_GATEWAY_PORT if gateway_port is None else (gateway_port or None),
+        gateway_port_default=gateway_port is None,
         executor=executor,
         ray_address=ray_address,
         profile=profile,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+from mosu.service.db import gateway_rows  # noqa: F401 - its tables are in the metadata
 from mosu.service.db.rows import Base
 
 MIGRATION_LOCK = 0x6D6F7375
