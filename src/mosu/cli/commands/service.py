@@ -13,8 +13,9 @@ from mosu.cli import config
 from mosu.cli.render import Output, OutputOpt, emit, table, when
 from mosu.client.services import ServicesApi
 from mosu.core.errors import InvalidInput
-from mosu.core.jobspec import invalid_from_validation, load_document
+from mosu.core.jobspec import invalid_from_validation
 from mosu.core.service_api import ServiceOut, ServiceScale, ServiceSpec
+from mosu.documents import load_document
 
 app = typer.Typer(
     help="Model services: replicas of a model server behind the gateway, autoscaled.",
