@@ -72,6 +72,7 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
             "alembic",
             "cryptography",
             "fastapi",
+            "httpx",
             "numpy",
             "prometheus_client",
             "psycopg",
@@ -89,7 +90,7 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     # The inference gateway: a process of its own over the store.
     "gateway": (
         {"core", "service"},
-        {"fastapi", "httpx", "sqlalchemy", "starlette", "uvicorn"},
+        {"fastapi", "httptools", "httpx", "sqlalchemy", "starlette", "uvicorn"},
     ),
     # ``up`` and ``server`` start the platform in-process (service, agent); the engine
     # is reached only through ``sim`` (experiments) and ``client`` (the platform).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mosu.gateway.autoscale import ScalingMemory, ScalingRule, decide, gauge_value, wanted
 from mosu.gateway.limits import KeyLimits
+from mosu.service.autoscale import ScalingMemory, ScalingRule, decide, gauge_value, wanted
 
 RULE = ScalingRule(
     min_replicas=0, max_replicas=4, target_inflight=2, up_delay_s=10, down_delay_s=60

@@ -14,7 +14,7 @@ import openai
 import pytest
 import yaml
 
-from mosu.gateway.autoscale import gauge_value
+from mosu.service.autoscale import gauge_value
 from tests.e2e.conftest import OPERATOR_TOKEN
 from tests.gateway.conftest import Platform, mock_service
 from tests.gateway.procs import SRC, free_port, wait_http

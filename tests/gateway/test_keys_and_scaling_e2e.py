@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from mosu.client.services import ServicesApi
-from mosu.gateway.autoscale import gauge_value
+from mosu.service.autoscale import gauge_value
 from tests.e2e.conftest import wait_for
 from tests.gateway.conftest import Platform, mock_service
 

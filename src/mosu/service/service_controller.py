@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mosu.core.api import JobState
-from mosu.gateway.autoscale import ScalingMemory, ScalingRule, decide, gauge_value
+from mosu.service.autoscale import ScalingMemory, ScalingRule, decide, gauge_value
 from mosu.service.db.gateway_rows import ModelServiceRow, ServiceReplicaRow
 from mosu.service.db.rows import JobRow
 from mosu.service.services import jobs
