@@ -158,6 +158,8 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         full["MOSU_OPERATOR_TOKEN"] = OPERATOR_TOKEN
         full["MOSU_CONFIG"] = str(tmp_path / "client.json")
         full["MOSU_POLL_S"] = "0.05"
+        # These tests restart servers many times; the model gateway is not what they test.
+        full["MOSU_GATEWAY_PORT"] = "0"
         full.update(env or {})
         server = Server(
             data_dir=data_dir or tmp_path / "data",
