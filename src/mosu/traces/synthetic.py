@@ -18,9 +18,10 @@ Calibration targets (Seren, GPU jobs):
 Kalos agrees on the medians (124 s, 1 GPU, max 1,024 GPUs) but averages
 26.8 GPUs and 268,000 GPU-s per job: it is a cluster of a few teams dominated by
 large pretraining runs. An incubator of ~120 companies is closer to Seren's
-many-job mix, so the default mixture targets Seren. ``job_mix_statistics()``
-gives the mixture's exact expected statistics; tests check them against the
-targets and check generated samples against them.
+many-job mix, so the default mixture targets Seren; ``generate_kalos`` (at the
+end) draws the Kalos shape: three labs, large guarantees, gangs up to 1,024
+GPUs. ``job_mix_statistics()`` gives a mixture's exact expected statistics;
+tests check them against the targets and check generated samples against them.
 
 Assumptions (every one is a modelling choice, not a published number):
 
