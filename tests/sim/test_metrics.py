@@ -348,3 +348,58 @@ def test_start_estimates_are_judged_on_jobs_that_waited_a_minute() -> None:
     assert eta["p90_abs_error_s"] == pytest.approx(360.0)
     log = SimLog(tuple(outcomes), (), 8_000, 0.0, 600.0, {}, {})
     assert metrics.summarize(log)["eta"] == eta
+
+
+# --- LLM-era metrics: big gangs, lost share, idle while waiting --------------
+
+
+def test_large_gang_queueing_counts_only_gangs_of_at_least_the_size():
+    outcomes = [
+        outcome("small", 0, 500, 600, 100, gpus=8),
+        outcome("big", 0, 40, 140, 100, gpus=256),
+        outcome("huge", 10, 30, 130, 100, gpus=1024),
+        outcome("never", 0, None, None, 100, gpus=512),
+    ]
+    # Two started big gangs queued 40 s and 20 s: p99 interpolates to 39.8 s.
+    assert metrics.large_gang_p99_queue_s(outcomes, 256) == pytest.approx(39.8)
+    assert metrics.large_gang_p99_queue_s(outcomes, 2048) is None
+
+
+def test_lost_share_divides_lost_by_allocated_gpu_time():
+    # 8 GPUs held for 100 s = 800 GPU-s; 200 of them lost to preemptions.
+    sim_log = log(
+        [outcome("j", 0, 0, 100, 80, gpus=8, lost=200.0)],
+        [sample(0, "a", 8000, 8000), sample(100, "a", 0, 0)],
+    )
+    assert metrics.allocated_gpu_s(sim_log) == pytest.approx(800.0)
+    assert metrics.preemption_loss_share(sim_log) == pytest.approx(0.25)
+    assert metrics.preemption_loss_share(log()) is None
+
+
+@pytest.mark.parametrize(
+    ("usage", "want"),
+    [
+        # 10 GPUs; a holds 4 and wants 10 over [0, 50): 6 idle, 6 waiting -> 300 GPU-s;
+        # then b holds 4 more, a still waits for 6: 2 idle -> 2 * 50 = 100.
+        pytest.param(
+            [sample(0, "a", 4000, 10_000), sample(50, "b", 4000, 4000)],
+            400.0,
+            id="idle bounded by idle GPUs",
+        ),
+        # a waits for 2 GPUs while 6 are idle: only 2 count.
+        pytest.param([sample(0, "a", 4000, 6000)], 200.0, id="idle bounded by waiting demand"),
+        pytest.param([sample(0, "a", 4000, 4000)], 0.0, id="nothing waits"),
+        # Waiting ends at 30 when the demand is met.
+        pytest.param([sample(0, "a", 0, 8000), sample(30, "a", 8000, 8000)], 240.0, id="wait ends"),
+    ],
+)
+def test_idle_while_waiting(usage, want):
+    assert metrics.idle_while_waiting_gpu_s(log(usage=usage)) == pytest.approx(want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(usage_logs())
+def test_idle_while_waiting_is_at_most_the_idle_gpu_time(sim_log):
+    idle = sim_log.capacity_milli / 1000 * (sim_log.end_s - sim_log.start_s)
+    idle -= metrics.allocated_gpu_s(sim_log)
+    assert 0.0 <= metrics.idle_while_waiting_gpu_s(sim_log) <= idle + 1e-6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -61,6 +62,34 @@ def test_reclaim_costs_the_work_since_the_last_checkpoint(
     assert out["b1"].first_start_s == 3_000.0
     assert out["b1"].finish_s == 4_000.0
     assert out["b1"].reclaim_wait_s == 0.0
+
+
+@pytest.mark.parametrize(
+    ("declared", "want_a1_finish", "want_lost"),
+    [
+        # Preempted at 3,000 s: a checkpoint every 1,000 s has just saved everything.
+        (1_000.0, 11_060.0, 0.0),
+        # Every 700 s: the last one at 2,800 s, 200 s x 8 GPUs lost.
+        (700.0, 11_260.0, 1_600.0),
+        # None declared: the config's 1,800 s applies.
+        (None, 12_260.0, 9_600.0),
+    ],
+)
+def test_a_job_declaring_its_checkpoint_interval_loses_only_work_since_its_own(
+    declared: float | None, want_a1_finish: float, want_lost: float
+) -> None:
+    trace = [replace(RECLAIM_TRACE[0], checkpoint_every_s=declared), RECLAIM_TRACE[1]]
+    result = replay(
+        trace,
+        [tenant("a", 4), tenant("b", 4)],
+        [node("n0", 8)],
+        build_profile("mosu"),
+        ReplayConfig(1_800, 60),
+    )
+    out = {o.job_id: o for o in result.log.outcomes}
+    assert out["a1"].preemptions == 1
+    assert out["a1"].finish_s == pytest.approx(want_a1_finish)
+    assert out["a1"].lost_gpu_s == pytest.approx(want_lost)
 
 
 def test_static_partitions_queue_instead_of_borrowing() -> None:

@@ -83,6 +83,34 @@ def test_jobs_round_trip(tmp_path):
     assert native.load_jobs(path) == jobs
 
 
+def test_checkpoint_column_is_written_only_when_a_job_declares_one(tmp_path):
+    plain = [TraceJob("a", "t", 0.0, 10.0, Shape(gpus=1))]
+    native.write_jobs(tmp_path / "plain.csv", plain)
+    assert (tmp_path / "plain.csv").read_text().splitlines()[0] == JOBS_HEADER.strip()
+    declared = [*plain, TraceJob("b", "t", 1.0, 9.0, Shape(gpus=8), checkpoint_every_s=1800.0)]
+    native.write_jobs(tmp_path / "declared.csv", declared)
+    text = (tmp_path / "declared.csv").read_text().splitlines()
+    assert text[0] == JOBS_HEADER.strip() + ",checkpoint_every_s"
+    assert native.load_jobs(tmp_path / "declared.csv") == declared
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        ("0", "column 'checkpoint_every_s': must be > 0 (or empty for none), got 0"),
+        ("-1", "column 'checkpoint_every_s': must be a finite number >= 0"),
+        ("soon", "column 'checkpoint_every_s': bad number 'soon'"),
+    ],
+)
+def test_bad_checkpoint_intervals_name_the_column(tmp_path, value, want):
+    header = JOBS_HEADER.strip() + ",checkpoint_every_s\n"
+    path = write(tmp_path, "jobs.csv", header + f"a,t,0,10,1,1,A100,0,train,,{value}\n")
+    with pytest.raises(TraceFormatError) as info:
+        native.load_jobs(path)
+    assert str(info.value).startswith(f"{path}:2")
+    assert want in str(info.value)
+
+
 def test_load_tenants(tmp_path):
     path = write(
         tmp_path,

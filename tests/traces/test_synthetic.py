@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -44,6 +46,13 @@ def test_constants_are_the_published_acme_numbers():
     assert gpu_time == synthetic.SEREN_GPU_TIME_S
     assert float(kalos["avg_gpu_num"]) == synthetic.KALOS_MEAN_GPUS
     assert float(kalos["med_run_time_gpu"]) == synthetic.KALOS_MEDIAN_RUN_S
+    assert float(kalos["avg_run_time_gpu"]) == synthetic.KALOS_MEAN_RUN_S
+    assert float(kalos["max_run_time_gpu"]) == synthetic.KALOS_MAX_RUN_S
+    assert float(kalos["med_gpu_num"]) == synthetic.KALOS_MEDIAN_GPUS
+    assert float(kalos["max_gpu"]) == synthetic.KALOS_MAX_GPUS
+    assert int(kalos["gpu_job_num"]) == synthetic.KALOS_GPU_JOBS
+    gpu_time = sum(float(kalos[f"{s}_gpu_time"]) for s in ("complete", "cancel", "fail"))
+    assert gpu_time == synthetic.KALOS_GPU_TIME_S
 
 
 def test_job_mix_meets_the_seren_targets():
@@ -169,3 +178,111 @@ def test_workload_survives_the_native_format(tmp_path):
 def test_bad_arguments_are_rejected(kwargs):
     with pytest.raises(ValueError):
         synthetic.generate(0, **kwargs)
+
+
+def test_seren_output_is_unchanged_byte_for_byte(tmp_path):
+    # Digests of the native files of this workload as first published; a change
+    # here changes every recorded Seren measurement.
+    tenants, jobs = synthetic.generate(3, companies=20, days=1.0, gpus=64, estimate_error=0.5)
+    native.write_jobs(tmp_path / "jobs.csv", jobs)
+    native.write_tenants(tmp_path / "tenants.csv", tenants)
+    digest = {
+        n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest()[:16]
+        for n in ("jobs.csv", "tenants.csv")
+    }
+    assert digest == {"jobs.csv": "0ff151c0bec73109", "tenants.csv": "c362b149a7c8a3c6"}
+
+
+# --- the Kalos-shaped mixture ---------------------------------------------------
+
+
+def test_kalos_mix_meets_the_kalos_targets():
+    got = synthetic.job_mix_statistics(synthetic.KALOS_JOB_MIX, max_run_s=synthetic.KALOS_MAX_RUN_S)
+    assert got["median_run_s"] == pytest.approx(synthetic.KALOS_MEDIAN_RUN_S, rel=0.03)
+    assert got["mean_run_s"] == pytest.approx(synthetic.KALOS_MEAN_RUN_S, rel=0.03)
+    assert got["median_gpus"] == synthetic.KALOS_MEDIAN_GPUS
+    assert got["mean_gpus"] == pytest.approx(synthetic.KALOS_MEAN_GPUS, rel=0.01)
+    assert got["max_gpus"] == synthetic.KALOS_MAX_GPUS
+    assert got["mean_gpu_s"] == pytest.approx(synthetic.KALOS_MEAN_GPU_S, rel=0.01)
+    for spec in synthetic.KALOS_JOB_MIX:
+        assert sum(p for _, p in spec.gpus) == pytest.approx(1.0), spec.name
+    assert sum(k.share for k in synthetic.KALOS_JOB_MIX) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def kalos_weeks():
+    return {load: synthetic.generate_kalos(11, load=load) for load in (0.7, 0.9, 1.1)}
+
+
+@pytest.mark.parametrize("load", [0.7, 0.9, 1.1])
+def test_kalos_offered_load_is_the_requested_load_for_every_seed(kalos_weeks, load):
+    _, jobs = kalos_weeks[load]
+    assert synthetic.offered_load(jobs, gpus=1024, span_s=7 * 86_400) == pytest.approx(
+        load, rel=0.01
+    )
+
+
+def test_kalos_sample_follows_its_mix(kalos_weeks):
+    _, jobs = kalos_weeks[0.9]
+    want = synthetic.job_mix_statistics(
+        synthetic.KALOS_JOB_MIX, max_run_s=synthetic.KALOS_MAX_RUN_S
+    )
+    runs, gpus = run_times(jobs), job_gpus(jobs)
+    # ~2,000 draws of which ~140 pretraining gangs: medians are tight, the mean GPU
+    # count (carried by a few 512- and 1,024-GPU gangs) much less so.
+    assert len(jobs) == round(0.9 * 1024 * 7 * 86_400 / want["mean_gpu_s"])
+    assert np.median(runs) == pytest.approx(synthetic.KALOS_MEDIAN_RUN_S, rel=0.15)
+    assert np.median(gpus) == synthetic.KALOS_MEDIAN_GPUS
+    assert gpus.mean() == pytest.approx(synthetic.KALOS_MEAN_GPUS, rel=0.25)
+    assert (gpus * runs).mean() == pytest.approx(synthetic.KALOS_MEAN_GPU_S, rel=0.05)
+    assert gpus.max() == synthetic.KALOS_MAX_GPUS
+    assert runs.min() >= synthetic.MIN_RUN_S and runs.max() <= synthetic.KALOS_MAX_RUN_S
+    shares = Counter(j.kind for j in jobs)
+    for spec in synthetic.KALOS_JOB_MIX:
+        assert shares[spec.kind] / len(jobs) == pytest.approx(spec.share, abs=0.02), spec.name
+
+
+def test_kalos_labs_hold_large_guarantees_and_submit_in_proportion(kalos_weeks):
+    tenants, jobs = kalos_weeks[0.9]
+    quotas = {t.name: t.quota("A100") for t in tenants}
+    assert {n: q.guaranteed_milli // GPU_MILLI for n, q in quotas.items()} == {
+        "lab-a": 512,
+        "lab-b": 256,
+        "lab-c": 256,
+    }
+    assert all(q.limit_milli == 1024 * GPU_MILLI for q in quotas.values())
+    owners = Counter(j.tenant for j in jobs)
+    assert owners["lab-a"] / len(jobs) == pytest.approx(0.5, abs=0.04)
+    assert owners["lab-b"] / len(jobs) == pytest.approx(0.25, abs=0.04)
+    for j in jobs:
+        total = j.shape.gpus * j.replicas
+        assert total <= 8 or (j.shape.gpus == 8 and j.replicas == total // 8)
+
+
+def test_kalos_training_jobs_declare_realistic_checkpoint_intervals(kalos_weeks):
+    _, jobs = kalos_weeks[0.9]
+    pretrain = [j.checkpoint_every_s for j in jobs if j.kind == JobKind.TRAIN]
+    finetune = [j.checkpoint_every_s for j in jobs if j.kind == JobKind.FINETUNE]
+    others = [j.checkpoint_every_s for j in jobs if j.kind not in (JobKind.TRAIN, JobKind.FINETUNE)]
+    assert set(pretrain) == set(synthetic.CHECKPOINT_CHOICES_S["pretrain"])
+    assert min(pretrain) == 30 * 60 and max(pretrain) == 120 * 60
+    assert set(finetune) <= set(synthetic.CHECKPOINT_CHOICES_S["finetune"])
+    assert all(c is None for c in others)
+
+
+def test_kalos_is_seeded_and_survives_the_native_format(tmp_path):
+    first = synthetic.generate_kalos(4, days=1.0, gpus=256)
+    assert first == synthetic.generate_kalos(4, days=1.0, gpus=256)
+    assert first[1] != synthetic.generate_kalos(5, days=1.0, gpus=256)[1]
+    tenants, jobs = first
+    native.write_jobs(tmp_path / "jobs.csv", jobs)
+    native.write_tenants(tmp_path / "tenants.csv", tenants)
+    assert native.load_jobs(tmp_path / "jobs.csv") == jobs
+    assert native.load_tenants(tmp_path / "tenants.csv") == tenants
+    assert any(not math.isnan(j.checkpoint_every_s or math.nan) for j in jobs)
+
+
+@pytest.mark.parametrize("kwargs", [{"gpus": 64}, {"days": 0}, {"gpus_per_node": 6}])
+def test_kalos_bad_arguments_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        synthetic.generate_kalos(0, **kwargs)

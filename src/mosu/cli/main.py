@@ -128,6 +128,10 @@ def _register() -> None:
 
     if not any(c.name == "replay" for c in sim_app.registered_commands):
         replay.register(sim_app)
+    from mosu.cli.commands import generate
+
+    if not any(c.name == "generate" for c in sim_app.registered_commands):
+        generate.register(sim_app)
 
 
 def _how_to_sign_in(exc: Unauthorized) -> str:

@@ -20,7 +20,17 @@ Every report, table, plot and benchmark computes its numbers here, from a
   (demand > allocation), time-weighted over intervals where at least two tenants
   are backlogged. When every backlogged tenant holds nothing, they are treated
   alike and the index is 1. None when never two tenants were backlogged at once.
-- **Preemption cost** = GPU-seconds of lost work, summed over jobs.
+- **Preemption cost** = GPU-seconds of lost work, summed over jobs; its
+  **share** divides it by the allocated GPU-seconds (the work lost is part of
+  what ran).
+- **Idle while waiting** = ∫ min(idle GPUs, GPUs asked by waiting jobs) dt over
+  the whole cluster, in GPU-seconds: capacity left idle while work that could
+  have used it (by count) waited. It bounds from above the GPU time held idle
+  for reservations (a reservation holds idle GPUs for a waiting job, at most
+  what that job asks), and also counts idle GPUs too few or too scattered for
+  any waiting gang.
+- **Large-gang queueing** = the p99 queueing delay of jobs of at least a given
+  GPU count (``LARGE_GANG_GPUS`` in ``summarize``).
 - **Makespan** = (last finish, or ``end_s`` if a job never finished) − first submit.
 - **Start-time estimates** (``eta``), over jobs that started after waiting at least
   ``ETA_MIN_WAIT_S`` and whose estimate at submission was recorded: the estimated
@@ -124,6 +134,48 @@ def reclaim_latency_p99_s(outcomes: Iterable[JobOutcome]) -> float | None:
 def preemption_cost_gpu_s(outcomes: Iterable[JobOutcome]) -> float:
     """GPU-seconds of work lost to preemptions."""
     return float(sum(o.lost_gpu_s for o in outcomes))
+
+
+def large_gang_p99_queue_s(outcomes: Iterable[JobOutcome], min_gpus: int) -> float | None:
+    """p99 queueing delay of the jobs of at least ``min_gpus`` GPUs that started."""
+    least = min_gpus * GPU_MILLI
+    return percentile(
+        (q for o in outcomes if o.gpu_milli >= least and (q := queueing_delay_s(o)) is not None),
+        99,
+    )
+
+
+def allocated_gpu_s(log: SimLog) -> float:
+    """GPU-seconds allocated over the log's span (what ran, lost work included)."""
+    return _integrate(log).allocated_milli_s / GPU_MILLI
+
+
+def preemption_loss_share(log: SimLog) -> float | None:
+    """Lost GPU-seconds over allocated GPU-seconds; None when nothing ran."""
+    used = allocated_gpu_s(log)
+    return preemption_cost_gpu_s(log.outcomes) / used if used > 0 else None
+
+
+def idle_while_waiting_gpu_s(log: SimLog) -> float:
+    """∫ min(idle GPUs, GPUs asked by waiting jobs) dt, in GPU-seconds (module docstring)."""
+    pairs: dict[tuple[str, str], tuple[int, int]] = {}
+    allocated = waiting = 0
+    now, total = log.start_s, 0.0
+    for sample in _ordered(log.usage):
+        if sample.time_s > log.end_s:
+            break
+        t = max(sample.time_s, log.start_s)
+        if t > now:
+            idle = max(0, log.capacity_milli - allocated)
+            total += min(idle, max(0, waiting)) * (t - now)
+            now = t
+        old_alloc, old_demand = pairs.get((sample.tenant, sample.gpu_type), (0, 0))
+        pairs[(sample.tenant, sample.gpu_type)] = (sample.allocated_milli, sample.demand_milli)
+        allocated += sample.allocated_milli - old_alloc
+        waiting += (sample.demand_milli - sample.allocated_milli) - (old_demand - old_alloc)
+    if log.end_s > now:
+        total += min(max(0, log.capacity_milli - allocated), max(0, waiting)) * (log.end_s - now)
+    return total / GPU_MILLI
 
 
 def makespan_s(log: SimLog) -> float | None:

@@ -6,7 +6,8 @@ estimate (per the profile), its service so far; true remaining times go in the
 snapshot only for profiles that declare ``needs_true_remaining`` (oracles).
 
 A preempted job keeps the work up to its last checkpoint (checkpoints every
-``checkpoint_every_s`` of wall time since its start; 0 means continuously), pays
+``checkpoint_every_s`` of wall time since its start, the job's own if its trace
+declares one, else the config's; 0 means continuously), pays
 ``restart_overhead_s`` when it starts again, and requeues. The engine is called
 once per instant at which something happened, and only while jobs wait.
 """
@@ -118,7 +119,9 @@ class _Replay:
             if tj.duration_s is None:
                 raise ValueError(f"job {tj.id!r} has no duration; a replay needs one")
             gpu_type = tj.gpu_types[0] if tj.gpu_types else self.default_type
-            ckpt = config.checkpoint_every_s
+            ckpt = tj.checkpoint_every_s
+            if ckpt is None:
+                ckpt = config.checkpoint_every_s
             self.jobs[tj.id] = _Progress(
                 tj, tj.to_job(checkpoint_every_s=ckpt), tj.duration_s, gpu_type
             )
@@ -317,7 +320,7 @@ class _Replay:
         del self.running_progress[job_id]
         self.state.release(job_id)
         elapsed = max(0.0, now - p.started_s)
-        every = self.config.checkpoint_every_s
+        every = p.job.checkpoint_every_s or 0.0
         saved_wall = elapsed if every <= 0 else math.floor(elapsed / every) * every
         saved = min(p.remaining_s, max(0.0, saved_wall - p.overhead_s))
         gpus = p.job.total_gpu_milli / GPU_MILLI

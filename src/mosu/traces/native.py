@@ -11,6 +11,8 @@ Jobs file, one job per line, header required (column order free)::
 - ``gpu_type``: empty for any type, or one or more types joined by ``|``.
 - ``priority``: int. ``kind``: train, finetune, eval, batch, inference or dev.
 - ``estimate_s``: optional column; empty for no estimate.
+- ``checkpoint_every_s``: optional column, seconds (> 0) between the job's own
+  checkpoints; empty for none declared (a replay then uses its default).
 
 Tenants file, one line per (tenant, GPU type), header required (column order free)::
 
@@ -52,6 +54,9 @@ JOB_COLUMNS = (
     "kind",
 )
 OPTIONAL_JOB_COLUMNS = ("estimate_s",)
+CHECKPOINT_COLUMN = "checkpoint_every_s"
+"""Written only when some job declares a checkpoint interval, so workloads without
+one keep their exact bytes."""
 TENANT_COLUMNS = ("tenant", "gpu_type", "guaranteed", "limit", "weight")
 OPTIONAL_TENANT_COLUMNS = ("cohort",)
 
@@ -132,7 +137,7 @@ def _shape(row: dict[str, str], replicas: int) -> Shape:
     return Shape(gpus=1, gpu_milli=milli)
 
 
-def _job(row: dict[str, str], has_estimate: bool) -> TraceJob:
+def _job(row: dict[str, str], has_estimate: bool, has_checkpoint: bool = False) -> TraceJob:
     job_id = (row.get("job_id") or "").strip()
     if not job_id:
         raise _Field("job_id", "missing value")
@@ -149,6 +154,11 @@ def _job(row: dict[str, str], has_estimate: bool) -> TraceJob:
     estimate = None
     if has_estimate and (row.get("estimate_s") or "").strip():
         estimate = _number(row, "estimate_s")
+    checkpoint = None
+    if has_checkpoint and (row.get(CHECKPOINT_COLUMN) or "").strip():
+        checkpoint = _number(row, CHECKPOINT_COLUMN)
+        if checkpoint <= 0:
+            raise _Field(CHECKPOINT_COLUMN, f"must be > 0 (or empty for none), got {checkpoint:g}")
     return TraceJob(
         id=job_id,
         tenant=tenant,
@@ -160,6 +170,7 @@ def _job(row: dict[str, str], has_estimate: bool) -> TraceJob:
         priority=_integer(row, "priority"),
         kind=kind,
         estimate_s=estimate,
+        checkpoint_every_s=checkpoint,
     )
 
 
@@ -170,12 +181,13 @@ def load_jobs(path: str | Path) -> list[TraceJob]:
     seen: dict[str, int] = {}
     with _rows(path, JOB_COLUMNS) as reader:
         has_estimate = "estimate_s" in (reader.fieldnames or ())
+        has_checkpoint = CHECKPOINT_COLUMN in (reader.fieldnames or ())
         for row in reader:
             line = reader.line_num
             if None in row:
                 raise TraceFormatError(name, line, None, "more values than header columns")
             try:
-                job = _job(row, has_estimate)
+                job = _job(row, has_estimate, has_checkpoint)
             except _Field as e:
                 raise TraceFormatError(name, line, e.column, str(e)) from None
             if job.id in seen:
@@ -271,9 +283,13 @@ def write_jobs(path: str | Path, jobs: Iterable[TraceJob]) -> None:
 
     Only fields of the native format are kept (no CPU, memory or topology).
     """
+    jobs = list(jobs)
+    checkpoints = any(job.checkpoint_every_s is not None for job in jobs)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow((*JOB_COLUMNS, *OPTIONAL_JOB_COLUMNS))
+        writer.writerow(
+            (*JOB_COLUMNS, *OPTIONAL_JOB_COLUMNS, *((CHECKPOINT_COLUMN,) if checkpoints else ()))
+        )
         for job in jobs:
             shape = job.shape
             gpus = _gpus_text(shape.gpu_milli) if shape.fractional else str(shape.gpus)
@@ -289,6 +305,15 @@ def write_jobs(path: str | Path, jobs: Iterable[TraceJob]) -> None:
                     job.priority,
                     job.kind.value,
                     "" if job.estimate_s is None else _seconds_text(job.estimate_s),
+                    *(
+                        (
+                            ""
+                            if job.checkpoint_every_s is None
+                            else _seconds_text(job.checkpoint_every_s),
+                        )
+                        if checkpoints
+                        else ()
+                    ),
                 )
             )
 

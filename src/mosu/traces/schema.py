@@ -24,6 +24,9 @@ class TraceJob:
     kind: JobKind = JobKind.TRAIN
     estimate_s: float | None = None
     topology: Topology = Topology.NONE
+    checkpoint_every_s: float | None = None
+    """Seconds between the job's own checkpoints, if it declares them; a replay
+    uses its default for a job that does not."""
 
     def to_job(self, *, checkpoint_every_s: float | None = None) -> Job:
         """The engine's view: everything but the true duration."""

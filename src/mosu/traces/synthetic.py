@@ -18,9 +18,10 @@ Calibration targets (Seren, GPU jobs):
 Kalos agrees on the medians (124 s, 1 GPU, max 1,024 GPUs) but averages
 26.8 GPUs and 268,000 GPU-s per job: it is a cluster of a few teams dominated by
 large pretraining runs. An incubator of ~120 companies is closer to Seren's
-many-job mix, so the default mixture targets Seren. ``job_mix_statistics()``
-gives the mixture's exact expected statistics; tests check them against the
-targets and check generated samples against them.
+many-job mix, so the default mixture targets Seren; ``generate_kalos`` (at the
+end) draws the Kalos shape: three labs, large guarantees, gangs up to 1,024
+GPUs. ``job_mix_statistics()`` gives a mixture's exact expected statistics;
+tests check them against the targets and check generated samples against them.
 
 Assumptions (every one is a modelling choice, not a published number):
 
@@ -90,9 +91,14 @@ SEREN_GPU_TIME_S = 4_560_592_618.0 + 14_274_584_510.0 + 2_675_447_459.0
 SEREN_MEAN_GPU_S = SEREN_GPU_TIME_S / SEREN_GPU_JOBS
 KALOS_MEDIAN_RUN_S = 124.0
 KALOS_MEAN_RUN_S = 1259.689
+KALOS_MAX_RUN_S = 625_740.0
 KALOS_MEDIAN_GPUS = 1.0
 KALOS_MEAN_GPUS = 26.77
 KALOS_MAX_GPUS = 1024
+KALOS_GPU_JOBS = 19_907
+KALOS_GPU_TIME_S = 1_667_685_146.0 + 3_239_202_064.0 + 426_292_851.0
+"""Completed + cancelled + failed GPU time, GPU-seconds."""
+KALOS_MEAN_GPU_S = KALOS_GPU_TIME_S / KALOS_GPU_JOBS
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +168,14 @@ def _capped_lognormal_mean(median: float, sigma: float, cap: float) -> float:
     return math.exp(mu + sigma * sigma / 2) * _phi(z - sigma) + cap * (1.0 - _phi(z))
 
 
-def job_mix_statistics(mix: tuple[KindSpec, ...] = JOB_MIX) -> dict[str, float]:
-    """Exact expected statistics of a job mix (before per-tenant shrinking)."""
+def job_mix_statistics(
+    mix: tuple[KindSpec, ...] = JOB_MIX, *, max_run_s: float = MAX_RUN_S
+) -> dict[str, float]:
+    """Exact expected statistics of a job mix (before per-tenant shrinking), run
+    times capped at ``max_run_s``."""
     total = sum(k.share for k in mix)
     shares = [k.share / total for k in mix]
-    mean_runs = [_capped_lognormal_mean(k.median_s, k.sigma, MAX_RUN_S) for k in mix]
+    mean_runs = [_capped_lognormal_mean(k.median_s, k.sigma, max_run_s) for k in mix]
 
     def run_cdf(x: float) -> float:
         return sum(
@@ -174,7 +183,7 @@ def job_mix_statistics(mix: tuple[KindSpec, ...] = JOB_MIX) -> dict[str, float]:
             for s, k in zip(shares, mix, strict=True)
         )
 
-    lo, hi = 1e-3, MAX_RUN_S
+    lo, hi = 1e-3, max_run_s
     for _ in range(200):  # bisection in log space
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if run_cdf(mid) < 0.5 else (lo, mid)
@@ -350,6 +359,148 @@ def generate(
                 gpu_types=(gpu_type,),
                 kind=JOB_MIX[int(kinds[j])].kind,
                 estimate_s=None if estimates is None else round(float(estimates[j]), 3),
+            )
+        )
+    return tenants, jobs
+
+
+# --- the Kalos-shaped mixture: a few labs sharing large pretraining gangs ------
+
+KALOS_JOB_MIX: tuple[KindSpec, ...] = (
+    KindSpec("debug", JobKind.BATCH, 0.41, ((1, 0.80), (2, 0.05), (4, 0.05), (8, 0.10)), 40, 1.4),
+    KindSpec("eval", JobKind.EVAL, 0.38, ((1, 0.75), (2, 0.08), (4, 0.07), (8, 0.10)), 150, 1.3),
+    KindSpec(
+        "finetune",
+        JobKind.FINETUNE,
+        0.14,
+        ((8, 0.35), (16, 0.25), (32, 0.20), (64, 0.12), (128, 0.08)),
+        700,
+        1.3,
+    ),
+    KindSpec(
+        "pretrain",
+        JobKind.TRAIN,
+        0.07,
+        ((64, 0.25), (128, 0.25), (256, 0.22), (512, 0.18), (1024, 0.10)),
+        6100,
+        1.2,
+    ),
+)
+"""Kalos's GPU jobs (see ``generate_kalos``); ``job_mix_statistics(KALOS_JOB_MIX,
+max_run_s=KALOS_MAX_RUN_S)`` meets the Kalos targets within 3 %."""
+KALOS_LABS: tuple[tuple[str, float], ...] = (("lab-a", 0.5), ("lab-b", 0.25), ("lab-c", 0.25))
+"""Tenants of the Kalos-shaped workload and their share of the cluster as guarantee."""
+CHECKPOINT_CHOICES_S: dict[str, tuple[float, ...]] = {
+    "pretrain": (1800.0, 2700.0, 3600.0, 5400.0, 7200.0),
+    "finetune": (600.0, 900.0, 1200.0, 1800.0),
+}
+"""Checkpoint intervals a job of each kind draws from, uniformly; kinds not named
+here declare none and the replay's default applies."""
+
+
+def generate_kalos(
+    seed: int,
+    *,
+    days: float = 7.0,
+    gpus: int = 1024,
+    load: float = 0.9,
+    gpu_type: str = "A100",
+    gpus_per_node: int = 8,
+    diurnal_amplitude: float = 0.5,
+    estimate_error: float | None = None,
+) -> tuple[list[Tenant], list[TraceJob]]:
+    """Tenants and jobs of a Kalos-shaped cluster: three labs guaranteed 1/2, 1/4
+    and 1/4 of ``gpus`` (limit: the whole cluster), jobs drawn from
+    ``KALOS_JOB_MIX`` (run times in [1 s, Kalos's 625,740 s]), each owned by a lab
+    with probability ∝ its guarantee, and pretraining and fine-tuning jobs
+    declaring ``checkpoint_every_s`` from ``CHECKPOINT_CHOICES_S``.
+
+    Sizes, gangs, arrivals and estimates follow ``generate`` (assumptions 4, 7 and
+    8 of the module docstring); the job count too (6), but then the pretraining
+    run times are scaled by one factor so that the offered load is ``load`` for
+    every seed, not only in expectation. Jobs are named ``kal-NNNNNN``.
+    """
+    if gpus < 1 or days <= 0 or load <= 0:
+        raise ValueError("gpus, days and load must be positive")
+    if gpus_per_node < 1 or gpus_per_node & (gpus_per_node - 1):
+        raise ValueError(f"gpus_per_node must be a power of two, got {gpus_per_node}")
+    if gpus < gpus_per_node * len(KALOS_LABS) * 4:
+        raise ValueError(f"gpus must be at least {gpus_per_node * len(KALOS_LABS) * 4}")
+    if not 0.0 <= diurnal_amplitude <= 1.0:
+        raise ValueError("diurnal_amplitude must be in [0, 1]")
+    rng = np.random.default_rng(seed)
+    guaranteed = [round(share * gpus) for _, share in KALOS_LABS]
+    guaranteed[0] += gpus - sum(guaranteed)
+    tenants = [
+        Tenant(
+            name=name,
+            quotas=(
+                (gpu_type, Quota(guaranteed_milli=g * GPU_MILLI, limit_milli=gpus * GPU_MILLI)),
+            ),
+        )
+        for (name, _), g in zip(KALOS_LABS, guaranteed, strict=True)
+    ]
+    span_s = days * 86_400.0
+    mix = KALOS_JOB_MIX
+    stats = job_mix_statistics(mix, max_run_s=KALOS_MAX_RUN_S)
+    n = round(load * gpus * span_s / stats["mean_gpu_s"])
+    shares = np.array([k.share for k in mix])
+    kinds = rng.choice(len(mix), size=n, p=shares / shares.sum())
+    job_gpus = np.empty(n, dtype=np.int64)
+    runs = np.empty(n)
+    checkpoints = np.full(n, np.nan)
+    for i, spec in enumerate(mix):
+        mask = kinds == i
+        count = int(mask.sum())
+        values = np.array([g for g, _ in spec.gpus])
+        probs = np.array([p for _, p in spec.gpus])
+        job_gpus[mask] = rng.choice(values, size=count, p=probs / probs.sum())
+        runs[mask] = rng.lognormal(math.log(spec.median_s), spec.sigma, size=count)
+        choices = CHECKPOINT_CHOICES_S.get(spec.name)
+        if choices:
+            checkpoints[mask] = rng.choice(np.array(choices), size=count)
+    runs = np.clip(runs, MIN_RUN_S, KALOS_MAX_RUN_S)
+    job_gpus = np.minimum(job_gpus, gpus // gpus_per_node * gpus_per_node)
+    # A week holds ~140 pretraining gangs of up to 1,024 GPUs carrying ~97 % of
+    # the GPU time, so the submitted GPU time swings by tens of percent between
+    # seeds; one factor on the pretraining run times makes the offered load
+    # ``load`` for any seed (up to the cap), leaving every other kind as drawn.
+    pretrain = kinds == next(i for i, k in enumerate(mix) if k.name == "pretrain")
+    rest = float(np.sum(job_gpus[~pretrain] * runs[~pretrain]))
+    ours = float(np.sum(job_gpus[pretrain] * runs[pretrain]))
+    target = load * gpus * span_s
+    if ours > 0 and target > rest:
+        runs[pretrain] = np.clip(
+            runs[pretrain] * ((target - rest) / ours), MIN_RUN_S, KALOS_MAX_RUN_S
+        )
+    weights = np.array(guaranteed, dtype=float)
+    owners = rng.choice(len(tenants), size=n, p=weights / weights.sum())
+    submits = _arrivals(rng, n, span_s, diurnal_amplitude)
+    estimates = None
+    if estimate_error is not None:
+        estimates = runs * rng.lognormal(0.0, estimate_error, size=n)
+
+    width = max(6, len(str(n)))
+    jobs: list[TraceJob] = []
+    for j in range(n):
+        total = int(job_gpus[j])
+        if total > gpus_per_node:
+            replicas, per_replica = total // gpus_per_node, gpus_per_node
+        else:
+            replicas, per_replica = 1, total
+        ckpt = float(checkpoints[j])
+        jobs.append(
+            TraceJob(
+                id=f"kal-{j:0{width}d}",
+                tenant=tenants[int(owners[j])].name,
+                submit_s=round(float(submits[j]), 3),
+                duration_s=round(float(runs[j]), 3),
+                shape=Shape(gpus=per_replica),
+                replicas=replicas,
+                gpu_types=(gpu_type,),
+                kind=mix[int(kinds[j])].kind,
+                estimate_s=None if estimates is None else round(float(estimates[j]), 3),
+                checkpoint_every_s=None if math.isnan(ckpt) else ckpt,
             )
         )
     return tenants, jobs
