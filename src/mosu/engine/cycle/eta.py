@@ -72,6 +72,8 @@ class StartPlanner:
         self._ahead: dict[str, tuple[int, int, int]] | None = None
         self._pools: dict[_PoolKey, list[Job]] | None = None
         self._place: dict[str, tuple[_PoolKey, int]] = {}
+        self._shadows: dict[tuple[_PoolKey, str], list[float | None]] = {}
+        self._entry_cache: dict[_PoolKey, list[tuple[int, str, float]]] = {}
 
     def runtime(self, job: Job) -> float | None:
         return self._runtimes.runtime(job, self.estimates.user_estimate(job))
@@ -157,62 +159,101 @@ class StartPlanner:
         """The time ``job`` starts in a shadow of the queue: the jobs ranked ahead of it
         that compete for its GPUs start in rank order as running jobs end (each then
         ending after its own runtime), then ``job``."""
+        mode = self.work.profile.quotas
+        key, index = self._place_in_pool(job)
+        if index > MAX_SHADOW_AHEAD:
+            return None  # a bound on the cost: unknown rather than a guess
+        # The jobs ahead of a job are a prefix of its pool, so one shadow of the pool
+        # gives every job its start as the shadow reaches it. The shadow depends on
+        # whose cap it tracks: the pool's tenant under static quotas, each tenant of
+        # the pool under borrowing, none in one shared pool. A job its tenant's cap
+        # can never hold gets None there.
+        shadow_of = job.tenant if mode == QuotaMode.BORROW else ""
+        starts = self._shadows.get((key, shadow_of))
+        if starts is None:
+            tenant = {QuotaMode.STATIC: key[0], QuotaMode.BORROW: job.tenant}.get(mode)
+            starts = self._shadow(key, tenant)
+            self._shadows[(key, shadow_of)] = starts
+        return starts[index] if index < len(starts) else None
+
+    def _shadow(self, key: _PoolKey, tenant: str | None) -> list[float | None]:
+        """Each start, by place in the pool ``key``, of ``tenant``'s jobs (every job's, for no
+        tenant) in one shadow of the pool: its jobs start in rank order as running jobs
+        end, as the capacity of its GPU types and ``tenant``'s cap allow, each then ending
+        after its own runtime. Another tenant's place holds None."""
         work = self.work
         mode = work.profile.quotas
-        types = types_of(work, job)
-        tenant = job.tenant
-        if mode == QuotaMode.SHARED:
+        types = key[1]
+        if tenant is None:
             cap = INF
         else:
             cap_of = guarantee if mode == QuotaMode.STATIC else limit
             cap = sum(cap_of(work, tenant, t) for t in types)
-            if job.total_gpu_milli > cap:
-                return None  # it never fits its tenant's cap
-        used = sum(work.usage.get((tenant, t), 0) for t in types)
+        used = 0 if tenant is None else sum(work.usage.get((tenant, t), 0) for t in types)
         free = sum(work.free.get(t, 0) for t in types)
-        ahead = self._competitors(job)
-        if len(ahead) > MAX_SHADOW_AHEAD:
-            return None  # a bound on the cost: unknown rather than a guess
         ends = [(end, milli, who == tenant) for end, milli, who, t, _ in self.holds() if t in types]
         # Holds come sorted by end; a heap from here on, as shadow starts add ends.
+        entries = self._entries(key)
+        if tenant is not None and mode == QuotaMode.BORROW:
+            # Past the tenant's last job the shadow tells it nothing.
+            last = max((i for i, e in enumerate(entries) if e[1] == tenant), default=-1)
+            entries = entries[: last + 1]
         now = work.now
         at = now
-        for other in (*ahead, job):
-            need = other.total_gpu_milli
-            mine = other.tenant == tenant
+        starts: list[float | None] = []
+        for need, who, runtime in entries:
+            mine = who == tenant
             if mine and need > cap:
+                starts.append(None)
                 continue  # never starts: it holds nothing back
             while free < need or (mine and used + need > cap):
-                if not ends:
-                    return None
+                if not ends or ends[0][0] == INF:
+                    # What it waits for has no known end: nor has any job behind it.
+                    return starts
                 end, milli, own = heapq.heappop(ends)
-                if end == INF:
-                    return None  # what it waits for has no known end
                 at = max(at, end)
                 free += milli
                 if own:
                     used -= milli
-            if other is job:
-                if at == now:
-                    # Room enough, yet it did not start (where the room is, or a
-                    # reservation holding it): nothing changes before the next end.
-                    if not ends or ends[0][0] == INF:
-                        return None
-                    at = max(at, ends[0][0])
-                return at
+            if tenant is not None and not mine:
+                starts.append(None)
+            elif at == now:
+                # Room enough, yet it did not start (where the room is, or a
+                # reservation holding it): nothing changes before the next end.
+                starts.append(None if not ends or ends[0][0] == INF else max(at, ends[0][0]))
+            else:
+                starts.append(at)
             free -= need
             if mine:
                 used += need
-            runtime = self.runtime(other)
-            heapq.heappush(ends, (INF if runtime is None else at + runtime, need, mine))
-        return None  # not reached: the loop returns at ``job``
+            heapq.heappush(ends, (at + runtime, need, mine))
+        return starts
 
-    def _competitors(self, job: Job) -> list[Job]:
-        """The pending jobs ranked ahead of ``job`` that want its GPU types (under static
-        quotas, only its tenant's: the others hold their own partitions)."""
+    def _entries(self, key: _PoolKey) -> list[tuple[int, str, float]]:
+        """(GPU milli, tenant, runtime: inf if unknown) of the jobs of a pool a shadow
+        plays out, worked out once for every shadow of the pool."""
+        entries = self._entry_cache.get(key)
+        if entries is None:
+            entries = []
+            for other in self._pools_by_key()[key][: MAX_SHADOW_AHEAD + 1]:
+                runtime = self.runtime(other)
+                milli = other.total_gpu_milli
+                entries.append((milli, other.tenant, INF if runtime is None else runtime))
+            self._entry_cache[key] = entries
+        return entries
+
+    def _place_in_pool(self, job: Job) -> tuple[_PoolKey, int]:
+        """The pool of ``job``'s competitors (the pending jobs that want its GPU types;
+        under static quotas, only its tenant's: the others hold their own partitions)
+        and its place there: how many are ranked ahead of it."""
+        if self._pools is None:
+            self._pools_by_key()
+        return self._place[job.id]
+
+    def _pools_by_key(self) -> dict[_PoolKey, list[Job]]:
         if self._pools is None:
             # One pass over the ranked queue: every pool in rank order, and each job's
-            # place in its pool, so an estimate slices rather than walks the queue.
+            # place in its pool.
             work = self.work
             static = work.profile.quotas == QuotaMode.STATIC
             pools: dict[_PoolKey, list[Job]] = {}
@@ -224,8 +265,7 @@ class StartPlanner:
                 if work.outcome.get(other.id) is not Outcome.STARTED:
                     pool.append(other)
             self._pools, self._place = pools, place
-        key, index = self._place[job.id]
-        return self._pools[key][:index]
+        return self._pools
 
     def _plan_reclaim(self, job: Job) -> float | None:
         work = self.work
