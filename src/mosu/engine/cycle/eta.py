@@ -72,7 +72,7 @@ class StartPlanner:
         self._ahead: dict[str, tuple[int, int, int]] | None = None
         self._pools: dict[_PoolKey, list[Job]] | None = None
         self._place: dict[str, tuple[_PoolKey, int]] = {}
-        self._shadows: dict[tuple[_PoolKey, str], list[float | None]] = {}
+        self._shadows: dict[tuple[_PoolKey, str], _Shadow] = {}
         self._entry_cache: dict[_PoolKey, list[tuple[int, str, float]]] = {}
 
     def runtime(self, job: Job) -> float | None:
@@ -169,77 +169,36 @@ class StartPlanner:
         # the pool under borrowing, none in one shared pool. A job its tenant's cap
         # can never hold gets None there.
         shadow_of = job.tenant if mode == QuotaMode.BORROW else ""
-        starts = self._shadows.get((key, shadow_of))
-        if starts is None:
+        shadow = self._shadows.get((key, shadow_of))
+        if shadow is None:
             tenant = {QuotaMode.STATIC: key[0], QuotaMode.BORROW: job.tenant}.get(mode)
-            starts = self._shadow(key, tenant)
-            self._shadows[(key, shadow_of)] = starts
-        return starts[index] if index < len(starts) else None
+            shadow = self._shadow(key, tenant)
+            self._shadows[(key, shadow_of)] = shadow
+        self._entries(key, index + 1)
+        return shadow.start(index)
 
-    def _shadow(self, key: _PoolKey, tenant: str | None) -> list[float | None]:
-        """Each start, by place in the pool ``key``, of ``tenant``'s jobs (every job's, for no
-        tenant) in one shadow of the pool: its jobs start in rank order as running jobs
-        end, as the capacity of its GPU types and ``tenant``'s cap allow, each then ending
-        after its own runtime. Another tenant's place holds None."""
+    def _shadow(self, key: _PoolKey, tenant: str | None) -> _Shadow:
         work = self.work
-        mode = work.profile.quotas
         types = key[1]
         if tenant is None:
             cap = INF
         else:
-            cap_of = guarantee if mode == QuotaMode.STATIC else limit
+            cap_of = guarantee if work.profile.quotas == QuotaMode.STATIC else limit
             cap = sum(cap_of(work, tenant, t) for t in types)
         used = 0 if tenant is None else sum(work.usage.get((tenant, t), 0) for t in types)
         free = sum(work.free.get(t, 0) for t in types)
         ends = [(end, milli, who == tenant) for end, milli, who, t, _ in self.holds() if t in types]
-        # Holds come sorted by end; a heap from here on, as shadow starts add ends.
-        entries = self._entries(key)
-        if tenant is not None and mode == QuotaMode.BORROW:
-            # Past the tenant's last job the shadow tells it nothing.
-            last = max((i for i, e in enumerate(entries) if e[1] == tenant), default=-1)
-            entries = entries[: last + 1]
-        now = work.now
-        at = now
-        starts: list[float | None] = []
-        for need, who, runtime in entries:
-            mine = who == tenant
-            if mine and need > cap:
-                starts.append(None)
-                continue  # never starts: it holds nothing back
-            while free < need or (mine and used + need > cap):
-                if not ends or ends[0][0] == INF:
-                    # What it waits for has no known end: nor has any job behind it.
-                    return starts
-                end, milli, own = heapq.heappop(ends)
-                at = max(at, end)
-                free += milli
-                if own:
-                    used -= milli
-            if tenant is not None and not mine:
-                starts.append(None)
-            elif at == now:
-                # Room enough, yet it did not start (where the room is, or a
-                # reservation holding it): nothing changes before the next end.
-                starts.append(None if not ends or ends[0][0] == INF else max(at, ends[0][0]))
-            else:
-                starts.append(at)
-            free -= need
-            if mine:
-                used += need
-            heapq.heappush(ends, (at + runtime, need, mine))
-        return starts
+        # Holds come sorted by end: a heap as it is.
+        return _Shadow(self._entries(key, 0), tenant, cap, used, free, ends, work.now)
 
-    def _entries(self, key: _PoolKey) -> list[tuple[int, str, float]]:
-        """(GPU milli, tenant, runtime: inf if unknown) of the jobs of a pool a shadow
-        plays out, worked out once for every shadow of the pool."""
-        entries = self._entry_cache.get(key)
-        if entries is None:
-            entries = []
-            for other in self._pools_by_key()[key][: MAX_SHADOW_AHEAD + 1]:
-                runtime = self.runtime(other)
-                milli = other.total_gpu_milli
-                entries.append((milli, other.tenant, INF if runtime is None else runtime))
-            self._entry_cache[key] = entries
+    def _entries(self, key: _PoolKey, n: int) -> list[tuple[int, str, float]]:
+        """(GPU milli, tenant, runtime: inf if unknown) of at least the first ``n`` jobs
+        of a pool (all, if fewer), worked out once for every shadow of the pool."""
+        entries = self._entry_cache.setdefault(key, [])
+        for other in self._pools_by_key()[key][len(entries) : n]:
+            runtime = self.runtime(other)
+            milli = other.total_gpu_milli
+            entries.append((milli, other.tenant, INF if runtime is None else runtime))
         return entries
 
     def _place_in_pool(self, job: Job) -> tuple[_PoolKey, int]:
@@ -299,3 +258,81 @@ class StartPlanner:
             if freed >= to_free:
                 return at
         return None
+
+
+class _Shadow:
+    """One shadow of a pool (``entries``: GPU milli, tenant, runtime of its jobs in rank
+    order), played out only as far as an estimate asks: its jobs start in rank order
+    as running jobs end (``ends``, a heap of (end, GPU milli, the tenant's)), as the
+    free capacity and ``tenant``'s cap allow, each then ending after its own runtime.
+    ``starts`` holds, by place in the pool, each of ``tenant``'s jobs' start (every
+    job's, for no tenant; None for another tenant's, or unknown). ``entries`` may grow
+    between two estimates; ``done``: no job from here on has a known start."""
+
+    __slots__ = ("at", "cap", "done", "ends", "entries", "free", "now", "starts", "tenant", "used")
+
+    def __init__(
+        self,
+        entries: list[tuple[int, str, float]],
+        tenant: str | None,
+        cap: float,
+        used: int,
+        free: int,
+        ends: list[tuple[float, int, bool]],
+        now: float,
+    ) -> None:
+        self.entries = entries
+        self.tenant = tenant
+        self.cap = cap
+        self.used = used
+        self.free = free
+        self.ends = ends
+        self.now = now
+        self.at = now
+        self.starts: list[float | None] = []
+        self.done = False
+
+    def start(self, index: int) -> float | None:
+        if index >= len(self.starts) and not self.done:
+            self._play_to(index)
+        return self.starts[index] if index < len(self.starts) else None
+
+    def _play_to(self, index: int) -> None:
+        tenant, cap, used, free, ends, now, at = (
+            self.tenant,
+            self.cap,
+            self.used,
+            self.free,
+            self.ends,
+            self.now,
+            self.at,
+        )
+        starts = self.starts
+        for need, who, runtime in self.entries[len(starts) : index + 1]:
+            mine = who == tenant
+            if mine and need > cap:
+                starts.append(None)
+                continue  # never starts: it holds nothing back
+            while free < need or (mine and used + need > cap):
+                if not ends or ends[0][0] == INF:
+                    # What it waits for has no known end: nor has any job behind it.
+                    self.done = True
+                    return
+                end, milli, own = heapq.heappop(ends)
+                at = max(at, end)
+                free += milli
+                if own:
+                    used -= milli
+            if tenant is not None and not mine:
+                starts.append(None)
+            elif at == now:
+                # Room enough, yet it did not start (where the room is, or a
+                # reservation holding it): nothing changes before the next end.
+                starts.append(None if not ends or ends[0][0] == INF else max(at, ends[0][0]))
+            else:
+                starts.append(at)
+            free -= need
+            if mine:
+                used += need
+            heapq.heappush(ends, (at + runtime, need, mine))
+        self.used, self.free, self.at = used, free, at
