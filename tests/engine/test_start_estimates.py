@@ -231,6 +231,28 @@ CASES = [
             "a1": (PendingReason.NO_FIT, 600.0, 10.0 + 650.0 * 3 - 60.0),
         },
     ),
+    Case(
+        # The same, a and c without a limit: their caps never bind, so they wait in the
+        # pool's shadow, b1 at 500, a1 at its end at 600, c1 at a1's end at 700.
+        "under borrowing a tenant without a limit waits in the pool's shadow",
+        "kueue",
+        [tenant("a", 0), tenant("b", 0, limit=4), tenant("c", 0)],
+        running=[
+            (job("b0", 4, tenant="b", estimate=1_000.0), 0.0),
+            (job("c0", 4, tenant="c", estimate=500.0), 0.0),
+        ],
+        pending=[
+            job("b1", 4, tenant="b", t=1, estimate=100.0),
+            job("a1", 4, tenant="a", t=2, estimate=100.0),
+            job("c1", 4, tenant="c", t=3, estimate=100.0),
+        ],
+        now=10.0,
+        want={
+            "b1": (PendingReason.QUOTA_EXCEEDED, 1_000.0, 10.0 + 1_050.0 * 3 - 60.0),
+            "a1": (PendingReason.NO_FIT, 600.0, 10.0 + 650.0 * 3 - 60.0),
+            "c1": (PendingReason.NO_FIT, 700.0, 10.0 + 750.0 * 3 - 60.0),
+        },
+    ),
 ]
 
 

@@ -72,7 +72,8 @@ class StartPlanner:
         self._ahead: dict[str, tuple[int, int, int]] | None = None
         self._pools: dict[_PoolKey, list[Job]] | None = None
         self._place: dict[str, tuple[_PoolKey, int]] = {}
-        self._shadows: dict[tuple[_PoolKey, str], _Shadow] = {}
+        self._shadows: dict[tuple[_PoolKey, str | None], _Shadow] = {}
+        self._holds_of: dict[tuple[str, ...], list[tuple[float, int, str]]] = {}
         self._entry_cache: dict[_PoolKey, list[tuple[int, str, float]]] = {}
 
     def runtime(self, job: Job) -> float | None:
@@ -166,16 +167,27 @@ class StartPlanner:
         # The jobs ahead of a job are a prefix of its pool, so one shadow of the pool
         # gives every job its start as the shadow reaches it. The shadow depends on
         # whose cap it tracks: the pool's tenant under static quotas, each tenant of
-        # the pool under borrowing, none in one shared pool. A job its tenant's cap
-        # can never hold gets None there.
-        shadow_of = job.tenant if mode == QuotaMode.BORROW else ""
-        shadow = self._shadows.get((key, shadow_of))
+        # the pool under borrowing, none in one shared pool, nor for a tenant without
+        # a limit (then its cap never binds: its shadow is the pool's). A job its
+        # tenant's cap can never hold gets None there.
+        tenant: str | None = None
+        if mode == QuotaMode.STATIC:
+            tenant = key[0]
+        elif mode == QuotaMode.BORROW and all(
+            limit(self.work, job.tenant, t) != INF for t in key[1]
+        ):
+            tenant = job.tenant
+        shadow = self._shadows.get((key, tenant))
         if shadow is None:
-            tenant = {QuotaMode.STATIC: key[0], QuotaMode.BORROW: job.tenant}.get(mode)
-            shadow = self._shadow(key, tenant)
-            self._shadows[(key, shadow_of)] = shadow
-        self._entries(key, index + 1)
-        return shadow.start(index)
+            shadow = self._shadows[(key, tenant)] = self._shadow(key, tenant)
+        starts = shadow.starts
+        if index >= len(starts) and not shadow.done:
+            # Estimates come in rank order: play on well past this one, in few calls,
+            # yet never more than twice as far as asked.
+            upto = min(max(index, 2 * len(starts)), MAX_SHADOW_AHEAD)
+            self._entries(key, upto + 1)
+            shadow.play_to(upto)
+        return starts[index] if index < len(starts) else None
 
     def _shadow(self, key: _PoolKey, tenant: str | None) -> _Shadow:
         work = self.work
@@ -187,8 +199,12 @@ class StartPlanner:
             cap = sum(cap_of(work, tenant, t) for t in types)
         used = 0 if tenant is None else sum(work.usage.get((tenant, t), 0) for t in types)
         free = sum(work.free.get(t, 0) for t in types)
-        ends = [(end, milli, who == tenant) for end, milli, who, t, _ in self.holds() if t in types]
+        holds = self._holds_of.get(types)
+        if holds is None:
+            holds = [(end, milli, who) for end, milli, who, t, _ in self.holds() if t in types]
+            self._holds_of[types] = holds
         # Holds come sorted by end: a heap as it is.
+        ends = [(end, milli, who == tenant) for end, milli, who in holds]
         return _Shadow(self._entries(key, 0), tenant, cap, used, free, ends, work.now)
 
     def _entries(self, key: _PoolKey, n: int) -> list[tuple[int, str, float]]:
@@ -292,12 +308,9 @@ class _Shadow:
         self.starts: list[float | None] = []
         self.done = False
 
-    def start(self, index: int) -> float | None:
-        if index >= len(self.starts) and not self.done:
-            self._play_to(index)
-        return self.starts[index] if index < len(self.starts) else None
-
-    def _play_to(self, index: int) -> None:
+    def play_to(self, index: int) -> None:
+        """Play on until the job at ``index`` (or the pool's end, if before) has its
+        start."""
         tenant, cap, used, free, ends, now, at = (
             self.tenant,
             self.cap,
