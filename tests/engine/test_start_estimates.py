@@ -10,7 +10,7 @@ import pytest
 
 from mosu.core.models import GPU_MILLI, Job, JobKind, Node, Quota, RunningJob, Tenant
 from mosu.core.reasons import PendingReason
-from mosu.engine.cycle import schedule
+from mosu.engine.cycle import eta, schedule
 from mosu.engine.decisions import Pending
 from mosu.engine.estimates import (
     EtaBasis,
@@ -187,6 +187,72 @@ CASES = [
         min_runtime_s=None,
         want={"a1": (PendingReason.QUOTA_EXCEEDED, None, None)},
     ),
+    Case(
+        # One pool, one shadow: each job starts after the ones ahead of it, which end
+        # after their own run times; p3's run time is unknown, so is every start after it.
+        "jobs of one pool start in turn; behind an unknown run time, unknown",
+        "drf",
+        [tenant("a", 0), tenant("b", 0)],
+        running=[(job("r0", 8, tenant="a", estimate=100.0), 0.0)],
+        pending=[
+            job("p1", 8, tenant="a", t=1, estimate=50.0),
+            job("p2", 8, tenant="b", t=2, estimate=30.0),
+            job("p3", 8, tenant="a", t=3),
+            job("p4", 8, tenant="b", t=4, estimate=10.0),
+        ],
+        now=10.0,
+        min_runtime_s=None,
+        want={
+            "p1": (PendingReason.NO_FIT, 100.0, 10.0 + 150.0 * 3 - 60.0),
+            "p2": (PendingReason.NO_FIT, 150.0, 10.0 + 200.0 * 3 - 60.0),
+            "p3": (PendingReason.NO_FIT, 180.0, 10.0 + 230.0 * 3 - 60.0),
+            "p4": (PendingReason.NO_FIT, None, None),
+        },
+    ),
+    Case(
+        # Under borrowing each tenant's jobs wait in a shadow that follows its own cap:
+        # b1 is at b's limit until b0 ends at 1 000, though c0 frees room at 500. a1's
+        # shadow follows a's cap only, so there b1 takes c0's room at 500 and a1 waits
+        # for b1's end.
+        "under borrowing a job waits for its own tenant's cap",
+        "kueue",
+        [tenant("a", 0, limit=8), tenant("b", 0, limit=4), tenant("c", 0, limit=8)],
+        running=[
+            (job("b0", 4, tenant="b", estimate=1_000.0), 0.0),
+            (job("c0", 4, tenant="c", estimate=500.0), 0.0),
+        ],
+        pending=[
+            job("b1", 4, tenant="b", t=1, estimate=100.0),
+            job("a1", 4, tenant="a", t=2, estimate=100.0),
+        ],
+        now=10.0,
+        want={
+            "b1": (PendingReason.QUOTA_EXCEEDED, 1_000.0, 10.0 + 1_050.0 * 3 - 60.0),
+            "a1": (PendingReason.NO_FIT, 600.0, 10.0 + 650.0 * 3 - 60.0),
+        },
+    ),
+    Case(
+        # The same, a and c without a limit: their caps never bind, so they wait in the
+        # pool's shadow, b1 at 500, a1 at its end at 600, c1 at a1's end at 700.
+        "under borrowing a tenant without a limit waits in the pool's shadow",
+        "kueue",
+        [tenant("a", 0), tenant("b", 0, limit=4), tenant("c", 0)],
+        running=[
+            (job("b0", 4, tenant="b", estimate=1_000.0), 0.0),
+            (job("c0", 4, tenant="c", estimate=500.0), 0.0),
+        ],
+        pending=[
+            job("b1", 4, tenant="b", t=1, estimate=100.0),
+            job("a1", 4, tenant="a", t=2, estimate=100.0),
+            job("c1", 4, tenant="c", t=3, estimate=100.0),
+        ],
+        now=10.0,
+        want={
+            "b1": (PendingReason.QUOTA_EXCEEDED, 1_000.0, 10.0 + 1_050.0 * 3 - 60.0),
+            "a1": (PendingReason.NO_FIT, 600.0, 10.0 + 650.0 * 3 - 60.0),
+            "c1": (PendingReason.NO_FIT, 700.0, 10.0 + 750.0 * 3 - 60.0),
+        },
+    ),
 ]
 
 
@@ -198,6 +264,15 @@ def test_start_estimate(case: Case) -> None:
         assert p.reason == reason
         assert p.estimated_start_s == (None if likely is None else pytest.approx(likely))
         assert p.late_start_s == (None if late is None else pytest.approx(late))
+
+
+def test_behind_more_than_the_shadow_bound_a_start_is_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    case = next(c for c in CASES if c.profile == "drf")
+    monkeypatch.setattr(eta, "MAX_SHADOW_AHEAD", 1)
+    got = pending_of(case)
+    assert [got[k].estimated_start_s for k in ("p1", "p2", "p3")] == [100.0, 150.0, None]
 
 
 def test_the_spread_learnt_from_earlier_plans_sets_the_late_bound() -> None:

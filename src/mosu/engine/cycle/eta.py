@@ -72,6 +72,9 @@ class StartPlanner:
         self._ahead: dict[str, tuple[int, int, int]] | None = None
         self._pools: dict[_PoolKey, list[Job]] | None = None
         self._place: dict[str, tuple[_PoolKey, int]] = {}
+        self._shadows: dict[tuple[_PoolKey, str | None], _Shadow] = {}
+        self._holds_of: dict[tuple[str, ...], list[tuple[float, int, str]]] = {}
+        self._entry_cache: dict[_PoolKey, list[tuple[int, str, float]]] = {}
 
     def runtime(self, job: Job) -> float | None:
         return self._runtimes.runtime(job, self.estimates.user_estimate(job))
@@ -157,62 +160,75 @@ class StartPlanner:
         """The time ``job`` starts in a shadow of the queue: the jobs ranked ahead of it
         that compete for its GPUs start in rank order as running jobs end (each then
         ending after its own runtime), then ``job``."""
+        mode = self.work.profile.quotas
+        key, index = self._place_in_pool(job)
+        if index > MAX_SHADOW_AHEAD:
+            return None  # a bound on the cost: unknown rather than a guess
+        # The jobs ahead of a job are a prefix of its pool, so one shadow of the pool
+        # gives every job its start as the shadow reaches it. The shadow depends on
+        # whose cap it tracks: the pool's tenant under static quotas, each tenant of
+        # the pool under borrowing, none in one shared pool, nor for a tenant without
+        # a limit (then its cap never binds: its shadow is the pool's). A job its
+        # tenant's cap can never hold gets None there.
+        tenant: str | None = None
+        if mode == QuotaMode.STATIC:
+            tenant = key[0]
+        elif mode == QuotaMode.BORROW and all(
+            limit(self.work, job.tenant, t) != INF for t in key[1]
+        ):
+            tenant = job.tenant
+        shadow = self._shadows.get((key, tenant))
+        if shadow is None:
+            shadow = self._shadows[(key, tenant)] = self._shadow(key, tenant)
+        starts = shadow.starts
+        if index >= len(starts) and not shadow.done:
+            # Estimates come in rank order: play on well past this one, in few calls,
+            # yet never more than twice as far as asked.
+            upto = min(max(index, 2 * len(starts)), MAX_SHADOW_AHEAD)
+            self._entries(key, upto + 1)
+            shadow.play_to(upto)
+        return starts[index] if index < len(starts) else None
+
+    def _shadow(self, key: _PoolKey, tenant: str | None) -> _Shadow:
         work = self.work
-        mode = work.profile.quotas
-        types = types_of(work, job)
-        tenant = job.tenant
-        if mode == QuotaMode.SHARED:
+        types = key[1]
+        if tenant is None:
             cap = INF
         else:
-            cap_of = guarantee if mode == QuotaMode.STATIC else limit
+            cap_of = guarantee if work.profile.quotas == QuotaMode.STATIC else limit
             cap = sum(cap_of(work, tenant, t) for t in types)
-            if job.total_gpu_milli > cap:
-                return None  # it never fits its tenant's cap
-        used = sum(work.usage.get((tenant, t), 0) for t in types)
+        used = 0 if tenant is None else sum(work.usage.get((tenant, t), 0) for t in types)
         free = sum(work.free.get(t, 0) for t in types)
-        ahead = self._competitors(job)
-        if len(ahead) > MAX_SHADOW_AHEAD:
-            return None  # a bound on the cost: unknown rather than a guess
-        ends = [(end, milli, who == tenant) for end, milli, who, t, _ in self.holds() if t in types]
-        # Holds come sorted by end; a heap from here on, as shadow starts add ends.
-        now = work.now
-        at = now
-        for other in (*ahead, job):
-            need = other.total_gpu_milli
-            mine = other.tenant == tenant
-            if mine and need > cap:
-                continue  # never starts: it holds nothing back
-            while free < need or (mine and used + need > cap):
-                if not ends:
-                    return None
-                end, milli, own = heapq.heappop(ends)
-                if end == INF:
-                    return None  # what it waits for has no known end
-                at = max(at, end)
-                free += milli
-                if own:
-                    used -= milli
-            if other is job:
-                if at == now:
-                    # Room enough, yet it did not start (where the room is, or a
-                    # reservation holding it): nothing changes before the next end.
-                    if not ends or ends[0][0] == INF:
-                        return None
-                    at = max(at, ends[0][0])
-                return at
-            free -= need
-            if mine:
-                used += need
-            runtime = self.runtime(other)
-            heapq.heappush(ends, (INF if runtime is None else at + runtime, need, mine))
-        return None  # not reached: the loop returns at ``job``
+        holds = self._holds_of.get(types)
+        if holds is None:
+            holds = [(end, milli, who) for end, milli, who, t, _ in self.holds() if t in types]
+            self._holds_of[types] = holds
+        # Holds come sorted by end: a heap as it is.
+        ends = [(end, milli, who == tenant) for end, milli, who in holds]
+        return _Shadow(self._entries(key, 0), tenant, cap, used, free, ends, work.now)
 
-    def _competitors(self, job: Job) -> list[Job]:
-        """The pending jobs ranked ahead of ``job`` that want its GPU types (under static
-        quotas, only its tenant's: the others hold their own partitions)."""
+    def _entries(self, key: _PoolKey, n: int) -> list[tuple[int, str, float]]:
+        """(GPU milli, tenant, runtime: inf if unknown) of at least the first ``n`` jobs
+        of a pool (all, if fewer), worked out once for every shadow of the pool."""
+        entries = self._entry_cache.setdefault(key, [])
+        for other in self._pools_by_key()[key][len(entries) : n]:
+            runtime = self.runtime(other)
+            milli = other.total_gpu_milli
+            entries.append((milli, other.tenant, INF if runtime is None else runtime))
+        return entries
+
+    def _place_in_pool(self, job: Job) -> tuple[_PoolKey, int]:
+        """The pool of ``job``'s competitors (the pending jobs that want its GPU types;
+        under static quotas, only its tenant's: the others hold their own partitions)
+        and its place there: how many are ranked ahead of it."""
+        if self._pools is None:
+            self._pools_by_key()
+        return self._place[job.id]
+
+    def _pools_by_key(self) -> dict[_PoolKey, list[Job]]:
         if self._pools is None:
             # One pass over the ranked queue: every pool in rank order, and each job's
-            # place in its pool, so an estimate slices rather than walks the queue.
+            # place in its pool.
             work = self.work
             static = work.profile.quotas == QuotaMode.STATIC
             pools: dict[_PoolKey, list[Job]] = {}
@@ -224,8 +240,7 @@ class StartPlanner:
                 if work.outcome.get(other.id) is not Outcome.STARTED:
                     pool.append(other)
             self._pools, self._place = pools, place
-        key, index = self._place[job.id]
-        return self._pools[key][:index]
+        return self._pools
 
     def _plan_reclaim(self, job: Job) -> float | None:
         work = self.work
@@ -259,3 +274,78 @@ class StartPlanner:
             if freed >= to_free:
                 return at
         return None
+
+
+class _Shadow:
+    """One shadow of a pool (``entries``: GPU milli, tenant, runtime of its jobs in rank
+    order), played out only as far as an estimate asks: its jobs start in rank order
+    as running jobs end (``ends``, a heap of (end, GPU milli, the tenant's)), as the
+    free capacity and ``tenant``'s cap allow, each then ending after its own runtime.
+    ``starts`` holds, by place in the pool, each of ``tenant``'s jobs' start (every
+    job's, for no tenant; None for another tenant's, or unknown). ``entries`` may grow
+    between two estimates; ``done``: no job from here on has a known start."""
+
+    __slots__ = ("at", "cap", "done", "ends", "entries", "free", "now", "starts", "tenant", "used")
+
+    def __init__(
+        self,
+        entries: list[tuple[int, str, float]],
+        tenant: str | None,
+        cap: float,
+        used: int,
+        free: int,
+        ends: list[tuple[float, int, bool]],
+        now: float,
+    ) -> None:
+        self.entries = entries
+        self.tenant = tenant
+        self.cap = cap
+        self.used = used
+        self.free = free
+        self.ends = ends
+        self.now = now
+        self.at = now
+        self.starts: list[float | None] = []
+        self.done = False
+
+    def play_to(self, index: int) -> None:
+        """Play on until the job at ``index`` (or the pool's end, if before) has its
+        start."""
+        tenant, cap, used, free, ends, now, at = (
+            self.tenant,
+            self.cap,
+            self.used,
+            self.free,
+            self.ends,
+            self.now,
+            self.at,
+        )
+        starts = self.starts
+        for need, who, runtime in self.entries[len(starts) : index + 1]:
+            mine = who == tenant
+            if mine and need > cap:
+                starts.append(None)
+                continue  # never starts: it holds nothing back
+            while free < need or (mine and used + need > cap):
+                if not ends or ends[0][0] == INF:
+                    # What it waits for has no known end: nor has any job behind it.
+                    self.done = True
+                    return
+                end, milli, own = heapq.heappop(ends)
+                at = max(at, end)
+                free += milli
+                if own:
+                    used -= milli
+            if tenant is not None and not mine:
+                starts.append(None)
+            elif at == now:
+                # Room enough, yet it did not start (where the room is, or a
+                # reservation holding it): nothing changes before the next end.
+                starts.append(None if not ends or ends[0][0] == INF else max(at, ends[0][0]))
+            else:
+                starts.append(at)
+            free -= need
+            if mine:
+                used += need
+            heapq.heappush(ends, (at + runtime, need, mine))
+        self.used, self.free, self.at = used, free, at
