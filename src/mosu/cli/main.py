@@ -23,7 +23,18 @@ app.add_typer(sim_app, name="sim")
 
 def _register() -> None:
     """Attach command modules; kept in one place so the tree is easy to read."""
-    from mosu.cli.commands import job, node, queue, secret, server, tenant, token, up, usage
+    from mosu.cli.commands import (
+        history,
+        job,
+        node,
+        queue,
+        secret,
+        server,
+        tenant,
+        token,
+        up,
+        usage,
+    )
 
     if not any(c.name == "up" for c in app.registered_commands):  # platform commands
         app.command("up")(up.up)
@@ -35,6 +46,7 @@ def _register() -> None:
         app.command("usage")(usage.usage)
         app.add_typer(token.app, name="token")
         app.add_typer(secret.app, name="secret")
+        app.add_typer(history.app, name="history")
     from mosu.cli.commands import fill
 
     if not any(c.name == "fill" for c in sim_app.registered_commands):

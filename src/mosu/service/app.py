@@ -27,7 +27,17 @@ from mosu.service import openapi
 from mosu.service.metrics import CYCLE_BUCKETS, ApiMetrics, Histogram, MetricsMiddleware
 from mosu.service.platform import Platform
 from mosu.service.request_guard import RequestGuard, error_response
-from mosu.service.routers import events, jobs, metrics, nodes, queue, secrets, tenants, tokens
+from mosu.service.routers import (
+    events,
+    history,
+    jobs,
+    metrics,
+    nodes,
+    queue,
+    secrets,
+    tenants,
+    tokens,
+)
 from mosu.service.submissions import SubmitWriter
 
 log = logging.getLogger("mosu.api")
@@ -87,6 +97,7 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         events.router,
         tokens.router,
         secrets.router,
+        history.router,
     ):
         app.include_router(router)
     app.include_router(metrics.router)

@@ -65,6 +65,7 @@ def _load(
     cluster: str | None,
     scale: float,
     window: tuple[float | None, float | None],
+    nodes_path: Path | None = None,
 ) -> tuple[list[TraceJob], list[Tenant], list[Node], str]:
     fmt, sep, path = trace.partition(":")
     if not sep or fmt not in FORMATS or not path:
@@ -95,7 +96,7 @@ def _load(
             for j in native.load_jobs(path)
             if (start is None or j.submit_s >= start) and (end is None or j.submit_s < end)
         ]
-        nodes = native.default_cluster(tenants)
+        nodes = native.load_nodes(nodes_path) if nodes_path else native.default_cluster(tenants)
         if scale != 1.0:
             nodes = _scaled(nodes, scale)
     if cluster:
@@ -135,6 +136,10 @@ def run(
     cluster: Annotated[
         str | None, typer.Option("--cluster", help="nodes, e.g. 128x8:A100 (default: quotas)")
     ] = None,
+    nodes_file: Annotated[
+        Path | None,
+        typer.Option("--nodes", help="mosu: a nodes CSV (default: just enough for the quotas)"),
+    ] = None,
     cluster_scale: Annotated[
         float, typer.Option("--cluster-scale", help="multiply every node count, rounding up")
     ] = 1.0,
@@ -163,7 +168,9 @@ def run(
     if checkpoint_every < 0 or restart_overhead < 0:
         raise InvalidInput("--checkpoint-every and --restart-overhead must be >= 0")
     bounds = parse_window(window) if window else (None, None)
-    jobs, tenant_list, nodes, note = _load(trace, tenants, cluster, cluster_scale, bounds)
+    jobs, tenant_list, nodes, note = _load(
+        trace, tenants, cluster, cluster_scale, bounds, nodes_file
+    )
     console = Console(stderr=True)
     if note:
         console.print(note)
