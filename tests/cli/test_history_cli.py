@@ -40,8 +40,10 @@ def test_export_then_replay_round_trip(make_server, cli_env, tmp_path):  # noqa:
             sleeps[submit(tenant, f"s{sleep}", gpus, ["sleep", str(sleep)])] = sleep
         failing = submit("acme", "fails", 1, ["sh", "-c", "sleep 0.3; exit 3"])
         wait_for(
-            lambda: all(c.get_job(j).state == "succeeded" for j in sleeps)
-            and c.get_job(failing).state == "failed",
+            lambda: (
+                all(c.get_job(j).state == "succeeded" for j in sleeps)
+                and c.get_job(failing).state == "failed"
+            ),
             timeout=60,
             what="the short jobs to end",
         )

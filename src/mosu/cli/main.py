@@ -34,6 +34,7 @@ def _register() -> None:
         token,
         up,
         usage,
+        whatif,
     )
 
     if not any(c.name == "up" for c in app.registered_commands):  # platform commands
@@ -47,6 +48,7 @@ def _register() -> None:
         app.add_typer(token.app, name="token")
         app.add_typer(secret.app, name="secret")
         app.add_typer(history.app, name="history")
+        app.command("whatif")(whatif.whatif)
     from mosu.cli.commands import fill
 
     if not any(c.name == "fill" for c in sim_app.registered_commands):

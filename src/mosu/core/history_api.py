@@ -11,11 +11,13 @@ class HistoryExportOut(OutputModel):
     ``tenants.csv`` and ``nodes.csv`` to their text. ``origin`` is the epoch second of
     trace time 0; ``counts`` the jobs per way they ended (``exit``, ``cancelled``,
     ``max-runtime``, ``running``, ``pending``) and ``jobs`` in all; ``profile`` the
-    scheduling profile the platform runs."""
+    scheduling profile the platform runs
+    (and its override of the profile's minimum runtime before a preemption)."""
 
     origin: float
     since: float | None = None
     until: float
     profile: str
+    min_runtime_s: float | None = None
     counts: dict[str, int]
     files: dict[str, str]

@@ -28,5 +28,6 @@ def export(
             since=since,
             until=until,
             profile=platform.settings.profile,
+            min_runtime_s=platform.settings.min_runtime_s,
         )
     return HistoryExportOut(**exported.meta(), files=exported.files())

@@ -57,6 +57,8 @@ class HistoryExport:
     since: float | None
     until: float
     profile: str
+    min_runtime_s: float | None = None
+    """The platform's override of the profile's shortest run before a preemption."""
     counts: dict[str, int] = field(default_factory=dict)
     """Jobs per way they ended (``Ended`` values), and ``jobs`` in all."""
 
@@ -66,6 +68,7 @@ class HistoryExport:
             "since": self.since,
             "until": self.until,
             "profile": self.profile,
+            "min_runtime_s": self.min_runtime_s,
             "counts": dict(self.counts),
         }
 
@@ -91,6 +94,7 @@ def export_history(
     since: float | None = None,
     until: float | None = None,
     profile: str = "mosu",
+    min_runtime_s: float | None = None,
 ) -> HistoryExport:
     """Jobs submitted in [``since``, ``until``) (``until`` defaults to ``now``), with the
     tenants, quotas and nodes in force now. Operator only."""
@@ -121,7 +125,9 @@ def export_history(
         for t in session.scalars(select(TenantRow).order_by(TenantRow.created_at, TenantRow.name))
     ]
     nodes = [engine_node(n) for n in session.scalars(select(NodeRow).order_by(NodeRow.name))]
-    return HistoryExport(jobs, tenants, nodes, origin, since, end, profile, dict(counts))
+    return HistoryExport(
+        jobs, tenants, nodes, origin, since, end, profile, min_runtime_s, dict(counts)
+    )
 
 
 def _trace_job(
