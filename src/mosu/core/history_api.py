@@ -3,7 +3,12 @@ the client and the CLI."""
 
 from __future__ import annotations
 
-from mosu.core.api import OutputModel
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from mosu.core.api import InputModel, Line, OutputModel
 
 
 class HistoryExportOut(OutputModel):
@@ -21,3 +26,50 @@ class HistoryExportOut(OutputModel):
     min_runtime_s: float | None = None
     counts: dict[str, int]
     files: dict[str, str]
+
+
+Change = Annotated[Line, Field(min_length=1, max_length=200)]
+Changes = Annotated[list[Change], Field(max_length=64)]
+
+
+class WhatIfRequest(InputModel):
+    """A what-if over the jobs submitted in [``since``, ``until``) (epoch seconds; default:
+    all history up to now). Each change has the syntax of the ``mosu whatif`` option of
+    its name: ``set_guarantee`` ``TENANT=TYPE:GPUS``, ``set_limit`` the same or
+    ``TENANT=TYPE:none``, ``set_weight`` ``TENANT=WEIGHT``, ``cohort`` ``TENANT=COHORT``,
+    ``add_nodes`` ``COUNTxGPUS:TYPE``, ``remove_node`` a node name."""
+
+    since: Annotated[float, Field(ge=0, le=1e11)] | None = None
+    until: Annotated[float, Field(ge=0, le=1e11)] | None = None
+    set_guarantee: Changes = Field(default_factory=list)
+    set_limit: Changes = Field(default_factory=list)
+    set_weight: Changes = Field(default_factory=list)
+    cohort: Changes = Field(default_factory=list)
+    profile: Annotated[Line, Field(min_length=1, max_length=64)] | None = None
+    placement: Annotated[Line, Field(min_length=1, max_length=64)] | None = None
+    add_nodes: Changes = Field(default_factory=list)
+    remove_node: Changes = Field(default_factory=list)
+
+
+class WhatIfTaskOut(OutputModel):
+    """A what-if task: ``state`` queued, running, succeeded, failed or cancelled;
+    ``progress`` 0..1 over both replays (``phase``: the one running); ``report`` once it
+    succeeded (the JSON of ``mosu whatif --output json``); ``plot`` the URL of the PNG of
+    waits per tenant before and after."""
+
+    id: str
+    state: str
+    progress: float
+    phase: str = ""
+    jobs: int = 0
+    changes: list[str] = Field(default_factory=list)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    report: dict[str, Any] | None = None
+    plot: str | None = None
+
+
+class WhatIfTaskList(OutputModel):
+    tasks: list[WhatIfTaskOut]

@@ -37,6 +37,7 @@ from mosu.service.routers import (
     secrets,
     tenants,
     tokens,
+    whatif,
 )
 from mosu.service.submissions import SubmitWriter
 
@@ -98,6 +99,7 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         tokens.router,
         secrets.router,
         history.router,
+        whatif.router,
     ):
         app.include_router(router)
     app.include_router(metrics.router)

@@ -20,6 +20,7 @@ from mosu.service.services.auth import TokenCache, ensure_operator_token
 from mosu.service.services.catalog import CatalogCache
 from mosu.service.services.secrets import SESSION_BOX, check_key
 from mosu.service.settings import Settings
+from mosu.service.whatif_tasks import WhatIfTasks
 
 
 def load_profile(name: str, *, min_runtime_s: float | None = None) -> SchedulingProfile:
@@ -46,6 +47,9 @@ class Platform:
             grace_s=settings.grace_s,
             tick_s=settings.tick_s,
             poll_s=settings.poll_s,
+        )
+        self.whatif = WhatIfTasks(
+            workers=settings.whatif_workers, max_queued=settings.whatif_max_queued
         )
         self._scheduler_running = False
         self._secret_box: SecretBox | None = None
@@ -91,6 +95,7 @@ class Platform:
         self._scheduler_running = True
 
     def close(self) -> None:
+        self.whatif.shutdown()
         if self._scheduler_running:
             self.loop.stop()
             self._scheduler_running = False

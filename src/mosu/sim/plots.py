@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -38,8 +38,9 @@ def _figure(width: float = 8.0, height: float = 4.5) -> Figure:
     return figure
 
 
-def _save(figure: Figure, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+def _save(figure: Figure, path: str | Path | BinaryIO) -> None:
+    if isinstance(path, str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
 
 
@@ -179,7 +180,7 @@ def plot_tenant_usage(log: SimLog, path: str | Path, *, top: int = TOP_TENANTS) 
 
 
 def plot_wait_comparison(
-    before: SimLog, after: SimLog, path: str | Path, *, title: str = "wait per tenant"
+    before: SimLog, after: SimLog, path: str | Path | BinaryIO, *, title: str = "wait per tenant"
 ) -> None:
     """Average (bars) and p95 (ticks) wait per tenant, as configured and changed; the
     ``TOP_TENANTS`` tenants with most jobs are drawn by name."""
