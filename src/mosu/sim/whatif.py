@@ -322,10 +322,10 @@ def plan_whatif(history: History, changes: Changes) -> Plan:
     if not changes:
         raise InvalidInput("no change given: say what to change (see --help)", field="changes")
     jobs, left_out = replayable(history.jobs)
-    if not jobs:
-        raise InvalidInput("the history has no job to replay", field="history")
     base = base_scenario(history)
     changed = changed_scenario(history, changes, jobs)
+    if not jobs:
+        raise InvalidInput("the history has no job to replay", field="history")
     return Plan(history, changes, tuple(jobs), left_out, base, changed)
 
 
@@ -359,3 +359,59 @@ def run_whatif(
         "fidelity": wait_error(before, real_waits(plan.jobs)),
     }
     return WhatIf(before, after, report)
+
+
+# ---------------------------------------------------------------- the report as text
+
+
+COLUMNS = (
+    ("avg wait", "avg_wait_s", "time"),
+    ("p95 wait", "p95_wait_s", "time"),
+    ("avg JCT", "avg_jct_s", "time"),
+    ("attainment", "quota_attainment", "ratio"),
+    ("borrowed GPU-h", "borrowed_gpu_h", "number"),
+    ("preemptions", "preemptions", "count"),
+    ("lost GPU-h", "lost_gpu_h", "number"),
+)
+
+
+def _show(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "time":
+        return f"{value / 60:,.1f}m" if value >= 60 else f"{value:,.1f}s"
+    if kind == "ratio":
+        return f"{value:.3f}"
+    if kind == "count":
+        return f"{value:,}"
+    return f"{value:,.1f}"
+
+
+def pair(before: Any, after: Any, kind: str) -> str:
+    return f"{_show(before, kind)} → {_show(after, kind)}"
+
+
+def comparison_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per tenant, then the overall row: each cell ``before → after``."""
+    before, after = report["before"], report["after"]
+    rows = []
+    for tenant in sorted(set(before["tenants"]) | set(after["tenants"])):
+        b, a = before["tenants"].get(tenant, {}), after["tenants"].get(tenant, {})
+        cells = [pair(b.get(key), a.get(key), kind) for _, key, kind in COLUMNS]
+        rows.append([tenant, str(b.get("jobs", a.get("jobs", 0))), *cells])
+    b, a = before["overall"], after["overall"]
+    cells = [pair(b.get(key), a.get(key), kind) for _, key, kind in COLUMNS]
+    rows.append(["all (min attainment)", str(b["jobs"]), *cells])
+    return rows
+
+
+def fidelity_line(report: dict[str, Any]) -> str:
+    f = report["fidelity"]
+    if not f["jobs"]:
+        return "fidelity: no job both started for real and in the replay"
+    return (
+        f"fidelity of the as-configured replay over {f['jobs']:,} jobs: wait error median "
+        f"{_show(f['median_error_s'], 'time')}, p90 {_show(f['p90_error_s'], 'time')} "
+        f"(real median wait {_show(f['median_real_wait_s'], 'time')}, replayed "
+        f"{_show(f['median_replayed_wait_s'], 'time')})"
+    )

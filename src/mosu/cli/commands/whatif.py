@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,67 +14,19 @@ from mosu.cli.commands import history as history_cmd
 from mosu.cli.render import Output, OutputOpt, table
 from mosu.core.errors import InvalidInput
 from mosu.sim.whatif import (
+    COLUMNS,
     Changes,
     History,
+    comparison_rows,
+    fidelity_line,
     load_history,
+    pair,
     parse_cohort,
     parse_quota_change,
     parse_weight,
     plan_whatif,
     run_whatif,
 )
-
-COLUMNS = (
-    ("avg wait", "avg_wait_s", "time"),
-    ("p95 wait", "p95_wait_s", "time"),
-    ("avg JCT", "avg_jct_s", "time"),
-    ("attainment", "quota_attainment", "ratio"),
-    ("borrowed GPU-h", "borrowed_gpu_h", "number"),
-    ("preemptions", "preemptions", "count"),
-    ("lost GPU-h", "lost_gpu_h", "number"),
-)
-
-
-def _show(value: Any, kind: str) -> str:
-    if value is None:
-        return "-"
-    if kind == "time":
-        return f"{value / 60:,.1f}m" if value >= 60 else f"{value:,.1f}s"
-    if kind == "ratio":
-        return f"{value:.3f}"
-    if kind == "count":
-        return f"{value:,}"
-    return f"{value:,.1f}"
-
-
-def _pair(before: Any, after: Any, kind: str) -> str:
-    return f"{_show(before, kind)} → {_show(after, kind)}"
-
-
-def comparison_rows(report: dict[str, Any]) -> list[list[str]]:
-    """One row per tenant, then the overall row: each cell ``before → after``."""
-    before, after = report["before"], report["after"]
-    rows = []
-    for tenant in sorted(set(before["tenants"]) | set(after["tenants"])):
-        b, a = before["tenants"].get(tenant, {}), after["tenants"].get(tenant, {})
-        cells = [_pair(b.get(key), a.get(key), kind) for _, key, kind in COLUMNS]
-        rows.append([tenant, str(b.get("jobs", a.get("jobs", 0))), *cells])
-    b, a = before["overall"], after["overall"]
-    cells = [_pair(b.get(key), a.get(key), kind) for _, key, kind in COLUMNS]
-    rows.append(["all (min attainment)", str(b["jobs"]), *cells])
-    return rows
-
-
-def fidelity_line(report: dict[str, Any]) -> str:
-    f = report["fidelity"]
-    if not f["jobs"]:
-        return "fidelity: no job both started for real and in the replay"
-    return (
-        f"fidelity of the as-configured replay over {f['jobs']:,} jobs: wait error median "
-        f"{_show(f['median_error_s'], 'time')}, p90 {_show(f['p90_error_s'], 'time')} "
-        f"(real median wait {_show(f['median_real_wait_s'], 'time')}, replayed "
-        f"{_show(f['median_replayed_wait_s'], 'time')})"
-    )
 
 
 def whatif(
@@ -150,7 +102,7 @@ def whatif(
     cols = ["tenant", "jobs", *(c for c, _, _ in COLUMNS)]
     stdout.print(table(title, cols, comparison_rows(result.report)))
     b, a = result.report["before"]["overall"], result.report["after"]["overall"]
-    print(f"utilization {_pair(b['utilization'], a['utilization'], 'ratio')}")
+    print(f"utilization {pair(b['utilization'], a['utilization'], 'ratio')}")
     print(fidelity_line(result.report))
     if result.report["left_out_cancelled_before_start"]:
         print(

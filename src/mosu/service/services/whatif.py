@@ -9,6 +9,8 @@ from sqlalchemy.orm import Session
 
 from mosu.core.errors import InvalidInput
 from mosu.core.history_api import WhatIfRequest, WhatIfTaskOut
+from mosu.engine.placement.registry import POLICIES
+from mosu.engine.profiles import PROFILES
 from mosu.service.services.auth import Principal
 from mosu.service.services.history_export import export_history
 from mosu.service.whatif_tasks import Task
@@ -21,6 +23,14 @@ from mosu.sim.whatif import (
     parse_weight,
     plan_whatif,
 )
+
+
+def profile_names() -> list[str]:
+    return list(PROFILES)
+
+
+def placement_names() -> list[str]:
+    return list(POLICIES)
 
 
 def changes_of(body: WhatIfRequest) -> Changes:
