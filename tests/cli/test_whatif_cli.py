@@ -13,7 +13,7 @@ import pytest
 from mosu.core.models import GPU_MILLI, JobKind, Quota, Shape, Tenant
 from mosu.engine.profiles import build_profile
 from mosu.sim.replay import replay
-from mosu.sim.whatif import REPLAY_CONFIG
+from mosu.sim.whatif import REPLAY_CONFIG, on_ticks
 from mosu.traces import native
 from mosu.traces.schema import Ended, JobHistory, TraceJob
 from tests.cli.test_platform_cli import cli_env, mosu, one_line_error  # noqa: F401
@@ -128,3 +128,26 @@ def test_bad_changes_are_one_line(cli_env, tmp_path, change, message):  # noqa: 
     history = seeded_history(tmp_path / "history")
     args = ["whatif", "--history", str(history), "--out", str(tmp_path / "out"), *change]
     one_line_error(mosu(*args, env=cli_env, ok=False), message)
+
+
+def test_on_ticks_submissions_wait_for_the_next_tick(cli_env, tmp_path):  # noqa: F811
+    history = seeded_history(tmp_path / "history")
+    args = ["whatif", "--history", str(history), "--out", str(tmp_path / "out")]
+    change = ["--set-guarantee", "acme=H800:16", "--set-guarantee", "beta=H800:16"]
+    report = json.loads(mosu(*args, *change, "--tick", "600", "-o", "json", env=cli_env).stdout)
+    assert report["tick_s"] == 600
+    assert report["fidelity"]["jobs"] == 96
+    assert report["fidelity"]["median_error_s"] <= 600
+    after = report["after"]["tenants"]["acme"]["avg_wait_s"]
+    assert after < report["before"]["tenants"]["acme"]["avg_wait_s"]
+    one_line_error(mosu(*args, *change, "--tick", "-1", env=cli_env, ok=False), "tick")
+
+
+def test_on_ticks_moves_submissions_up_and_rounds_run_times():
+    jobs = [
+        TraceJob("a", "t", 61.0, 89.0, Shape(gpus=1)),
+        TraceJob("b", "t", 120.0, 91.0, Shape(gpus=1)),
+        TraceJob("c", "t", 0.0, 20.0, Shape(gpus=1)),
+    ]
+    ticked = on_ticks(jobs, 60.0)
+    assert [(j.submit_s, j.duration_s) for j in ticked] == [(120, 60), (120, 120), (0, 0)]

@@ -49,6 +49,8 @@ class WhatIfRequest(InputModel):
     placement: Annotated[Line, Field(min_length=1, max_length=64)] | None = None
     add_nodes: Changes = Field(default_factory=list)
     remove_node: Changes = Field(default_factory=list)
+    tick_s: Annotated[float, Field(ge=0, le=3600)] = 0
+    """> 0: replay on scheduler ticks of this many seconds (faster; see ``mosu whatif``)."""
 
 
 class WhatIfTaskOut(OutputModel):

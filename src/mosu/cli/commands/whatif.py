@@ -62,6 +62,10 @@ def whatif(
     remove_node: Annotated[
         list[str] | None, typer.Option("--remove-node", help="NAME, repeatable")
     ] = None,
+    tick: Annotated[
+        float,
+        typer.Option("--tick", help="seconds; >0 replays on scheduler ticks (faster), 0 exact"),
+    ] = 0.0,
     out: Annotated[
         Path, typer.Option("--out", help="directory for whatif.json and waits.png")
     ] = Path("whatif-out"),
@@ -84,7 +88,7 @@ def whatif(
     if history is not None and (since or until):
         raise InvalidInput("--since/--until select what to fetch; not with --history")
     loaded = load_history(history) if history is not None else _fetch(since, until)
-    plan = plan_whatif(loaded, changes)
+    plan = plan_whatif(loaded, changes, tick_s=tick)
     console = Console(stderr=True)
     console.print(f"{len(plan.jobs):,} jobs, {len(loaded.nodes)} nodes; replaying twice")
     result = run_whatif(plan)

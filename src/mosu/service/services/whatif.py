@@ -98,7 +98,7 @@ def _plan(
         origin=exported.origin,
         counts=dict(exported.counts),
     )
-    return plan_whatif(history, changes)
+    return plan_whatif(history, changes, tick_s=body.tick_s)
 
 
 def _when(value: float | None) -> datetime | None:
