@@ -33,7 +33,8 @@ from pathlib import Path
 from mosu.client import Client, ServerUnreachable
 from mosu.core.api import JobSpec, NodeCreate
 from mosu.core.models import GPU_MILLI
-from mosu.sim.whatif import Changes, load_history, plan_whatif, run_whatif
+from mosu.sim.metrics import wait_error
+from mosu.sim.whatif import Changes, load_history, plan_whatif, real_waits, run_whatif
 from mosu.traces import synthetic
 
 TOKEN = "mosu_op_whatif-fidelity-token"
@@ -149,6 +150,15 @@ def main() -> None:
     replay_s = time.perf_counter() - t1
     report = result.report
     (out / "whatif.json").write_text(json.dumps(report, indent=2) + "\n")
+    # The error by submission time: where the platform fell behind, it shows.
+    waits = real_waits(history.jobs)
+    span = max(j.submit_s for j in history.jobs) or 1.0
+    tenths = []
+    for k in range(10):
+        lo, hi = k * span / 10, (k + 1) * span / 10
+        ids = {j.id for j in history.jobs if lo <= j.submit_s < hi or (k == 9 and j.submit_s == hi)}
+        part = wait_error(result.before, {i: w for i, w in waits.items() if i in ids})
+        tenths.append({"from_s": round(lo, 1), **part})
     summary = {
         "jobs": len(jobs),
         "gpus": gpus,
@@ -157,16 +167,19 @@ def main() -> None:
         "submit_lag_p99_s": round(sorted(lag)[int(0.99 * (len(lag) - 1))], 3) if lag else None,
         "counts": exported.counts,
         "fidelity": report["fidelity"],
+        "fidelity_by_tenth": tenths,
         "both_replays_s": round(replay_s, 2),
         "out": str(out),
     }
     print(json.dumps(summary, indent=2))
-    f = report["fidelity"]
-    print(f"{'jobs':>6} {'compared':>9} {'median err s':>13} {'p90 err s':>10} {'real med s':>11}")
-    print(
-        f"{len(jobs):>6} {f['jobs']:>9} {f['median_error_s'] or 0:>13.2f} "
-        f"{f['p90_error_s'] or 0:>10.2f} {f['median_real_wait_s'] or 0:>11.2f}"
-    )
+    head = f"{'submitted from s':>17} {'compared':>9} {'median err s':>13} {'p90 err s':>10}"
+    print(f"{head} {'real med s':>11} {'replayed med s':>15}")
+    for row in [*tenths, {"from_s": "all", **report["fidelity"]}]:
+        print(
+            f"{row['from_s']:>17} {row['jobs']:>9} {row['median_error_s'] or 0:>13.2f} "
+            f"{row['p90_error_s'] or 0:>10.2f} {row['median_real_wait_s'] or 0:>11.2f} "
+            f"{row['median_replayed_wait_s'] or 0:>15.2f}"
+        )
 
 
 if __name__ == "__main__":
