@@ -123,5 +123,5 @@ def test_a_tenant_cannot_export_and_bad_times_are_one_line(make_server, cli_env)
     )
     one_line_error(
         mosu("history", "export", "--since", "1d", "--until", "2d", "--out", "x", env=op, ok=False),
-        "must be before until",
+        "since: must be before --until",
     )

@@ -49,6 +49,8 @@ def fetch(since: str | None, until: str | None) -> HistoryExportOut:
     now = time.time()
     start = parse_when(since, now, "since") if since else None
     end = parse_when(until, now, "until") if until else None
+    if start is not None and start >= (now if end is None else end):
+        raise InvalidInput("must be before --until (or now)", field="since")
     with config.client() as c:
         return c.export_history(since=start, until=end)
 
