@@ -80,6 +80,7 @@ def _register() -> None:
     from mosu.cli.commands import (
         cluster,
         credits,
+        history,
         job,
         login,
         node,
@@ -91,6 +92,7 @@ def _register() -> None:
         token,
         up,
         usage,
+        whatif,
     )
 
     if not any(c.name == "up" for c in app.registered_commands):  # platform commands
@@ -107,6 +109,8 @@ def _register() -> None:
         app.add_typer(secret.app, name="secret")
         app.add_typer(credits.app, name="credits")
         app.add_typer(rates.app, name="rates")
+        app.add_typer(history.app, name="history")
+        app.command("whatif")(whatif.whatif)
     from mosu.cli.commands import mock_llm
 
     if not any(c.name == "mock-llm" for c in app.registered_commands):

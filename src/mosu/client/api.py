@@ -57,6 +57,7 @@ from mosu.core.credits_api import (
     RateSet,
     StatementOut,
 )
+from mosu.core.history_api import HistoryExportOut
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -300,6 +301,13 @@ class Client:
 
     def cluster(self) -> ClusterOut:
         return self._get("/v1/cluster", ClusterOut)
+
+    # ------------------------------------------------------------ history
+
+    def export_history(
+        self, *, since: float | None = None, until: float | None = None
+    ) -> HistoryExportOut:
+        return self._get("/v1/history/export", HistoryExportOut, since=since, until=until)
 
     # ------------------------------------------------------------ jobs
 

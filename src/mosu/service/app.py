@@ -31,6 +31,7 @@ from mosu.service.routers import (
     credits,
     events,
     gateway_keys,
+    history,
     jobs,
     metrics,
     model_services,
@@ -39,6 +40,7 @@ from mosu.service.routers import (
     secrets,
     tenants,
     tokens,
+    whatif,
 )
 from mosu.service.submissions import SubmitWriter
 
@@ -102,6 +104,8 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         credits.router,
         model_services.router,
         gateway_keys.router,
+        history.router,
+        whatif.router,
     ):
         app.include_router(router)
     app.include_router(metrics.router)

@@ -22,6 +22,7 @@ from mosu.service.services.catalog import CatalogCache
 from mosu.service.services.credits_alerts import WebhookSender
 from mosu.service.services.secrets import SESSION_BOX, check_key
 from mosu.service.settings import Settings
+from mosu.service.whatif_tasks import WhatIfTasks
 
 
 def load_profile(
@@ -58,6 +59,9 @@ class Platform:
         )
         self.services = ServiceController(
             self.sessions, wake_scheduler=self.loop.wake, leading=lambda: self.loop.leading
+        )
+        self.whatif = WhatIfTasks(
+            workers=settings.whatif_workers, max_queued=settings.whatif_max_queued
         )
         self._scheduler_running = False
         self._secret_box: SecretBox | None = None
@@ -110,6 +114,7 @@ class Platform:
         self._scheduler_running = True
 
     def close(self) -> None:
+        self.whatif.shutdown()
         if self._scheduler_running:
             self.services.stop()
             self.loop.stop()

@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     cgroup: str = "auto"
     """Which cgroup hierarchy tracks a replica's processes: ``auto``, ``v2``, ``v1`` or
     ``none`` (process tree and environment marker only)."""
+    whatif_workers: int = 1
+    """What-if replays run at once, each in a process of its own."""
+    whatif_max_queued: int = 4
+    """What-if replays that may wait for a worker; more are refused (503)."""
     dashboard_history_s: float = 60.0
     """The dashboard re-reads the cluster's history (24 h and 7 d charts, quota
     attainment) at most this often; 0 reads it on every page."""

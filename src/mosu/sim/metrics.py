@@ -31,6 +31,10 @@ Every report, table, plot and benchmark computes its numbers here, from a
   any waiting gang.
 - **Large-gang queueing** = the p99 queueing delay of jobs of at least a given
   GPU count (``LARGE_GANG_GPUS`` in ``summarize``).
+- **Borrowed GPU-seconds** of a tenant = ∫ Σ max(0, allocation − guarantee) dt over
+  its guarantees (``*`` as for attainment): what it held beyond what it was owed.
+- **Wait** is the queueing delay; the **replay error** of a job = |replayed wait −
+  real wait|, over jobs that started both in the replay and for real (``wait_error``).
 - **Makespan** = (last finish, or ``end_s`` if a job never finished) − first submit.
 - **Start-time estimates** (``eta``), over jobs that started after waiting at least
   ``ETA_MIN_WAIT_S`` and whose estimate at submission was recorded: the estimated
@@ -200,6 +204,7 @@ class _Bucket:
     since: float = 0.0
     attained: float = 0.0
     wanted: float = 0.0
+    borrowed: float = 0.0
 
     def advance(self, t: float) -> None:
         dt = t - self.since
@@ -207,6 +212,8 @@ class _Bucket:
             wanted = min(self.guarantee, self.demand)
             self.wanted += wanted * dt
             self.attained += min(self.allocated, wanted) * dt
+            if self.allocated > self.guarantee:
+                self.borrowed += (self.allocated - self.guarantee) * dt
         self.since = t
 
 
@@ -218,6 +225,7 @@ class _UsageIntegrals:
     fair_jain_s: float
     attained: dict[str, float] = field(default_factory=dict)
     wanted: dict[str, float] = field(default_factory=dict)
+    borrowed_milli_s: dict[str, float] = field(default_factory=dict)
 
 
 def _ordered(usage: Iterable[UsageSample]) -> list[UsageSample]:
@@ -303,6 +311,9 @@ def _integrate(log: SimLog) -> _UsageIntegrals:
         bucket.advance(end)
         integrals.attained[tenant] = integrals.attained.get(tenant, 0.0) + bucket.attained
         integrals.wanted[tenant] = integrals.wanted.get(tenant, 0.0) + bucket.wanted
+        integrals.borrowed_milli_s[tenant] = (
+            integrals.borrowed_milli_s.get(tenant, 0.0) + bucket.borrowed
+        )
     return integrals
 
 
@@ -324,6 +335,11 @@ def _attainment(integrals: _UsageIntegrals) -> dict[str, float | None]:
         tenant: (_clamp(integrals.attained[tenant] / wanted, 0.0, 1.0) if wanted > 0 else None)
         for tenant, wanted in sorted(integrals.wanted.items())
     }
+
+
+def borrowed_gpu_s(log: SimLog) -> dict[str, float]:
+    """GPU-seconds each tenant held beyond its guarantees (see module docstring)."""
+    return {t: v / GPU_MILLI for t, v in sorted(_integrate(log).borrowed_milli_s.items())}
 
 
 def fairness(log: SimLog) -> float | None:
@@ -479,4 +495,70 @@ def summarize(log: SimLog) -> dict[str, Any]:
         "lost_gpu_s": preemption_cost_gpu_s(outcomes),
         "eta": eta_accuracy(outcomes),
         "tenants": per_tenant,
+    }
+
+
+# --- what-if comparisons ---------------------------------------------------
+
+
+def _group_report(outcomes: Sequence[JobOutcome]) -> dict[str, Any]:
+    waits = [q for o in outcomes if (q := queueing_delay_s(o)) is not None]
+    return {
+        "jobs": len(outcomes),
+        "avg_wait_s": mean(waits),
+        "p95_wait_s": percentile(waits, 95),
+        "avg_jct_s": mean(j for o in outcomes if (j := jct_s(o)) is not None),
+        "preemptions": sum(o.preemptions for o in outcomes),
+        "lost_gpu_h": preemption_cost_gpu_s(outcomes) / 3600,
+    }
+
+
+def tenant_report(log: SimLog) -> dict[str, Any]:
+    """Per tenant and overall: jobs, average and p95 wait, average JCT, preemptions and
+    GPU-hours lost to them, quota attainment and GPU-hours borrowed; overall also the
+    utilization, the lowest attainment and the summed borrowing."""
+    integrals = _integrate(log)
+    attainment = _attainment(integrals)
+    borrowed = {t: v / GPU_MILLI / 3600 for t, v in integrals.borrowed_milli_s.items()}
+    by_tenant: dict[str, list[JobOutcome]] = {}
+    for o in log.outcomes:
+        by_tenant.setdefault(o.tenant, []).append(o)
+    tenants: dict[str, dict[str, Any]] = {}
+    for tenant in sorted(set(by_tenant) | set(attainment)):
+        row = _group_report(by_tenant.get(tenant, []))
+        row["quota_attainment"] = attainment.get(tenant)
+        row["borrowed_gpu_h"] = borrowed.get(tenant, 0.0)
+        tenants[tenant] = row
+    overall = _group_report(log.outcomes)
+    with_demand = [a for a in attainment.values() if a is not None]
+    overall["quota_attainment"] = min(with_demand) if with_demand else None
+    overall["borrowed_gpu_h"] = sum(borrowed.values())
+    util = None
+    if log.capacity_milli > 0 and integrals.span_s > 0:
+        util = _clamp(integrals.allocated_milli_s / (log.capacity_milli * integrals.span_s), 0, 1)
+    overall["utilization"] = util
+    return {"overall": overall, "tenants": tenants}
+
+
+def wait_error(log: SimLog, real_wait_s: Mapping[str, float]) -> dict[str, Any]:
+    """How far a replay's waits are from real ones: the median and p90 of |replayed wait −
+    real wait| over the jobs of ``real_wait_s`` that also started in the replay, with the
+    median real and replayed waits of those jobs for scale."""
+    errors: list[float] = []
+    real: list[float] = []
+    replayed: list[float] = []
+    for o in log.outcomes:
+        truth = real_wait_s.get(o.job_id)
+        wait = queueing_delay_s(o)
+        if truth is None or wait is None:
+            continue
+        errors.append(abs(wait - truth))
+        real.append(truth)
+        replayed.append(wait)
+    return {
+        "jobs": len(errors),
+        "median_error_s": percentile(errors, 50),
+        "p90_error_s": percentile(errors, 90),
+        "median_real_wait_s": percentile(real, 50),
+        "median_replayed_wait_s": percentile(replayed, 50),
     }

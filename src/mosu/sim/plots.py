@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -38,8 +38,9 @@ def _figure(width: float = 8.0, height: float = 4.5) -> Figure:
     return figure
 
 
-def _save(figure: Figure, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+def _save(figure: Figure, path: str | Path | BinaryIO) -> None:
+    if isinstance(path, str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png")
 
 
@@ -175,4 +176,30 @@ def plot_tenant_usage(log: SimLog, path: str | Path, *, top: int = TOP_TENANTS) 
     axes.grid(True, alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes.set_title("allocation per tenant")
+    _save(figure, path)
+
+
+def plot_wait_comparison(
+    before: SimLog, after: SimLog, path: str | Path | BinaryIO, *, title: str = "wait per tenant"
+) -> None:
+    """Average (bars) and p95 (ticks) wait per tenant, as configured and changed; the
+    ``TOP_TENANTS`` tenants with most jobs are drawn by name."""
+    reports = [metrics.tenant_report(before)["tenants"], metrics.tenant_report(after)["tenants"]]
+    ranked = sorted(reports[0], key=lambda t: (-reports[0][t]["jobs"], t))[:TOP_TENANTS]
+    figure = _figure(max(6.0, 1.1 * len(ranked) + 2), 4.5)
+    ax = figure.add_subplot()
+    x = np.arange(len(ranked))
+    width = 0.38
+    for k, (label, report, colour) in enumerate(
+        zip(("as configured", "changed"), reports, ("#8c8c8c", "#1f77b4"), strict=True)
+    ):
+        avg = [(report.get(t, {}).get("avg_wait_s") or 0.0) / 60 for t in ranked]
+        p95 = [(report.get(t, {}).get("p95_wait_s") or 0.0) / 60 for t in ranked]
+        pos = x + (k - 0.5) * width
+        ax.bar(pos, avg, width, label=f"{label}: average", color=colour)
+        ax.scatter(pos, p95, marker="_", s=400, color=colour, label=f"{label}: p95")
+    ax.set_xticks(x, ranked, rotation=30, ha="right")
+    ax.set_ylabel("wait (minutes)")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
     _save(figure, path)

@@ -13,6 +13,14 @@ Jobs file, one job per line, header required (column order free)::
 - ``estimate_s``: optional column; empty for no estimate.
 - ``checkpoint_every_s``: optional column, seconds (> 0) between the job's own
   checkpoints; empty for none declared (a replay then uses its default).
+- ``cpu_milli``, ``mem_mib``, ``topology``: optional columns, each replica's CPU
+  (thousandths of a core) and memory, and how close replicas must be
+  (``none``, ``same-node``, ``same-rack``); empty for 0 / ``none``.
+- ``ended``, ``start_s``, ``attempts_s``: optional columns a platform's history
+  export writes (``mosu history export``): how the job ended (``exit``,
+  ``cancelled``, ``max-runtime``, ``running``, ``pending``), its real first start
+  and the real run time of each attempt joined by ``|``. A job with an empty
+  ``ended`` has no history.
 
 Tenants file, one line per (tenant, GPU type), header required (column order free)::
 
@@ -25,6 +33,10 @@ Tenants file, one line per (tenant, GPU type), header required (column order fre
   each other. Empty (or no column) for the default cohort that every tenant
   without one shares; the same on every line of one tenant.
 
+Nodes file, one line per node, header required (column order free)::
+
+    name,gpu_type,gpus,cpu_milli,mem_mib[,gpu_mem_mib,zone,rack,state]
+
 Errors raise ``TraceFormatError`` naming file, line, column and reason.
 """
 
@@ -35,12 +47,22 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from mosu.core.errors import InvalidInput, TraceFormatError
-from mosu.core.models import ANY_GPU_TYPE, GPU_MILLI, JobKind, Node, Quota, Shape, Tenant
-from mosu.traces.loader import TraceRequest, Workload, refuse, require, scaled_copies
-from mosu.traces.schema import TraceJob
+from mosu.core.models import (
+    ANY_GPU_TYPE,
+    GPU_MILLI,
+    JobKind,
+    Node,
+    NodeState,
+    Quota,
+    Shape,
+    Tenant,
+    Topology,
+)
+from mosu.traces.loader import TraceRequest, Workload, require, scaled_copies
+from mosu.traces.schema import Ended, JobHistory, TraceJob
 
 JOB_COLUMNS = (
     "job_id",
@@ -57,6 +79,10 @@ OPTIONAL_JOB_COLUMNS = ("estimate_s",)
 CHECKPOINT_COLUMN = "checkpoint_every_s"
 """Written only when some job declares a checkpoint interval, so workloads without
 one keep their exact bytes."""
+RESOURCE_JOB_COLUMNS = ("cpu_milli", "mem_mib", "topology")
+HISTORY_JOB_COLUMNS = ("ended", "start_s", "attempts_s")
+NODE_COLUMNS = ("name", "gpu_type", "gpus", "cpu_milli", "mem_mib")
+OPTIONAL_NODE_COLUMNS = ("gpu_mem_mib", "zone", "rack", "state")
 TENANT_COLUMNS = ("tenant", "gpu_type", "guaranteed", "limit", "weight")
 OPTIONAL_TENANT_COLUMNS = ("cohort",)
 
@@ -66,6 +92,8 @@ NODES_PER_RACK = 16
 """Generated clusters put this many nodes in one rack."""
 
 _KINDS = ", ".join(k.value for k in JobKind)
+_ENDED = ", ".join(e.value for e in Ended)
+_TOPOLOGIES = ", ".join(t.value for t in Topology)
 
 
 class _Field(ValueError):
@@ -123,10 +151,15 @@ def _rows(path: str | Path, want: Iterable[str]) -> Iterator[csv.DictReader]:
         yield reader
 
 
+def _optional_integer(row: dict[str, str], column: str) -> int:
+    return _integer(row, column, minimum=0) if (row.get(column) or "").strip() else 0
+
+
 def _shape(row: dict[str, str], replicas: int) -> Shape:
     gpus = _number(row, "gpus")
+    cpu, mem = _optional_integer(row, "cpu_milli"), _optional_integer(row, "mem_mib")
     if gpus == int(gpus):
-        return Shape(gpus=int(gpus))
+        return Shape(gpus=int(gpus), cpu_milli=cpu, mem_mib=mem)
     if gpus > 1:
         raise _Field("gpus", f"a fraction is only valid below one GPU, got {gpus:g}")
     if replicas > 1:
@@ -134,10 +167,38 @@ def _shape(row: dict[str, str], replicas: int) -> Shape:
     milli = _milli(gpus)
     if milli < 1:
         raise _Field("gpus", f"below the smallest share of 1/{GPU_MILLI} GPU, got {gpus:g}")
-    return Shape(gpus=1, gpu_milli=milli)
+    return Shape(gpus=1, gpu_milli=milli, cpu_milli=cpu, mem_mib=mem)
+
+
+def _choice(row: dict[str, str], column: str, kind: type[Any], allowed: str, default: Any) -> Any:
+    text = (row.get(column) or "").strip()
+    if not text:
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        raise _Field(column, f"unknown value {text!r}, expected one of {allowed}") from None
+
+
+def _history(row: dict[str, str]) -> JobHistory | None:
+    ended = _choice(row, "ended", Ended, _ENDED, None)
+    if ended is None:
+        for column in ("start_s", "attempts_s"):
+            if (row.get(column) or "").strip():
+                raise _Field(column, "set for a job without 'ended'")
+        return None
+    start = _number(row, "start_s") if (row.get("start_s") or "").strip() else None
+    attempts: list[float] = []
+    for part in (row.get("attempts_s") or "").split("|"):
+        if part.strip():
+            attempts.append(_number({"attempts_s": part}, "attempts_s"))
+    if attempts and start is None:
+        raise _Field("start_s", "missing value for a job that ran")
+    return JobHistory(ended=ended, start_s=start, attempts_s=tuple(attempts))
 
 
 def _job(row: dict[str, str], has_estimate: bool, has_checkpoint: bool = False) -> TraceJob:
+    """One job; optional columns absent from the header read as empty."""
     job_id = (row.get("job_id") or "").strip()
     if not job_id:
         raise _Field("job_id", "missing value")
@@ -171,6 +232,8 @@ def _job(row: dict[str, str], has_estimate: bool, has_checkpoint: bool = False) 
         kind=kind,
         estimate_s=estimate,
         checkpoint_every_s=checkpoint,
+        topology=_choice(row, "topology", Topology, _TOPOLOGIES, Topology.NONE),
+        history=_history(row),
     )
 
 
@@ -278,21 +341,46 @@ def _seconds_text(value: float) -> str:
     return repr(float(value))
 
 
-def write_jobs(path: str | Path, jobs: Iterable[TraceJob]) -> None:
+def write_jobs(path: str | Path | TextIO, jobs: Iterable[TraceJob]) -> None:
     """Write jobs so that ``load_jobs`` reads them back equal.
 
-    Only fields of the native format are kept (no CPU, memory or topology).
+    Only fields of the native format are kept. The CPU, memory and topology columns
+    are written when some job has them, the history columns when some job has a
+    history. ``path`` may be an open text stream.
     """
     jobs = list(jobs)
     checkpoints = any(job.checkpoint_every_s is not None for job in jobs)
-    with open(path, "w", newline="") as f:
+    resources = any(
+        j.shape.cpu_milli or j.shape.mem_mib or j.topology != Topology.NONE for j in jobs
+    )
+    history = any(j.history is not None for j in jobs)
+    columns = (
+        *JOB_COLUMNS,
+        *OPTIONAL_JOB_COLUMNS,
+        *((CHECKPOINT_COLUMN,) if checkpoints else ()),
+        *(RESOURCE_JOB_COLUMNS if resources else ()),
+        *(HISTORY_JOB_COLUMNS if history else ()),
+    )
+    with _writing(path) as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(
-            (*JOB_COLUMNS, *OPTIONAL_JOB_COLUMNS, *((CHECKPOINT_COLUMN,) if checkpoints else ()))
-        )
+        writer.writerow(columns)
         for job in jobs:
             shape = job.shape
             gpus = _gpus_text(shape.gpu_milli) if shape.fractional else str(shape.gpus)
+            extra: tuple[object, ...] = ()
+            if resources:
+                extra += (shape.cpu_milli, shape.mem_mib, job.topology.value)
+            if history:
+                h = job.history
+                extra += (
+                    ("", "", "")
+                    if h is None
+                    else (
+                        h.ended.value,
+                        "" if h.start_s is None else _seconds_text(h.start_s),
+                        "|".join(_seconds_text(a) for a in h.attempts_s),
+                    )
+                )
             writer.writerow(
                 (
                     job.id,
@@ -314,17 +402,27 @@ def write_jobs(path: str | Path, jobs: Iterable[TraceJob]) -> None:
                         if checkpoints
                         else ()
                     ),
+                    *extra,
                 )
             )
 
 
-def write_tenants(path: str | Path, tenants: Iterable[Tenant]) -> None:
+@contextmanager
+def _writing(path: str | Path | TextIO) -> Iterator[TextIO]:
+    if isinstance(path, str | Path):
+        with open(path, "w", newline="") as f:
+            yield f
+    else:
+        yield path
+
+
+def write_tenants(path: str | Path | TextIO, tenants: Iterable[Tenant]) -> None:
     """Write tenants so that ``load_tenants`` reads them back equal.
 
     A tenant without quotas is written with a zero guarantee for ``*``; one in the
-    default cohort with an empty ``cohort``.
+    default cohort with an empty ``cohort``. ``path`` may be an open text stream.
     """
-    with open(path, "w", newline="") as f:
+    with _writing(path) as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow((*TENANT_COLUMNS, *OPTIONAL_TENANT_COLUMNS))
         for tenant in tenants:
@@ -341,6 +439,74 @@ def write_tenants(path: str | Path, tenants: Iterable[Tenant]) -> None:
                         tenant.cohort or "",
                     )
                 )
+
+
+def load_nodes(path: str | Path) -> list[Node]:
+    """Nodes of a native nodes CSV, in file order."""
+    name = str(path)
+    nodes: list[Node] = []
+    seen: dict[str, int] = {}
+    with _rows(path, NODE_COLUMNS) as reader:
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                raise TraceFormatError(name, line, None, "more values than header columns")
+            try:
+                node = _node(row)
+            except _Field as e:
+                raise TraceFormatError(name, line, e.column, str(e)) from None
+            if node.name in seen:
+                raise TraceFormatError(
+                    name,
+                    line,
+                    "name",
+                    f"duplicate node {node.name!r} (first on line {seen[node.name]})",
+                )
+            seen[node.name] = line
+            nodes.append(node)
+    return nodes
+
+
+def _node(row: dict[str, str]) -> Node:
+    node_name = (row.get("name") or "").strip()
+    if not node_name:
+        raise _Field("name", "missing value")
+    gpu_type = (row.get("gpu_type") or "").strip()
+    gpus = _integer(row, "gpus", minimum=0)
+    if gpus and not gpu_type:
+        raise _Field("gpu_type", "missing value for a node with GPUs")
+    return Node(
+        name=node_name,
+        gpu_type=gpu_type,
+        gpus=gpus,
+        cpu_milli=_integer(row, "cpu_milli", minimum=0),
+        mem_mib=_integer(row, "mem_mib", minimum=0),
+        gpu_mem_mib=_optional_integer(row, "gpu_mem_mib"),
+        zone=(row.get("zone") or "").strip() or "zone-0",
+        rack=(row.get("rack") or "").strip() or "rack-0",
+        state=_choice(row, "state", NodeState, ", ".join(NodeState), NodeState.READY),
+    )
+
+
+def write_nodes(path: str | Path | TextIO, nodes: Iterable[Node]) -> None:
+    """Write nodes so that ``load_nodes`` reads them back equal (labels are not kept)."""
+    with _writing(path) as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow((*NODE_COLUMNS, *OPTIONAL_NODE_COLUMNS))
+        for n in nodes:
+            writer.writerow(
+                (
+                    n.name,
+                    n.gpu_type,
+                    n.gpus,
+                    n.cpu_milli,
+                    n.mem_mib,
+                    n.gpu_mem_mib,
+                    n.zone,
+                    n.rack,
+                    n.state.value,
+                )
+            )
 
 
 def _nodes(count: int, gpus: int, gpu_type: str, prefix: str) -> list[Node]:
@@ -414,19 +580,20 @@ def parse_cluster_spec(spec: str) -> list[Node]:
 
 
 class NativeTrace:
-    """``mosu:jobs.csv`` with ``--tenants tenants.csv``: the cluster just holds every
-    guarantee (``default_cluster``); ``--cluster-scale`` multiplies its nodes per GPU
-    type, rounding up."""
+    """``mosu:jobs.csv`` with ``--tenants tenants.csv`` and optionally ``--nodes
+    nodes.csv``: without a nodes file the cluster just holds every guarantee
+    (``default_cluster``); ``--cluster-scale`` multiplies its nodes per GPU type,
+    rounding up."""
 
     name = "mosu"
-    help = "mosu's jobs CSV; needs --tenants tenants.csv"
+    help = "mosu's jobs CSV; needs --tenants tenants.csv, takes --nodes nodes.csv"
 
     def load(self, request: TraceRequest) -> Workload:
         tenants_path = require(request.tenants, "--tenants", "TENANTS.csv", self.name)
-        refuse(request.nodes, "--nodes", self.name)
         tenants = load_tenants(tenants_path)
         jobs = [j for j in load_jobs(request.path) if request.in_window(j.submit_s)]
-        nodes = default_cluster(tenants)
+        # A nodes file (what `mosu history export` writes) is the cluster as it was.
+        nodes = load_nodes(request.nodes) if request.nodes else default_cluster(tenants)
         if request.scale != 1.0:
             nodes = scaled_copies(nodes, request.scale)
         return Workload(jobs, tenants, nodes)

@@ -7,8 +7,36 @@ simulator only; the engine sees ``estimate_s`` (the user's estimate) or nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 from mosu.core.models import Job, JobKind, Shape, Topology
+
+
+class Ended(StrEnum):
+    """How a job of a platform's history ended (or had not, when it was exported)."""
+
+    EXIT = "exit"
+    """Its processes ended by themselves (exit code 0 or not)."""
+    CANCELLED = "cancelled"
+    MAX_RUNTIME = "max-runtime"
+    """Stopped by the platform after its ``max_runtime``."""
+    RUNNING = "running"
+    """Still starting or running: its run time is what it had run so far."""
+    PENDING = "pending"
+    """Still waiting (never started, or requeued after a preemption)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobHistory:
+    """What really happened to a job on the platform, carried by an exported history.
+
+    ``start_s`` is its first start on the trace's clock (None if it never started);
+    ``attempts_s`` the run time of each attempt, in order (a preempted attempt
+    included)."""
+
+    ended: Ended
+    start_s: float | None = None
+    attempts_s: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +55,8 @@ class TraceJob:
     checkpoint_every_s: float | None = None
     """Seconds between the job's own checkpoints, if it declares them; a replay
     uses its default for a job that does not."""
+    history: JobHistory | None = None
+    """Set only for a job exported from a platform's own history."""
 
     def to_job(self, *, checkpoint_every_s: float | None = None) -> Job:
         """The engine's view: everything but the true duration."""

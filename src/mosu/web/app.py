@@ -176,10 +176,11 @@ def create_dashboard(platform: Platform, *, history_max_age_s: float) -> FastAPI
     async def not_found(request: Request, _exc: Exception) -> Response:
         return _error_page(request, 404, "Not found", "There is no such page.")
 
-    from mosu.web import pages, signin
+    from mosu.web import pages, signin, whatif_page
 
     ui.include_router(signin.router)
     ui.include_router(pages.router)
+    ui.include_router(whatif_page.router)
     return ui
 
 

@@ -40,6 +40,7 @@ NAV = (
     ("jobs", "jobs", "Jobs", False),
     ("nodes", "nodes", "Nodes", True),
     ("usage", "usage", "Usage", False),
+    ("whatif", "whatif", "What if", True),
 )
 """(key, path, title, operator only). A new page adds a line here and a route."""
 

@@ -91,7 +91,11 @@ def run(
         typer.Option("--tenants", help="philly: philly_vc.csv; mosu: the tenants CSV"),
     ] = None,
     nodes_path: Annotated[
-        Path | None, typer.Option("--nodes", help="openb: the node list CSV")
+        Path | None,
+        typer.Option(
+            "--nodes",
+            help="openb: the node list CSV; mosu: a nodes CSV (default: sized to the quotas)",
+        ),
     ] = None,
     cluster: Annotated[
         str | None, typer.Option("--cluster", help="nodes, e.g. 128x8:A100 (default: quotas)")

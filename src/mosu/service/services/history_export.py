@@ -1,0 +1,198 @@
+"""The platform's own history as a trace: jobs, tenants and nodes in mosu's native format.
+
+Each job becomes a ``TraceJob`` whose ``duration_s`` is what a replay should run it for:
+
+- it ended by itself (exit code 0 or not), or after its ``max_runtime``: the run time
+  of its last attempt (a requeued job restarts its command, so the last attempt is the
+  whole run);
+- it was cancelled: the run time of its last attempt (0 if it never started);
+- it is still running: what its current attempt has run so far (a lower bound);
+- it is still pending: its user estimate, else 0.
+
+Its ``history`` keeps what really happened: how it ended, its first start and the run
+time of every attempt, read from the allocation rows (``allocated_at`` to
+``released_at``; a running attempt up to ``now``). Times are on the trace's clock:
+seconds since ``origin``, the first exported submission.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mosu.core.api import JobState
+from mosu.core.models import Node, Tenant
+from mosu.service.db.convert import engine_job, engine_node, engine_tenant
+from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow, TenantRow
+from mosu.service.services.auth import Principal
+from mosu.traces import native
+from mosu.traces.schema import Ended, JobHistory, TraceJob
+
+_ENDED_BY_STATE = {
+    JobState.SUCCEEDED: Ended.EXIT,
+    JobState.FAILED: Ended.EXIT,
+    JobState.CANCELLED: Ended.CANCELLED,
+    JobState.PENDING: Ended.PENDING,
+    JobState.STARTING: Ended.RUNNING,
+    JobState.RUNNING: Ended.RUNNING,
+    JobState.PREEMPTED: Ended.RUNNING,
+}
+
+
+@dataclass
+class HistoryExport:
+    """One window of the platform's history, ready to be written or replayed."""
+
+    jobs: list[TraceJob]
+    tenants: list[Tenant]
+    nodes: list[Node]
+    origin: float
+    """Epoch seconds of trace time 0."""
+    since: float | None
+    until: float
+    profile: str
+    min_runtime_s: float | None = None
+    """The platform's override of the profile's shortest run before a preemption."""
+    counts: dict[str, int] = field(default_factory=dict)
+    """Jobs per way they ended (``Ended`` values), and ``jobs`` in all."""
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "since": self.since,
+            "until": self.until,
+            "profile": self.profile,
+            "min_runtime_s": self.min_runtime_s,
+            "counts": dict(self.counts),
+        }
+
+    def files(self) -> dict[str, str]:
+        """The three native CSV files, by name."""
+        out: dict[str, str] = {}
+        for name, write, items in (
+            ("jobs.csv", native.write_jobs, self.jobs),
+            ("tenants.csv", native.write_tenants, self.tenants),
+            ("nodes.csv", native.write_nodes, self.nodes),
+        ):
+            buffer = io.StringIO()
+            write(buffer, items)  # type: ignore[operator]
+            out[name] = buffer.getvalue()
+        return out
+
+
+def export_history(
+    session: Session,
+    *,
+    principal: Principal,
+    now: float,
+    since: float | None = None,
+    until: float | None = None,
+    profile: str = "mosu",
+    min_runtime_s: float | None = None,
+) -> HistoryExport:
+    """Jobs submitted in [``since``, ``until``) (``until`` defaults to ``now``), with the
+    tenants, quotas and nodes in force now. Operator only."""
+    principal.require_operator("export the platform's history")
+    end = now if until is None else until  # an empty window exports no job
+    query = select(JobRow).where(JobRow.submitted_at < end)
+    if since is not None:
+        query = query.where(JobRow.submitted_at >= since)
+    rows = list(session.scalars(query.order_by(JobRow.submitted_at, JobRow.id)))
+    ids = [r.id for r in rows]
+    attempts = _attempts(session, ids, now)
+    timed_out = _max_runtime_failures(session, ids)
+    origin = rows[0].submitted_at if rows else (since if since is not None else end)
+    jobs: list[TraceJob] = []
+    counts: Counter[str] = Counter()
+    for row in rows:
+        ended = _ENDED_BY_STATE[JobState(row.state)]
+        if ended is Ended.EXIT and row.id in timed_out:
+            ended = Ended.MAX_RUNTIME
+        runs = attempts.get(row.id, [])
+        jobs.append(_trace_job(row, ended, runs, origin))
+        counts[ended.value] += 1
+    counts["jobs"] = len(rows)
+    tenants = [
+        engine_tenant(t, list(session.scalars(select(QuotaRow).where(QuotaRow.tenant == t.name))))
+        for t in session.scalars(select(TenantRow).order_by(TenantRow.created_at, TenantRow.name))
+    ]
+    nodes = [engine_node(n) for n in session.scalars(select(NodeRow).order_by(NodeRow.name))]
+    return HistoryExport(
+        jobs, tenants, nodes, origin, since, end, profile, min_runtime_s, dict(counts)
+    )
+
+
+def _trace_job(
+    row: JobRow, ended: Ended, runs: list[tuple[float, float]], origin: float
+) -> TraceJob:
+    job = engine_job(row)
+    run_times = tuple(max(0.0, stop - start) for start, stop in runs)
+    if ended is Ended.PENDING:
+        duration = row.estimate_s or 0.0
+    else:
+        duration = run_times[-1] if run_times else 0.0
+    return TraceJob(
+        id=job.id,
+        tenant=job.tenant,
+        submit_s=row.submitted_at - origin,
+        duration_s=duration,
+        shape=job.shape,
+        replicas=job.replicas,
+        gpu_types=job.gpu_types,
+        priority=job.priority,
+        kind=job.kind,
+        estimate_s=job.estimate_s,
+        topology=job.topology,
+        history=JobHistory(
+            ended=ended,
+            start_s=runs[0][0] - origin if runs else None,
+            attempts_s=run_times,
+        ),
+    )
+
+
+def _attempts(session: Session, ids: list[int], now: float) -> dict[int, list[tuple[float, float]]]:
+    """Per job, (start, end) of each attempt in order: its replicas' earliest allocation
+    and latest release (``now`` while one still holds its GPUs)."""
+    spans: dict[int, dict[int, tuple[float, float]]] = {}
+    for chunk in _chunks(ids):
+        query = select(
+            AllocationRow.job_id,
+            AllocationRow.attempt,
+            AllocationRow.allocated_at,
+            AllocationRow.released_at,
+        ).where(AllocationRow.job_id.in_(chunk))
+        for job_id, attempt, allocated, released in session.execute(query):
+            stop = now if released is None else released
+            per_job = spans.setdefault(job_id, {})
+            if attempt in per_job:
+                first, last = per_job[attempt]
+                per_job[attempt] = (min(first, allocated), max(last, stop))
+            else:
+                per_job[attempt] = (allocated, stop)
+    return {job: [per[a] for a in sorted(per)] for job, per in spans.items()}
+
+
+def _max_runtime_failures(session: Session, ids: list[int]) -> set[int]:
+    found: set[int] = set()
+    for chunk in _chunks(ids):
+        found.update(
+            session.scalars(
+                select(EventRow.job_id).where(
+                    EventRow.job_id.in_(chunk),
+                    EventRow.to_state == JobState.FAILED.value,
+                    EventRow.reason == "max-runtime",
+                )
+            )
+        )
+    return found
+
+
+def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
+    # Bounded IN lists: SQLite caps bound parameters per statement.
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
