@@ -67,7 +67,7 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     "client": ({"core"}, {"httpx", "pydantic"}),
     "agent": ({"core"}, {"ray"}),
     "service": (
-        {"core", "engine", "documents", "web"},
+        {"core", "engine", "documents", "web", "sim", "traces"},
         {
             "alembic",
             "cryptography",

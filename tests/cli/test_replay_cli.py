@@ -135,9 +135,9 @@ def test_openb_pods_over_time_one_column_per_policy_and_placement(tmp_path: Path
     ("args", "want"),
     [
         (["--placement", "nope"], "unknown placement 'nope'"),
-        (["--nodes", "x.csv"], "a mosu trace takes no --nodes"),
+        (["--nodes", "x.csv"], "x.csv"),
     ],
-    ids=["an unknown placement", "a node list for a trace that takes none"],
+    ids=["an unknown placement", "a node list that is not there"],
 )
 def test_bad_placement_input_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], want: str

@@ -33,7 +33,7 @@ from typing import Any
 
 from mosu.core.errors import InvalidInput
 from mosu.core.models import ANY_GPU_TYPE, GPU_MILLI, Node, Quota, Tenant
-from mosu.engine.placement.registry import POLICIES, PolicyContext, TaskMix, make_policy
+from mosu.engine.policies import POLICIES, PolicyContext, TaskMix, make_placement
 from mosu.engine.profiles import PROFILES, SchedulingProfile, build_profile
 from mosu.sim.metrics import tenant_report, wait_error
 from mosu.sim.records import SimLog
@@ -260,7 +260,7 @@ def changed_scenario(history: History, changes: Changes, jobs: Sequence[TraceJob
                 field="placement",
             )
         mix = TaskMix.observe((j.shape, j.gpu_types) for j in jobs for _ in range(j.replicas))
-        policy = make_policy(changes.placement, PolicyContext(mix, random.Random(0)))
+        policy = make_placement(changes.placement, PolicyContext(mix, random.Random(0)))
         profile = dataclasses.replace(profile, placement=policy)
     return Scenario(tuple(tenants.values()), tuple(nodes), profile, name)
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from mosu.core.api import JobState
 from mosu.core.models import Node, Tenant
+from mosu.core.reasons import StopReason
 from mosu.service.db.convert import engine_job, engine_node, engine_tenant
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.services.auth import Principal
@@ -186,7 +187,7 @@ def _max_runtime_failures(session: Session, ids: list[int]) -> set[int]:
                 select(EventRow.job_id).where(
                     EventRow.job_id.in_(chunk),
                     EventRow.to_state == JobState.FAILED.value,
-                    EventRow.reason == "max-runtime",
+                    EventRow.reason == StopReason.MAX_RUNTIME.value,
                 )
             )
         )

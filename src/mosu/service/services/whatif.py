@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from mosu.core.errors import InvalidInput
 from mosu.core.history_api import WhatIfRequest, WhatIfTaskOut
-from mosu.engine.placement.registry import POLICIES
+from mosu.engine.policies import POLICIES
 from mosu.engine.profiles import PROFILES
 from mosu.service.services.auth import Principal
 from mosu.service.services.history_export import export_history
