@@ -2,13 +2,14 @@
 model (``*`` for a model the card does not name), each from a time on. Pure and integer:
 rates are micro-credits per million tokens, so a token costs ``rate / 10⁶`` micro-credits.
 
-The gateway meters tokens per (key, model, minute) and stores each minute in several
-flushes. A minute's charge is defined cumulatively, like a replica's run: its tokens so far
-cost ``floor((prompt × prompt_rate + completion × completion_rate) / 10⁶)`` micro-credits
-at the rate in force when the minute began, and each flush charges the difference from
-what the minute was charged already. However often a minute is flushed, its charges add
-up to the floor of its exact cost: the ledger is below ``tokens × rate`` by less than one
-micro-credit per (key, model, minute).
+The gateway meters tokens per (key, model, minute) and stores them about once a second,
+so a minute is stored in several flushes. Tokens are priced at the rate in force when
+they are stored, and a minute's charge is defined cumulatively per rate: since the rate
+in force took over the minute, its tokens cost ``floor((prompt × prompt_rate +
+completion × completion_rate) / 10⁶)`` micro-credits, and each flush charges the
+difference from what was charged already. However often a minute is flushed, its
+charges add up to the floor of its exact cost under each rate: the ledger is below
+``tokens × rate`` by less than one micro-credit per (key, model, minute) and rate.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ ANY_MODEL = "*"
 """Rate-card name of the token rate for a model the card does not name."""
 TOKENS_PER_RATE = 1_000_000
 """Token rates are per million tokens."""
-MINUTE_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +70,38 @@ class TokenRateCard:
                 return found
         return None
 
-    def minute_rate(self, model: str, minute: int) -> TokenRate | None:
-        """A minute's tokens are priced at the rate in force when it began, so a rate
-        applies from the first whole minute at or after its time (never before it)."""
-        return self.rate(model, minute * MINUTE_MS)
 
-    def minute_charge(
-        self, model: str, minute: int, before: tuple[int, int], after: tuple[int, int]
-    ) -> int:
-        """What a flush that takes a minute's (prompt, completion) totals from ``before``
-        to ``after`` is charged: the difference of the rounded cumulative costs."""
-        rate = self.minute_rate(model, minute)
-        return token_cost_micro(rate, *after) - token_cost_micro(rate, *before)
+def rate_line(rate: TokenRate | None) -> str:
+    """A name for the line a minute is priced at ("" for none)."""
+    return "" if rate is None else f"{rate.model}@{rate.effective_ms}"
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCharge:
+    """What one (key, model, minute) was charged for so far."""
+
+    prompt: int = 0
+    completion: int = 0
+    amount_micro: int = 0
+    line: str = ""
+    """The rate line the tokens since ``base_*`` are priced at."""
+    base_prompt: int = 0
+    base_completion: int = 0
+    base_micro: int = 0
+    """The totals and the amount when that line took over the minute."""
+
+    def charge_to(
+        self, rate: TokenRate | None, prompt: int, completion: int
+    ) -> tuple[MinuteCharge, int]:
+        """Charge the minute up to these totals at ``rate`` (the one in force when they
+        are stored): the new state and the micro-credits to charge now. The same totals
+        again charge nothing; a new rate prices only the tokens after it."""
+        base = (self.base_prompt, self.base_completion, self.base_micro)
+        if rate_line(rate) != self.line:
+            base = (self.prompt, self.completion, self.amount_micro)
+        total = base[2] + token_cost_micro(rate, prompt - base[0], completion - base[1])
+        state = MinuteCharge(prompt, completion, total, rate_line(rate), *base)
+        return state, total - self.amount_micro
 
 
 def per_million(credits_per_m: float) -> int:

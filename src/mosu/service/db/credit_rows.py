@@ -156,3 +156,8 @@ class CreditTokenMinuteRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    rate_line: Mapped[str] = mapped_column(String(160), default="")
+    """The token rate the tokens since ``base_*`` are priced at (``core.credits_tokens``)."""
+    base_prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    base_completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    base_amount_micro: Mapped[int] = mapped_column(BigInteger, default=0)

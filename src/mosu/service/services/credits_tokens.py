@@ -1,7 +1,7 @@
 """Charging the tokens the gateway meters: the tenant that owns a model pays its token
-rate, on the same ledger as GPU time. Runs inside the transaction that stores the
-gateway's batch of token counts (``Meter(on_flush=charge_tokens)``), so usage and charge
-commit together or not at all."""
+rate in force when the tokens are stored, on the same ledger as GPU time. Runs inside
+the transaction that stores the gateway's batch of token counts
+(``Meter(on_flush=charge_tokens)``), so usage and charge commit together or not at all."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mosu.core.credits import GrantState, draw, to_ms
-from mosu.core.credits_tokens import TokenRate, TokenRateCard
+from mosu.core.credits_tokens import MinuteCharge, TokenRate, TokenRateCard
 from mosu.service.db.credit_rows import (
     CreditEntryRow,
     CreditTokenMinuteRow,
@@ -66,10 +66,13 @@ def charge_tokens(
     micro-credits charged. The totals are read from ``token_usage`` (already updated in
     this transaction), not added from the batch: charging the same batch again finds
     nothing new to charge."""
+    if not charges:
+        return 0
+    # Minutes are tracked even while nothing is priced, so a rate set later prices only
+    # the tokens stored after it.
     card = load_token_card(session)
-    if card.empty or not charges:
-        return 0  # nothing is priced yet; a later rate never applies to these tokens
     at = time.time() if now is None else now
+    at_ms = to_ms(at)
     grants = grant_states(session, {c.owner for c in charges})
     left = {g.id: g.remaining_micro for gs in grants.values() for g in gs}
     total = 0
@@ -101,22 +104,37 @@ def charge_tokens(
                 prompt_tokens=0,
                 completion_tokens=0,
                 amount_micro=0,
+                rate_line="",
+                base_prompt_tokens=0,
+                base_completion_tokens=0,
+                base_amount_micro=0,
             )
             session.add(row)
             session.flush()  # a second gateway inserting the same minute fails here
-        before = (row.prompt_tokens, row.completion_tokens)
-        if (prompt, completion) == before:
+        if (prompt, completion) == (row.prompt_tokens, row.completion_tokens):
             continue
-        amount = card.minute_charge(model, minute, before, (prompt, completion))
-        row.prompt_tokens, row.completion_tokens = prompt, completion
-        row.amount_micro += amount
+        was = MinuteCharge(
+            row.prompt_tokens,
+            row.completion_tokens,
+            row.amount_micro,
+            row.rate_line,
+            row.base_prompt_tokens,
+            row.base_completion_tokens,
+            row.base_amount_micro,
+        )
+        state, amount = was.charge_to(card.rate(model, at_ms), prompt, completion)
+        row.prompt_tokens, row.completion_tokens = state.prompt, state.completion
+        row.amount_micro, row.rate_line = state.amount_micro, state.line
+        row.base_prompt_tokens = state.base_prompt
+        row.base_completion_tokens = state.base_completion
+        row.base_amount_micro = state.base_micro
         if amount <= 0:
             continue
         states = [
             GrantState(g.id, left[g.id], g.effective_ms, g.expires_ms, g.priority)
             for g in grants.get(row.tenant, [])
         ]
-        for i, (grant_id, part) in enumerate(draw(amount, states, to_ms(at))):
+        for i, (grant_id, part) in enumerate(draw(amount, states, at_ms)):
             if grant_id is not None:
                 left[grant_id] -= part
             session.add(

@@ -37,6 +37,10 @@ def upgrade() -> None:
         sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
         sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
         sa.Column("amount_micro", sa.BigInteger(), nullable=False),
+        sa.Column("rate_line", sa.String(160), nullable=False),
+        sa.Column("base_prompt_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("base_completion_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("base_amount_micro", sa.BigInteger(), nullable=False),
         sa.UniqueConstraint("key_id", "model", "minute", name="uq_credit_token_minutes_key"),
     )
     op.create_index(
