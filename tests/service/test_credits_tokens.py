@@ -174,3 +174,15 @@ def test_token_rates_are_never_retroactive_and_bad_input_names_the_field(session
     assert [(t.model, t.prompt_per_m, t.completion_per_m) for t in card.tokens] == [
         ("tiny", 0.5, 1.5)
     ]
+
+
+def test_token_charges_trigger_the_threshold_alerts(sessions) -> None:
+    from mosu.service.services.credits_alerts import check_thresholds
+
+    meter = Meter(sessions, on_flush=charge_at_t0)
+    # 80 % of the 10⁹ + 5 micro-credits granted: 1.6 × 10⁹ prompt tokens at 0.5 / M.
+    meter.add(now=T0 + 5, key_id=1, model="tiny", owner="owner", prompt=1_600_000_010, completion=0)
+    meter.flush()
+    with sessions.begin() as s:
+        alerts = check_thresholds(s, ["owner"], now=T0 + 40)
+    assert [a.threshold_percent for a in alerts] == [80]
