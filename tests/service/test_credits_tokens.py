@@ -186,3 +186,18 @@ def test_token_charges_trigger_the_threshold_alerts(sessions) -> None:
     with sessions.begin() as s:
         alerts = check_thresholds(s, ["owner"], now=T0 + 40)
     assert [a.threshold_percent for a in alerts] == [80]
+
+
+def test_the_usage_page_counts_token_charges_in_the_burn_per_day(sessions) -> None:
+    from datetime import UTC, datetime
+
+    from mosu.web.credits_panel import credits_panel
+
+    meter = Meter(sessions, on_flush=charge_at_t0)
+    meter.add(now=T0 + 5, key_id=1, model="tiny", owner="owner", prompt=2_000_000, completion=0)
+    meter.flush()  # 1 credit
+    with sessions() as s:
+        panel = credits_panel(s, OPERATOR, datetime.fromtimestamp(T0 + 60, UTC))
+    assert panel is not None
+    (owner,) = [r for r in panel.values["rows"] if r["tenant"] == "owner"]
+    assert owner["burned"][-1] == 1.0

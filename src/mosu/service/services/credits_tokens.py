@@ -73,8 +73,9 @@ def charge_tokens(
     card = load_token_card(session)
     at = time.time() if now is None else now
     at_ms = to_ms(at)
-    grants = grant_states(session, {c.owner for c in charges})
-    left = {g.id: g.remaining_micro for gs in grants.values() for g in gs}
+    owners = {c.owner for c in charges}
+    grants: dict[str, list[GrantState]] | None = None  # read once, when something costs
+    left: dict[int, int] = {}
     total = 0
     for bucket in sorted({(c.key_id, c.model, c.minute, c.owner) for c in charges}):
         key_id, model, minute, owner = bucket
@@ -130,6 +131,9 @@ def charge_tokens(
         row.base_amount_micro = state.base_micro
         if amount <= 0:
             continue
+        if grants is None:
+            grants = grant_states(session, owners)
+            left = {g.id: g.remaining_micro for gs in grants.values() for g in gs}
         states = [
             GrantState(g.id, left[g.id], g.effective_ms, g.expires_ms, g.priority)
             for g in grants.get(row.tenant, [])
