@@ -33,6 +33,8 @@ def test_tokens_are_charged_to_the_model_owner(platform: Platform, cli_env) -> N
     assert [(t["model"], t["prompt_per_m"], t["completion_per_m"]) for t in card["tokens"]] == [
         ("acme-tiny", 2.0, 3.0)
     ]
+    listed = mosu("rates", "list", env=op).stdout
+    assert "prompt credits/M" in listed and "acme-tiny" in listed
     mosu("credits", "grant", "acme", "100", "--expires", "2099-12-31", env=op)
 
     with platform.client("acme") as c:
@@ -72,6 +74,9 @@ def test_tokens_are_charged_to_the_model_owner(platform: Platform, cli_env) -> N
         (x["model"], x["prompt_tokens"], x["completion_tokens"], x["amount_micro"]) for x in lines
     ] == [("acme-tiny", prompt, completion, -expected)]
     assert start - _balance(op) == expected
+    csv_text = mosu("credits", "statement", "--tenant", "acme", "-o", "csv", env=op).stdout
+    amount = f"{-expected / 1e6:,.6f}".rstrip("0").rstrip(".")
+    assert f"acme,tokens,,,,{amount},,acme-tiny,{prompt},{completion}\n" in csv_text
     # The owner sees the line on its own statement; beta has no token charges.
     beta = {**cli_env, "MOSU_URL": platform.server.url, "MOSU_TOKEN": platform.tokens["beta"]}
     mine = json.loads(mosu("credits", "statement", "-o", "json", env=beta).stdout)
