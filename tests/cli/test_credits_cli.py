@@ -59,7 +59,9 @@ def test_hold_lets_a_running_job_finish_and_holds_the_next(make_server, cli_env,
     assert (mine["tenant"], mine["granted"]) == ("acme", 3.0)
     assert mine["balance"] < 2  # what is left does not cover the second job's 2 s
     csv_text = mosu("credits", "statement", "-o", "csv", env=acme).stdout
-    assert csv_text.startswith("tenant,kind,gpu_type,borrowed,gpu_hours,amount,note\n")
+    assert csv_text.startswith(
+        "tenant,kind,gpu_type,borrowed,gpu_hours,amount,note,model,prompt_tokens,completion_tokens\n"
+    )
     assert "acme,charge,H800,no," in csv_text
     # More credits: the held job runs.
     mosu("credits", "grant", "acme", "100", env=op)

@@ -67,8 +67,19 @@ class RateLine(InputModel):
     borrowed_per_hour: Credits | None = None
 
 
+class TokenRateLine(InputModel):
+    model: Annotated[Line, Field(min_length=1, max_length=128)]
+    """A model name clients call, or ``*`` for any model without a line of its own."""
+    prompt_per_m: Credits
+    """Credits per million prompt tokens."""
+    completion_per_m: Credits
+    """Credits per million completion tokens."""
+
+
 class RateSet(InputModel):
-    rates: Annotated[list[RateLine], Field(min_length=1, max_length=256)]
+    rates: Annotated[list[RateLine], Field(max_length=256)] = Field(default_factory=list)
+    tokens: Annotated[list[TokenRateLine], Field(max_length=256)] = Field(default_factory=list)
+    """Token rates per model; a request sets GPU rates, token rates or both (not neither)."""
     effective_at: Moment | None = None
     """Default: now. Never in the past: a rate change is not retroactive."""
 
@@ -80,17 +91,28 @@ class RateOut(OutputModel):
     effective_at: datetime
 
 
+class TokenRateOut(OutputModel):
+    model: str
+    prompt_per_m: float
+    completion_per_m: float
+    effective_at: datetime
+
+
 class RateList(OutputModel):
     rates: list[RateOut]
+    tokens: list[TokenRateOut] = Field(default_factory=list)
 
 
 class StatementLine(OutputModel):
     tenant: str
     kind: str
-    """grant, charge, refund, expiry or adjustment."""
+    """grant, charge (GPU time), tokens (a model's tokens), refund, expiry or adjustment."""
     gpu_type: str | None = None
     borrowed: bool | None = None
     gpu_hours: float = 0.0
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
     amount: float
     amount_micro: int
     note: str = ""

@@ -17,9 +17,12 @@ log = logging.getLogger("mosu.gateway")
 
 def build_gateway(database_url: str, *, wait_timeout_s: float = 60.0) -> Gateway:
     from mosu.service.db.session import make_engine, session_factory
+    from mosu.service.services.credits_tokens import charge_tokens
 
     engine = make_engine(database_url)
-    gateway = Gateway(session_factory(engine), wait_timeout_s=wait_timeout_s)
+    # Each flushed batch of token counts is charged to the models' owners in the
+    # transaction that stores it: usage and charge commit together.
+    gateway = Gateway(session_factory(engine), wait_timeout_s=wait_timeout_s, charge=charge_tokens)
     from mosu.gateway.showcase import mount_showcase
 
     mount_showcase(gateway)

@@ -1,5 +1,6 @@
 """The Usage page's credits panel: each visible tenant's balance, what is granted now,
-its policy when credits run out, and the credits burned per UTC day of the last week."""
+its policy when credits run out, and the credits burned per UTC day of the last week
+(GPU time and tokens)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mosu.core.credits import from_micro, to_ms
-from mosu.service.db.credit_rows import CreditIntervalRow
+from mosu.service.db.credit_rows import CreditIntervalRow, CreditTokenMinuteRow
 from mosu.service.services import credits
 from mosu.service.services.auth import Principal
 from mosu.web.panels import Panel
@@ -42,6 +43,20 @@ def credits_panel(session: Session, principal: Principal, now: datetime) -> Pane
         .group_by(CreditIntervalRow.tenant, "day")
     )
     for tenant, day, amount in rows:
+        burned[(tenant, int(day))] += int(amount or 0)
+    tokens = session.execute(
+        select(
+            CreditTokenMinuteRow.tenant,
+            (CreditTokenMinuteRow.minute // 1440).label("day"),
+            func.sum(CreditTokenMinuteRow.amount_micro),
+        )
+        .where(
+            CreditTokenMinuteRow.tenant.in_(names),
+            CreditTokenMinuteRow.minute >= int(since // 60),
+        )
+        .group_by(CreditTokenMinuteRow.tenant, "day")
+    )
+    for tenant, day, amount in tokens:  # a model's tokens burn its owner's credits too
         burned[(tenant, int(day))] += int(amount or 0)
     epoch_days = [
         int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() // 86400) for d in days

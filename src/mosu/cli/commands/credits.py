@@ -112,13 +112,25 @@ def statement(
         StatementFormat, typer.Option("--output", "-o", case_sensitive=False)
     ] = StatementFormat.TABLE,
 ) -> None:
-    """Charges per GPU type (guaranteed or borrowed), grants, refunds and expiries."""
+    """Charges per GPU type (guaranteed or borrowed), token charges per model, grants,
+    refunds and expiries."""
     with config.client() as c:
         out = c.credit_statement(tenant=tenant, month=month)
     if output == StatementFormat.JSON:
         print(dump(out))
         return
-    columns = ["tenant", "kind", "gpu_type", "borrowed", "gpu_hours", "amount", "note"]
+    columns = [
+        "tenant",
+        "kind",
+        "gpu_type",
+        "borrowed",
+        "gpu_hours",
+        "amount",
+        "note",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+    ]
     rows = [
         (
             line.tenant,
@@ -128,6 +140,9 @@ def statement(
             f"{line.gpu_hours:.6f}" if line.kind == "charge" else "",
             _credits(line.amount_micro),
             line.note,
+            line.model or "",
+            str(line.prompt_tokens) if line.kind == "tokens" else "",
+            str(line.completion_tokens) if line.kind == "tokens" else "",
         )
         for line in out.lines
     ]

@@ -1,4 +1,5 @@
-"""``mosu rates``: the rate card (credits per GPU-hour per GPU type, CPU and memory)."""
+"""``mosu rates``: the rate card (credits per GPU-hour per GPU type, CPU and memory; credits
+per million prompt and completion tokens per model)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import re
 from typing import Annotated
 
 import typer
+from rich.console import Group, RenderableType
 
 from mosu.cli import config
 from mosu.cli.commands.credits import parse_time
 from mosu.cli.render import Output, OutputOpt, emit, table, when
-from mosu.core.credits_api import RateLine, RateSet
+from mosu.core.credits_api import RateLine, RateSet, TokenRateLine
 from mosu.core.errors import InvalidInput
 
-app = typer.Typer(help="The rate card: credits per GPU-hour.", no_args_is_help=True)
+app = typer.Typer(
+    help="The rate card: credits per GPU-hour and per million tokens.", no_args_is_help=True
+)
 
 _RATE = re.compile(r"^(?P<res>[^=:\s]+)(?P<borrowed>:borrowed)?=(?P<num>[0-9.eE+-]+)(/h)?$")
 
@@ -44,19 +48,66 @@ def parse_rates(values: list[str]) -> list[RateLine]:
     return out
 
 
+_TOKEN_RATE = re.compile(r"^(?P<kind>prompt|completion)=(?P<num>[^/\s]+)(/M)?$")
+
+
+def parse_token_rates(model: str, values: list[str]) -> TokenRateLine:
+    """``prompt=0.5/M completion=1.5/M`` (credits per million tokens) for one model."""
+    fields: dict[str, float] = {}
+    for value in values:
+        m = _TOKEN_RATE.match(value)
+        if m is None:
+            raise InvalidInput(
+                f"with --model, expected prompt=CREDITS/M or completion=CREDITS/M, got {value!r}",
+                field="rates",
+            )
+        try:
+            number = float(m["num"])
+        except ValueError:
+            raise InvalidInput(
+                f"{m['num']!r} is not a number in {value!r}", field=m["kind"]
+            ) from None
+        if not 0 <= number <= 1e12 or number != number:
+            raise InvalidInput(
+                f"{value!r}: a rate is a number of credits from 0 to 1e12", field=m["kind"]
+            )
+        fields[f"{m['kind']}_per_m"] = number
+    for kind in ("prompt", "completion"):
+        if f"{kind}_per_m" not in fields:
+            raise InvalidInput(
+                f"model {model} needs {kind}=CREDITS/M (credits per million {kind} tokens)",
+                field=kind,
+            )
+    return TokenRateLine(model=model, **fields)
+
+
 @app.command("set")
 def set_(
-    rates: Annotated[list[str], typer.Argument(help="TYPE=CREDITS/h (cpu, mem, * too).")],
+    rates: Annotated[
+        list[str],
+        typer.Argument(
+            help="TYPE=CREDITS/h (cpu, mem, * too); with --model, prompt=CREDITS/M "
+            "completion=CREDITS/M (per million tokens)."
+        ),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Token rates for this model ('*': any other model)."),
+    ] = None,
     effective: Annotated[
         str | None, typer.Option("--from", help="When they take effect (default now).")
     ] = None,
     output: OutputOpt = Output.TABLE,
 ) -> None:
     """Set rates from now (or a later time) on; what ran before keeps its rates."""
-    body = RateSet(rates=parse_rates(rates), effective_at=parse_time(effective, "--from"))
+    at = parse_time(effective, "--from")
+    if model is None:
+        body = RateSet(rates=parse_rates(rates), effective_at=at)
+    else:
+        body = RateSet(tokens=[parse_token_rates(model, rates)], effective_at=at)
     with config.client() as c:
         card = c.set_rates(body)
-    emit(output, card, lambda: f"{len(body.rates)} rates set")
+    emit(output, card, lambda: f"{len(body.rates) + len(body.tokens)} rates set")
 
 
 @app.command("list")
@@ -74,4 +125,18 @@ def list_(output: OutputOpt = Output.TABLE) -> None:
         for r in card.rates
     ]
     columns = ["resource", "credits/h", "borrowed credits/h", "from"]
-    emit(output, card, lambda: table(None, columns, rows) if rows else "no rates set")
+    token_rows = [
+        (t.model, f"{t.prompt_per_m:g}", f"{t.completion_per_m:g}", when(t.effective_at))
+        for t in card.tokens
+    ]
+    token_columns = ["model", "prompt credits/M", "completion credits/M", "from"]
+
+    def text() -> RenderableType:
+        parts = []
+        if rows:
+            parts.append(table(None, columns, rows))
+        if token_rows:
+            parts.append(table(None, token_columns, token_rows))
+        return Group(*parts) if parts else "no rates set"
+
+    emit(output, card, text)

@@ -117,3 +117,47 @@ class CreditAlertRow(Base):
     """Percent of the granted amount."""
     granted_micro: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[float] = mapped_column(Float)
+
+
+class CreditTokenRateRow(Base):
+    """A model's token prices (micro-credits per million tokens) from ``effective_at`` on,
+    until a later row for the same model; model ``*`` for any other (migration
+    ``0011_token_rates``)."""
+
+    __tablename__ = "credit_token_rates"
+    __table_args__ = (UniqueConstraint("model", "effective_at"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(128))
+    effective_at: Mapped[float] = mapped_column(Float)
+    prompt_micro_per_m: Mapped[int] = mapped_column(BigInteger)
+    completion_micro_per_m: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class CreditTokenMinuteRow(Base):
+    """The tokens of one (key, model, minute) charged so far and what they were charged.
+    ``(key_id, model, minute)`` is unique, and each flush charges only what its new totals
+    cost beyond ``amount_micro``: a batch charged twice, retried or metered by two gateways
+    at once is charged once (the second insert of a minute fails its transaction)."""
+
+    __tablename__ = "credit_token_minutes"
+    __table_args__ = (
+        UniqueConstraint("key_id", "model", "minute", name="uq_credit_token_minutes_key"),
+        Index("ix_credit_token_minutes_tenant_minute", "tenant", "minute"),
+    )
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    key_id: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(128))
+    minute: Mapped[int] = mapped_column(Integer)
+    tenant: Mapped[str] = mapped_column(String(64))
+    """The tenant that owns the model: the one charged."""
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_micro: Mapped[int] = mapped_column(BigInteger, default=0)
+    rate_line: Mapped[str] = mapped_column(String(160), default="")
+    """The token rate the tokens since ``base_*`` are priced at (``core.credits_tokens``)."""
+    base_prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    base_completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    base_amount_micro: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -28,7 +28,9 @@ from mosu.core.credits_api import (
     StatementLine,
     StatementOut,
     StatementTotals,
+    TokenRateOut,
 )
+from mosu.core.credits_tokens import per_million
 from mosu.core.errors import InvalidInput, NotFound
 from mosu.service.db.credit_rows import (
     CreditEntryRow,
@@ -36,6 +38,8 @@ from mosu.service.db.credit_rows import (
     CreditIntervalRow,
     CreditPolicyRow,
     CreditRateRow,
+    CreditTokenMinuteRow,
+    CreditTokenRateRow,
 )
 from mosu.service.db.rows import EventRow, TenantRow
 from mosu.service.services.auth import Principal
@@ -147,6 +151,8 @@ def set_rates(
         raise InvalidInput(
             "a rate takes effect from now or later, never in the past", field="effective_at"
         )
+    if not body.rates and not body.tokens:
+        raise InvalidInput("name at least one GPU rate or token rate", field="rates")
     seen = set()
     for line in body.rates:
         if line.resource in seen:
@@ -166,7 +172,31 @@ def set_rates(
         existing.borrowed_micro_per_hour = (
             None if line.borrowed_per_hour is None else to_micro(line.borrowed_per_hour)
         )
-    text = ", ".join(f"{r.resource}={r.per_hour:g}/h" for r in body.rates)
+    models = [t.model for t in body.tokens]
+    for model in models:
+        if models.count(model) > 1:
+            raise InvalidInput(f"model {model} is named twice", field="tokens")
+    for token_line in body.tokens:
+        token_row = session.scalar(
+            select(CreditTokenRateRow).where(
+                CreditTokenRateRow.model == token_line.model,
+                CreditTokenRateRow.effective_at == effective,
+            )
+        )
+        if token_row is None:
+            token_row = CreditTokenRateRow(
+                model=token_line.model, effective_at=effective, created_at=at
+            )
+            session.add(token_row)
+        token_row.prompt_micro_per_m = per_million(token_line.prompt_per_m)
+        token_row.completion_micro_per_m = per_million(token_line.completion_per_m)
+    text = ", ".join(
+        [f"{r.resource}={r.per_hour:g}/h" for r in body.rates]
+        + [
+            f"{t.model} prompt={t.prompt_per_m:g}/M completion={t.completion_per_m:g}/M"
+            for t in body.tokens
+        ]
+    )
     session.add(EventRow(at=at, kind="rates-changed", message=f"from {_dt(effective)}: {text}"))
     session.flush()
     return list_rates(session)
@@ -187,7 +217,20 @@ def list_rates(session: Session) -> RateList:
                 effective_at=_dt(r.effective_at),
             )
             for r in rows
-        ]
+        ],
+        tokens=[
+            TokenRateOut(
+                model=t.model,
+                prompt_per_m=from_micro(t.prompt_micro_per_m),
+                completion_per_m=from_micro(t.completion_micro_per_m),
+                effective_at=_dt(t.effective_at),
+            )
+            for t in session.scalars(
+                select(CreditTokenRateRow).order_by(
+                    CreditTokenRateRow.model, CreditTokenRateRow.effective_at
+                )
+            )
+        ],
     )
 
 
@@ -308,7 +351,8 @@ def statement(
     month: str | None = None,
 ) -> StatementOut:
     """Charges per tenant, GPU type and guaranteed/borrowed (by when the usage ended),
-    then grants, refunds, expiries and adjustments, with totals."""
+    token charges per tenant and model (by the minute of the usage), then grants,
+    refunds, expiries and adjustments, with totals."""
     scope = _scope(principal, tenant)
     bounds = _month_bounds(month)
     charges = select(
@@ -326,12 +370,24 @@ def statement(
         CreditEntryRow.amount_micro,
         CreditEntryRow.note,
     ).where(CreditEntryRow.kind != "charge")
+    tokens = select(
+        CreditTokenMinuteRow.tenant,
+        CreditTokenMinuteRow.model,
+        func.sum(CreditTokenMinuteRow.prompt_tokens),
+        func.sum(CreditTokenMinuteRow.completion_tokens),
+        func.sum(CreditTokenMinuteRow.amount_micro),
+    ).group_by(CreditTokenMinuteRow.tenant, CreditTokenMinuteRow.model)
     if scope is not None:
         charges = charges.where(CreditIntervalRow.tenant == scope)
         others = others.where(CreditEntryRow.tenant == scope)
+        tokens = tokens.where(CreditTokenMinuteRow.tenant == scope)
     if bounds is not None:
         lo, hi = to_ms(bounds[0]), to_ms(bounds[1])
         charges = charges.where(CreditIntervalRow.end_ms > lo, CreditIntervalRow.end_ms <= hi)
+        tokens = tokens.where(
+            CreditTokenMinuteRow.minute >= int(bounds[0] // 60),
+            CreditTokenMinuteRow.minute < int(bounds[1] // 60),
+        )
         others = others.where(CreditEntryRow.at >= bounds[0], CreditEntryRow.at < bounds[1])
     lines: list[StatementLine] = []
     totals: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -353,6 +409,24 @@ def statement(
         )
         totals[t]["charge"] += micro
         totals[t]["gpu_hours"] += gpu_hours
+    for t, model, prompt, completion, amount in session.execute(
+        tokens.order_by(CreditTokenMinuteRow.tenant, CreditTokenMinuteRow.model)
+    ):
+        micro = int(amount or 0)
+        if micro == 0 and not (prompt or completion):
+            continue
+        lines.append(
+            StatementLine(
+                tenant=t,
+                kind="tokens",
+                model=model,
+                prompt_tokens=int(prompt or 0),
+                completion_tokens=int(completion or 0),
+                amount=from_micro(-micro),
+                amount_micro=-micro,
+            )
+        )
+        totals[t]["charge"] += -micro
     grouped: dict[tuple[str, str, str], int] = defaultdict(int)
     for t, kind, amount, note in session.execute(others.order_by(CreditEntryRow.id)):
         grouped[(t, kind, note if kind == "grant" else "")] += amount
@@ -363,7 +437,7 @@ def statement(
                 tenant=t, kind=kind, amount=from_micro(amount), amount_micro=amount, note=note
             )
         )
-    lines.sort(key=lambda line: (line.tenant, line.kind != "grant", line.kind))
+    lines.sort(key=lambda line: (line.tenant, line.kind != "grant", line.kind, line.model or ""))
     out_totals = []
     for t in sorted(totals):
         v = totals[t]
