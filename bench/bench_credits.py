@@ -37,6 +37,7 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from mosu.core.credits import MICRO
+from mosu.core.reasons import StopReason
 from mosu.service.db.credit_rows import CreditEntryRow, CreditGrantRow, CreditRateRow
 from mosu.service.db.rows import AllocationRow, JobRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.db.session import make_engine, session_factory, upgrade
@@ -151,7 +152,7 @@ def reconciliation(url: str, jobs: int, seed: int = 7) -> dict:
                 running = [(j, e) for j, e in running if j != job_id]
                 row = s.get(JobRow, job_id)
                 if rng.random() < 1 / 3:
-                    row.stop_reason = "preempt"
+                    row.stop_reason = StopReason.PREEMPT
                     preempted += 1
                 finish(s, row, exit_code=0, now=now)
             else:
