@@ -372,6 +372,28 @@ SCENARIOS = [
         want_starts=["a1"],
         want_preempt={"b1": PreemptReason.RECLAIM},
     ),
+    Scenario(
+        # b reclaims first (the lower share) and then finds its guarantee spent; that
+        # says nothing about a, whose last job must still reclaim c's other borrower.
+        "a tenant out of guarantee does not stop another tenant's reclaim",
+        replace(build_profile("mosu"), min_runtime_s=0.0),
+        [node("n0", 4), node("n1", 4)],
+        [tenant("a", 4), tenant("b", 3), tenant("c", 0)],
+        running=[
+            Running(job("r0", 1, tenant="a"), started_s=9_940),
+            Running(job("r1", 2, tenant="c", t=1), started_s=9_940),
+            Running(job("r2", 4, tenant="c", t=2)),
+        ],
+        pending=[
+            *(job(f"a{i}", 1, tenant="a", t=100 + i) for i in range(3)),
+            *(job(f"b{i}", 1, tenant="b", t=103 + i) for i in range(4)),
+        ],
+        # b3 waited for b's guarantee in admission, so it is not lent the GPU left
+        # idle this cycle.
+        want_starts=["a0", "b0", "b1", "b2", "a1", "a2"],
+        want_preempt={"r2": PreemptReason.RECLAIM, "r1": PreemptReason.RECLAIM},
+        want_pending={"b3": PendingReason.NO_FIT},
+    ),
 ]
 
 

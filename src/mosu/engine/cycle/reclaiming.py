@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from mosu.core.models import Job
+from mosu.core.models import Job, Topology
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.starting import commit_start, evict, try_start
 from mosu.engine.cycle.victims import running_victims
 from mosu.engine.cycle.work import (
+    Dims,
     Outcome,
     Work,
     borrowed_milli,
@@ -30,21 +31,25 @@ def reclaim(work: Work) -> None:
     # Candidates once per round (built on first need), per tenant, cheapest first;
     # evicted ones are skipped.
     pool: dict[str, list[Victim]] | None = None
-    failed: list[tuple[int, int, int, int, int]] = []
+    # Sizes that found no reclaim this round, per (tenant, GPU types, topology): a
+    # failure says nothing about another tenant's job, which has its own guarantee
+    # and other lenders (the failing tenant's borrowed jobs are candidates for it).
+    failed: dict[tuple[str, tuple[str, ...], Topology], list[Dims]] = {}
     for job in sorted(work.waiting_guarantee, key=order):
         if work.outcome.get(job.id) == Outcome.STARTED:
             continue
         if try_start(work, job, within_guarantee=True) == Outcome.STARTED:
             continue
         dims = job.dims
-        if any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed):
-            continue  # a smaller job already found no victims this round
+        key = (job.tenant, job.gpu_types, job.topology)
+        if any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed.get(key, ())):
+            continue  # a smaller job of the same tenant already found no victims this round
         if pool is None:
             pool = {}
             for v in running_victims(work):
                 pool.setdefault(v.tenant, []).append(v)
         if not _reclaim_for(work, job, pool):
-            failed.append(dims)
+            failed.setdefault(key, []).append(dims)
 
 
 def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
