@@ -115,7 +115,7 @@ def _config() -> schemathesis.Config:
     return schemathesis.Config.from_dict(
         {
             "seed": 20251204,
-            "generation": {"max-examples": 4, "database": "none", "mode": "all"},
+            "generation": {"max-examples": 5, "database": "none", "mode": "all"},
             "phases": {
                 "examples": {"enabled": False},
                 # The document's own links (a created job's id, ...), not guesses from

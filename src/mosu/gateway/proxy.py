@@ -189,6 +189,8 @@ class Gateway:
         self._fresh_keys: dict[str, Key] = {}
         self._turn = 0
         self._missed: dict[str, float] = {}
+        self._missed_models: dict[str, float] = {}
+        self._table_read_at = 0.0
         self._changed: asyncio.Event | None = None
         self._upstream: Upstream | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -434,6 +436,34 @@ class Gateway:
             raise OpenAIError(400, "stream: must be true or false", param="stream")
         return body, payload
 
+    async def route_for_fresh(self, key: Key, model: str) -> Route:
+        """``route_for``, reading the table again on a miss: a service is callable the
+        moment it is created, not a refresh later. Misses are remembered a second."""
+        try:
+            return self.route_for(key, model)
+        except OpenAIError:
+            now = time.monotonic()
+            # Bounded: a key holder naming random models reads the store at most a few
+            # times a refresh, not once a request.
+            if self._missed_models.get(model, 0) > now or now - self._table_read_at < 0.05:
+                raise
+            self._table_read_at = now
+            table = await asyncio.get_running_loop().run_in_executor(None, self._load_table)
+            if model not in table.routes:
+                if len(self._missed_models) > 10_000:
+                    self._missed_models.clear()
+                self._missed_models[model] = time.monotonic() + 1.0
+                raise
+            old, self.table = self.table, table
+            if old != table and self._changed is not None:
+                self._changed.set()
+                self._changed = asyncio.Event()
+            return self.route_for(key, model)
+
+    def _load_table(self) -> RouteTable:
+        with self.sessions.begin() as s:
+            return load_table(s)
+
     def route_for(self, key: Key, model: str) -> Route:
         route = self.table.routes.get(model)
         if route is None or not key.may_call(route):
@@ -474,7 +504,7 @@ class Gateway:
         self, key: Key, model: str, path: str, body: bytes, payload: dict[str, Any], send: Any
     ) -> None:
         """Check the key's access and limits, then serve from a replica (or wait for one)."""
-        route = self.route_for(key, model)
+        route = await self.route_for_fresh(key, model)
         now = self.clock()
         wait = self.limits.admit(key.id, key.rpm, key.tpm, now)
         if wait is not None:
