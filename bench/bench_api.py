@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,15 +40,10 @@ from pathlib import Path
 
 import httpx
 
+from benchkit import drop_database, free_port, fresh_database
 from mosu.agent.supervised import supervisors_under
 
 TOKEN = "mosu_op_bench-operator-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -235,7 +229,6 @@ def _python_worker(
 ) -> None:
     """One load process: ``concurrency`` asyncio tasks over one keep-alive client."""
     import asyncio
-    import uuid
 
     async def main() -> tuple[list[float], int]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -398,26 +391,7 @@ def postgres_database() -> tuple[str, str, str] | None:
     base = os.environ.get("MOSU_TEST_POSTGRES_URL")
     if not base:
         return None
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    url = make_url(base).set(drivername="postgresql+psycopg")
-    name = f"mosu_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    admin_url = url.render_as_string(hide_password=False)
-    return admin_url, name, url.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    return fresh_database(base, "mosu_bench")
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import httpx
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from benchkit import free_port
 from mosu.core.credits import MICRO
 from mosu.core.reasons import StopReason
 from mosu.service.db.credit_rows import CreditEntryRow, CreditGrantRow, CreditRateRow
@@ -203,12 +203,6 @@ def reconciliation(url: str, jobs: int, seed: int = 7) -> dict:
 
 
 # ------------------------------------------------------------------ submissions
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

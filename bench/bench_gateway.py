@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,16 +35,11 @@ from pathlib import Path
 
 import httpx
 
+from benchkit import free_port
 from mosu.agent.supervised import stop_supervisors_under
 
 TOKEN = "mosu_op_bench-gateway-operator"
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:

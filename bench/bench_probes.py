@@ -37,14 +37,10 @@ from pathlib import Path
 
 import httpx
 
+from benchkit import free_port
+
 TOKEN = "mosu_op_probe-operator-token"
 NUL = "\x00"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -33,7 +33,6 @@ import multiprocessing as mp
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,16 +46,12 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchkit import drop_database, free_port, fresh_database
+
 TOKEN = "mosu_op_bench-scale-operator-token"
 PROBE_NODES = 4
 PROBE_EVERY_S = 0.25
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -387,29 +382,6 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def fresh_database(base: str) -> tuple[str, str, str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    url = make_url(base).set(drivername="postgresql+psycopg")
-    name = f"mosu_scale_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    admin_url = url.render_as_string(hide_password=False)
-    return admin_url, name, url.set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -443,7 +415,7 @@ def main() -> None:
         args.nodes, args.pending, args.tenants = 20, 200, 4
         args.seconds, args.duration = 3.0, 5.0
     if args.postgres:
-        admin_url, name, url = fresh_database(args.postgres)
+        admin_url, name, url = fresh_database(args.postgres, "mosu_scale")
         try:
             result = run(args, url)
         finally:

@@ -23,13 +23,13 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchkit import free_port
 from mosu.client import Client, ServerUnreachable
 from mosu.core.api import JobSpec, NodeCreate
 from mosu.core.models import GPU_MILLI
@@ -41,12 +41,6 @@ TOKEN = "mosu_op_whatif-fidelity-token"
 MIN_RUN_S = 0.2
 MAX_RUN_S = 90.0
 PROFILE_MIN_RUNTIME_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(data: Path, port: int, min_runtime: float) -> subprocess.Popen[bytes]:
