@@ -129,7 +129,8 @@ def test_no_double_allocation_and_no_tenant_above_its_limit(
 @settings(max_examples=150, deadline=None)
 @given(snap=worlds(one_gpu_pending=True))
 def test_guarantees_are_honoured_whenever_demanded(snap: ClusterSnapshot) -> None:
-    profile = replace(build_profile("mosu"), min_runtime_s=0.0)
+    # Reclaim never waits for a checkpoint here: that is checked below.
+    profile = replace(build_profile("mosu"), min_runtime_s=0.0, reclaim_at_checkpoint=False)
     result = schedule(snap, profile)
     _, holders = apply(snap, result)
     after = usage(holders)
@@ -141,6 +142,26 @@ def test_guarantees_are_honoured_whenever_demanded(snap: ClusterSnapshot) -> Non
         )
         want = min(t.quota("A100").guaranteed_milli, demand)
         assert after.get(t.name, 0) >= want, (t.name, after, want)
+
+
+@settings(max_examples=150, deadline=None)
+@given(snap=worlds(one_gpu_pending=True))
+def test_a_guarantee_put_off_is_paid_by_the_next_checkpoint(snap: ClusterSnapshot) -> None:
+    """A reclaim waiting for its victims' checkpoint asks for a cycle no later than the
+    longest checkpoint interval from now (600 s here, plus the margin)."""
+    profile = replace(build_profile("mosu"), min_runtime_s=0.0)
+    result = schedule(snap, profile)
+    _, holders = apply(snap, result)
+    after = usage(holders)
+    for t in snap.tenants:
+        demand = after.get(t.name, 0) + sum(
+            p_job.total_gpu_milli
+            for p_job in snap.pending
+            if p_job.tenant == t.name and p_job.id not in holders
+        )
+        if after.get(t.name, 0) < min(t.quota("A100").guaranteed_milli, demand):
+            assert result.wake_at_s is not None, (t.name, after)
+            assert snap.now < result.wake_at_s <= snap.now + 601.0
 
 
 def over_guarantee_outside(snap: ClusterSnapshot, holders: dict[str, Job]) -> tuple[int, int]:

@@ -304,11 +304,13 @@ SCENARIOS = [
         want_pending={"a1": PendingReason.NO_FIT},
     ),
     Scenario(
-        "past 2 GPU-hours a fresh job of its tenant displaces it",
+        "past 2 GPU-hours a fresh job of its tenant displaces it just after a checkpoint",
         "mosu",
         [node("n0", 1)],
         [tenant("a", 1)],
-        running=[Running(job("a0", 1, tenant="a"), started_s=10_000 - 9_000)],
+        running=[
+            Running(job("a0", 1, tenant="a"), started_s=10_000 - 9_000, checkpoint_every_s=600)
+        ],
         pending=[job("a1", 1, tenant="a", t=1)],
         want_starts=["a1"],
         want_preempt={"a0": PreemptReason.PRIORITY},

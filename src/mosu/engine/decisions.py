@@ -38,9 +38,29 @@ class Pending:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """Capacity a reservation holds for blocked job ``job_id``, which is planned to
+    start at ``start_s`` on ``nodes``: ``idle_gpu_milli`` is what is free on those
+    nodes as the cycle ends (at most the job's need), idle unless work that ends
+    before ``start_s`` is backfilled into it."""
+
+    job_id: str
+    start_s: float
+    nodes: tuple[str, ...]
+    idle_gpu_milli: int
+
+
+@dataclass(frozen=True, slots=True)
 class CycleResult:
-    """Preemptions first (they free capacity the starts use), then starts, then the rest."""
+    """Preemptions first (they free capacity the starts use), then starts, then the rest.
+
+    ``reservations`` are the capacity held for blocked jobs as the cycle ends.
+    ``wake_at_s``, when set, is a time at which a decision put off this cycle (a
+    preemption waiting for its victims' next checkpoint) becomes cheaper: the caller
+    runs a cycle then, even if nothing else happens."""
 
     preemptions: tuple[Preempt, ...] = ()
     starts: tuple[Start, ...] = ()
     pending: tuple[Pending, ...] = ()
+    reservations: tuple[Held, ...] = ()
+    wake_at_s: float | None = None

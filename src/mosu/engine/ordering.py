@@ -175,6 +175,37 @@ class LeastAttainedService(RankedOrder):
 
 
 @dataclass(frozen=True)
+class GangScaledLAS(LeastAttainedService):
+    """2D-LAS whose thresholds grow with the gang: a job of ``g`` GPUs is demoted once
+    its service reaches ``threshold x max(1, g / unit_gpus)``. Up to ``unit_gpus`` GPUs
+    (one node) it is plain 2D-LAS; a larger gang is demoted by its run time as a
+    ``unit_gpus`` job would be, not within seconds of starting as GPU-seconds alone
+    would have it."""
+
+    name: str = "las-gang"
+    unit_gpus: float = 8.0
+
+    def _scale(self, job: Job) -> float:
+        gpus = job.total_gpu_milli / GPU_MILLI
+        return gpus / self.unit_gpus if gpus > self.unit_gpus else 1.0
+
+    def rank(self, job: Job, inputs: RankInputs) -> Rank:
+        service = inputs.service_gpu_s(job) / self._scale(job)
+        return (-job.priority, self.queue_of(service), job.submit_s, job.id)
+
+    def running_classes(
+        self, running: Mapping[str, RunningJob], inputs: RankInputs
+    ) -> dict[str, Rank]:
+        now = inputs.now
+        queue_of = functools.partial(bisect.bisect_right, self.thresholds_gpu_s)
+        scale = self._scale
+        return {
+            job_id: (-run.job.priority, queue_of(running_service_gpu_s(run, now) / scale(run.job)))
+            for job_id, run in running.items()
+        }
+
+
+@dataclass(frozen=True)
 class ShortestJobOracle(_TrueRemainingOrder):
     """Reference only: true remaining time, never preempting (SJF)."""
 

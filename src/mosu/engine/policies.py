@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 from mosu.core.errors import InvalidInput
 from mosu.engine.ordering import (
     Fifo,
+    GangScaledLAS,
     LeastAttainedService,
     QueueOrder,
     ShortestJobOracle,
@@ -76,6 +77,10 @@ ORDERINGS: Mapping[str, Entry[Callable[[], QueueOrder]]] = {
     "las-mosu": Entry(
         lambda: LeastAttainedService(name="las-mosu", thresholds_gpu_s=MOSU_LAS_THRESHOLDS_GPU_S),
         "2D-LAS demoted after 2 and 10 GPU-hours (mosu's ordering)",
+    ),
+    "las-gang": Entry(
+        lambda: GangScaledLAS(thresholds_gpu_s=MOSU_LAS_THRESHOLDS_GPU_S),
+        "2D-LAS at mosu's thresholds scaled by gang size beyond one 8-GPU node",
     ),
     "sjf-oracle": Entry(ShortestJobOracle, "reference: true remaining time, never preempting"),
     "srtf-oracle": Entry(

@@ -47,6 +47,13 @@ def lost_gpu_s(run: RunningJob, now: float) -> float:
     return seconds_since_checkpoint(run, now) * run.job.total_gpu_milli / GPU_MILLI
 
 
+def price_gpu_s(run: RunningJob, now: float, restart_overhead_s: float) -> float:
+    """GPU-seconds a preemption at ``now`` costs: the work since the last checkpoint
+    plus the restart, both times the job's GPUs."""
+    gpus = run.job.total_gpu_milli / GPU_MILLI
+    return (seconds_since_checkpoint(run, now) + restart_overhead_s) * gpus
+
+
 def _take_any(v: Victim, taken: Sequence[Victim]) -> bool:
     return True
 

@@ -73,6 +73,11 @@ class VictimOrder(StrEnum):
     such as LAS: likely long jobs, so a short one is rarely the victim), then least
     work lost since the last checkpoint, then the most service received, then
     smallest."""
+    PRICED = "priced"
+    """Lowest priority, then the least GPU-time a preemption would throw away (work
+    since the last checkpoint plus the restart, times the job's GPUs: a job just past
+    a checkpoint is cheapest), then as ``served``. Reclaim thus pays a guarantee with
+    the cheapest victims, never a whole gang when smaller jobs free the same shape."""
 
 
 class Estimator(StrEnum):
@@ -111,6 +116,15 @@ class SchedulingProfile:
     estimator: Estimator = Estimator.HISTORY
     needs_true_remaining: bool = False
     """Oracle references only: the caller fills ``ClusterSnapshot.true_remaining_s``."""
+    price_preemption: bool = False
+    """Rank preemption weighs the GPU-time its victims would lose against what the
+    waiting job gains (``cycle/pricing.py``) and skips a plan that costs more. Reclaim,
+    which pays a guarantee owed, is never refused for its price."""
+    restart_overhead_s: float = 60.0
+    """Run time a preempted job is assumed to spend restarting (priced per GPU)."""
+    reclaim_at_checkpoint: bool = False
+    """With ``price_preemption``: reclaim waits for its victims' next checkpoint when
+    the guarantee's GPUs idle until then cost less than the work lost now."""
 
 
 def _tightest() -> PlacementPolicy:
@@ -223,7 +237,9 @@ def _mosu() -> SchedulingProfile:
         name="mosu",
         ordering=make_ordering("las-mosu"),
         placement=make_placement("mosu"),
-        victim_order=VictimOrder.SERVED,
+        victim_order=VictimOrder.PRICED,
+        price_preemption=True,
+        reclaim_at_checkpoint=True,
     )
 
 

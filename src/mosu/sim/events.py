@@ -1,6 +1,7 @@
 """Events of the replay loop, kept on a heap of ``(time, kind, seq, ...)``.
 
-At one instant completions come first (they free capacity), then arrivals; the
+At one instant completions come first (they free capacity), then arrivals, then
+wakes; the
 sequence number makes every order total, so a replay is deterministic.
 """
 
@@ -14,6 +15,8 @@ from enum import IntEnum
 class EventKind(IntEnum):
     COMPLETION = 0
     ARRIVAL = 1
+    WAKE = 2
+    """A cycle the engine asked for (``CycleResult.wake_at_s``); nothing else happens."""
 
 
 @dataclass(order=True, frozen=True, slots=True)

@@ -29,6 +29,14 @@ Every report, table, plot and benchmark computes its numbers here, from a
   for reservations (a reservation holds idle GPUs for a waiting job, at most
   what that job asks), and also counts idle GPUs too few or too scattered for
   any waiting gang.
+- **Idle while reserved** = ∫ GPUs idle on nodes held by backfill reservations dt,
+  in GPU-seconds, each reservation counting at most what its job asks: the
+  ``reserved_idle`` series the replay records from each cycle's
+  ``CycleResult.reservations``. Part of idle while waiting.
+- **Quota attainment within guarantee**: quota attainment computed on the usage
+  series of the jobs whose whole gang fits within their tenant's guarantee
+  (``usage_within``): a gang larger than the guarantee can run only on borrowed
+  capacity, so its wait is not a guarantee broken.
 - **Large-gang queueing** = the p99 queueing delay of jobs of at least a given
   GPU count (``LARGE_GANG_GPUS`` in ``summarize``).
 - **Borrowed GPU-seconds** of a tenant = ∫ Σ max(0, allocation − guarantee) dt over
@@ -55,7 +63,7 @@ its first sample a pair holds and wants nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -180,6 +188,22 @@ def idle_while_waiting_gpu_s(log: SimLog) -> float:
     if log.end_s > now:
         total += min(max(0, log.capacity_milli - allocated), max(0, waiting)) * (log.end_s - now)
     return total / GPU_MILLI
+
+
+def idle_while_reserved_gpu_s(log: SimLog) -> float:
+    """∫ GPUs idle on reserved nodes dt, in GPU-seconds (module docstring)."""
+    total, now, value = 0.0, log.start_s, 0
+    for time_s, milli in log.reserved_idle:
+        t = min(max(time_s, log.start_s), log.end_s)
+        total += value * (t - now)
+        now, value = t, milli
+    total += value * max(0.0, log.end_s - now)
+    return total / GPU_MILLI
+
+
+def attainment_within_guarantee(log: SimLog) -> dict[str, float | None]:
+    """Quota attainment of the jobs that fit within their tenant's guarantee."""
+    return quota_attainment(replace(log, usage=log.usage_within))
 
 
 def makespan_s(log: SimLog) -> float | None:

@@ -71,3 +71,9 @@ class SimLog:
     end_s: float
     guarantees: Mapping[tuple[str, str], int]
     weights: Mapping[str, float]
+    reserved_idle: tuple[tuple[float, int], ...] = ()
+    """Steps of a series: from ``time_s`` on, this many milli GPUs sit idle on nodes
+    held by backfill reservations (``CycleResult.reservations``)."""
+    usage_within: tuple[UsageSample, ...] = ()
+    """``usage`` counting only the jobs whose whole gang fits within their tenant's
+    guarantee (what ``metrics.attainment_within_guarantee`` reads)."""

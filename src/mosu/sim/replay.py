@@ -148,6 +148,20 @@ class _Replay:
         self.sampled: dict[tuple[str, str], tuple[int, int]] = {}
         self.touched: set[tuple[str, str]] = set()
         self.usage: list[UsageSample] = []
+        # The same series for the jobs whose gang fits within their tenant's guarantee.
+        by_name = {t.name: t for t in self.tenants}
+        self.within = {
+            k: (t := by_name.get(p.job.tenant)) is not None
+            and p.job.total_gpu_milli <= t.quota(p.gpu_type).guaranteed_milli
+            for k, p in self.jobs.items()
+        }
+        self.allocated_within: dict[tuple[str, str], int] = {}
+        self.demand_within: dict[tuple[str, str], int] = {}
+        self.sampled_within: dict[tuple[str, str], tuple[int, int]] = {}
+        self.usage_within: list[UsageSample] = []
+        self.reserved_idle: list[tuple[float, int]] = []
+        self.cycle_reserved = 0
+        self.wakes: set[float] = set()
         self.decisions: list[str] = []
         self.cycles = 0
         self.finished = 0
@@ -164,15 +178,20 @@ class _Replay:
             for ev in batch:
                 if ev.kind == EventKind.COMPLETION:
                     self._complete(ev.job_id, ev.attempt, now)
-                else:
+                elif ev.kind == EventKind.ARRIVAL:
                     self._arrive(ev.job_id, now)
+                else:
+                    self.wakes.discard(now)
             if self.credits is not None:  # the ledger's clock, and its stop policy
                 self.credits.observe(now)
                 for job_id in self.credits.to_stop(now):
                     self._preempt(job_id, now)
+            self.cycle_reserved = 0
             if self.pending:
                 self._cycle(now)
             self.arrived.clear()
+            if self.cycle_reserved != (self.reserved_idle[-1][1] if self.reserved_idle else 0):
+                self.reserved_idle.append((now, self.cycle_reserved))
             self._sample(now)
             if self.progress is not None:
                 self.progress(self.finished, total)
@@ -231,6 +250,11 @@ class _Replay:
         result = schedule(snap, self.profile)
         self.cycles += 1
         self._apply(result, now)
+        self.cycle_reserved = sum(h.idle_gpu_milli for h in result.reservations)
+        wake = result.wake_at_s
+        if wake is not None and wake > now and wake not in self.wakes:
+            self.wakes.add(wake)
+            self.events.push(wake, EventKind.WAKE, "")
         self._record_estimates(result)
 
     def _record_estimates(self, result: CycleResult) -> None:
@@ -338,16 +362,21 @@ class _Replay:
     # -- usage series ------------------------------------------------------------
 
     def _add_alloc(self, p: _Progress, placement: Placement, sign: int) -> None:
+        within = self.within[p.trace.id]
         for rp in placement:
             key = (p.job.tenant, self.node_type[rp.node])
-            self.allocated[key] = self.allocated.get(key, 0) + sign * rp.gpu_milli * len(
-                rp.gpu_indices
-            )
+            milli = sign * rp.gpu_milli * len(rp.gpu_indices)
+            self.allocated[key] = self.allocated.get(key, 0) + milli
+            if within:
+                self.allocated_within[key] = self.allocated_within.get(key, 0) + milli
             self.touched.add(key)
 
     def _add_demand(self, p: _Progress, sign: int) -> None:
         key = (p.job.tenant, p.gpu_type)
-        self.demand[key] = self.demand.get(key, 0) + sign * p.job.total_gpu_milli
+        milli = sign * p.job.total_gpu_milli
+        self.demand[key] = self.demand.get(key, 0) + milli
+        if self.within[p.trace.id]:
+            self.demand_within[key] = self.demand_within.get(key, 0) + milli
         self.touched.add(key)
 
     def _sample(self, now: float) -> None:
@@ -356,6 +385,10 @@ class _Replay:
             if self.sampled.get(key) != value:
                 self.sampled[key] = value
                 self.usage.append(UsageSample(now, key[0], key[1], value[0], value[1]))
+            value = (self.allocated_within.get(key, 0), self.demand_within.get(key, 0))
+            if self.sampled_within.get(key, (0, 0)) != value:
+                self.sampled_within[key] = value
+                self.usage_within.append(UsageSample(now, key[0], key[1], value[0], value[1]))
         self.touched.clear()
 
     def _log(self) -> SimLog:
@@ -393,6 +426,8 @@ class _Replay:
             end_s=end,
             guarantees=guarantees,
             weights={t.name: t.weight for t in self.tenants},
+            reserved_idle=tuple(self.reserved_idle),
+            usage_within=tuple(self.usage_within),
         )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from mosu.core.models import Job, Placement, RunningJob
 from mosu.core.reasons import PreemptReason
+from mosu.engine.cycle.pricing import cheaper_at_s, wake_at, worth_preempting
 from mosu.engine.cycle.ranks import running_class_map
 from mosu.engine.cycle.starting import commit_start, evict, try_start
 from mosu.engine.cycle.victims import as_victim
@@ -93,11 +94,16 @@ def preempt_by_rank(work: Work) -> None:
                 t = work.running[k].job.tenant
                 if t not in own_worst or c > own_worst[t]:
                     own_worst[t] = c
-        if (own_scope and not own_worst.get(job.tenant, klass) > klass) or not _preempt_for(
-            work, job, klass, run_class, scope
-        ):
-            failed.setdefault(tenant, []).append((dims, klass))
-            undominated.pop(tenant, None)
+        if own_scope and not own_worst.get(job.tenant, klass) > klass:
+            done: bool | None = False
+        else:
+            done = _preempt_for(work, job, klass, run_class, scope)
+        if not done:
+            if done is not None:
+                # No victims. A plan refused for its price (None) says nothing about
+                # a larger job of the tenant, which gains more.
+                failed.setdefault(tenant, []).append((dims, klass))
+                undominated.pop(tenant, None)
             continue
         freed = True
         own_worst = None
@@ -121,8 +127,10 @@ def _preempt_for(
     klass: Rank,
     run_class: dict[str, Rank],
     scope: RankPreemption,
-) -> bool:
-    """Displace worse-ranked jobs in ``scope`` (worst class first, then cheapest)."""
+) -> bool | None:
+    """Displace worse-ranked jobs in ``scope`` (worst class first, then cheapest).
+    False when no victims make room, None when the plan found costs more than the job
+    gains (``pricing``)."""
     tenant = job.tenant
     # A job held back by its tenant's quota can only make room by displacing its own.
     own_only = work.outcome.get(job.id) == Outcome.QUOTA
@@ -192,6 +200,9 @@ def _preempt_for(
     if plan is None or not plan[0]:
         return False  # fitting without victims is left to the final pass
     victims, placement = plan
+    if not worth_preempting(work, job, victims):
+        wake_at(work, cheaper_at_s(work, job, victims))
+        return None
     if not _quota_allows_after(work, tenant, placement, victims):
         return False
     for v in victims:
@@ -201,7 +212,7 @@ def _preempt_for(
     return True
 
 
-def _preempt_own_for_quota(work: Work, job: Job, candidates: list[Victim]) -> bool:
+def _preempt_own_for_quota(work: Work, job: Job, candidates: list[Victim]) -> bool | None:
     """Free enough of the tenant's own quota (worst-ranked first), then place the job."""
     types = types_of(work, job)
     excess = min(
@@ -226,6 +237,9 @@ def _preempt_own_for_quota(work: Work, job: Job, candidates: list[Victim]) -> bo
         work.state.rollback(cp)
     if placement is None or not _quota_allows_after(work, job.tenant, placement, taken):
         return False
+    if not worth_preempting(work, job, taken):
+        wake_at(work, cheaper_at_s(work, job, taken))
+        return None
     for v in taken:
         evict(work, v, PreemptReason.PRIORITY, job.id)
     commit_start(work, job, placement)

@@ -7,7 +7,7 @@ from mosu.core.models import Job
 from mosu.core.reasons import PendingReason
 from mosu.engine.cycle.eta import StartPlanner
 from mosu.engine.cycle.work import Outcome, Work
-from mosu.engine.decisions import CycleResult, Pending
+from mosu.engine.decisions import CycleResult, Held, Pending
 
 _REASON = {
     Outcome.QUOTA: (PendingReason.QUOTA_EXCEEDED, "starting it would exceed the tenant's quota"),
@@ -51,9 +51,7 @@ def close_cycle(work: Work) -> CycleResult:
         for job in work.waiting_guarantee:
             if work.outcome.get(job.id) != Outcome.STARTED:
                 pend(job, PendingReason.WAITING_FOR_GUARANTEE, _WAITING, estimate=False)
-        return CycleResult(
-            preemptions=tuple(work.preempts), starts=tuple(work.starts), pending=tuple(pending)
-        )
+        return _result(work, pending)
     for queue in work.queues.values():
         for job in queue:
             outcome = work.outcome.get(job.id)
@@ -76,6 +74,26 @@ def close_cycle(work: Work) -> CycleResult:
                 else:
                     pend(job, reason, message)
     pending.sort(key=lambda p: work.ranks[p.job_id])
+    return _result(work, pending)
+
+
+def _result(work: Work, pending: list[Pending]) -> CycleResult:
     return CycleResult(
-        preemptions=tuple(work.preempts), starts=tuple(work.starts), pending=tuple(pending)
+        preemptions=tuple(work.preempts),
+        starts=tuple(work.starts),
+        pending=tuple(pending),
+        reservations=held_capacity(work),
+        wake_at_s=work.wake_s,
     )
+
+
+def held_capacity(work: Work) -> tuple[Held, ...]:
+    """Each reservation's nodes and the GPUs idle on them now, at most its need."""
+    state = work.state
+    held = []
+    for r in work.reservations:
+        nodes = sorted(r.nodes)
+        idle = sum(sum(state.gpu_free[i]) for i in nodes if state.schedulable[i])
+        names = tuple(state.nodes[i].name for i in nodes)
+        held.append(Held(r.job_id, r.start_s, names, min(idle, r.need_milli)))
+    return tuple(held)

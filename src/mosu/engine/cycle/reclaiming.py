@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from mosu.core.models import Job, Topology
 from mosu.core.reasons import PreemptReason
+from mosu.engine.cycle.pricing import defer_reclaim_s, wake_at
 from mosu.engine.cycle.starting import commit_start, evict, try_start
 from mosu.engine.cycle.victims import running_victims
 from mosu.engine.cycle.work import (
@@ -48,12 +49,14 @@ def reclaim(work: Work) -> None:
             pool = {}
             for v in running_victims(work):
                 pool.setdefault(v.tenant, []).append(v)
-        if not _reclaim_for(work, job, pool):
+        if _reclaim_for(work, job, pool) is False:  # None: put off, not failed
             failed.setdefault(key, []).append(dims)
 
 
-def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
-    """Preempt the cheapest borrowed jobs of other tenants so ``job`` fits its guarantee."""
+def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool | None:
+    """Preempt the cheapest borrowed jobs of other tenants so ``job`` fits its guarantee.
+    None when, with priced preemption, waiting for the victims' next checkpoints is the
+    cheaper way to pay the guarantee: the cycle then asks to be woken then."""
     types = tuple(
         t
         for t in types_of(work, job)
@@ -108,6 +111,10 @@ def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
     if plan is None:
         return False
     victims, placement = plan
+    later = defer_reclaim_s(work, job, victims)
+    if later is not None:
+        wake_at(work, later)
+        return None
     for v in victims:
         evict(work, v, PreemptReason.RECLAIM, job.id)
     commit_start(work, job, placement)

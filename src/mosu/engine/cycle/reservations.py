@@ -143,7 +143,7 @@ def reserve(work: Work, job: Job) -> None:
                 # ``found`` excludes held nodes already, so ask the plain policy.
                 best = work.profile.placement.reserve_node(state, found, shadow)
                 if best is not None:
-                    work.reservations.append(Reservation(job.id, end, frozenset((best,))))
+                    work.reservations.append(Reservation(job.id, end, frozenset((best,)), need))
                     work.outcome[job.id] = Outcome.NO_FIT
                     work.memo.invalidate(freed=False)
                     return
@@ -155,7 +155,7 @@ def reserve(work: Work, job: Job) -> None:
             placement = place_job(state, job, policy)
             if placement is not None:
                 nodes = frozenset(state.index_of[rp.node] for rp in placement)
-                work.reservations.append(Reservation(job.id, end, nodes))
+                work.reservations.append(Reservation(job.id, end, nodes, need))
                 work.outcome[job.id] = Outcome.NO_FIT
                 work.memo.invalidate(freed=False)
                 return

@@ -6,7 +6,7 @@ from __future__ import annotations
 from mosu.core.models import GPU_MILLI
 from mosu.engine.cycle.ranks import running_class_map
 from mosu.engine.cycle.work import Work, node_type
-from mosu.engine.preemption import Victim, lost_gpu_s, on_nodes
+from mosu.engine.preemption import Victim, lost_gpu_s, on_nodes, price_gpu_s
 from mosu.engine.profiles import VictimOrder
 
 
@@ -41,6 +41,12 @@ def as_victim(work: Work, job_id: str) -> Victim | None:
             served = tuple(-x for x in klass if isinstance(x, (int, float)))
             total = run.attained_gpu_s + max(0.0, now - run.started_s) * gpu / GPU_MILLI
             cost = (run.job.priority, *served, lost_gpu_s(run, now), -total, gpu, job_id)
+        elif order == VictimOrder.PRICED:
+            klass = running_class_map(work)[job_id][1:]
+            served = tuple(-x for x in klass if isinstance(x, (int, float)))
+            total = run.attained_gpu_s + max(0.0, now - run.started_s) * gpu / GPU_MILLI
+            price = price_gpu_s(run, now, work.profile.restart_overhead_s)
+            cost = (run.job.priority, price, *served, -total, gpu, job_id)
         else:
             cost = (run.job.priority, -run.started_s, job_id)
         gpu_type = node_type(work, run.placement[0].node) if run.placement else ""

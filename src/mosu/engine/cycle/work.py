@@ -34,6 +34,8 @@ class Reservation:
     job_id: str
     start_s: float
     nodes: frozenset[int]
+    need_milli: int = 0
+    """The GPUs the blocked job asks for (at most this much of the nodes is held)."""
 
 
 NoFitKey = tuple[tuple[str, ...], Topology, frozenset[int]]
@@ -123,6 +125,8 @@ class Work:
     cohorts: CohortBook | None = None
     """Cohort usage, when tenants belong to two or more cohorts and may borrow."""
     memo: CycleMemo = field(default_factory=CycleMemo)
+    wake_s: float | None = None
+    """The earliest time a decision put off would be cheaper (``pricing.wake_at``)."""
 
     @property
     def now(self) -> float:

@@ -1,0 +1,177 @@
+"""Preemption priced in GPU-time (the ``mosu`` profile): table-style scenarios with the
+exact starts, preemptions and wake-up times expected, and the reservations a cycle
+reports."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mosu.core.reasons import PendingReason, PreemptReason
+from mosu.engine.decisions import Held
+from mosu.engine.profiles import VictimOrder, build_profile
+from tests.engine.helpers import job, node
+from tests.engine.test_tenancy import SCENARIOS, Running, Scenario, run, tenant
+
+NOW = 10_000.0
+FOUR = [node(f"n{i}", 8) for i in range(4)]
+NOBODY_GUARANTEED = [tenant("a", 0), tenant("b", 0)]
+
+
+def gang(since_checkpoint_s: float) -> Running:
+    """b's 32-GPU gang on borrowed capacity, 5,400 s in (the last LAS class), its last
+    checkpoint ``since_checkpoint_s`` ago (it checkpoints every hour)."""
+    started = NOW - 3_600.0 - since_checkpoint_s
+    return Running(job("g", 8, replicas=4, tenant="b"), started_s=started, checkpoint_every_s=3_600)
+
+
+# Reclaim fixture: a is guaranteed one node; b's 16-GPU gang (the most served, 1,400 s
+# since its checkpoint: 16 x 1,460 GPU-s to preempt) and c's 8-GPU job (1,000 s since:
+# 8 x 1,060) both borrow.
+RECLAIM_NODES = [node(f"n{i}", 8) for i in range(3)]
+RECLAIM_TENANTS = [tenant("a", 8), tenant("b", 0), tenant("c", 0)]
+RECLAIM_RUNNING = [
+    Running(job("g", 8, replicas=2, tenant="b"), started_s=NOW - 5_000, checkpoint_every_s=3_600),
+    Running(job("c1", 8, tenant="c", t=1), started_s=NOW - 1_000, checkpoint_every_s=3_600),
+]
+
+PRICED = [
+    Scenario(
+        "a gang is not preempted for a job that gains less than the gang would lose",
+        "mosu",
+        FOUR,
+        NOBODY_GUARANTEED,
+        # 32 x (1,800 + 60) GPU-s lost against 8 GPUs x 3,600 s gained.
+        running=[gang(1_800.0)],
+        pending=[job("a1", 8, tenant="a", t=1, estimate=3_600)],
+        now=NOW,
+        want_pending={"a1": PendingReason.RESERVED},
+    ),
+    Scenario(
+        "... and is for one that gains more",
+        "mosu",
+        FOUR,
+        NOBODY_GUARANTEED,
+        running=[gang(1_800.0)],
+        pending=[job("a1", 8, tenant="a", t=1, estimate=36_000)],
+        now=NOW,
+        want_starts=["a1"],
+        want_preempt={"g": PreemptReason.FAIR_SHARE},
+    ),
+    Scenario(
+        "... or just after its checkpoint, when only the restart is lost",
+        "mosu",
+        FOUR,
+        NOBODY_GUARANTEED,
+        running=[gang(10.0)],
+        pending=[job("a1", 8, tenant="a", t=1, estimate=3_600)],
+        now=NOW,
+        want_starts=["a1"],
+        want_preempt={"g": PreemptReason.FAIR_SHARE},
+    ),
+    Scenario(
+        "without pricing the gang is preempted for the short job",
+        replace(
+            build_profile("mosu"),
+            price_preemption=False,
+            victim_order=VictimOrder.SERVED,
+        ),
+        FOUR,
+        NOBODY_GUARANTEED,
+        running=[gang(1_800.0)],
+        pending=[job("a1", 8, tenant="a", t=1, estimate=3_600)],
+        now=NOW,
+        want_starts=["a1"],
+        want_preempt={"g": PreemptReason.FAIR_SHARE},
+    ),
+    Scenario(
+        "reclaim pays a guarantee with the cheapest victim, not the most served gang",
+        "mosu",
+        RECLAIM_NODES,
+        RECLAIM_TENANTS,
+        running=RECLAIM_RUNNING,
+        pending=[job("a1", 8, tenant="a", t=2)],
+        now=NOW,
+        want_starts=["a1"],
+        want_preempt={"c1": PreemptReason.RECLAIM},
+    ),
+    Scenario(
+        "served victim order takes the gang",
+        replace(
+            build_profile("mosu"),
+            price_preemption=False,
+            reclaim_at_checkpoint=False,
+            victim_order=VictimOrder.SERVED,
+        ),
+        RECLAIM_NODES,
+        RECLAIM_TENANTS,
+        running=RECLAIM_RUNNING,
+        pending=[job("a1", 8, tenant="a", t=2)],
+        now=NOW,
+        want_starts=["a1"],
+        want_preempt={"g": PreemptReason.RECLAIM},
+    ),
+    Scenario(
+        "a one-GPU guarantee waits for the victim's checkpoint: 2,600 GPU-s idle "
+        "against 8,480 lost",
+        "mosu",
+        RECLAIM_NODES,
+        RECLAIM_TENANTS,
+        running=RECLAIM_RUNNING,
+        pending=[job("a1", 1, tenant="a", t=2)],
+        now=NOW,
+        want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
+    ),
+    Scenario(
+        "... and is reclaimed at once when reclaim never waits",
+        replace(build_profile("mosu"), reclaim_at_checkpoint=False),
+        RECLAIM_NODES,
+        RECLAIM_TENANTS,
+        running=RECLAIM_RUNNING,
+        pending=[job("a1", 1, tenant="a", t=2)],
+        now=NOW,
+        want_starts=["a1"],
+        want_preempt={"c1": PreemptReason.RECLAIM},
+    ),
+]
+
+
+@pytest.mark.parametrize("s", PRICED, ids=lambda s: s.name)
+def test_priced_scenario(s: Scenario) -> None:
+    result = run(s)
+    assert [st.job_id for st in result.starts] == s.want_starts
+    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
+    got_pending = {p.job_id: p.reason for p in result.pending}
+    for job_id, reason in s.want_pending.items():
+        assert got_pending.get(job_id) == reason, (job_id, got_pending)
+
+
+def test_a_refused_preemption_asks_to_look_again_after_the_checkpoint() -> None:
+    result = run(PRICED[0])
+    # The gang checkpoints 1,800 s from now; a second later only its restart is lost.
+    assert result.wake_at_s == NOW + 1_800.0 + 1.0
+
+
+def test_a_put_off_reclaim_asks_to_look_again_after_the_checkpoint() -> None:
+    result = run(PRICED[6])
+    assert result.wake_at_s == NOW + 2_600.0 + 1.0
+
+
+def test_a_cycle_that_decides_now_asks_for_no_wake() -> None:
+    assert run(PRICED[1]).wake_at_s is None
+    assert run(PRICED[4]).wake_at_s is None
+
+
+def test_reservations_report_their_nodes_and_idle_gpus() -> None:
+    s = next(c for c in SCENARIOS if c.profile == "fifo-backfill")
+    result = run(s)
+    # a1 is held n0 from 10,500; a4 (100 s) is backfilled onto its two free GPUs.
+    assert result.reservations == (Held("a1", 10_500.0, ("n0",), 0),)
+
+
+def test_reserved_gpus_left_idle_are_reported() -> None:
+    s = next(c for c in SCENARIOS if c.profile == "fifo-backfill")
+    # Without the short job the two free GPUs of the held node stay idle.
+    result = run(replace(s, pending=[j for j in s.pending if j.id != "a4"]))
+    assert result.reservations == (Held("a1", 10_500.0, ("n0",), 2_000),)
