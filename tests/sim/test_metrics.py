@@ -403,3 +403,28 @@ def test_idle_while_waiting_is_at_most_the_idle_gpu_time(sim_log):
     idle = sim_log.capacity_milli / 1000 * (sim_log.end_s - sim_log.start_s)
     idle -= metrics.allocated_gpu_s(sim_log)
     assert 0.0 <= metrics.idle_while_waiting_gpu_s(sim_log) <= idle + 1e-6
+
+
+def test_idle_while_reserved_integrates_the_reserved_idle_series():
+    # 3 GPUs idle on held nodes over [10, 40), then 1 until the end at 100: 90 + 60.
+    sim_log = replace(log(), reserved_idle=((10.0, 3000), (40.0, 1000)))
+    assert metrics.idle_while_reserved_gpu_s(sim_log) == pytest.approx(150.0)
+    assert metrics.idle_while_reserved_gpu_s(log()) == 0.0
+
+
+def test_attainment_within_guarantee_counts_only_fitting_demand():
+    # a is guaranteed 4 GPUs and holds none over [0, 100). It waits for a gang of 8
+    # (larger than its guarantee) all along and for a 2-GPU job over [50, 100).
+    usage = [sample(0, "a", 0, 8000)]
+    within = [sample(50, "a", 0, 2000)]
+    sim_log = replace(
+        log(usage=usage, guarantees={("a", "A100"): 4000}), usage_within=tuple(within)
+    )
+    assert metrics.quota_attainment(sim_log) == {"a": 0.0}
+    assert metrics.attainment_within_guarantee(sim_log) == {"a": 0.0}
+    # Holding 4 GPUs of anything meets the guarantee the fitting job is owed.
+    held = [sample(0, "a", 4000, 4000), sample(50, "a", 4000, 6000)]
+    sim_log = replace(sim_log, usage_within=tuple(held))
+    assert metrics.attainment_within_guarantee(sim_log) == {"a": 1.0}
+    # Nothing fitting waited: no guarantee was wanted.
+    assert metrics.attainment_within_guarantee(replace(sim_log, usage_within=())) == {}

@@ -25,6 +25,9 @@ def tjob(job_id: str, tenant: str, submit: float, duration: float, gpus: int) ->
     )
 
 
+NOW_RECLAIM = replace(build_profile("mosu"), reclaim_at_checkpoint=False)
+"""mosu reclaiming at once, never waiting for the victim's checkpoint."""
+
 RECLAIM_TRACE = [
     tjob("a1", "a", 0.0, 10_000.0, 8),  # borrows b's half of the node
     tjob("b1", "b", 3_000.0, 1_000.0, 4),  # b wants its guarantee back
@@ -51,7 +54,7 @@ def test_reclaim_costs_the_work_since_the_last_checkpoint(
         RECLAIM_TRACE,
         [tenant("a", 4), tenant("b", 4)],
         [node("n0", 8)],
-        build_profile("mosu"),
+        NOW_RECLAIM,
         ReplayConfig(checkpoint_every, overhead),
     )
     out = {o.job_id: o for o in result.log.outcomes}
@@ -83,13 +86,51 @@ def test_a_job_declaring_its_checkpoint_interval_loses_only_work_since_its_own(
         trace,
         [tenant("a", 4), tenant("b", 4)],
         [node("n0", 8)],
-        build_profile("mosu"),
+        NOW_RECLAIM,
         ReplayConfig(1_800, 60),
     )
     out = {o.job_id: o for o in result.log.outcomes}
     assert out["a1"].preemptions == 1
     assert out["a1"].finish_s == pytest.approx(want_a1_finish)
     assert out["a1"].lost_gpu_s == pytest.approx(want_lost)
+
+
+def test_reclaim_waits_for_the_victims_checkpoint_when_that_is_cheaper() -> None:
+    # At 3,000 s a1 is 1,200 s past its checkpoint: 8 x 1,260 GPU-s to preempt now,
+    # against b1's 4 GPUs idle for the 600 s to a1's next one (+ 8 x 60 to restart).
+    # The cycle asks to be woken a second after it; a1 then loses 8 GPU-s.
+    result = replay(
+        RECLAIM_TRACE,
+        [tenant("a", 4), tenant("b", 4)],
+        [node("n0", 8)],
+        build_profile("mosu"),
+        ReplayConfig(1_800, 60),
+    )
+    assert [line for line in result.decisions if " preempt " in line] == [
+        "3601.000 preempt a1 reclaim b1"
+    ]
+    out = {o.job_id: o for o in result.log.outcomes}
+    assert out["a1"].lost_gpu_s == pytest.approx(8.0)
+    assert out["a1"].finish_s == pytest.approx(4_601.0 + 60.0 + 10_000.0 - 3_600.0)
+    assert out["b1"].first_start_s == 3_601.0
+    # b1's guarantee went unmet for 601 s of the 1,601 s it wanted 4 GPUs.
+    assert summarize(result.log)["tenants"]["b"]["quota_attainment"] == pytest.approx(1_000 / 1_601)
+
+
+def test_reserved_idle_and_fitting_demand_are_recorded() -> None:
+    # a1 (6 GPUs) holds the node; a2 (8) is reserved from a1's estimated end: the
+    # node's two free GPUs are held idle for it.
+    trace = [
+        replace(tjob("a1", "a", 0.0, 1_000.0, 6), estimate_s=1_000.0),
+        replace(tjob("a2", "a", 10.0, 1_000.0, 8), estimate_s=1_000.0),
+    ]
+    result = replay(trace, [tenant("a", 16)], [node("n0", 8)], build_profile("fifo-backfill"))
+    # Two GPUs idle and held for a2 from 10 s until a1 ends at 1,000 s.
+    assert result.log.reserved_idle == ((10.0, 2000), (1_000.0, 0))
+    # a1 and a2 both fit a's guarantee: the fitting demand is the whole demand.
+    assert {(s.time_s, s.demand_milli) for s in result.log.usage_within} == {
+        (s.time_s, s.demand_milli) for s in result.log.usage
+    }
 
 
 def test_static_partitions_queue_instead_of_borrowing() -> None:

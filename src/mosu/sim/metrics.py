@@ -33,10 +33,11 @@ Every report, table, plot and benchmark computes its numbers here, from a
   in GPU-seconds, each reservation counting at most what its job asks: the
   ``reserved_idle`` series the replay records from each cycle's
   ``CycleResult.reservations``. Part of idle while waiting.
-- **Quota attainment within guarantee**: quota attainment computed on the usage
-  series of the jobs whose whole gang fits within their tenant's guarantee
-  (``usage_within``): a gang larger than the guarantee can run only on borrowed
-  capacity, so its wait is not a guarantee broken.
+- **Quota attainment within guarantee**: quota attainment with a demand that
+  counts, of the waiting jobs, only those whose whole gang fits within their
+  tenant's guarantee (``usage_within``: allocation, and allocation plus those jobs'
+  requests): a gang larger than the guarantee can run only on borrowed capacity,
+  so its wait breaks no guarantee.
 - **Large-gang queueing** = the p99 queueing delay of jobs of at least a given
   GPU count (``LARGE_GANG_GPUS`` in ``summarize``).
 - **Borrowed GPU-seconds** of a tenant = ∫ Σ max(0, allocation − guarantee) dt over

@@ -75,5 +75,6 @@ class SimLog:
     """Steps of a series: from ``time_s`` on, this many milli GPUs sit idle on nodes
     held by backfill reservations (``CycleResult.reservations``)."""
     usage_within: tuple[UsageSample, ...] = ()
-    """``usage`` counting only the jobs whose whole gang fits within their tenant's
-    guarantee (what ``metrics.attainment_within_guarantee`` reads)."""
+    """``usage`` with a demand that counts, of the waiting jobs, only those whose whole
+    gang fits within their tenant's guarantee (what
+    ``metrics.attainment_within_guarantee`` reads); allocations are all of them."""

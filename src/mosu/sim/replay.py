@@ -148,7 +148,8 @@ class _Replay:
         self.sampled: dict[tuple[str, str], tuple[int, int]] = {}
         self.touched: set[tuple[str, str]] = set()
         self.usage: list[UsageSample] = []
-        # The same series for the jobs whose gang fits within their tenant's guarantee.
+        # The same series with only the waiting jobs whose gang fits within their
+        # tenant's guarantee counted in the demand.
         by_name = {t.name: t for t in self.tenants}
         self.within = {
             k: (t := by_name.get(p.job.tenant)) is not None
@@ -385,7 +386,10 @@ class _Replay:
             if self.sampled.get(key) != value:
                 self.sampled[key] = value
                 self.usage.append(UsageSample(now, key[0], key[1], value[0], value[1]))
-            value = (self.allocated_within.get(key, 0), self.demand_within.get(key, 0))
+            # Everything held, and wanted: that plus what fitting jobs still ask.
+            held = self.allocated.get(key, 0)
+            waiting = self.demand_within.get(key, 0) - self.allocated_within.get(key, 0)
+            value = (held, held + waiting)
             if self.sampled_within.get(key, (0, 0)) != value:
                 self.sampled_within[key] = value
                 self.usage_within.append(UsageSample(now, key[0], key[1], value[0], value[1]))
