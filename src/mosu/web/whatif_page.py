@@ -96,16 +96,14 @@ def start(
             placement=placement or None,
             **{name: _items(values[name]) for name in LIST_FIELDS},
         )
+        config = {
+            "profile": platform.settings.profile,
+            "min_runtime_s": platform.settings.min_runtime_s,
+        }
         with platform.tx() as s:
-            plan = whatif.plan(
-                s,
-                principal=signed.principal,
-                body=body,
-                now=now,
-                profile=platform.settings.profile,
-                min_runtime_s=platform.settings.min_runtime_s,
-            )
-        task = platform.whatif.submit(plan)
+            plan = whatif.plan(s, principal=signed.principal, body=body, now=now, **config)
+        request = whatif.stored_request(body, now=now, **config)
+        task = platform.whatif.submit(plan, request=request)
     except InvalidInput as exc:
         return _page(request, platform, signed, status=422, error=str(exc), values=values)
     return RedirectResponse(f"{PREFIX}/whatif/{task.id}", status_code=303)
