@@ -129,8 +129,7 @@ def test_no_double_allocation_and_no_tenant_above_its_limit(
 @settings(max_examples=150, deadline=None)
 @given(snap=worlds(one_gpu_pending=True))
 def test_guarantees_are_honoured_whenever_demanded(snap: ClusterSnapshot) -> None:
-    # Reclaim never waits for a checkpoint here: that is checked below.
-    profile = replace(build_profile("mosu"), min_runtime_s=0.0, reclaim_at_checkpoint=False)
+    profile = replace(build_profile("mosu"), min_runtime_s=0.0)
     result = schedule(snap, profile)
     _, holders = apply(snap, result)
     after = usage(holders)
@@ -149,7 +148,7 @@ def test_guarantees_are_honoured_whenever_demanded(snap: ClusterSnapshot) -> Non
 def test_a_guarantee_put_off_is_paid_by_the_next_checkpoint(snap: ClusterSnapshot) -> None:
     """A reclaim waiting for its victims' checkpoint asks for a cycle no later than the
     longest checkpoint interval from now (600 s here, plus the margin)."""
-    profile = replace(build_profile("mosu"), min_runtime_s=0.0)
+    profile = replace(build_profile("mosu"), min_runtime_s=0.0, reclaim_at_checkpoint=True)
     result = schedule(snap, profile)
     _, holders = apply(snap, result)
     after = usage(holders)

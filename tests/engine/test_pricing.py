@@ -17,6 +17,8 @@ from tests.engine.test_tenancy import SCENARIOS, Running, Scenario, run, tenant
 NOW = 10_000.0
 FOUR = [node(f"n{i}", 8) for i in range(4)]
 NOBODY_GUARANTEED = [tenant("a", 0), tenant("b", 0)]
+AT_CHECKPOINT = replace(build_profile("mosu"), reclaim_at_checkpoint=True)
+"""mosu whose reclaim waits for its victims' next checkpoint when that is cheaper."""
 
 
 def gang(since_checkpoint_s: float) -> Running:
@@ -115,7 +117,7 @@ PRICED = [
     Scenario(
         "a one-GPU guarantee waits for the victim's checkpoint: 2,600 GPU-s idle "
         "against 8,480 lost",
-        "mosu",
+        AT_CHECKPOINT,
         RECLAIM_NODES,
         RECLAIM_TENANTS,
         running=RECLAIM_RUNNING,
@@ -124,8 +126,8 @@ PRICED = [
         want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
     ),
     Scenario(
-        "... and is reclaimed at once when reclaim never waits",
-        replace(build_profile("mosu"), reclaim_at_checkpoint=False),
+        "... and is reclaimed at once when reclaim never waits (mosu)",
+        "mosu",
         RECLAIM_NODES,
         RECLAIM_TENANTS,
         running=RECLAIM_RUNNING,
@@ -161,6 +163,7 @@ def test_a_put_off_reclaim_asks_to_look_again_after_the_checkpoint() -> None:
 def test_a_cycle_that_decides_now_asks_for_no_wake() -> None:
     assert run(PRICED[1]).wake_at_s is None
     assert run(PRICED[4]).wake_at_s is None
+    assert run(PRICED[7]).wake_at_s is None
 
 
 def test_reservations_report_their_nodes_and_idle_gpus() -> None:

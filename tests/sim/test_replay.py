@@ -25,8 +25,8 @@ def tjob(job_id: str, tenant: str, submit: float, duration: float, gpus: int) ->
     )
 
 
-NOW_RECLAIM = replace(build_profile("mosu"), reclaim_at_checkpoint=False)
-"""mosu reclaiming at once, never waiting for the victim's checkpoint."""
+NOW_RECLAIM = build_profile("mosu")
+"""mosu reclaims at once, never waiting for the victim's checkpoint."""
 
 RECLAIM_TRACE = [
     tjob("a1", "a", 0.0, 10_000.0, 8),  # borrows b's half of the node
@@ -103,7 +103,7 @@ def test_reclaim_waits_for_the_victims_checkpoint_when_that_is_cheaper() -> None
         RECLAIM_TRACE,
         [tenant("a", 4), tenant("b", 4)],
         [node("n0", 8)],
-        build_profile("mosu"),
+        replace(build_profile("mosu"), reclaim_at_checkpoint=True),
         ReplayConfig(1_800, 60),
     )
     assert [line for line in result.decisions if " preempt " in line] == [

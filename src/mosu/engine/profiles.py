@@ -124,7 +124,9 @@ class SchedulingProfile:
     """Run time a preempted job is assumed to spend restarting (priced per GPU)."""
     reclaim_at_checkpoint: bool = False
     """With ``price_preemption``: reclaim waits for its victims' next checkpoint when
-    the guarantee's GPUs idle until then cost less than the work lost now."""
+    the guarantee's GPUs idle until then cost less than the work lost now. Off for
+    ``mosu``: it loses less work on gangs but lowers quota attainment and costs the
+    Philly benchmark more than it may (docs/scheduling.md)."""
 
 
 def _tightest() -> PlacementPolicy:
@@ -239,7 +241,6 @@ def _mosu() -> SchedulingProfile:
         placement=make_placement("mosu"),
         victim_order=VictimOrder.PRICED,
         price_preemption=True,
-        reclaim_at_checkpoint=True,
     )
 
 
