@@ -148,7 +148,12 @@ def test_guarantees_are_honoured_whenever_demanded(snap: ClusterSnapshot) -> Non
 def test_a_guarantee_put_off_is_paid_by_the_next_checkpoint(snap: ClusterSnapshot) -> None:
     """A reclaim waiting for its victims' checkpoint asks for a cycle no later than the
     longest checkpoint interval from now (600 s here, plus the margin)."""
-    profile = replace(build_profile("mosu"), min_runtime_s=0.0, reclaim_at_checkpoint=True)
+    profile = replace(
+        build_profile("mosu"),
+        min_runtime_s=0.0,
+        reclaim_at_checkpoint=True,
+        checkpoint_wait_min_gpus=1,
+    )
     result = schedule(snap, profile)
     _, holders = apply(snap, result)
     after = usage(holders)

@@ -17,8 +17,11 @@ from tests.engine.test_tenancy import SCENARIOS, Running, Scenario, run, tenant
 NOW = 10_000.0
 FOUR = [node(f"n{i}", 8) for i in range(4)]
 NOBODY_GUARANTEED = [tenant("a", 0), tenant("b", 0)]
-AT_CHECKPOINT = replace(build_profile("mosu"), reclaim_at_checkpoint=True)
-"""mosu whose reclaim waits for its victims' next checkpoint when that is cheaper."""
+AT_CHECKPOINT = replace(
+    build_profile("mosu"), reclaim_at_checkpoint=True, checkpoint_wait_min_gpus=8
+)
+"""mosu whose reclaim waits for its victims' next checkpoint when that is cheaper and
+a victim has 8 GPUs or more."""
 
 
 def gang(since_checkpoint_s: float) -> Running:
@@ -126,6 +129,17 @@ PRICED = [
         want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
     ),
     Scenario(
+        "... but not for a victim smaller than a gang",
+        replace(AT_CHECKPOINT, checkpoint_wait_min_gpus=16),
+        RECLAIM_NODES,
+        RECLAIM_TENANTS,
+        running=RECLAIM_RUNNING,
+        pending=[job("a1", 1, tenant="a", t=2)],
+        now=NOW,
+        want_starts=["a1"],
+        want_preempt={"c1": PreemptReason.RECLAIM},
+    ),
+    Scenario(
         "... and is reclaimed at once when reclaim never waits (mosu)",
         "mosu",
         RECLAIM_NODES,
@@ -164,6 +178,7 @@ def test_a_cycle_that_decides_now_asks_for_no_wake() -> None:
     assert run(PRICED[1]).wake_at_s is None
     assert run(PRICED[4]).wake_at_s is None
     assert run(PRICED[7]).wake_at_s is None
+    assert run(PRICED[8]).wake_at_s is None
 
 
 def test_reservations_report_their_nodes_and_idle_gpus() -> None:

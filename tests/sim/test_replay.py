@@ -103,7 +103,7 @@ def test_reclaim_waits_for_the_victims_checkpoint_when_that_is_cheaper() -> None
         RECLAIM_TRACE,
         [tenant("a", 4), tenant("b", 4)],
         [node("n0", 8)],
-        replace(build_profile("mosu"), reclaim_at_checkpoint=True),
+        replace(build_profile("mosu"), reclaim_at_checkpoint=True, checkpoint_wait_min_gpus=8),
         ReplayConfig(1_800, 60),
     )
     assert [line for line in result.decisions if " preempt " in line] == [

@@ -127,6 +127,9 @@ class SchedulingProfile:
     the guarantee's GPUs idle until then cost less than the work lost now. Off for
     ``mosu``: it loses less work on gangs but lowers quota attainment and costs the
     Philly benchmark more than it may (docs/scheduling.md)."""
+    checkpoint_wait_min_gpus: int = 16
+    """``reclaim_at_checkpoint`` waits only for a plan with a victim of at least this
+    many GPUs (a gang spanning nodes), where one checkpoint interval is worth most."""
 
 
 def _tightest() -> PlacementPolicy:

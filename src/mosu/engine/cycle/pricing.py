@@ -77,6 +77,9 @@ def defer_reclaim_s(work: Work, job: Job, victims: Sequence[Victim]) -> float | 
     profile = work.profile
     if not (profile.price_preemption and profile.reclaim_at_checkpoint) or not victims:
         return None
+    least = profile.checkpoint_wait_min_gpus * GPU_MILLI
+    if all(v.gpu_milli < least for v in victims):
+        return None
     wait = checkpoints_in_s(work, victims)
     if wait is None:
         return None
