@@ -129,8 +129,8 @@ PRICED = [
         want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
     ),
     Scenario(
-        "... but not for a victim smaller than a gang",
-        replace(AT_CHECKPOINT, checkpoint_wait_min_gpus=16),
+        "... but not for a victim smaller than a gang (mosu: 16 GPUs)",
+        "mosu",
         RECLAIM_NODES,
         RECLAIM_TENANTS,
         running=RECLAIM_RUNNING,
@@ -140,8 +140,8 @@ PRICED = [
         want_preempt={"c1": PreemptReason.RECLAIM},
     ),
     Scenario(
-        "... and is reclaimed at once when reclaim never waits (mosu)",
-        "mosu",
+        "... and is reclaimed at once when reclaim never waits",
+        replace(build_profile("mosu"), reclaim_at_checkpoint=False),
         RECLAIM_NODES,
         RECLAIM_TENANTS,
         running=RECLAIM_RUNNING,

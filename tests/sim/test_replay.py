@@ -25,8 +25,8 @@ def tjob(job_id: str, tenant: str, submit: float, duration: float, gpus: int) ->
     )
 
 
-NOW_RECLAIM = build_profile("mosu")
-"""mosu reclaims at once, never waiting for the victim's checkpoint."""
+NOW_RECLAIM = replace(build_profile("mosu"), reclaim_at_checkpoint=False)
+"""mosu reclaiming at once, never waiting for the victim's checkpoint."""
 
 RECLAIM_TRACE = [
     tjob("a1", "a", 0.0, 10_000.0, 8),  # borrows b's half of the node

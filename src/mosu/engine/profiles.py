@@ -124,12 +124,12 @@ class SchedulingProfile:
     """Run time a preempted job is assumed to spend restarting (priced per GPU)."""
     reclaim_at_checkpoint: bool = False
     """With ``price_preemption``: reclaim waits for its victims' next checkpoint when
-    the guarantee's GPUs idle until then cost less than the work lost now. Off for
-    ``mosu``: it loses less work on gangs but lowers quota attainment and costs the
-    Philly benchmark more than it may (docs/scheduling.md)."""
+    the guarantee's GPUs idle until then cost less than the work lost now."""
     checkpoint_wait_min_gpus: int = 16
     """``reclaim_at_checkpoint`` waits only for a plan with a victim of at least this
-    many GPUs (a gang spanning nodes), where one checkpoint interval is worth most."""
+    many GPUs (a gang spanning nodes), where one checkpoint interval is worth most;
+    waiting for smaller victims too cost the Philly benchmark more average JCT than
+    mosu may give up (docs/scheduling.md)."""
 
 
 def _tightest() -> PlacementPolicy:
@@ -244,6 +244,7 @@ def _mosu() -> SchedulingProfile:
         placement=make_placement("mosu"),
         victim_order=VictimOrder.PRICED,
         price_preemption=True,
+        reclaim_at_checkpoint=True,
     )
 
 
