@@ -160,9 +160,7 @@ def ray_dead_node(temp_dir: str) -> tuple[float, float]:
                 raise SystemExit("the Ray worker did not register")
             time.sleep(0.5)
         gang = gangs.start(
-            GangSpec(
-                job_id="bench", command=["sleep", "120"], placement=(ReplicaPlacement("w0", (0,)),)
-            )
+            GangSpec(job_id=1, argv=["sleep", "120"], placement=(ReplicaPlacement("w0", (0,)),))
         )
         _kill_tree(nodes[1].pid)
         killed = time.monotonic()

@@ -342,7 +342,12 @@ class JobSpec(InputModel):
 
     @property
     def argv(self) -> list[str]:
-        return ["/bin/sh", "-c", self.command] if isinstance(self.command, str) else self.command
+        return argv_of(self.command)
+
+
+def argv_of(command: str | list[str]) -> list[str]:
+    """A job's command as the argv its replicas run: a string runs under ``/bin/sh -c``."""
+    return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
 
 
 # ---------------------------------------------------------------- tenants and nodes
@@ -692,7 +697,8 @@ class ReplicaLaunch(OutputModel):
     replica: int
     node: str
     gpu_indices: list[int]
-    gpu_fraction: float
+    gpu_milli: int
+    """The share of each of its GPUs in thousandths (``GPU_MILLI``: whole devices)."""
     vendor: str = "nvidia"
     """Who makes the node's GPUs: which variable shows the replica ``gpu_indices``."""
     log_path: str
