@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from mosu.agent.executors.ray_executor import (
-    GangSpec,
     GangStartError,
     RayExecutor,
     RayGang,
@@ -45,15 +44,35 @@ def executor(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) 
     )
 
 
+def gang_launch(
+    job_id: int, argv: list[str], *placement: ReplicaPlacement, env: dict[str, str] | None = None
+) -> JobLaunch:
+    """A launch of ``argv`` on ``placement``, its logs where ``RayGangs`` puts them."""
+    return JobLaunch(
+        job_id=job_id,
+        attempt=1,
+        tenant="default",
+        argv=argv,
+        env=env or {},
+        workdir=None,
+        replicas=[
+            ReplicaLaunch(
+                replica=i,
+                node=rp.node,
+                gpu_indices=list(rp.gpu_indices),
+                gpu_milli=rp.gpu_milli,
+                log_path="",
+            )
+            for i, rp in enumerate(placement)
+        ],
+    )
+
+
 def _spec(
     job_id: int, script: Path, out: Path, modes: str, *placement: ReplicaPlacement
-) -> GangSpec:
-    return GangSpec(
-        job_id=job_id,
-        argv=replica_command(script, modes, out),
-        placement=placement,
-        env={"FROM_JOB": "yes", "RANK": "99"},
-    )
+) -> JobLaunch:
+    env = {"FROM_JOB": "yes", "RANK": "99"}
+    return gang_launch(job_id, replica_command(script, modes, out), *placement, env=env)
 
 
 def _wait(what: str, done: Callable[[], bool], timeout_s: float = WAIT_S) -> float:
@@ -250,11 +269,7 @@ def test_gang_start_is_all_or_nothing(executor: RayGangs, script: Path, tmp_path
 def test_missing_command_fails_the_gang_instead_of_requeueing_it(
     executor: RayGangs, tmp_path: Path
 ) -> None:
-    spec = GangSpec(
-        job_id=105,
-        argv=[str(tmp_path / "no-such-program")],
-        placement=(ReplicaPlacement("w0", (0,)),),
-    )
+    spec = gang_launch(105, [str(tmp_path / "no-such-program")], ReplicaPlacement("w0", (0,)))
     with pytest.raises(GangStartError, match="no-such-program: No such file or directory") as err:
         executor.start(spec)
 

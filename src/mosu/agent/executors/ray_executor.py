@@ -45,10 +45,10 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mosu.agent.replica_env import ReplicaSlot, gang_contracts
 from mosu.agent.sandbox import SandboxUnavailable, resolve
@@ -64,7 +64,7 @@ from mosu.core.executor import (
     NodeReport,
     ReplicaStarted,
 )
-from mosu.core.models import GPU_MILLI, Node, NodeState, Placement, ReplicaPlacement
+from mosu.core.models import GPU_MILLI, Node, NodeState
 
 __all__ = [
     "LABEL_GPU_MEM_MIB",
@@ -76,7 +76,6 @@ __all__ = [
     "RESOURCE_GPU_TYPE",
     "RESOURCE_RACK",
     "RESOURCE_ZONE",
-    "GangSpec",
     "GangStartError",
     "RayExecutor",
     "RayGang",
@@ -157,22 +156,6 @@ class RayNode:
     def device_resource(self) -> str:
         """The Ray resource that counts this node's devices."""
         return _RAY_NPU if self.vendor is Vendor.HUAWEI else "GPU"
-
-
-@dataclass(frozen=True, slots=True)
-class GangSpec:
-    """What to run and where: the engine's placement plus the job's argv."""
-
-    job_id: int
-    argv: Sequence[str]
-    placement: Placement
-    env: Mapping[str, str] = field(default_factory=dict)
-    workdir: str | None = None
-    attempt: int = 1
-    log_paths: tuple[Path, ...] = ()
-    """Controller-side log file of each replica (appended to); default under ``log_dir``."""
-    tenant: str = "default"
-    """Whose replicas these are: the Unix user they run as on a root node."""
 
 
 @dataclass(slots=True)
@@ -279,7 +262,16 @@ def node_from_ray(info: Mapping[str, Any], *, default_gpu_type: str) -> RayNode 
     )
 
 
-def _device_request(node: RayNode, rp: ReplicaPlacement) -> dict[str, Any]:
+class _Devices(Protocol):
+    """A replica's devices on its node (a ``ReplicaLaunch``, a ``ReplicaPlacement``)."""
+
+    @property
+    def gpu_indices(self) -> Sequence[int]: ...
+    @property
+    def gpu_milli(self) -> int: ...
+
+
+def _device_request(node: RayNode, rp: _Devices) -> dict[str, Any]:
     """What a runner asks Ray for: the replica's devices in the resource Ray's own
     accelerator manager counts them under, so Ray and mosu agree on what is busy. A
     vendor Ray has no manager for (Cambricon) is counted by mosu alone."""
@@ -590,18 +582,20 @@ class RayGangs:
     def _actor_prefix(self, job_id: int) -> str:
         return f"mosu/{job_id}/"
 
-    def start(self, spec: GangSpec) -> RayGang:
-        """Start every replica of the gang on its node, or none of them."""
+    def start(self, spec: JobLaunch) -> RayGang:
+        """Start every replica of the gang on its node, or none of them. A replica whose
+        ``log_path`` is empty logs to ``log_path(job, replica)``."""
         ray = _ray()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         argv = list(spec.argv)
         if not argv:
             raise InvalidInput("the job has an empty command", field="command")
-        if not spec.placement:
+        if not spec.replicas:
             raise InvalidInput("a gang needs at least one replica placement", field="placement")
+        placement = sorted(spec.replicas, key=lambda r: r.replica)
         by_name = {n.node.name: n for n in self.ray_nodes()}
-        for i, rp in enumerate(spec.placement):
+        for i, rp in enumerate(placement):
             target = by_name.get(rp.node)
             if target is None or not target.alive:
                 why = "is not in the Ray cluster" if target is None else "is down"
@@ -615,7 +609,7 @@ class RayGangs:
         # of a runner that is still being torn down.
         token = f"{spec.attempt}-{time.time_ns():x}"
         try:
-            for i, rp in enumerate(spec.placement):
+            for i, rp in enumerate(placement):
                 name = f"{self._actor_prefix(spec.job_id)}{token}/{i}"
                 remote_log = f"{self.remote_log_dir}/{spec.job_id}/{token}/replica-{i}.log"
                 remote_run = f"{self.remote_log_dir}/{spec.job_id}/{token}/run-{i}"
@@ -631,7 +625,7 @@ class RayGangs:
                         by_name[rp.node].node_id, soft=False
                     ),
                 ).remote(remote_log, remote_run)
-                local_log = spec.log_paths[i] if spec.log_paths else self.log_path(spec.job_id, i)
+                local_log = Path(rp.log_path) if rp.log_path else self.log_path(spec.job_id, i)
                 private_dir(local_log.parent)
                 gpus = ",".join(str(g) for g in rp.gpu_indices) or "none"
                 header = f"--- mosu: attempt {spec.attempt}, node {rp.node}, GPUs {gpus} ---\n"
@@ -668,7 +662,7 @@ class RayGangs:
                         rp.gpu_milli,
                         by_name[r.node].vendor.value,
                     )
-                    for r, rp in zip(replicas, spec.placement, strict=True)
+                    for r, rp in zip(replicas, placement, strict=True)
                 ],
                 master_addr=gang.master_addr,
                 master_port=gang.master_port,
@@ -1076,21 +1070,7 @@ class RayExecutor:
         # same devices would wait for them.
         self._release_handed_out()
         self.gangs.remove_runners_except(set(self._jobs))
-        replicas = sorted(launch.replicas, key=lambda r: r.replica)
-        spec = GangSpec(
-            job_id=launch.job_id,
-            argv=launch.argv,
-            placement=tuple(
-                ReplicaPlacement(r.node, tuple(r.gpu_indices), gpu_milli=r.gpu_milli)
-                for r in replicas
-            ),
-            env=launch.env,
-            workdir=launch.workdir,
-            attempt=launch.attempt,
-            log_paths=tuple(Path(r.log_path) for r in replicas),
-            tenant=launch.tenant,
-        )
-        gang = self.gangs.start(spec)
+        gang = self.gangs.start(launch)
         self._jobs[launch.job_id] = _Attempt(launch.attempt, gang)
         return {r.index: ReplicaStarted(pid=r.pid, supervisor=r.actor_name) for r in gang.replicas}
 
