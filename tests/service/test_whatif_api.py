@@ -73,6 +73,37 @@ def test_the_operator_runs_a_whatif_and_gets_report_and_plot(api, platform, exec
     assert api.get("/v1/whatif/0123456789abcdef").status_code == 404
 
 
+def test_credits_at_the_platforms_card_and_at_the_requests(api, platform, executor):
+    """The platform's rate card is part of its history: the as-configured replay is
+    charged at it, the changed one at the request's ``rates``; the export carries it as
+    ``rates.csv`` on the trace clock."""
+    r = api.post("/v1/rates", json={"rates": [{"resource": "H800", "per_hour": 2}]})
+    assert r.status_code == 200, r.text
+    history_on_the_platform(api, platform, executor)
+    exported = api.get("/v1/history/export").json()
+    lines = exported["files"]["rates.csv"].splitlines()
+    assert lines[0] == "resource,per_hour,borrowed_per_hour,from_s"
+    assert lines[1].startswith("H800,2.0,,") and float(lines[1].rsplit(",", 1)[1]) <= 0
+
+    body = {"rates": [{"resource": "H800", "per_hour": 6}]}
+    task = api.post("/v1/whatif", json=body).json()
+    assert task["changes"] == ["rates from the request"]
+    url = f"/v1/whatif/{task['id']}"
+    report = wait_until(lambda: (t := api.get(url).json())["state"] == "succeeded" and t)["report"]
+    assert report["rates"] == {"before": "platform", "after": "the request"}
+    before = report["before"]["overall"]["credits_burned"]
+    after = report["after"]["overall"]["credits_burned"]
+    assert before > 0
+    # The same schedule at three times the price; each of the five runs is rounded down
+    # to a micro-credit once.
+    assert after == pytest.approx(3 * before, abs=5 * 3e-6)
+
+    twice = {"rates": [{"resource": "H800", "per_hour": 1}, {"resource": "H800", "per_hour": 2}]}
+    r = api.post("/v1/whatif", json=twice)
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == "rates"
+
+
 @pytest.mark.parametrize(
     ("body", "field", "message"),
     [

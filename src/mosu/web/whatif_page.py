@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from mosu.core.errors import InvalidInput, NotFound
 from mosu.core.history_api import WhatIfRequest
 from mosu.service.services import whatif
-from mosu.sim.whatif import COLUMNS, comparison_rows, fidelity_line, pair
+from mosu.sim.whatif import COLUMNS, columns, comparison_rows, fidelity_line, pair
 from mosu.web.app import PREFIX, FormDep, PlatformDep, SignedDep
 from mosu.web.render import Renderer
 
@@ -124,7 +124,7 @@ def task_page(
         signed,
         active="whatif",
         task=task,
-        columns=["tenant", "jobs", *(title for title, _, _ in COLUMNS)],
+        columns=["tenant", "jobs", *(t for t, _, _ in (columns(report) if report else COLUMNS))],
         rows=comparison_rows(report) if report else [],
         fidelity=fidelity_line(report) if report else "",
         utilization=(

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from mosu.core.credits import Rate, RateCard, to_micro
 from mosu.core.errors import InvalidInput
 from mosu.core.history_api import WhatIfRequest, WhatIfTaskOut
 from mosu.engine.policies import POLICIES
@@ -48,6 +49,28 @@ def changes_of(body: WhatIfRequest) -> Changes:
         placement=body.placement,
         add_nodes=tuple(body.add_nodes),
         remove_nodes=tuple(body.remove_node),
+        rates=_card(body) if body.rates else None,
+        rates_from="the request" if body.rates else "",
+    )
+
+
+def _card(body: WhatIfRequest) -> RateCard:
+    """The request's rate lines, in force from the window's first submission."""
+    seen: set[str] = set()
+    for line in body.rates:
+        if line.resource in seen:
+            raise InvalidInput(f"{line.resource} is named twice", field="rates")
+        seen.add(line.resource)
+    return RateCard(
+        Rate(
+            resource=line.resource,
+            effective_ms=0,
+            micro_per_hour=to_micro(line.per_hour),
+            borrowed_micro_per_hour=None
+            if line.borrowed_per_hour is None
+            else to_micro(line.borrowed_per_hour),
+        )
+        for line in body.rates
     )
 
 
@@ -97,8 +120,20 @@ def _plan(
         min_runtime_s=exported.min_runtime_s,
         origin=exported.origin,
         counts=dict(exported.counts),
+        rates=_platform_card(exported.rates, exported.origin),
     )
     return plan_whatif(history, changes, tick_s=body.tick_s)
+
+
+def _platform_card(lines: list[Rate], origin: float) -> RateCard | None:
+    """The platform's card on the trace clock (times from ``origin``), if it has one."""
+    if not lines:
+        return None
+    shift = round(origin * 1000)
+    return RateCard(
+        Rate(r.resource, r.effective_ms - shift, r.micro_per_hour, r.borrowed_micro_per_hour)
+        for r in lines
+    )
 
 
 def _when(value: float | None) -> datetime | None:
