@@ -325,24 +325,7 @@ class JobSpec(InputModel):
             seen.add(name)
         return value
 
-    # Normalized views used by the service.
-    @property
-    def priority_value(self) -> int:
-        return PRIORITY_CLASSES[self.priority] if isinstance(self.priority, str) else self.priority
-
-    @property
-    def gpu_types(self) -> tuple[str, ...]:
-        if self.gpu_type is None:
-            return ()
-        return (self.gpu_type,) if isinstance(self.gpu_type, str) else tuple(self.gpu_type)
-
-    @property
-    def memory_mib(self) -> int:
-        return parse_memory_mib(self.memory)
-
-    @property
-    def argv(self) -> list[str]:
-        return argv_of(self.command)
+    # The platform reads a spec normalized: ``core.submission.Submission.of``.
 
 
 def argv_of(command: str | list[str]) -> list[str]:

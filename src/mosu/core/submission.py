@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mosu.core.api import JobSpec, parse_duration_s
+from mosu.core.api import PRIORITY_CLASSES, JobSpec, argv_of, parse_duration_s, parse_memory_mib
 from mosu.core.models import JobKind, Shape, Topology
 
 
@@ -47,21 +47,23 @@ class Submission:
     @classmethod
     def of(cls, spec: JobSpec) -> Submission:
         """Normalize a validated spec (the one place its units are converted)."""
+        priority = spec.priority
+        types = spec.gpu_type
         return cls(
             name=spec.name,
             kind=spec.kind,
-            priority=spec.priority_value,
+            priority=PRIORITY_CLASSES[priority] if isinstance(priority, str) else priority,
             replicas=spec.replicas,
             gpus=spec.gpus,
             shape=Shape.of_gpus(
-                spec.gpus, cpu_milli=round(spec.cpu * 1000), mem_mib=spec.memory_mib
+                spec.gpus, cpu_milli=round(spec.cpu * 1000), mem_mib=parse_memory_mib(spec.memory)
             ),
-            gpu_types=spec.gpu_types,
+            gpu_types=() if types is None else (types,) if isinstance(types, str) else tuple(types),
             topology=spec.topology,
             estimate_s=parse_duration_s(spec.estimate),
             max_runtime_s=parse_duration_s(spec.max_runtime),
             checkpoint_every_s=parse_duration_s(spec.checkpoint_every),
-            argv=tuple(spec.argv),
+            argv=tuple(argv_of(spec.command)),
             env=dict(spec.env),
             secrets=tuple(spec.secrets),
             workdir=spec.workdir,
