@@ -4,6 +4,7 @@ the platform's exported history (operator only), and tasks shown as API models."
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -12,7 +13,7 @@ from mosu.core.errors import InvalidInput
 from mosu.core.history_api import WhatIfRequest, WhatIfTaskOut
 from mosu.engine.policies import POLICIES
 from mosu.engine.profiles import PROFILES
-from mosu.service.services.auth import Principal
+from mosu.service.services.auth import OPERATOR, Principal
 from mosu.service.services.history_export import export_history
 from mosu.service.whatif_tasks import Task
 from mosu.sim.whatif import (
@@ -133,6 +134,32 @@ def _platform_card(lines: list[Rate], origin: float) -> RateCard | None:
     return RateCard(
         Rate(r.resource, r.effective_ms - shift, r.micro_per_hour, r.borrowed_micro_per_hour)
         for r in lines
+    )
+
+
+def stored_request(
+    body: WhatIfRequest, *, now: float, profile: str, min_runtime_s: float | None
+) -> dict[str, Any]:
+    """What planning ``body`` again needs, with its window pinned to end at ``now``, so
+    a task taken over after a restart replays the window the operator asked about."""
+    pinned = body.model_copy(update={"until": body.until if body.until is not None else now})
+    return {
+        "body": pinned.model_dump(mode="json"),
+        "now": now,
+        "profile": profile,
+        "min_runtime_s": min_runtime_s,
+    }
+
+
+def replan(session: Session, request: dict[str, Any]) -> Plan:
+    """The plan of a stored request (``stored_request``), checked as when it came in."""
+    return plan(
+        session,
+        principal=OPERATOR,
+        body=WhatIfRequest.model_validate(request["body"]),
+        now=float(request["now"]),
+        profile=str(request["profile"]),
+        min_runtime_s=request.get("min_runtime_s"),
     )
 
 
