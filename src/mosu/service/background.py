@@ -29,6 +29,7 @@ from mosu.engine.decisions import CycleResult
 from mosu.engine.estimates import StartEstimates
 from mosu.service.db.rows import JobRow
 from mosu.service.leader import LeaderLease, LeadershipLost
+from mosu.service.scheduler_link import StatePublisher
 from mosu.service.services.credits_policy import gate
 from mosu.service.services.credits_policy import housekeeping as credits_housekeeping
 from mosu.service.services.lifecycle import finish, note, release, transition
@@ -117,6 +118,9 @@ class SchedulerLoop:
         """Told the credit threshold alerts of each metering, after its commit."""
         self.on_metered: Callable[[float], None] = lambda _seconds: None
         """Told each metering's cost (metrics, benchmarks)."""
+        self.publisher: StatePublisher | None = None
+        """Set in a scheduler process of its own: what the API processes read of this
+        loop (queue order, reserved credits, the leader's heartbeat) goes to the store."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -139,6 +143,7 @@ class SchedulerLoop:
             if not self.leading:
                 self.leading = True
                 self.reconcile()
+            self._publish(lambda p: p.heartbeat())
             return True
         now = self.monotonic()
         if self.leading and now - self._last_lease_check < LEASE_CHECK_S:
@@ -146,17 +151,31 @@ class SchedulerLoop:
         self._last_lease_check = now
         if self.leading:
             if self.lease.check():
+                self._publish(lambda p: p.heartbeat())
                 return True
             log.error("lost the scheduler lease; leaving running work to the new leader")
             self.leading = False
+            if self.publisher is not None:
+                self.publisher.forget()
             self._executor.detach()
             return False
         if not self.lease.acquire():
             return False
         log.info("acquired the scheduler lease")
         self.leading = True
+        self._publish(lambda p: p.heartbeat(force=True))
         self.reconcile()
         return True
+
+    def _publish(self, write: Callable[[StatePublisher], None]) -> None:
+        """Hand ``write`` the publisher, if this loop has one; a store hiccup here costs
+        the API a stale view for a moment, never the loop."""
+        if self.publisher is None:
+            return
+        try:
+            write(self.publisher)
+        except Exception as exc:
+            log.warning("could not publish the scheduler's state: %s", type(exc).__name__)
 
     def stop(self) -> None:
         """Stop the loop. Running replicas are left alone: their supervisors outlive this
@@ -396,6 +415,8 @@ class SchedulerLoop:
         self._last_cycle_cost = self._last_cycle_end - now
         self.on_cycle(self._last_cycle_cost)
         self.queue_positions = {job_id: i + 1 for i, job_id in enumerate(applied.queue_order)}
+        order, reserved = list(applied.queue_order), dict(self.credit_reserved)
+        self._publish(lambda p: (p.queue_order(order), p.reserved(reserved)))
         self._learn_spread(loaded.snapshot.pending, result, applied.started, now)
         applied_at = time.perf_counter()
         for job_id in applied.started:
