@@ -193,7 +193,7 @@ class SchedulerLoop:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(timeout=self._poll_s)
+            self._wake.wait(timeout=self._wait_s())
             # Clear only a wake seen set: one arriving as the wait times out is kept for
             # the next turn instead of being cleared unseen (it would wait for the tick).
             woken = self._wake.is_set()
@@ -209,6 +209,16 @@ class SchedulerLoop:
             except Exception:  # the loop must outlive any one bad cycle
                 log.exception("scheduling iteration failed; retrying")
                 time.sleep(self._poll_s)
+
+    def _wait_s(self) -> float:
+        """How long the loop may sleep: a poll interval, or less when a requested cycle
+        only waits for its rest after the last one (the wake that asked for it was
+        already taken)."""
+        if not self._cycle_requested:
+            return self._poll_s
+        rest = min(self._last_cycle_cost, MAX_REST_S)
+        left = self._last_cycle_end + rest - self._clock()
+        return max(0.0, min(self._poll_s, left))
 
     # ------------------------------------------------------------ one iteration
 

@@ -18,7 +18,7 @@ from mosu.core.api import NodeCreate
 from mosu.core.errors import Conflict
 from mosu.service.app import create_app
 from mosu.service.platform import Platform
-from mosu.service.scheduler_link import server_id
+from mosu.service.scheduler_link import new_server_id
 from mosu.service.scheduler_process import SchedulerProcess
 from mosu.service.services import nodes
 from mosu.service.services.auth import OPERATOR
@@ -73,7 +73,7 @@ def serve(
     _check_port(settings.host, settings.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    server_id()  # named before any process starts, so all of them share it
+    new_server_id()  # named before any process starts, so all of them share it
     platform = Platform(settings, None)
     token = platform.open()
     if local_nodes:

@@ -87,13 +87,19 @@ class LocalScheduler:
         return "standby" if self._loop.lease is not None else ""
 
 
+SERVER_ID_ENV = "MOSU_SERVER_ID"
+
+
 def server_id() -> str:
     """Names this server (its API processes and its scheduler process) in the leader's
-    heartbeat: set once by the process that starts them, inherited by the others."""
-    found = os.environ.get("MOSU_SERVER_ID")
-    if not found:
-        found = os.urandom(8).hex()
-        os.environ["MOSU_SERVER_ID"] = found
+    heartbeat: chosen by ``new_server_id`` in the process that starts them, inherited by
+    the others."""
+    return os.environ.get(SERVER_ID_ENV) or new_server_id()
+
+
+def new_server_id() -> str:
+    found = os.urandom(8).hex()
+    os.environ[SERVER_ID_ENV] = found
     return found
 
 
