@@ -44,15 +44,20 @@ RESTART_S = 1.0
 MAX_RESTART_S = 30.0
 STOP_TIMEOUT_S = 60.0
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PROCESS_NAME = b"mosu-scheduler"
+"""What ``ps -o comm``, ``top`` and ``/proc/PID/comm`` call the scheduler process."""
 
 
 def die_with_parent(parent_pid: int) -> None:
-    """Have the kernel kill this process when the process that started it dies; exit at
-    once if that already happened."""
+    """Have the kernel kill this process when the process that started it dies (exit at
+    once if that already happened), and name it ``mosu-scheduler``."""
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(PROCESS_NAME))
     if os.getppid() != parent_pid:
         os._exit(1)
 
