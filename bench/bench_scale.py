@@ -448,6 +448,81 @@ GOALS = {
 }
 
 
+CURVE = "100:1000,1000:10000,5000:50000"
+CURVE_KEYS = (
+    "nodes",
+    "pending",
+    "cycle_p95_s",
+    "cycle_mean_s",
+    "submit_p99_ms",
+    "submissions_per_s",
+    "submit_to_start_p99_s",
+    "rss_mib",
+    "scheduler_cpu_ms_per_cycle",
+    "fill_s",
+)
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    try:
+        pairs = [tuple(int(x) for x in part.split(":")) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("sizes are NODES:PENDING,NODES:PENDING,...") from None
+    if not pairs or any(len(p) != 2 or min(p) < 1 for p in pairs):
+        raise argparse.ArgumentTypeError("sizes are NODES:PENDING,NODES:PENDING,...")
+    return [(p[0], p[1]) for p in pairs]
+
+
+def _database(args: argparse.Namespace) -> Any:
+    """Run ``run`` against a fresh PostgreSQL database (or SQLite), dropped after."""
+
+    def go(a: argparse.Namespace) -> dict[str, Any]:
+        if not args.postgres:
+            return run(a, None)
+        admin_url, name, url = fresh_database(args.postgres, "mosu_scale")
+        try:
+            return run(a, url)
+        finally:
+            drop_database(admin_url, name)
+
+    return go
+
+
+def curve(args: argparse.Namespace) -> None:
+    """Cost as work grows: one run per size, each ``--seconds`` of load, a point each;
+    ``--curve-budget`` seconds bound the whole (a size not started in time is skipped,
+    and said so)."""
+    go = _database(args)
+    points, skipped = [], []
+    began = time.monotonic()
+    for nodes, pending in args.curve:
+        if time.monotonic() - began > args.curve_budget:
+            skipped.append(f"{nodes}:{pending}")
+            continue
+        point = argparse.Namespace(**{**vars(args), "nodes": nodes, "pending": pending})
+        t0 = time.monotonic()
+        result = go(point)
+        result["fill_s"] = result["fill"]["seconds_to_full"]
+        points.append(
+            {"nodes": nodes, "pending": pending, **{k: result.get(k) for k in CURVE_KEYS[2:]}}
+        )
+        print(f"{nodes} nodes, {pending} pending: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    report = {
+        "bench": "scale-curve",
+        "backend": "postgresql" if args.postgres else "sqlite",
+        "tenants": args.tenants,
+        "workers": args.workers,
+        "seconds": args.seconds,
+        "points": points,
+        "skipped": skipped,
+    }
+    table = sys.stderr if args.json else sys.stdout
+    print("  ".join(f"{k:>14}" for k in CURVE_KEYS), file=table)
+    for p in points:
+        print("  ".join(f"{'-' if p.get(k) is None else p[k]:>14}" for k in CURVE_KEYS), file=table)
+    print(json.dumps(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small and fast (CI)")
@@ -461,18 +536,26 @@ def main() -> None:
     parser.add_argument("--processes", type=_positive, default=2, help="client processes")
     parser.add_argument("--connections", type=_positive, default=16)
     parser.add_argument("--workers", type=_positive, default=1, help="API processes")
+    parser.add_argument(
+        "--curve",
+        type=_sizes,
+        nargs="?",
+        const=_sizes(CURVE),
+        help=f"grow the size instead, NODES:PENDING,... (default {CURVE})",
+    )
+    parser.add_argument(
+        "--curve-budget", type=float, default=1800.0, help="seconds the curve may take"
+    )
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.pending, args.tenants = 20, 200, 4
         args.seconds, args.duration = 3.0, 5.0
-    if args.postgres:
-        admin_url, name, url = fresh_database(args.postgres, "mosu_scale")
-        try:
-            result = run(args, url)
-        finally:
-            drop_database(admin_url, name)
-    else:
-        result = run(args, None)
+        if args.curve is not None:
+            args.curve = [(10, 100), (20, 200)]
+    if args.curve is not None:
+        curve(args)
+        return
+    result = _database(args)(args)
     size = {"nodes": args.nodes, "pending": args.pending, "tenants": args.tenants}
     size["workers"] = args.workers
     report = {

@@ -190,11 +190,16 @@ def multiprocess_metrics(data_dir: Path, port: int) -> None:
     """Counted metrics in files every process of this server writes and a scrape of any
     of them sums (``PROMETHEUS_MULTIPROC_DIR``), emptied at start; set before
     ``prometheus_client`` is imported, which reads it then."""
+    from mosu.service.private_files import private_dir
+
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return
-    where = data_dir.expanduser().absolute() / "metrics" / str(port)
+    data = data_dir.expanduser().absolute()
+    where = data / "metrics" / str(port)
     shutil.rmtree(where, ignore_errors=True)
-    where.mkdir(parents=True, mode=0o700, exist_ok=True)
+    private_dir(data)
+    private_dir(data / "metrics")
+    private_dir(where)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(where)
 
 
@@ -226,9 +231,7 @@ def run(
 ) -> None:
     if workers < 1:
         raise InvalidInput("must be 1 or more", field="--workers")
-    multiprocess_metrics(data_dir, port)
     from mosu.agent.sandbox import SandboxUnavailable, resolve
-    from mosu.service.main import instance_id, serve
     from mosu.service.platform import load_profile
     from mosu.service.private_files import open_to_others
     from mosu.service.scheduler_process import SchedulerProcess
@@ -285,6 +288,10 @@ def run(
             )
         except SandboxUnavailable as exc:
             raise InvalidInput(str(exc), field="--sandbox") from None
+    # Checked: now the server's files, and prometheus_client imported in multiprocess mode.
+    multiprocess_metrics(data_dir, port)
+    from mosu.service.main import instance_id, serve
+
     exposed = open_to_others(data)
     gateway_note = ""
     if gateway_port is not None:
