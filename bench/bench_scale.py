@@ -515,6 +515,11 @@ def curve(args: argparse.Namespace) -> None:
         "seconds": args.seconds,
         "points": points,
         "skipped": skipped,
+        "plot": {
+            "points": "points",
+            "x": "nodes",
+            "y": ["cycle_p95_s", "submit_p99_ms", "scheduler_cpu_ms_per_cycle", "rss_mib"],
+        },
     }
     table = sys.stderr if args.json else sys.stdout
     print("  ".join(f"{k:>14}" for k in CURVE_KEYS), file=table)
