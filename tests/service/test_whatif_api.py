@@ -4,8 +4,6 @@ bounded and cancelable."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 
 import pytest
@@ -112,60 +110,3 @@ def test_tasks_are_bounded_and_a_cancel_ends_the_replay_process():
         assert first.report is None
     finally:
         tasks.shutdown()
-
-
-def _small_plan(days: int = 7):
-    tenants, jobs = synthetic.generate(5, companies=20, days=days, gpus=512)
-    history = History(tuple(jobs), tuple(tenants), tuple(native.default_cluster(tenants)))
-    return plan_whatif(history, Changes(weights=((tenants[0].name, 2.0),)))
-
-
-def test_api_workers_sharing_a_directory_see_and_cancel_each_others_tasks(tmp_path):
-    """Two workers of one server: a task one of them runs is listed, read and cancelled
-    through the other."""
-    runs = WhatIfTasks(workers=1, max_queued=0, directory=tmp_path / "whatif")
-    other = WhatIfTasks(workers=1, max_queued=0, directory=tmp_path / "whatif")
-    try:
-        task = runs.submit(_small_plan())
-        wait_until(lambda: task.state is TaskState.RUNNING and getattr(task.process, "pid", None))
-        process = task.process
-        assert [t.id for t in other.list()] == [task.id]
-        assert other.get(task.id).state is TaskState.RUNNING
-        with pytest.raises(Unavailable, match="1 what-if replays run and 0 wait"):
-            other.submit(_small_plan(1))  # the bound counts every worker's tasks
-        assert other.cancel(task.id).state is TaskState.CANCELLED
-        process.join(timeout=30)
-        assert not process.is_alive()  # the worker running it ended the replay
-        assert runs.get(task.id).state is TaskState.CANCELLED
-        assert other.get(task.id).state is TaskState.CANCELLED
-    finally:
-        runs.shutdown()
-        other.shutdown()
-
-
-def test_a_finished_task_reads_whole_from_another_worker_and_an_orphan_is_failed(tmp_path):
-    runs = WhatIfTasks(directory=tmp_path / "whatif")
-    other = WhatIfTasks(directory=tmp_path / "whatif")
-    try:
-        task = runs.submit(_small_plan(1))
-        wait_until(lambda: other.get(task.id).state is TaskState.SUCCEEDED, timeout=120)
-        seen = other.get(task.id)
-        assert seen.report == task.report and seen.report is not None
-        assert seen.plot_png == task.plot_png and seen.plot_png[:4] == b"\x89PNG"
-        assert seen.progress == 1.0
-    finally:
-        runs.shutdown()
-        other.shutdown()
-    record = tmp_path / "whatif" / f"{task.id}.json"
-    data = json.loads(record.read_text())
-    data.update(state="running", owner=_dead_pid())
-    record.write_text(json.dumps(data))
-    orphan = other.get(task.id)
-    assert orphan.state is TaskState.FAILED
-    assert orphan.error == "the server process running it ended"
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid

@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import socket
 from collections.abc import Callable, Sequence
 
@@ -75,7 +74,6 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     new_server_id()  # named before any process starts, so all of them share it
-    shutil.rmtree(settings.whatif_dir, ignore_errors=True)  # tasks live as long as a server
     platform = Platform(settings, None)
     token = platform.open()
     if local_nodes:

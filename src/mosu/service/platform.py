@@ -76,10 +76,7 @@ class Platform:
         else:
             self.scheduler = RemoteScheduler(self.sessions, waker_for_url(settings.sqlalchemy_url))
         self.whatif = WhatIfTasks(
-            workers=settings.whatif_workers,
-            max_queued=settings.whatif_max_queued,
-            # An API process shares its tasks with the server's other API processes.
-            directory=settings.whatif_dir if executor is None else None,
+            workers=settings.whatif_workers, max_queued=settings.whatif_max_queued
         )
         self._scheduler_running = False
         self._secret_box: SecretBox | None = None

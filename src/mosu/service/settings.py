@@ -75,8 +75,3 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
-
-    @property
-    def whatif_dir(self) -> Path:
-        """What-if tasks, shared by a server's API processes (emptied at start)."""
-        return self.data_dir / "whatif"
