@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,6 +28,7 @@ from mosu.service.services.secrets import SESSION_BOX, check_key
 from mosu.service.settings import Settings
 from mosu.service.wakeups import waker_for_url
 from mosu.service.whatif_tasks import WhatIfTasks
+from mosu.sim.whatif import Plan
 
 
 def load_profile(
@@ -76,7 +78,12 @@ class Platform:
         else:
             self.scheduler = RemoteScheduler(self.sessions, waker_for_url(settings.sqlalchemy_url))
         self.whatif = WhatIfTasks(
-            workers=settings.whatif_workers, max_queued=settings.whatif_max_queued
+            self.sessions,
+            replan=self._replan_whatif,
+            workers=settings.whatif_workers,
+            max_queued=settings.whatif_max_queued,
+            beat_s=settings.whatif_beat_s,
+            stale_s=settings.whatif_stale_s,
         )
         self._scheduler_running = False
         self._secret_box: SecretBox | None = None
@@ -129,9 +136,16 @@ class Platform:
                 if attempt:
                     raise
         self._secret_box = box
+        self.whatif.start()
         # Launches open secrets in a session of this factory (the scheduling loop's too).
         self.sessions.configure(info={SESSION_BOX: box})
         return token
+
+    def _replan_whatif(self, request: dict[str, Any]) -> Plan:
+        from mosu.service.services.whatif import replan
+
+        with self.tx() as s:
+            return replan(s, request)
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 from mosu.core.errors import InvalidInput, NotFound
 from mosu.core.history_api import WhatIfRequest
 from mosu.service.services import whatif
-from mosu.sim.whatif import COLUMNS, comparison_rows, fidelity_line, pair
+from mosu.sim.whatif import COLUMNS, columns, comparison_rows, fidelity_line, pair
 from mosu.web.app import PREFIX, FormDep, PlatformDep, SignedDep
 from mosu.web.render import Renderer
 
@@ -96,16 +96,14 @@ def start(
             placement=placement or None,
             **{name: _items(values[name]) for name in LIST_FIELDS},
         )
+        config = {
+            "profile": platform.settings.profile,
+            "min_runtime_s": platform.settings.min_runtime_s,
+        }
         with platform.tx() as s:
-            plan = whatif.plan(
-                s,
-                principal=signed.principal,
-                body=body,
-                now=now,
-                profile=platform.settings.profile,
-                min_runtime_s=platform.settings.min_runtime_s,
-            )
-        task = platform.whatif.submit(plan)
+            plan = whatif.plan(s, principal=signed.principal, body=body, now=now, **config)
+        request = whatif.stored_request(body, now=now, **config)
+        task = platform.whatif.submit(plan, request=request)
     except InvalidInput as exc:
         return _page(request, platform, signed, status=422, error=str(exc), values=values)
     return RedirectResponse(f"{PREFIX}/whatif/{task.id}", status_code=303)
@@ -124,7 +122,7 @@ def task_page(
         signed,
         active="whatif",
         task=task,
-        columns=["tenant", "jobs", *(title for title, _, _ in COLUMNS)],
+        columns=["tenant", "jobs", *(t for t, _, _ in (columns(report) if report else COLUMNS))],
         rows=comparison_rows(report) if report else [],
         fidelity=fidelity_line(report) if report else "",
         utilization=(
