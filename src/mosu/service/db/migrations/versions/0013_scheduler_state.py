@@ -1,15 +1,15 @@
 """What the scheduler process publishes for the API processes (queue order, reserved
 credits, the leader's heartbeat).
 
-Revision ID: 0012_scheduler_state
-Revises: 0011_token_rates
+Revision ID: 0013_scheduler_state
+Revises: 0012_whatif_tasks
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_scheduler_state"
-down_revision = "0011_token_rates"
+revision = "0013_scheduler_state"
+down_revision = "0012_whatif_tasks"
 branch_labels = None
 depends_on = None
 
