@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from mosu.core.api import ACTIVE_STATES, JobState
-from mosu.core.executor import DiscoversNodes, Executor, LaunchError
+from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState
+from mosu.core.executor import DiscoversNodes, Executor, LaunchError, ReplicaStarted
 from mosu.core.reasons import StopReason
 from mosu.engine.cycle import schedule
 from mosu.engine.decisions import CycleResult
@@ -429,8 +429,7 @@ class SchedulerLoop:
         self._publish(lambda p: (p.queue_order(order), p.reserved(reserved)))
         self._learn_spread(loaded.snapshot.pending, result, applied.started, now)
         applied_at = time.perf_counter()
-        for job_id in applied.started:
-            self._launch(job_id)
+        self._launch_all(applied.started)
         if applied.preempting:
             self.signal_stops()
         self.on_phases(
@@ -482,35 +481,59 @@ class SchedulerLoop:
             self.lease.fence(s.connection())
             yield
 
-    def _launch(self, job_id: int) -> None:
-        with self._sessions() as s:
-            launch = launch_spec(s, job_id=job_id, logs_dir=self._logs_dir)
-        if launch is None:
+    def _launch_all(self, job_ids: list[int]) -> None:
+        """Start a cycle's jobs: their specs read in one session, every start under one
+        fence (a new leader waits for the whole batch, as for one start), what runs
+        recorded in one transaction. A start that fails is handled alone."""
+        if not job_ids:
             return
+        with self._sessions() as s:
+            launches = [launch_spec(s, job_id=j, logs_dir=self._logs_dir) for j in job_ids]
+        started: list[tuple[JobLaunch, dict[int, ReplicaStarted]]] = []
         try:
             with self._fenced():
-                started = self._executor.start(launch)
+                for launch in launches:
+                    if launch is None:
+                        continue
+                    try:
+                        started.append((launch, self._executor.start(launch)))
+                    except Exception as exc:  # a bad command fails the job, not the loop
+                        self._launch_failed(launch.job_id, exc)
         except LeadershipLost:
-            log.error("deposed before starting job %d; the new leader will run it", job_id)
+            log.error("deposed before starting %d jobs; the new leader will run them", len(job_ids))
             self._last_lease_check = 0.0
             return
-        except Exception as exc:  # a bad command or workdir fails the job, not the loop
+        try:
             with self._sessions.begin() as s:
-                row = s.get(JobRow, job_id)
-                if row is not None and row.state == JobState.STARTING.value:
-                    text = str(exc) if isinstance(exc, LaunchError) else f"could not start: {exc}"
-                    if isinstance(exc, LaunchError) and exc.requeue:  # e.g. its node vanished
-                        row.stop_reason = StopReason.NODE_DOWN
-                        finish(s, row, exit_code=None, message=text)
-                        return
-                    release(s, row)
-                    row.message = text
-                    transition(s, row, JobState.FAILED, reason="launch", message=row.message)
+                for launch, replicas in started:
+                    mark_running(s, job_id=launch.job_id, attempt=launch.attempt, started=replicas)
             return
+        except StaleDataError:
+            pass  # one of them changed meanwhile: record each alone
+        for launch, replicas in started:
+            self._mark_running(launch, replicas)
+
+    def _mark_running(self, launch: JobLaunch, replicas: dict[int, ReplicaStarted]) -> None:
         for _ in range(3):
             try:
                 with self._sessions.begin() as s:
-                    mark_running(s, job_id=job_id, attempt=launch.attempt, started=started)
+                    mark_running(s, job_id=launch.job_id, attempt=launch.attempt, started=replicas)
                 return
             except StaleDataError:
                 continue
+
+    def _launch_failed(self, job_id: int, exc: Exception) -> None:
+        with self._sessions.begin() as s:
+            row = s.get(JobRow, job_id)
+            if row is not None and row.state == JobState.STARTING.value:
+                text = str(exc) if isinstance(exc, LaunchError) else f"could not start: {exc}"
+                if isinstance(exc, LaunchError) and exc.requeue:  # e.g. its node vanished
+                    row.stop_reason = StopReason.NODE_DOWN
+                    finish(s, row, exit_code=None, message=text)
+                    return
+                release(s, row)
+                row.message = text
+                transition(s, row, JobState.FAILED, reason="launch", message=row.message)
+
+    def _launch(self, job_id: int) -> None:
+        self._launch_all([job_id])
