@@ -197,6 +197,8 @@ class SchedulerProcess:
             began = time.monotonic()
             process, receive = self._spawn()
             self._process = process
+            if self._stopping.is_set():  # stop() came while it was being started
+                process.terminate()
             message: tuple[str, Any] | None = None
             with contextlib.suppress(EOFError, OSError):
                 # Either the child's first word or its end (EOF) wakes this.
