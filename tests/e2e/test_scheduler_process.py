@@ -4,6 +4,7 @@ in a child process the server supervises; its API runs in that server's process 
 
 - a submission wakes the scheduler process across processes (the socket on SQLite,
   NOTIFY on PostgreSQL), not by polling: the poll interval and the tick are an hour;
+- a scheduler process that dies is started again by its server;
 - two servers on one PostgreSQL store: one scheduler process leads, the other stands by;
   no job ever starts twice; killing the leading server (``kill -9``) takes its scheduler
   process with it, and the other takes over;
@@ -236,3 +237,41 @@ def test_a_worker_killed_mid_request_loses_no_acknowledged_submission(
     assert stored == set(acknowledged)
     wait_for(lambda: len(workers()) == 2, timeout=30, what="the killed worker replaced")
     assert victim not in workers()
+
+
+def _scheduler_children(pid: int) -> list[int]:
+    out = []
+    for child in _children(pid):
+        try:
+            if (Path("/proc") / str(child) / "comm").read_text().strip() == "mosu-scheduler":
+                out.append(child)
+        except OSError:
+            continue
+    return out
+
+
+def test_a_scheduler_process_that_dies_is_started_again(
+    make_server: Callable[..., Server],
+) -> None:
+    server = make_server(*SIM, "--nodes", "2x8:H800")
+    assert server.proc is not None
+    first = wait_for(
+        lambda: _scheduler_children(server.proc.pid), timeout=20, what="the scheduler process"
+    )
+    assert len(first) == 1
+    os.kill(first[0], signal.SIGKILL)
+    again = wait_for(
+        lambda: [p for p in _scheduler_children(server.proc.pid) if p != first[0]],
+        timeout=30,
+        what="a new scheduler process",
+    )
+    assert len(again) == 1
+    with server.client() as op:
+        op.create_tenant("a", {"H800": QuotaSpec(guaranteed=16)})
+        job = op.submit(_job("after", 600), tenant="a")
+        wait_for(
+            lambda: op.get_job(job.id).state == "running",
+            timeout=30,
+            what="a job started by the new scheduler process",
+        )
+        assert op.health()["scheduler"] == "leader"
