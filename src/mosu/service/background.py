@@ -48,6 +48,8 @@ LEASE_CHECK_S = 2.0
 """How often a leader confirms its lease with the database."""
 LEASE_RETRY_S = 2.0
 """How often a standby tries to take the lease (takeover well within 10 s)."""
+MARK_EVERY_S = 0.1
+"""Starts of one cycle recorded together at most this long after the first of them."""
 MAX_REST_S = 0.5
 """The longest a requested cycle waits after the last one (a slow first cycle, still
 importing and warming up, must not delay the next start by as long)."""
@@ -485,12 +487,14 @@ class SchedulerLoop:
     def _launch_all(self, job_ids: list[int]) -> None:
         """Start a cycle's jobs: their specs read in one session, every start under one
         fence (a new leader waits for the whole batch, as for one start), what runs
-        recorded in one transaction. A start that fails is handled alone."""
+        recorded in a transaction per ``MARK_EVERY_S`` of starts (fast starts share one;
+        a slow one is recorded as soon as it runs). A start that fails is handled alone."""
         if not job_ids:
             return
         with self._sessions() as s:
             launches = [launch_spec(s, job_id=j, logs_dir=self._logs_dir) for j in job_ids]
         started: list[tuple[JobLaunch, dict[int, ReplicaStarted]]] = []
+        marked = time.monotonic()
         try:
             with self._fenced():
                 for launch in launches:
@@ -500,9 +504,16 @@ class SchedulerLoop:
                         started.append((launch, self._executor.start(launch)))
                     except Exception as exc:  # a bad command fails the job, not the loop
                         self._launch_failed(launch.job_id, exc)
+                    if time.monotonic() - marked >= MARK_EVERY_S:
+                        self._mark_all(started)
+                        started, marked = [], time.monotonic()
         except LeadershipLost:
             log.error("deposed before starting %d jobs; the new leader will run them", len(job_ids))
             self._last_lease_check = 0.0
+        self._mark_all(started)
+
+    def _mark_all(self, started: list[tuple[JobLaunch, dict[int, ReplicaStarted]]]) -> None:
+        if not started:
             return
         try:
             with self._sessions.begin() as s:
