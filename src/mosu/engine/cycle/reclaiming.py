@@ -9,6 +9,7 @@ from dataclasses import replace
 from mosu.core.models import Job, Topology
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.starting import commit_start, evict, try_start
+from mosu.engine.cycle.victim_index import VictimIndex
 from mosu.engine.cycle.victims import running_victims
 from mosu.engine.cycle.work import (
     Dims,
@@ -21,7 +22,7 @@ from mosu.engine.cycle.work import (
 )
 from mosu.engine.ordering import Rank
 from mosu.engine.placement.base import place_job
-from mosu.engine.preemption import Victim, find_victims_by_node
+from mosu.engine.preemption import Victim
 
 
 def reclaim(work: Work) -> None:
@@ -63,12 +64,10 @@ def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
     if not types:
         return False
     target = job if types == types_of(work, job) else replace(job, gpu_types=types)
-    lenders = [
-        pool[t]
-        for t in sorted(pool)
-        if t != job.tenant and any(borrowed_milli(work, t, g) > 0 for g in work.capacity)
-    ]
-    if not lenders:
+    borrowing = frozenset(
+        t for t in pool if any(borrowed_milli(work, t, g) > 0 for g in work.capacity)
+    )
+    if not borrowing - {job.tenant}:
         return False
     # Usage stays fixed until the plan is chosen, so each lender's borrowed amount
     # per GPU type is computed once, not once per candidate and per check.
@@ -81,29 +80,39 @@ def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
             amount = borrowed[key] = _borrowed_on(work, v)
         return amount
 
-    # Borrowers of the job's own cohort go first (they run on its cohort's idle
-    # guarantee), then jobs wholly on borrowed capacity: taking them leaves their
-    # tenant at or above its guarantee.
-    candidates = [v for vs in lenders for v in vs if v.job_id in work.running]
     book = work.cohorts
-    if book is not None:  # the victim search compares costs, so the cohort goes in them
-        home = book.cohort(job.tenant)
-        candidates = [replace(v, cost=(book.cohort(v.tenant) != home, *v.cost)) for v in candidates]
-    candidates.sort(key=lambda v: (borrowed_on(v) < v.gpu_milli, v.cost))
+    home = book.cohort(job.tenant) if book is not None else None
+
+    def candidates() -> list[Victim]:
+        # Borrowers of the job's own cohort go first (they run on its cohort's idle
+        # guarantee), then jobs wholly on borrowed capacity: taking them leaves their
+        # tenant at or above its guarantee.
+        lenders = [pool[t] for t in sorted(pool) if t != job.tenant and t in borrowing]
+        found = [v for vs in lenders for v in vs if v.job_id in work.running]
+        if book is not None:  # the victim search compares costs, so the cohort goes in them
+            found = [replace(v, cost=(book.cohort(v.tenant) != home, *v.cost)) for v in found]
+        found.sort(key=lambda v: (borrowed_on(v) < v.gpu_milli, v.cost))
+        return found
 
     def still_borrowed(v: Victim, taken: Sequence[Victim]) -> bool:
         # A victim's tenant must still be above its guarantee once earlier picks go.
         gone = sum(t.gpu_milli for t in taken if t.tenant == v.tenant)
         return borrowed_on(v) - gone > 0
 
-    plan = find_victims_by_node(
-        work.state,
+    index = work.memo.victim_index
+    if index is None or not index.covers(borrowing):
+        index = work.memo.victim_index = VictimIndex(work, borrowing)
+    # The same plan as ``find_victims_by_node`` over ``candidates()``, found by node.
+    plan = index.find(
         job,
-        candidates,
-        lambda: place_job(work.state, target, work.profile.placement),
+        borrowing=borrowing,
+        borrowed_on=borrowed_on,
+        home=home,
+        fits=lambda: place_job(work.state, target, work.profile.placement),
         may_take=still_borrowed,
         need_milli=job.total_gpu_milli,
         free_milli=sum(work.free.get(t, 0) for t in types),
+        candidates=candidates,
     )
     if plan is None:
         return False

@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from mosu.core.models import GPU_MILLI, Job, RunningJob, Tenant, Topology
 from mosu.engine.cohorts import CohortBook
@@ -17,6 +18,9 @@ from mosu.engine.preemption import Victim
 from mosu.engine.profiles import QuotaMode, SchedulingProfile
 from mosu.engine.snapshot import ClusterSnapshot
 from mosu.engine.state import ClusterState
+
+if TYPE_CHECKING:
+    from mosu.engine.cycle.victim_index import VictimIndex
 
 INF = math.inf
 
@@ -79,6 +83,9 @@ class CycleMemo:
     is over quota too; queues long with such jobs are skipped at a dict lookup each."""
     running_ends: list[tuple[float, str]] | None = None
     """Estimated end of every running job, sorted; built on the first reservation."""
+    victim_index: VictimIndex | None = None
+    """Reclaim's running victims by node (``victim_index``), built on its first search;
+    it follows the working state by itself."""
     reserve_failed: set[tuple[Dims, tuple[str, ...], Topology]] = field(default_factory=set)
     """Shapes that found no reservation since the state last changed: they would find
     none again, as the search reads nothing else of the job."""
