@@ -22,7 +22,9 @@ into a likely start and a late bound from how earlier plans held.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -75,6 +77,8 @@ class StartPlanner:
         self._shadows: dict[tuple[_PoolKey, str | None], _Shadow] = {}
         self._holds_of: dict[tuple[str, ...], list[tuple[float, int, str]]] = {}
         self._entry_cache: dict[_PoolKey, list[tuple[int, str, float]]] = {}
+        self._by_reclaimable: list[_Hold] | None = None
+        self._reclaims: dict[tuple[tuple[str, ...], str | None], tuple[list[float], list[int]]] = {}
 
     def runtime(self, job: Job) -> float | None:
         return self._runtimes.runtime(job, self.estimates.user_estimate(job))
@@ -249,14 +253,34 @@ class StartPlanner:
         to_free = guaranteed_ahead + job.total_gpu_milli - sum(work.free.get(t, 0) for t in types)
         # Room enough, yet it did not start: it waits for at least the next change.
         to_free = max(to_free, 1)
+        ats, freed = self._reclaim_events(types, job.tenant)
+        k = bisect.bisect_left(freed, to_free)
+        if k == len(ats) or ats[k] == INF:
+            return None  # never enough, or only once a job of unknown end ends
+        return ats[k]
+
+    def _reclaim_events(self, types: tuple[str, ...], tenant: str) -> tuple[list[float], list[int]]:
+        """When capacity of ``types`` comes back for a job of ``tenant`` waiting for its
+        guarantee, in time order, and the GPU milli back by each time: every hold ends
+        or, if its tenant (not ``tenant``) is still borrowing there, becomes
+        reclaimable (the first ``borrowed`` milli of each lender's holds in reclaimable
+        order). The same for every job whose tenant borrows none of ``types``."""
+        work = self.work
+        own = tenant if any(borrowed_milli(work, tenant, t) > 0 for t in types) else None
+        key = (types, own)
+        cached = self._reclaims.get(key)
+        if cached is not None:
+            return cached
         # Borrowed capacity, per lender and type, that reclaim may take back.
         lendable = {
             (who, t): max(0, borrowed_milli(work, who, t))
             for _, _, who, t, _ in self.holds()
-            if who != job.tenant and t in types
+            if who != own and t in types
         }
+        if self._by_reclaimable is None:
+            self._by_reclaimable = sorted(self.holds(), key=lambda h: (h[4], h[0]))
         events: list[tuple[float, int]] = []
-        for end, milli, who, t, reclaimable in sorted(self.holds(), key=lambda h: (h[4], h[0])):
+        for end, milli, who, t, reclaimable in self._by_reclaimable:
             if t not in types:
                 continue
             left = lendable.get((who, t), 0)
@@ -266,14 +290,10 @@ class StartPlanner:
             else:
                 events.append((end, milli))
         events.sort()
-        freed = 0
-        for at, milli in events:
-            if at == INF:
-                return None
-            freed += milli
-            if freed >= to_free:
-                return at
-        return None
+        ats = [at for at, _ in events]
+        freed = list(itertools.accumulate(milli for _, milli in events))
+        self._reclaims[key] = (ats, freed)
+        return ats, freed
 
 
 class _Shadow:
