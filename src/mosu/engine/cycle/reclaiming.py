@@ -3,7 +3,7 @@ borrowed capacity back, preempting the cheapest borrowed jobs of other tenants."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from mosu.core.models import Job, Topology
@@ -32,6 +32,7 @@ def reclaim(work: Work) -> None:
     # Candidates once per round (built on first need), per tenant, cheapest first;
     # evicted ones are skipped.
     pool: dict[str, list[Victim]] | None = None
+    borrowers: _Borrowers | None = None
     # Sizes that found no reclaim this round, per (tenant, GPU types, topology): a
     # failure says nothing about another tenant's job, which has its own guarantee
     # and other lenders (the failing tenant's borrowed jobs are candidates for it).
@@ -45,15 +46,53 @@ def reclaim(work: Work) -> None:
         key = (job.tenant, job.gpu_types, job.topology)
         if any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed.get(key, ())):
             continue  # a smaller job of the same tenant already found no victims this round
-        if pool is None:
+        if pool is None or borrowers is None:
             pool = {}
             for v in running_victims(work):
                 pool.setdefault(v.tenant, []).append(v)
-        if not _reclaim_for(work, job, pool):
+            borrowers = _Borrowers(work, pool)
+        if not _reclaim_for(work, job, pool, borrowers.now()):
             failed.setdefault(key, []).append(dims)
 
 
-def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
+class _Borrowers:
+    """The tenants among ``tenants`` borrowing some GPU type, kept up to date cheaply:
+    usage changes only with a start or an eviction, each of which appends to
+    ``work.starts`` or ``work.preempts``, so only the tenants of the entries added
+    since the last look are checked again."""
+
+    def __init__(self, work: Work, tenants: Iterable[str]) -> None:
+        self.work = work
+        self.tenants = frozenset(tenants)
+        self.starts = len(work.starts)
+        self.preempts = len(work.preempts)
+        self.current = frozenset(t for t in self.tenants if self._borrows(t))
+
+    def _borrows(self, tenant: str) -> bool:
+        return any(borrowed_milli(self.work, tenant, g) > 0 for g in self.work.capacity)
+
+    def now(self) -> frozenset[str]:
+        work = self.work
+        if len(work.starts) == self.starts and len(work.preempts) == self.preempts:
+            return self.current
+        touched = {work.started_jobs[s.job_id].tenant for s in work.starts[self.starts :]}
+        touched.update(work.preempted_tenant[p.job_id] for p in work.preempts[self.preempts :])
+        self.starts, self.preempts = len(work.starts), len(work.preempts)
+        touched &= self.tenants
+        now = set(self.current)
+        for tenant in touched:
+            if self._borrows(tenant):
+                now.add(tenant)
+            else:
+                now.discard(tenant)
+        if now != self.current:
+            self.current = frozenset(now)
+        return self.current
+
+
+def _reclaim_for(
+    work: Work, job: Job, pool: dict[str, list[Victim]], borrowing: frozenset[str]
+) -> bool:
     """Preempt the cheapest borrowed jobs of other tenants so ``job`` fits its guarantee."""
     types = tuple(
         t
@@ -64,9 +103,7 @@ def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool:
     if not types:
         return False
     target = job if types == types_of(work, job) else replace(job, gpu_types=types)
-    borrowing = frozenset(
-        t for t in pool if any(borrowed_milli(work, t, g) > 0 for g in work.capacity)
-    )
+    # ``borrowing``: the tenants of ``pool`` above their guarantee on some GPU type.
     if not borrowing - {job.tenant}:
         return False
     # Usage stays fixed until the plan is chosen, so each lender's borrowed amount
