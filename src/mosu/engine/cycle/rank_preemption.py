@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from mosu.core.models import Job, Placement, RunningJob
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.ranks import running_class_map
-from mosu.engine.cycle.starting import commit_start, evict, try_start
+from mosu.engine.cycle.starting import commit_start, evict, try_start, within_free
 from mosu.engine.cycle.victims import as_victim
 from mosu.engine.cycle.work import (
     Outcome,
@@ -110,7 +110,7 @@ def preempt_by_rank(work: Work) -> None:
         # repeat the first on no more capacity.
         passes = (True,) if work.profile.quotas == QuotaMode.STATIC else (True, False)
         for within in passes:
-            for job in rest:
+            for job in within_free(work, rest):
                 if outcome.get(job.id) != Outcome.STARTED:
                     try_start(work, job, within_guarantee=within)
 

@@ -3,6 +3,7 @@ capacity bookkeeping both need; the over-quota shortcut for the rest of a queue.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 import numpy as np
@@ -87,6 +88,23 @@ def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
         return Outcome.BLOCKED if avoid else Outcome.NO_FIT
     commit_start(work, job, placement)
     return Outcome.STARTED
+
+
+def within_free(work: Work, jobs: Iterable[Job]) -> list[Job]:
+    """The jobs of ``jobs`` that need no GPU or no more than is free of the GPU types
+    they allow. As free capacity only shrinks until an eviction, ``try_start`` turns
+    every other one down on counts alone, never placing it; what it may note then
+    (that the job is over quota) any later call finds out by itself, so a pass of
+    ``try_start`` over ``jobs`` without evictions may skip them."""
+    free = work.free
+    room = {(): sum(free.get(t, 0) for t in work.state.gpu_types)}
+    for types in {job.gpu_types for job in jobs if job.gpu_types}:
+        room[types] = sum(free.get(t, 0) for t in types)
+    return [
+        job
+        for job in jobs
+        if (need := job.dims[0] * job.dims[1] * job.dims[2]) == 0 or need <= room[job.gpu_types]
+    ]
 
 
 def commit_start(work: Work, job: Job, placement: Placement) -> None:
