@@ -49,7 +49,7 @@ def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
         if len(allowed) == 1:
             only = allowed[0]
             fits = usage.get((tenant, only), 0) + need <= cap(work, tenant, only)
-            types = allowed if fits else ()
+            types: tuple[str, ...] = allowed if fits else ()
         else:
             types = tuple(
                 t for t in allowed if usage.get((tenant, t), 0) + need <= cap(work, tenant, t)
@@ -97,7 +97,7 @@ def within_free(work: Work, jobs: Iterable[Job]) -> list[Job]:
     (that the job is over quota) any later call finds out by itself, so a pass of
     ``try_start`` over ``jobs`` without evictions may skip them."""
     free = work.free
-    room = {(): sum(free.get(t, 0) for t in work.state.gpu_types)}
+    room: dict[tuple[str, ...], int] = {(): sum(free.get(t, 0) for t in work.state.gpu_types)}
     for types in {job.gpu_types for job in jobs if job.gpu_types}:
         room[types] = sum(free.get(t, 0) for t in types)
     return [
