@@ -64,6 +64,9 @@ _Hold = tuple[float, int, str, str, float]
 end, GPU milli, tenant, GPU type, when reclaim may take it: its minimum runtime passed)."""
 
 
+_UNKNOWN = {basis: StartEstimate(None, None, None, basis) for basis in EtaBasis}
+
+
 class StartPlanner:
     """Estimates for one cycle's pending jobs; what every estimate shares is built once."""
 
@@ -71,7 +74,7 @@ class StartPlanner:
         self.work = work
         self.estimates = estimates if estimates is not None else StartEstimates()
         self._holds: list[_Hold] | None = None
-        self._ahead: dict[str, tuple[int, int, int]] | None = None
+        self._ahead: dict[str, int] | None = None
         self._pools: dict[_PoolKey, list[Job]] | None = None
         self._place: dict[str, tuple[_PoolKey, int]] = {}
         self._shadows: dict[tuple[_PoolKey, str | None], _Shadow] = {}
@@ -122,30 +125,25 @@ class StartPlanner:
         runtime = self._runtimes.runtime_after(job, ran, self.estimates.user_estimate(job))
         return INF if runtime is None else now + max(0.0, runtime - ran)
 
-    def ahead(self, job: Job) -> tuple[int, int, int]:
-        """(GPU milli of the jobs ranked ahead of ``job`` on the same GPU types, of
-        those its tenant's, of those its tenant's waiting for their guarantee)."""
+    def guaranteed_ahead(self, job: Job) -> int:
+        """GPU milli of the jobs of ``job``'s tenant waiting for their guarantee on the
+        same GPU types and ranked ahead of it (``job`` waiting for its guarantee too)."""
         if self._ahead is None:
             work = self.work
             waiting = {j.id for j in work.waiting_guarantee}
-            total: dict[tuple[str, ...], int] = {}
-            mine: dict[tuple[str, tuple[str, ...]], int] = {}
+            default = work.state.gpu_types
+            outcome = work.outcome
             guaranteed: dict[tuple[str, tuple[str, ...]], int] = {}
-            ahead: dict[str, tuple[int, int, int]] = {}
-            started = work.outcome
+            ahead: dict[str, int] = {}
             for j in work.ranked:
-                types = types_of(work, j)
-                key = (j.tenant, types)
-                ahead[j.id] = (total.get(types, 0), mine.get(key, 0), guaranteed.get(key, 0))
-                if started.get(j.id) is Outcome.STARTED:
+                if j.id not in waiting:
                     continue
-                need = j.total_gpu_milli
-                total[types] = total.get(types, 0) + need
-                mine[key] = mine.get(key, 0) + need
-                if j.id in waiting:
-                    guaranteed[key] = guaranteed.get(key, 0) + need
+                key = (j.tenant, j.gpu_types or default)
+                ahead[j.id] = guaranteed.get(key, 0)
+                if outcome.get(j.id) is not Outcome.STARTED:
+                    guaranteed[key] = guaranteed.get(key, 0) + j.total_gpu_milli
             self._ahead = ahead
-        return self._ahead.get(job.id, (0, 0, 0))
+        return self._ahead.get(job.id, 0)
 
     # -- one job -------------------------------------------------------------------
 
@@ -153,7 +151,7 @@ class StartPlanner:
         basis = EtaBasis.RECLAIM if reclaim else EtaBasis.RELEASES
         planned = self._plan_reclaim(job) if reclaim else self._plan_releases(job)
         if planned is None:
-            return StartEstimate(None, None, None, basis)
+            return _UNKNOWN[basis]
         now = self.work.now
         extra = self.estimates.stop_grace_s if reclaim else 0.0
         spread = self.estimates.spread
@@ -235,13 +233,20 @@ class StartPlanner:
             # place in its pool.
             work = self.work
             static = work.profile.quotas == QuotaMode.STATIC
+            default = work.state.gpu_types
+            outcome = work.outcome
             pools: dict[_PoolKey, list[Job]] = {}
             place: dict[str, tuple[_PoolKey, int]] = {}
+            # (tenant under static quotas, the job's own GPU types) -> its pool
+            of: dict[tuple[str, tuple[str, ...]], tuple[_PoolKey, list[Job]]] = {}
             for other in work.ranked:
-                key = (other.tenant if static else "", types_of(work, other))
-                pool = pools.setdefault(key, [])
+                found = of.get((other.tenant if static else "", other.gpu_types))
+                if found is None:
+                    key = (other.tenant if static else "", other.gpu_types or default)
+                    found = of[(key[0], other.gpu_types)] = (key, pools.setdefault(key, []))
+                key, pool = found
                 place[other.id] = (key, len(pool))
-                if work.outcome.get(other.id) is not Outcome.STARTED:
+                if outcome.get(other.id) is not Outcome.STARTED:
                     pool.append(other)
             self._pools, self._place = pools, place
         return self._pools
@@ -249,8 +254,8 @@ class StartPlanner:
     def _plan_reclaim(self, job: Job) -> float | None:
         work = self.work
         types = types_of(work, job)
-        _, _, guaranteed_ahead = self.ahead(job)
-        to_free = guaranteed_ahead + job.total_gpu_milli - sum(work.free.get(t, 0) for t in types)
+        free = sum(work.free.get(t, 0) for t in types)
+        to_free = self.guaranteed_ahead(job) + job.total_gpu_milli - free
         # Room enough, yet it did not start: it waits for at least the next change.
         to_free = max(to_free, 1)
         ats, freed = self._reclaim_events(types, job.tenant)

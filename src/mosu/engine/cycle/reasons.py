@@ -75,7 +75,9 @@ def close_cycle(work: Work) -> CycleResult:
                     pend(job, reason, message, estimate=False)
                 else:
                     pend(job, reason, message)
-    pending.sort(key=lambda p: work.ranks[p.job_id])
+    # In rank order, as the ranked queue lists them (cheaper than sorting by rank).
+    by_id = {p.job_id: p for p in pending}
+    pending = [p for job in work.ranked if (p := by_id.get(job.id)) is not None]
     return CycleResult(
         preemptions=tuple(work.preempts), starts=tuple(work.starts), pending=tuple(pending)
     )
