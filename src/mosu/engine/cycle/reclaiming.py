@@ -26,8 +26,14 @@ from mosu.engine.preemption import Victim
 
 
 def reclaim(work: Work) -> None:
+    # Usage is fixed while the order is taken: one dominant share per tenant.
+    shares = {j.tenant: 0.0 for j in work.waiting_guarantee}
+    for tenant in shares:
+        shares[tenant] = dominant_share(work, tenant)
+    ranks = work.ranks
+
     def order(j: Job) -> tuple[float, Rank]:
-        return (dominant_share(work, j.tenant), work.ranks[j.id])
+        return (shares[j.tenant], ranks[j.id])
 
     # Candidates once per round (built on first need), per tenant, cheapest first;
     # evicted ones are skipped.
@@ -44,7 +50,7 @@ def reclaim(work: Work) -> None:
             continue
         dims = job.dims
         key = (job.tenant, job.gpu_types, job.topology)
-        if any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed.get(key, ())):
+        if _dominated(dims, failed.get(key)):
             continue  # a smaller job of the same tenant already found no victims this round
         if pool is None or borrowers is None:
             pool = {}
@@ -53,6 +59,17 @@ def reclaim(work: Work) -> None:
             borrowers = _Borrowers(work, pool)
         if not _reclaim_for(work, job, pool, borrowers.now()):
             failed.setdefault(key, []).append(dims)
+
+
+def _dominated(dims: Dims, smaller: list[Dims] | None) -> bool:
+    """Whether some size of ``smaller`` is at most ``dims`` in every dimension."""
+    if not smaller:
+        return False
+    g, share, replicas, cpu, mem = dims
+    return any(
+        f[0] <= g and f[1] <= share and f[2] <= replicas and f[3] <= cpu and f[4] <= mem
+        for f in smaller
+    )
 
 
 class _Borrowers:
