@@ -60,11 +60,14 @@ def preempt_by_rank(work: Work) -> None:
             continue  # capacity an earlier preemption left over
         klass = work.ranks[job.id][:n]
         if klass >= worst or attempts >= work.profile.max_preemption_attempts:
-            if not freed:
-                # Classes only grow along ``pending``, ``attempts`` only grows and
-                # ``worst`` changes only with a preemption: no later job would act.
-                break
-            continue
+            # Classes only grow along ``pending``, ``attempts`` only grows and
+            # ``worst`` changes only with a preemption: no later job would act but by
+            # starting in capacity an earlier preemption left over, which from here
+            # only shrinks: only the jobs within it are worth a try.
+            if freed:
+                for later in within_free(work, list(pending)):
+                    try_start(work, later, within_guarantee=True)
+            break
         # A job no smaller and no better ranked than one of its tenant's that found
         # no victims this cycle would find none either. Every failure comes from an
         # earlier job of ``pending``, so none ranks worse than this one, and the
