@@ -87,6 +87,12 @@ class CycleMemo:
     """Reclaim's running victims by node (``victim_index``), built on its first search;
     it follows the working state by itself."""
     reserve_failed: set[tuple[Dims, tuple[str, ...], Topology]] = field(default_factory=set)
+    avoid: dict[float | tuple[float, str], frozenset[int]] = field(default_factory=dict)
+    """Nodes to avoid (``avoid_for``) by a job's estimated end (and id, for a job holding
+    a reservation), for the reservations of ``avoid_for`` as it had ``avoid_len``."""
+    avoid_for: list[Reservation] | None = None
+    avoid_len: int = 0
+    avoid_holders: set[str] = field(default_factory=set)
     """Shapes that found no reservation since the state last changed: they would find
     none again, as the search reads nothing else of the job."""
 
@@ -96,6 +102,7 @@ class CycleMemo:
         what was over quota still hold; an eviction frees capacity and usage, so
         nothing found about the state does."""
         self.reserve_failed.clear()
+        self.avoid_for = None
         if freed:
             self.no_fit.clear()
             self.over_quota.clear()
