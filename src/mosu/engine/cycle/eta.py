@@ -148,8 +148,16 @@ class StartPlanner:
     # -- one job -------------------------------------------------------------------
 
     def estimate(self, job: Job, reason: str, *, reclaim: bool) -> StartEstimate:
-        basis = EtaBasis.RECLAIM if reclaim else EtaBasis.RELEASES
-        planned = self._plan_reclaim(job) if reclaim else self._plan_releases(job)
+        if reclaim:
+            basis = EtaBasis.RECLAIM
+            planned = self._plan_reclaim(job)
+        else:
+            basis = EtaBasis.RELEASES
+            if self._pools is None:
+                self._pools_by_key()
+            if self._place[job.id][1] > MAX_SHADOW_AHEAD:
+                return _UNKNOWN[basis]  # as ``_plan_releases`` finds, without the calls
+            planned = self._plan_releases(job)
         if planned is None:
             return _UNKNOWN[basis]
         now = self.work.now
