@@ -108,7 +108,8 @@ class RecentMix:
     def observe(self, jobs: Iterable[Job]) -> bool:
         """Remember ``jobs``; True when the mix moved enough to be handed on."""
         jobs = list(jobs)
-        if not self._observe_many(jobs):
+        # More jobs than the window: most are new, and one step beats one per job.
+        if len(jobs) <= self.window or not self._observe_many(jobs):
             self._observe_each(jobs)
         if self._new_type or self._turned >= max(1.0, RELEARN_SHARE * len(self._seen)):
             self._new_type = False
