@@ -167,11 +167,15 @@ def _preempt_for(
             for k in ids
             if k in work.running
         ]
-    # Victims are built only for eligible jobs: usually few of those running.
+    # Victims are built only for eligible jobs: usually few of those running. The
+    # class test, the cheapest and most often decisive, comes before the call.
+    running = work.running
     candidates = [
         v
         for job_id in pool
-        if eligible(work.running[job_id]) and (v := as_victim(work, job_id)) is not None
+        if run_class[job_id] > klass
+        and eligible(running[job_id])
+        and (v := as_victim(work, job_id)) is not None
     ]
     # Worst class first, then cheapest (costs are unique, so the order is total).
     worst_first = work.memo.worst_first_of
