@@ -102,8 +102,8 @@ def _kill_tree(pid: int) -> None:
 def ray_dead_node(temp_dir: str) -> tuple[float, float]:
     """One measurement on a fresh two-node cluster; every process started is stopped."""
     import ray
-    from mosu.agent.executors.ray_executor import GangSpec, RayGangs, ReplicaState
-    from mosu.core.models import ReplicaPlacement
+    from mosu.agent.executors.ray_executor import RayGangs, ReplicaState
+    from mosu.core.api import JobLaunch, ReplicaLaunch
 
     port = _free_port()
     base = [str(Path(sys.executable).parent / "ray"), "start", "--block"]
@@ -160,8 +160,18 @@ def ray_dead_node(temp_dir: str) -> tuple[float, float]:
                 raise SystemExit("the Ray worker did not register")
             time.sleep(0.5)
         gang = gangs.start(
-            GangSpec(
-                job_id="bench", command=["sleep", "120"], placement=(ReplicaPlacement("w0", (0,)),)
+            JobLaunch(
+                job_id=1,
+                attempt=1,
+                tenant="default",
+                argv=["sleep", "120"],
+                env={},
+                workdir=None,
+                replicas=[
+                    ReplicaLaunch(
+                        replica=0, node="w0", gpu_indices=[0], gpu_milli=1000, log_path=""
+                    )
+                ],
             )
         )
         _kill_tree(nodes[1].pid)

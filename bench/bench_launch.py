@@ -51,7 +51,7 @@ def _launch(root: Path, job_id: int) -> JobLaunch:
                 replica=0,
                 node="n0",
                 gpu_indices=[0],
-                gpu_fraction=1.0,
+                gpu_milli=1000,
                 log_path=str(root / "logs" / str(job_id) / "replica-0.log"),
                 run_dir=str(root / "logs" / str(job_id) / "run" / "1.0"),
             )

@@ -10,7 +10,13 @@ import time
 import pytest
 
 from mosu.agent.executors.local import LocalExecutor
-from mosu.agent.replica_env import ReplicaContract, build_env, contract_keys
+from mosu.agent.replica_env import (
+    ReplicaContract,
+    ReplicaSlot,
+    build_env,
+    contract_keys,
+    gang_contracts,
+)
 from mosu.core.accelerators import DEVICE_SELECTION_VARIABLES, Vendor
 from mosu.core.api import JobExit
 from tests.agent.conftest import launch
@@ -54,7 +60,7 @@ def contract(vendor: str, indices: tuple[int, ...] = (4, 5)) -> ReplicaContract:
         num_replicas=4,
         node="n3",
         gpu_indices=indices,
-        gpu_fraction=1.0,
+        gpu_milli=1000,
         master_addr="10.0.0.1",
         master_port=29500,
         vendor=vendor,
@@ -92,6 +98,40 @@ def test_a_cpu_only_replica_is_shown_no_device_of_its_node_s_vendor():
     env = build_env(contract("huawei", ()), job_env={}, home="/h")
     assert (env["ASCEND_RT_VISIBLE_DEVICES"], env["MOSU_DEVICES"]) == ("", "")
     assert "CUDA_VISIBLE_DEVICES" not in env
+
+
+def test_a_contract_written_with_a_fraction_reads_as_thousandths():
+    written = contract("nvidia", (2,)).to_json()
+    del written["gpu_milli"]
+    written["gpu_fraction"] = 0.25
+    written["job_id"] = "7"  # Ray's runners once wrote ids as text
+    restored = ReplicaContract.from_json(json.loads(json.dumps(written)))
+    assert (restored.gpu_milli, restored.job_id) == (250, 7)
+    env = build_env(restored, job_env={}, home="/h")
+    assert (env["MOSU_GPU_FRACTION"], env["MOSU_JOB_ID"]) == ("0.25", "7")
+
+
+def test_every_executor_s_gang_gets_its_contracts_from_one_builder():
+    slots = [
+        ReplicaSlot(0, "w0", (0, 1), 1000, "nvidia"),
+        ReplicaSlot(1, "w1", (2, 3), 1000, "huawei"),
+    ]
+    contracts = gang_contracts(
+        instance="i1", job_id=7, attempt=2, slots=slots, master_addr="10.0.0.5", master_port=29500
+    )
+    assert [(c.replica, c.num_replicas, c.node, c.gpu_indices, c.vendor) for c in contracts] == [
+        (0, 2, "w0", (0, 1), "nvidia"),
+        (1, 2, "w1", (2, 3), "huawei"),
+    ]
+    assert {(c.master_addr, c.master_port, c.job_id, c.attempt) for c in contracts} == {
+        ("10.0.0.5", 29500, 7, 2)
+    }
+    envs = [build_env(c, job_env={}, home="/h") for c in contracts]
+    assert [(e["RANK"], e["WORLD_SIZE"], e["MASTER_ADDR"]) for e in envs] == [
+        ("0", "2", "10.0.0.5"),
+        ("1", "2", "10.0.0.5"),
+    ]
+    assert "MOSU_GPU_FRACTION" not in envs[0]
 
 
 def test_a_contract_written_before_vendors_is_nvidia_s():

@@ -109,7 +109,7 @@ def test_replicas_run_as_the_tenant_with_exactly_the_documented_environment(
 def test_a_job_env_cannot_override_the_contract(make_executor, tmp_path):
     ex = make_executor()
     env = {"RANK": "9", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", "HOME": "/root", "PATH": "/bin"}
-    ex.start(launch(tmp_path, ENV_DUMP, gpus=((3,),), fraction=0.25, env=env))
+    ex.start(launch(tmp_path, ENV_DUMP, gpus=((3,),), milli=250, env=env))
     wait_exits(ex)
     got = dumped(tmp_path / "logs" / "1" / "replica-0.log")["env"]
     assert (got["RANK"], got["CUDA_VISIBLE_DEVICES"], got["MOSU_GPU_FRACTION"]) == (

@@ -132,7 +132,7 @@ CONTRACT = ReplicaContract(
     num_replicas=4,
     node="n3",
     gpu_indices=(4, 5),
-    gpu_fraction=1.0,
+    gpu_milli=1000,
     master_addr="10.0.0.1",
     master_port=29500,
 )
@@ -176,7 +176,7 @@ CONTRACT = ReplicaContract(
             id="the job's env adds and may set PATH but cannot override the contract",
         ),
         pytest.param(
-            ReplicaContract(**{**CONTRACT.to_json(), "gpu_indices": (2,), "gpu_fraction": 0.5}),
+            ReplicaContract(**{**CONTRACT.to_json(), "gpu_indices": (2,), "gpu_milli": 500}),
             {},
             {"CUDA_VISIBLE_DEVICES": "2", "MOSU_GPU_FRACTION": "0.5"},
             id="a shared GPU tells its share",

@@ -41,7 +41,7 @@ def launch(
         workdir=None,
         estimate_s=estimate_s,
         replicas=[
-            ReplicaLaunch(replica=i, node=n, gpu_indices=[0], gpu_fraction=1.0, log_path="")
+            ReplicaLaunch(replica=i, node=n, gpu_indices=[0], gpu_milli=1000, log_path="")
             for i, n in enumerate(nodes)
         ],
     )
@@ -136,6 +136,7 @@ def test_adopt_reports_started_attempts_lost_and_leaves_unstarted_ones() -> None
 
 def test_a_lost_node_goes_down_in_the_store_and_its_job_is_requeued(tmp_path: Path) -> None:
     from mosu.core.api import JobSpec, QuotaSpec, TenantCreate
+    from mosu.core.submission import Submission
     from mosu.service.platform import Platform
     from mosu.service.services import jobs as job_service
     from mosu.service.services import nodes, tenants
@@ -166,7 +167,9 @@ def test_a_lost_node_goes_down_in_the_store_and_its_job_is_requeued(tmp_path: Pa
                 s,
                 principal=OPERATOR,
                 tenant="a",
-                spec=JobSpec(name="j", gpus=8, command="python train.py", estimate=50),
+                job=Submission.of(
+                    JobSpec(name="j", gpus=8, command="python train.py", estimate=50)
+                ),
             )
         p.loop.run_once()
         p.loop.run_once()

@@ -151,3 +151,39 @@ def test_on_ticks_moves_submissions_up_and_rounds_run_times():
     ]
     ticked = on_ticks(jobs, 60.0)
     assert [(j.submit_s, j.duration_s) for j in ticked] == [(120, 60), (120, 120), (0, 0)]
+
+
+def test_credits_burned_at_the_platforms_rates_and_at_new_ones(cli_env, tmp_path):  # noqa: F811
+    """The export's rate card charges the as-configured replay; ``--rates`` the changed one.
+    A preempted attempt is refunded whole (the platform restarts it from scratch), so
+    what a tenant burns is its jobs' GPU-hours at the rate; only the prices changed, so
+    the schedule is the same and the bill scales with them."""
+    history = seeded_history(tmp_path / "history")
+    (history / "rates.csv").write_text("resource,per_hour,borrowed_per_hour,from_s\nH800,2,,-60\n")
+    dearer = tmp_path / "dearer.csv"
+    dearer.write_text("resource,per_hour\nH800,3\n")
+    args = ["whatif", "--history", str(history), "--out", str(tmp_path / "out")]
+    report = json.loads(mosu(*args, "--rates", str(dearer), "-o", "json", env=cli_env).stdout)
+    assert report["changes"] == [f"rates from {dearer}"]
+    assert report["rates"] == {"before": "platform", "after": str(dearer)}
+    jobs = native.load_jobs(history / "jobs.csv")
+    for tenant in ("acme", "beta"):
+        gpu_h = sum(j.shape.gpus * (j.duration_s or 0) for j in jobs if j.tenant == tenant) / HOUR
+        before = report["before"]["tenants"][tenant]["credits_burned"]
+        after = report["after"]["tenants"][tenant]["credits_burned"]
+        assert before == pytest.approx(2 * gpu_h, abs=1e-3)
+        assert after == pytest.approx(3 * gpu_h, abs=1e-3)
+    assert report["before"]["overall"]["avg_wait_s"] == report["after"]["overall"]["avg_wait_s"]
+
+    assert "┃ credits" in mosu(*args, "--rates", str(dearer), env=cli_env).stdout
+
+    (history / "rates.csv").unlink()
+    plain = json.loads(mosu(*args, "--set-weight", "acme=2", "-o", "json", env=cli_env).stdout)
+    assert "credits_burned" not in plain["before"]["overall"]
+    assert plain["rates"] == {"before": None, "after": None}
+    assert "┃ credits" not in mosu(*args, "--set-weight", "acme=2", env=cli_env).stdout
+
+    dearer.write_text("resource,per_hour\nH800,abc\n")
+    one_line_error(
+        mosu(*args, "--rates", str(dearer), env=cli_env, ok=False), "per_hour 'abc' is not a number"
+    )

@@ -32,6 +32,16 @@ REPLICA_SCRIPT = Path(__file__).with_name("replica_script.py")
 WORKERS = ("w0", "w1")
 START_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 20.0
+JOIN_ATTEMPTS = 3
+
+
+def default_worker_args(name: str) -> list[str]:
+    """4 fake GPUs of ``GPU_TYPE``, the node's own name and rack as labels."""
+    return [
+        "--num-gpus=4",
+        f"--resources={json.dumps({f'mosu-gpu-type:{GPU_TYPE}': 4})}",
+        f"--labels=mosu.io/node={name},mosu.io/rack=rack-{name}",
+    ]
 
 
 def _free_port() -> int:
@@ -103,27 +113,43 @@ class RayCluster:
                 env=dict(os.environ, RAY_USAGE_STATS_ENABLED="0"),
             )
 
-    def start_worker(self, name: str) -> None:
-        """Start worker ``name``: 4 fake GPUs of ``GPU_TYPE``, its own node and rack labels."""
-        self.start_node(
-            name,
-            [
-                f"--address={self.address}",
-                "--num-gpus=4",
-                "--num-cpus=1",
-                f"--resources={json.dumps({f'mosu-gpu-type:{GPU_TYPE}': 4})}",
-                f"--labels=mosu.io/node={name},mosu.io/rack=rack-{name}",
-            ],
-        )
+    def start_worker(self, name: str, args: list[str] | None = None) -> None:
+        """Start worker ``name``: by default 4 fake GPUs of ``GPU_TYPE`` with its own node
+        and rack labels; ``args`` replaces those (the node label is always set)."""
+        extra = args if args is not None else default_worker_args(name)
+        self.start_node(name, [f"--address={self.address}", "--num-cpus=1", *extra])
+
+    def join_worker(self, ray: object, name: str, args: list[str] | None = None) -> None:
+        """Start worker ``name`` and wait until the cluster counts it alive.
+
+        Ray's ``ray start`` gives a raylet a fixed 30 s to register with the GCS; on a
+        loaded two-core machine that can run out while the raylet is still starting, and
+        ``ray start`` then exits. Such a worker is started again (with all of its
+        processes killed first), up to ``JOIN_ATTEMPTS`` times.
+        """
+        expected = len(_alive_nodes(ray)) + 1
+        for attempt in range(1, JOIN_ATTEMPTS + 1):
+            self.start_worker(name, args)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while len(_alive_nodes(ray)) < expected:
+                if time.monotonic() > deadline or self.nodes[name].poll() is not None:
+                    break
+                time.sleep(0.5)
+            else:
+                return
+            self.kill_node(name)
+            if attempt == JOIN_ATTEMPTS:
+                raise RuntimeError(f"Ray node {name} did not register\n{self.describe()}")
 
     def kill_node(self, name: str) -> None:
         """Kill one node's every process at once, like pulling its power cord."""
         _kill(_tree(self.nodes[name].pid))
-        self.nodes[name].wait(timeout=STOP_TIMEOUT_S)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.nodes[name].wait(timeout=STOP_TIMEOUT_S)
 
     def stop(self) -> None:
         # Workers first, then the head; remember each tree before it starts unravelling.
-        for name in [*WORKERS, "head"]:
+        for name in [*(n for n in self.nodes if n != "head"), "head"]:
             proc = self.nodes.get(name)
             if proc is None:
                 continue
@@ -146,9 +172,15 @@ def _alive_nodes(ray: object) -> list[dict[str, object]]:
     return [n for n in ray.nodes() if n["Alive"]]  # type: ignore[attr-defined]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'")
+def run_ray_cluster(
+    ray: object,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    namespace: str,
+    workers: dict[str, list[str] | None],
+) -> Iterator[RayCluster]:
+    """A GPU-less head and ``workers`` (name: ``ray start`` arguments, ``None`` for the
+    default 4-GPU worker) on 127.0.0.1, stopped with every process it started."""
     # A short path: Ray's Unix sockets live under it and have a 107-byte limit.
     temp_dir = tempfile.mkdtemp(prefix="mosu-ray-", dir="/tmp")
     port = _free_port()
@@ -170,29 +202,32 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
             ],
         )
         _wait_for_port(port, cluster)
-        ray.init(
+        ray.init(  # type: ignore[attr-defined]
             address=cluster.address,
-            namespace="mosu",
+            namespace=namespace,
             log_to_driver=False,
             _node_ip_address="127.0.0.1",
         )
         # One worker at a time: two raylets registering from one IP at once can time out.
-        for count, name in enumerate(WORKERS, start=2):
-            cluster.start_worker(name)
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while len(_alive_nodes(ray)) < count:
-                if time.monotonic() > deadline or cluster.nodes[name].poll() is not None:
-                    raise RuntimeError(f"Ray node {name} did not register\n{cluster.describe()}")
-                time.sleep(0.5)
+        for name, args in workers.items():
+            cluster.join_worker(ray, name, args)
         yield cluster
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
+        if ray.is_initialized():  # type: ignore[attr-defined]
+            ray.shutdown()  # type: ignore[attr-defined]
         cluster.stop()
         # Replicas' supervisors are nobody's children in Ray's trees: those whose runner
         # died with the cluster are still stopping their replica; end them now.
         stop_leftover_replicas(tmp_path_factory.getbasetemp())
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'")
+    yield from run_ray_cluster(
+        ray, tmp_path_factory, namespace="mosu", workers=dict.fromkeys(WORKERS)
+    )
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mosu.core.accelerators import Vendor
-from mosu.core.executor import NodeReport
+from mosu.core.executor import Capability, NodeReport
 from mosu.core.models import Node, NodeState
 from mosu.service.app import create_app
 from mosu.service.platform import Platform
@@ -29,6 +29,8 @@ W1 = Node(name="w1", gpu_type="H800", gpus=4, cpu_milli=8000, mem_mib=65536, rac
 
 
 class DiscoveringExecutor(FakeExecutor):
+    capabilities = frozenset({Capability.DISCOVERS_NODES})
+
     def __init__(self) -> None:
         super().__init__()
         self.nodes = [W0, W1]

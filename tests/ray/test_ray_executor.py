@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from mosu.agent.executors.ray_executor import (
-    GangSpec,
     GangStartError,
     RayExecutor,
     RayGang,
@@ -45,15 +44,35 @@ def executor(ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory) 
     )
 
 
-def _spec(
-    job_id: str, script: Path, out: Path, modes: str, *placement: ReplicaPlacement
-) -> GangSpec:
-    return GangSpec(
+def gang_launch(
+    job_id: int, argv: list[str], *placement: ReplicaPlacement, env: dict[str, str] | None = None
+) -> JobLaunch:
+    """A launch of ``argv`` on ``placement``, its logs where ``RayGangs`` puts them."""
+    return JobLaunch(
         job_id=job_id,
-        command=replica_command(script, modes, out),
-        placement=placement,
-        env={"FROM_JOB": "yes", "RANK": "99"},
+        attempt=1,
+        tenant="default",
+        argv=argv,
+        env=env or {},
+        workdir=None,
+        replicas=[
+            ReplicaLaunch(
+                replica=i,
+                node=rp.node,
+                gpu_indices=list(rp.gpu_indices),
+                gpu_milli=rp.gpu_milli,
+                log_path="",
+            )
+            for i, rp in enumerate(placement)
+        ],
     )
+
+
+def _spec(
+    job_id: int, script: Path, out: Path, modes: str, *placement: ReplicaPlacement
+) -> JobLaunch:
+    env = {"FROM_JOB": "yes", "RANK": "99"}
+    return gang_launch(job_id, replica_command(script, modes, out), *placement, env=env)
 
 
 def _wait(what: str, done: Callable[[], bool], timeout_s: float = WAIT_S) -> float:
@@ -70,7 +89,7 @@ RUNNERS_GONE_S = 10.0
 list of named actors shortly after, not at once."""
 
 
-def _no_runners_left(gangs: RayGangs, job_id: str) -> None:
+def _no_runners_left(gangs: RayGangs, job_id: int) -> None:
     _wait(f"no runner of {job_id} left", lambda: gangs.runner_names(job_id) == [], RUNNERS_GONE_S)
 
 
@@ -131,7 +150,7 @@ def test_gang_runs_one_replica_per_node_with_its_gpus_and_rank(
 ) -> None:
     gpus = (0, 1, 2, 3)
     spec = _spec(
-        "gang-ok",
+        101,
         script,
         tmp_path,
         "exit,exit",
@@ -163,7 +182,7 @@ def test_gang_runs_one_replica_per_node_with_its_gpus_and_rank(
             "LOCAL_RANK": "0",
             "NODE_RANK": str(rank),
             "NNODES": "2",
-            "MOSU_JOB_ID": "gang-ok",
+            "MOSU_JOB_ID": "101",
             "MOSU_REPLICA": str(rank),
             "MOSU_NUM_REPLICAS": "2",
             "MOSU_NODE": node,
@@ -172,16 +191,16 @@ def test_gang_runs_one_replica_per_node_with_its_gpus_and_rank(
         }
         # The replica's supervisor was started by a runner of that node's Ray processes.
         assert ray_cluster.nodes[node].pid in starters[rank]
-        log = executor.log_path("gang-ok", rank).read_text()
+        log = executor.log_path(101, rank).read_text()
         assert f"hello from rank {rank} on {node}" in log
     assert 1024 <= gang.master_port <= 65535
-    _no_runners_left(executor, "gang-ok")
+    _no_runners_left(executor, 101)
 
 
 def test_failing_replica_is_reported_with_its_exit_code(
     executor: RayGangs, script: Path, tmp_path: Path
 ) -> None:
-    spec = _spec("gang-fail", script, tmp_path, "fail", ReplicaPlacement("w1", (2,)))
+    spec = _spec(102, script, tmp_path, "fail", ReplicaPlacement("w1", (2,)))
     gang = executor.start(spec)
     statuses = _poll_until_ended(executor, gang)
 
@@ -195,7 +214,7 @@ def test_stop_lets_a_trapping_replica_checkpoint_and_kills_one_that_ignores_sigt
     executor: RayGangs, script: Path, tmp_path: Path
 ) -> None:
     spec = _spec(
-        "gang-stop",
+        103,
         script,
         tmp_path,
         "trap,ignore",
@@ -221,13 +240,13 @@ def test_stop_lets_a_trapping_replica_checkpoint_and_kills_one_that_ignores_sigt
     assert grace_s <= took < grace_s + 10.0
     assert not _pid_alive(int(_seen(tmp_path, 1)["pid"]))
     assert [_seen(tmp_path, r)["CUDA_VISIBLE_DEVICES"] for r in (0, 1)] == ["1,3", "0,2"]
-    _no_runners_left(executor, "gang-stop")
+    _no_runners_left(executor, 103)
     assert executor.stop(gang, grace_s=grace_s) == statuses  # stopping twice is harmless
 
 
 def test_gang_start_is_all_or_nothing(executor: RayGangs, script: Path, tmp_path: Path) -> None:
     spec = _spec(
-        "gang-partial",
+        104,
         script,
         tmp_path,
         "sleep,sleep",
@@ -241,7 +260,7 @@ def test_gang_start_is_all_or_nothing(executor: RayGangs, script: Path, tmp_path
 
     assert err.value.requeue is True  # a stale placement: the job waits for another
 
-    _no_runners_left(executor, "gang-partial")
+    _no_runners_left(executor, 104)
     started = tmp_path / "replica-0.json"
     if started.exists():  # replica 0 may have started before replica 1 refused
         assert not _pid_alive(int(_seen(tmp_path, 0)["pid"]))
@@ -250,25 +269,21 @@ def test_gang_start_is_all_or_nothing(executor: RayGangs, script: Path, tmp_path
 def test_missing_command_fails_the_gang_instead_of_requeueing_it(
     executor: RayGangs, tmp_path: Path
 ) -> None:
-    spec = GangSpec(
-        job_id="gang-typo",
-        command=[str(tmp_path / "no-such-program")],
-        placement=(ReplicaPlacement("w0", (0,)),),
-    )
+    spec = gang_launch(105, [str(tmp_path / "no-such-program")], ReplicaPlacement("w0", (0,)))
     with pytest.raises(GangStartError, match="no-such-program: No such file or directory") as err:
         executor.start(spec)
 
     assert err.value.requeue is False
-    _no_runners_left(executor, "gang-typo")
+    _no_runners_left(executor, 105)
 
 
 def test_unknown_node_is_refused_before_anything_starts(
     executor: RayGangs, script: Path, tmp_path: Path
 ) -> None:
-    spec = _spec("gang-nowhere", script, tmp_path, "exit", ReplicaPlacement("w9", (0,)))
+    spec = _spec(106, script, tmp_path, "exit", ReplicaPlacement("w9", (0,)))
     with pytest.raises(GangStartError, match="replica 0's node 'w9' is not in the Ray cluster"):
         executor.start(spec)
-    _no_runners_left(executor, "gang-nowhere")
+    _no_runners_left(executor, 106)
 
 
 # --- the platform's executor (what the scheduling loop calls) ----------------------------
@@ -302,7 +317,7 @@ def _launch(job_id: int, script: Path, out: Path, modes: str, *nodes: str) -> Jo
                 replica=i,
                 node=node,
                 gpu_indices=[0, 1, 2, 3],
-                gpu_fraction=1.0,
+                gpu_milli=1000,
                 log_path=str(out / "logs" / f"replica-{i}.log"),
             )
             for i, node in enumerate(nodes)
@@ -349,7 +364,7 @@ def test_platform_executor_tells_a_replica_its_share_of_a_gpu(
 ) -> None:
     launch = _launch(16, script, tmp_path, "exit", "w0")
     launch.replicas[0].gpu_indices = [1]
-    launch.replicas[0].gpu_fraction = 0.5
+    launch.replicas[0].gpu_milli = 500
     platform_executor.start(launch)
 
     assert _next_exit(platform_executor).exit_code == 0
@@ -439,7 +454,7 @@ def test_a_new_controller_reattaches_to_the_gangs_its_predecessor_left(
     log = (tmp_path / "logs" / "replica-0.log").read_text()
     assert log.count("hello from rank 0 on w0") == 1, "the log goes on, nothing copied twice"
     successor.poll()  # the end is recorded: its runners go
-    _no_runners_left(successor.gangs, "14")
+    _no_runners_left(successor.gangs, 14)
 
 
 def test_a_new_controller_stops_a_gang_with_a_runner_gone_and_removes_stale_runners(
@@ -461,8 +476,8 @@ def test_a_new_controller_stops_a_gang_with_a_runner_gone_and_removes_stale_runn
     _wait("replicas to start", lambda: all(p.exists() for p in started))
     platform_executor.detach()
     gangs = platform_executor.gangs
-    ray.kill(ray.get_actor(gangs.runner_names("17")[1], namespace=gangs.namespace))
-    _wait("the killed runner to go", lambda: len(gangs.runner_names("17")) == 1, RUNNERS_GONE_S)
+    ray.kill(ray.get_actor(gangs.runner_names(17)[1], namespace=gangs.namespace))
+    _wait("the killed runner to go", lambda: len(gangs.runner_names(17)) == 1, RUNNERS_GONE_S)
 
     successor = RayExecutor(
         address=ray_cluster.address, instance="test", poll_every_s=0.0, call_timeout_s=5.0
@@ -472,8 +487,8 @@ def test_a_new_controller_stops_a_gang_with_a_runner_gone_and_removes_stale_runn
     assert (found.running, found.unstarted) == ({}, [])
     [report] = successor.poll()
     assert (report.job_id, report.lost, report.exit_code) == (17, True, None)
-    _no_runners_left(successor.gangs, "17")
-    _no_runners_left(successor.gangs, "18")
+    _no_runners_left(successor.gangs, 17)
+    _no_runners_left(successor.gangs, 18)
     for out, r in ((tmp_path / "a", 0), (tmp_path / "a", 1), (tmp_path / "b", 0)):
         _wait("its replica to end", lambda out=out, r=r: not _pid_alive(int(_seen(out, r)["pid"])))
 

@@ -10,7 +10,6 @@ would for a task that asked for them.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from mosu.core.api import JobSpec, JobState, QuotaSpec
 from tests.e2e.conftest import Server, wait_for
 from tests.jobs import JOB_PYTHON
 
-from .conftest import START_TIMEOUT_S, RayCluster, _alive_nodes, _free_port, _wait_for_port
+from .conftest import RayCluster, run_ray_cluster
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'mosu[ray]'")
 
@@ -39,73 +38,25 @@ HOLD = (
     "deadline = time.monotonic() + 60\n"
     "while not release.exists() and time.monotonic() < deadline: time.sleep(0.1)\n"
 )
-WORKERS = {
-    # name: extra ``ray start`` arguments
+WORKERS: dict[str, list[str] | None] = {
+    # name: ``ray start`` arguments besides the head's address and one CPU
     "w0": [
         "--num-gpus=0",
+        "--labels=mosu.io/node=w0",
         f"--resources={json.dumps({'NPU': 8, 'accelerator_type:Ascend910B': 1})}",
     ],
-    "w1": ["--num-gpus=4", f"--resources={json.dumps({'mosu-gpu-type:H800': 4})}"],
+    "w1": [
+        "--num-gpus=4",
+        f"--resources={json.dumps({'mosu-gpu-type:H800': 4})}",
+        "--labels=mosu.io/node=w1",
+    ],
 }
 
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
     """A GPU-less head, an NPU worker (w0) and a GPU worker (w1), on 127.0.0.1."""
-    import shutil
-    import sys
-    import tempfile
-
-    from tests.jobs import stop_leftover_replicas
-
-    temp_dir = tempfile.mkdtemp(prefix="mosu-ray-npu-", dir="/tmp")
-    port = _free_port()
-    cluster = RayCluster(
-        address=f"127.0.0.1:{port}", temp_dir=temp_dir, bin_dir=Path(sys.executable).parent
-    )
-    try:
-        cluster.start_node(
-            "head",
-            [
-                "--head",
-                f"--port={port}",
-                "--num-gpus=0",
-                "--num-cpus=1",
-                "--include-dashboard=false",
-                f"--dashboard-port={_free_port()}",
-                f"--ray-client-server-port={_free_port()}",
-                f"--temp-dir={temp_dir}",
-            ],
-        )
-        _wait_for_port(port, cluster)
-        ray.init(
-            address=cluster.address,
-            namespace="mosu-npu-test",
-            log_to_driver=False,
-            _node_ip_address="127.0.0.1",
-        )
-        for count, (name, extra) in enumerate(WORKERS.items(), start=2):
-            cluster.start_node(
-                name,
-                [
-                    f"--address={cluster.address}",
-                    "--num-cpus=1",
-                    f"--labels=mosu.io/node={name}",
-                    *extra,
-                ],
-            )
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while len(_alive_nodes(ray)) < count:
-                if time.monotonic() > deadline or cluster.nodes[name].poll() is not None:
-                    raise RuntimeError(f"Ray node {name} did not register\n{cluster.describe()}")
-                time.sleep(0.5)
-        yield cluster
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.stop()
-        stop_leftover_replicas(tmp_path_factory.getbasetemp())
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    yield from run_ray_cluster(ray, tmp_path_factory, namespace="mosu-npu-test", workers=WORKERS)
 
 
 def _free_npus() -> float:

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from mosu.core.api import JobExit, JobLaunch
-from mosu.core.executor import Adoption, AttemptRecord, ReplicaStarted
+from mosu.core.executor import Adoption, AttemptRecord, Capability, ReplicaStarted
 from mosu.service.app import create_app
 from mosu.service.platform import Platform
 from mosu.service.settings import Settings
@@ -32,6 +32,7 @@ class FakeExecutor:
     """Runs nothing: records launches, stops and adoptions; tests decide when jobs exit."""
 
     sandbox = "none"
+    capabilities: frozenset[Capability] = frozenset()
 
     def __init__(self) -> None:
         self.launched: dict[int, JobLaunch] = {}

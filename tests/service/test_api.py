@@ -439,7 +439,7 @@ def test_fractional_jobs_share_one_gpu(api, platform, executor):
     r2 = executor.launched[two["id"]].replicas[0]
     assert r1.gpu_indices == r2.gpu_indices
     assert len(r1.gpu_indices) == 1
-    assert (r1.gpu_fraction, r2.gpu_fraction) == (0.5, 0.5)
+    assert (r1.gpu_milli, r2.gpu_milli) == (500, 500)
     assert api.get("/v1/cluster").json()["gpu_types"][0]["allocated"] == 1.0
 
 

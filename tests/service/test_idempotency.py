@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from mosu.client import Client, ServerUnreachable
 from mosu.core.api import JobSpec
 from mosu.core.errors import IdempotencyKeyReused
+from mosu.core.submission import Submission
 from mosu.service.db.rows import JobRow, SubmissionKeyRow
 from mosu.service.platform import Platform
 from mosu.service.services.auth import OPERATOR
@@ -268,8 +269,8 @@ def test_one_batch_with_a_key_twice_makes_one_job(api: TestClient, platform: Pla
     the key the first stored moments before."""
     seed(api)
     writer = api.app.state.submit_writer
-    spec = JobSpec.model_validate(SPEC)
-    other = JobSpec.model_validate({**SPEC, "gpus": 2})
+    spec = Submission.of(JobSpec.model_validate(SPEC))
+    other = Submission.of(JobSpec.model_validate({**SPEC, "gpus": 2}))
     loop = asyncio.new_event_loop()
     try:
         batch = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mosu.core.errors import InvalidInput
+from mosu.core.submission import Submission
 from mosu.documents import parse_job_spec
 
 FULL = """
@@ -28,10 +29,12 @@ workdir: /data
 
 def test_a_full_spec_is_normalized():
     spec = parse_job_spec(FULL)
-    assert spec.priority_value == 100
-    assert spec.gpu_types == ("H800",)
-    assert spec.memory_mib == 64 * 1024
-    assert spec.argv == ["/bin/sh", "-c", "torchrun train.py"]
+    job = Submission.of(spec)
+    assert job.priority == 100
+    assert job.gpu_types == ("H800",)
+    assert job.shape.mem_mib == 64 * 1024
+    assert job.argv == ("/bin/sh", "-c", "torchrun train.py")
+    assert (job.estimate_s, job.max_runtime_s, job.checkpoint_every_s) == (7200, 86400, 1800)
     assert spec.topology == "same-rack"
 
 

@@ -4,6 +4,7 @@ its "submitted" event."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import httpx
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import func, insert, select, table
 from sqlalchemy.exc import DBAPIError
 
 from mosu.core.api import JobSpec
+from mosu.core.submission import Submission
 from mosu.service.db.rows import EventRow, JobRow
 from mosu.service.platform import Platform
 from mosu.service.services import jobs
@@ -123,9 +125,9 @@ def test_a_batch_the_store_refuses_is_stored_again_one_by_one(
     refuses, in one batch with 39 good ones from two tenants: the 39 are stored, it fails."""
     seed(api)
     writer = api.app.state.submit_writer
-    good = JobSpec(name="good", gpus=1, command=["true"])
+    good = Submission.of(JobSpec(name="good", gpus=1, command=["true"]))
     # Neither store takes a priority of 2**70 (SQLite: 64-bit integers; PostgreSQL: 32-bit).
-    poison = JobSpec.model_construct(**{**good.model_dump(), "priority": 2**70})
+    poison = dataclasses.replace(good, priority=2**70)
     loop = asyncio.new_event_loop()
     try:
         batch = [

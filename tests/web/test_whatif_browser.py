@@ -77,17 +77,22 @@ def test_the_operator_runs_a_whatif_from_the_page(
         page.wait_for_url(f"{server.url}/ui/whatif")
         page.fill("#set_guarantee", "acme=H800:8")
         page.fill("#add_nodes", "1x8:H800")
+        page.fill("#rates", "H800=3")
         page.click("#whatif-run")
         page.wait_for_selector("#whatif-table")
         assert page.get_attribute("#whatif-state", "data-state") == "succeeded"
         rows = page.locator("#whatif-table tbody tr")
         assert rows.count() == 3  # acme, beta, all
         assert rows.nth(0).inner_text().startswith("acme")
+        assert "credits" in page.inner_text("#whatif-table thead")
         assert "wait error median" in page.inner_text("#whatif-fidelity")
         page.wait_for_function("() => document.querySelector('#whatif-plot').naturalWidth > 0")
         page.screenshot(path=str(tmp_path / "whatif.png"), full_page=True)
         page.goto(f"{server.url}/ui/whatif")
-        assert "guarantee acme H800=8; add nodes 1x8:H800" in page.inner_text("#whatif-tasks")
+        assert (
+            "guarantee acme H800=8; add nodes 1x8:H800; rates from the request"
+            in page.inner_text("#whatif-tasks")
+        )
 
         tenant = chromium.new_context()
         try:
@@ -119,6 +124,12 @@ def test_a_bad_change_is_shown_on_the_form(app, api):
     assert r.status_code == 422
     assert "unknown tenant &#39;zeta&#39;" in r.text or "unknown tenant 'zeta'" in r.text
     assert 'value="zeta=H800:4"' in r.text  # the form keeps what was typed
+    r = tab.post(
+        "/ui/whatif",
+        data={"csrf": csrf_of(form.text), "window": "all", "rates": "H800=-1"},
+    )
+    assert r.status_code == 422
+    assert "expected TYPE=CREDITS_PER_HOUR" in r.text
     r = tab.post("/ui/whatif", data={"window": "all", "set_weight": "acme=2"})
     assert r.status_code == 403  # no CSRF token
     assert csrf

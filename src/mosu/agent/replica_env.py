@@ -31,7 +31,7 @@ Stdlib only: the supervisor imports this and starts without site-packages.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from mosu.core.accelerators import (
@@ -42,6 +42,7 @@ from mosu.core.accelerators import (
     Vendor,
     visibility_env,
 )
+from mosu.core.models import GPU_MILLI
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_LANG = "C.UTF-8"
@@ -86,13 +87,14 @@ class ReplicaContract:
     """What mosu tells one replica about itself and its gang."""
 
     instance: str
-    job_id: int | str
+    job_id: int
     attempt: int
     replica: int
     num_replicas: int
     node: str
     gpu_indices: tuple[int, ...]
-    gpu_fraction: float
+    gpu_milli: int
+    """The share of each GPU in thousandths (``GPU_MILLI``: whole devices)."""
     master_addr: str
     master_port: int
     vendor: str = Vendor.NVIDIA.value
@@ -105,6 +107,9 @@ class ReplicaContract:
     def from_json(cls, data: Mapping[str, object]) -> ReplicaContract:
         fields = dict(data)
         fields["gpu_indices"] = tuple(int(g) for g in fields["gpu_indices"])  # type: ignore[attr-defined]
+        if "gpu_fraction" in fields:  # written before shares were kept in thousandths
+            fields["gpu_milli"] = round(float(fields.pop("gpu_fraction")) * GPU_MILLI)  # type: ignore[arg-type]
+        fields["job_id"] = int(fields["job_id"])  # type: ignore[call-overload]
         return cls(**fields)  # type: ignore[arg-type]
 
     def markers(self) -> list[str]:
@@ -112,7 +117,47 @@ class ReplicaContract:
         return marker_entries(self.instance, self.job_id, self.attempt, self.replica)
 
 
-def marker_entries(instance: str, job_id: int | str, attempt: int, replica: int) -> list[str]:
+@dataclass(frozen=True, slots=True)
+class ReplicaSlot:
+    """Where one replica of a gang runs: what each executor knows of its placement."""
+
+    replica: int
+    node: str
+    gpu_indices: tuple[int, ...]
+    gpu_milli: int
+    vendor: str = Vendor.NVIDIA.value
+
+
+def gang_contracts(
+    *,
+    instance: str,
+    job_id: int,
+    attempt: int,
+    slots: Sequence[ReplicaSlot],
+    master_addr: str,
+    master_port: int,
+) -> list[ReplicaContract]:
+    """The contract of every replica of one attempt, the same way for every executor; an
+    executor only says where replica 0 listens (``master_addr``, ``master_port``)."""
+    return [
+        ReplicaContract(
+            instance=instance,
+            job_id=job_id,
+            attempt=attempt,
+            replica=s.replica,
+            num_replicas=len(slots),
+            node=s.node,
+            gpu_indices=tuple(s.gpu_indices),
+            gpu_milli=s.gpu_milli,
+            master_addr=master_addr,
+            master_port=master_port,
+            vendor=s.vendor,
+        )
+        for s in slots
+    ]
+
+
+def marker_entries(instance: str, job_id: int, attempt: int, replica: int) -> list[str]:
     return [
         f"MOSU_INSTANCE={instance}",
         f"MOSU_JOB_ID={job_id}",
@@ -147,6 +192,6 @@ def build_env(
         LOCAL_RANK="0",
         LOCAL_WORLD_SIZE="1",
     )
-    if c.gpu_indices and c.gpu_fraction < 1:
-        env["MOSU_GPU_FRACTION"] = f"{c.gpu_fraction:g}"
+    if c.gpu_indices and c.gpu_milli < GPU_MILLI:
+        env["MOSU_GPU_FRACTION"] = f"{c.gpu_milli / GPU_MILLI:g}"
     return env

@@ -325,24 +325,12 @@ class JobSpec(InputModel):
             seen.add(name)
         return value
 
-    # Normalized views used by the service.
-    @property
-    def priority_value(self) -> int:
-        return PRIORITY_CLASSES[self.priority] if isinstance(self.priority, str) else self.priority
+    # The platform reads a spec normalized: ``core.submission.Submission.of``.
 
-    @property
-    def gpu_types(self) -> tuple[str, ...]:
-        if self.gpu_type is None:
-            return ()
-        return (self.gpu_type,) if isinstance(self.gpu_type, str) else tuple(self.gpu_type)
 
-    @property
-    def memory_mib(self) -> int:
-        return parse_memory_mib(self.memory)
-
-    @property
-    def argv(self) -> list[str]:
-        return ["/bin/sh", "-c", self.command] if isinstance(self.command, str) else self.command
+def argv_of(command: str | list[str]) -> list[str]:
+    """A job's command as the argv its replicas run: a string runs under ``/bin/sh -c``."""
+    return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
 
 
 # ---------------------------------------------------------------- tenants and nodes
@@ -692,7 +680,8 @@ class ReplicaLaunch(OutputModel):
     replica: int
     node: str
     gpu_indices: list[int]
-    gpu_fraction: float
+    gpu_milli: int
+    """The share of each of its GPUs in thousandths (``GPU_MILLI``: whole devices)."""
     vendor: str = "nvidia"
     """Who makes the node's GPUs: which variable shows the replica ``gpu_indices``."""
     log_path: str

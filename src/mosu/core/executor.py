@@ -2,8 +2,13 @@
 replicas (local processes under supervisors, runner actors on a Ray cluster).
 
 The service depends on this module only, so executors are plugged in by whoever builds
-the server and the service never imports them. Optional capabilities are separate
-protocols checked with ``isinstance``, never discovered with ``getattr``.
+the server and the service never imports them. What an executor can do beyond the
+protocol it declares in ``capabilities`` (a ``Capability`` each, with the protocol that
+comes with it); the service asks the declaration, never looks for a method.
+
+Implementations: ``agent/executors/local.py`` (processes on this machine),
+``ray_executor.py`` (a Ray cluster; ``DISCOVERS_NODES``), ``simulated.py`` (no process;
+``DISCOVERS_NODES``).
 
 Nomenclature: an *attempt* is one run of a job (its ``attempt`` counter); a *replica*
 is one process tree of an attempt on one node; a replica's *supervisor* is what owns
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from pydantic import Field
@@ -92,6 +98,14 @@ class NodeReport:
     Huawei's); None: the vendor of the GPU type in the table of known models."""
 
 
+class Capability(StrEnum):
+    """What an executor may do beyond ``Executor``, declared in its ``capabilities``."""
+
+    DISCOVERS_NODES = "discovers-nodes"
+    """It knows the cluster's nodes (``DiscoversNodes.cluster_nodes``): the store mirrors
+    them instead of nodes being registered (Ray, the simulated cluster)."""
+
+
 @runtime_checkable
 class Executor(Protocol):
     """Runs attempts. Every method returns promptly; exits are reported by ``poll``.
@@ -99,6 +113,9 @@ class Executor(Protocol):
     A replica's supervisor outlives the server: a server that stops (or dies) leaves its
     replicas running, and the next server ``adopt``s them.
     """
+
+    capabilities: frozenset[Capability]
+    """What else it does, each with its protocol (``Capability``); empty for none."""
 
     @property
     def sandbox(self) -> str:
@@ -138,14 +155,25 @@ class Executor(Protocol):
 
 @runtime_checkable
 class DiscoversNodes(Protocol):
-    """An executor that knows the cluster's nodes (Ray); the store mirrors them."""
+    """``Capability.DISCOVERS_NODES``: the executor knows the cluster's nodes."""
 
     def cluster_nodes(self) -> list[NodeReport]: ...
+
+
+def node_source(executor: Executor) -> DiscoversNodes | None:
+    """The executor as the source of the cluster's nodes, if it declares it is one."""
+    if Capability.DISCOVERS_NODES not in executor.capabilities:
+        return None
+    if not isinstance(executor, DiscoversNodes):
+        name = type(executor).__name__
+        raise TypeError(f"{name} declares {Capability.DISCOVERS_NODES} but has no cluster_nodes")
+    return executor
 
 
 __all__ = [
     "Adoption",
     "AttemptRecord",
+    "Capability",
     "DiscoversNodes",
     "Executor",
     "JobExit",
@@ -154,4 +182,5 @@ __all__ = [
     "NodeReport",
     "ReplicaRecord",
     "ReplicaStarted",
+    "node_source",
 ]

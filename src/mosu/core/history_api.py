@@ -9,11 +9,13 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from mosu.core.api import InputModel, Line, OutputModel
+from mosu.core.credits_api import RateLine
 
 
 class HistoryExportOut(OutputModel):
     """A window of history in mosu's native trace format: ``files`` maps ``jobs.csv``,
-    ``tenants.csv`` and ``nodes.csv`` to their text. ``origin`` is the epoch second of
+    ``tenants.csv`` and ``nodes.csv`` to their text (and ``rates.csv``, the rate card
+    on the trace clock, when the platform has one). ``origin`` is the epoch second of
     trace time 0; ``counts`` the jobs per way they ended (``exit``, ``cancelled``,
     ``max-runtime``, ``running``, ``pending``) and ``jobs`` in all; ``profile`` the
     scheduling profile the platform runs
@@ -37,7 +39,8 @@ class WhatIfRequest(InputModel):
     all history up to now). Each change has the syntax of the ``mosu whatif`` option of
     its name: ``set_guarantee`` ``TENANT=TYPE:GPUS``, ``set_limit`` the same or
     ``TENANT=TYPE:none``, ``set_weight`` ``TENANT=WEIGHT``, ``cohort`` ``TENANT=COHORT``,
-    ``add_nodes`` ``COUNTxGPUS:TYPE``, ``remove_node`` a node name."""
+    ``add_nodes`` ``COUNTxGPUS:TYPE``, ``remove_node`` a node name; ``rates`` a rate card
+    (in force over the whole window) to charge the changed replay at."""
 
     since: Annotated[float, Field(ge=0, le=1e11)] | None = None
     until: Annotated[float, Field(ge=0, le=1e11)] | None = None
@@ -49,6 +52,7 @@ class WhatIfRequest(InputModel):
     placement: Annotated[Line, Field(min_length=1, max_length=64)] | None = None
     add_nodes: Changes = Field(default_factory=list)
     remove_node: Changes = Field(default_factory=list)
+    rates: Annotated[list[RateLine], Field(max_length=256)] = Field(default_factory=list)
     tick_s: Annotated[float, Field(ge=0, le=3600)] = 0
     """> 0: replay on scheduler ticks of this many seconds (faster; see ``mosu whatif``)."""
 

@@ -81,6 +81,19 @@ class Shape:
         if self.cpu_milli < 0 or self.mem_mib < 0:
             raise ValueError("cpu_milli and mem_mib must be >= 0")
 
+    @classmethod
+    def of_gpus(cls, gpus: float, *, cpu_milli: int = 0, mem_mib: int = 0) -> Shape:
+        """The shape of a replica that asks for ``gpus`` GPUs as a user writes them:
+        ``0.5`` is half of one device, ``4`` four whole ones, ``0`` none."""
+        if 0 < gpus < 1:
+            return cls(1, round(gpus * GPU_MILLI), cpu_milli, mem_mib)
+        return cls(int(gpus), GPU_MILLI if gpus else 0, cpu_milli, mem_mib)
+
+    @property
+    def requested_gpus(self) -> float:
+        """GPUs per replica as a user writes them (``of_gpus`` backwards)."""
+        return requested_gpus(self.gpus, self.gpu_milli)
+
     @property
     def total_gpu_milli(self) -> int:
         return self.gpus * self.gpu_milli if self.gpus else 0
@@ -88,6 +101,14 @@ class Shape:
     @property
     def fractional(self) -> bool:
         return self.gpus == 1 and self.gpu_milli < GPU_MILLI
+
+
+def requested_gpus(gpus: int, gpu_milli: int) -> float:
+    """GPUs per replica as a user writes them, from devices and the share of each (the
+    store's two columns): ``(1, 500)`` is ``0.5``, ``(4, 1000)`` is ``4.0``."""
+    if gpus == 1 and gpu_milli < GPU_MILLI:
+        return gpu_milli / GPU_MILLI
+    return float(gpus)
 
 
 @dataclass(frozen=True, slots=True)

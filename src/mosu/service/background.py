@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from mosu.core.api import ACTIVE_STATES, JobState
-from mosu.core.executor import DiscoversNodes, Executor, LaunchError
+from mosu.core.executor import Executor, LaunchError, node_source
 from mosu.core.reasons import StopReason
 from mosu.engine.cycle import schedule
 from mosu.engine.decisions import CycleResult
@@ -224,13 +224,14 @@ class SchedulerLoop:
         """Mirror the nodes of an executor that discovers them (Ray) into the store, at
         most once a tick. A node that went away is ``down`` and its jobs are stopped and
         requeued; one that came back is ``ready`` again (a drain is kept)."""
-        if not isinstance(self._executor, DiscoversNodes):
+        source = node_source(self._executor)
+        if source is None:
             return
         now = self._clock()
         if now - self._last_node_sync < self._tick_s:
             return
         self._last_node_sync = now
-        found = self._executor.cluster_nodes()
+        found = source.cluster_nodes()
         with self._sessions.begin() as s:
             changed = sync_cluster_nodes(s, found)
         if changed:

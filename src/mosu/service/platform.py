@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -23,6 +24,7 @@ from mosu.service.services.credits_alerts import WebhookSender
 from mosu.service.services.secrets import SESSION_BOX, check_key
 from mosu.service.settings import Settings
 from mosu.service.whatif_tasks import WhatIfTasks
+from mosu.sim.whatif import Plan
 
 
 def load_profile(
@@ -61,7 +63,12 @@ class Platform:
             self.sessions, wake_scheduler=self.loop.wake, leading=lambda: self.loop.leading
         )
         self.whatif = WhatIfTasks(
-            workers=settings.whatif_workers, max_queued=settings.whatif_max_queued
+            self.sessions,
+            replan=self._replan_whatif,
+            workers=settings.whatif_workers,
+            max_queued=settings.whatif_max_queued,
+            beat_s=settings.whatif_beat_s,
+            stale_s=settings.whatif_stale_s,
         )
         self._scheduler_running = False
         self._secret_box: SecretBox | None = None
@@ -97,9 +104,16 @@ class Platform:
                 if attempt:
                     raise
         self._secret_box = box
+        self.whatif.start()
         # Launches open secrets in a session of this factory (the scheduling loop's too).
         self.sessions.configure(info={SESSION_BOX: box})
         return token
+
+    def _replan_whatif(self, request: dict[str, Any]) -> Plan:
+        from mosu.service.services.whatif import replan
+
+        with self.tx() as s:
+            return replan(s, request)
 
     @contextmanager
     def tx(self) -> Iterator[Session]:

@@ -28,7 +28,7 @@ from mosu.service.db.gateway_rows import ModelServiceRow, ServiceReplicaRow
 from mosu.service.db.rows import JobRow
 from mosu.service.services import jobs
 from mosu.service.services.auth import OPERATOR
-from mosu.service.services.model_services import LIVE_REPLICA_STATES, replica_job_spec
+from mosu.service.services.model_services import LIVE_REPLICA_STATES, replica_job
 
 log = logging.getLogger("mosu.services")
 FINISHED = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value)
@@ -236,9 +236,7 @@ class ServiceController:
             for _ in range(service.desired - len(active)):
                 port = pick_port(taken)
                 taken.add(port)
-                job = jobs.insert_job(
-                    s, spec=replica_job_spec(spec, index, port), tenant=service.tenant
-                )
+                job = jobs.insert_job(s, job=replica_job(spec, index, port), tenant=service.tenant)
                 s.add(
                     ServiceReplicaRow(
                         service_id=service.id,

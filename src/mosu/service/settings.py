@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     """What-if replays run at once, each in a process of its own."""
     whatif_max_queued: int = 4
     """What-if replays that may wait for a worker; more are refused (503)."""
+    whatif_beat_s: float = 5.0
+    """How often a server marks its what-if tasks alive and looks for orphaned ones."""
+    whatif_stale_s: float = 30.0
+    """A what-if task whose server has been silent this long is taken over and rerun."""
     dashboard_history_s: float = 60.0
     """The dashboard re-reads the cluster's history (24 h and 7 d charts, quota
     attainment) at most this often; 0 reads it on every page."""

@@ -33,8 +33,9 @@ from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mosu.core.api import JobOut, JobSpec
+from mosu.core.api import JobOut
 from mosu.core.errors import IdempotencyKeyReused, PlatformError
+from mosu.core.submission import Submission
 from mosu.service.db.rows import SubmissionKeyRow
 from mosu.service.platform import Platform
 from mosu.service.services import jobs
@@ -58,16 +59,16 @@ class Stored:
 @dataclass
 class _Submission:
     principal: Principal
-    spec: JobSpec
+    job: Submission
     tenant: str | None
     key: str | None
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Stored] = field(repr=False)
 
 
-def fingerprint(spec: JobSpec) -> str:
+def fingerprint(job: Submission) -> str:
     """What makes two submissions the same: the spec as stored, field by field."""
-    text = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(job.spec, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -84,13 +85,13 @@ class SubmitWriter:
         """Submissions stored one by one after the store refused their batch."""
 
     async def submit(
-        self, principal: Principal, spec: JobSpec, tenant: str | None, key: str | None = None
+        self, principal: Principal, job: Submission, tenant: str | None, key: str | None = None
     ) -> Stored:
         """Store one submission; returns once it is committed."""
         self._ensure_started()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Stored] = loop.create_future()
-        self._queue.put(_Submission(principal, spec, tenant, key, loop, future))
+        self._queue.put(_Submission(principal, job, tenant, key, loop, future))
         return await future
 
     def _ensure_started(self) -> None:
@@ -174,7 +175,7 @@ class SubmitWriter:
 
     def _one(self, session: Session, item: _Submission, keys: _Keys) -> Stored | BaseException:
         owner = _owner(item)
-        spec_hash = fingerprint(item.spec) if item.key is not None else ""
+        spec_hash = fingerprint(item.job) if item.key is not None else ""
         try:
             if item.key is not None and owner is not None:
                 # A retry returns what the first submission created, even if the same spec
@@ -188,13 +189,13 @@ class SubmitWriter:
             tenant = jobs.check_submission(
                 session,
                 principal=item.principal,
-                spec=item.spec,
+                job=item.job,
                 tenant=item.tenant,
                 catalog=self._platform.catalog,
             )
         except PlatformError as exc:
             return exc
-        out = jobs.insert_job(session, spec=item.spec, tenant=tenant)
+        out = jobs.insert_job(session, job=item.job, tenant=tenant)
         if item.key is not None:
             keys.add(tenant, item.key, spec_hash, out)
         return Stored(out)

@@ -358,6 +358,26 @@ class CreditBook:
         }
 
 
+def rates_csv(lines: Iterable[Rate], origin_s: float) -> str:
+    """``lines`` in the rates file's format, ``from_s`` on a trace clock whose 0 is the
+    epoch second ``origin_s`` (a line in force before it has a negative ``from_s``)."""
+    out = ["resource,per_hour,borrowed_per_hour,from_s"]
+    for r in lines:
+        extra = r.borrowed_micro_per_hour
+        borrowed = "" if extra is None else from_micro(extra)
+        out.append(
+            f"{r.resource},{from_micro(r.micro_per_hour)},{borrowed},"
+            f"{round(r.effective_ms / 1000 - origin_s, 3)}"
+        )
+    return "\n".join(out) + "\n"
+
+
+def metering_book(card: RateCard, tenants: Sequence[Tenant]) -> CreditBook:
+    """A book that charges every run at ``card`` and holds nobody: no tenant has a
+    grant, so no policy acts and the replay's decisions are those without credits."""
+    return CreditBook(card, {}, {}, tenants, 0.0)
+
+
 def book_from_files(
     rates: Path, grants: Path, tenants: Sequence[Tenant], start_s: float
 ) -> CreditBook:

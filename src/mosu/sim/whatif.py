@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mosu.core.credits import RateCard
 from mosu.core.errors import InvalidInput
 from mosu.core.models import ANY_GPU_TYPE, GPU_MILLI, Node, Quota, Tenant
 from mosu.engine.policies import POLICIES, PolicyContext, TaskMix, make_placement
 from mosu.engine.profiles import PROFILES, SchedulingProfile, build_profile
+from mosu.sim.credits import CreditFileError, load_rates, metering_book
 from mosu.sim.metrics import tenant_report, wait_error
 from mosu.sim.records import SimLog
 from mosu.sim.replay import ReplayConfig, replay
@@ -45,6 +47,7 @@ NO_CHECKPOINT_S = 1e12
 """A checkpoint interval no attempt reaches: a preempted job keeps none of its work."""
 REPLAY_CONFIG = ReplayConfig(checkpoint_every_s=NO_CHECKPOINT_S, restart_overhead_s=0.0)
 META_FILE = "export.json"
+RATES_FILE = "rates.csv"
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,16 @@ class History:
     min_runtime_s: float | None = None
     origin: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+    rates: RateCard | None = None
+    """The platform's rate card over the window (trace clock), if it had one."""
+
+
+def load_rates_file(path: str | Path, option: str = "rates") -> RateCard:
+    """A rates CSV (``sim.credits``) on the trace clock; a bad file names ``option``."""
+    try:
+        return load_rates(Path(path), 0.0)
+    except (CreditFileError, OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(str(exc), field=option) from None
 
 
 def load_history(directory: str | Path) -> History:
@@ -71,6 +84,7 @@ def load_history(directory: str | Path) -> History:
         except ValueError as exc:
             raise InvalidInput(f"{where / META_FILE}: not JSON ({exc})", field="history") from None
     profile = str(meta.get("profile") or "mosu")
+    rates = where / RATES_FILE
     return History(
         jobs=tuple(native.load_jobs(where / "jobs.csv")),
         tenants=tuple(native.load_tenants(where / "tenants.csv")),
@@ -79,6 +93,7 @@ def load_history(directory: str | Path) -> History:
         min_runtime_s=meta.get("min_runtime_s"),
         origin=float(meta.get("origin") or 0.0),
         counts=dict(meta.get("counts") or {}),
+        rates=load_rates_file(rates, "history") if rates.exists() else None,
     )
 
 
@@ -98,6 +113,10 @@ class Changes:
     placement: str | None = None
     add_nodes: tuple[str, ...] = ()
     remove_nodes: tuple[str, ...] = ()
+    rates: RateCard | None = None
+    """Charge the changed replay at this card instead of the platform's."""
+    rates_from: str = ""
+    """Where ``rates`` came from, for the report."""
 
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) for f in dataclasses.fields(self))
@@ -111,6 +130,7 @@ class Changes:
         out += [f"placement {self.placement}"] if self.placement else []
         out += [f"add nodes {spec}" for spec in self.add_nodes]
         out += [f"remove node {name}" for name in self.remove_nodes]
+        out += [f"rates from {self.rates_from or 'the request'}"] if self.rates else []
         return out
 
 
@@ -322,6 +342,17 @@ class Plan:
     changed: Scenario
     tick_s: float = 0.0
 
+    def rate_cards(self) -> tuple[RateCard | None, RateCard | None]:
+        """The card each replay is charged at: the platform's, the changed one for the
+        second; when only a changed card is known, both use it (same prices, so only
+        the scheduling differs); no card: no credits in the report."""
+        platform, changed = self.history.rates, self.changes.rates
+        if platform is None and changed is None:
+            return None, None
+        if changed is None:
+            return platform, platform
+        return (platform if platform is not None else changed), changed
+
 
 def on_ticks(jobs: Sequence[TraceJob], tick_s: float) -> list[TraceJob]:
     """Submissions moved to the next tick, run times rounded to whole ticks."""
@@ -358,18 +389,33 @@ def run_whatif(
     progress: Progress | None = None,
     config: ReplayConfig = REPLAY_CONFIG,
 ) -> WhatIf:
-    """Replay ``plan``'s jobs as configured, then changed; compare."""
+    """Replay ``plan``'s jobs as configured, then changed; compare. With a rate card (the
+    platform's, or the changed one), each replay is also charged as the platform charges
+    (``sim.credits``; nobody is held for credits, so the decisions do not change)."""
     logs: list[SimLog] = []
-    for label, scenario in (("as configured", plan.base), ("changed", plan.changed)):
+    cards = plan.rate_cards()
+    burned: list[dict[str, float]] = []
+    for (label, scenario), card in zip(
+        (("as configured", plan.base), ("changed", plan.changed)), cards, strict=True
+    ):
 
         def tick(done: int, total: int, label: str = label) -> None:
             if progress is not None:
                 progress(label, done, total)
 
+        book = None if card is None else metering_book(card, scenario.tenants)
         result = replay(
-            plan.jobs, scenario.tenants, scenario.nodes, scenario.profile, config, progress=tick
+            plan.jobs,
+            scenario.tenants,
+            scenario.nodes,
+            scenario.profile,
+            config,
+            progress=tick,
+            credits=book,
         )
         logs.append(result.log)
+        if book is not None:
+            burned.append({t: float(v["burned"] or 0.0) for t, v in book.summary().items()})
     before, after = logs
     report = {
         "jobs": len(plan.jobs),
@@ -382,7 +428,16 @@ def run_whatif(
         "tick_s": plan.tick_s,
         # Real waits from the unquantised history: a tick's delay is part of the error.
         "fidelity": wait_error(before, real_waits(plan.history.jobs)),
+        "rates": {
+            "before": "platform" if cards[0] is not None else None,
+            "after": None if cards[1] is None else plan.changes.rates_from or "platform",
+        },
     }
+    if burned:
+        for side, spent in zip(("before", "after"), burned, strict=True):
+            for tenant, row in report[side]["tenants"].items():
+                row["credits_burned"] = round(spent.get(tenant, 0.0), 6)
+            report[side]["overall"]["credits_burned"] = round(sum(spent.values()), 6)
     return WhatIf(before, after, report)
 
 
@@ -398,6 +453,13 @@ COLUMNS = (
     ("preemptions", "preemptions", "count"),
     ("lost GPU-h", "lost_gpu_h", "number"),
 )
+CREDITS_COLUMN = ("credits", "credits_burned", "number")
+
+
+def columns(report: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """The report's columns: credits burned only when a rate card was known."""
+    charged = "credits_burned" in report["before"]["overall"]
+    return (*COLUMNS, CREDITS_COLUMN) if charged else COLUMNS
 
 
 def _show(value: Any, kind: str) -> str:
@@ -419,13 +481,14 @@ def pair(before: Any, after: Any, kind: str) -> str:
 def comparison_rows(report: dict[str, Any]) -> list[list[str]]:
     """One row per tenant, then the overall row: each cell ``before → after``."""
     before, after = report["before"], report["after"]
+    shown = columns(report)
     rows = []
     for tenant in sorted(set(before["tenants"]) | set(after["tenants"])):
         b, a = before["tenants"].get(tenant, {}), after["tenants"].get(tenant, {})
-        cells = [pair(b.get(key), a.get(key), kind) for _, key, kind in COLUMNS]
+        cells = [pair(b.get(key), a.get(key), kind) for _, key, kind in shown]
         rows.append([tenant, str(b.get("jobs", a.get("jobs", 0))), *cells])
     b, a = before["overall"], after["overall"]
-    cells = [pair(b.get(key), a.get(key), kind) for _, key, kind in COLUMNS]
+    cells = [pair(b.get(key), a.get(key), kind) for _, key, kind in shown]
     rows.append(["all (min attainment)", str(b["jobs"]), *cells])
     return rows
 

@@ -13,10 +13,11 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import RedirectResponse, Response
 
+from mosu.core.credits_api import RateLine
 from mosu.core.errors import InvalidInput, NotFound
 from mosu.core.history_api import WhatIfRequest
 from mosu.service.services import whatif
-from mosu.sim.whatif import COLUMNS, comparison_rows, fidelity_line, pair
+from mosu.sim.whatif import COLUMNS, columns, comparison_rows, fidelity_line, pair
 from mosu.web.app import PREFIX, FormDep, PlatformDep, SignedDep
 from mosu.web.render import Renderer
 
@@ -34,6 +35,22 @@ def _render(request: Request) -> Renderer:
 def _items(text: str) -> list[str]:
     """A field's changes: separated by commas, semicolons or whitespace."""
     return [x for x in re.split(r"[\s,;]+", text) if x]
+
+
+def _rates(text: str) -> list[RateLine]:
+    """``TYPE=PER_HOUR`` items (``*`` for any other GPU type, ``cpu``, ``mem``)."""
+    lines = []
+    for item in _items(text):
+        resource, sep, amount = item.partition("=")
+        try:
+            if not sep or not resource:
+                raise ValueError
+            lines.append(RateLine(resource=resource, per_hour=float(amount)))
+        except ValueError:
+            raise InvalidInput(
+                f"bad {item!r}: expected TYPE=CREDITS_PER_HOUR such as H800=3", field="rates"
+            ) from None
+    return lines
 
 
 def _page(request, platform, signed, *, status=200, error=None, values=None):  # type: ignore[no-untyped-def]
@@ -72,6 +89,7 @@ def start(
     remove_node: Text = "",
     profile: Annotated[str, Form(max_length=64)] = "",
     placement: Annotated[str, Form(max_length=64)] = "",
+    rates: Text = "",
 ) -> Response:
     signed.principal.require_operator("run what-if replays")
     values = {
@@ -84,6 +102,7 @@ def start(
         "remove_node": remove_node,
         "profile": profile,
         "placement": placement,
+        "rates": rates,
     }
     now = time.time()
     try:
@@ -94,18 +113,17 @@ def start(
             since=None if span is None else now - span,
             profile=profile or None,
             placement=placement or None,
+            rates=_rates(rates),
             **{name: _items(values[name]) for name in LIST_FIELDS},
         )
+        config = {
+            "profile": platform.settings.profile,
+            "min_runtime_s": platform.settings.min_runtime_s,
+        }
         with platform.tx() as s:
-            plan = whatif.plan(
-                s,
-                principal=signed.principal,
-                body=body,
-                now=now,
-                profile=platform.settings.profile,
-                min_runtime_s=platform.settings.min_runtime_s,
-            )
-        task = platform.whatif.submit(plan)
+            plan = whatif.plan(s, principal=signed.principal, body=body, now=now, **config)
+        request = whatif.stored_request(body, now=now, **config)
+        task = platform.whatif.submit(plan, request=request)
     except InvalidInput as exc:
         return _page(request, platform, signed, status=422, error=str(exc), values=values)
     return RedirectResponse(f"{PREFIX}/whatif/{task.id}", status_code=303)
@@ -124,7 +142,7 @@ def task_page(
         signed,
         active="whatif",
         task=task,
-        columns=["tenant", "jobs", *(title for title, _, _ in COLUMNS)],
+        columns=["tenant", "jobs", *(t for t, _, _ in (columns(report) if report else COLUMNS))],
         rows=comparison_rows(report) if report else [],
         fidelity=fidelity_line(report) if report else "",
         utilization=(

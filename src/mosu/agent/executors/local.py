@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mosu.agent import cgroups, procfs
-from mosu.agent.replica_env import ReplicaContract, marker_entries
+from mosu.agent.replica_env import ReplicaSlot, gang_contracts, marker_entries
 from mosu.agent.sandbox import SandboxConfig
 from mosu.agent.supervised import (
     Outcome,
@@ -29,7 +29,7 @@ from mosu.agent.supervised import (
 )
 from mosu.agent.supervisor import LOCK
 from mosu.core.api import JobExit, JobLaunch
-from mosu.core.executor import Adoption, AttemptRecord, LaunchError, ReplicaStarted
+from mosu.core.executor import Adoption, AttemptRecord, Capability, LaunchError, ReplicaStarted
 
 GANG_FAILURE_GRACE_S = 10.0
 START_TIMEOUT_S = 60.0
@@ -54,6 +54,11 @@ class _Attempt:
 
 
 class LocalExecutor:
+    """Implements ``core.executor.Executor`` with processes on this machine; nodes are
+    registered (``mosu up`` registers this machine's), not discovered."""
+
+    capabilities: frozenset[Capability] = frozenset()
+
     def __init__(
         self,
         *,
@@ -95,23 +100,20 @@ class LocalExecutor:
 
     def start(self, launch: JobLaunch) -> dict[int, ReplicaStarted]:
         replicas = sorted(launch.replicas, key=lambda r: r.replica)
-        port = _free_port()
+        contracts = gang_contracts(
+            instance=self._instance,
+            job_id=launch.job_id,
+            attempt=launch.attempt,
+            slots=[
+                ReplicaSlot(r.replica, r.node, tuple(r.gpu_indices), r.gpu_milli, r.vendor)
+                for r in replicas
+            ],
+            master_addr="127.0.0.1",  # every replica runs on this machine
+            master_port=_free_port(),
+        )
         started: list[SupervisedReplica] = []
         try:
-            for r in replicas:
-                contract = ReplicaContract(
-                    instance=self._instance,
-                    job_id=launch.job_id,
-                    attempt=launch.attempt,
-                    replica=r.replica,
-                    num_replicas=len(replicas),
-                    node=r.node,
-                    gpu_indices=tuple(r.gpu_indices),
-                    gpu_fraction=r.gpu_fraction,
-                    master_addr="127.0.0.1",
-                    master_port=port,
-                    vendor=r.vendor,
-                )
+            for r, contract in zip(replicas, contracts, strict=True):
                 gpus = ",".join(str(g) for g in r.gpu_indices) or "none"
                 header = f"--- mosu: attempt {launch.attempt}, node {r.node}, GPUs {gpus} ---\n"
                 spec = {

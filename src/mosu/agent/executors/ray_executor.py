@@ -45,12 +45,12 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from mosu.agent.replica_env import ReplicaContract
+from mosu.agent.replica_env import ReplicaSlot, gang_contracts
 from mosu.agent.sandbox import SandboxUnavailable, resolve
 from mosu.agent.supervised import SupervisedReplica, SupervisorStartError, private_dir
 from mosu.core.accelerators import CONTRACTS, Vendor, model_from_product, vendor_of
@@ -59,11 +59,12 @@ from mosu.core.errors import InvalidInput, PlatformError
 from mosu.core.executor import (
     Adoption,
     AttemptRecord,
+    Capability,
     LaunchError,
     NodeReport,
     ReplicaStarted,
 )
-from mosu.core.models import GPU_MILLI, Node, NodeState, Placement, ReplicaPlacement
+from mosu.core.models import GPU_MILLI, Node, NodeState
 
 __all__ = [
     "LABEL_GPU_MEM_MIB",
@@ -75,7 +76,6 @@ __all__ = [
     "RESOURCE_GPU_TYPE",
     "RESOURCE_RACK",
     "RESOURCE_ZONE",
-    "GangSpec",
     "GangStartError",
     "RayExecutor",
     "RayGang",
@@ -158,25 +158,6 @@ class RayNode:
         return _RAY_NPU if self.vendor is Vendor.HUAWEI else "GPU"
 
 
-@dataclass(frozen=True, slots=True)
-class GangSpec:
-    """What to run and where: the engine's placement plus the job's command.
-
-    ``command`` is an argv, or one string run with ``/bin/sh -c``.
-    """
-
-    job_id: str
-    command: Sequence[str] | str
-    placement: Placement
-    env: Mapping[str, str] = field(default_factory=dict)
-    workdir: str | None = None
-    attempt: int = 1
-    log_paths: tuple[Path, ...] = ()
-    """Controller-side log file of each replica (appended to); default under ``log_dir``."""
-    tenant: str = "default"
-    """Whose replicas these are: the Unix user they run as on a root node."""
-
-
 @dataclass(slots=True)
 class _Replica:
     index: int
@@ -196,7 +177,7 @@ class _Replica:
 class RayGang:
     """Handle of a started gang; pass it back to ``poll`` and ``stop``."""
 
-    job_id: str
+    job_id: int
     master_addr: str
     master_port: int
     replicas: list[_Replica]
@@ -281,7 +262,16 @@ def node_from_ray(info: Mapping[str, Any], *, default_gpu_type: str) -> RayNode 
     )
 
 
-def _device_request(node: RayNode, rp: ReplicaPlacement) -> dict[str, Any]:
+class _Devices(Protocol):
+    """A replica's devices on its node (a ``ReplicaLaunch``, a ``ReplicaPlacement``)."""
+
+    @property
+    def gpu_indices(self) -> Sequence[int]: ...
+    @property
+    def gpu_milli(self) -> int: ...
+
+
+def _device_request(node: RayNode, rp: _Devices) -> dict[str, Any]:
     """What a runner asks Ray for: the replica's devices in the resource Ray's own
     accelerator manager counts them under, so Ray and mosu agree on what is busy. A
     vendor Ray has no manager for (Cambricon) is counted by mosu alone."""
@@ -293,15 +283,6 @@ def _device_request(node: RayNode, rp: ReplicaPlacement) -> dict[str, Any]:
     if resource == "GPU":
         return {"num_gpus": amount}
     return {"num_gpus": 0, "resources": {resource: amount}}
-
-
-def _argv(command: Sequence[str] | str) -> list[str]:
-    if isinstance(command, str):
-        return ["/bin/sh", "-c", command]
-    argv = [str(a) for a in command]
-    if not argv:
-        raise InvalidInput("the job has an empty command", field="command")
-    return argv
 
 
 # ---------------------------------------------------------------------------------------
@@ -595,22 +576,26 @@ class RayGangs:
 
     # -- start --------------------------------------------------------------------------
 
-    def log_path(self, job_id: str, replica: int) -> Path:
-        return self.log_dir / job_id / f"replica-{replica}.log"
+    def log_path(self, job_id: int, replica: int) -> Path:
+        return self.log_dir / str(job_id) / f"replica-{replica}.log"
 
-    def _actor_prefix(self, job_id: str) -> str:
+    def _actor_prefix(self, job_id: int) -> str:
         return f"mosu/{job_id}/"
 
-    def start(self, spec: GangSpec) -> RayGang:
-        """Start every replica of the gang on its node, or none of them."""
+    def start(self, spec: JobLaunch) -> RayGang:
+        """Start every replica of the gang on its node, or none of them. A replica whose
+        ``log_path`` is empty logs to ``log_path(job, replica)``."""
         ray = _ray()
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        argv = _argv(spec.command)
-        if not spec.placement:
+        argv = list(spec.argv)
+        if not argv:
+            raise InvalidInput("the job has an empty command", field="command")
+        if not spec.replicas:
             raise InvalidInput("a gang needs at least one replica placement", field="placement")
+        placement = sorted(spec.replicas, key=lambda r: r.replica)
         by_name = {n.node.name: n for n in self.ray_nodes()}
-        for i, rp in enumerate(spec.placement):
+        for i, rp in enumerate(placement):
             target = by_name.get(rp.node)
             if target is None or not target.alive:
                 why = "is not in the Ray cluster" if target is None else "is down"
@@ -624,7 +609,7 @@ class RayGangs:
         # of a runner that is still being torn down.
         token = f"{spec.attempt}-{time.time_ns():x}"
         try:
-            for i, rp in enumerate(spec.placement):
+            for i, rp in enumerate(placement):
                 name = f"{self._actor_prefix(spec.job_id)}{token}/{i}"
                 remote_log = f"{self.remote_log_dir}/{spec.job_id}/{token}/replica-{i}.log"
                 remote_run = f"{self.remote_log_dir}/{spec.job_id}/{token}/run-{i}"
@@ -640,7 +625,7 @@ class RayGangs:
                         by_name[rp.node].node_id, soft=False
                     ),
                 ).remote(remote_log, remote_run)
-                local_log = spec.log_paths[i] if spec.log_paths else self.log_path(spec.job_id, i)
+                local_log = Path(rp.log_path) if rp.log_path else self.log_path(spec.job_id, i)
                 private_dir(local_log.parent)
                 gpus = ",".join(str(g) for g in rp.gpu_indices) or "none"
                 header = f"--- mosu: attempt {spec.attempt}, node {rp.node}, GPUs {gpus} ---\n"
@@ -665,21 +650,25 @@ class RayGangs:
             gang.master_port = ray.get(
                 replicas[0].actor.free_port.remote(), timeout=self.call_timeout_s
             )
+            contracts = gang_contracts(
+                instance=self.instance,
+                job_id=spec.job_id,
+                attempt=spec.attempt,
+                slots=[
+                    ReplicaSlot(
+                        r.index,
+                        r.node,
+                        tuple(rp.gpu_indices),
+                        rp.gpu_milli,
+                        by_name[r.node].vendor.value,
+                    )
+                    for r, rp in zip(replicas, placement, strict=True)
+                ],
+                master_addr=gang.master_addr,
+                master_port=gang.master_port,
+            )
             starts = []
-            for r, rp in zip(replicas, spec.placement, strict=True):
-                contract = ReplicaContract(
-                    instance=self.instance,
-                    job_id=spec.job_id,
-                    attempt=spec.attempt,
-                    replica=r.index,
-                    num_replicas=len(replicas),
-                    node=r.node,
-                    gpu_indices=tuple(rp.gpu_indices),
-                    gpu_fraction=rp.gpu_milli / GPU_MILLI,
-                    master_addr=gang.master_addr,
-                    master_port=gang.master_port,
-                    vendor=by_name[r.node].vendor.value,
-                )
+            for r, contract in zip(replicas, contracts, strict=True):
                 starts.append(
                     r.actor.start.remote(
                         argv,
@@ -722,7 +711,7 @@ class RayGangs:
                 ) from None
         return values
 
-    def runner_names(self, job_id: str) -> list[str]:
+    def runner_names(self, job_id: int) -> list[str]:
         """Names of the job's runners that Ray still knows (detached actors outlive us)."""
         ray = _ray()
         self.connect()
@@ -733,7 +722,7 @@ class RayGangs:
             if a["namespace"] == self.namespace and a["name"].startswith(prefix)
         )
 
-    def stop_runners(self, job_id: str, grace_s: float) -> int:
+    def stop_runners(self, job_id: int, grace_s: float) -> int:
         """Stop every runner of ``job_id`` that Ray still knows, e.g. left by a controller
         that died; returns how many there were. Their output is not copied."""
         ray = _ray()
@@ -769,7 +758,7 @@ class RayGangs:
                 ray.kill(a, no_restart=True)
         return len(actors)
 
-    def remove_runners_except(self, job_ids: set[str]) -> int:
+    def remove_runners_except(self, job_ids: set[int]) -> int:
         """Kill every runner of this namespace whose job is not in ``job_ids`` (left by a
         controller that recorded their end but stopped before removing them, or by one
         that died); returns how many. Runners hold their replica's devices in Ray, so
@@ -785,7 +774,7 @@ class RayGangs:
                     removed += 1
         return removed
 
-    def _kill_stale(self, job_id: str) -> None:
+    def _kill_stale(self, job_id: int) -> None:
         """Runners left by an earlier attempt of the same job must not keep running it."""
         self.stop_runners(job_id, grace_s=0.0)
 
@@ -928,19 +917,20 @@ class RayGangs:
 
     # -- after a controller failover ------------------------------------------------------
 
-    def runners(self) -> dict[str, list[str]]:
+    def runners(self) -> dict[int, list[str]]:
         """Every runner of this namespace that Ray still knows, by job id."""
         ray = _ray()
         self.connect()
-        out: dict[str, list[str]] = {}
+        out: dict[int, list[str]] = {}
         for a in ray.util.list_named_actors(all_namespaces=True):
             name = a["name"]
-            if a["namespace"] == self.namespace and name.startswith("mosu/"):
-                out.setdefault(name.split("/")[1], []).append(name)
+            job = name.split("/")[1] if name.startswith("mosu/") else ""
+            if a["namespace"] == self.namespace and job.isdigit():
+                out.setdefault(int(job), []).append(name)
         return {k: sorted(v) for k, v in out.items()}
 
     def reattach(
-        self, job_id: str, attempt: int, num_replicas: int, log_paths: Sequence[Path]
+        self, job_id: int, attempt: int, num_replicas: int, log_paths: Sequence[Path]
     ) -> RayGang | None:
         """The gang of ``job_id``'s ``attempt`` from the runners a previous controller
         started, if every one of them is still there and answers; None otherwise."""
@@ -1031,6 +1021,7 @@ class RayExecutor:
     """
 
     sandbox = "per-node"
+    capabilities = frozenset({Capability.DISCOVERS_NODES})
 
     def __init__(
         self,
@@ -1078,24 +1069,8 @@ class RayExecutor:
         # recorded go first (and any a previous controller left), or a new gang on the
         # same devices would wait for them.
         self._release_handed_out()
-        self.gangs.remove_runners_except({str(j) for j in self._jobs})
-        replicas = sorted(launch.replicas, key=lambda r: r.replica)
-        spec = GangSpec(
-            job_id=str(launch.job_id),
-            command=launch.argv,
-            placement=tuple(
-                ReplicaPlacement(
-                    r.node, tuple(r.gpu_indices), gpu_milli=round(r.gpu_fraction * GPU_MILLI)
-                )
-                for r in replicas
-            ),
-            env=launch.env,
-            workdir=launch.workdir,
-            attempt=launch.attempt,
-            log_paths=tuple(Path(r.log_path) for r in replicas),
-            tenant=launch.tenant,
-        )
-        gang = self.gangs.start(spec)
+        self.gangs.remove_runners_except(set(self._jobs))
+        gang = self.gangs.start(launch)
         self._jobs[launch.job_id] = _Attempt(launch.attempt, gang)
         return {r.index: ReplicaStarted(pid=r.pid, supervisor=r.actor_name) for r in gang.replicas}
 
@@ -1137,10 +1112,10 @@ class RayExecutor:
         anything else in this store's namespace (ended attempts whose end was recorded)
         are removed."""
         found = Adoption(running={}, unstarted=[])
-        keep: set[str] = set()
+        keep: set[int] = set()
         runners = self.gangs.runners()
         for rec in attempts:
-            job = str(rec.job_id)
+            job = rec.job_id
             keep.add(job)
             if rec.job_id in self._jobs:
                 continue

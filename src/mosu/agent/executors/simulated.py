@@ -30,7 +30,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mosu.core.api import JobExit, JobLaunch
-from mosu.core.executor import Adoption, AttemptRecord, LaunchError, NodeReport, ReplicaStarted
+from mosu.core.executor import (
+    Adoption,
+    AttemptRecord,
+    Capability,
+    LaunchError,
+    NodeReport,
+    ReplicaStarted,
+)
 from mosu.core.models import Node, NodeState
 
 DURATION_ENV = "SIMULATED_DURATION"
@@ -103,6 +110,7 @@ class SimulatedExecutor:
     ``clock`` is the time the simulated runs are measured in (injected by tests)."""
 
     sandbox = "none"
+    capabilities = frozenset({Capability.DISCOVERS_NODES})
 
     def __init__(
         self,

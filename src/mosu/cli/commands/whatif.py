@@ -14,12 +14,13 @@ from mosu.cli.commands import history as history_cmd
 from mosu.cli.render import Output, OutputOpt, table
 from mosu.core.errors import InvalidInput
 from mosu.sim.whatif import (
-    COLUMNS,
     Changes,
     History,
+    columns,
     comparison_rows,
     fidelity_line,
     load_history,
+    load_rates_file,
     pair,
     parse_cohort,
     parse_quota_change,
@@ -62,6 +63,14 @@ def whatif(
     remove_node: Annotated[
         list[str] | None, typer.Option("--remove-node", help="NAME, repeatable")
     ] = None,
+    rates: Annotated[
+        Path | None,
+        typer.Option(
+            "--rates",
+            help="rate card CSV (resource,per_hour[,borrowed_per_hour][,from_s]) for the "
+            "changed replay; credits burned are shown when any card is known",
+        ),
+    ] = None,
     tick: Annotated[
         float,
         typer.Option("--tick", help="seconds; >0 replays on scheduler ticks (faster), 0 exact"),
@@ -82,6 +91,8 @@ def whatif(
         placement=placement,
         add_nodes=tuple(add_nodes or ()),
         remove_nodes=tuple(remove_node or ()),
+        rates=None if rates is None else load_rates_file(rates),
+        rates_from="" if rates is None else str(rates),
     )
     if not changes:
         raise InvalidInput("no change given: say what to change (see --help)", field="changes")
@@ -103,7 +114,7 @@ def whatif(
     from mosu.cli.render import console as stdout
 
     title = "as configured → " + "; ".join(result.report["changes"])
-    cols = ["tenant", "jobs", *(c for c, _, _ in COLUMNS)]
+    cols = ["tenant", "jobs", *(c for c, _, _ in columns(result.report))]
     stdout.print(table(title, cols, comparison_rows(result.report)))
     b, a = result.report["before"]["overall"], result.report["after"]["overall"]
     print(f"utilization {pair(b['utilization'], a['utilization'], 'ratio')}")

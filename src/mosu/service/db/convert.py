@@ -16,6 +16,7 @@ from mosu.core.models import (
     Shape,
     Tenant,
     Topology,
+    requested_gpus,
 )
 from mosu.core.models import Quota as EngineQuota
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow, TenantRow
@@ -30,11 +31,21 @@ def ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def gpus_of(row: JobRow) -> float:
+def gpus_of(row: JobRow | Row[Any]) -> float:
     """GPUs per replica as the user wrote them (0.5 for half a GPU)."""
-    if row.gpus == 1 and row.gpu_milli < GPU_MILLI:
-        return row.gpu_milli / GPU_MILLI
-    return float(row.gpus)
+    return requested_gpus(row.gpus, row.gpu_milli)
+
+
+def engine_id(job_id: int) -> str:
+    """A job's id as the engine names it. The engine's ids are text (a trace names its
+    jobs); the platform's are integers everywhere else. This and ``platform_id`` are the
+    only crossings, both on the store's side of the engine."""
+    return str(job_id)
+
+
+def platform_id(job_id: str) -> int:
+    """The platform's id of a job the engine decided about (``engine_id`` backwards)."""
+    return int(job_id)
 
 
 def indices_of(text: str) -> list[int]:
@@ -153,7 +164,7 @@ def engine_job(row: JobRow | Row[Any], history: HistoryEstimator | None = None) 
         mem_mib=row.mem_mib,
     )
     return Job(
-        id=str(row.id),
+        id=engine_id(row.id),
         tenant=row.tenant,
         shape=shape,
         replicas=row.replicas,

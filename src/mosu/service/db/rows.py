@@ -295,3 +295,4 @@ class WebSessionRow(Base):
 # The credit ledger's rows live in their own module; importing it here puts them in
 # ``Base.metadata`` wherever the rows are known (migrations, their check).
 from mosu.service.db import credit_rows as _credit_rows  # noqa: E402, F401
+from mosu.service.db import whatif_rows as _whatif_rows  # noqa: E402, F401

@@ -16,6 +16,7 @@ from mosu.core.api import (
 )
 from mosu.core.errors import InvalidInput, MalformedInput
 from mosu.core.jobspec import job_spec_from_mapping
+from mosu.core.submission import Submission
 from mosu.documents import load_document
 from mosu.service.deps import PlatformDep, PrincipalDep
 from mosu.service.openapi import errors
@@ -64,8 +65,9 @@ async def submit_job(
         data = await _read_yaml(request)
     if not isinstance(data, dict):
         raise InvalidInput(f"job spec: expected a mapping of fields, got {type(data).__name__}")
-    spec = job_spec_from_mapping(data)
-    stored = await request.app.state.submit_writer.submit(who, spec, tenant, idempotency_key)
+    # The one place a submission's units are converted: everything after reads these.
+    job = Submission.of(job_spec_from_mapping(data))
+    stored = await request.app.state.submit_writer.submit(who, job, tenant, idempotency_key)
     # Committed before the loop is woken: the next cycle sees the job; the answer does
     # not wait for that cycle.
     platform.loop.wake()

@@ -19,16 +19,15 @@ TaskId = Annotated[str, Path(pattern="^[0-9a-f]{16}$")]
 def start(body: WhatIfRequest, platform: PlatformDep, who: PrincipalDep) -> WhatIfTaskOut:
     """Replay the history as configured and with the changes, in the background
     (operator only); poll the task for progress and the report."""
+    now = time.time()
+    config = {
+        "profile": platform.settings.profile,
+        "min_runtime_s": platform.settings.min_runtime_s,
+    }
     with platform.tx() as s:
-        plan = whatif.plan(
-            s,
-            principal=who,
-            body=body,
-            now=time.time(),
-            profile=platform.settings.profile,
-            min_runtime_s=platform.settings.min_runtime_s,
-        )
-    return whatif.task_out(platform.whatif.submit(plan))
+        plan = whatif.plan(s, principal=who, body=body, now=now, **config)
+    request = whatif.stored_request(body, now=now, **config)
+    return whatif.task_out(platform.whatif.submit(plan, request=request))
 
 
 @router.get("", responses=errors(403))

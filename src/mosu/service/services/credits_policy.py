@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from mosu.core.credits import CreditPolicy, RateCard, ReplicaUse, admit, to_ms
 from mosu.core.models import Job, Quota, Tenant
 from mosu.core.reasons import PendingReason, StopReason
+from mosu.service.db.convert import platform_id
 from mosu.service.db.credit_rows import CreditGrantRow, CreditIntervalRow
 from mosu.service.db.rows import JobRow
 from mosu.service.services.credits import balances_micro, policies
@@ -97,7 +98,7 @@ def reservations(
     running = [r for r in snapshot.running if r.job.tenant in tenants]
     if not running:
         return {}
-    ids = [int(r.job.id) for r in running]
+    ids = [platform_id(r.job.id) for r in running]
     limits = dict(
         session.execute(select(JobRow.id, JobRow.max_runtime_s).where(JobRow.id.in_(ids))).all()
     )
@@ -118,8 +119,8 @@ def reservations(
     for r in running:
         gpu_type = nodes[r.placement[0].node].gpu_type if r.placement else None
         hourly = _hourly(card, r.job, gpu_type, t_ms)
-        run_s = max(expected_run_s(r.job, limits.get(int(r.job.id))), now - r.started_s)
-        spent = metered.get((int(r.job.id), to_ms(r.started_s)), 0)
+        run_s = max(expected_run_s(r.job, limits.get(platform_id(r.job.id))), now - r.started_s)
+        spent = metered.get((platform_id(r.job.id), to_ms(r.started_s)), 0)
         out[r.job.tenant] += max(0, round(hourly * run_s / 3600) - spent)
     return dict(out)
 
@@ -177,7 +178,7 @@ def gate(session: Session, loaded: LoadedSnapshot, now: float) -> tuple[LoadedSn
         held_ids.update(held)
     for job_id in sorted(held_ids, key=int):
         result.held.append(
-            (int(job_id), (PendingReason.CREDITS_EXHAUSTED, EXHAUSTED_MESSAGE, None, None))
+            (platform_id(job_id), (PendingReason.CREDITS_EXHAUSTED, EXHAUSTED_MESSAGE, None, None))
         )
     new_snapshot = dataclasses.replace(
         snapshot,

@@ -26,11 +26,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mosu.core.api import JobState
+from mosu.core.credits import Rate
 from mosu.core.models import Node, Tenant
 from mosu.core.reasons import StopReason
 from mosu.service.db.convert import engine_job, engine_node, engine_tenant
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.services.auth import Principal
+from mosu.service.services.credits_meter import load_card
+from mosu.sim.credits import rates_csv
 from mosu.traces import native
 from mosu.traces.schema import Ended, JobHistory, TraceJob
 
@@ -61,6 +64,8 @@ class HistoryExport:
     """The platform's override of the profile's shortest run before a preemption."""
     counts: dict[str, int] = field(default_factory=dict)
     """Jobs per way they ended (``Ended`` values), and ``jobs`` in all."""
+    rates: list[Rate] = field(default_factory=list)
+    """The rate card's GPU, CPU and memory lines (epoch times); none: no credits."""
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -73,7 +78,8 @@ class HistoryExport:
         }
 
     def files(self) -> dict[str, str]:
-        """The three native CSV files, by name."""
+        """The three native CSV files, by name, and ``rates.csv`` when the platform has
+        a rate card (its times on the trace clock)."""
         out: dict[str, str] = {}
         for name, write, items in (
             ("jobs.csv", native.write_jobs, self.jobs),
@@ -83,6 +89,8 @@ class HistoryExport:
             buffer = io.StringIO()
             write(buffer, items)  # type: ignore[operator]
             out[name] = buffer.getvalue()
+        if self.rates:
+            out["rates.csv"] = rates_csv(self.rates, self.origin)
         return out
 
 
@@ -124,7 +132,16 @@ def export_history(
     ]
     nodes = [engine_node(n) for n in session.scalars(select(NodeRow).order_by(NodeRow.name))]
     return HistoryExport(
-        jobs, tenants, nodes, origin, since, end, profile, min_runtime_s, dict(counts)
+        jobs,
+        tenants,
+        nodes,
+        origin,
+        since,
+        end,
+        profile,
+        min_runtime_s,
+        dict(counts),
+        load_card(session).lines(),
     )
 
 

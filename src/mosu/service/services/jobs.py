@@ -14,15 +14,14 @@ from mosu.core.api import (
     ACTIVE_STATES,
     EventOut,
     JobOut,
-    JobSpec,
     JobState,
     JobWhy,
     LogChunk,
-    parse_duration_s,
 )
 from mosu.core.errors import CapacityError, InvalidInput, NotFound
 from mosu.core.models import GPU_MILLI, NodeState, Topology
 from mosu.core.reasons import PendingReason, StopReason
+from mosu.core.submission import Submission
 from mosu.service.db.convert import event_out, job_out, ts
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow
 from mosu.service.services.auth import Principal
@@ -37,23 +36,26 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def check_fits_cluster(catalog: Catalog, spec: JobSpec, tenant: str) -> None:
+def check_fits_cluster(catalog: Catalog, job: Submission, tenant: str) -> None:
     """Refuse at submit what could never start, instead of leaving it pending forever."""
     nodes = [n for n in catalog.nodes if n.state != NodeState.DOWN.value]
     known_types = sorted({n.gpu_type for n in nodes})
-    wanted = spec.gpu_types
+    wanted = job.gpu_types
     for gpu_type in wanted:
         if gpu_type not in known_types:
             have = ", ".join(known_types) or "none registered"
             raise InvalidInput(
                 f"unknown GPU type {gpu_type!r}; this cluster has: {have}", field="gpu_type"
             )
-    if 0 < spec.gpus < 1:
-        _check_sharing(nodes, wanted, spec.gpus)
+    shape = job.shape
+    if 0 < job.gpus < 1:
+        _check_sharing(nodes, wanted, job.gpus)
     usable = [n for n in nodes if not wanted or n.gpu_type in wanted]
-    per_replica = spec.gpus if spec.gpus >= 1 else (1 if spec.gpus > 0 else 0)
-    cpu_milli = round(spec.cpu * 1000)
-    mem = spec.memory_mib
+    # Whole devices per replica; the count as written (``4.0`` from JSON) keeps the
+    # wording of the messages below.
+    per_replica = job.gpus if job.gpus >= 1 else shape.gpus
+    cpu_milli = shape.cpu_milli
+    mem = shape.mem_mib
 
     def replica_fits(n: NodeFacts) -> bool:
         return n.gpus >= per_replica and n.cpu_milli >= cpu_milli and n.mem_mib >= mem
@@ -63,15 +65,15 @@ def check_fits_cluster(catalog: Catalog, spec: JobSpec, tenant: str) -> None:
         biggest = max((n.gpus for n in usable), default=0)
         if per_replica > biggest:
             raise CapacityError(
-                f"one replica asks for {_fmt(spec.gpus)} GPUs but the largest node has {biggest}",
+                f"one replica asks for {_fmt(job.gpus)} GPUs but the largest node has {biggest}",
                 field="gpus",
             )
         raise CapacityError("no node has enough CPU and memory for one replica", field="cpu")
-    total = per_replica * spec.replicas
+    total = per_replica * job.replicas
     by_type: dict[str, int] = defaultdict(int)
     for n in fitting:
         by_type[n.gpu_type] += n.gpus
-    if spec.topology == Topology.SAME_NODE:
+    if job.topology == Topology.SAME_NODE:
         biggest = max(n.gpus for n in fitting)
         if total > biggest:
             raise CapacityError(
@@ -84,9 +86,8 @@ def check_fits_cluster(catalog: Catalog, spec: JobSpec, tenant: str) -> None:
             f"{max(by_type.values())} of one type",
             field="gpus",
         )
-    total_milli = round(spec.gpus * GPU_MILLI) if spec.gpus < 1 else total * GPU_MILLI
     types = wanted or tuple(sorted({n.gpu_type for n in catalog.nodes}))
-    _check_tenant_limit(catalog.limits.get(tenant, {}), tenant, types, total_milli)
+    _check_tenant_limit(catalog.limits.get(tenant, {}), tenant, types, job.total_gpu_milli)
 
 
 def _check_sharing(nodes: list[NodeFacts], wanted: tuple[str, ...], gpus: float) -> None:
@@ -130,21 +131,19 @@ def submit(
     session: Session,
     *,
     principal: Principal,
-    spec: JobSpec,
+    job: Submission,
     tenant: str | None,
     catalog: CatalogCache | None = None,
 ) -> JobOut:
-    owner = check_submission(
-        session, principal=principal, spec=spec, tenant=tenant, catalog=catalog
-    )
-    return insert_job(session, spec=spec, tenant=owner)
+    owner = check_submission(session, principal=principal, job=job, tenant=tenant, catalog=catalog)
+    return insert_job(session, job=job, tenant=owner)
 
 
 def check_submission(
     session: Session,
     *,
     principal: Principal,
-    spec: JobSpec,
+    job: Submission,
     tenant: str | None,
     catalog: CatalogCache | None = None,
 ) -> str:
@@ -158,34 +157,33 @@ def check_submission(
     facts = (catalog or CatalogCache(ttl_s=0)).get(session, require_tenant=tenant)
     if tenant not in facts.limits:
         raise NotFound(f"no tenant named {tenant!r}", field="tenant")
-    check_fits_cluster(facts, spec, tenant)
-    check_exist(session, tenant=tenant, names=spec.secrets)
+    check_fits_cluster(facts, job, tenant)
+    check_exist(session, tenant=tenant, names=list(job.secrets))
     return tenant
 
 
-def insert_job(session: Session, *, spec: JobSpec, tenant: str) -> JobOut:
-    """Store a checked submission: the job and its "submitted" event."""
-    fractional = 0 < spec.gpus < 1
+def insert_job(session: Session, *, job: Submission, tenant: str) -> JobOut:
+    """Store a checked submission: the job and its "submitted" event. Its columns are
+    the submission's fields as they are."""
     now = time.time()
+    shape = job.shape
     values = {
         "tenant": tenant,
-        "name": spec.name,
-        "kind": spec.kind.value,
+        "name": job.name,
+        "kind": job.kind.value,
         "state": JobState.PENDING.value,
-        "priority": spec.priority_value,
-        "replicas": spec.replicas,
-        "gpus": 1 if fractional else int(spec.gpus),
-        "gpu_milli": round(spec.gpus * GPU_MILLI)
-        if fractional
-        else (GPU_MILLI if spec.gpus else 0),
-        "gpu_types": ",".join(spec.gpu_types),
-        "cpu_milli": round(spec.cpu * 1000),
-        "mem_mib": spec.memory_mib,
-        "topology": spec.topology.value,
-        "estimate_s": parse_duration_s(spec.estimate),
-        "max_runtime_s": parse_duration_s(spec.max_runtime),
-        "checkpoint_every_s": parse_duration_s(spec.checkpoint_every),
-        "spec": spec.model_dump(mode="json"),
+        "priority": job.priority,
+        "replicas": job.replicas,
+        "gpus": shape.gpus,
+        "gpu_milli": shape.gpu_milli,
+        "gpu_types": ",".join(job.gpu_types),
+        "cpu_milli": shape.cpu_milli,
+        "mem_mib": shape.mem_mib,
+        "topology": job.topology.value,
+        "estimate_s": job.estimate_s,
+        "max_runtime_s": job.max_runtime_s,
+        "checkpoint_every_s": job.checkpoint_every_s,
+        "spec": job.spec,
         "submitted_at": now,
         "attempts": 0,
         "attained_gpu_s": 0.0,
@@ -207,21 +205,21 @@ def insert_job(session: Session, *, spec: JobSpec, tenant: str) -> JobOut:
             "from_state": None,
             "to_state": JobState.PENDING.value,
             "reason": "submitted",
-            "message": f"{spec.replicas} x {_fmt(spec.gpus)} GPU",
+            "message": f"{job.replicas} x {_fmt(job.gpus)} GPU",
         },
     )
     return JobOut(
         id=job_id,
-        name=spec.name,
+        name=job.name,
         tenant=tenant,
-        kind=spec.kind.value,
+        kind=job.kind,
         state=JobState.PENDING,
-        priority=values["priority"],
-        replicas=spec.replicas,
-        gpus=values["gpu_milli"] / GPU_MILLI if fractional else float(values["gpus"]),
-        gpu_types=list(spec.gpu_types),
+        priority=job.priority,
+        replicas=job.replicas,
+        gpus=shape.requested_gpus,
+        gpu_types=list(job.gpu_types),
         submitted_at=ts(now),
-        spec=values["spec"],
+        spec=job.spec,
     )
 
 

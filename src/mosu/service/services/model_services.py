@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mosu.core.api import JobSpec, JobState
+from mosu.core.api import JobState
 from mosu.core.errors import Conflict, InvalidInput, NotFound
 from mosu.core.service_api import (
     ReplicaOut,
@@ -17,6 +17,7 @@ from mosu.core.service_api import (
     ServiceScale,
     ServiceSpec,
 )
+from mosu.core.submission import Submission
 from mosu.service.db.convert import ts
 from mosu.service.db.gateway_rows import ModelServiceRow, ServiceReplicaRow
 from mosu.service.db.rows import JobRow
@@ -98,7 +99,11 @@ def create(
     # The replica's job is checked as any submission would be: it could start somewhere,
     # its tenant exists and may hold it, its secrets exist.
     owner = jobs.check_submission(
-        session, principal=principal, spec=spec.replica_spec(0, 1), tenant=tenant, catalog=catalog
+        session,
+        principal=principal,
+        job=Submission.of(spec.replica_spec(0, 1)),
+        tenant=tenant,
+        catalog=catalog,
     )
     taken = session.scalar(
         select(ModelServiceRow.id).where(
@@ -203,8 +208,10 @@ def set_approved(
     return service_out(session, row)
 
 
-def replica_job_spec(spec: dict, index: int, port: int) -> JobSpec:
-    return ServiceSpec.model_validate(spec, strict=False).replica_spec(index, port)
+def replica_job(spec: dict, index: int, port: int) -> Submission:
+    """The job of a service's replica ``index`` listening on ``port``, from the stored
+    service spec."""
+    return Submission.of(ServiceSpec.model_validate(spec, strict=False).replica_spec(index, port))
 
 
 ACTIVE_JOB = (

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState, ReplicaLaunch
+from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState, ReplicaLaunch, argv_of
 from mosu.core.executor import AttemptRecord, ReplicaRecord, ReplicaStarted
 from mosu.core.models import GPU_MILLI, Placement, RunningJob
 from mosu.core.reasons import PendingReason, StopReason
@@ -31,11 +31,13 @@ if TYPE_CHECKING:
     from mosu.engine.estimates import HistoryEstimator, StartEstimates
 
 from mosu.service.db.convert import (
+    engine_id,
     engine_job,
     engine_node,
     engine_placement,
     engine_tenant,
     indices_of,
+    platform_id,
 )
 from mosu.service.db.rows import AllocationRow, JobRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.secret_box import SecretKeyError
@@ -153,7 +155,7 @@ def load_snapshot(
     user_estimates: dict[str, float | None] = {}
     for row in rows:
         versions[row.id] = row.version
-        user_estimates[str(row.id)] = row.estimate_s
+        user_estimates[engine_id(row.id)] = row.estimate_s
         if row.state == JobState.PENDING.value:
             pending.append(engine_job(row, estimate))
             reasons[row.id] = (
@@ -163,7 +165,7 @@ def load_snapshot(
                 row.estimated_start_late,
             )
             if row.attained_gpu_s:
-                attained[str(row.id)] = row.attained_gpu_s
+                attained[engine_id(row.id)] = row.attained_gpu_s
             continue
         held = allocs.get(row.id, [])
         if not held:
@@ -210,7 +212,7 @@ def apply_decisions(
     # Jobs that change state are loaded (and locked) as objects; jobs left pending
     # are not: their reasons are compared with what the snapshot read and only the
     # changed ones written, by a guarded update (step 3).
-    ids = {int(d.job_id) for d in (*result.preemptions, *result.starts)}
+    ids = {platform_id(d.job_id) for d in (*result.preemptions, *result.starts)}
     rows = {
         r.id: r
         for r in session.scalars(select(JobRow).where(JobRow.id.in_(sorted(ids))).with_for_update())
@@ -218,7 +220,7 @@ def apply_decisions(
     nodes = {n.name: n for n in session.scalars(select(NodeRow))}
 
     def current(job_id: str, states: tuple[JobState, ...]) -> JobRow | None:
-        row = rows.get(int(job_id))
+        row = rows.get(platform_id(job_id))
         if row is None or row.version != loaded.versions.get(row.id) or row.state not in states:
             applied.skipped += 1
             return None
@@ -280,10 +282,10 @@ def apply_decisions(
         applied.started.append(row.id)
     # 3. The rest: remember why each job waits.
     for d in result.pending:
-        applied.queue_order.append(int(d.job_id))
+        applied.queue_order.append(platform_id(d.job_id))
         eta = None if d.estimated_start_s is None else round(d.estimated_start_s)
         late = None if d.late_start_s is None else round(d.late_start_s)
-        waits.append((int(d.job_id), (d.reason, d.message, eta, late)))
+        waits.append((platform_id(d.job_id), (d.reason, d.message, eta, late)))
     session.flush()
     _write_reasons(session, loaded, waits)
     return applied
@@ -402,8 +404,6 @@ def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch |
         transition(session, row, JobState.FAILED, reason="launch", message=row.message)
         session.commit()
         return None
-    command = spec["command"]
-    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
     allocations = active_allocations(session, row.id)
     vendors: dict[str, str] = {
         name: vendor
@@ -418,7 +418,7 @@ def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch |
             replica=a.replica,
             node=a.node,
             gpu_indices=indices_of(a.gpu_indices),
-            gpu_fraction=a.gpu_milli / GPU_MILLI,
+            gpu_milli=a.gpu_milli,
             vendor=vendors.get(a.node, "nvidia"),
             log_path=str(log_path(logs_dir, row.id, a.replica)),
             run_dir=a.run_dir or str(run_dir_path(logs_dir, row.id, row.attempts, a.replica)),
@@ -429,7 +429,7 @@ def launch_spec(session: Session, *, job_id: int, logs_dir: Path) -> JobLaunch |
         job_id=row.id,
         attempt=row.attempts,
         tenant=row.tenant,
-        argv=argv,
+        argv=argv_of(spec["command"]),
         env={**(spec.get("env") or {}), **opened},
         workdir=spec.get("workdir"),
         replicas=replicas,

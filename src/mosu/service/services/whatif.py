@@ -4,14 +4,16 @@ the platform's exported history (operator only), and tasks shown as API models."
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
+from mosu.core.credits import Rate, RateCard, to_micro
 from mosu.core.errors import InvalidInput
 from mosu.core.history_api import WhatIfRequest, WhatIfTaskOut
 from mosu.engine.policies import POLICIES
 from mosu.engine.profiles import PROFILES
-from mosu.service.services.auth import Principal
+from mosu.service.services.auth import OPERATOR, Principal
 from mosu.service.services.history_export import export_history
 from mosu.service.whatif_tasks import Task
 from mosu.sim.whatif import (
@@ -48,6 +50,28 @@ def changes_of(body: WhatIfRequest) -> Changes:
         placement=body.placement,
         add_nodes=tuple(body.add_nodes),
         remove_nodes=tuple(body.remove_node),
+        rates=_card(body) if body.rates else None,
+        rates_from="the request" if body.rates else "",
+    )
+
+
+def _card(body: WhatIfRequest) -> RateCard:
+    """The request's rate lines, in force from the window's first submission."""
+    seen: set[str] = set()
+    for line in body.rates:
+        if line.resource in seen:
+            raise InvalidInput(f"{line.resource} is named twice", field="rates")
+        seen.add(line.resource)
+    return RateCard(
+        Rate(
+            resource=line.resource,
+            effective_ms=0,
+            micro_per_hour=to_micro(line.per_hour),
+            borrowed_micro_per_hour=None
+            if line.borrowed_per_hour is None
+            else to_micro(line.borrowed_per_hour),
+        )
+        for line in body.rates
     )
 
 
@@ -97,8 +121,46 @@ def _plan(
         min_runtime_s=exported.min_runtime_s,
         origin=exported.origin,
         counts=dict(exported.counts),
+        rates=_platform_card(exported.rates, exported.origin),
     )
     return plan_whatif(history, changes, tick_s=body.tick_s)
+
+
+def _platform_card(lines: list[Rate], origin: float) -> RateCard | None:
+    """The platform's card on the trace clock (times from ``origin``), if it has one."""
+    if not lines:
+        return None
+    shift = round(origin * 1000)
+    return RateCard(
+        Rate(r.resource, r.effective_ms - shift, r.micro_per_hour, r.borrowed_micro_per_hour)
+        for r in lines
+    )
+
+
+def stored_request(
+    body: WhatIfRequest, *, now: float, profile: str, min_runtime_s: float | None
+) -> dict[str, Any]:
+    """What planning ``body`` again needs, with its window pinned to end at ``now``, so
+    a task taken over after a restart replays the window the operator asked about."""
+    pinned = body.model_copy(update={"until": body.until if body.until is not None else now})
+    return {
+        "body": pinned.model_dump(mode="json"),
+        "now": now,
+        "profile": profile,
+        "min_runtime_s": min_runtime_s,
+    }
+
+
+def replan(session: Session, request: dict[str, Any]) -> Plan:
+    """The plan of a stored request (``stored_request``), checked as when it came in."""
+    return plan(
+        session,
+        principal=OPERATOR,
+        body=WhatIfRequest.model_validate(request["body"]),
+        now=float(request["now"]),
+        profile=str(request["profile"]),
+        min_runtime_s=request.get("min_runtime_s"),
+    )
 
 
 def _when(value: float | None) -> datetime | None:
