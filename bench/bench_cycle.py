@@ -6,9 +6,12 @@ of 8-GPU nodes in <= 1 s. The cluster is ~90 % full with 50 tenants; pending
 jobs are 1, 2, 4 and 8 GPUs and 2x8 / 4x8 gangs with estimates.
 ``--quick`` times one cycle per profile instead of the median of five (CI).
 ``--nodes``, ``--pending`` and ``--tenants`` change the size (ten times today's:
-``--nodes 10000 --pending 100000 --tenants 200``).
+``--nodes 10000 --pending 100000 --tenants 200``). ``--decisions FILE`` writes every
+profile's decisions (starts, preemptions, each pending job's reason and estimates),
+one per line, so two versions of the engine can be compared with ``cmp``.
 
     .venv/bin/python bench/bench_cycle.py [--quick] [--nodes N] [--pending N] [--tenants N]
+        [--profile NAME ...] [--decisions FILE]
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import json
 import random
 import statistics
 import time
+from pathlib import Path
 
 from mosu.core.models import GPU_MILLI, Job, Node, Quota, RunningJob, Shape, Tenant
 from mosu.engine.cycle import schedule
+from mosu.engine.decisions import CycleResult
 from mosu.engine.placement.base import place_job
 from mosu.engine.placement.bestfit import BestFit
-from mosu.engine.profiles import build_profile
+from mosu.engine.profiles import PROFILES, build_profile
 from mosu.engine.snapshot import ClusterSnapshot
 from mosu.engine.state import ClusterState
 
@@ -90,6 +95,20 @@ def build_snapshot(
     )
 
 
+def decision_lines(name: str, result: CycleResult) -> list[str]:
+    """One line per decision of ``result``, floats written exactly (``repr``)."""
+    lines = [f"{name} preempt {p.job_id} {p.reason} {p.for_job}" for p in result.preemptions]
+    for st in result.starts:
+        where = ",".join(f"{rp.node}:{'+'.join(map(str, rp.gpu_indices))}" for rp in st.placement)
+        lines.append(f"{name} start {st.job_id} {where}")
+    lines.extend(
+        f"{name} pending {p.job_id} {p.reason} {p.estimated_start_s!r} {p.late_start_s!r}"
+        f" {p.planned_start_s!r} {p.basis}"
+        for p in result.pending
+    )
+    return lines
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -103,11 +122,16 @@ def main() -> None:
     parser.add_argument("--nodes", type=_positive, default=NODES, help="8-GPU nodes")
     parser.add_argument("--pending", type=_positive, default=PENDING, help="pending jobs")
     parser.add_argument("--tenants", type=_positive, default=TENANTS, help="tenants")
+    parser.add_argument(
+        "--profile", action="append", choices=list(PROFILES), help="profiles to time (repeatable)"
+    )
+    parser.add_argument("--decisions", type=Path, help="write every profile's decisions here")
     args = parser.parse_args()
     snap = build_snapshot(nodes_n=args.nodes, pending_n=args.pending, tenants_n=args.tenants)
     repeats = 1 if args.quick else 5
-    names = ["mosu", "fifo-backfill", "kueue", "las"]
+    names = args.profile or ["mosu", "fifo-backfill", "kueue", "las"]
     results = {}
+    log: list[str] = []
     for name in names:
         profile = build_profile(name)
         times = []
@@ -119,6 +143,7 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
         assert result is not None
+        log.extend(decision_lines(name, result))
         results[name] = {
             "seconds": round(statistics.median(times), 4),
             "cpu_seconds": round(statistics.median(cpu), 4),
@@ -138,6 +163,8 @@ def main() -> None:
         # for a CPU on a shared machine.
         "ok": all(r["cpu_seconds"] <= TARGET_S for r in results.values()),
     }
+    if args.decisions is not None:
+        args.decisions.write_text("".join(line + "\n" for line in log))
     print(f"{'profile':<14}{'wall s':>8}{'cpu s':>8}{'starts':>8}{'preempt':>9}{'reserved':>10}")
     for name, r in results.items():
         print(

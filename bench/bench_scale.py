@@ -14,14 +14,16 @@ sharing the H800s by guarantee and one ``probe`` tenant guaranteed the A100s, th
    submit-to-start from the server (``started_at - submitted_at``);
 3. the cycle's p95 from the server's ``mosu_scheduler_cycle_seconds`` histogram over the
    load (the upper bound of the bucket holding the 95th percentile), each phase's mean
-   from ``mosu_scheduler_phase_seconds``, the server's RSS and CPU per submission.
+   from ``mosu_scheduler_phase_seconds``, the server's RSS and CPU per submission: every
+   process of the server summed (API, ``--workers``, the scheduler process), and the
+   scheduler process's CPU per cycle.
 
 Goals (issue text, PostgreSQL, 1,000 nodes, 10,000 pending): >= 1,000 submissions/s for
 30 s with p99 <= 100 ms, submit-to-start p99 <= 1 s, cycle p95 <= 1 s, RSS <= 2 GiB.
 Client and server share this machine's cores.
 
     .venv/bin/python bench/bench_scale.py [--quick] [--json] [--postgres URL]
-        [--nodes 1000] [--pending 10000] [--tenants 20] [--seconds 30]
+        [--nodes 1000] [--pending 10000] [--tenants 20] [--seconds 30] [--workers 1]
 """
 
 from __future__ import annotations
@@ -60,11 +62,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Server:
-    def __init__(self, data_dir: Path, nodes: int, database_url: str | None) -> None:
+    def __init__(
+        self, data_dir: Path, nodes: int, database_url: str | None, workers: int = 1
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "mosu.cli.main", "server", "--data-dir", str(data_dir)]
-        cmd += ["--port", str(self.port), "--executor", "simulated"]
+        cmd += ["--port", str(self.port), "--executor", "simulated", "--workers", str(workers)]
         cmd += ["--nodes", f"{nodes}x8:H800", "--nodes", f"{PROBE_NODES}x8:A100"]
         cmd += ["--grace", "0", "--min-runtime", "0"]
         if database_url:
@@ -87,15 +91,54 @@ class Server:
             time.sleep(0.2)
         raise SystemExit("server did not come up in 120 s")
 
-    def cpu_s(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def pids(self) -> list[int]:
+        """The server's process and every process under it (workers, the scheduler)."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except OSError:
+                    continue
+                children.setdefault(ppid, []).append(int(entry.name))
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def cpu_s(self, pids: list[int] | None = None) -> float:
+        total = 0.0
+        for pid in pids or self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        total = 0.0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) / 1024
+            except OSError:
+                continue
+        return total
+
+    def scheduler_pids(self) -> list[int]:
+        """The scheduler process (named ``mosu-scheduler`` in ``/proc/PID/comm``)."""
+        found = []
+        for pid in self.pids():
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "mosu-scheduler":
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -297,7 +340,7 @@ def _gauge(samples: Samples, name: str, **labels: str) -> float:
 
 def run(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mosu-scale-") as tmp:
-        server = Server(Path(tmp) / "data", args.nodes, database_url)
+        server = Server(Path(tmp) / "data", args.nodes, database_url, args.workers)
         try:
             return measure(server, args)
         finally:
@@ -337,6 +380,8 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     fill_s = time.perf_counter() - t0
 
     before, cpu0 = scrape(op), server.cpu_s()
+    sched = server.scheduler_pids()
+    sched_cpu0 = server.cpu_s(sched) if sched else 0.0
     probe = Probe(server.url, probe_token)
     probe.start()
     sustained = submit_many(
@@ -345,6 +390,7 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     probe.done.set()
     probe.join()
     cpu = server.cpu_s() - cpu0
+    sched_cpu = server.cpu_s(sched) - sched_cpu0 if sched else None
     after = scrape(op)
     starts = probe.starts()
     cycles = after[("mosu_scheduler_cycle_seconds_count", ())] - before.get(
@@ -369,6 +415,10 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         "rss_mib": round(server.rss_mib(), 1),
         "server_cpu_ms_per_submission": round(cpu / max(1, sustained["submissions"]) * 1000, 3),
         "server_cpu_share": round(cpu / sustained["wall_s"], 2),
+        "scheduler_cpu_ms_per_cycle": (
+            round(sched_cpu / cycles * 1000, 1) if sched_cpu is not None and cycles else None
+        ),
+        "processes": len(server.pids()),
         "submissions": sustained["submissions"],
         "fill": {
             "submissions": fill["submissions"],
@@ -398,6 +448,86 @@ GOALS = {
 }
 
 
+CURVE = "100:1000,1000:10000,5000:50000"
+CURVE_KEYS = (
+    "nodes",
+    "pending",
+    "cycle_p95_s",
+    "cycle_mean_s",
+    "submit_p99_ms",
+    "submissions_per_s",
+    "submit_to_start_p99_s",
+    "rss_mib",
+    "scheduler_cpu_ms_per_cycle",
+    "fill_s",
+)
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    try:
+        pairs = [tuple(int(x) for x in part.split(":")) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("sizes are NODES:PENDING,NODES:PENDING,...") from None
+    if not pairs or any(len(p) != 2 or min(p) < 1 for p in pairs):
+        raise argparse.ArgumentTypeError("sizes are NODES:PENDING,NODES:PENDING,...")
+    return [(p[0], p[1]) for p in pairs]
+
+
+def _database(args: argparse.Namespace) -> Any:
+    """Run ``run`` against a fresh PostgreSQL database (or SQLite), dropped after."""
+
+    def go(a: argparse.Namespace) -> dict[str, Any]:
+        if not args.postgres:
+            return run(a, None)
+        admin_url, name, url = fresh_database(args.postgres, "mosu_scale")
+        try:
+            return run(a, url)
+        finally:
+            drop_database(admin_url, name)
+
+    return go
+
+
+def curve(args: argparse.Namespace) -> None:
+    """Cost as work grows: one run per size, each ``--seconds`` of load, a point each;
+    ``--curve-budget`` seconds bound the whole (a size not started in time is skipped,
+    and said so)."""
+    go = _database(args)
+    points, skipped = [], []
+    began = time.monotonic()
+    for nodes, pending in args.curve:
+        if time.monotonic() - began > args.curve_budget:
+            skipped.append(f"{nodes}:{pending}")
+            continue
+        point = argparse.Namespace(**{**vars(args), "nodes": nodes, "pending": pending})
+        t0 = time.monotonic()
+        result = go(point)
+        result["fill_s"] = result["fill"]["seconds_to_full"]
+        points.append(
+            {"nodes": nodes, "pending": pending, **{k: result.get(k) for k in CURVE_KEYS[2:]}}
+        )
+        print(f"{nodes} nodes, {pending} pending: {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    report = {
+        "bench": "scale-curve",
+        "backend": "postgresql" if args.postgres else "sqlite",
+        "tenants": args.tenants,
+        "workers": args.workers,
+        "seconds": args.seconds,
+        "points": points,
+        "skipped": skipped,
+        "plot": {
+            "points": "points",
+            "x": "nodes",
+            "y": ["cycle_p95_s", "submit_p99_ms", "scheduler_cpu_ms_per_cycle", "rss_mib"],
+        },
+    }
+    table = sys.stderr if args.json else sys.stdout
+    print("  ".join(f"{k:>14}" for k in CURVE_KEYS), file=table)
+    for p in points:
+        print("  ".join(f"{'-' if p.get(k) is None else p[k]:>14}" for k in CURVE_KEYS), file=table)
+    print(json.dumps(report))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small and fast (CI)")
@@ -410,19 +540,29 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=120.0, help="mean run time, s")
     parser.add_argument("--processes", type=_positive, default=2, help="client processes")
     parser.add_argument("--connections", type=_positive, default=16)
+    parser.add_argument("--workers", type=_positive, default=1, help="API processes")
+    parser.add_argument(
+        "--curve",
+        type=_sizes,
+        nargs="?",
+        const=_sizes(CURVE),
+        help=f"grow the size instead, NODES:PENDING,... (default {CURVE})",
+    )
+    parser.add_argument(
+        "--curve-budget", type=float, default=1800.0, help="seconds the curve may take"
+    )
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.pending, args.tenants = 20, 200, 4
         args.seconds, args.duration = 3.0, 5.0
-    if args.postgres:
-        admin_url, name, url = fresh_database(args.postgres, "mosu_scale")
-        try:
-            result = run(args, url)
-        finally:
-            drop_database(admin_url, name)
-    else:
-        result = run(args, None)
+        if args.curve is not None:
+            args.curve = [(10, 100), (20, 200)]
+    if args.curve is not None:
+        curve(args)
+        return
+    result = _database(args)(args)
     size = {"nodes": args.nodes, "pending": args.pending, "tenants": args.tenants}
+    size["workers"] = args.workers
     report = {
         "bench": "scale",
         "quick": args.quick,

@@ -307,6 +307,42 @@ def _short(value: list[Any] | dict[str, Any]) -> bool:
     return False
 
 
+BAR_WIDTH = 40
+
+
+def bar_chart(points: list[dict[str, Any]], x: str, y: str) -> list[str]:
+    """One series of a curve as a text bar chart: a bar per point, as long as its value
+    over the series' largest, the value written after it."""
+    rows = [(p.get(x), p.get(y)) for p in points]
+    values = [v for _, v in rows if isinstance(v, int | float) and not isinstance(v, bool)]
+    top = max(values, default=0) or 1
+    labels = [f"{cell(k)} {x}" for k, _ in rows]
+    width = max((len(label) for label in labels), default=0)
+    lines = [f"{y} by {x}", ""]
+    for label, (_, v) in zip(labels, rows, strict=True):
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            bar = "█" * max(1, round(BAR_WIDTH * v / top)) if v > 0 else ""
+            lines.append(f"{label:>{width}} │{bar:<{BAR_WIDTH}} {cell(v)}")
+        else:
+            lines.append(f"{label:>{width}} │{'':<{BAR_WIDTH}} -")
+    return lines
+
+
+def render_plots(result: dict[str, Any]) -> list[str]:
+    """Charts a benchmark asks for with ``"plot": {"points": KEY, "x": FIELD, "y":
+    [FIELD, ...]}``: each ``y`` of the list of objects under ``KEY`` against ``x``."""
+    spec = result.get("plot")
+    if not isinstance(spec, dict):
+        return []
+    points = result.get(str(spec.get("points")))
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        return []
+    lines: list[str] = []
+    for y in spec.get("y", []):
+        lines += ["```", *bar_chart(points, str(spec.get("x")), str(y)), "```", ""]
+    return lines
+
+
 def render_entry(entry: dict[str, Any]) -> list[str]:
     machine = entry["machine"]
     before, after = machine["load_average"]
@@ -324,7 +360,12 @@ def render_entry(entry: dict[str, Any]) -> list[str]:
         f"{before} before and {after} after.",
         "",
     ]
-    for line in render_value(entry["result"], "", 3):
+    result = entry["result"]
+    shown = {k: v for k, v in result.items() if k != "plot"} if isinstance(result, dict) else result
+    for line in [
+        *render_plots(result if isinstance(result, dict) else {}),
+        *render_value(shown, "", 3),
+    ]:
         if line or lines[-1]:  # one blank line between blocks
             lines.append(line)
     while lines and not lines[-1]:

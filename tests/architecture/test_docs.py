@@ -97,3 +97,17 @@ def test_links_to_the_results_page_name_a_section_it_has() -> None:
     assert links, "the manual links to its figures"
     missing = [link for link in links if link[1] not in anchors]
     assert not missing, f"links to sections docs/results.md does not have: {missing}"
+
+
+def test_a_curve_a_benchmark_asks_to_plot_is_drawn_as_bars_from_its_points() -> None:
+    result = {
+        "points": [{"nodes": 100, "cycle_s": 0.5}, {"nodes": 1000, "cycle_s": 2.0}],
+        "plot": {"points": "points", "x": "nodes", "y": ["cycle_s"]},
+    }
+    lines = render_results.render_plots(result)
+    assert lines[:3] == ["```", "cycle_s by nodes", ""]
+    small, large = lines[3], lines[4]
+    assert small.startswith("  100 nodes │") and small.endswith(" 0.5")
+    assert large.startswith("1,000 nodes │") and large.endswith(" 2")
+    assert small.count("█") * 4 == large.count("█") == render_results.BAR_WIDTH
+    assert render_results.render_plots({"points": []}) == []

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mosu.core.errors import InvalidInput
 from mosu.core.models import GPU_MILLI, Job, Node, Quota, RunningJob, Tenant
@@ -14,7 +16,7 @@ from mosu.engine.cycle import schedule
 from mosu.engine.placement import place_job
 from mosu.engine.placement.bestfit import BestFit
 from mosu.engine.placement.mosu import Mosu
-from mosu.engine.placement.taskmix import RecentMix, TaskType
+from mosu.engine.placement.taskmix import RELEARN_SHARE, RecentMix, TaskType
 from mosu.engine.profiles import PROFILES, build_profile
 from mosu.engine.snapshot import ClusterSnapshot
 from mosu.engine.state import ClusterState
@@ -137,3 +139,29 @@ def test_running_jobs_teach_the_mix_only_to_a_scheduler_that_has_seen_nothing() 
     warm.observe_cycle([job("p", 1)], ())
     warm.observe_cycle([], (RunningJob(job("p", 1), (), 0.0), *held))
     assert dict(warm.mix().counts) == {TaskType(0, 0, 1, 1000): 1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    window=st.integers(1, 12),
+    calls=st.lists(st.lists(st.integers(0, 30), max_size=40), max_size=6),
+)
+def test_recent_mix_learns_a_long_queue_as_it_learns_one_job_at_a_time(
+    window: int, calls: list[list[int]]
+) -> None:
+    # Job k always has the same shape, so ids seen again (or twice in one call) agree.
+    def queue(ids: list[int]) -> list[Job]:
+        return [job(f"j{k}", 1 + k % 3, replicas=1 + k % 2) for k in ids]
+
+    fast, slow = RecentMix(window=window), RecentMix(window=window)
+    for ids in calls:
+        jobs = queue(ids)
+        moved = fast.observe(jobs)
+        slow._observe_each(jobs)
+        slow_moved = slow._new_type or slow._turned >= max(1.0, RELEARN_SHARE * len(slow._seen))
+        if slow_moved:
+            slow._new_type, slow._turned = False, 0
+        assert moved == slow_moved
+        assert list(fast._seen.items()) == list(slow._seen.items())
+        assert fast.mix() == slow.mix()
+        assert (fast._turned, fast._new_type) == (slow._turned, slow._new_type)

@@ -392,7 +392,7 @@ def test_an_attempt_the_dead_server_never_started_is_started_by_the_next(
     job = submit(api, tokens["a"], gpus=4)
     with monkeypatch.context() as m:
         # The server commits the start, then dies before it launches anything.
-        m.setattr(platform.loop, "_launch", lambda job_id: None)
+        m.setattr(platform.loop, "_launch_all", lambda job_ids: None)
         platform.loop.cycle()
     assert states(api, job["id"]) == ["pending", "starting"]
     fresh = FakeExecutor()

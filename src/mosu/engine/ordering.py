@@ -167,11 +167,18 @@ class LeastAttainedService(RankedOrder):
         self, running: Mapping[str, RunningJob], inputs: RankInputs
     ) -> dict[str, Rank]:
         now = inputs.now
-        queue_of = functools.partial(bisect.bisect_right, self.thresholds_gpu_s)
-        return {
-            job_id: (-run.job.priority, queue_of(running_service_gpu_s(run, now)))
-            for job_id, run in running.items()
-        }
+        thresholds = self.thresholds_gpu_s
+        queue_of = bisect.bisect_right
+        classes: dict[str, Rank] = {}
+        # ``running_service_gpu_s`` inline: this runs for every running job each cycle.
+        for job_id, run in running.items():
+            job = run.job
+            shape = job.shape
+            gpus = shape.gpus * shape.gpu_milli * job.replicas / GPU_MILLI
+            ran = now - run.started_s
+            service = run.attained_gpu_s + (ran if ran > 0.0 else 0.0) * gpus
+            classes[job_id] = (-job.priority, queue_of(thresholds, service))
+        return classes
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,9 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
     app.add_middleware(RequestGuard, operations=operations)
     app.state.process_metrics = ProcessMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.process_metrics)
-    platform.loop.on_cycle = app.state.process_metrics.observe_cycle
-    platform.loop.on_phases = app.state.process_metrics.observe_phases
+    if platform.schedules_here:
+        platform.loop.on_cycle = app.state.process_metrics.observe_cycle
+        platform.loop.on_phases = app.state.process_metrics.observe_phases
     # The dashboard is the outer layer over these services; it is mounted here so that
     # every server (and every app a test builds) serves it at / and /ui.
     from mosu.web import mount_dashboard

@@ -21,14 +21,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from mosu.core.api import ACTIVE_STATES, JobState
-from mosu.core.executor import Executor, LaunchError, node_source
+from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState
+from mosu.core.executor import Executor, LaunchError, ReplicaStarted, node_source
 from mosu.core.reasons import StopReason
 from mosu.engine.cycle import schedule
 from mosu.engine.decisions import CycleResult
 from mosu.engine.estimates import StartEstimates
 from mosu.service.db.rows import JobRow
 from mosu.service.leader import LeaderLease, LeadershipLost
+from mosu.service.scheduler_link import StatePublisher
 from mosu.service.services.credits_policy import gate
 from mosu.service.services.credits_policy import housekeeping as credits_housekeeping
 from mosu.service.services.lifecycle import finish, note, release, transition
@@ -47,6 +48,8 @@ LEASE_CHECK_S = 2.0
 """How often a leader confirms its lease with the database."""
 LEASE_RETRY_S = 2.0
 """How often a standby tries to take the lease (takeover well within 10 s)."""
+MARK_EVERY_S = 0.1
+"""Starts of one cycle recorded together at most this long after the first of them."""
 MAX_REST_S = 0.5
 """The longest a requested cycle waits after the last one (a slow first cycle, still
 importing and warming up, must not delay the next start by as long)."""
@@ -117,6 +120,9 @@ class SchedulerLoop:
         """Told the credit threshold alerts of each metering, after its commit."""
         self.on_metered: Callable[[float], None] = lambda _seconds: None
         """Told each metering's cost (metrics, benchmarks)."""
+        self.publisher: StatePublisher | None = None
+        """Set in a scheduler process of its own: what the API processes read of this
+        loop (queue order, reserved credits, the leader's heartbeat) goes to the store."""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -139,6 +145,7 @@ class SchedulerLoop:
             if not self.leading:
                 self.leading = True
                 self.reconcile()
+            self._publish(lambda p: p.heartbeat())
             return True
         now = self.monotonic()
         if self.leading and now - self._last_lease_check < LEASE_CHECK_S:
@@ -146,17 +153,31 @@ class SchedulerLoop:
         self._last_lease_check = now
         if self.leading:
             if self.lease.check():
+                self._publish(lambda p: p.heartbeat())
                 return True
             log.error("lost the scheduler lease; leaving running work to the new leader")
             self.leading = False
+            if self.publisher is not None:
+                self.publisher.forget()
             self._executor.detach()
             return False
         if not self.lease.acquire():
             return False
         log.info("acquired the scheduler lease")
         self.leading = True
+        self._publish(lambda p: p.heartbeat(force=True))
         self.reconcile()
         return True
+
+    def _publish(self, write: Callable[[StatePublisher], None]) -> None:
+        """Hand ``write`` the publisher, if this loop has one; a store hiccup here costs
+        the API a stale view for a moment, never the loop."""
+        if self.publisher is None:
+            return
+        try:
+            write(self.publisher)
+        except Exception as exc:
+            log.warning("could not publish the scheduler's state: %s", type(exc).__name__)
 
     def stop(self) -> None:
         """Stop the loop. Running replicas are left alone: their supervisors outlive this
@@ -174,7 +195,7 @@ class SchedulerLoop:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(timeout=self._poll_s)
+            self._wake.wait(timeout=self._wait_s())
             # Clear only a wake seen set: one arriving as the wait times out is kept for
             # the next turn instead of being cleared unseen (it would wait for the tick).
             woken = self._wake.is_set()
@@ -190,6 +211,16 @@ class SchedulerLoop:
             except Exception:  # the loop must outlive any one bad cycle
                 log.exception("scheduling iteration failed; retrying")
                 time.sleep(self._poll_s)
+
+    def _wait_s(self) -> float:
+        """How long the loop may sleep: a poll interval, or less when a requested cycle
+        only waits for its rest after the last one (the wake that asked for it was
+        already taken)."""
+        if not self._cycle_requested:
+            return self._poll_s
+        rest = min(self._last_cycle_cost, MAX_REST_S)
+        left = self._last_cycle_end + rest - self._clock()
+        return max(0.0, min(self._poll_s, left))
 
     # ------------------------------------------------------------ one iteration
 
@@ -397,10 +428,11 @@ class SchedulerLoop:
         self._last_cycle_cost = self._last_cycle_end - now
         self.on_cycle(self._last_cycle_cost)
         self.queue_positions = {job_id: i + 1 for i, job_id in enumerate(applied.queue_order)}
+        order, reserved = list(applied.queue_order), dict(self.credit_reserved)
+        self._publish(lambda p: (p.queue_order(order), p.reserved(reserved)))
         self._learn_spread(loaded.snapshot.pending, result, applied.started, now)
         applied_at = time.perf_counter()
-        for job_id in applied.started:
-            self._launch(job_id)
+        self._launch_all(applied.started)
         if applied.preempting:
             self.signal_stops()
         self.on_phases(
@@ -452,35 +484,68 @@ class SchedulerLoop:
             self.lease.fence(s.connection())
             yield
 
-    def _launch(self, job_id: int) -> None:
-        with self._sessions() as s:
-            launch = launch_spec(s, job_id=job_id, logs_dir=self._logs_dir)
-        if launch is None:
+    def _launch_all(self, job_ids: list[int]) -> None:
+        """Start a cycle's jobs: their specs read in one session, every start under one
+        fence (a new leader waits for the whole batch, as for one start), what runs
+        recorded in a transaction per ``MARK_EVERY_S`` of starts (fast starts share one;
+        a slow one is recorded as soon as it runs). A start that fails is handled alone."""
+        if not job_ids:
             return
+        with self._sessions() as s:
+            launches = [launch_spec(s, job_id=j, logs_dir=self._logs_dir) for j in job_ids]
+        started: list[tuple[JobLaunch, dict[int, ReplicaStarted]]] = []
+        marked = time.monotonic()
         try:
             with self._fenced():
-                started = self._executor.start(launch)
+                for launch in launches:
+                    if launch is None:
+                        continue
+                    try:
+                        started.append((launch, self._executor.start(launch)))
+                    except Exception as exc:  # a bad command fails the job, not the loop
+                        self._launch_failed(launch.job_id, exc)
+                    if time.monotonic() - marked >= MARK_EVERY_S:
+                        self._mark_all(started)
+                        started, marked = [], time.monotonic()
         except LeadershipLost:
-            log.error("deposed before starting job %d; the new leader will run it", job_id)
+            log.error("deposed before starting %d jobs; the new leader will run them", len(job_ids))
             self._last_lease_check = 0.0
+        self._mark_all(started)
+
+    def _mark_all(self, started: list[tuple[JobLaunch, dict[int, ReplicaStarted]]]) -> None:
+        if not started:
             return
-        except Exception as exc:  # a bad command or workdir fails the job, not the loop
+        try:
             with self._sessions.begin() as s:
-                row = s.get(JobRow, job_id)
-                if row is not None and row.state == JobState.STARTING.value:
-                    text = str(exc) if isinstance(exc, LaunchError) else f"could not start: {exc}"
-                    if isinstance(exc, LaunchError) and exc.requeue:  # e.g. its node vanished
-                        row.stop_reason = StopReason.NODE_DOWN
-                        finish(s, row, exit_code=None, message=text)
-                        return
-                    release(s, row)
-                    row.message = text
-                    transition(s, row, JobState.FAILED, reason="launch", message=row.message)
+                for launch, replicas in started:
+                    mark_running(s, job_id=launch.job_id, attempt=launch.attempt, started=replicas)
             return
+        except StaleDataError:
+            pass  # one of them changed meanwhile: record each alone
+        for launch, replicas in started:
+            self._mark_running(launch, replicas)
+
+    def _mark_running(self, launch: JobLaunch, replicas: dict[int, ReplicaStarted]) -> None:
         for _ in range(3):
             try:
                 with self._sessions.begin() as s:
-                    mark_running(s, job_id=job_id, attempt=launch.attempt, started=started)
+                    mark_running(s, job_id=launch.job_id, attempt=launch.attempt, started=replicas)
                 return
             except StaleDataError:
                 continue
+
+    def _launch_failed(self, job_id: int, exc: Exception) -> None:
+        with self._sessions.begin() as s:
+            row = s.get(JobRow, job_id)
+            if row is not None and row.state == JobState.STARTING.value:
+                text = str(exc) if isinstance(exc, LaunchError) else f"could not start: {exc}"
+                if isinstance(exc, LaunchError) and exc.requeue:  # e.g. its node vanished
+                    row.stop_reason = StopReason.NODE_DOWN
+                    finish(s, row, exit_code=None, message=text)
+                    return
+                release(s, row)
+                row.message = text
+                transition(s, row, JobState.FAILED, reason="launch", message=row.message)
+
+    def _launch(self, job_id: int) -> None:
+        self._launch_all([job_id])

@@ -1,20 +1,25 @@
-"""Server entry point: open the store, register the local node, serve HTTP and schedule."""
+"""Server entry point: open the store, register the local node, start the scheduler
+process, serve HTTP from this process or from ``workers`` worker processes."""
 
 from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import logging
+import os
 import socket
 from collections.abc import Callable, Sequence
 
 import uvicorn
+from fastapi import FastAPI
 
 from mosu.core.api import NodeCreate
 from mosu.core.errors import Conflict
-from mosu.core.executor import Executor
 from mosu.service.app import create_app
 from mosu.service.platform import Platform
+from mosu.service.scheduler_link import new_server_id
+from mosu.service.scheduler_process import SchedulerProcess
 from mosu.service.services import nodes
 from mosu.service.services.auth import OPERATOR
 from mosu.service.settings import Settings
@@ -46,37 +51,65 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+SETTINGS_ENV = "MOSU_WORKER_SETTINGS"
+"""How ``serve`` hands its settings to the API worker processes uvicorn starts."""
+
+
 def serve(
     settings: Settings,
-    executor: Executor,
+    scheduler: SchedulerProcess,
     *,
+    workers: int = 1,
     local_nodes: Sequence[NodeCreate] = (),
+    sandbox: str = "none",
     on_ready: Callable[[str | None], None] = lambda _token: None,
 ) -> None:
-    """Run until SIGINT/SIGTERM. Running replicas are left running on the way out (their
+    """Run until SIGINT/SIGTERM: the scheduler in its own process (``scheduler``,
+    supervised and restarted), the API in this one (``workers`` 1) or in ``workers``
+    processes sharing the port. Running replicas are left running on the way out (their
     supervisors outlive the server) and the next server adopts them.
 
     ``on_ready`` gets the operator token if this start created it (None otherwise)."""
     _check_port(settings.host, settings.port)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    platform = Platform(settings, executor)
+    new_server_id()  # named before any process starts, so all of them share it
+    platform = Platform(settings, None)
     token = platform.open()
     if local_nodes:
         with platform.tx() as s:
             for node in local_nodes:
                 nodes.register_node(s, principal=OPERATOR, body=node)
-                nodes.report_sandbox(s, name=node.name, sandbox=executor.sandbox)
-    app = create_app(platform, run_scheduler=True)
+                nodes.report_sandbox(s, name=node.name, sandbox=sandbox)
+    scheduler.start()
+    try:
+        config = dict(
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+        if workers <= 1:
+            app = create_app(platform)
+            freeze_startup_objects()
+            server = uvicorn.Server(uvicorn.Config(app, **config))  # type: ignore[arg-type]
+            on_ready(token)
+            server.run()
+        else:
+            os.environ[SETTINGS_ENV] = settings.model_dump_json()
+            on_ready(token)
+            uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **config)  # type: ignore[arg-type]
+    finally:
+        scheduler.stop()
+        platform.close()
+
+
+def worker_app() -> FastAPI:
+    """One API worker of ``serve(workers=N)``: the settings come from the environment."""
+    settings = Settings(**json.loads(os.environ[SETTINGS_ENV]))
+    platform = Platform(settings, None)
+    platform.open()
+    app = create_app(platform)
     freeze_startup_objects()
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    on_ready(token)
-    server.run()
+    return app

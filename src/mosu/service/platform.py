@@ -1,4 +1,6 @@
-"""Everything one server process holds: the store, the token cache and the scheduler loop."""
+"""Everything one server process holds: the store, the token cache and, in the process
+that schedules, the scheduler loop; ``scheduler`` is how the API reaches the loop,
+in this process or in the scheduler process beside it."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from mosu.service.background import SchedulerLoop
 from mosu.service.db.session import make_engine, session_factory, upgrade
 from mosu.service.leader import lease_for_url
 from mosu.service.private_files import private_dir
+from mosu.service.scheduler_link import LocalScheduler, RemoteScheduler, SchedulerHandle
 from mosu.service.secret_box import SecretBox
 from mosu.service.service_controller import ServiceController
 from mosu.service.services.auth import TokenCache, ensure_operator_token
@@ -23,6 +26,7 @@ from mosu.service.services.catalog import CatalogCache
 from mosu.service.services.credits_alerts import WebhookSender
 from mosu.service.services.secrets import SESSION_BOX, check_key
 from mosu.service.settings import Settings
+from mosu.service.wakeups import waker_for_url
 from mosu.service.whatif_tasks import WhatIfTasks
 from mosu.sim.whatif import Plan
 
@@ -39,29 +43,40 @@ def load_profile(
 
 
 class Platform:
-    def __init__(self, settings: Settings, executor: Executor) -> None:
+    """With an ``executor``, this process runs the scheduling loop (``start_scheduler``);
+    without one (an API process of a server whose scheduler runs in a process of its
+    own), ``scheduler`` reads what that process publishes and wakes it by message."""
+
+    def __init__(self, settings: Settings, executor: Executor | None) -> None:
         self.settings = settings
         self.engine = make_engine(settings.sqlalchemy_url)
         self.sessions = session_factory(self.engine)
         self.tokens = TokenCache()
         self.catalog = CatalogCache()
-        self.loop = SchedulerLoop(
-            sessions=self.sessions,
-            executor=executor,
-            profile=load_profile(
-                settings.profile,
-                min_runtime_s=settings.min_runtime_s,
-                placement=settings.placement,
-            ),
-            logs_dir=settings.logs_dir,
-            grace_s=settings.grace_s,
-            tick_s=settings.tick_s,
-            meter_s=settings.credits_meter_s,
-            poll_s=settings.poll_s,
-        )
-        self.services = ServiceController(
-            self.sessions, wake_scheduler=self.loop.wake, leading=lambda: self.loop.leading
-        )
+        self._loop: SchedulerLoop | None = None
+        self._services: ServiceController | None = None
+        self.scheduler: SchedulerHandle
+        if executor is not None:
+            loop = self._loop = SchedulerLoop(
+                sessions=self.sessions,
+                executor=executor,
+                profile=load_profile(
+                    settings.profile,
+                    min_runtime_s=settings.min_runtime_s,
+                    placement=settings.placement,
+                ),
+                logs_dir=settings.logs_dir,
+                grace_s=settings.grace_s,
+                tick_s=settings.tick_s,
+                meter_s=settings.credits_meter_s,
+                poll_s=settings.poll_s,
+            )
+            self._services = ServiceController(
+                self.sessions, wake_scheduler=loop.wake, leading=lambda: loop.leading
+            )
+            self.scheduler = LocalScheduler(loop)
+        else:
+            self.scheduler = RemoteScheduler(self.sessions, waker_for_url(settings.sqlalchemy_url))
         self.whatif = WhatIfTasks(
             self.sessions,
             replan=self._replan_whatif,
@@ -73,11 +88,28 @@ class Platform:
         self._scheduler_running = False
         self._secret_box: SecretBox | None = None
         self.webhook: WebhookSender | None = None
-        if settings.credits_webhook_url:
+        if settings.credits_webhook_url and self._loop is not None:
             self.webhook = WebhookSender(
                 settings.credits_webhook_url, settings.credits_webhook_secret or ""
             )
-            self.loop.on_credit_alerts = self.webhook.send
+            self._loop.on_credit_alerts = self.webhook.send
+
+    @property
+    def schedules_here(self) -> bool:
+        return self._loop is not None
+
+    @property
+    def loop(self) -> SchedulerLoop:
+        """The scheduling loop of this process (only where it schedules)."""
+        if self._loop is None:
+            raise RuntimeError("this process does not schedule; use platform.scheduler")
+        return self._loop
+
+    @property
+    def services(self) -> ServiceController:
+        if self._services is None:
+            raise RuntimeError("this process does not schedule")
+        return self._services
 
     @property
     def secret_box(self) -> SecretBox:
@@ -129,6 +161,8 @@ class Platform:
 
     def close(self) -> None:
         self.whatif.shutdown()
+        if isinstance(self.scheduler, RemoteScheduler):
+            self.scheduler.close()
         if self._scheduler_running:
             self.services.stop()
             self.loop.stop()

@@ -65,7 +65,7 @@ def overview(request: Request, platform: PlatformDep, signed: SignedDep) -> Resp
         if not who.is_operator:
             own = tenants.get_tenant(s, principal=who, name=str(who.tenant))
             _, next_up = queue.queue_page(
-                s, principal=who, positions=platform.loop.queue_positions, limit=5
+                s, principal=who, positions=platform.scheduler.queue_positions, limit=5
             )
     reading = _reading(request)
     capacity = sum(t.total for t in states)
@@ -231,7 +231,7 @@ def tenant_page(request: Request, platform: PlatformDep, signed: SignedDep, name
         states = history.gpu_states(s)
         recent = jobs.list_jobs(s, principal=who, tenant=name, limit=20)
         _, waiting = queue.queue_page(
-            s, principal=who, positions=platform.loop.queue_positions, tenant=name, limit=10
+            s, principal=who, positions=platform.scheduler.queue_positions, tenant=name, limit=10
         )
     reading = _reading(request)
     rows = _tenant_rows(platform, who, reading, states, only=name)
@@ -284,7 +284,7 @@ def queue_page(
         total, entries = queue.queue_page(
             s,
             principal=who,
-            positions=platform.loop.queue_positions,
+            positions=platform.scheduler.queue_positions,
             tenant=tenant,
             kind=kind,
             gpu_type=gpu_type,
@@ -372,7 +372,7 @@ def job_page(request: Request, platform: PlatformDep, signed: SignedDep, job_id:
         job = jobs.get_job(s, principal=who, job_id=job_id)
         events = jobs.events(s, principal=who, job_id=job_id)
         why = jobs.why(
-            s, principal=who, job_id=job_id, position=platform.loop.queue_positions.get(job_id)
+            s, principal=who, job_id=job_id, position=platform.scheduler.queue_positions.get(job_id)
         )
         allocations = history.job_allocations(s, principal=who, job_id=job_id)
     end = job.finished_at or datetime.now(UTC)
@@ -401,7 +401,7 @@ def job_why(request: Request, platform: PlatformDep, signed: SignedDep, job_id: 
             s,
             principal=signed.principal,
             job_id=job_id,
-            position=platform.loop.queue_positions.get(job_id),
+            position=platform.scheduler.queue_positions.get(job_id),
         )
     return _render(request).fragment("_why.html", why=why, prefix=PREFIX)
 
@@ -442,7 +442,7 @@ def _log_size(platform, job_id: int, replica: int) -> int:  # type: ignore[no-un
 def cancel_job(platform: PlatformDep, signed: FormDep, job_id: JobId) -> Response:
     with platform.tx() as s:
         jobs.cancel(s, principal=signed.principal, job_id=job_id)
-    platform.loop.wake()
+    platform.scheduler.wake()
     return RedirectResponse(f"{PREFIX}/jobs/{job_id}", status_code=303)
 
 
@@ -511,7 +511,7 @@ def drain_node(platform: PlatformDep, signed: FormDep, name: Name, action: str) 
     with platform.tx() as s:
         nodes.set_state(s, principal=signed.principal, name=name, state=states[action])
     platform.catalog.invalidate()
-    platform.loop.wake()
+    platform.scheduler.wake()
     return RedirectResponse(f"{PREFIX}/nodes/{name}", status_code=303)
 
 

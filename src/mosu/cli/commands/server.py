@@ -50,10 +50,20 @@ def server(
     home_root: HomeRootOpt = None,
     cgroup: CgroupOpt = "auto",
     nodes: SimNodesOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar="MOSU_WORKERS",
+            help="API processes sharing the port (the scheduler runs in one more).",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the API and schedule; nodes are registered through the API (or --gpus).
-    Stopping it leaves running jobs running for the next server to adopt."""
+    The scheduler runs in a process of its own; --workers N serves the API from N
+    processes (PostgreSQL recommended). Stopping it leaves running jobs running for the
+    next server to adopt."""
     run(
+        workers=workers,
         sandbox=sandbox,
         home_root=home_root,
         cgroup=cgroup,

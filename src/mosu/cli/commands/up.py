@@ -1,8 +1,11 @@
-"""``mosu up``: service, scheduler and local executor in one process on an embedded SQLite."""
+"""``mosu up``: API, scheduler and local executor in one command on an embedded SQLite
+(the API in this process, the scheduler and its executor in a child process)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -117,6 +120,15 @@ def _simulated_nodes(specs: list[str] | None) -> list[Any]:
         raise InvalidInput(exc.message, field="--nodes") from None
 
 
+def _tracking(cgroup: str) -> str:
+    """How the local executor finds a replica's processes (banner)."""
+    from mosu.agent import cgroups
+
+    found = cgroups.detect(cgroup)
+    fallback = "process tree (child subreaper) and environment marker"
+    return found.describe() if found is not None else fallback
+
+
 def _memory_mib() -> int:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -125,6 +137,70 @@ def _memory_mib() -> int:
     except OSError:
         pass
     return 0
+
+
+@dataclass(frozen=True)
+class ExecutorPlan:
+    """What the scheduler process needs to build its executor (it lives there)."""
+
+    kind: str
+    instance: str
+    simulated: list[Any] = field(default_factory=list)
+    down_file: Path | None = None
+    ray_address: str | None = None
+    ray_log_dir: str = ""
+    sandbox: Any = None
+    cgroup: str = "auto"
+    pool_dir: Path | None = None
+
+
+def build_executor(plan: ExecutorPlan) -> Any:
+    if plan.kind == "ray":
+        from mosu.agent.executors.ray_executor import RayExecutor
+
+        runner = RayExecutor(
+            address=str(plan.ray_address),
+            instance=plan.instance,
+            remote_log_dir=plan.ray_log_dir,
+        )
+        runner.gangs.connect()  # from the main thread, and fail early if Ray is unreachable
+        return runner
+    if plan.kind == "simulated":
+        from mosu.agent.executors.simulated import SimulatedExecutor
+
+        return SimulatedExecutor(plan.simulated, down_file=plan.down_file)
+    from mosu.agent.executors.local import LocalExecutor
+
+    return LocalExecutor(
+        instance=plan.instance,
+        sandbox=plan.sandbox,
+        cgroup=plan.cgroup,
+        pool_dir=plan.pool_dir,
+    )
+
+
+def scheduler_main(ready: Any, settings: Any, plan: ExecutorPlan) -> None:
+    """The scheduler process: its executor, then the loop until told to stop."""
+    from mosu.service.scheduler_process import run_scheduler
+
+    run_scheduler(settings, build_executor(plan), ready)
+
+
+def multiprocess_metrics(data_dir: Path, port: int) -> None:
+    """Counted metrics in files every process of this server writes and a scrape of any
+    of them sums (``PROMETHEUS_MULTIPROC_DIR``), emptied at start; set before
+    ``prometheus_client`` is imported, which reads it then."""
+    from mosu.service.private_files import private_dir
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    data = data_dir.expanduser().absolute()
+    where = data / "metrics" / str(port)
+    shutil.rmtree(where, ignore_errors=True)
+    private_dir(data)
+    private_dir(data / "metrics")
+    private_dir(where)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(where)
 
 
 def run(
@@ -151,12 +227,14 @@ def run(
     sim_nodes: list[str] | None = None,
     gateway_port: int | None = None,
     gateway_port_default: bool = False,
+    workers: int = 1,
 ) -> None:
-    from mosu.agent.executors.local import LocalExecutor
+    if workers < 1:
+        raise InvalidInput("must be 1 or more", field="--workers")
     from mosu.agent.sandbox import SandboxUnavailable, resolve
-    from mosu.service.main import instance_id, serve
     from mosu.service.platform import load_profile
     from mosu.service.private_files import open_to_others
+    from mosu.service.scheduler_process import SchedulerProcess
     from mosu.service.settings import Settings
 
     if gpus is not None and gpus < 0:
@@ -210,6 +288,10 @@ def run(
             )
         except SandboxUnavailable as exc:
             raise InvalidInput(str(exc), field="--sandbox") from None
+    # Checked: now the server's files, and prometheus_client imported in multiprocess mode.
+    multiprocess_metrics(data_dir, port)
+    from mosu.service.main import instance_id, serve
+
     exposed = open_to_others(data)
     gateway_note = ""
     if gateway_port is not None:
@@ -256,7 +338,7 @@ def run(
             print(f"executor: simulated, {len(simulated)} nodes, {gpus_total} GPUs", flush=True)
         elif box is not None:
             print(f"sandbox: {box.describe()}", flush=True)
-            print(f"processes tracked by: {runner.tracking()}", flush=True)
+            print(f"processes tracked by: {_tracking(cgroup)}", flush=True)
         if exposed:
             print(f"warning: {data} is open to other users; chmod 700 it", flush=True)
         if token is not None:
@@ -270,29 +352,27 @@ def run(
         elif token is None:
             print("operator token: unchanged (shown when it was created)", flush=True)
 
-    if executor == "ray":
-        from mosu.agent.executors.ray_executor import RayExecutor
-
-        runner: Any = RayExecutor(
-            address=str(ray_address),
-            instance=instance_id(settings),
-            remote_log_dir=settings.ray_log_dir,
-        )
-        runner.gangs.connect()  # from the main thread, and fail early if Ray is unreachable
-    elif executor == "simulated":
-        from mosu.agent.executors.simulated import SimulatedExecutor
-
-        runner = SimulatedExecutor(simulated, down_file=settings.data_dir / "simulated-down")
-    else:
-        assert box is not None
-        runner = LocalExecutor(
-            instance=instance_id(settings),
-            sandbox=box,
-            cgroup=cgroup,
-            pool_dir=settings.data_dir / "supervisors",
-        )
+    plan = ExecutorPlan(
+        kind=executor,
+        instance=instance_id(settings),
+        simulated=simulated,
+        down_file=settings.data_dir / "simulated-down",
+        ray_address=ray_address,
+        ray_log_dir=settings.ray_log_dir,
+        sandbox=box,
+        cgroup=cgroup,
+        pool_dir=settings.data_dir / "supervisors",
+    )
+    scheduler = SchedulerProcess(scheduler_main, (settings, plan))
     try:
-        serve(settings, runner, local_nodes=nodes, on_ready=ready)
+        serve(
+            settings,
+            scheduler,
+            workers=workers,
+            local_nodes=nodes,
+            sandbox=box.mode if box is not None else "none",
+            on_ready=ready,
+        )
     finally:
         for proc in gateway_proc:
             proc.terminate()

@@ -12,7 +12,9 @@ def admit_within_guarantees(work: Work, only: set[str] | None = None) -> None:
     if work.profile.quotas == QuotaMode.SHARED:
         return
     strict = work.profile.queue_mode == QueueMode.STRICT
+    backfill = work.profile.queue_mode == QueueMode.BACKFILL
     reclaim = work.profile.reclaim and work.profile.quotas == QuotaMode.BORROW
+    most = work.profile.max_reservations
     for tenant, queue in work.queues.items():
         if only is not None and tenant not in only:
             continue
@@ -29,8 +31,8 @@ def admit_within_guarantees(work: Work, only: set[str] | None = None) -> None:
             work.outcome[job.id] = outcome
             if reclaim and outcome in (Outcome.NO_FIT, Outcome.BLOCKED):
                 work.waiting_guarantee.append(job)
-            if outcome == Outcome.NO_FIT and work.profile.queue_mode == QueueMode.BACKFILL:
-                reserve(work, job)
+            if outcome == Outcome.NO_FIT and backfill and len(work.reservations) < most:
+                reserve(work, job)  # (which holds no more than ``most``)
             if strict:
                 work.blocked_tenants.add(tenant)
                 break

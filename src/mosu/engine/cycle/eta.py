@@ -22,7 +22,9 @@ into a likely start and a late bound from how earlier plans held.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -62,6 +64,9 @@ _Hold = tuple[float, int, str, str, float]
 end, GPU milli, tenant, GPU type, when reclaim may take it: its minimum runtime passed)."""
 
 
+_UNKNOWN = {basis: StartEstimate(None, None, None, basis) for basis in EtaBasis}
+
+
 class StartPlanner:
     """Estimates for one cycle's pending jobs; what every estimate shares is built once."""
 
@@ -69,12 +74,14 @@ class StartPlanner:
         self.work = work
         self.estimates = estimates if estimates is not None else StartEstimates()
         self._holds: list[_Hold] | None = None
-        self._ahead: dict[str, tuple[int, int, int]] | None = None
+        self._ahead: dict[str, int] | None = None
         self._pools: dict[_PoolKey, list[Job]] | None = None
         self._place: dict[str, tuple[_PoolKey, int]] = {}
         self._shadows: dict[tuple[_PoolKey, str | None], _Shadow] = {}
         self._holds_of: dict[tuple[str, ...], list[tuple[float, int, str]]] = {}
         self._entry_cache: dict[_PoolKey, list[tuple[int, str, float]]] = {}
+        self._by_reclaimable: list[_Hold] | None = None
+        self._reclaims: dict[tuple[tuple[str, ...], str | None], tuple[list[float], list[int]]] = {}
 
     def runtime(self, job: Job) -> float | None:
         return self._runtimes.runtime(job, self.estimates.user_estimate(job))
@@ -118,38 +125,41 @@ class StartPlanner:
         runtime = self._runtimes.runtime_after(job, ran, self.estimates.user_estimate(job))
         return INF if runtime is None else now + max(0.0, runtime - ran)
 
-    def ahead(self, job: Job) -> tuple[int, int, int]:
-        """(GPU milli of the jobs ranked ahead of ``job`` on the same GPU types, of
-        those its tenant's, of those its tenant's waiting for their guarantee)."""
+    def guaranteed_ahead(self, job: Job) -> int:
+        """GPU milli of the jobs of ``job``'s tenant waiting for their guarantee on the
+        same GPU types and ranked ahead of it (``job`` waiting for its guarantee too)."""
         if self._ahead is None:
             work = self.work
             waiting = {j.id for j in work.waiting_guarantee}
-            total: dict[tuple[str, ...], int] = {}
-            mine: dict[tuple[str, tuple[str, ...]], int] = {}
+            default = work.state.gpu_types
+            outcome = work.outcome
             guaranteed: dict[tuple[str, tuple[str, ...]], int] = {}
-            ahead: dict[str, tuple[int, int, int]] = {}
-            started = work.outcome
+            ahead: dict[str, int] = {}
             for j in work.ranked:
-                types = types_of(work, j)
-                key = (j.tenant, types)
-                ahead[j.id] = (total.get(types, 0), mine.get(key, 0), guaranteed.get(key, 0))
-                if started.get(j.id) is Outcome.STARTED:
+                if j.id not in waiting:
                     continue
-                need = j.total_gpu_milli
-                total[types] = total.get(types, 0) + need
-                mine[key] = mine.get(key, 0) + need
-                if j.id in waiting:
-                    guaranteed[key] = guaranteed.get(key, 0) + need
+                key = (j.tenant, j.gpu_types or default)
+                ahead[j.id] = guaranteed.get(key, 0)
+                if outcome.get(j.id) is not Outcome.STARTED:
+                    guaranteed[key] = guaranteed.get(key, 0) + j.total_gpu_milli
             self._ahead = ahead
-        return self._ahead.get(job.id, (0, 0, 0))
+        return self._ahead.get(job.id, 0)
 
     # -- one job -------------------------------------------------------------------
 
     def estimate(self, job: Job, reason: str, *, reclaim: bool) -> StartEstimate:
-        basis = EtaBasis.RECLAIM if reclaim else EtaBasis.RELEASES
-        planned = self._plan_reclaim(job) if reclaim else self._plan_releases(job)
+        if reclaim:
+            basis = EtaBasis.RECLAIM
+            planned = self._plan_reclaim(job)
+        else:
+            basis = EtaBasis.RELEASES
+            if self._pools is None:
+                self._pools_by_key()
+            if self._place[job.id][1] > MAX_SHADOW_AHEAD:
+                return _UNKNOWN[basis]  # as ``_plan_releases`` finds, without the calls
+            planned = self._plan_releases(job)
         if planned is None:
-            return StartEstimate(None, None, None, basis)
+            return _UNKNOWN[basis]
         now = self.work.now
         extra = self.estimates.stop_grace_s if reclaim else 0.0
         spread = self.estimates.spread
@@ -231,13 +241,20 @@ class StartPlanner:
             # place in its pool.
             work = self.work
             static = work.profile.quotas == QuotaMode.STATIC
+            default = work.state.gpu_types
+            outcome = work.outcome
             pools: dict[_PoolKey, list[Job]] = {}
             place: dict[str, tuple[_PoolKey, int]] = {}
+            # (tenant under static quotas, the job's own GPU types) -> its pool
+            of: dict[tuple[str, tuple[str, ...]], tuple[_PoolKey, list[Job]]] = {}
             for other in work.ranked:
-                key = (other.tenant if static else "", types_of(work, other))
-                pool = pools.setdefault(key, [])
+                found = of.get((other.tenant if static else "", other.gpu_types))
+                if found is None:
+                    key = (other.tenant if static else "", other.gpu_types or default)
+                    found = of[(key[0], other.gpu_types)] = (key, pools.setdefault(key, []))
+                key, pool = found
                 place[other.id] = (key, len(pool))
-                if work.outcome.get(other.id) is not Outcome.STARTED:
+                if outcome.get(other.id) is not Outcome.STARTED:
                     pool.append(other)
             self._pools, self._place = pools, place
         return self._pools
@@ -245,18 +262,38 @@ class StartPlanner:
     def _plan_reclaim(self, job: Job) -> float | None:
         work = self.work
         types = types_of(work, job)
-        _, _, guaranteed_ahead = self.ahead(job)
-        to_free = guaranteed_ahead + job.total_gpu_milli - sum(work.free.get(t, 0) for t in types)
+        free = sum(work.free.get(t, 0) for t in types)
+        to_free = self.guaranteed_ahead(job) + job.total_gpu_milli - free
         # Room enough, yet it did not start: it waits for at least the next change.
         to_free = max(to_free, 1)
+        ats, freed = self._reclaim_events(types, job.tenant)
+        k = bisect.bisect_left(freed, to_free)
+        if k == len(ats) or ats[k] == INF:
+            return None  # never enough, or only once a job of unknown end ends
+        return ats[k]
+
+    def _reclaim_events(self, types: tuple[str, ...], tenant: str) -> tuple[list[float], list[int]]:
+        """When capacity of ``types`` comes back for a job of ``tenant`` waiting for its
+        guarantee, in time order, and the GPU milli back by each time: every hold ends
+        or, if its tenant (not ``tenant``) is still borrowing there, becomes
+        reclaimable (the first ``borrowed`` milli of each lender's holds in reclaimable
+        order). The same for every job whose tenant borrows none of ``types``."""
+        work = self.work
+        own = tenant if any(borrowed_milli(work, tenant, t) > 0 for t in types) else None
+        key = (types, own)
+        cached = self._reclaims.get(key)
+        if cached is not None:
+            return cached
         # Borrowed capacity, per lender and type, that reclaim may take back.
         lendable = {
             (who, t): max(0, borrowed_milli(work, who, t))
             for _, _, who, t, _ in self.holds()
-            if who != job.tenant and t in types
+            if who != own and t in types
         }
+        if self._by_reclaimable is None:
+            self._by_reclaimable = sorted(self.holds(), key=lambda h: (h[4], h[0]))
         events: list[tuple[float, int]] = []
-        for end, milli, who, t, reclaimable in sorted(self.holds(), key=lambda h: (h[4], h[0])):
+        for end, milli, who, t, reclaimable in self._by_reclaimable:
             if t not in types:
                 continue
             left = lendable.get((who, t), 0)
@@ -266,14 +303,10 @@ class StartPlanner:
             else:
                 events.append((end, milli))
         events.sort()
-        freed = 0
-        for at, milli in events:
-            if at == INF:
-                return None
-            freed += milli
-            if freed >= to_free:
-                return at
-        return None
+        ats = [at for at, _ in events]
+        freed = list(itertools.accumulate(milli for _, milli in events))
+        self._reclaims[key] = (ats, freed)
+        return ats, freed
 
 
 class _Shadow:

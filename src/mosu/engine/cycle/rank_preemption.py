@@ -10,7 +10,7 @@ from mosu.core.models import Job, Placement, RunningJob
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.pricing import cheaper_at_s, wake_at, worth_preempting
 from mosu.engine.cycle.ranks import running_class_map
-from mosu.engine.cycle.starting import commit_start, evict, try_start
+from mosu.engine.cycle.starting import commit_start, evict, try_start, within_free
 from mosu.engine.cycle.victims import as_victim
 from mosu.engine.cycle.work import (
     Outcome,
@@ -61,11 +61,14 @@ def preempt_by_rank(work: Work) -> None:
             continue  # capacity an earlier preemption left over
         klass = work.ranks[job.id][:n]
         if klass >= worst or attempts >= work.profile.max_preemption_attempts:
-            if not freed:
-                # Classes only grow along ``pending``, ``attempts`` only grows and
-                # ``worst`` changes only with a preemption: no later job would act.
-                break
-            continue
+            # Classes only grow along ``pending``, ``attempts`` only grows and
+            # ``worst`` changes only with a preemption: no later job would act but by
+            # starting in capacity an earlier preemption left over, which from here
+            # only shrinks: only the jobs within it are worth a try.
+            if freed:
+                for later in within_free(work, list(pending)):
+                    try_start(work, later, within_guarantee=True)
+            break
         # A job no smaller and no better ranked than one of its tenant's that found
         # no victims this cycle would find none either. Every failure comes from an
         # earlier job of ``pending``, so none ranks worse than this one, and the
@@ -116,7 +119,7 @@ def preempt_by_rank(work: Work) -> None:
         # repeat the first on no more capacity.
         passes = (True,) if work.profile.quotas == QuotaMode.STATIC else (True, False)
         for within in passes:
-            for job in rest:
+            for job in within_free(work, rest):
                 if outcome.get(job.id) != Outcome.STARTED:
                     try_start(work, job, within_guarantee=within)
 
@@ -172,11 +175,15 @@ def _preempt_for(
             for k in ids
             if k in work.running
         ]
-    # Victims are built only for eligible jobs: usually few of those running.
+    # Victims are built only for eligible jobs: usually few of those running. The
+    # class test, the cheapest and most often decisive, comes before the call.
+    running = work.running
     candidates = [
         v
         for job_id in pool
-        if eligible(work.running[job_id]) and (v := as_victim(work, job_id)) is not None
+        if run_class[job_id] > klass
+        and eligible(running[job_id])
+        and (v := as_victim(work, job_id)) is not None
     ]
     # Worst class first, then cheapest (costs are unique, so the order is total).
     worst_first = work.memo.worst_first_of

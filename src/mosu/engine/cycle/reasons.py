@@ -8,6 +8,7 @@ from mosu.core.reasons import PendingReason
 from mosu.engine.cycle.eta import StartPlanner
 from mosu.engine.cycle.work import Outcome, Work
 from mosu.engine.decisions import CycleResult, Held, Pending
+from mosu.engine.estimates import EtaBasis
 
 _REASON = {
     Outcome.QUOTA: (PendingReason.QUOTA_EXCEEDED, "starting it would exceed the tenant's quota"),
@@ -29,11 +30,14 @@ def close_cycle(work: Work) -> CycleResult:
     planner = StartPlanner(work, work.snap.estimates)
     pending: list[Pending] = []
 
+    words = {r: str(r) for r in PendingReason}
+    bases = {b: str(b) for b in EtaBasis}
+
     def pend(job: Job, reason: PendingReason, message: str, estimate: bool = True) -> None:
         if not estimate:
             pending.append(Pending(job.id, reason, message))
             return
-        eta = planner.estimate(job, str(reason), reclaim=job.id in waiting)
+        eta = planner.estimate(job, words[reason], reclaim=job.id in waiting)
         pending.append(
             Pending(
                 job.id,
@@ -42,7 +46,7 @@ def close_cycle(work: Work) -> CycleResult:
                 eta.likely_s,
                 eta.late_s,
                 eta.planned_s,
-                str(eta.basis),
+                bases[eta.basis],
             )
         )
 
@@ -73,7 +77,9 @@ def close_cycle(work: Work) -> CycleResult:
                     pend(job, reason, message, estimate=False)
                 else:
                     pend(job, reason, message)
-    pending.sort(key=lambda p: work.ranks[p.job_id])
+    # In rank order, as the ranked queue lists them (cheaper than sorting by rank).
+    by_id = {p.job_id: p for p in pending}
+    pending = [p for job in work.ranked if (p := by_id.get(job.id)) is not None]
     return _result(work, pending)
 
 

@@ -3,13 +3,14 @@ borrowed capacity back, preempting the cheapest borrowed jobs of other tenants."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from mosu.core.models import Job, Topology
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.pricing import defer_reclaim_s, wake_at
 from mosu.engine.cycle.starting import commit_start, evict, try_start
+from mosu.engine.cycle.victim_index import VictimIndex
 from mosu.engine.cycle.victims import running_victims
 from mosu.engine.cycle.work import (
     Dims,
@@ -22,16 +23,23 @@ from mosu.engine.cycle.work import (
 )
 from mosu.engine.ordering import Rank
 from mosu.engine.placement.base import place_job
-from mosu.engine.preemption import Victim, find_victims_by_node
+from mosu.engine.preemption import Victim
 
 
 def reclaim(work: Work) -> None:
+    # Usage is fixed while the order is taken: one dominant share per tenant.
+    shares = {j.tenant: 0.0 for j in work.waiting_guarantee}
+    for tenant in shares:
+        shares[tenant] = dominant_share(work, tenant)
+    ranks = work.ranks
+
     def order(j: Job) -> tuple[float, Rank]:
-        return (dominant_share(work, j.tenant), work.ranks[j.id])
+        return (shares[j.tenant], ranks[j.id])
 
     # Candidates once per round (built on first need), per tenant, cheapest first;
     # evicted ones are skipped.
     pool: dict[str, list[Victim]] | None = None
+    borrowers: _Borrowers | None = None
     # Sizes that found no reclaim this round, per (tenant, GPU types, topology): a
     # failure says nothing about another tenant's job, which has its own guarantee
     # and other lenders (the failing tenant's borrowed jobs are candidates for it).
@@ -43,17 +51,66 @@ def reclaim(work: Work) -> None:
             continue
         dims = job.dims
         key = (job.tenant, job.gpu_types, job.topology)
-        if any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed.get(key, ())):
+        if _dominated(dims, failed.get(key)):
             continue  # a smaller job of the same tenant already found no victims this round
-        if pool is None:
+        if pool is None or borrowers is None:
             pool = {}
             for v in running_victims(work):
                 pool.setdefault(v.tenant, []).append(v)
-        if _reclaim_for(work, job, pool) is False:  # None: put off, not failed
+            borrowers = _Borrowers(work, pool)
+        if _reclaim_for(work, job, pool, borrowers.now()) is False:  # None: put off
             failed.setdefault(key, []).append(dims)
 
 
-def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool | None:
+def _dominated(dims: Dims, smaller: list[Dims] | None) -> bool:
+    """Whether some size of ``smaller`` is at most ``dims`` in every dimension."""
+    if not smaller:
+        return False
+    g, share, replicas, cpu, mem = dims
+    return any(
+        f[0] <= g and f[1] <= share and f[2] <= replicas and f[3] <= cpu and f[4] <= mem
+        for f in smaller
+    )
+
+
+class _Borrowers:
+    """The tenants among ``tenants`` borrowing some GPU type, kept up to date cheaply:
+    usage changes only with a start or an eviction, each of which appends to
+    ``work.starts`` or ``work.preempts``, so only the tenants of the entries added
+    since the last look are checked again."""
+
+    def __init__(self, work: Work, tenants: Iterable[str]) -> None:
+        self.work = work
+        self.tenants = frozenset(tenants)
+        self.starts = len(work.starts)
+        self.preempts = len(work.preempts)
+        self.current = frozenset(t for t in self.tenants if self._borrows(t))
+
+    def _borrows(self, tenant: str) -> bool:
+        return any(borrowed_milli(self.work, tenant, g) > 0 for g in self.work.capacity)
+
+    def now(self) -> frozenset[str]:
+        work = self.work
+        if len(work.starts) == self.starts and len(work.preempts) == self.preempts:
+            return self.current
+        touched = {work.started_jobs[s.job_id].tenant for s in work.starts[self.starts :]}
+        touched.update(work.preempted_tenant[p.job_id] for p in work.preempts[self.preempts :])
+        self.starts, self.preempts = len(work.starts), len(work.preempts)
+        touched &= self.tenants
+        now = set(self.current)
+        for tenant in touched:
+            if self._borrows(tenant):
+                now.add(tenant)
+            else:
+                now.discard(tenant)
+        if now != self.current:
+            self.current = frozenset(now)
+        return self.current
+
+
+def _reclaim_for(
+    work: Work, job: Job, pool: dict[str, list[Victim]], borrowing: frozenset[str]
+) -> bool | None:
     """Preempt the cheapest borrowed jobs of other tenants so ``job`` fits its guarantee.
     None when, with priced preemption, waiting for the victims' next checkpoints is the
     cheaper way to pay the guarantee: the cycle then asks to be woken then."""
@@ -66,12 +123,8 @@ def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool | 
     if not types:
         return False
     target = job if types == types_of(work, job) else replace(job, gpu_types=types)
-    lenders = [
-        pool[t]
-        for t in sorted(pool)
-        if t != job.tenant and any(borrowed_milli(work, t, g) > 0 for g in work.capacity)
-    ]
-    if not lenders:
+    # ``borrowing``: the tenants of ``pool`` above their guarantee on some GPU type.
+    if not borrowing - {job.tenant}:
         return False
     # Usage stays fixed until the plan is chosen, so each lender's borrowed amount
     # per GPU type is computed once, not once per candidate and per check.
@@ -84,29 +137,39 @@ def _reclaim_for(work: Work, job: Job, pool: dict[str, list[Victim]]) -> bool | 
             amount = borrowed[key] = _borrowed_on(work, v)
         return amount
 
-    # Borrowers of the job's own cohort go first (they run on its cohort's idle
-    # guarantee), then jobs wholly on borrowed capacity: taking them leaves their
-    # tenant at or above its guarantee.
-    candidates = [v for vs in lenders for v in vs if v.job_id in work.running]
     book = work.cohorts
-    if book is not None:  # the victim search compares costs, so the cohort goes in them
-        home = book.cohort(job.tenant)
-        candidates = [replace(v, cost=(book.cohort(v.tenant) != home, *v.cost)) for v in candidates]
-    candidates.sort(key=lambda v: (borrowed_on(v) < v.gpu_milli, v.cost))
+    home = book.cohort(job.tenant) if book is not None else None
+
+    def candidates() -> list[Victim]:
+        # Borrowers of the job's own cohort go first (they run on its cohort's idle
+        # guarantee), then jobs wholly on borrowed capacity: taking them leaves their
+        # tenant at or above its guarantee.
+        lenders = [pool[t] for t in sorted(pool) if t != job.tenant and t in borrowing]
+        found = [v for vs in lenders for v in vs if v.job_id in work.running]
+        if book is not None:  # the victim search compares costs, so the cohort goes in them
+            found = [replace(v, cost=(book.cohort(v.tenant) != home, *v.cost)) for v in found]
+        found.sort(key=lambda v: (borrowed_on(v) < v.gpu_milli, v.cost))
+        return found
 
     def still_borrowed(v: Victim, taken: Sequence[Victim]) -> bool:
         # A victim's tenant must still be above its guarantee once earlier picks go.
         gone = sum(t.gpu_milli for t in taken if t.tenant == v.tenant)
         return borrowed_on(v) - gone > 0
 
-    plan = find_victims_by_node(
-        work.state,
+    index = work.memo.victim_index
+    if index is None or not index.covers(borrowing):
+        index = work.memo.victim_index = VictimIndex(work, borrowing)
+    # The same plan as ``find_victims_by_node`` over ``candidates()``, found by node.
+    plan = index.find(
         job,
-        candidates,
-        lambda: place_job(work.state, target, work.profile.placement),
+        borrowing=borrowing,
+        borrowed_on=borrowed_on,
+        home=home,
+        fits=lambda: place_job(work.state, target, work.profile.placement),
         may_take=still_borrowed,
         need_milli=job.total_gpu_milli,
         free_milli=sum(work.free.get(t, 0) for t in types),
+        candidates=candidates,
     )
     if plan is None:
         return False

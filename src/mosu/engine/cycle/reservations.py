@@ -41,16 +41,32 @@ def _estimate(work: Work, job: Job) -> float:
     return job.estimate_s if job.estimate_s is not None else work.profile.default_estimate_s
 
 
+_NONE: frozenset[int] = frozenset()
+
+
 def avoid_for(work: Work, job: Job) -> frozenset[int]:
     """Nodes held for reservations that ``job`` would still occupy when they begin."""
     if not work.reservations:
-        return frozenset()
+        return _NONE
     end = work.now + _estimate(work, job)
-    nodes: set[int] = set()
-    for r in work.reservations:
-        if r.job_id != job.id and end > r.start_s:
-            nodes |= r.nodes
-    return frozenset(nodes)
+    # The answer depends on the job only through its end and whether it holds one of
+    # the reservations: remembered until they change (``CycleMemo.invalidate``, which
+    # every change calls; a new or resized list is caught here too).
+    memo = work.memo
+    if memo.avoid_for is not work.reservations or memo.avoid_len != len(work.reservations):
+        memo.avoid_for = work.reservations
+        memo.avoid_len = len(work.reservations)
+        memo.avoid.clear()
+        memo.avoid_holders = {r.job_id for r in work.reservations}
+    key: float | tuple[float, str] = (end, job.id) if job.id in memo.avoid_holders else end
+    found = memo.avoid.get(key)
+    if found is None:
+        nodes: set[int] = set()
+        for r in work.reservations:
+            if r.job_id != job.id and end > r.start_s:
+                nodes |= r.nodes
+        found = memo.avoid[key] = frozenset(nodes)
+    return found
 
 
 def reserve(work: Work, job: Job) -> None:

@@ -3,6 +3,7 @@ capacity bookkeeping both need; the over-quota shortcut for the rest of a queue.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 import numpy as np
@@ -32,43 +33,78 @@ def _account(work: Work, tenant: str, placement: Placement, sign: int) -> None:
 
 def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
     """Start ``job`` now if quota, capacity and reservations allow."""
-    need = job.total_gpu_milli
+    # Called for most queued jobs in several phases: one GPU type (the common case)
+    # and the size comparisons are spelled out rather than looped over.
+    dims = job.dims
+    need = dims[0] * dims[1] * dims[2]  # ``total_gpu_milli``, inline
     allowed = job.gpu_types or work.state.gpu_types
+    memo = work.memo
     if need:
-        quota_key = (job.tenant, allowed, within_guarantee)
-        if need >= work.memo.over_quota.get(quota_key, INF):
+        tenant = job.tenant
+        quota_key = (tenant, allowed, within_guarantee)
+        if need >= memo.over_quota.get(quota_key, INF):
             return Outcome.QUOTA
         cap = guarantee if within_guarantee else limit
-        types = tuple(
-            t
-            for t in allowed
-            if work.usage.get((job.tenant, t), 0) + need <= cap(work, job.tenant, t)
-        )
+        usage = work.usage
+        if len(allowed) == 1:
+            only = allowed[0]
+            fits = usage.get((tenant, only), 0) + need <= cap(work, tenant, only)
+            types: tuple[str, ...] = allowed if fits else ()
+        else:
+            types = tuple(
+                t for t in allowed if usage.get((tenant, t), 0) + need <= cap(work, tenant, t)
+            )
         if not within_guarantee and work.cohorts is not None:
-            types = tuple(t for t in types if may_borrow(work, job.tenant, t, need))
+            types = tuple(t for t in types if may_borrow(work, tenant, t, need))
         if not types:
-            work.memo.over_quota[quota_key] = need
+            memo.over_quota[quota_key] = need
             return Outcome.QUOTA
-        if not any(job.shape.gpus <= work.max_node_gpus.get(t, 0) for t in types):
-            return Outcome.NEVER
-        if need > sum(work.free.get(t, 0) for t in types):
-            return Outcome.NO_FIT
+        gpus = dims[0]
+        if len(types) == 1:
+            if gpus > work.max_node_gpus.get(types[0], 0):
+                return Outcome.NEVER
+            if need > work.free.get(types[0], 0):
+                return Outcome.NO_FIT
+        else:
+            if not any(gpus <= work.max_node_gpus.get(t, 0) for t in types):
+                return Outcome.NEVER
+            if need > sum(work.free.get(t, 0) for t in types):
+                return Outcome.NO_FIT
     else:
         types = allowed
     avoid = avoid_for(work, job)
     key = (types, job.topology, avoid)
-    dims = job.dims
-    failed = work.memo.no_fit.get(key)
-    if failed and any(all(f <= d for f, d in zip(fd, dims, strict=True)) for fd in failed):
-        return Outcome.BLOCKED if avoid else Outcome.NO_FIT
+    failed = memo.no_fit.get(key)
+    if failed:
+        g, share, replicas, cpu, mem = dims
+        for f in failed:
+            if f[0] <= g and f[1] <= share and f[2] <= replicas and f[3] <= cpu and f[4] <= mem:
+                return Outcome.BLOCKED if avoid else Outcome.NO_FIT
     target = job if types == allowed else replace(job, gpu_types=types)
     policy = work.profile.placement if not avoid else Avoiding(work.profile.placement, avoid)
     placement = place_job(work.state, target, policy)
     if placement is None:
-        work.memo.no_fit.setdefault(key, []).append(dims)
+        memo.no_fit.setdefault(key, []).append(dims)
         return Outcome.BLOCKED if avoid else Outcome.NO_FIT
     commit_start(work, job, placement)
     return Outcome.STARTED
+
+
+def within_free(work: Work, jobs: Iterable[Job]) -> list[Job]:
+    """The jobs of ``jobs`` that need no GPU or no more than is free of the GPU types
+    they allow. As free capacity only shrinks until an eviction, ``try_start`` turns
+    every other one down on counts alone, never placing it; what it may note then
+    (that the job is over quota) any later call finds out by itself, so a pass of
+    ``try_start`` over ``jobs`` without evictions may skip them."""
+    free = work.free
+    room: dict[tuple[str, ...], int] = {(): sum(free.get(t, 0) for t in work.state.gpu_types)}
+    for types in {job.gpu_types for job in jobs if job.gpu_types}:
+        room[types] = sum(free.get(t, 0) for t in types)
+    return [
+        job
+        for job in jobs
+        if (need := job.dims[0] * job.dims[1] * job.dims[2]) == 0 or need <= room[job.gpu_types]
+    ]
 
 
 def commit_start(work: Work, job: Job, placement: Placement) -> None:

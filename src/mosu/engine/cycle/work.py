@@ -8,6 +8,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from mosu.core.models import GPU_MILLI, Job, RunningJob, Tenant, Topology
 from mosu.engine.cohorts import CohortBook
@@ -17,6 +18,9 @@ from mosu.engine.preemption import Victim
 from mosu.engine.profiles import QuotaMode, SchedulingProfile
 from mosu.engine.snapshot import ClusterSnapshot
 from mosu.engine.state import ClusterState
+
+if TYPE_CHECKING:
+    from mosu.engine.cycle.victim_index import VictimIndex
 
 INF = math.inf
 
@@ -81,7 +85,16 @@ class CycleMemo:
     is over quota too; queues long with such jobs are skipped at a dict lookup each."""
     running_ends: list[tuple[float, str]] | None = None
     """Estimated end of every running job, sorted; built on the first reservation."""
+    victim_index: VictimIndex | None = None
+    """Reclaim's running victims by node (``victim_index``), built on its first search;
+    it follows the working state by itself."""
     reserve_failed: set[tuple[Dims, tuple[str, ...], Topology]] = field(default_factory=set)
+    avoid: dict[float | tuple[float, str], frozenset[int]] = field(default_factory=dict)
+    """Nodes to avoid (``avoid_for``) by a job's estimated end (and id, for a job holding
+    a reservation), for the reservations of ``avoid_for`` as it had ``avoid_len``."""
+    avoid_for: list[Reservation] | None = None
+    avoid_len: int = 0
+    avoid_holders: set[str] = field(default_factory=set)
     """Shapes that found no reservation since the state last changed: they would find
     none again, as the search reads nothing else of the job."""
 
@@ -91,6 +104,7 @@ class CycleMemo:
         what was over quota still hold; an eviction frees capacity and usage, so
         nothing found about the state does."""
         self.reserve_failed.clear()
+        self.avoid_for = None
         if freed:
             self.no_fit.clear()
             self.over_quota.clear()

@@ -107,6 +107,17 @@ class RecentMix:
 
     def observe(self, jobs: Iterable[Job]) -> bool:
         """Remember ``jobs``; True when the mix moved enough to be handed on."""
+        jobs = list(jobs)
+        # More jobs than the window: most are new, and one step beats one per job.
+        if len(jobs) <= self.window or not self._observe_many(jobs):
+            self._observe_each(jobs)
+        if self._new_type or self._turned >= max(1.0, RELEARN_SHARE * len(self._seen)):
+            self._new_type = False
+            self._turned = 0
+            return True
+        return False
+
+    def _observe_each(self, jobs: Iterable[Job]) -> None:
         seen, counts = self._seen, self._counts
         for job in jobs:
             if job.id in seen:
@@ -122,11 +133,48 @@ class RecentMix:
                 counts[old] -= n
                 if counts[old] <= 0:
                     del counts[old]
-        if self._new_type or self._turned >= max(1.0, RELEARN_SHARE * len(seen)):
-            self._new_type = False
-            self._turned = 0
-            return True
-        return False
+
+    def _observe_many(self, jobs: list[Job]) -> bool:
+        """``_observe_each`` when enough jobs are new that the mix is handed on anyway
+        (so which types were new does not matter), without a step per job: only the
+        ``window`` most recent additions are kept. False, changing nothing, otherwise
+        (or when an id repeats, which the one-by-one walk alone gets right)."""
+        seen, window = self._seen, self.window
+        ids = [job.id for job in jobs]
+        if len(set(ids)) != len(ids):
+            return False
+        # An id already seen is skipped unless additions before it evicted it first
+        # (oldest first); every other job is an addition.
+        old = {job_id: k for k, job_id in enumerate(seen)}
+        kept = len(seen)
+        skipped: set[int] = set()
+        for k in [k for k, job_id in enumerate(ids) if job_id in old]:
+            if old[ids[k]] >= kept + (k - len(skipped)) - window:
+                skipped.add(k)
+        added = len(ids) - len(skipped)
+        after = min(window, kept + added)
+        if not added or self._turned + added < max(1.0, RELEARN_SHARE * after):
+            return False
+        # The window after: the additions' tail, behind what is left of the old window.
+        tail: list[Job] = []
+        for k in range(len(jobs) - 1, -1, -1):
+            if len(tail) == window:
+                break
+            if k not in skipped:
+                tail.append(jobs[k])
+        tail.reverse()
+        left = after - len(tail)
+        survivors = list(seen.items())[len(seen) - left :] if left else []
+        seen.clear()
+        seen.update(survivors)
+        for job in tail:
+            seen[job.id] = (TaskType.of(job.shape, job.gpu_types), job.replicas)
+        counts: Counter[TaskType] = Counter()
+        for task, n in seen.values():
+            counts[task] += n
+        self._counts = counts
+        self._turned += added
+        return True
 
     def observe_cycle(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> bool:
         """``observe`` a cycle's jobs: the pending ones, and the running ones only while

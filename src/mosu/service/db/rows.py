@@ -292,6 +292,20 @@ class WebSessionRow(Base):
     expires_at: Mapped[float] = mapped_column(Float)
 
 
+class SchedulerStateRow(Base):
+    """What the scheduler process publishes for the API processes: the last cycle's queue
+    order, the credits running jobs reserve, the leader's heartbeat. One row per name;
+    ``version`` grows with every write, so a reader re-reads ``value`` only on change."""
+
+    __tablename__ = "scheduler_state"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[str] = mapped_column(Text)
+    """JSON."""
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
 # The credit ledger's rows live in their own module; importing it here puts them in
 # ``Base.metadata`` wherever the rows are known (migrations, their check).
 from mosu.service.db import credit_rows as _credit_rows  # noqa: E402, F401

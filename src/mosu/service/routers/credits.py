@@ -28,7 +28,7 @@ def grant(body: GrantCreate, platform: PlatformDep, who: PrincipalDep) -> GrantO
     """Grant a tenant credits (operator)."""
     with platform.tx() as s:
         out = credits.grant(s, principal=who, body=body)
-    platform.loop.wake()
+    platform.scheduler.wake()
     return out
 
 
@@ -38,7 +38,7 @@ def balances(platform: PlatformDep, who: PrincipalDep, tenant: TenantQuery = Non
     with platform.tx() as s:
         return BalanceList(
             balances=credits.balances(
-                s, principal=who, tenant=tenant, reserved=platform.loop.credit_reserved
+                s, principal=who, tenant=tenant, reserved=platform.scheduler.credit_reserved
             )
         )
 

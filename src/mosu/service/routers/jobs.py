@@ -70,7 +70,7 @@ async def submit_job(
     stored = await request.app.state.submit_writer.submit(who, job, tenant, idempotency_key)
     # Committed before the loop is woken: the next cycle sees the job; the answer does
     # not wait for that cycle.
-    platform.loop.wake()
+    platform.scheduler.wake()
     # Built here and serialized once by pydantic-core (no second validation pass).
     headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
     return Response(
@@ -120,7 +120,7 @@ def get_job(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobOut:
 
 @router.get("/{job_id}/why", responses=errors(404))
 def why(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobWhy:
-    position = platform.loop.queue_positions.get(job_id)
+    position = platform.scheduler.queue_positions.get(job_id)
     with platform.tx() as s:
         return jobs.why(s, principal=who, job_id=job_id, position=position)
 
@@ -154,5 +154,5 @@ def logs(
 def cancel(job_id: JobId, platform: PlatformDep, who: PrincipalDep) -> JobOut:
     with platform.tx() as s:
         out = jobs.cancel(s, principal=who, job_id=job_id)
-    platform.loop.wake()
+    platform.scheduler.wake()
     return out

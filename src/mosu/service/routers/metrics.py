@@ -26,7 +26,7 @@ async def metrics(request: Request, platform: PlatformDep, who: PrincipalDep) ->
     leading = GaugeMetricFamily(
         "mosu_scheduler_leading",
         "1 while this server's loop schedules (holds the lease, or needs none), else 0.",
-        value=1 if platform.loop.leading else 0,
+        value=1 if platform.scheduler.leading else 0,
     )
     body = exposition(request.app.state.process_metrics, lambda: [*families, leading])
     return Response(body, media_type=CONTENT_TYPE)

@@ -19,7 +19,7 @@ def register_node(body: NodeCreate, platform: PlatformDep, who: PrincipalDep) ->
     with platform.tx() as s:
         out = nodes.register_node(s, principal=who, body=body)
     platform.catalog.invalidate()
-    platform.loop.wake()
+    platform.scheduler.wake()
     return out
 
 
@@ -38,7 +38,7 @@ def drain_node(
             s, principal=who, name=name, state=NodeState.DRAINING, stop_jobs=stop_jobs
         )
     platform.catalog.invalidate()
-    platform.loop.wake()
+    platform.scheduler.wake()
     return out
 
 
@@ -47,7 +47,7 @@ def undrain_node(name: NodeName, platform: PlatformDep, who: PrincipalDep) -> No
     with platform.tx() as s:
         out = nodes.set_state(s, principal=who, name=name, state=NodeState.READY)
     platform.catalog.invalidate()
-    platform.loop.wake()
+    platform.scheduler.wake()
     return out
 
 

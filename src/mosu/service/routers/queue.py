@@ -15,8 +15,7 @@ router = APIRouter(tags=["queue"])
 
 @router.get("/v1/health")
 async def health(platform: PlatformDep) -> Health:
-    loop = platform.loop
-    role = "leader" if loop.leading else ("standby" if loop.lease is not None else "")
+    role = platform.scheduler.role
     return Health(status="ok", version=getattr(mosu, "__version__", "0"), scheduler=role)
 
 
@@ -24,7 +23,7 @@ async def health(platform: PlatformDep) -> Health:
 def get_queue(platform: PlatformDep, who: PrincipalDep) -> QueueOut:
     with platform.tx() as s:
         return QueueOut(
-            entries=queue.queue(s, principal=who, positions=platform.loop.queue_positions)
+            entries=queue.queue(s, principal=who, positions=platform.scheduler.queue_positions)
         )
 
 

@@ -27,7 +27,7 @@ def create_tenant(body: TenantCreate, platform: PlatformDep, who: PrincipalDep) 
     with platform.tx() as s:
         created = tenants.create_tenant(s, principal=who, body=body)
     platform.catalog.invalidate()
-    platform.loop.wake()
+    platform.scheduler.wake()
     return created
 
 
@@ -51,7 +51,7 @@ def update_tenant(
     null or ``""`` moves the tenant to the default cohort."""
     with platform.tx() as s:
         out = tenants.update_tenant(s, principal=who, name=name, body=body)
-    platform.loop.wake()
+    platform.scheduler.wake()
     return out
 
 
@@ -64,7 +64,7 @@ def update_quotas(
             s, principal=who, name=name, quotas=body.quotas, weight=body.weight
         )
     platform.catalog.invalidate()
-    platform.loop.wake()
+    platform.scheduler.wake()
     return out
 
 

@@ -1,0 +1,290 @@
+"""Reclaim's victim search without a walk over every running job.
+
+``find_victims_by_node`` (``engine/preemption.py``) defines the plan: for each replica
+the node whose cheapest victims, taken in candidate order, free enough whole GPUs,
+the node whose plan has the cheapest dearest victim winning (then the fewest victims,
+then the lowest index). Built from a list of every candidate, it costs a pass over all
+running jobs and every node per search, and reclaim searches once per job it starts.
+
+``VictimIndex`` returns the same plan while looking at few nodes. A node's plan can
+be no cheaper than its *bound*: the least cost ``c`` such that the victims on it of
+tenants that borrow, costing at most ``c``, hold enough whole GPUs. Bounds depend on
+the node alone (its free GPUs and the jobs on it), so each is kept in a heap per
+replica size and recomputed only for nodes whose ``ClusterState.cols.node_version``
+moved or whose borrowers stopped borrowing (a bound over more victims than the
+candidates stays a bound). A search evaluates nodes by rising bound, exactly as the
+definition does, and stops at the first bound above the best plan found.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from mosu.core.models import GPU_MILLI, Job, Placement
+from mosu.engine.cycle.victims import running_victims
+from mosu.engine.cycle.work import Work
+from mosu.engine.preemption import Victim, find_victims, on_nodes
+
+_Entry = tuple[int, int, int]
+"""(bound, node index, the node's generation when the bound was computed)."""
+
+
+class VictimIndex:
+    """The cycle's preemptible jobs by node, with each node's bound per replica size.
+
+    Built from ``running_victims`` (costs are fixed for the cycle); evicted jobs are
+    skipped as they leave ``Work.running``. The tenants that borrow may only become
+    fewer between searches (``covers``), as they do while reclaim runs: it starts jobs
+    within guarantees and evicts borrowed ones.
+    """
+
+    def __init__(self, work: Work, borrowing: frozenset[str]) -> None:
+        self.work = work
+        state = work.state
+        victims = running_victims(work)
+        # Dense ranks of the costs (less the job id the costs end with): the plan's key
+        # compares those, and ``victims`` is in cost order.
+        self.rank: dict[str, int] = {}
+        self.pos: dict[str, int] = {}
+        self.on_node: list[list[tuple[Victim, int]]] = [[] for _ in state.nodes]
+        self.nodes_of: dict[str, set[int]] = {}
+        previous: tuple[float | str, ...] | None = None
+        rank = -1
+        for k, v in enumerate(victims):
+            cost = v.cost[:-1]
+            if cost != previous:
+                rank += 1
+                previous = cost
+            self.rank[v.job_id] = rank
+            self.pos[v.job_id] = k
+            for i, gpus in v.on_nodes or on_nodes(state, v.placement):
+                self.on_node[i].append((v, gpus))
+                self.nodes_of.setdefault(v.tenant, set()).add(i)
+        self.ranks = rank + 1
+        self.borrowing = borrowing
+        self.seen = state.cols.node_version.copy()
+        self.generation = [0] * len(state.nodes)
+        self.heaps: dict[tuple[str | None, int], list[_Entry]] = {}
+
+    # -- bounds --------------------------------------------------------------------
+
+    def _combined(self, v: Victim, home: str | None) -> int:
+        """A victim's cost as one integer: its rank, after its cohort's distance."""
+        rank = self.rank[v.job_id]
+        book = self.work.cohorts
+        if home is None or book is None:
+            return rank
+        return rank + self.ranks * (book.cohort(v.tenant) != home)
+
+    def _bound(self, i: int, home: str | None, per: int) -> int | None:
+        """The least combined cost a plan for one replica of ``per`` GPUs on node ``i``
+        can have (-1: an empty one), or None if the node can hold none."""
+        state = self.work.state
+        if not state.schedulable[i] or state.nodes[i].gpus < per:
+            return None
+        running = self.work.running
+        borrowing = self.borrowing
+        held = [
+            (self._combined(v, home), gpus)
+            for v, gpus in self.on_node[i]
+            if v.tenant in borrowing and v.job_id in running
+        ]
+        if not held:
+            return None
+        need = per - state.full_free[i]
+        if need <= 0:
+            return -1
+        if home is not None:
+            held.sort()
+        freed = 0
+        for cost, gpus in held:
+            freed += gpus
+            if freed >= need:
+                return cost
+        return None
+
+    def _heap(self, home: str | None, per: int) -> list[_Entry]:
+        heap = self.heaps.get((home, per))
+        if heap is None:
+            generation = self.generation
+            heap = []
+            for i in range(len(self.on_node)):
+                if self.on_node[i]:
+                    bound = self._bound(i, home, per)
+                    if bound is not None:
+                        heap.append((bound, i, generation[i]))
+            heapq.heapify(heap)
+            self.heaps[(home, per)] = heap
+        return heap
+
+    def covers(self, borrowing: frozenset[str]) -> bool:
+        """Whether the bounds hold for candidates among ``borrowing``'s victims."""
+        return borrowing <= self.borrowing
+
+    def _refresh(self, borrowing: frozenset[str]) -> None:
+        """Recompute the bounds of nodes that changed or lost borrowers."""
+        dirty: set[int] = set()
+        for tenant in self.borrowing - borrowing:
+            dirty |= self.nodes_of.get(tenant, set())
+        self.borrowing = borrowing
+        versions = self.work.state.cols.node_version
+        changed = np.flatnonzero(versions != self.seen)
+        if len(changed):
+            self.seen[changed] = versions[changed]
+            dirty.update(changed.tolist())
+        for i in dirty:
+            self.generation[i] += 1
+            if not self.on_node[i]:
+                continue
+            for (home, per), heap in self.heaps.items():
+                bound = self._bound(i, home, per)
+                if bound is not None:
+                    heapq.heappush(heap, (bound, i, self.generation[i]))
+
+    # -- the search ----------------------------------------------------------------
+
+    def find(
+        self,
+        job: Job,
+        *,
+        borrowing: frozenset[str],
+        borrowed_on: Callable[[Victim], int],
+        home: str | None,
+        fits: Callable[[], Placement | None],
+        may_take: Callable[[Victim, Sequence[Victim]], bool],
+        need_milli: int,
+        free_milli: int,
+        candidates: Callable[[], list[Victim]],
+    ) -> tuple[list[Victim], Placement] | None:
+        """``find_victims_by_node(state, job, candidates(), fits, ...)``, where the
+        candidates are the running victims of the tenants in ``borrowing`` (which the
+        index ``covers``) other than ``job``'s, in the order (``borrowed_on(v) <
+        v.gpu_milli``, cost), the cost led by whether the victim's cohort is other than
+        ``home`` when ``home`` is given."""
+        state = self.work.state
+        shape = job.shape
+        per = shape.gpus
+        if per == 0 or shape.gpu_milli != GPU_MILLI:
+            return find_victims(
+                state,
+                candidates(),
+                fits,
+                may_take=may_take,
+                need_milli=need_milli,
+                free_milli=free_milli,
+            )
+        if free_milli >= need_milli:
+            placement = fits()
+            if placement is not None:
+                return [], placement
+        self._refresh(borrowing)
+        lenders = borrowing - {job.tenant}
+        running = self.work.running
+        pos = self.pos
+        taken: list[Victim] = []
+        taken_ids: set[str] = set()
+        claimed: dict[int, int] = {}
+
+        def plan_on(i: int) -> tuple[int, list[Victim], int] | None:
+            """The definition's plan on node ``i``: (its dearest victim's combined cost,
+            the victims, GPUs free after), or None if the node is no candidate."""
+            node = state.nodes[i]
+            if not state.schedulable[i] or node.gpus < per or not job.allows(node.gpu_type):
+                return None
+            here = [
+                (v, gpus)
+                for v, gpus in self.on_node[i]
+                if v.tenant in lenders and v.job_id in running
+            ]
+            if not here:
+                return None  # no candidate on it: the definition never looks at it
+            if home is None:
+                here.sort(key=lambda vg: (borrowed_on(vg[0]) < vg[0].gpu_milli, pos[vg[0].job_id]))
+            else:
+                here.sort(
+                    key=lambda vg: (
+                        borrowed_on(vg[0]) < vg[0].gpu_milli,
+                        self._combined(vg[0], home) >= self.ranks,
+                        pos[vg[0].job_id],
+                    )
+                )
+            have = state.full_free[i] - claimed.get(i, 0)
+            plan: list[Victim] = []
+            for v, gpus in here:
+                if have >= per:
+                    break
+                if v.job_id in taken_ids:
+                    continue
+                if not may_take(v, [*taken, *plan]):
+                    continue
+                plan.append(v)
+                have += gpus
+            if have < per:
+                return None
+            dearest = max((self._combined(v, home) for v in plan), default=-1)
+            return dearest, plan, have
+
+        for _ in range(job.replicas):
+            # (dearest, victims, node): the definition's key is (dearest victim's cost,
+            # victim count), ties to the lowest node index.
+            best: tuple[tuple[int, int, int], list[Victim]] | None = None
+
+            def consider(i: int) -> None:
+                nonlocal best
+                found = plan_on(i)
+                if found is None:
+                    return
+                dearest, plan, _ = found
+                key = (dearest, len(plan), i)
+                if best is None or key < best[0]:
+                    best = (key, plan)
+
+            # Nodes this search already took from or chose have other free GPUs than
+            # their bounds assumed: evaluated directly.
+            for i in sorted(claimed):
+                consider(i)
+            heap = self._heap(home, per)
+            popped: list[_Entry] = []
+            generation = self.generation
+            while heap:
+                bound, i, gen = heap[0]
+                if gen != generation[i]:
+                    heapq.heappop(heap)
+                    continue
+                if best is not None and bound > best[0][0]:
+                    break
+                popped.append(heapq.heappop(heap))
+                if i not in claimed:
+                    consider(i)
+            for entry in popped:
+                heapq.heappush(heap, entry)
+            if best is None:
+                return None
+            (_, _, i), plan = best
+            for v in plan:
+                taken.append(v)
+                taken_ids.add(v.job_id)
+                for rp in v.placement:
+                    j = state.index_of[rp.node]
+                    claimed[j] = claimed.get(j, 0) - len(rp.gpu_indices)
+            claimed[i] = claimed.get(i, 0) + per
+        cp = state.checkpoint()
+        try:
+            for v in taken:
+                state.release(v.job_id)
+            placement = fits()
+        finally:
+            state.rollback(cp)
+        if placement is None:
+            return find_victims(
+                state,
+                candidates(),
+                fits,
+                may_take=may_take,
+                need_milli=need_milli,
+                free_milli=free_milli,
+            )
+        return taken, placement
