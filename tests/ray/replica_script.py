@@ -64,6 +64,12 @@ os.replace(tmp, os.path.join(out, f"replica-{rank}.json"))
 if mode == "exit":
     sys.exit(0)
 if mode == "fail":
+    # Fail once every peer has started (written what it saw), so a test can find and
+    # check each peer the gang's stop must end; bounded, in case a peer never starts.
+    peers = [os.path.join(out, f"replica-{r}.json") for r in range(len(modes))]
+    deadline = time.monotonic() + 30
+    while not all(map(os.path.exists, peers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
     sys.exit(3)
 deadline = time.monotonic() + 90  # never outlive a broken test run for long
 while time.monotonic() < deadline:

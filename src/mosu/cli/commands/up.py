@@ -200,6 +200,9 @@ def multiprocess_metrics(data_dir: Path, port: int) -> None:
     private_dir(data)
     private_dir(data / "metrics")
     private_dir(where)
+    # prometheus_client creates its files with a plain open(): only the process umask
+    # keeps them private, and this process writes nothing meant for other users.
+    os.umask(0o077)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(where)
 
 
