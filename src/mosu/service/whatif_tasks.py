@@ -5,7 +5,7 @@ A task is a row of the store (``whatif_tasks``): every API worker and every serv
 the same store sees it, and it outlives the process that accepted it. The server that
 accepts a task runs it: it replays an exported window of history twice (``sim.whatif``)
 in a child process of its own, so the CPU-bound replay never holds the server's
-interpreter lock and a cancel ends it at once (the process is terminated). The child
+interpreter lock and a cancel ends it at once (the process is killed). The child
 reports progress (jobs replayed of both runs) and finally the report and the PNG of
 waits per tenant through a pipe; the runner writes each to the row.
 
@@ -454,7 +454,9 @@ class WhatIfTasks:
         with self._lock:
             process = self._processes.get(task_id)
         if process is not None and process.is_alive():
-            process.terminate()
+            # SIGKILL: a replay has nothing to save, and no handler or signal mask it
+            # inherited (a library's, a test runner's) may keep it running.
+            process.kill()
 
     def _finish_row(
         self, row: WhatIfTaskRow, state: TaskState, *, error: str | None = None
