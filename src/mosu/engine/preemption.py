@@ -172,25 +172,46 @@ def find_victims_by_node(
         if best is None:
             return None
         _, i, plan, _ = best
-        for v in plan:
-            taken.append(v)
-            taken_ids.add(v.job_id)
-            for rp in v.placement:
-                j = state.index_of[rp.node]
-                claimed[j] = claimed.get(j, 0) - len(rp.gpu_indices)
-        claimed[i] = claimed.get(i, 0) + per_replica
-    cp = state.checkpoint()
-    try:
-        for v in taken:
-            state.release(v.job_id)
-        placement = fits()
-    finally:
-        state.rollback(cp)
+        take_node_plan(state, plan, i, per_replica, taken, taken_ids, claimed)
+    placement = fits_without(state, taken, fits)
     if placement is None:
         return find_victims(
             state, candidates, fits, may_take=may_take, need_milli=need_milli, free_milli=free_milli
         )
     return taken, placement
+
+
+def take_node_plan(
+    state: ClusterState,
+    plan: Sequence[Victim],
+    node: int,
+    per_replica: int,
+    taken: list[Victim],
+    taken_ids: set[str],
+    claimed: dict[int, int],
+) -> None:
+    """Commit one replica's plan on ``node``: its victims taken, the GPUs they free on
+    other nodes no longer counted there, ``per_replica`` GPUs claimed on ``node``."""
+    for v in plan:
+        taken.append(v)
+        taken_ids.add(v.job_id)
+        for rp in v.placement:
+            j = state.index_of[rp.node]
+            claimed[j] = claimed.get(j, 0) - len(rp.gpu_indices)
+    claimed[node] = claimed.get(node, 0) + per_replica
+
+
+def fits_without(
+    state: ClusterState, taken: Sequence[Victim], fits: Callable[[], Placement | None]
+) -> Placement | None:
+    """Where the job would go with ``taken`` released (the state is left as it was)."""
+    cp = state.checkpoint()
+    try:
+        for v in taken:
+            state.release(v.job_id)
+        return fits()
+    finally:
+        state.rollback(cp)
 
 
 def on_nodes(state: ClusterState, placement: Placement) -> tuple[tuple[int, int], ...]:

@@ -132,18 +132,16 @@ class PostgresWaker:
                 conn.close()
 
 
-class PostgresListener:
-    """``LISTEN`` on a connection of its own; ``on_wake`` for every notification and once
-    after each (re)connect (whatever was sent while nobody listened)."""
+class _Listener:
+    """A daemon thread calling ``on_wake`` for every wakeup ``_run`` receives, until
+    ``stop``; ``listening`` is set while it can receive (tests wait for it)."""
 
-    def __init__(self, url: str, on_wake: Callable[[], None], *, timeout_s: float = 0.5) -> None:
-        self._conninfo = _conninfo(url)
+    def __init__(self, on_wake: Callable[[], None], *, timeout_s: float = 0.5) -> None:
         self._on_wake = on_wake
         self._timeout_s = timeout_s
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.listening = threading.Event()
-        """Set while a ``LISTEN`` session is open (tests wait for it)."""
         self.received = 0
 
     def start(self) -> None:
@@ -154,6 +152,18 @@ class PostgresListener:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class PostgresListener(_Listener):
+    """``LISTEN`` on a connection of its own; ``on_wake`` for every notification and once
+    after each (re)connect (whatever was sent while nobody listened)."""
+
+    def __init__(self, url: str, on_wake: Callable[[], None], *, timeout_s: float = 0.5) -> None:
+        super().__init__(on_wake, timeout_s=timeout_s)
+        self._conninfo = _conninfo(url)
 
     def _run(self) -> None:
         import psycopg
@@ -210,29 +220,15 @@ class SocketWaker:
         self._sock.close()
 
 
-class SocketListener:
+class SocketListener(_Listener):
     """Receives the datagrams of ``SocketWaker``s. A socket file left by a scheduler that
     died is replaced; one a live scheduler holds is left alone (this one retries, as a
     standby would)."""
 
     def __init__(self, address: str, on_wake: Callable[[], None], *, timeout_s: float = 0.5):
+        super().__init__(on_wake, timeout_s=timeout_s)
         self.address = address
-        self._on_wake = on_wake
-        self._timeout_s = timeout_s
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
-        self.listening = threading.Event()
-        self.received = 0
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="mosu-listen", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def _bind(self) -> socket.socket | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

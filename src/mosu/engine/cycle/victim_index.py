@@ -26,7 +26,7 @@ import numpy as np
 from mosu.core.models import GPU_MILLI, Job, Placement
 from mosu.engine.cycle.victims import running_victims
 from mosu.engine.cycle.work import Work
-from mosu.engine.preemption import Victim, find_victims, on_nodes
+from mosu.engine.preemption import Victim, find_victims, fits_without, on_nodes, take_node_plan
 
 _Entry = tuple[int, int, int]
 """(bound, node index, the node's generation when the bound was computed)."""
@@ -264,20 +264,8 @@ class VictimIndex:
             if best is None:
                 return None
             (_, _, i), plan = best
-            for v in plan:
-                taken.append(v)
-                taken_ids.add(v.job_id)
-                for rp in v.placement:
-                    j = state.index_of[rp.node]
-                    claimed[j] = claimed.get(j, 0) - len(rp.gpu_indices)
-            claimed[i] = claimed.get(i, 0) + per
-        cp = state.checkpoint()
-        try:
-            for v in taken:
-                state.release(v.job_id)
-            placement = fits()
-        finally:
-            state.rollback(cp)
+            take_node_plan(state, plan, i, per, taken, taken_ids, claimed)
+        placement = fits_without(state, taken, fits)
         if placement is None:
             return find_victims(
                 state,
