@@ -4,6 +4,10 @@ publishes, the API reads back (``scheduler_link``)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tempfile
 import threading
 from pathlib import Path
 
@@ -86,22 +90,112 @@ def test_a_second_listener_leaves_a_live_socket_alone_and_replaces_a_stale_one(
         b.stop()
 
 
-def test_a_long_path_falls_back_to_an_abstract_socket(tmp_path: Path) -> None:
-    deep = tmp_path / ("d" * 120) / "mosu.db"
+def test_a_long_path_is_reached_through_its_directory_not_an_abstract_socket(
+    tmp_path: Path,
+) -> None:
+    deep = tmp_path / ("d" * 120) / ("mosu-" + "n" * 80 + ".db")
+    deep.parent.mkdir()
     address = socket_address(str(deep))
-    assert address.startswith("\0mosu-wake-")
+    assert not address.startswith("\0")
+    assert Path(address).parent == deep.parent  # in the data directory, whatever its length
+    assert len(Path(address).name) <= 64
     woken = Woken()
     listener = SocketListener(address, woken)
     listener.start()
     try:
         assert listener.listening.wait(10)
         woken.wait()
+        assert Path(address).is_socket()
         waker = SocketWaker(address)
         waker.wake()
         waker.close()
         assert woken.wait()
     finally:
         listener.stop()
+    assert not Path(address).exists()
+
+
+_SEND_AS_ANOTHER_USER = """
+import socket, sys
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+try:
+    for _ in range(20):
+        sock.sendto(b"w", sys.argv[1])
+    print("sent")
+except PermissionError:
+    print("refused")
+"""
+
+
+def _send_as_nobody(address: str) -> str:
+    result = subprocess.run(
+        ["/usr/bin/python3", "-c", _SEND_AS_ANOTHER_USER, address],
+        user=65534,
+        group=65534,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+    reason="sending as another user needs root and the system python",
+)
+
+
+@needs_root
+def test_another_local_user_cannot_reach_the_socket_in_a_private_data_directory(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    address = socket_address(str(data / "mosu.db"))
+    woken = Woken()
+    listener = SocketListener(address, woken)
+    listener.start()
+    try:
+        assert listener.listening.wait(10)
+        woken.wait()
+        before = listener.received
+        assert _send_as_nobody(address) == "refused"
+        assert listener.received == before
+    finally:
+        listener.stop()
+
+
+@needs_root
+def test_datagrams_of_another_user_are_ignored_even_when_the_socket_is_open_to_all() -> None:
+    open_dir = Path(tempfile.mkdtemp(prefix="mosu-wake-"))
+    try:
+        open_dir.chmod(0o777)
+        address = socket_address(str(open_dir / "mosu.db"))
+        woken = Woken()
+        listener = SocketListener(address, woken, timeout_s=0.1)
+        listener.start()
+        try:
+            assert listener.listening.wait(10)
+            assert woken.wait()
+            Path(address).chmod(0o777)
+            wakes = woken.count
+            assert _send_as_nobody(address) == "sent"
+            deadline = threading.Event()
+            for _ in range(100):  # the listener reads them at its own pace
+                if listener.refused >= 20:
+                    break
+                deadline.wait(0.05)
+            assert listener.refused == 20
+            assert woken.count == wakes  # none of them woke the scheduler
+            waker = SocketWaker(address)
+            waker.wake()  # its own user still does
+            waker.close()
+            assert woken.wait()
+        finally:
+            listener.stop()
+    finally:
+        shutil.rmtree(open_dir, ignore_errors=True)
 
 
 def test_waker_and_listener_match_the_store(tmp_path: Path) -> None:

@@ -9,9 +9,13 @@ while the listener reconnects is covered by the wakeup it gives itself on every
 (re)connect, and by the loop's tick.
 
 SQLite: the API and the scheduler share a host, so a Unix datagram socket next to the
-database file (``<database>.wake``; an abstract socket named after it when that path is
-too long for a socket address) carries a one-byte datagram (``SocketWaker``,
-``SocketListener``). A full socket buffer means the scheduler has wakeups it has not read
+database file (``<database>.wake``) carries a one-byte datagram (``SocketWaker``,
+``SocketListener``). It lives in the data directory, so the directory's permissions
+keep other local users out; when its path is too long for a socket address, both sides
+reach it through a descriptor of that directory (``/proc/self/fd/N/<name>``) rather
+than an abstract socket, which any local user could reach or squat. The listener also
+reads the sender's credentials and ignores datagrams from any other user, whatever the
+directory's mode. A full socket buffer means the scheduler has wakeups it has not read
 yet: the datagram is dropped, which loses nothing.
 
 A wake says only "look again": the store is the truth, so a duplicate or a lost wakeup
@@ -26,6 +30,7 @@ import hashlib
 import logging
 import os
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -49,6 +54,8 @@ log = logging.getLogger("mosu.wakeups")
 CHANNEL = "mosu_scheduler"
 SOCKET_PATH_MAX = 100
 """Longest socket path used as is (``sun_path`` holds 108 bytes with its NUL)."""
+SOCKET_NAME_MAX = 64
+"""Longest socket file name: what follows ``/proc/self/fd/N/`` must fit ``sun_path`` too."""
 RETRY_S = 1.0
 """How soon a listener or waker that lost its connection tries again."""
 
@@ -190,13 +197,35 @@ class PostgresListener(_Listener):
 
 
 def socket_address(database: str) -> str:
-    """The wakeup socket of an SQLite database file: ``<database>.wake`` beside it, or
-    when that is too long for a socket address, an abstract socket named after it."""
+    """The wakeup socket of an SQLite database file: ``<database>.wake`` beside it (a
+    shorter name in the same directory when the file's own name is too long)."""
     path = os.path.abspath(database) + ".wake"
-    if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
-        return path
-    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:24]
-    return f"\0mosu-wake-{digest}"
+    directory, name = os.path.split(path)
+    if len(os.fsencode(name)) > SOCKET_NAME_MAX:
+        name = "mosu-" + hashlib.sha256(os.fsencode(name)).hexdigest()[:24] + ".wake"
+    return os.path.join(directory, name)
+
+
+class _SocketPath:
+    """``path`` as a socket address: itself when short enough, else through a descriptor
+    of its directory held open for as long as this object lives."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._dir_fd: int | None = None
+        self.address = path
+        if len(os.fsencode(path)) > SOCKET_PATH_MAX:
+            directory, name = os.path.split(path)
+            try:
+                self._dir_fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:
+                return  # no directory yet: the socket call fails and is retried
+            self.address = f"/proc/self/fd/{self._dir_fd}/{name}"
+
+    def close(self) -> None:
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
 
 class SocketWaker:
@@ -205,64 +234,91 @@ class SocketWaker:
 
     def __init__(self, address: str) -> None:
         self.address = address
+        self._path = _SocketPath(address)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
         self.sent = 0
 
     def wake(self) -> None:
         try:
-            self._sock.sendto(b"w", self.address)
+            self._sock.sendto(b"w", self._path.address)
             self.sent += 1
         except OSError:
             pass
 
     def close(self) -> None:
         self._sock.close()
+        self._path.close()
+
+
+_UCRED = struct.Struct("iII")  # pid, uid, gid as SCM_CREDENTIALS carries them
+
+
+def _sender_uid(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+            return _UCRED.unpack(data[: _UCRED.size])[1]
+    return None
 
 
 class SocketListener(_Listener):
-    """Receives the datagrams of ``SocketWaker``s. A socket file left by a scheduler that
-    died is replaced; one a live scheduler holds is left alone (this one retries, as a
-    standby would)."""
+    """Receives the datagrams of ``SocketWaker``s run by this process's user (others are
+    counted in ``refused`` and ignored). A socket file left by a scheduler that died is
+    replaced; one a live scheduler holds is left alone (this one retries, as a standby
+    would)."""
 
     def __init__(self, address: str, on_wake: Callable[[], None], *, timeout_s: float = 0.5):
         super().__init__(on_wake, timeout_s=timeout_s)
         self.address = address
+        self.refused = 0
         self._sock: socket.socket | None = None
+        self._uid = os.geteuid()
 
-    def _bind(self) -> socket.socket | None:
+    def _bind(self, where: str) -> socket.socket | None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         try:
-            sock.bind(self.address)
+            sock.bind(where)
             return sock
         except OSError as exc:
-            if exc.errno != errno.EADDRINUSE or self.address.startswith("\0"):
+            if exc.errno != errno.EADDRINUSE:
                 sock.close()
                 return None
         # A file is there: a live listener answers a probe, a stale one refuses it.
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            probe.sendto(b"w", self.address)
+            probe.sendto(b"w", where)
             sock.close()
             return None  # alive: not ours to take
         except ConnectionRefusedError:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.address)
+                os.unlink(where)
         except OSError:
             pass
         finally:
             probe.close()
         try:
-            sock.bind(self.address)
+            sock.bind(where)
             return sock
         except OSError:
             sock.close()
             return None
 
+    def _from_us(self, sock: socket.socket) -> bool:
+        """Read one datagram: whether this user (or root) sent it."""
+        _, ancillary, _, _ = sock.recvmsg(64, socket.CMSG_SPACE(_UCRED.size))
+        uid = _sender_uid(ancillary)
+        if uid in (self._uid, 0):
+            return True
+        self.refused += 1
+        return False
+
     def _run(self) -> None:
         while not self._stopping.is_set():
-            sock = self._bind()
+            path = _SocketPath(self.address)
+            sock = self._bind(path.address)
             if sock is None:
+                path.close()
                 self._stopping.wait(RETRY_S)
                 continue
             self._sock = sock
@@ -272,22 +328,23 @@ class SocketListener(_Listener):
             try:
                 while not self._stopping.is_set():
                     try:
-                        sock.recv(64)
+                        if not self._from_us(sock):
+                            continue
                     except TimeoutError:
                         continue
                     self.received += 1
                     sock.setblocking(False)  # read what else waits: one wake for all
                     with contextlib.suppress(BlockingIOError):
                         while True:
-                            sock.recv(64)
+                            self._from_us(sock)
                     sock.settimeout(self._timeout_s)
                     self._on_wake()
             finally:
                 self.listening.clear()
                 sock.close()
-                if not self.address.startswith("\0"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.address)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path.address)
+                path.close()
 
 
 def _sqlite_file(url: str) -> str | None:
