@@ -27,6 +27,7 @@ from mosu.core.reasons import StopReason
 from mosu.engine.cycle import schedule
 from mosu.engine.decisions import CycleResult
 from mosu.engine.estimates import StartEstimates
+from mosu.service.db.convert import platform_id
 from mosu.service.db.rows import JobRow
 from mosu.service.leader import LeaderLease, LeadershipLost
 from mosu.service.scheduler_link import StatePublisher
@@ -455,9 +456,9 @@ class SchedulerLoop:
             if plan is not None:
                 basis, reason, planned_wait, at, milli = plan
                 spread.observe(basis, reason, milli, planned_wait, now - at)
-        milli = {int(j.id): j.total_gpu_milli for j in pending}
+        milli = {platform_id(j.id): j.total_gpu_milli for j in pending}
         for d in result.pending:
-            job_id = int(d.job_id)
+            job_id = platform_id(d.job_id)
             if job_id not in plans and d.planned_start_s is not None and d.basis is not None:
                 plans[job_id] = (
                     d.basis,
@@ -466,7 +467,7 @@ class SchedulerLoop:
                     now,
                     milli.get(job_id, 0),
                 )
-        waiting = {int(d.job_id) for d in (*result.pending, *result.starts)}
+        waiting = {platform_id(d.job_id) for d in (*result.pending, *result.starts)}
         for job_id in [k for k in plans if k not in waiting]:
             del plans[job_id]  # no longer pending (cancelled)
 

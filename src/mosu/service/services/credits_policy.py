@@ -139,7 +139,7 @@ def gate(session: Session, loaded: LoadedSnapshot, now: float) -> tuple[LoadedSn
     result.reserved = reserved
     pending = list(snapshot.pending)
     held_ids: set[str] = set()
-    pending_ids = [int(j.id) for j in pending if j.tenant in tenants]
+    pending_ids = [platform_id(j.id) for j in pending if j.tenant in tenants]
     limits = dict(
         session.execute(
             select(JobRow.id, JobRow.max_runtime_s).where(JobRow.id.in_(pending_ids))
@@ -168,7 +168,9 @@ def gate(session: Session, loaded: LoadedSnapshot, now: float) -> tuple[LoadedSn
             (
                 j.id,
                 round(
-                    _hourly(card, j, None, t_ms) * expected_run_s(j, limits.get(int(j.id))) / 3600
+                    _hourly(card, j, None, t_ms)
+                    * expected_run_s(j, limits.get(platform_id(j.id)))
+                    / 3600
                 ),
             )
             for j in pending
