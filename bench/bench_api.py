@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -40,7 +39,7 @@ from pathlib import Path
 
 import httpx
 
-from benchkit import drop_database, free_port, fresh_database
+from benchkit import drop_database, free_port, fresh_database, have_wrk, run_wrk
 from mosu.agent.supervised import supervisors_under
 
 TOKEN = "mosu_op_bench-operator-token"
@@ -128,14 +127,6 @@ wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
 {auth}
 {keys}
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "WRK_JSON {{\\"requests\\": %d, \\"duration_us\\": %d, \\"non2xx\\": %d, "
-    .. "\\"socket_errors\\": %d, \\"p50_us\\": %d, \\"p99_us\\": %d, \\"max_us\\": %d}}\\n",
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.max))
-end
 """
 
 
@@ -159,8 +150,8 @@ def server_cpu_s(pid: int) -> float:
 
 def pick_client(wanted: str) -> str:
     if wanted == "auto":
-        return "wrk" if shutil.which("wrk") else "python"
-    if wanted == "wrk" and not shutil.which("wrk"):
+        return "wrk" if have_wrk() else "python"
+    if wanted == "wrk" and not have_wrk():
         raise SystemExit("--client wrk: no wrk binary on PATH (Debian package wrk)")
     return wanted
 
@@ -183,37 +174,7 @@ def load_wrk(
         auth=auth,
         keys=WRK_KEYS if keyed and body is not None else "",
     )
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(script)
-    try:
-        cmd = [
-            "wrk",
-            "-t1",
-            "--timeout",
-            "30s",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "-s",
-            f.name,
-        ]
-        out = subprocess.run(
-            [*cmd, url + path], capture_output=True, text=True, timeout=seconds + 60, check=True
-        ).stdout
-    finally:
-        os.unlink(f.name)
-    line = next((x for x in out.splitlines() if x.startswith("WRK_JSON ")), None)
-    if line is None:
-        raise SystemExit(f"wrk printed no summary:\n{out}")
-    got = json.loads(line.removeprefix("WRK_JSON "))
-    if got["non2xx"] or got["socket_errors"]:
-        raise SystemExit(f"wrk saw failures on {path}: {got}")
-    return {
-        "requests": got["requests"],
-        "wall_s": got["duration_us"] / 1e6,
-        "p50_ms": got["p50_us"] / 1000,
-        "p99_ms": got["p99_us"] / 1000,
-        "max_ms": got["max_us"] / 1000,
-    }
+    return run_wrk(url + path, script, seconds, connections)
 
 
 def _python_worker(

@@ -8,8 +8,9 @@ sharing the H800s by guarantee and one ``probe`` tenant guaranteed the A100s, th
 1. fill: one 8-GPU job per H800 node plus ``--pending`` more, all submitted at once, so
    the cluster is full and the queue deep; running jobs last ``--duration`` seconds on
    average (uniform within +-50 %), so jobs finish and start throughout;
-2. load, ``--seconds`` long: ``--processes`` client processes submit 8-GPU jobs to the
-   queue as fast as the server answers (each request's latency timed by the client),
+2. load, ``--seconds`` long: wrk (``--client``; else ``--processes`` Python client
+   processes) submits 8-GPU jobs over ``--connections`` connections to the queue as fast
+   as the server answers (each request's latency timed by the client),
    while a probe submits a 1-GPU job to the idle A100 pool every 0.25 s and reads its
    submit-to-start from the server (``started_at - submitted_at``);
 3. the cycle's p95 from the server's ``mosu_scheduler_cycle_seconds`` histogram over the
@@ -48,7 +49,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchkit import drop_database, free_port, fresh_database
+from benchkit import drop_database, free_port, fresh_database, have_wrk, run_wrk
 
 TOKEN = "mosu_op_bench-scale-operator-token"
 PROBE_NODES = 4
@@ -262,6 +263,43 @@ def submit_many(
     }
 
 
+WRK_SUBMIT = """
+wrk.method = "POST"
+wrk.path = "/v1/jobs"
+wrk.headers["Content-Type"] = "application/json"
+local tokens = {{{tokens}}}
+local sent = 0
+local prefix = string.format("%d-%d", os.time(), math.random(1, 1000000000))
+request = function()
+  sent = sent + 1
+  wrk.headers["Authorization"] = "Bearer " .. tokens[sent % #tokens + 1]
+  wrk.headers["Idempotency-Key"] = prefix .. "-" .. sent
+  local run_s = {duration} * (0.5 + math.random())
+  local body = string.format(
+    '{{"name":"w%d","gpus":8,"gpu_type":"H800","command":"sleep %.1f"}}', sent, run_s)
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+"""The same submissions as ``_submitter``'s (8-GPU jobs of the tenants in turn, each with
+an idempotency key of its own), from wrk."""
+
+
+def submit_wrk(
+    url: str, tokens: list[str], *, connections: int, duration_s: float, seconds: float
+) -> dict[str, float]:
+    script = WRK_SUBMIT.format(
+        tokens=", ".join(json.dumps(t) for t in tokens), duration=float(duration_s)
+    )
+    got = run_wrk(url, script, seconds, connections)
+    return {
+        "submissions": got["requests"],
+        "wall_s": got["wall_s"],
+        "per_s": got["requests"] / got["wall_s"],
+        "p50_ms": got["p50_ms"],
+        "p99_ms": got["p99_ms"],
+    }
+
+
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -384,9 +422,23 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     sched_cpu0 = server.cpu_s(sched) if sched else 0.0
     probe = Probe(server.url, probe_token)
     probe.start()
-    sustained = submit_many(
-        server.url, tokens, duration_s=args.duration, first=fill_count, seconds=args.seconds, **load
-    )
+    if args.client == "wrk":
+        sustained = submit_wrk(
+            server.url,
+            tokens,
+            connections=args.connections,
+            duration_s=args.duration,
+            seconds=args.seconds,
+        )
+    else:
+        sustained = submit_many(
+            server.url,
+            tokens,
+            duration_s=args.duration,
+            first=fill_count,
+            seconds=args.seconds,
+            **load,
+        )
     probe.done.set()
     probe.join()
     cpu = server.cpu_s() - cpu0
@@ -401,6 +453,7 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     )
     finished = _gauge(after, "mosu_jobs", state="succeeded")
     return {
+        "client": args.client,
         "submissions_per_s": round(sustained["per_s"], 1),
         "submit_p50_ms": round(sustained["p50_ms"], 2),
         "submit_p99_ms": round(sustained["p99_ms"], 2),
@@ -542,6 +595,12 @@ def main() -> None:
     parser.add_argument("--connections", type=_positive, default=16)
     parser.add_argument("--workers", type=_positive, default=1, help="API processes")
     parser.add_argument(
+        "--client",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="the sustained load's generator: wrk when on PATH (auto), or Python processes",
+    )
+    parser.add_argument(
         "--curve",
         type=_sizes,
         nargs="?",
@@ -552,6 +611,10 @@ def main() -> None:
         "--curve-budget", type=float, default=1800.0, help="seconds the curve may take"
     )
     args = parser.parse_args()
+    if args.client == "auto":
+        args.client = "wrk" if have_wrk() else "python"
+    elif args.client == "wrk" and not have_wrk():
+        raise SystemExit("--client wrk: no wrk binary on PATH (Debian package wrk)")
     if args.quick:
         args.nodes, args.pending, args.tenants = 20, 200, 4
         args.seconds, args.duration = 3.0, 5.0
