@@ -279,16 +279,37 @@ request = function()
     '{{"name":"w%d","gpus":8,"gpu_type":"H800","command":"sleep %.1f"}}', sent, run_s)
   return wrk.format(nil, nil, nil, body)
 end
+{stop}
 """
 """The same submissions as ``_submitter``'s (8-GPU jobs of the tenants in turn, each with
 an idempotency key of its own), from wrk."""
+WRK_STOP_AFTER = """
+local answered = 0
+response = function(status, headers, body)
+  answered = answered + 1
+  if answered == {count} then
+    io.write("WRK_DONE\\n")
+    io.flush()
+  end
+end
+"""
+"""Stop once ``count`` submissions were answered (the ones in flight then may land too)."""
 
 
 def submit_wrk(
-    url: str, tokens: list[str], *, connections: int, duration_s: float, seconds: float
+    url: str,
+    tokens: list[str],
+    *,
+    connections: int,
+    duration_s: float,
+    seconds: float,
+    count: int | None = None,
 ) -> dict[str, float]:
+    """Submit for ``seconds``, or until ``count`` are answered (``seconds`` then bounds it)."""
     script = WRK_SUBMIT.format(
-        tokens=", ".join(json.dumps(t) for t in tokens), duration=float(duration_s)
+        tokens=", ".join(json.dumps(t) for t in tokens),
+        duration=float(duration_s),
+        stop="" if count is None else WRK_STOP_AFTER.format(count=count),
     )
     got = run_wrk(url, script, seconds, connections)
     return {
@@ -407,9 +428,19 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     fill_count = args.nodes + args.pending
-    fill = submit_many(
-        server.url, tokens, duration_s=args.duration, first=0, count=fill_count, **load
-    )
+    if args.client == "wrk":
+        fill = submit_wrk(
+            server.url,
+            tokens,
+            connections=args.connections,
+            duration_s=args.duration,
+            seconds=3600.0,
+            count=fill_count,
+        )
+    else:
+        fill = submit_many(
+            server.url, tokens, duration_s=args.duration, first=0, count=fill_count, **load
+        )
     deadline = time.monotonic() + max(120.0, args.nodes * 0.2)
     while _gauge(scrape(op), "mosu_jobs", state="running") < 0.95 * args.nodes:
         if time.monotonic() > deadline:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -67,15 +68,24 @@ def have_wrk() -> bool:
 def run_wrk(url: str, script: str, seconds: float, connections: int) -> dict[str, float]:
     """Drive ``url`` with wrk (one thread, ``connections`` keep-alive connections) for
     ``seconds`` with the Lua ``script`` (its requests); the count, wall time and latency
-    percentiles. Any non-2xx answer or socket error fails the benchmark."""
+    percentiles. A script may end the run sooner by printing ``WRK_DONE`` on a line of
+    its own (wrk then stops as on Ctrl-C and still prints its summary). Any non-2xx
+    answer or socket error fails the benchmark."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script + WRK_SUMMARY)
     try:
         cmd = ["wrk", "-t1", "--timeout", "30s", f"-c{connections}"]
         cmd += [f"-d{max(1, round(seconds))}s", "-s", f.name, url]
-        out = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=seconds + 60, check=True
-        ).stdout
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+            assert proc.stdout is not None
+            lines = []
+            for text in proc.stdout:
+                lines.append(text)
+                if text.strip() == "WRK_DONE":
+                    proc.send_signal(signal.SIGINT)
+            if proc.wait(timeout=60) != 0:
+                raise SystemExit(f"wrk failed ({proc.returncode}):\n{''.join(lines)}")
+        out = "".join(lines)
     finally:
         os.unlink(f.name)
     line = next((x for x in out.splitlines() if x.startswith("WRK_JSON ")), None)
