@@ -152,3 +152,38 @@ def test_a_batch_the_store_refuses_is_stored_again_one_by_one(
             select(func.count()).select_from(EventRow).where(EventRow.reason == "submitted")
         )
     assert (names, submitted) == (["good"] * 39, 39)
+
+
+def test_one_batch_answers_each_submission_with_its_own_stored_job(
+    api: TestClient, platform: Platform
+) -> None:
+    """A batch's jobs go in one statement: each answer is the row made from its own spec,
+    failed checks in between shift nothing."""
+    seed(api)
+    writer = api.app.state.submit_writer
+    loop = asyncio.new_event_loop()
+    try:
+        batch = []
+        for k in range(30):
+            tenant = "nope" if k % 7 == 3 else ("a", "b")[k % 2]
+            spec = Submission.of(
+                JobSpec.model_validate({"name": f"j{k}", "gpus": 1 + k % 3, "command": ["true"]})
+            )
+            batch.append(_Submission(OPERATOR, spec, tenant, None, loop, loop.create_future()))
+        writer._store(batch)
+        loop.run_until_complete(asyncio.sleep(0))
+        answers = {}
+        for k, item in enumerate(batch):
+            if k % 7 == 3:
+                assert item.future.exception() is not None
+                continue
+            job = item.future.result().job
+            assert (job.name, job.tenant, job.gpus) == (f"j{k}", ("a", "b")[k % 2], 1 + k % 3)
+            answers[job.id] = (job.name, job.tenant, job.gpus)
+    finally:
+        loop.close()
+    with platform.sessions() as s:
+        rows = {r.id: (r.name, r.tenant, r.gpus) for r in s.scalars(select(JobRow))}
+        events = set(s.scalars(select(EventRow.job_id).where(EventRow.reason == "submitted")))
+    assert rows == answers
+    assert events == set(answers)

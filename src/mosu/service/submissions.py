@@ -166,14 +166,44 @@ class SubmitWriter:
 
     def _batch(self, session: Session, batch: list[_Submission]) -> list[Stored | BaseException]:
         """Check and store a batch in one transaction: one query reads every idempotency
-        key it names, one statement stores the new ones. A failed check is that
-        submission's answer; a store error escapes and fails the transaction."""
+        key it names, one statement stores its jobs, one their events, one the new keys.
+        A failed check is that submission's answer; a store error escapes and fails the
+        transaction. A key a submission earlier in the batch just claimed is checked
+        after that one is stored, so it finds the job it made."""
         keys = _Keys(session, [(_owner(item), item.key) for item in batch if item.key])
-        results = [self._one(session, item, keys) for item in batch]
+        results: list[Stored | BaseException | None] = [None] * len(batch)
+        checked: list[tuple[int, str, str]] = []
+        after: list[int] = []
+        claimed: set[tuple[str, str]] = set()
+        for i, item in enumerate(batch):
+            owner = _owner(item)
+            claim = (owner, item.key) if owner is not None and item.key is not None else None
+            if claim in claimed:
+                after.append(i)
+                continue
+            outcome = self._check(session, item, keys)
+            if isinstance(outcome, tuple):
+                checked.append((i, *outcome))
+                if claim is not None:
+                    claimed.add(claim)
+            else:
+                results[i] = outcome
+        self._insert(session, batch, checked, keys, results)
+        for i in after:
+            outcome = self._check(session, batch[i], keys)
+            if isinstance(outcome, tuple):
+                self._insert(session, batch, [(i, *outcome)], keys, results)
+            else:
+                results[i] = outcome
         keys.store(session)
-        return results
+        answered = [r for r in results if r is not None]
+        assert len(answered) == len(batch), "every submission of a batch gets an answer"
+        return answered
 
-    def _one(self, session: Session, item: _Submission, keys: _Keys) -> Stored | BaseException:
+    def _check(
+        self, session: Session, item: _Submission, keys: _Keys
+    ) -> Stored | PlatformError | tuple[str, str]:
+        """A retry's earlier job, a failed check, or (tenant, spec fingerprint) to store."""
         owner = _owner(item)
         spec_hash = fingerprint(item.job) if item.key is not None else ""
         try:
@@ -195,10 +225,22 @@ class SubmitWriter:
             )
         except PlatformError as exc:
             return exc
-        out = jobs.insert_job(session, job=item.job, tenant=tenant)
-        if item.key is not None:
-            keys.add(tenant, item.key, spec_hash, out)
-        return Stored(out)
+        return tenant, spec_hash
+
+    @staticmethod
+    def _insert(
+        session: Session,
+        batch: list[_Submission],
+        checked: list[tuple[int, str, str]],
+        keys: _Keys,
+        results: list[Stored | BaseException | None],
+    ) -> None:
+        outs = jobs.insert_jobs(session, [(batch[i].job, tenant) for i, tenant, _ in checked])
+        for (i, tenant, spec_hash), out in zip(checked, outs, strict=True):
+            key = batch[i].key
+            if key is not None:
+                keys.add(tenant, key, spec_hash, out)
+            results[i] = Stored(out)
 
     def _prune(self) -> None:
         now = time.time()

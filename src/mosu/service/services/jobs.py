@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import insert, or_, select
@@ -163,67 +164,86 @@ def check_submission(
 
 
 def insert_job(session: Session, *, job: Submission, tenant: str) -> JobOut:
-    """Store a checked submission: the job and its "submitted" event. Its columns are
-    the submission's fields as they are."""
+    """Store one checked submission (``insert_jobs`` of one)."""
+    return insert_jobs(session, [(job, tenant)])[0]
+
+
+def insert_jobs(session: Session, entries: Sequence[tuple[Submission, str]]) -> list[JobOut]:
+    """Store checked submissions, each with its tenant: the jobs and their "submitted"
+    events, in the order given. Their columns are the submissions' fields as they are."""
+    if not entries:
+        return []
     now = time.time()
-    shape = job.shape
-    values = {
-        "tenant": tenant,
-        "name": job.name,
-        "kind": job.kind.value,
-        "state": JobState.PENDING.value,
-        "priority": job.priority,
-        "replicas": job.replicas,
-        "gpus": shape.gpus,
-        "gpu_milli": shape.gpu_milli,
-        "gpu_types": ",".join(job.gpu_types),
-        "cpu_milli": shape.cpu_milli,
-        "mem_mib": shape.mem_mib,
-        "topology": job.topology.value,
-        "estimate_s": job.estimate_s,
-        "max_runtime_s": job.max_runtime_s,
-        "checkpoint_every_s": job.checkpoint_every_s,
-        "spec": job.spec,
-        "submitted_at": now,
-        "attempts": 0,
-        "attained_gpu_s": 0.0,
-        "message": "",
-        "stop_signalled": False,
-    }
-    # Core inserts, not the ORM unit of work: a submission is the API's hottest write and
-    # needs none of the identity map's bookkeeping. Both rows commit in the caller's
-    # transaction, so an acknowledged job always has its "submitted" event.
+    rows = [
+        {
+            "tenant": tenant,
+            "name": job.name,
+            "kind": job.kind.value,
+            "state": JobState.PENDING.value,
+            "priority": job.priority,
+            "replicas": job.replicas,
+            "gpus": job.shape.gpus,
+            "gpu_milli": job.shape.gpu_milli,
+            "gpu_types": ",".join(job.gpu_types),
+            "cpu_milli": job.shape.cpu_milli,
+            "mem_mib": job.shape.mem_mib,
+            "topology": job.topology.value,
+            "estimate_s": job.estimate_s,
+            "max_runtime_s": job.max_runtime_s,
+            "checkpoint_every_s": job.checkpoint_every_s,
+            "spec": job.spec,
+            "submitted_at": now,
+            "attempts": 0,
+            "attained_gpu_s": 0.0,
+            "message": "",
+            "stop_signalled": False,
+        }
+        for job, tenant in entries
+    ]
+    # Core inserts, not the ORM unit of work: submissions are the API's hottest write and
+    # need none of the identity map's bookkeeping; a group commit's jobs go in one
+    # statement (ids returned in the order given) and their events in another. Both
+    # commit in the caller's transaction, so an acknowledged job always has its
+    # "submitted" event.
     conn = session.connection()
-    job_id = conn.execute(_INSERT_JOB, values).scalar_one()
+    ids = list(conn.execute(_INSERT_JOBS, rows).scalars())
     conn.execute(
         _INSERT_EVENT,
-        {
-            "at": now,
-            "job_id": job_id,
-            "tenant": tenant,
-            "kind": "state",
-            "from_state": None,
-            "to_state": JobState.PENDING.value,
-            "reason": "submitted",
-            "message": f"{job.replicas} x {_fmt(job.gpus)} GPU",
-        },
+        [
+            {
+                "at": now,
+                "job_id": job_id,
+                "tenant": tenant,
+                "kind": "state",
+                "from_state": None,
+                "to_state": JobState.PENDING.value,
+                "reason": "submitted",
+                "message": f"{job.replicas} x {_fmt(job.gpus)} GPU",
+            }
+            for job_id, (job, tenant) in zip(ids, entries, strict=True)
+        ],
     )
-    return JobOut(
-        id=job_id,
-        name=job.name,
-        tenant=tenant,
-        kind=job.kind,
-        state=JobState.PENDING,
-        priority=job.priority,
-        replicas=job.replicas,
-        gpus=shape.requested_gpus,
-        gpu_types=list(job.gpu_types),
-        submitted_at=ts(now),
-        spec=job.spec,
-    )
+    return [
+        JobOut(
+            id=job_id,
+            name=job.name,
+            tenant=tenant,
+            kind=job.kind,
+            state=JobState.PENDING,
+            priority=job.priority,
+            replicas=job.replicas,
+            gpus=job.shape.requested_gpus,
+            gpu_types=list(job.gpu_types),
+            submitted_at=ts(now),
+            spec=job.spec,
+        )
+        for job_id, (job, tenant) in zip(ids, entries, strict=True)
+    ]
 
 
-_INSERT_JOB = insert(JobRow.__table__).returning(JobRow.__table__.c.id)
+_INSERT_JOBS = insert(JobRow.__table__).returning(
+    JobRow.__table__.c.id, sort_by_parameter_order=True
+)
 _INSERT_EVENT = insert(EventRow.__table__)
 
 
