@@ -191,7 +191,6 @@ def build_env(
         MOSU_NODE=c.node,
         MOSU_GPUS_PER_REPLICA=str(len(c.gpu_indices)),
         MOSU_INSTANCE=c.instance,
-        MOSU_CHECKPOINT_FILE=checkpoint_file,
         MASTER_ADDR=c.master_addr,
         MASTER_PORT=str(c.master_port),
         RANK=str(c.replica),
@@ -201,6 +200,8 @@ def build_env(
         LOCAL_RANK="0",
         LOCAL_WORLD_SIZE="1",
     )
+    if checkpoint_file:
+        env["MOSU_CHECKPOINT_FILE"] = checkpoint_file
     if c.gpu_indices and c.gpu_milli < GPU_MILLI:
         env["MOSU_GPU_FRACTION"] = f"{c.gpu_milli / GPU_MILLI:g}"
     return env

@@ -769,4 +769,4 @@ class JobExit(OutputModel):
     nothing about the job, which is requeued rather than failed."""
     checkpoint: CheckpointReport | None = None
     """The attempt's checkpoint reports as they stood when it ended (executors that
-    declare ``Capability.CHECKPOINTS``)."""
+    declare ``Capability.CHECKPOINTS``); None when it reported none and was asked none."""

@@ -187,7 +187,9 @@ class LocalExecutor:
             if all(r.outcome is not None for r in att.replicas):
                 del self._jobs[job_id]
                 report = _exit_report(att)
-                report.checkpoint = _checkpoint_report(att)
+                checkpoint = _checkpoint_report(att)
+                if checkpoint.at is not None or checkpoint.requested:
+                    report.checkpoint = checkpoint
                 self._exited.append(report)
         out, self._exited = self._exited, []
         return out

@@ -249,7 +249,7 @@ class SimulatedExecutor:
                     attempt=attempt,
                     exit_code=att.exit_code,
                     message=att.message,
-                    checkpoint=att.checkpoint(now, self._wall()),
+                    checkpoint=att.checkpoint(now, self._wall()) if att.asked else None,
                 )
             )
         out, self._exited = self._exited, []
