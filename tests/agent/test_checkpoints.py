@@ -179,7 +179,8 @@ def test_exit_reports_carry_nothing_for_a_job_that_never_reports(make_executor, 
 
 
 def test_the_job_cannot_set_its_own_checkpoint_file(make_executor, tmp_path, work):
-    code = f"import os; open({str(work)!r} + '/seen', 'w').write(os.environ['MOSU_CHECKPOINT_FILE'] + '\\n')"
+    seen_by_job = f"{str(work)!r} + '/seen'"
+    code = f"import os; open({seen_by_job}, 'w').write(os.environ['MOSU_CHECKPOINT_FILE'] + '\\n')"
     ex = make_executor()
     ex.start(launch(tmp_path, code, env={"MOSU_CHECKPOINT_FILE": "/etc/passwd"}))
     wait_exits(ex)

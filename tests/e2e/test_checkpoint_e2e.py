@@ -107,9 +107,7 @@ def test_a_preempted_job_checkpoints_when_asked_then_stops_and_resumes(make_serv
         assert state_history(cb, big.id) == REQUEUED_ONCE_THEN_SUCCEEDED
 
 
-def test_a_job_deaf_to_the_signal_is_stopped_when_its_wait_and_grace_are_over(
-    make_server, out
-):
+def test_a_job_deaf_to_the_signal_is_stopped_when_its_wait_and_grace_are_over(make_server, out):
     server, a, b = start_cluster(make_server)
     wait_s = 2
     with server.client(a.token) as ca, server.client(b.token) as cb:

@@ -217,7 +217,7 @@ def preempt_borrower(capi, cplatform, **spec) -> tuple[dict, dict]:
 def test_a_preempted_job_is_asked_for_a_checkpoint_and_stopped_once_it_reports(
     capi, cplatform, ckpt_executor, clock
 ):
-    big, small = preempt_borrower(capi, cplatform, checkpoint_grace="5m", **CHECKPOINTING)
+    big, _ = preempt_borrower(capi, cplatform, checkpoint_grace="5m", **CHECKPOINTING)
     job_id = big["id"]
     assert ckpt_executor.asked == [(job_id, "SIGUSR1")]
     assert ckpt_executor.stopped == [], "asked first, not stopped"
