@@ -69,7 +69,7 @@ def contract(vendor: str, indices: tuple[int, ...] = (4, 5)) -> ReplicaContract:
 
 @pytest.mark.parametrize("vendor", list(Vendor))
 def test_exactly_one_vendor_s_variable_with_the_assigned_indices(vendor: Vendor):
-    env = build_env(contract(vendor), job_env=HOSTILE_ENV, home="/h")
+    env = build_env(contract(vendor), job_env=HOSTILE_ENV, home="/h", checkpoint_file="/h/c")
     assert {k: v for k, v in env.items() if k in SELECTORS} == {VISIBILITY[vendor]: "4,5"}
     assert (env["MOSU_DEVICES"], env["MOSU_ACCELERATOR_VENDOR"]) == ("4,5", vendor.value)
     assert env["LR"] == "0.1"

@@ -8,7 +8,14 @@ import pytest
 from mosu.agent.executors.local import LocalExecutor
 from mosu.agent.executors.ray_executor import RayExecutor
 from mosu.agent.executors.simulated import SimulatedExecutor
-from mosu.core.executor import Capability, DiscoversNodes, Executor, node_source
+from mosu.core.executor import (
+    Capability,
+    DiscoversNodes,
+    Executor,
+    ReportsCheckpoints,
+    checkpoint_source,
+    node_source,
+)
 from mosu.core.models import Node
 
 EXECUTORS = [LocalExecutor, RayExecutor, SimulatedExecutor]
@@ -20,6 +27,8 @@ def test_a_declared_capability_comes_with_its_methods_and_only_then(cls: type) -
     declared = cls.capabilities
     assert isinstance(declared, frozenset)
     assert (Capability.DISCOVERS_NODES in declared) == callable(getattr(cls, "cluster_nodes", None))
+    reports = all(callable(getattr(cls, m, None)) for m in ("checkpoints", "request_checkpoint"))
+    assert (Capability.CHECKPOINTS in declared) == reports
     for method in ("start", "poll", "stop", "adopt", "detach", "shutdown"):
         assert callable(getattr(cls, method)), method
 
@@ -52,3 +61,22 @@ def test_a_declaration_without_its_method_is_refused() -> None:
 
     with pytest.raises(TypeError, match="declares discovers-nodes but has no cluster_nodes"):
         node_source(Claims())  # type: ignore[arg-type]
+
+
+def test_every_executor_reports_checkpoints_and_the_source_follows_the_declaration() -> None:
+    assert all(Capability.CHECKPOINTS in c.capabilities for c in EXECUTORS)
+    simulated = SimulatedExecutor(NODES)
+    assert checkpoint_source(simulated) is simulated
+
+    class Undeclared(SimulatedExecutor):
+        capabilities = frozenset({Capability.DISCOVERS_NODES})
+
+    assert isinstance(Undeclared(NODES), ReportsCheckpoints)
+    assert checkpoint_source(Undeclared(NODES)) is None
+
+    class Claims:
+        capabilities = frozenset({Capability.CHECKPOINTS})
+        sandbox = "none"
+
+    with pytest.raises(TypeError, match="declares checkpoints but cannot report checkpoints"):
+        checkpoint_source(Claims())  # type: ignore[arg-type]

@@ -194,3 +194,32 @@ def test_a_lost_node_goes_down_in_the_store_and_its_job_is_requeued(tmp_path: Pa
             assert job_service.get_job(s, principal=OPERATOR, job_id=job.id).state == "succeeded"
     finally:
         p.close()
+
+
+def test_a_simulated_job_reports_the_checkpoint_it_is_asked_for_when_its_env_says():
+    clock = Clock()
+    wall = Clock()
+    wall.now = 1_000_000.0
+    ex = SimulatedExecutor(NODES, clock=clock, wall=wall)
+    ex.start(launch(1, "sleep 100", env={"SIMULATED_CHECKPOINT_S": "4"}))
+    ex.start(launch(2, "sleep 100", nodes=("n1",), env={"SIMULATED_CHECKPOINT_S": "-1"}))
+    assert ex.checkpoints()[1].model_dump() == {
+        "attempt": 1,
+        "at": None,
+        "requested": False,
+        "answered": False,
+    }
+    assert ex.request_checkpoint(1, "SIGUSR1") and ex.request_checkpoint(2, "SIGUSR1")
+    clock.now += 3
+    assert not ex.checkpoints()[1].answered
+    clock.now += 2
+    wall.now += 5
+    saved = ex.checkpoints()[1]
+    assert (saved.answered, saved.at) == (True, 1_000_000.0 + 4)
+    assert ex.checkpoints()[2].requested and not ex.checkpoints()[2].answered
+    ex.stop(1, 0.0)
+    ex.stop(2, 0.0)
+    ended = {e.job_id: e for e in ex.poll()}
+    assert ended[1].checkpoint == saved
+    assert ended[2].checkpoint is not None and ended[2].checkpoint.at is None
+    assert not ex.request_checkpoint(1, "SIGUSR1"), "nothing runs to ask"

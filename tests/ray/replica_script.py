@@ -1,5 +1,6 @@
 """A replica for the Ray tests: writes what it sees to <out>/replica-<RANK>.json, then
-behaves as its mode says (exit, fail, sleep, trap SIGTERM and checkpoint, ignore SIGTERM).
+behaves as its mode says (exit, fail, sleep, trap SIGTERM and checkpoint, ignore SIGTERM,
+save a checkpoint on SIGUSR1 and report it through MOSU_CHECKPOINT_FILE).
 
 Usage: replica_script.py MODE,MODE,... OUT_DIR (one mode per rank).
 """
@@ -52,8 +53,17 @@ def on_term(signum, frame):
     sys.exit(0)
 
 
+def on_usr1(signum, frame):
+    with open(os.path.join(out, f"asked-{rank}"), "w") as f:
+        f.write("asked")
+    with open(os.environ["MOSU_CHECKPOINT_FILE"], "w") as f:
+        f.write("saved")
+
+
 if mode == "trap":
     signal.signal(signal.SIGTERM, on_term)
+elif mode == "usr1":
+    signal.signal(signal.SIGUSR1, on_usr1)
 elif mode == "ignore":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print(f"hello from rank {rank} on {os.environ['MOSU_NODE']}", flush=True)

@@ -349,6 +349,7 @@ def test_platform_executor_runs_a_launch_and_reports_one_exit_per_attempt(
         "exit_code": 0,
         "message": "",
         "lost": False,
+        "checkpoint": None,
     }
     assert {k: v.pid for k, v in pids.items()} == {r: _seen(tmp_path, r)["pid"] for r in (0, 1)}
     assert [_seen(tmp_path, r)["MOSU_ATTEMPT"] for r in (0, 1)] == ["2", "2"]
@@ -404,6 +405,34 @@ def test_platform_stop_returns_at_once_and_the_runners_escalate_to_sigkill(
     assert not _pid_alive(int(_seen(tmp_path, 1)["pid"]))
     assert report.exit_code is None and report.lost is False
     assert report.message == "replica 1 on w1: killed by SIGKILL"
+
+
+def test_platform_executor_asks_a_gang_for_a_checkpoint_and_sees_every_replica_answer(
+    platform_executor: RayExecutor, script: Path, tmp_path: Path
+) -> None:
+    platform_executor.start(_launch(17, script, tmp_path, "usr1,usr1", "w0", "w1"))
+    _wait(
+        "both replicas to start",
+        lambda: all((tmp_path / f"replica-{r}.json").exists() for r in (0, 1)),
+    )
+    platform_executor.poll()
+    before = platform_executor.checkpoints()[17]
+    assert (before.at, before.requested, before.answered) == (None, False, False)
+    began = time.time()
+    assert platform_executor.request_checkpoint(17, "SIGUSR1")
+
+    def answered() -> bool:
+        platform_executor.poll()
+        return platform_executor.checkpoints()[17].answered
+
+    _wait("the gang's checkpoint", answered)
+    assert all((tmp_path / f"asked-{r}").exists() for r in (0, 1))
+    report = platform_executor.checkpoints()[17]
+    assert report.at is not None and began - 1 <= report.at <= time.time()
+    platform_executor.stop(17, grace_s=0.0)
+    ended = _next_exit(platform_executor)
+    assert ended.checkpoint is not None and ended.checkpoint.answered
+    assert not platform_executor.request_checkpoint(17, "SIGUSR1")
 
 
 def _record(launch: JobLaunch) -> AttemptRecord:

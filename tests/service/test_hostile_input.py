@@ -44,6 +44,23 @@ NUL_CASES: list[tuple[str, str, dict[str, Any], str]] = [
     ("POST", "/v1/jobs", {**JOB, "estimate": f"1h{NUL}"}, "estimate"),
     ("POST", "/v1/jobs", {**JOB, "max_runtime": f"1h{NUL}"}, "max_runtime"),
     ("POST", "/v1/jobs", {**JOB, "checkpoint_every": f"1h{NUL}"}, "checkpoint_every"),
+    (
+        "POST",
+        "/v1/jobs",
+        {**JOB, "checkpoint_every": "1h", "checkpoint_signal": f"SIGUSR1{NUL}"},
+        "checkpoint_signal",
+    ),
+    (
+        "POST",
+        "/v1/jobs",
+        {
+            **JOB,
+            "checkpoint_every": "1h",
+            "checkpoint_signal": "SIGUSR1",
+            "checkpoint_grace": f"1m{NUL}",
+        },
+        "checkpoint_grace",
+    ),
     ("POST", "/v1/jobs", {**JOB, "command": f"echo {NUL}"}, "command"),
     ("POST", "/v1/jobs", {**JOB, "command": ["echo", f"a{NUL}"]}, "command[1]"),
     ("POST", "/v1/jobs", {**JOB, "env": {"A": f"a{NUL}"}}, "env.A"),

@@ -7,9 +7,11 @@ import csv
 import io
 import json
 import re
+import time
 
 import pytest
 
+from mosu.service.db.rows import JobRow
 from mosu.service.platform import Platform
 from tests.service.conftest import FakeExecutor
 from tests.web.conftest import OPERATOR_TOKEN, browser, csrf_of, seed, sign_in, submit
@@ -118,6 +120,11 @@ def test_the_job_page_shows_attempts_preemptions_allocations_events_and_why(
     assert "Job {} is".format(world["victim"]) in page  # the why sentence
     why = tab.get(f"/ui/jobs/{world['victim']}/why")
     assert why.status_code == 200 and "Job" in why.text
+    assert "last checkpoint" not in page
+    with platform.tx() as s:
+        s.get(JobRow, world["victim"]).last_checkpoint_at = time.time() - 90
+    page = tab.get(f"/ui/jobs/{world['victim']}").text
+    assert re.search(r"last checkpoint</div><div class=\"val\"[^>]*>1 min", page), page
 
 
 @pytest.mark.parametrize("who", ["acme", "beta"])

@@ -17,6 +17,8 @@ which the job cannot override. Nothing of the server's environment is copied (no
 | ``MOSU_REPLICA``, ``MOSU_NUM_REPLICAS`` | which replica, of how many |
 | ``MOSU_NODE``, ``MOSU_GPUS_PER_REPLICA`` | the node's name, this replica's GPU count |
 | ``MOSU_INSTANCE`` | the store that started it (with the ids above: the replica's mark) |
+| ``MOSU_CHECKPOINT_FILE`` | a file to write or touch after each checkpoint saved |
+| | (``mosu.agent.checkpoints``) |
 | ``MASTER_ADDR``, ``MASTER_PORT`` | replica 0's node address and a port free there |
 | ``RANK``, ``NODE_RANK`` / ``WORLD_SIZE``, ``NNODES`` | the replica index / the gang size |
 | ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` | ``0``, ``1`` (one torch "node" per replica) |
@@ -60,6 +62,7 @@ CONTRACT_KEYS = frozenset(
         "MOSU_NODE",
         "MOSU_GPUS_PER_REPLICA",
         "MOSU_INSTANCE",
+        "MOSU_CHECKPOINT_FILE",
         "MASTER_ADDR",
         "MASTER_PORT",
         "RANK",
@@ -167,9 +170,14 @@ def marker_entries(instance: str, job_id: int, attempt: int, replica: int) -> li
 
 
 def build_env(
-    contract: ReplicaContract, *, job_env: Mapping[str, str], home: str
+    contract: ReplicaContract,
+    *,
+    job_env: Mapping[str, str],
+    home: str,
+    checkpoint_file: str = "",
 ) -> dict[str, str]:
-    """The complete environment of one replica."""
+    """The complete environment of one replica (``checkpoint_file``: where it reports
+    its checkpoints, ``mosu.agent.checkpoints.checkpoint_file``)."""
     env = {"PATH": DEFAULT_PATH, "LANG": DEFAULT_LANG}
     env.update({k: v for k, v in job_env.items() if k not in RESERVED_KEYS})
     c = contract
@@ -192,6 +200,8 @@ def build_env(
         LOCAL_RANK="0",
         LOCAL_WORLD_SIZE="1",
     )
+    if checkpoint_file:
+        env["MOSU_CHECKPOINT_FILE"] = checkpoint_file
     if c.gpu_indices and c.gpu_milli < GPU_MILLI:
         env["MOSU_GPU_FRACTION"] = f"{c.gpu_milli / GPU_MILLI:g}"
     return env

@@ -28,7 +28,17 @@ from typing import Any
 
 import mosu
 from mosu.agent import cgroups, procfs
-from mosu.agent.supervisor import EXIT, HANDLE, LOCK, LOG, STOP, read_json, write_durably
+from mosu.agent.checkpoints import REPORT, REQUEST
+from mosu.agent.supervisor import (
+    EXIT,
+    HANDLE,
+    LOCK,
+    LOG,
+    STOP,
+    read_json,
+    write_atomically,
+    write_durably,
+)
 
 _SOURCE_ROOT = str(Path(mosu.__file__).resolve().parents[1])
 _BOOT = """import sys
@@ -240,7 +250,7 @@ class SupervisedReplica:
         remains to nobody."""
         run_dir = Path(spec["run_dir"])
         private_dir(run_dir)
-        for name in (EXIT, STOP, HANDLE):
+        for name in (EXIT, STOP, HANDLE, REPORT, REQUEST):
             with contextlib.suppress(FileNotFoundError):
                 (run_dir / name).unlink()
         if (run_dir / LOCK).exists():
@@ -383,6 +393,17 @@ class SupervisedReplica:
                     self.proc.send_signal(signal.SIGTERM)
         elif self.handle and self.handle.get("boot") == procfs.boot_id():
             procfs.signal_process(int(self.handle["pid"]), self.handle.get("start"), signal.SIGTERM)
+
+    def request_checkpoint(self, signal_number: int, request_id: int) -> None:
+        """Ask the supervisor to deliver ``signal_number`` to the replica, asking it for a
+        checkpoint; it picks the request up within a second (``request_id`` grows with each
+        request, so a request is delivered once)."""
+        with contextlib.suppress(OSError):
+            write_atomically(self.run_dir / REQUEST, {"id": request_id, "signal": signal_number})
+
+    def checkpoint_report(self) -> dict[str, Any] | None:
+        """What the supervisor last saw of the replica's checkpoint reports."""
+        return read_json(self.run_dir / REPORT)
 
     def reap(self) -> bool:
         """Collect our child once it exited; True when there is nothing left to collect."""

@@ -14,7 +14,9 @@ on its node), it reads its spec as JSON on stdin, and then:
 4. records where it lives (``supervisor.json``) and answers one line on stdout;
 5. waits. A stop request (SIGTERM, with ``stop.json`` saying the grace period) sends
    SIGTERM to every process of the replica and SIGKILL to what is left when the grace
-   period ends. When the main process ends, whatever it left behind is killed;
+   period ends. When the main process ends, whatever it left behind is killed. Meanwhile
+   it follows the replica's checkpoint reports and delivers a checkpoint request's signal
+   (``mosu.agent.checkpoints``: ``checkpoint.json``, ``checkpoint-request.json``);
 6. once the last process of the replica is gone, writes the exit status durably
    (``exit.json``: temporary file, fsync, rename, fsync of the directory), removes the
    cgroup and exits.
@@ -42,6 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from mosu.agent import cgroups, procfs, sandbox
+from mosu.agent.checkpoints import (
+    REPORT,
+    REQUEST,
+    CheckpointWatch,
+    checkpoint_file,
+    make_directory,
+    remove_report,
+)
 from mosu.agent.replica_env import ReplicaContract, build_env
 
 LOCK = "lock"
@@ -116,6 +126,7 @@ class Supervisor:
         """Exit codes of the replica's other processes reaped once a stop began (orphans
         this subreaper adopted), in the order they ended."""
         self.term = False
+        self.checkpoints: CheckpointWatch | None = None
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
@@ -134,11 +145,20 @@ class Supervisor:
                 identity, home = sandbox.prepare(self.config, self.spec["tenant"])
             except (OSError, ValueError) as exc:
                 raise StartFailed(f"sandbox {self.config.mode}: {exc}", requeue=True) from None
-            env = build_env(self.contract, job_env=self.spec.get("job_env") or {}, home=str(home))
+            c = self.contract
+            report = checkpoint_file(home, c.instance, c.job_id, c.attempt, c.replica)
+            env = build_env(
+                c,
+                job_env=self.spec.get("job_env") or {},
+                home=str(home),
+                checkpoint_file=str(report),
+            )
             workdir = Path(self.spec.get("workdir") or home)
             log_fd = self._open_log()
             self.group = self._cgroup()
             argv = sandbox.wrap(self.config, list(self.spec["argv"]), home=home, workdir=workdir)
+            uid = identity.uid if identity is not None else os.geteuid()
+            self.checkpoints = CheckpointWatch(home, report, uid=uid, started_at=time.time())
             self.job_pid = self._spawn(argv, env, workdir, identity, log_fd)
         except StartFailed as exc:
             self._cleanup_group()
@@ -237,6 +257,8 @@ class Supervisor:
                 if os.getppid() != parent:
                     os._exit(START_FAILED)
                 self._libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+                if self.checkpoints is not None:  # as the replica's user: its directory
+                    make_directory(self.checkpoints.home, self.checkpoints.path)
                 step = f"workdir {workdir}"
                 os.chdir("/" if in_sandbox else workdir)
                 os.closerange(3, err_w)
@@ -266,6 +288,7 @@ class Supervisor:
             now = time.monotonic()
             if self.kill_at is None and self._stop_requested():
                 self._begin_stop(now)
+            asking = self._follow_checkpoints()
             # A normal end takes what the main process left behind along; a stop lets
             # the rest finish (say, a checkpoint) until the grace period ends.
             overdue = self.kill_at is not None and now >= self.kill_at
@@ -273,9 +296,44 @@ class Supervisor:
                 self._kill_all()
             if self.status is not None and not self._members():
                 break
-            busy = self.status is not None or self.kill_at is not None
+            busy = self.status is not None or self.kill_at is not None or asking
             self._sleep(BUSY_WAIT_S if busy else IDLE_WAIT_S)
         self._finish()
+
+    def _follow_checkpoints(self) -> bool:
+        """Deliver a new checkpoint request and record new reports; True while a request
+        waits for its answer (the file is then looked at often)."""
+        watch = self.checkpoints
+        if watch is None:
+            return False
+        changed = watch.observe(time.time())
+        request = read_json(self.run_dir / REQUEST)
+        if request is not None and self.kill_at is None and self.status is None:
+            request_id = request.get("id")
+            sig = request.get("signal")
+            if isinstance(request_id, int) and request_id > watch.requested and sig in _ASKS:
+                procfs.kill_all(self._checkpoint_targets(), sig)
+                watch.delivered(request_id)
+                changed = True
+        if changed:
+            with contextlib.suppress(OSError):
+                write_atomically(self.run_dir / REPORT, watch.report())
+        return bool(watch.requested) and watch.answered != watch.requested
+
+    def _checkpoint_targets(self) -> list[int]:
+        """Who gets a checkpoint signal: every process of the replica but those that would
+        die of it without passing it on: namespace inits, the bubblewrap launcher, and the
+        ``/bin/sh -c`` mosu runs a string command under (while it is still that shell)."""
+        skip = {self.job_pid} if self.config.mode == "bwrap" else set()
+        argv = list(self.spec["argv"])
+        wrapper = argv[:2] == ["/bin/sh", "-c"]
+        return [
+            p
+            for p in self._members()
+            if p not in skip
+            and not procfs.is_namespace_init(p)
+            and not (wrapper and _cmdline_is(p, argv))
+        ]
 
     def _sleep(self, timeout_s: float) -> None:
         watched = [self._wake_r] if self.watch_fd is None else [self._wake_r, self.watch_fd]
@@ -348,6 +406,12 @@ class Supervisor:
             code = next(
                 (c for c in self.adopted_codes if c != 0), 0 if self.adopted_codes else code
             )
+        if self.checkpoints is not None:
+            # The last word on checkpoints is in place before the exit record is.
+            with contextlib.suppress(OSError):
+                self.checkpoints.observe(time.time())
+                write_atomically(self.run_dir / REPORT, self.checkpoints.report())
+            remove_report(self.checkpoints.home, self.checkpoints.path)
         record = {"code": code, "stopped": self.stopped, "ended_at": time.time()}
         write_durably(self.run_dir / EXIT, record)
         self._cleanup_group()
@@ -364,6 +428,20 @@ class Supervisor:
             self.group.kill()
             time.sleep(0.01)
         self.group.remove()
+
+
+_ASKS = {int(s) for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGINT)}
+"""Signals a checkpoint request may deliver (``core.api.CHECKPOINT_SIGNALS``)."""
+
+
+def _cmdline_is(pid: int, argv: list[str]) -> bool:
+    """Whether ``pid`` runs exactly ``argv`` (read no further than ``argv`` is long)."""
+    want = b"".join(a.encode() + b"\0" for a in argv)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read(len(want) + 1) == want
+    except OSError:
+        return False
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -240,6 +240,14 @@ Memory = Annotated[
 
 # ---------------------------------------------------------------- job spec
 
+CHECKPOINT_SIGNALS = ("SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT")
+"""Signals a job may name as its ``checkpoint_signal``: never SIGTERM (the stop itself),
+nor one it cannot handle (SIGKILL, SIGSTOP)."""
+CheckpointSignal = Literal["SIGUSR1", "SIGUSR2", "SIGHUP", "SIGINT"]
+DEFAULT_CHECKPOINT_GRACE_S = 120.0
+"""How long a preemption waits for an asked-for checkpoint when the spec does not say."""
+MAX_CHECKPOINT_GRACE_S = 1800.0
+
 
 def _priority(value: Any) -> Any:
     if isinstance(value, str):
@@ -280,6 +288,12 @@ class JobSpec(InputModel):
     estimate: Duration = None
     max_runtime: Duration = None
     checkpoint_every: Duration = None
+    checkpoint_signal: CheckpointSignal | None = None
+    """The signal that asks the job to save a checkpoint now: sent to its replicas before
+    a preemption stops them (needs ``checkpoint_every``)."""
+    checkpoint_grace: Duration = None
+    """How long a preemption waits for the checkpoint it asked for before stopping the
+    job (``DEFAULT_CHECKPOINT_GRACE_S``; at most ``MAX_CHECKPOINT_GRACE_S``)."""
     command: (
         Annotated[Text, Field(min_length=1, max_length=1 << 16)]
         | Annotated[list[Annotated[Text, Field(max_length=1 << 16)]], Field(max_length=4096)]
@@ -301,6 +315,26 @@ class JobSpec(InputModel):
             raise ValueError("a fractional GPU count is only allowed below 1 (e.g. 0.5)")
         if 0 < value < 1 and round(value * 1000) < 1:
             raise ValueError("a GPU share must be at least 0.001")
+        return value
+
+    @field_validator("checkpoint_signal")
+    @classmethod
+    def _checkpoint_signal(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("checkpoint_every") is None:
+            raise ValueError(
+                "needs checkpoint_every: only a job that saves checkpoints can be asked for one"
+            )
+        return value
+
+    @field_validator("checkpoint_grace")
+    @classmethod
+    def _checkpoint_grace(cls, value: float | str | None, info: ValidationInfo) -> Any:
+        if value is None:
+            return value
+        if info.data.get("checkpoint_signal") is None:
+            raise ValueError("is only read with checkpoint_signal")
+        if (parse_duration_s(value) or 0) > MAX_CHECKPOINT_GRACE_S:
+            raise ValueError(f"must be at most {MAX_CHECKPOINT_GRACE_S / 60:g}m")
         return value
 
     @field_validator("command")
@@ -581,6 +615,9 @@ class JobOut(OutputModel):
     """A pending job's likely start; None: unknown."""
     estimated_start_late: datetime | None = None
     """Its late bound: it starts before this nine times in ten."""
+    last_checkpoint_at: datetime | None = None
+    """When the job last reported a saved checkpoint (``MOSU_CHECKPOINT_FILE``): the
+    oldest of its replicas' latest reports; None while none has."""
     allocations: list[AllocationOut] = Field(default_factory=list)
     spec: dict[str, Any] = Field(default_factory=dict)
 
@@ -706,6 +743,19 @@ class JobLaunch(OutputModel):
     """The job's own run-time estimate (the simulated executor runs it for that long)."""
 
 
+class CheckpointReport(OutputModel):
+    """An executor's view of the checkpoints one attempt reported (``MOSU_CHECKPOINT_FILE``)."""
+
+    attempt: int
+    at: float | None = None
+    """When the gang last saved a checkpoint (seconds since the epoch): the oldest of the
+    latest reports of the replicas that report at all; None while none has."""
+    requested: bool = False
+    """A checkpoint was asked for (the job's ``checkpoint_signal`` was delivered)."""
+    answered: bool = False
+    """Every replica that reports has reported a checkpoint since it was asked for one."""
+
+
 class JobExit(OutputModel):
     """An executor's report that every process of one job attempt has exited."""
 
@@ -717,3 +767,6 @@ class JobExit(OutputModel):
     lost: bool = False
     """A replica's node or supervisor vanished without an exit record: the attempt says
     nothing about the job, which is requeued rather than failed."""
+    checkpoint: CheckpointReport | None = None
+    """The attempt's checkpoint reports as they stood when it ended (executors that
+    declare ``Capability.CHECKPOINTS``); None when it reported none and was asked none."""

@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import Field
 
 from mosu.core.accelerators import Vendor
-from mosu.core.api import JobExit, JobLaunch, OutputModel
+from mosu.core.api import CheckpointReport, JobExit, JobLaunch, OutputModel
 from mosu.core.errors import PlatformError
 from mosu.core.models import Node
 
@@ -104,6 +104,9 @@ class Capability(StrEnum):
     DISCOVERS_NODES = "discovers-nodes"
     """It knows the cluster's nodes (``DiscoversNodes.cluster_nodes``): the store mirrors
     them instead of nodes being registered (Ray, the simulated cluster)."""
+    CHECKPOINTS = "checkpoints"
+    """Its replicas report the checkpoints they save (``MOSU_CHECKPOINT_FILE``) and can be
+    asked for one by a signal (``ReportsCheckpoints``): a preemption then asks first."""
 
 
 @runtime_checkable
@@ -160,6 +163,32 @@ class DiscoversNodes(Protocol):
     def cluster_nodes(self) -> list[NodeReport]: ...
 
 
+@runtime_checkable
+class ReportsCheckpoints(Protocol):
+    """``Capability.CHECKPOINTS``: replicas report checkpoints and can be asked for one."""
+
+    def checkpoints(self) -> dict[int, CheckpointReport]:
+        """Job id → the checkpoints its running attempt reported, for every attempt
+        watched; an attempt's last word is also in its ``JobExit.checkpoint``."""
+        ...
+
+    def request_checkpoint(self, job_id: int, signal: str) -> bool:
+        """Deliver ``signal`` (``SIGUSR1``) to every replica of the job's attempt, asking
+        for a checkpoint; False when there is no running attempt to ask. Returns at once:
+        the answer shows in ``checkpoints``."""
+        ...
+
+
+def checkpoint_source(executor: Executor) -> ReportsCheckpoints | None:
+    """The executor as the one that reports checkpoints, if it declares it is one."""
+    if Capability.CHECKPOINTS not in executor.capabilities:
+        return None
+    if not isinstance(executor, ReportsCheckpoints):
+        name = type(executor).__name__
+        raise TypeError(f"{name} declares {Capability.CHECKPOINTS} but cannot report checkpoints")
+    return executor
+
+
 def node_source(executor: Executor) -> DiscoversNodes | None:
     """The executor as the source of the cluster's nodes, if it declares it is one."""
     if Capability.DISCOVERS_NODES not in executor.capabilities:
@@ -174,6 +203,7 @@ __all__ = [
     "Adoption",
     "AttemptRecord",
     "Capability",
+    "CheckpointReport",
     "DiscoversNodes",
     "Executor",
     "JobExit",
@@ -182,5 +212,7 @@ __all__ = [
     "NodeReport",
     "ReplicaRecord",
     "ReplicaStarted",
+    "ReportsCheckpoints",
+    "checkpoint_source",
     "node_source",
 ]

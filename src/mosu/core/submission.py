@@ -14,7 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mosu.core.api import PRIORITY_CLASSES, JobSpec, argv_of, parse_duration_s, parse_memory_mib
+from mosu.core.api import (
+    DEFAULT_CHECKPOINT_GRACE_S,
+    PRIORITY_CLASSES,
+    JobSpec,
+    argv_of,
+    parse_duration_s,
+    parse_memory_mib,
+)
 from mosu.core.models import JobKind, Shape, Topology
 
 
@@ -36,6 +43,10 @@ class Submission:
     estimate_s: float | None
     max_runtime_s: float | None
     checkpoint_every_s: float | None
+    checkpoint_signal: str | None
+    """The signal that asks it for a checkpoint before a preemption stops it (``SIGUSR1``)."""
+    checkpoint_grace_s: float | None
+    """How long such a stop waits for the checkpoint (set whenever ``checkpoint_signal`` is)."""
     argv: tuple[str, ...]
     env: dict[str, str] = field(repr=False)
     secrets: tuple[str, ...]
@@ -63,6 +74,12 @@ class Submission:
             estimate_s=parse_duration_s(spec.estimate),
             max_runtime_s=parse_duration_s(spec.max_runtime),
             checkpoint_every_s=parse_duration_s(spec.checkpoint_every),
+            checkpoint_signal=spec.checkpoint_signal,
+            checkpoint_grace_s=(
+                None
+                if spec.checkpoint_signal is None
+                else parse_duration_s(spec.checkpoint_grace) or DEFAULT_CHECKPOINT_GRACE_S
+            ),
             argv=tuple(argv_of(spec.command)),
             env=dict(spec.env),
             secrets=tuple(spec.secrets),

@@ -21,8 +21,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState
-from mosu.core.executor import Executor, LaunchError, ReplicaStarted, node_source
+from mosu.core.api import (
+    ACTIVE_STATES,
+    DEFAULT_CHECKPOINT_GRACE_S,
+    CheckpointReport,
+    JobExit,
+    JobLaunch,
+    JobState,
+)
+from mosu.core.executor import (
+    Executor,
+    LaunchError,
+    ReplicaStarted,
+    ReportsCheckpoints,
+    checkpoint_source,
+    node_source,
+)
 from mosu.core.reasons import StopReason
 from mosu.engine.cycle import schedule
 from mosu.engine.decisions import CycleResult
@@ -41,6 +55,7 @@ from mosu.service.services.scheduling import (
     launch_spec,
     load_snapshot,
     mark_running,
+    store_checkpoints,
 )
 
 log = logging.getLogger("mosu.scheduler")
@@ -54,6 +69,9 @@ MARK_EVERY_S = 0.1
 MAX_REST_S = 0.5
 """The longest a requested cycle waits after the last one (a slow first cycle, still
 importing and warming up, must not delay the next start by as long)."""
+CHECKPOINTS_EVERY_S = 1.0
+"""How often the executor's checkpoint reports are read (a supervisor looks at a
+replica's file about as often)."""
 
 
 class SchedulerLoop:
@@ -121,6 +139,11 @@ class SchedulerLoop:
         """Told the credit threshold alerts of each metering, after its commit."""
         self.on_metered: Callable[[float], None] = lambda _seconds: None
         """Told each metering's cost (metrics, benchmarks)."""
+        self._checkpoints: dict[int, CheckpointReport] = {}
+        """Job id → its attempt's checkpoint reports, as last read from the executor."""
+        self._stored_checkpoints: dict[int, tuple[int, float]] = {}
+        """Job id → (attempt, time) of the report last written to the store."""
+        self._last_checkpoints = -math.inf
         self.publisher: StatePublisher | None = None
         """Set in a scheduler process of its own: what the API processes read of this
         loop (queue order, reserved credits, the leader's heartbeat) goes to the store."""
@@ -240,6 +263,7 @@ class SchedulerLoop:
         if not throttle or paced - self._last_housekeeping >= self._poll_s:
             self._last_housekeeping = paced
             self.sync_nodes()
+            self.record_checkpoints()
             if self.handle_exits():
                 self._cycle_requested = True
             self.enforce_max_runtime()
@@ -307,6 +331,44 @@ class SchedulerLoop:
         for job_id in found.unstarted:
             self._launch(job_id)
 
+    def record_checkpoints(self, *, force: bool = False) -> None:
+        """Read the checkpoints running attempts reported (at most once a
+        ``CHECKPOINTS_EVERY_S``) and store the new ones."""
+        source = checkpoint_source(self._executor)
+        if source is None:
+            return
+        paced = self.monotonic()
+        if not force and paced - self._last_checkpoints < CHECKPOINTS_EVERY_S:
+            return
+        self._last_checkpoints = paced
+        reports = source.checkpoints()
+        self._checkpoints = reports
+        seen = {j: (r.attempt, r.at) for j, r in reports.items() if r.at is not None}
+        new = {j: reports[j] for j, key in seen.items() if self._stored_checkpoints.get(j) != key}
+        if new:
+            with self._sessions.begin() as s:
+                store_checkpoints(s, new, now=self._clock())
+        self._stored_checkpoints = seen
+
+    def _exit_checkpoint(self, s: Session, row: JobRow, ex: JobExit) -> None:
+        """What an ending attempt last reported of its checkpoints: stored before its end
+        is (a preemption's refund reads it), and the answer to a request still waiting."""
+        report = ex.checkpoint
+        if report is None or report.attempt != row.attempts:
+            return
+        self._checkpoints.pop(row.id, None)
+        at = None if report.at is None else min(report.at, self._clock())
+        if at is not None and row.started_at is not None and at >= row.started_at:
+            row.last_checkpoint_at = at
+        if row.checkpoint_requested_at is not None and not row.stop_signalled:
+            waited = max(0.0, self._clock() - row.checkpoint_requested_at)
+            if report.answered:
+                text = f"checkpoint reported within {waited:.0f} s of the request; it ended"
+                note(s, row, "checkpointed", reason="preempt", message=text)
+            else:
+                text = "ended before reporting the checkpoint it was asked for"
+                note(s, row, "checkpoint-missed", reason="preempt", message=text)
+
     def handle_exits(self) -> int:
         exits = self._executor.poll()
         for ex in exits:
@@ -318,6 +380,7 @@ class SchedulerLoop:
                             break
                         if row.attempts != ex.attempt:
                             break
+                        self._exit_checkpoint(s, row, ex)
                         if ex.lost and row.stop_reason is None:
                             row.stop_reason = StopReason.NODE_DOWN  # not the job's fault: requeue
                         if row.state == JobState.STARTING.value and not ex.lost:
@@ -371,25 +434,87 @@ class SchedulerLoop:
         self.on_metered(time.process_time() - began)
 
     def signal_stops(self) -> None:
+        """Send the stops requested since: SIGTERM, SIGKILL after the grace period. A job
+        preempted that declares a ``checkpoint_signal`` is first asked for a checkpoint
+        and stopped once it reports one, or once its ``checkpoint_grace`` has passed."""
         with self._sessions() as s:
-            ids = list(
-                s.scalars(
-                    select(JobRow.id).where(
-                        JobRow.state.in_(list(ACTIVE_STATES)),
-                        JobRow.stop_reason.is_not(None),
-                        JobRow.stop_signalled.is_(False),
-                    )
+            rows = s.execute(
+                select(
+                    JobRow.id,
+                    JobRow.attempts,
+                    JobRow.stop_reason,
+                    JobRow.checkpoint_signal,
+                    JobRow.checkpoint_grace_s,
+                    JobRow.checkpoint_requested_at,
+                ).where(
+                    JobRow.state.in_(list(ACTIVE_STATES)),
+                    JobRow.stop_reason.is_not(None),
+                    JobRow.stop_signalled.is_(False),
                 )
-            )
-        for job_id in ids:
-            self._executor.stop(job_id, self._grace_s)
+            ).all()
+        source = checkpoint_source(self._executor)
+        for row in rows:
+            said: tuple[str, str] | None = None
+            if (
+                source is not None
+                and row.stop_reason == StopReason.PREEMPT
+                and row.checkpoint_signal
+            ):
+                if row.checkpoint_requested_at is None:
+                    if self._ask_checkpoint(
+                        source, row.id, row.checkpoint_signal, row.checkpoint_grace_s
+                    ):
+                        continue
+                else:
+                    said = self._checkpoint_outcome(row)
+                    if said is None:
+                        continue  # still waiting for it
+            self._executor.stop(row.id, self._grace_s)
             try:
                 with self._sessions.begin() as s:
-                    row = s.get(JobRow, job_id)
-                    if row is not None:
-                        row.stop_signalled = True
+                    job = s.get(JobRow, row.id)
+                    if job is not None:
+                        job.stop_signalled = True
+                        if said is not None:
+                            note(s, job, said[0], reason=str(StopReason.PREEMPT), message=said[1])
             except StaleDataError:
                 self.wake()
+
+    def _ask_checkpoint(
+        self, source: ReportsCheckpoints, job_id: int, sig: str, grace_s: float | None
+    ) -> bool:
+        """Ask a preempted job for a checkpoint; False when there is nothing to ask (its
+        attempt is not running any more), so the stop goes on at once."""
+        if not source.request_checkpoint(job_id, sig):
+            return False
+        wait = DEFAULT_CHECKPOINT_GRACE_S if grace_s is None else grace_s
+        try:
+            with self._sessions.begin() as s:
+                job = s.get(JobRow, job_id)
+                if job is not None and job.stop_reason == StopReason.PREEMPT:
+                    job.checkpoint_requested_at = self._clock()
+                    text = f"asked to checkpoint ({sig}); stopped in {wait:g} s at the latest"
+                    note(
+                        s, job, "checkpoint-requested", reason=str(StopReason.PREEMPT), message=text
+                    )
+        except StaleDataError:
+            self.wake()  # asked again next time round; a request is delivered once each
+        return True
+
+    def _checkpoint_outcome(self, row: Any) -> tuple[str, str] | None:
+        """The event a waiting preemption stops with (its kind and words), or None while it
+        still waits: the checkpoint arrived, or the wait is over without one."""
+        waited = max(0.0, self._clock() - row.checkpoint_requested_at)
+        report = self._checkpoints.get(row.id)
+        if report is not None and report.attempt == row.attempts and report.answered:
+            text = f"checkpoint reported within {waited:.0f} s of the request; stopping"
+            return "checkpointed", text
+        wait = (
+            DEFAULT_CHECKPOINT_GRACE_S if row.checkpoint_grace_s is None else row.checkpoint_grace_s
+        )
+        if waited < wait:
+            return None
+        return "checkpoint-missed", f"no checkpoint within {wait:g} s of the request; stopping"
 
     def cycle(self) -> None:
         now = self._clock()

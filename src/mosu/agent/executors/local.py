@@ -5,6 +5,8 @@ The supervisor owns the replica's process tree and cgroup, runs it in the sandbo
 ``mosu.agent.replica_env``, and outlives the server: a server that stops or dies leaves
 replicas running, and the next one adopts them from the run directories the store
 recorded. A replica that fails stops its siblings: a gang lives and dies together.
+Replicas report their checkpoints and are asked for one through their supervisors
+(``Capability.CHECKPOINTS``, ``mosu.agent.checkpoints``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mosu.agent import cgroups, procfs
+from mosu.agent.checkpoints import gang_checkpoint
 from mosu.agent.replica_env import ReplicaSlot, gang_contracts, marker_entries
 from mosu.agent.sandbox import SandboxConfig
 from mosu.agent.supervised import (
@@ -28,7 +31,7 @@ from mosu.agent.supervised import (
     kill_remains,
 )
 from mosu.agent.supervisor import LOCK
-from mosu.core.api import JobExit, JobLaunch
+from mosu.core.api import CheckpointReport, JobExit, JobLaunch
 from mosu.core.executor import Adoption, AttemptRecord, Capability, LaunchError, ReplicaStarted
 
 GANG_FAILURE_GRACE_S = 10.0
@@ -57,7 +60,7 @@ class LocalExecutor:
     """Implements ``core.executor.Executor`` with processes on this machine; nodes are
     registered (``mosu up`` registers this machine's), not discovered."""
 
-    capabilities: frozenset[Capability] = frozenset()
+    capabilities: frozenset[Capability] = frozenset({Capability.CHECKPOINTS})
 
     def __init__(
         self,
@@ -183,9 +186,29 @@ class LocalExecutor:
                 self._stop_attempt(att, GANG_FAILURE_GRACE_S)
             if all(r.outcome is not None for r in att.replicas):
                 del self._jobs[job_id]
-                self._exited.append(_exit_report(att))
+                report = _exit_report(att)
+                checkpoint = _checkpoint_report(att)
+                if checkpoint.at is not None or checkpoint.requested:
+                    report.checkpoint = checkpoint
+                self._exited.append(report)
         out, self._exited = self._exited, []
         return out
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoints(self) -> dict[int, CheckpointReport]:
+        return {job_id: _checkpoint_report(att) for job_id, att in self._jobs.items()}
+
+    def request_checkpoint(self, job_id: int, signal: str) -> bool:
+        att = self._jobs.get(job_id)
+        if att is None or att.stopping or att.first_failed is not None:
+            return False
+        number = int(_signal_number(signal))
+        request_id = time.time_ns()
+        for r in att.replicas:
+            if r.outcome is None:
+                r.supervised.request_checkpoint(number, request_id)
+        return True
 
     # ------------------------------------------------------------ stop
 
@@ -313,6 +336,17 @@ def _handle_text(s: SupervisedReplica) -> str:
     h = s.handle or {}
     keep = {k: h.get(k) for k in ("pid", "start", "boot")}
     return json.dumps({"run_dir": str(s.run_dir), **keep}, sort_keys=True)
+
+
+def _checkpoint_report(att: _Attempt) -> CheckpointReport:
+    gang = gang_checkpoint([r.supervised.checkpoint_report() for r in att.replicas])
+    return CheckpointReport(
+        attempt=att.attempt, at=gang.at, requested=gang.requested, answered=gang.answered
+    )
+
+
+def _signal_number(name: str) -> signal.Signals:
+    return signal.Signals[name]
 
 
 def _bad(outcome: Outcome) -> bool:

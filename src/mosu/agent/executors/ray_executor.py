@@ -50,11 +50,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from mosu.agent.checkpoints import gang_checkpoint
 from mosu.agent.replica_env import ReplicaSlot, gang_contracts
 from mosu.agent.sandbox import SandboxUnavailable, resolve
 from mosu.agent.supervised import SupervisedReplica, SupervisorStartError, private_dir
 from mosu.core.accelerators import CONTRACTS, Vendor, model_from_product, vendor_of
-from mosu.core.api import JobExit, JobLaunch
+from mosu.core.api import CheckpointReport, JobExit, JobLaunch
 from mosu.core.errors import InvalidInput, PlatformError
 from mosu.core.executor import (
     Adoption,
@@ -171,6 +172,8 @@ class _Replica:
     log_base: int = 0
     """Size of the controller's log file when this attempt's output began."""
     final: ReplicaStatus | None = None
+    checkpoint: dict[str, Any] | None = None
+    """Its supervisor's last checkpoint report (``mosu.agent.checkpoints``)."""
 
 
 @dataclass(slots=True)
@@ -388,15 +391,24 @@ class _ReplicaRunner:
         if self._replica is not None and self.status() is None:
             self._replica.request_stop(grace_s)
 
-    def report(self, offset: int, max_bytes: int) -> tuple[int | None, bytes]:
-        """Exit code (None while running) and new output, in one round trip. ``offset``
-        is how much the controller has copied so far (a new controller resumes there).
+    def report(
+        self, offset: int, max_bytes: int
+    ) -> tuple[int | None, bytes, dict[str, Any] | None]:
+        """Exit code (None while running), new output and the supervisor's checkpoint
+        report, in one round trip. ``offset`` is how much the controller has copied so
+        far (a new controller resumes there).
 
         The code is read first, so once it is known the output returned is complete
-        up to ``max_bytes``.
+        up to ``max_bytes`` and the checkpoint report is the replica's last.
         """
         code = self.status()
-        return code, self.read_log(offset, max_bytes)
+        checkpoint = self._replica.checkpoint_report() if self._replica is not None else None
+        return code, self.read_log(offset, max_bytes), checkpoint
+
+    def request_checkpoint(self, signal_number: int, request_id: int) -> None:
+        """Hand a checkpoint request to the replica's supervisor, which delivers it."""
+        if self._replica is not None and self.status() is None:
+            self._replica.request_checkpoint(signal_number, request_id)
 
     def read_log(self, offset: int, max_bytes: int) -> bytes:
         self._copied = offset
@@ -847,13 +859,15 @@ class RayGangs:
     def _observe(self, r: _Replica, ref: Any, stopping: bool) -> None:
         ray = _ray()
         try:
-            code, chunk = ray.get(ref)
+            code, chunk, *more = ray.get(ref)  # a runner started before checkpoints: two
         except Exception as exc:
             r.final = ReplicaStatus(
                 r.index, r.node, ReplicaState.LOST, None, f"runner lost: {_describe(exc)}"
             )
             return
         self._append(r, chunk)
+        if more and isinstance(more[0], dict):
+            r.checkpoint = more[0]
         if code is None:
             return
         with contextlib.suppress(Exception):
@@ -887,6 +901,26 @@ class RayGangs:
         refs = [r.actor.terminate.remote(grace_s) for r in live]
         # The calls are on their way; an unresponsive node must not hold the loop long.
         ray.wait(refs, num_returns=len(refs), timeout=min(self.call_timeout_s, 1.0))
+
+    def request_checkpoint(self, gang: RayGang, signal_number: int) -> bool:
+        """Ask every running replica for a checkpoint (its supervisor sends the signal);
+        returns at once, False when none runs. The answer comes with ``poll``."""
+        ray = _ray()
+        live = [r for r in gang.replicas if r.final is None]
+        if gang.stopping or not live:
+            return False
+        request_id = time.time_ns()
+        refs = [r.actor.request_checkpoint.remote(signal_number, request_id) for r in live]
+        ray.wait(refs, num_returns=len(refs), timeout=min(self.call_timeout_s, 1.0))
+        return True
+
+    @staticmethod
+    def checkpoint(gang: RayGang, attempt: int) -> CheckpointReport:
+        """The gang's checkpoint from what its replicas' supervisors last reported."""
+        found = gang_checkpoint([r.checkpoint for r in gang.replicas])
+        return CheckpointReport(
+            attempt=attempt, at=found.at, requested=found.requested, answered=found.answered
+        )
 
     def stop(self, gang: RayGang, *, grace_s: float) -> list[ReplicaStatus]:
         """``signal_stop``, then wait until every replica has ended or is unreachable.
@@ -1021,7 +1055,7 @@ class RayExecutor:
     """
 
     sandbox = "per-node"
-    capabilities = frozenset({Capability.DISCOVERS_NODES})
+    capabilities = frozenset({Capability.DISCOVERS_NODES, Capability.CHECKPOINTS})
 
     def __init__(
         self,
@@ -1090,9 +1124,23 @@ class RayExecutor:
                 self.gangs.signal_stop(att.gang, grace_s=self._failure_grace_s)
             if att.gang.ended:
                 del self._jobs[job_id]
-                exits.append(_exit_report(job_id, att.attempt, statuses))
+                report = _exit_report(job_id, att.attempt, statuses)
+                checkpoint = RayGangs.checkpoint(att.gang, att.attempt)
+                if checkpoint.at is not None or checkpoint.requested:
+                    report.checkpoint = checkpoint
+                exits.append(report)
                 self._handed_out.append(att.gang)
         return exits
+
+    def checkpoints(self) -> dict[int, CheckpointReport]:
+        """As of the last poll of each gang (at most ``poll_every_s`` old)."""
+        return {j: RayGangs.checkpoint(a.gang, a.attempt) for j, a in self._jobs.items()}
+
+    def request_checkpoint(self, job_id: int, signal: str) -> bool:
+        att = self._jobs.get(job_id)
+        if att is None:
+            return False
+        return self.gangs.request_checkpoint(att.gang, int(_signal_number(signal)))
 
     def _release_handed_out(self) -> None:
         # Ends handed out by the previous poll are recorded by now: their runners may go.
@@ -1190,6 +1238,10 @@ def _exit_report(job_id: int, attempt: int, statuses: list[ReplicaStatus]) -> Jo
         exit_code=code,
         message=f"replica {first.replica} on {first.node}: {first.message}",
     )
+
+
+def _signal_number(name: str) -> signal.Signals:
+    return signal.Signals[name]
 
 
 def _exit_message(code: int) -> str:

@@ -14,6 +14,10 @@ How long and how an attempt runs, first match wins:
 3. the job's ``estimate``;
 4. ``default_duration_s``.
 
+A job that declares a ``checkpoint_signal`` and is asked for a checkpoint (``Checkpoints``)
+reports one ``SIMULATED_CHECKPOINT_S`` seconds later (its env; 0 when not set, never when
+negative); simulated attempts report no checkpoint unless asked.
+
 Nodes are reported through ``DiscoversNodes`` (the store mirrors them, as for Ray); a
 node lost on demand (``lose_node``, or its name as a line of the ``down_file``) goes
 ``down`` in the store, and the attempts on it are reported lost, so they are requeued.
@@ -29,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mosu.core.api import JobExit, JobLaunch
+from mosu.core.api import CheckpointReport, JobExit, JobLaunch
 from mosu.core.executor import (
     Adoption,
     AttemptRecord,
@@ -42,6 +46,7 @@ from mosu.core.models import Node, NodeState
 
 DURATION_ENV = "SIMULATED_DURATION"
 EXIT_ENV = "SIMULATED_EXIT"
+CHECKPOINT_ENV = "SIMULATED_CHECKPOINT_S"
 DEFAULT_DURATION_S = 60.0
 SIGTERM = 15
 
@@ -102,6 +107,19 @@ class _Attempt:
     exit_code: int | None
     message: str = ""
     stopping: bool = False
+    checkpoint_s: float = 0.0
+    """How long it takes to save a checkpoint when asked (negative: it never does)."""
+    checkpoint_due: float | None = None
+    """When the checkpoint it was asked for is saved (the executor's clock)."""
+    asked: bool = False
+
+    def checkpoint(self, now: float, wall: float) -> CheckpointReport:
+        due = self.checkpoint_due
+        done = due is not None and due <= now
+        at = wall - (now - due) if done and due is not None else None
+        return CheckpointReport(
+            attempt=self.attempt, at=at, requested=due is not None or self.asked, answered=done
+        )
 
 
 class SimulatedExecutor:
@@ -110,18 +128,21 @@ class SimulatedExecutor:
     ``clock`` is the time the simulated runs are measured in (injected by tests)."""
 
     sandbox = "none"
-    capabilities = frozenset({Capability.DISCOVERS_NODES})
+    capabilities = frozenset({Capability.DISCOVERS_NODES, Capability.CHECKPOINTS})
 
     def __init__(
         self,
         nodes: Sequence[Node],
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
         default_duration_s: float = DEFAULT_DURATION_S,
         down_file: Path | None = None,
     ) -> None:
         self._nodes = {n.name: n for n in nodes}
         self._clock = clock
+        self._wall = wall
+        """The time checkpoint reports are given in (seconds since the epoch)."""
         self._default_s = default_duration_s
         self._down_file = down_file
         self._down: set[str] = set()
@@ -203,6 +224,7 @@ class SimulatedExecutor:
             ends_at,
             run.exit_code,
             "" if run.exit_code == 0 else f"exit code {run.exit_code}",
+            checkpoint_s=_float(launch.env.get(CHECKPOINT_ENV, "0"), 0.0),
         )
         heapq.heappush(self._ends, (ends_at, launch.job_id, launch.attempt))
         started = {}
@@ -223,11 +245,30 @@ class SimulatedExecutor:
             del self._jobs[job_id]
             self._exited.append(
                 JobExit(
-                    job_id=job_id, attempt=attempt, exit_code=att.exit_code, message=att.message
+                    job_id=job_id,
+                    attempt=attempt,
+                    exit_code=att.exit_code,
+                    message=att.message,
+                    checkpoint=att.checkpoint(now, self._wall()) if att.asked else None,
                 )
             )
         out, self._exited = self._exited, []
         return out
+
+    def checkpoints(self) -> dict[int, CheckpointReport]:
+        now, wall = self._clock(), self._wall()
+        return {job_id: att.checkpoint(now, wall) for job_id, att in self._jobs.items()}
+
+    def request_checkpoint(self, job_id: int, signal: str) -> bool:
+        """The attempt saves a checkpoint ``SIMULATED_CHECKPOINT_S`` from now (never when
+        that is negative)."""
+        att = self._jobs.get(job_id)
+        if att is None or att.stopping:
+            return False
+        att.asked = True
+        if att.checkpoint_s >= 0 and att.checkpoint_due is None:
+            att.checkpoint_due = self._clock() + att.checkpoint_s
+        return True
 
     def stop(self, job_id: int, grace_s: float) -> None:
         """Ends the attempt at once, as a process that dies of the SIGTERM (what a shell

@@ -62,6 +62,9 @@ SPEC_FIELDS_HELP = (
   estimate          expected run time (e.g. 2h): sharpens the estimated start
   max_runtime       stopped after this long (e.g. 1d)
   checkpoint_every  how often it saves its state (e.g. 10m): cheaper to stop
+  checkpoint_signal SIGUSR1 (or SIGUSR2, SIGHUP, SIGINT): asked to save before
+                    a preemption stops it; it touches $MOSU_CHECKPOINT_FILE
+  checkpoint_grace  how long that stop waits for the checkpoint (default 2m)
   env               environment variables, a mapping
   secrets           names of the tenant's secrets, set as variables
   workdir           the directory the command starts in
@@ -215,6 +218,8 @@ def show(job_id: int, output: OutputOpt = Output.TABLE) -> None:
         ]
         for a in job.allocations:
             lines.append(f"  replica {a.replica}: {a.node} GPUs {a.gpu_indices} pid {a.pid}")
+        if job.last_checkpoint_at is not None:
+            lines.append(f"  last checkpoint: {when(job.last_checkpoint_at)}")
         secret_names = job.spec.get("secrets") or []
         if secret_names:  # names only: the values never leave the server
             lines.append("  secrets: " + ", ".join(f"{n}=****" for n in secret_names))

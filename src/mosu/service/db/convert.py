@@ -86,6 +86,7 @@ def job_out(row: JobRow, allocations: list[AllocationRow] | None = None) -> JobO
         estimated_start_late=(
             ts(row.estimated_start_late) if row.state == JobState.PENDING else None
         ),
+        last_checkpoint_at=ts(row.last_checkpoint_at),
         allocations=[allocation_out(a) for a in sorted(allocations or [], key=lambda a: a.replica)],
         spec=row.spec,
     )

@@ -122,6 +122,15 @@ class JobRow(Base):
     estimate_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     max_runtime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     checkpoint_every_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    checkpoint_signal: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """The signal that asks the job for a checkpoint before a preemption stops it."""
+    checkpoint_grace_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """How long such a stop waits for the checkpoint."""
+    last_checkpoint_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The job's latest reported checkpoint (kept across attempts; the engine reads it
+    only when it falls within the current attempt)."""
+    checkpoint_requested_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """When a preemption asked the active attempt for a checkpoint; None otherwise."""
     spec: Mapped[dict] = mapped_column(JSON)
     submitted_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)

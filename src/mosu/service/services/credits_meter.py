@@ -354,7 +354,10 @@ def _lost_s(job: JobRow, at: float) -> float:
     from mosu.service.db.convert import engine_job
 
     started = job.started_at if job.started_at is not None else at
-    run = RunningJob(job=engine_job(job), placement=(), started_s=started)
+    last = job.last_checkpoint_at
+    if last is not None and last < started:
+        last = None  # an earlier attempt's
+    run = RunningJob(job=engine_job(job), placement=(), started_s=started, last_checkpoint_s=last)
     return seconds_since_checkpoint(run, at)
 
 

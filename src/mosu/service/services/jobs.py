@@ -191,6 +191,8 @@ def insert_jobs(session: Session, entries: Sequence[tuple[Submission, str]]) -> 
             "estimate_s": job.estimate_s,
             "max_runtime_s": job.max_runtime_s,
             "checkpoint_every_s": job.checkpoint_every_s,
+            "checkpoint_signal": job.checkpoint_signal,
+            "checkpoint_grace_s": job.checkpoint_grace_s,
             "spec": job.spec,
             "submitted_at": now,
             "attempts": 0,

@@ -61,6 +61,7 @@ def transition(
     if to in (JobState.PENDING, *[s for s in JobState if s.finished]):
         job.stop_reason = None
         job.stop_signalled = False
+        job.checkpoint_requested_at = None
 
 
 def note(session: Session, job: JobRow, kind: str, *, reason: str | None, message: str) -> None:

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from mosu.core.api import ACTIVE_STATES, JobLaunch, JobState, ReplicaLaunch, argv_of
+from mosu.core.api import (
+    ACTIVE_STATES,
+    CheckpointReport,
+    JobLaunch,
+    JobState,
+    ReplicaLaunch,
+    argv_of,
+)
 from mosu.core.executor import AttemptRecord, ReplicaRecord, ReplicaStarted
 from mosu.core.models import GPU_MILLI, Placement, RunningJob
 from mosu.core.reasons import PendingReason, StopReason
@@ -75,6 +82,7 @@ _SNAPSHOT_COLUMNS = (
     JobRow.checkpoint_every_s,
     JobRow.submitted_at,
     JobRow.started_at,
+    JobRow.last_checkpoint_at,
     JobRow.attained_gpu_s,
     JobRow.pending_reason,
     JobRow.pending_message,
@@ -170,11 +178,13 @@ def load_snapshot(
         held = allocs.get(row.id, [])
         if not held:
             continue
+        started = row.started_at if row.started_at is not None else now
         running.append(
             RunningJob(
                 job=engine_job(row, estimate),
                 placement=engine_placement(held),
-                started_s=row.started_at if row.started_at is not None else now,
+                started_s=started,
+                last_checkpoint_s=attempt_checkpoint(row.last_checkpoint_at, started),
                 attained_gpu_s=row.attained_gpu_s,
             )
         )
@@ -193,6 +203,43 @@ def load_snapshot(
         estimates=estimates,
     )
     return LoadedSnapshot(snapshot=snapshot, versions=versions, reasons=reasons)
+
+
+def attempt_checkpoint(last_checkpoint_at: float | None, started_at: float) -> float | None:
+    """A job's last checkpoint if its current attempt (begun at ``started_at``) saved it;
+    None when it is from an earlier attempt, or none was reported."""
+    if last_checkpoint_at is None or last_checkpoint_at < started_at:
+        return None
+    return last_checkpoint_at
+
+
+def store_checkpoints(
+    session: Session, reports: dict[int, CheckpointReport], *, now: float
+) -> None:
+    """Record the checkpoints running attempts reported: each job's ``last_checkpoint_at``,
+    for the attempt reported only, never before it started and never after ``now`` (a
+    report from the future counts as now). One statement that, like a pending reason,
+    does not bump the version: a report is information, and a concurrent cancel or
+    decision must not fail for it."""
+    values = [
+        {"b_id": job_id, "b_attempt": r.attempt, "b_at": min(r.at, now)}
+        for job_id, r in reports.items()
+        if r.at is not None
+    ]
+    if not values:
+        return
+    jobs = JobRow.__table__
+    session.connection().execute(
+        jobs.update()
+        .where(
+            jobs.c.id == bindparam("b_id"),
+            jobs.c.attempts == bindparam("b_attempt"),
+            jobs.c.state.in_([s.value for s in ACTIVE_STATES]),
+            jobs.c.started_at <= bindparam("b_at"),
+        )
+        .values(last_checkpoint_at=bindparam("b_at")),
+        values,
+    )
 
 
 def apply_decisions(

@@ -200,7 +200,8 @@
   // ------------------------------------------------------------------ live
 
   // Every kind the event history records; each one re-reads the page body.
-  const KINDS = ["state", "stop-requested", "tenant-created", "tenant-changed", "quota-changed",
+  const KINDS = ["state", "stop-requested", "checkpoint-requested", "checkpointed",
+    "checkpoint-missed", "tenant-created", "tenant-changed", "quota-changed",
     "node-registered", "node-updated", "node-draining", "node-ready", "node-down", "message"];
   let last = 0, timer = null;
 
