@@ -129,12 +129,25 @@ SEQUENCE = [
 ]
 
 
+EXPIRED_BEFORE_REFUND = [
+    ("start", "a", "H800", 1, 1000, None),
+    ("rate", "H800", 754, None),
+    ("grant", "a", 22, 30_000),
+    ("meter",),
+    ("wait", 325),
+    ("meter",),
+    ("wait", 47_225),
+    ("stop", 0, True),  # refunds to a grant that expired 17 s before: expired again
+]
+
+
 @settings(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @example(SEQUENCE)
+@example(EXPIRED_BEFORE_REFUND)
 @given(ops)
 def test_the_ledger_equals_the_independent_computation(sequence):
     with tempfile.TemporaryDirectory() as tmp:
@@ -306,16 +319,23 @@ def _check(path: Path, sequence) -> tuple[dict[str, int], dict[str, int]]:
         assert ledger[t]["grant"] == model.granted[t]
         balance = sum(ledger[t].values())
         assert balance == model.granted[t] - charged[t] + refunded[t] + ledger[t]["expiry"]
-    # Every charge is its interval's amount, split over grants without overdrawing one.
+    # Every charge is its interval's amount, split over grants without overdrawing one:
+    # a grant's entries in the order of their times never take it below zero (an expiry
+    # is of what was left at its time, whatever a later refund returns).
     per_interval: dict[tuple[int, int], int] = defaultdict(int)
-    per_grant: dict[int, int] = defaultdict(int)
+    per_grant: dict[int, list[CreditEntryRow]] = defaultdict(list)
     for e in entries:
         if e.kind == "charge":
             per_interval[(e.allocation_id, e.interval_start_ms)] -= e.amount_micro
-        if e.grant_id is not None and e.kind != "refund":
-            per_grant[e.grant_id] += e.amount_micro
+        if e.grant_id is not None:
+            per_grant[e.grant_id].append(e)
     assert per_interval == {
         (i.allocation_id, i.start_ms): i.amount_micro for i in intervals if i.amount_micro > 0
     }
-    assert all(v >= 0 for v in per_grant.values())
+    for grant_entries in per_grant.values():
+        left = 0
+        for e in sorted(grant_entries, key=lambda e: (e.at, e.id)):
+            left += e.amount_micro
+            assert left >= 0, (e.kind, e.at, left)
+        assert left >= 0
     return dict(charged), dict(refunded)

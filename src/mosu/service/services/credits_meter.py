@@ -380,7 +380,9 @@ def _refund(
             )
         ]
         lost_gpu_h = (end_ms - start) / 3_600_000 * o.use.gpu_milli / GPU_MILLI
-        for grant_id, part in undo_draws(amount, draws):
+        refunds = undo_draws(amount, draws)
+        expired = _expired_by(session, [g for g, _ in refunds if g is not None], at)
+        for grant_id, part in refunds:
             session.add(
                 CreditEntryRow(
                     tenant=o.tenant,
@@ -394,7 +396,38 @@ def _refund(
                     note=f"preempted: {lost_gpu_h:.4f} GPU-hours since the last checkpoint",
                 )
             )
+            if grant_id in expired:
+                # Back to a grant that has expired since the charge: had the work not been
+                # charged, these credits would have expired with it, so they do now. Its
+                # own expiry (at its expiry time) then leaves out what this returns.
+                session.add(
+                    CreditEntryRow(
+                        tenant=o.tenant,
+                        kind="expiry",
+                        allocation_id=o.id,
+                        amount_micro=-part,
+                        at=at,
+                        grant_id=grant_id,
+                        job_id=job.id,
+                        key=f"expiry:{grant_id}:refund:{o.id}",
+                        note="refunded to a grant that had expired",
+                    )
+                )
     session.flush()
+
+
+def _expired_by(session: Session, grant_ids: list[int], at: float) -> set[int]:
+    if not grant_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(CreditGrantRow.id).where(
+                CreditGrantRow.id.in_(grant_ids),
+                CreditGrantRow.expires_at.is_not(None),
+                CreditGrantRow.expires_at <= at,
+            )
+        )
+    )
 
 
 def expire_grants(session: Session, *, now: float) -> int:
