@@ -44,6 +44,13 @@ def reclaim(work: Work) -> None:
     # failure says nothing about another tenant's job, which has its own guarantee
     # and other lenders (the failing tenant's borrowed jobs are candidates for it).
     failed: dict[tuple[str, tuple[str, ...], Topology], list[Dims]] = {}
+    # Sizes put off (priced reclaim waits for checkpoints) since the working state last
+    # changed: a job of the same tenant, size and constraints finds the same plan and
+    # the same wait, so it is put off too without a search. Only a start or an
+    # eviction changes the state, usage or the borrowers, and each appends to
+    # ``work.starts`` or ``work.preempts``.
+    deferred: set[tuple[str, tuple[str, ...], Topology, Dims]] = set()
+    changes = (len(work.starts), len(work.preempts))
     for job in sorted(work.waiting_guarantee, key=order):
         if work.outcome.get(job.id) == Outcome.STARTED:
             continue
@@ -53,13 +60,23 @@ def reclaim(work: Work) -> None:
         key = (job.tenant, job.gpu_types, job.topology)
         if _dominated(dims, failed.get(key)):
             continue  # a smaller job of the same tenant already found no victims this round
+        now = (len(work.starts), len(work.preempts))
+        if now != changes:
+            deferred.clear()
+            changes = now
+        same = (*key, dims)
+        if same in deferred:
+            continue
         if pool is None or borrowers is None:
             pool = {}
             for v in running_victims(work):
                 pool.setdefault(v.tenant, []).append(v)
             borrowers = _Borrowers(work, pool)
-        if _reclaim_for(work, job, pool, borrowers.now()) is False:  # None: put off
+        done = _reclaim_for(work, job, pool, borrowers.now())
+        if done is False:
             failed.setdefault(key, []).append(dims)
+        elif done is None:  # put off
+            deferred.add(same)
 
 
 def _dominated(dims: Dims, smaller: list[Dims] | None) -> bool:
