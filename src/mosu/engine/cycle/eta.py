@@ -145,6 +145,12 @@ class StartPlanner:
             self._ahead = ahead
         return self._ahead.get(job.id, 0)
 
+    def far_behind(self) -> set[str]:
+        """The jobs with more than ``MAX_SHADOW_AHEAD`` ranked ahead in their pool: a
+        release plan for them is unknown (``estimate`` finds as much, one at a time)."""
+        self._pools_by_key()
+        return {job_id for job_id, (_, index) in self._place.items() if index > MAX_SHADOW_AHEAD}
+
     # -- one job -------------------------------------------------------------------
 
     def estimate(self, job: Job, reason: str, *, reclaim: bool) -> StartEstimate:
