@@ -70,7 +70,7 @@ def preempt_by_rank(work: Work) -> None:
             # starting in capacity an earlier preemption left over, which from here
             # only shrinks: only the jobs within it are worth a try.
             if freed:
-                for later in within_free(work, list(pending)):
+                for later in within_free(work, list(pending), within_guarantee=True):
                     try_start(work, later, within_guarantee=True)
             break
         # A job no smaller and no better ranked than one of its tenant's that found
@@ -123,7 +123,7 @@ def preempt_by_rank(work: Work) -> None:
         # repeat the first on no more capacity.
         passes = (True,) if work.profile.quotas == QuotaMode.STATIC else (True, False)
         for within in passes:
-            for job in within_free(work, rest):
+            for job in within_free(work, rest, within_guarantee=within):
                 if outcome.get(job.id) != Outcome.STARTED:
                     try_start(work, job, within_guarantee=within)
 

@@ -90,21 +90,54 @@ def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
     return Outcome.STARTED
 
 
-def within_free(work: Work, jobs: Iterable[Job]) -> list[Job]:
+def within_free(
+    work: Work, jobs: Iterable[Job], *, within_guarantee: bool | None = None
+) -> list[Job]:
     """The jobs of ``jobs`` that need no GPU or no more than is free of the GPU types
     they allow. As free capacity only shrinks until an eviction, ``try_start`` turns
     every other one down on counts alone, never placing it; what it may note then
     (that the job is over quota) any later call finds out by itself, so a pass of
-    ``try_start`` over ``jobs`` without evictions may skip them."""
+    ``try_start`` over ``jobs`` without evictions may skip them. Given
+    ``within_guarantee`` (the pass's), the jobs over quota are left out too: usage only
+    grows until an eviction and caps are fixed, so ``try_start`` would find them over
+    quota, noting only what a later call finds out by itself."""
     free = work.free
-    room: dict[tuple[str, ...], int] = {(): sum(free.get(t, 0) for t in work.state.gpu_types)}
+    everything = work.state.gpu_types
+    room: dict[tuple[str, ...], int] = {(): sum(free.get(t, 0) for t in everything)}
     for types in {job.gpu_types for job in jobs if job.gpu_types}:
         room[types] = sum(free.get(t, 0) for t in types)
-    return [
-        job
-        for job in jobs
-        if (need := job.dims[0] * job.dims[1] * job.dims[2]) == 0 or need <= room[job.gpu_types]
-    ]
+    if within_guarantee is None:
+        return [
+            job
+            for job in jobs
+            if (need := job.dims[0] * job.dims[1] * job.dims[2]) == 0
+            or need <= room[job.gpu_types]
+        ]
+    # The most a job of a tenant (and GPU types) may need and still be tried: the free
+    # capacity of its types, and its room under the cap on the roomiest of them.
+    cap = guarantee if within_guarantee else limit
+    usage = work.usage
+    most: dict[tuple[str, tuple[str, ...]], float] = {}
+
+    def most_for(tenant: str, types: tuple[str, ...]) -> float:
+        under = max(cap(work, tenant, t) - usage.get((tenant, t), 0) for t in types or everything)
+        found = most[(tenant, types)] = min(room[types], under)
+        return found
+
+    kept = []
+    for job in jobs:
+        dims = job.dims
+        need = dims[0] * dims[1] * dims[2]
+        if need == 0:
+            kept.append(job)
+            continue
+        key = (job.tenant, job.gpu_types)
+        bound = most.get(key)
+        if bound is None:
+            bound = most_for(*key)
+        if need <= bound:
+            kept.append(job)
+    return kept
 
 
 def commit_start(work: Work, job: Job, placement: Placement) -> None:
