@@ -71,7 +71,9 @@ def reclaim(work: Work) -> None:
         # Over its guarantee as ``CycleMemo.over_quota`` has it: ``try_start`` would
         # say so and nothing more, and ``_reclaim_for`` would find no GPU type with
         # room in the guarantee: a failure.
-        quota = need > 0 and need >= over_quota.get((tenant, job.gpu_types or everything, True), INF)
+        quota = need > 0 and need >= over_quota.get(
+            (tenant, job.gpu_types or everything, True), INF
+        )
         if not quota and try_start(work, job, within_guarantee=True) == started:
             continue
         key = (tenant, job.gpu_types, job.topology)

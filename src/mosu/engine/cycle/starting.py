@@ -110,8 +110,7 @@ def within_free(
         return [
             job
             for job in jobs
-            if (need := job.dims[0] * job.dims[1] * job.dims[2]) == 0
-            or need <= room[job.gpu_types]
+            if (need := job.dims[0] * job.dims[1] * job.dims[2]) == 0 or need <= room[job.gpu_types]
         ]
     # The most a job of a tenant (and GPU types) may need and still be tried: the free
     # capacity of its types, and its room under the cap on the roomiest of them.
