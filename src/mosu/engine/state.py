@@ -121,8 +121,12 @@ class ClusterState:
     def candidate_array(self, shape: Shape, gpu_types: Iterable[str] = ()) -> np.ndarray:
         """``candidates`` as an int64 array: one vector filter over the node columns."""
         c = self.cols
-        mask = self.type_mask(tuple(gpu_types)) & (c.cpu_free >= shape.cpu_milli)
-        mask &= c.mem_free >= shape.mem_mib
+        mask = self.type_mask(tuple(gpu_types))  # (a new array)
+        # Free CPU and memory are never negative: a shape asking none needs no test.
+        if shape.cpu_milli > 0:
+            mask &= c.cpu_free >= shape.cpu_milli
+        if shape.mem_mib > 0:
+            mask &= c.mem_free >= shape.mem_mib
         if shape.gpus:
             if shape.gpu_milli == GPU_MILLI:
                 mask &= c.full_free >= shape.gpus
