@@ -77,6 +77,7 @@ class StartPlanner:
         self._ahead: dict[str, int] | None = None
         self._pools: dict[_PoolKey, list[Job]] | None = None
         self._place: dict[str, tuple[_PoolKey, int]] = {}
+        self._far: set[str] = set()
         self._shadows: dict[tuple[_PoolKey, str | None], _Shadow] = {}
         self._holds_of: dict[tuple[str, ...], list[tuple[float, int, str]]] = {}
         self._entry_cache: dict[_PoolKey, list[tuple[int, str, float]]] = {}
@@ -149,7 +150,7 @@ class StartPlanner:
         """The jobs with more than ``MAX_SHADOW_AHEAD`` ranked ahead in their pool: a
         release plan for them is unknown (``estimate`` finds as much, one at a time)."""
         self._pools_by_key()
-        return {job_id for job_id, (_, index) in self._place.items() if index > MAX_SHADOW_AHEAD}
+        return self._far
 
     # -- one job -------------------------------------------------------------------
 
@@ -251,6 +252,7 @@ class StartPlanner:
             outcome = work.outcome
             pools: dict[_PoolKey, list[Job]] = {}
             place: dict[str, tuple[_PoolKey, int]] = {}
+            far: set[str] = set()
             # (tenant under static quotas, the job's own GPU types) -> its pool
             of: dict[tuple[str, tuple[str, ...]], tuple[_PoolKey, list[Job]]] = {}
             for other in work.ranked:
@@ -259,10 +261,13 @@ class StartPlanner:
                     key = (other.tenant if static else "", other.gpu_types or default)
                     found = of[(key[0], other.gpu_types)] = (key, pools.setdefault(key, []))
                 key, pool = found
-                place[other.id] = (key, len(pool))
+                index = len(pool)
+                place[other.id] = (key, index)
+                if index > MAX_SHADOW_AHEAD:
+                    far.add(other.id)
                 if outcome.get(other.id) is not Outcome.STARTED:
                     pool.append(other)
-            self._pools, self._place = pools, place
+            self._pools, self._place, self._far = pools, place, far
         return self._pools
 
     def _plan_reclaim(self, job: Job) -> float | None:
