@@ -6,12 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-import numpy as np
-
 from mosu.core.models import Job, Placement
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.reservations import Avoiding, avoid_for
-from mosu.engine.cycle.work import INF, Outcome, Work, guarantee, limit, may_borrow, node_type
+from mosu.engine.cycle.work import (
+    INF,
+    Outcome,
+    Work,
+    guarantee,
+    limit,
+    may_borrow,
+    node_type,
+    queue_sizes,
+)
 from mosu.engine.decisions import Preempt, Start
 from mosu.engine.placement.base import place_job
 from mosu.engine.preemption import Victim
@@ -168,19 +175,11 @@ def rest_over_quota(
     """Whether every job from position ``start`` of ``tenant``'s queue is over quota,
     given that ``job`` (of that queue) just was: true when they allow the same GPU
     types and none needs less than the smallest need ``over_quota`` holds for them."""
-    queue = work.queues[tenant]
-    if start >= len(queue):
+    if start >= len(work.queues[tenant]):
         return True
-    if tenant not in work.memo.tail_need:
-        if len({j.gpu_types for j in queue}) > 1:
-            work.memo.tail_need[tenant] = None
-        else:
-            # ``total_gpu_milli``, inline: gpus * share * replicas is 0 without GPUs too.
-            needs = [j.shape.gpus * j.shape.gpu_milli * j.replicas for j in queue]
-            tail = np.minimum.accumulate(np.array(needs, dtype=np.int64)[::-1])[::-1]
-            work.memo.tail_need[tenant] = tail.tolist()
-    tail_need = work.memo.tail_need[tenant]
-    if tail_need is None:
+    sizes = queue_sizes(work, tenant)
+    if sizes is None:
         return False
+    tail_need = sizes.tail_need
     allowed = job.gpu_types or work.state.gpu_types
     return tail_need[start] >= work.memo.over_quota.get((tenant, allowed, within_guarantee), INF)
