@@ -74,7 +74,7 @@ def _settle_by_counts(work: Work, tenant: str, start: int) -> bool:
     outcome = work.outcome
     waiting = work.waiting_guarantee
     key = (tenant, types, True)
-    over = work.memo.over_quota.get(key, INF)
+    over: float = work.memo.over_quota.get(key, INF)
     started = Outcome.STARTED
     for k, (job, code) in enumerate(zip(queue[start:], codes, strict=True)):
         if outcome.get(job.id) == started:
@@ -90,5 +90,5 @@ def _settle_by_counts(work: Work, tenant: str, start: int) -> bool:
             if waits:
                 waiting.append(job)
     if over != INF:
-        work.memo.over_quota[key] = over
+        work.memo.over_quota[key] = int(over)
     return True
