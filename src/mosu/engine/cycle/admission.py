@@ -21,7 +21,8 @@ def admit_within_guarantees(work: Work, only: set[str] | None = None) -> None:
         if only is not None and tenant not in only:
             continue
         for pos, job in enumerate(queue):
-            if not strict and _settle_by_counts(work, tenant, pos):
+            settles = not strict and not (backfill and len(work.reservations) < most)
+            if settles and _settle_by_counts(work, tenant, pos):
                 break
             if work.outcome.get(job.id) == Outcome.STARTED:
                 continue
