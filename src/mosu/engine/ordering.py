@@ -163,6 +163,17 @@ class LeastAttainedService(RankedOrder):
     def rank(self, job: Job, inputs: RankInputs) -> Rank:
         return (-job.priority, self.queue_of(inputs.service_gpu_s(job)), job.submit_s, job.id)
 
+    def rank_all(self, jobs: Sequence[Job], inputs: RankInputs) -> dict[str, Rank]:
+        if type(self).rank is not LeastAttainedService.rank:  # a subclass ranks otherwise
+            return super().rank_all(jobs, inputs)
+        # ``rank`` inline: this runs for every pending job each cycle.
+        thresholds = self.thresholds_gpu_s
+        queue_of = bisect.bisect_right
+        service = inputs.service_gpu_s
+        return {
+            j.id: (-j.priority, queue_of(thresholds, service(j)), j.submit_s, j.id) for j in jobs
+        }
+
     def running_classes(
         self, running: Mapping[str, RunningJob], inputs: RankInputs
     ) -> dict[str, Rank]:

@@ -121,8 +121,12 @@ class ClusterState:
     def candidate_array(self, shape: Shape, gpu_types: Iterable[str] = ()) -> np.ndarray:
         """``candidates`` as an int64 array: one vector filter over the node columns."""
         c = self.cols
-        mask = self.type_mask(tuple(gpu_types)) & (c.cpu_free >= shape.cpu_milli)
-        mask &= c.mem_free >= shape.mem_mib
+        mask = self.type_mask(tuple(gpu_types))  # (a new array)
+        # Free CPU and memory are never negative: a shape asking none needs no test.
+        if shape.cpu_milli > 0:
+            mask &= c.cpu_free >= shape.cpu_milli
+        if shape.mem_mib > 0:
+            mask &= c.mem_free >= shape.mem_mib
         if shape.gpus:
             if shape.gpu_milli == GPU_MILLI:
                 mask &= c.full_free >= shape.gpus
@@ -207,40 +211,43 @@ class ClusterState:
     # -- internals -----------------------------------------------------------
 
     def _apply(self, rp: ReplicaPlacement, sign: int) -> None:
+        # Every assign, release and rollback comes here: the node's figures, its rack's
+        # free GPUs and its columns are updated in one go.
         i = self.index_of[rp.node]
         free = self.gpu_free[i]
+        indices, milli = rp.gpu_indices, rp.gpu_milli
         if sign < 0:
-            for g in rp.gpu_indices:
-                if not 0 <= g < len(free) or free[g] < rp.gpu_milli:
-                    raise ValueError(f"GPU {g} of node {rp.node!r} has no room for {rp.gpu_milli}")
-            if len(set(rp.gpu_indices)) != len(rp.gpu_indices):
+            for g in indices:
+                if not 0 <= g < len(free) or free[g] < milli:
+                    raise ValueError(f"GPU {g} of node {rp.node!r} has no room for {milli}")
+            if len(indices) > 1 and len(set(indices)) != len(indices):
                 raise ValueError(f"replica on {rp.node!r} names a GPU twice")
             if self.cpu_free[i] < rp.cpu_milli or self.mem_free[i] < rp.mem_mib:
                 raise ValueError(f"node {rp.node!r} has no CPU or memory room for the replica")
-        self._unindex(i)
-        for g in rp.gpu_indices:
-            free[g] += sign * rp.gpu_milli
-        self.cpu_free[i] += sign * rp.cpu_milli
-        self.mem_free[i] += sign * rp.mem_mib
-        self.full_free[i] = sum(1 for f in free if f == GPU_MILLI)
-        self._index(i)
-        self._mirror(i, rp, sign)
-        self.allocated_milli -= sign * rp.gpu_milli * len(rp.gpu_indices)
-
-    def _mirror(self, i: int, rp: ReplicaPlacement, sign: int) -> None:
+        for g in indices:
+            free[g] += sign * milli
+        cpu = self.cpu_free[i] = self.cpu_free[i] + sign * rp.cpu_milli
+        mem = self.mem_free[i] = self.mem_free[i] + sign * rp.mem_mib
+        was = self.full_free[i]
+        full = self.full_free[i] = free.count(GPU_MILLI)
+        if full != was and self.schedulable[i]:
+            self.rack_free_gpus[self.nodes[i].rack] += full - was
         c = self.cols
-        free = self.gpu_free[i]
-        c.cpu_free[i] = self.cpu_free[i]
-        c.mem_free[i] = self.mem_free[i]
-        c.full_free[i] = self.full_free[i]
+        c.cpu_free[i] = cpu
+        c.mem_free[i] = mem
+        c.full_free[i] = full
         if free:
             c.gpu_free[i, : len(free)] = free
             c.free_total[i] = sum(free)
             c.max_free[i] = max(free)
-        n = len(rp.gpu_indices)
-        col = c.tag_column(n, n == 1 and rp.gpu_milli < GPU_MILLI)
+        n = len(indices)
+        key = (n, n == 1 and milli < GPU_MILLI)
+        col = c.tag_index.get(key)
+        if col is None:
+            col = c.tag_column(*key)
         c.tags[i, col] -= sign
         c.node_version[i] += 1
+        self.allocated_milli -= sign * milli * n
 
     def _unindex(self, i: int) -> None:
         if self.schedulable[i]:

@@ -70,3 +70,6 @@ def schedule(snapshot: ClusterSnapshot, profile: SchedulingProfile) -> CycleResu
         return close_cycle(work)  # 7
     finally:
         work.state.rollback(cp)
+        # The victim index refers back to the working state: without it the cycle's
+        # working objects are freed as it returns, not left for the cyclic collector.
+        work.memo.victim_index = None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from mosu.engine.cycle.reservations import reserve
 from mosu.engine.cycle.starting import rest_over_quota, try_start
-from mosu.engine.cycle.work import Outcome, Work
+from mosu.engine.cycle.work import INF, Outcome, Work, guarantee, queue_sizes
 from mosu.engine.profiles import QueueMode, QuotaMode
 
 
@@ -19,6 +21,9 @@ def admit_within_guarantees(work: Work, only: set[str] | None = None) -> None:
         if only is not None and tenant not in only:
             continue
         for pos, job in enumerate(queue):
+            settles = not strict and not (backfill and len(work.reservations) < most)
+            if settles and _settle_by_counts(work, tenant, pos):
+                break
             if work.outcome.get(job.id) == Outcome.STARTED:
                 continue
             outcome = try_start(work, job, within_guarantee=True)
@@ -36,3 +41,55 @@ def admit_within_guarantees(work: Work, only: set[str] | None = None) -> None:
             if strict:
                 work.blocked_tenants.add(tenant)
                 break
+
+
+def _settle_by_counts(work: Work, tenant: str, start: int) -> bool:
+    """Settle the rest of ``tenant``'s queue (from ``start``) at once when counts
+    decide every job: all allow one GPU type, each needs more than is free of it, and
+    no outcome calls for a reservation. ``try_start`` would turn each down on its
+    guarantee (usage does not change while nothing starts), its size, or as not
+    fitting, and the walk would stop at the first job over its guarantee after which
+    ``rest_over_quota`` holds; this gives the same outcomes, waiting jobs and
+    over-quota note. False (and nothing done) when counts do not settle it."""
+    profile = work.profile
+    if (
+        profile.queue_mode == QueueMode.BACKFILL
+        and len(work.reservations) < profile.max_reservations
+    ):
+        return False
+    sizes = queue_sizes(work, tenant)
+    if sizes is None:
+        return False
+    types = sizes.gpu_types or work.state.gpu_types
+    queue = work.queues[tenant]
+    if len(types) != 1 or sizes.tail_need[start] <= work.free.get(types[0], 0):
+        return False  # some job may fit (or needs no GPU)
+    only = types[0]
+    need = sizes.need[start:]
+    quota = need > guarantee(work, tenant, only) - work.usage.get((tenant, only), 0)
+    never = ~quota & (sizes.gpus[start:] > work.max_node_gpus.get(only, 0))
+    codes = np.where(quota, 1, np.where(never, 2, 0)).tolist()
+    needs = need.tolist()
+    tail = sizes.tail_need
+    waits = profile.reclaim and profile.quotas == QuotaMode.BORROW
+    outcome = work.outcome
+    waiting = work.waiting_guarantee
+    key = (tenant, types, True)
+    over: float = work.memo.over_quota.get(key, INF)
+    started = Outcome.STARTED
+    for k, (job, code) in enumerate(zip(queue[start:], codes, strict=True)):
+        if outcome.get(job.id) == started:
+            continue
+        if code == 1:
+            over = min(over, needs[k])
+            if start + k + 1 >= len(queue) or tail[start + k + 1] >= over:
+                break  # the rest is over the guarantee too
+        elif code == 2:
+            outcome[job.id] = Outcome.NEVER
+        else:
+            outcome[job.id] = Outcome.NO_FIT
+            if waits:
+                waiting.append(job)
+    if over != INF:
+        work.memo.over_quota[key] = int(over)
+    return True

@@ -76,7 +76,11 @@ class StartPlanner:
         self._holds: list[_Hold] | None = None
         self._ahead: dict[str, int] | None = None
         self._pools: dict[_PoolKey, list[Job]] | None = None
-        self._place: dict[str, tuple[_PoolKey, int]] = {}
+        # Each pending job's pool and its place there (``_place_in_pool``), in two maps:
+        # one pair per job would be 100,000 objects more at a large queue.
+        self._pool_of: dict[str, _PoolKey] = {}
+        self._index: dict[str, int] = {}
+        self._far: set[str] = set()
         self._shadows: dict[tuple[_PoolKey, str | None], _Shadow] = {}
         self._holds_of: dict[tuple[str, ...], list[tuple[float, int, str]]] = {}
         self._entry_cache: dict[_PoolKey, list[tuple[int, str, float]]] = {}
@@ -145,6 +149,12 @@ class StartPlanner:
             self._ahead = ahead
         return self._ahead.get(job.id, 0)
 
+    def far_behind(self) -> set[str]:
+        """The jobs with more than ``MAX_SHADOW_AHEAD`` ranked ahead in their pool: a
+        release plan for them is unknown (``estimate`` finds as much, one at a time)."""
+        self._pools_by_key()
+        return self._far
+
     # -- one job -------------------------------------------------------------------
 
     def estimate(self, job: Job, reason: str, *, reclaim: bool) -> StartEstimate:
@@ -155,7 +165,7 @@ class StartPlanner:
             basis = EtaBasis.RELEASES
             if self._pools is None:
                 self._pools_by_key()
-            if self._place[job.id][1] > MAX_SHADOW_AHEAD:
+            if self._index[job.id] > MAX_SHADOW_AHEAD:
                 return _UNKNOWN[basis]  # as ``_plan_releases`` finds, without the calls
             planned = self._plan_releases(job)
         if planned is None:
@@ -233,7 +243,7 @@ class StartPlanner:
         and its place there: how many are ranked ahead of it."""
         if self._pools is None:
             self._pools_by_key()
-        return self._place[job.id]
+        return self._pool_of[job.id], self._index[job.id]
 
     def _pools_by_key(self) -> dict[_PoolKey, list[Job]]:
         if self._pools is None:
@@ -244,7 +254,9 @@ class StartPlanner:
             default = work.state.gpu_types
             outcome = work.outcome
             pools: dict[_PoolKey, list[Job]] = {}
-            place: dict[str, tuple[_PoolKey, int]] = {}
+            pool_of: dict[str, _PoolKey] = {}
+            place: dict[str, int] = {}
+            far: set[str] = set()
             # (tenant under static quotas, the job's own GPU types) -> its pool
             of: dict[tuple[str, tuple[str, ...]], tuple[_PoolKey, list[Job]]] = {}
             for other in work.ranked:
@@ -253,10 +265,14 @@ class StartPlanner:
                     key = (other.tenant if static else "", other.gpu_types or default)
                     found = of[(key[0], other.gpu_types)] = (key, pools.setdefault(key, []))
                 key, pool = found
-                place[other.id] = (key, len(pool))
+                index = len(pool)
+                pool_of[other.id] = key
+                place[other.id] = index
+                if index > MAX_SHADOW_AHEAD:
+                    far.add(other.id)
                 if outcome.get(other.id) is not Outcome.STARTED:
                     pool.append(other)
-            self._pools, self._place = pools, place
+            self._pools, self._pool_of, self._index, self._far = pools, pool_of, place, far
         return self._pools
 
     def _plan_reclaim(self, job: Job) -> float | None:

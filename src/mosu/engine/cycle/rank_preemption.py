@@ -3,10 +3,13 @@ profile's scope (its own tenant, borrowed capacity, or any)."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Sequence
 
-from mosu.core.models import Job, Placement, RunningJob
+import numpy as np
+
+from mosu.core.models import Job, Placement
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.pricing import cheaper_at_s, wake_at, worth_preempting
 from mosu.engine.cycle.ranks import running_class_map
@@ -55,6 +58,7 @@ def preempt_by_rank(work: Work) -> None:
     undominated: dict[str, set[tuple[int, int, int, int, int]]] = {}
     """Tenant -> sizes found not dominated since that tenant last failed."""
     own_worst: dict[str, Rank] | None = None
+    columns = _Columns()
     freed = False
     for job in itertools.chain((first,), pending):
         if freed and try_start(work, job, within_guarantee=True) == Outcome.STARTED:
@@ -66,7 +70,7 @@ def preempt_by_rank(work: Work) -> None:
             # starting in capacity an earlier preemption left over, which from here
             # only shrinks: only the jobs within it are worth a try.
             if freed:
-                for later in within_free(work, list(pending)):
+                for later in within_free(work, list(pending), within_guarantee=True):
                     try_start(work, later, within_guarantee=True)
             break
         # A job no smaller and no better ranked than one of its tenant's that found
@@ -100,7 +104,7 @@ def preempt_by_rank(work: Work) -> None:
         if own_scope and not own_worst.get(job.tenant, klass) > klass:
             done: bool | None = False
         else:
-            done = _preempt_for(work, job, klass, run_class, scope)
+            done = _preempt_for(work, job, klass, run_class, scope, columns)
         if not done:
             if done is not None:
                 # No victims. A plan refused for its price (None) says nothing about
@@ -119,7 +123,7 @@ def preempt_by_rank(work: Work) -> None:
         # repeat the first on no more capacity.
         passes = (True,) if work.profile.quotas == QuotaMode.STATIC else (True, False)
         for within in passes:
-            for job in within_free(work, rest):
+            for job in within_free(work, rest, within_guarantee=within):
                 if outcome.get(job.id) != Outcome.STARTED:
                     try_start(work, job, within_guarantee=within)
 
@@ -130,6 +134,7 @@ def _preempt_for(
     klass: Rank,
     run_class: dict[str, Rank],
     scope: RankPreemption,
+    columns: _Columns,
 ) -> bool | None:
     """Displace worse-ranked jobs in ``scope`` (worst class first, then cheapest).
     False when no victims make room, None when the plan found costs more than the job
@@ -137,53 +142,30 @@ def _preempt_for(
     tenant = job.tenant
     # A job held back by its tenant's quota can only make room by displacing its own.
     own_only = work.outcome.get(job.id) == Outcome.QUOTA
-    borrowed: dict[tuple[str, str], int] = {}
-
-    def eligible(run: RunningJob) -> bool:
-        if run_class[run.job.id] <= klass:
-            return False
-        if run.job.tenant == tenant:
-            return True
-        if own_only:
-            return False
-        if scope == RankPreemption.ANY:
-            return True
-        if scope == RankPreemption.BORROWED:
-            gpu_type = node_type(work, run.placement[0].node)
-            key = (run.job.tenant, gpu_type)
-            amount = borrowed.get(key)
-            if amount is None:  # usage is fixed while candidates are chosen
-                amount = borrowed[key] = borrowed_milli(work, run.job.tenant, gpu_type)
-            return amount >= run.job.total_gpu_milli
-        return False
-
-    if scope == RankPreemption.ANY and not own_only:
-        pool = list(work.running)
-    else:
-        # Only the tenant's own jobs can be eligible, and with BORROWED also those of
-        # tenants not below their guarantee on some GPU type.
-        if work.memo.running_of_tenant is None:
-            work.memo.running_of_tenant = {}
-            for job_id, run in work.running.items():
-                work.memo.running_of_tenant.setdefault(run.job.tenant, []).append(job_id)
-        borrowing = scope == RankPreemption.BORROWED and not own_only
-        pool = [
-            k
-            for t, ids in work.memo.running_of_tenant.items()
-            if t == tenant
-            or (borrowing and any(borrowed_milli(work, t, g) >= 0 for g in work.capacity))
-            for k in ids
-            if k in work.running
-        ]
-    # Victims are built only for eligible jobs: usually few of those running. The
-    # class test, the cheapest and most often decisive, comes before the call.
+    if columns.cols is None:
+        columns.cols = _RunningColumns(work)
+    cols = columns.cols
+    # Eligible: ranked worse, and of the job's tenant, or (unless only its own may
+    # go) of any tenant in scope ANY, of a tenant borrowing at least the job's GPUs
+    # on its GPU type in scope BORROWED. Victims are built only for eligible jobs:
+    # usually few of those running.
+    mask = cols.rank >= bisect.bisect_right(cols.classes, klass)
+    own = cols.tenant == cols.tenant_ids.get(tenant, -1)
+    if own_only or scope not in (RankPreemption.ANY, RankPreemption.BORROWED):
+        mask &= own
+    elif scope == RankPreemption.BORROWED:
+        # Usage is fixed while candidates are chosen.
+        amounts = np.array(
+            [[borrowed_milli(work, t, g) for g in cols.type_names] for t in cols.tenant_names],
+            dtype=np.int64,
+        ).reshape(len(cols.tenant_names), len(cols.type_names))
+        mask &= own | (amounts[cols.tenant, cols.gpu_type] >= cols.milli)
     running = work.running
+    ids = cols.ids
     candidates = [
         v
-        for job_id in pool
-        if run_class[job_id] > klass
-        and eligible(running[job_id])
-        and (v := as_victim(work, job_id)) is not None
+        for k in np.flatnonzero(mask).tolist()
+        if (job_id := ids[k]) in running and (v := as_victim(work, job_id)) is not None
     ]
     # Worst class first, then cheapest (costs are unique, so the order is total).
     worst_first = work.memo.worst_first_of
@@ -217,6 +199,48 @@ def _preempt_for(
         evict(work, v, reason, job.id)
     commit_start(work, job, placement)
     return True
+
+
+class _RunningColumns:
+    """The jobs running as rank preemption starts, as columns: each one's class (its
+    place among the distinct classes, ascending), tenant, GPU type and GPU milli. Jobs
+    only leave from here on (filter by ``Work.running``)."""
+
+    def __init__(self, work: Work) -> None:
+        run_class = running_class_map(work)
+        self.ids = [k for k in run_class if k in work.running]
+        self.classes = sorted({run_class[k] for k in self.ids})
+        place = {c: k for k, c in enumerate(self.classes)}
+        self.tenant_names: list[str] = []
+        self.tenant_ids: dict[str, int] = {}
+        self.type_names: list[str] = []
+        type_ids: dict[str, int] = {}
+        tenants, types, milli = [], [], []
+        for job_id in self.ids:
+            run = work.running[job_id]
+            tenant = run.job.tenant
+            t = self.tenant_ids.get(tenant)
+            if t is None:
+                t = self.tenant_ids[tenant] = len(self.tenant_names)
+                self.tenant_names.append(tenant)
+            gpu_type = node_type(work, run.placement[0].node) if run.placement else ""
+            g = type_ids.get(gpu_type)
+            if g is None:
+                g = type_ids[gpu_type] = len(self.type_names)
+                self.type_names.append(gpu_type)
+            tenants.append(t)
+            types.append(g)
+            milli.append(run.job.total_gpu_milli)
+        self.rank = np.array([place[run_class[k]] for k in self.ids], dtype=np.int64)
+        self.tenant = np.array(tenants, dtype=np.int64)
+        self.gpu_type = np.array(types, dtype=np.int64)
+        self.milli = np.array(milli, dtype=np.int64)
+
+
+class _Columns:
+    """``_RunningColumns``, built on the first search for victims."""
+
+    cols: _RunningColumns | None = None
 
 
 def _preempt_own_for_quota(work: Work, job: Job, candidates: list[Victim]) -> bool | None:

@@ -56,30 +56,38 @@ def close_cycle(work: Work) -> CycleResult:
             if work.outcome.get(job.id) != Outcome.STARTED:
                 pend(job, PendingReason.WAITING_FOR_GUARANTEE, _WAITING, estimate=False)
         return _result(work, pending)
-    for queue in work.queues.values():
-        for job in queue:
-            outcome = work.outcome.get(job.id)
-            if outcome == Outcome.STARTED:
+    # In rank order, as the ranked queue lists them. Most jobs wait far behind in
+    # their pool, where a release plan is unknown (``StartPlanner.far_behind``): their
+    # entry is written here without a plan.
+    far = planner.far_behind()
+    releases = bases[EtaBasis.RELEASES]
+    outcome_of = work.outcome.get
+    started = Outcome.STARTED
+    for job in work.ranked:
+        job_id = job.id
+        outcome = outcome_of(job_id)
+        if outcome is started:
+            continue
+        if not explain and job_id not in wanted:
+            if job_id in waiting:
+                pend(job, PendingReason.WAITING_FOR_GUARANTEE, _WAITING, estimate=False)
+            continue
+        if job_id in waiting:
+            pend(job, PendingReason.WAITING_FOR_GUARANTEE, _WAITING)
+            continue
+        if job_id in reserved:
+            reason, message = PendingReason.RESERVED, "capacity is held for it"
+        elif outcome is None:
+            reason, message = PendingReason.QUEUED, "behind earlier jobs of its tenant"
+        else:
+            reason, message = _REASON[outcome]
+            if outcome == Outcome.NEVER:
+                pend(job, reason, message, estimate=False)
                 continue
-            if not explain and job.id not in wanted:
-                if job.id in waiting:
-                    pend(job, PendingReason.WAITING_FOR_GUARANTEE, _WAITING, estimate=False)
-                continue
-            if job.id in waiting:
-                pend(job, PendingReason.WAITING_FOR_GUARANTEE, _WAITING)
-            elif job.id in reserved:
-                pend(job, PendingReason.RESERVED, "capacity is held for it")
-            elif outcome is None:
-                pend(job, PendingReason.QUEUED, "behind earlier jobs of its tenant")
-            else:
-                reason, message = _REASON[outcome]
-                if outcome == Outcome.NEVER:
-                    pend(job, reason, message, estimate=False)
-                else:
-                    pend(job, reason, message)
-    # In rank order, as the ranked queue lists them (cheaper than sorting by rank).
-    by_id = {p.job_id: p for p in pending}
-    pending = [p for job in work.ranked if (p := by_id.get(job.id)) is not None]
+        if job_id in far:
+            pending.append(Pending(job_id, reason, message, None, None, None, releases))
+        else:
+            pend(job, reason, message)
     return _result(work, pending)
 
 

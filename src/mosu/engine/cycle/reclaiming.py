@@ -13,6 +13,7 @@ from mosu.engine.cycle.starting import commit_start, evict, try_start
 from mosu.engine.cycle.victim_index import VictimIndex
 from mosu.engine.cycle.victims import running_victims
 from mosu.engine.cycle.work import (
+    INF,
     Dims,
     Outcome,
     Work,
@@ -21,20 +22,24 @@ from mosu.engine.cycle.work import (
     guarantee,
     types_of,
 )
-from mosu.engine.ordering import Rank
 from mosu.engine.placement.base import place_job
 from mosu.engine.preemption import Victim
 
 
 def reclaim(work: Work) -> None:
     # Usage is fixed while the order is taken: one dominant share per tenant.
-    shares = {j.tenant: 0.0 for j in work.waiting_guarantee}
+    waiting = work.waiting_guarantee
+    shares = {j.tenant: 0.0 for j in waiting}
     for tenant in shares:
         shares[tenant] = dominant_share(work, tenant)
-    ranks = work.ranks
-
-    def order(j: Job) -> tuple[float, Rank]:
-        return (shares[j.tenant], ranks[j.id])
+    # By dominant share, then rank: the waiting jobs in rank order (a pass over the
+    # ranked queue), then a stable sort by share alone.
+    ids = {j.id for j in waiting}
+    in_order = [j for j in work.ranked if j.id in ids] if len(ids) == len(waiting) else None
+    if in_order is None or len(in_order) != len(waiting):  # (a job listed twice)
+        ranks = work.ranks
+        in_order = sorted(waiting, key=lambda j: ranks[j.id])
+    in_order.sort(key=lambda j: shares[j.tenant])
 
     # Candidates once per round (built on first need), per tenant, cheapest first;
     # evicted ones are skipped.
@@ -44,22 +49,59 @@ def reclaim(work: Work) -> None:
     # failure says nothing about another tenant's job, which has its own guarantee
     # and other lenders (the failing tenant's borrowed jobs are candidates for it).
     failed: dict[tuple[str, tuple[str, ...], Topology], list[Dims]] = {}
-    for job in sorted(work.waiting_guarantee, key=order):
-        if work.outcome.get(job.id) == Outcome.STARTED:
+    # Sizes found dominated by ``failed``, which only grows this round: they stay so.
+    dominated: set[tuple[str, tuple[str, ...], Topology, Dims]] = set()
+    # Sizes put off (priced reclaim waits for checkpoints) since the working state last
+    # changed: a job of the same tenant, size and constraints finds the same plan and
+    # the same wait, so it is put off too without a search. Only a start or an
+    # eviction changes the state, usage or the borrowers, and each appends to
+    # ``work.starts`` or ``work.preempts``.
+    deferred: set[tuple[str, tuple[str, ...], Topology, Dims]] = set()
+    changes = (len(work.starts), len(work.preempts))
+    outcome_of = work.outcome.get
+    started = Outcome.STARTED
+    over_quota = work.memo.over_quota
+    everything = work.state.gpu_types
+    for job in in_order:
+        if outcome_of(job.id) is started:
             continue
-        if try_start(work, job, within_guarantee=True) == Outcome.STARTED:
-            continue
+        tenant = job.tenant
         dims = job.dims
-        key = (job.tenant, job.gpu_types, job.topology)
+        need = dims[0] * dims[1] * dims[2]
+        # Over its guarantee as ``CycleMemo.over_quota`` has it: ``try_start`` would
+        # say so and nothing more, and ``_reclaim_for`` would find no GPU type with
+        # room in the guarantee: a failure.
+        quota = need > 0 and need >= over_quota.get(
+            (tenant, job.gpu_types or everything, True), INF
+        )
+        if not quota and try_start(work, job, within_guarantee=True) == started:
+            continue
+        key = (tenant, job.gpu_types, job.topology)
+        same = (*key, dims)
+        if same in dominated:
+            continue
         if _dominated(dims, failed.get(key)):
+            dominated.add(same)
             continue  # a smaller job of the same tenant already found no victims this round
+        if quota:
+            failed.setdefault(key, []).append(dims)
+            continue
+        now = (len(work.starts), len(work.preempts))
+        if now != changes:
+            deferred.clear()
+            changes = now
+        if same in deferred:
+            continue
         if pool is None or borrowers is None:
             pool = {}
             for v in running_victims(work):
                 pool.setdefault(v.tenant, []).append(v)
             borrowers = _Borrowers(work, pool)
-        if _reclaim_for(work, job, pool, borrowers.now()) is False:  # None: put off
+        done = _reclaim_for(work, job, pool, borrowers.now())
+        if done is False:
             failed.setdefault(key, []).append(dims)
+        elif done is None:  # put off
+            deferred.add(same)
 
 
 def _dominated(dims: Dims, smaller: list[Dims] | None) -> bool:

@@ -6,12 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-import numpy as np
-
 from mosu.core.models import Job, Placement
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.reservations import Avoiding, avoid_for
-from mosu.engine.cycle.work import INF, Outcome, Work, guarantee, limit, may_borrow, node_type
+from mosu.engine.cycle.work import (
+    INF,
+    Outcome,
+    Work,
+    guarantee,
+    limit,
+    may_borrow,
+    node_type,
+    queue_sizes,
+)
 from mosu.engine.decisions import Preempt, Start
 from mosu.engine.placement.base import place_job
 from mosu.engine.preemption import Victim
@@ -90,21 +97,53 @@ def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
     return Outcome.STARTED
 
 
-def within_free(work: Work, jobs: Iterable[Job]) -> list[Job]:
+def within_free(
+    work: Work, jobs: Iterable[Job], *, within_guarantee: bool | None = None
+) -> list[Job]:
     """The jobs of ``jobs`` that need no GPU or no more than is free of the GPU types
     they allow. As free capacity only shrinks until an eviction, ``try_start`` turns
     every other one down on counts alone, never placing it; what it may note then
     (that the job is over quota) any later call finds out by itself, so a pass of
-    ``try_start`` over ``jobs`` without evictions may skip them."""
+    ``try_start`` over ``jobs`` without evictions may skip them. Given
+    ``within_guarantee`` (the pass's), the jobs over quota are left out too: usage only
+    grows until an eviction and caps are fixed, so ``try_start`` would find them over
+    quota, noting only what a later call finds out by itself."""
     free = work.free
-    room: dict[tuple[str, ...], int] = {(): sum(free.get(t, 0) for t in work.state.gpu_types)}
+    everything = work.state.gpu_types
+    room: dict[tuple[str, ...], int] = {(): sum(free.get(t, 0) for t in everything)}
     for types in {job.gpu_types for job in jobs if job.gpu_types}:
         room[types] = sum(free.get(t, 0) for t in types)
-    return [
-        job
-        for job in jobs
-        if (need := job.dims[0] * job.dims[1] * job.dims[2]) == 0 or need <= room[job.gpu_types]
-    ]
+    if within_guarantee is None:
+        return [
+            job
+            for job in jobs
+            if (need := job.dims[0] * job.dims[1] * job.dims[2]) == 0 or need <= room[job.gpu_types]
+        ]
+    # The most a job of a tenant (and GPU types) may need and still be tried: the free
+    # capacity of its types, and its room under the cap on the roomiest of them.
+    cap = guarantee if within_guarantee else limit
+    usage = work.usage
+    most: dict[tuple[str, tuple[str, ...]], float] = {}
+
+    def most_for(tenant: str, types: tuple[str, ...]) -> float:
+        under = max(cap(work, tenant, t) - usage.get((tenant, t), 0) for t in types or everything)
+        found = most[(tenant, types)] = min(room[types], under)
+        return found
+
+    kept = []
+    for job in jobs:
+        dims = job.dims
+        need = dims[0] * dims[1] * dims[2]
+        if need == 0:
+            kept.append(job)
+            continue
+        key = (job.tenant, job.gpu_types)
+        bound = most.get(key)
+        if bound is None:
+            bound = most_for(*key)
+        if need <= bound:
+            kept.append(job)
+    return kept
 
 
 def commit_start(work: Work, job: Job, placement: Placement) -> None:
@@ -136,19 +175,11 @@ def rest_over_quota(
     """Whether every job from position ``start`` of ``tenant``'s queue is over quota,
     given that ``job`` (of that queue) just was: true when they allow the same GPU
     types and none needs less than the smallest need ``over_quota`` holds for them."""
-    queue = work.queues[tenant]
-    if start >= len(queue):
+    if start >= len(work.queues[tenant]):
         return True
-    if tenant not in work.memo.tail_need:
-        if len({j.gpu_types for j in queue}) > 1:
-            work.memo.tail_need[tenant] = None
-        else:
-            # ``total_gpu_milli``, inline: gpus * share * replicas is 0 without GPUs too.
-            needs = [j.shape.gpus * j.shape.gpu_milli * j.replicas for j in queue]
-            tail = np.minimum.accumulate(np.array(needs, dtype=np.int64)[::-1])[::-1]
-            work.memo.tail_need[tenant] = tail.tolist()
-    tail_need = work.memo.tail_need[tenant]
-    if tail_need is None:
+    sizes = queue_sizes(work, tenant)
+    if sizes is None:
         return False
+    tail_need = sizes.tail_need
     allowed = job.gpu_types or work.state.gpu_types
     return tail_need[start] >= work.memo.over_quota.get((tenant, allowed, within_guarantee), INF)

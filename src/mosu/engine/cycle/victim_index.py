@@ -79,32 +79,49 @@ class VictimIndex:
             return rank
         return rank + self.ranks * (book.cohort(v.tenant) != home)
 
-    def _bound(self, i: int, home: str | None, per: int) -> int | None:
-        """The least combined cost a plan for one replica of ``per`` GPUs on node ``i``
-        can have (-1: an empty one), or None if the node can hold none."""
-        state = self.work.state
-        if not state.schedulable[i] or state.nodes[i].gpus < per:
-            return None
+    def _held(self, i: int, home: str | None) -> list[tuple[int, int]]:
+        """(combined cost, GPUs) of the victims on node ``i`` that run and borrow,
+        cheapest first."""
         running = self.work.running
         borrowing = self.borrowing
+        if home is None or self.work.cohorts is None:
+            rank = self.rank
+            # ``on_node`` lists each node's victims in cost order: no sort needed.
+            return [
+                (rank[v.job_id], gpus)
+                for v, gpus in self.on_node[i]
+                if v.tenant in borrowing and v.job_id in running
+            ]
         held = [
             (self._combined(v, home), gpus)
             for v, gpus in self.on_node[i]
             if v.tenant in borrowing and v.job_id in running
         ]
-        if not held:
-            return None
-        need = per - state.full_free[i]
+        held.sort()
+        return held
+
+    @staticmethod
+    def _least(held: list[tuple[int, int]], need: int) -> int | None:
+        """The least cost at which the cheapest of ``held`` free ``need`` GPUs."""
         if need <= 0:
             return -1
-        if home is not None:
-            held.sort()
         freed = 0
         for cost, gpus in held:
             freed += gpus
             if freed >= need:
                 return cost
         return None
+
+    def _bound(self, i: int, home: str | None, per: int) -> int | None:
+        """The least combined cost a plan for one replica of ``per`` GPUs on node ``i``
+        can have (-1: an empty one), or None if the node can hold none."""
+        state = self.work.state
+        if not state.schedulable[i] or state.nodes[i].gpus < per:
+            return None
+        held = self._held(i, home)
+        if not held:
+            return None
+        return self._least(held, per - state.full_free[i])
 
     def _heap(self, home: str | None, per: int) -> list[_Entry]:
         heap = self.heaps.get((home, per))
@@ -135,14 +152,28 @@ class VictimIndex:
         if len(changed):
             self.seen[changed] = versions[changed]
             dirty.update(changed.tolist())
+        if not dirty:
+            return
+        # One pass over a node's victims per cohort, for the bounds of every size.
+        by_home: dict[str | None, list[tuple[int, list[_Entry]]]] = {}
+        for (home, per), heap in self.heaps.items():
+            by_home.setdefault(home, []).append((per, heap))
+        state = self.work.state
+        generation = self.generation
         for i in dirty:
-            self.generation[i] += 1
-            if not self.on_node[i]:
+            generation[i] += 1
+            if not self.on_node[i] or not state.schedulable[i]:
                 continue
-            for (home, per), heap in self.heaps.items():
-                bound = self._bound(i, home, per)
-                if bound is not None:
-                    heapq.heappush(heap, (bound, i, self.generation[i]))
+            gpus, free = state.nodes[i].gpus, state.full_free[i]
+            for home, sizes in by_home.items():
+                held = self._held(i, home)
+                if not held:
+                    continue
+                for per, heap in sizes:
+                    if gpus >= per:
+                        bound = self._least(held, per - free)
+                        if bound is not None:
+                            heapq.heappush(heap, (bound, i, generation[i]))
 
     # -- the search ----------------------------------------------------------------
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from mosu.core.models import GPU_MILLI, Job, RunningJob, Tenant, Topology
 from mosu.engine.cohorts import CohortBook
 from mosu.engine.decisions import Preempt, Start
@@ -48,6 +50,37 @@ Dims = tuple[int, int, int, int, int]
 """``Job.dims``: what a placement attempt's failure depends on, per dimension."""
 
 
+@dataclass(frozen=True)
+class QueueSizes:
+    """The sizes along one tenant's queue, whose jobs all allow ``gpu_types``."""
+
+    gpu_types: tuple[str, ...]
+    need: np.ndarray
+    """Each job's GPU milli (``total_gpu_milli``)."""
+    gpus: np.ndarray
+    """Each job's GPUs per replica."""
+    tail_need: list[int]
+    """For each position, the smallest need from there to the end."""
+
+
+def queue_sizes(work: Work, tenant: str) -> QueueSizes | None:
+    """``CycleMemo.queue_sizes`` of ``tenant``, built on first need."""
+    sizes = work.memo.queue_sizes
+    if tenant in sizes:
+        return sizes[tenant]
+    queue = work.queues[tenant]
+    kinds = {j.gpu_types for j in queue}
+    found: QueueSizes | None = None
+    if len(kinds) == 1:
+        # ``total_gpu_milli``, inline: gpus * share * replicas is 0 without GPUs too.
+        need = np.array([j.dims[0] * j.dims[1] * j.dims[2] for j in queue], dtype=np.int64)
+        gpus = np.array([j.dims[0] for j in queue], dtype=np.int64)
+        tail = np.minimum.accumulate(need[::-1])[::-1]
+        found = QueueSizes(kinds.pop(), need, gpus, tail.tolist())
+    sizes[tenant] = found
+    return found
+
+
 @dataclass
 class CycleMemo:
     """Everything a cycle remembers only to avoid recomputing it.
@@ -72,9 +105,9 @@ class CycleMemo:
     """Tenant -> ids of its jobs running when first asked (filter by ``running``)."""
     all_victims: list[Victim] | None = None
     """Every preemptible running job, cheapest first, as the cycle opened."""
-    tail_need: dict[str, list[int] | None] = field(default_factory=dict)
-    """Tenant -> for each position of its queue, the smallest need from there to the end
-    (None when its jobs allow different GPU types); built on first need."""
+    queue_sizes: dict[str, QueueSizes | None] = field(default_factory=dict)
+    """Tenant -> the sizes along its queue (None when its jobs allow different GPU
+    types); built on first need."""
     no_fit: dict[NoFitKey, list[Dims]] = field(default_factory=dict)
     """Placement attempts that failed: a job needing at least as much in every
     dimension fails too, until capacity is freed."""

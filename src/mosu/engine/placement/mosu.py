@@ -56,7 +56,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mosu.core.models import Job, RunningJob, Shape
+from mosu.core.models import GPU_MILLI, Job, RunningJob, Shape
 from mosu.engine.placement.base import Candidates, PolicyHooks, choose_gpus
 from mosu.engine.placement.common import TieBreak
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
@@ -93,6 +93,7 @@ class Mosu(PolicyHooks):
         self.gpu_per_cpu = self.gpu_per_mem = self.cost = np.zeros(0)
         self._strands_nothing = False
         self._before = np.zeros(0)
+        self._all_milli: tuple[ClusterState, int] | None = None
 
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
         if self.recent is not None and self.recent.observe_cycle(pending, running):
@@ -131,11 +132,20 @@ class Mosu(PolicyHooks):
             np.isinf(self.gpu_per_cpu).all() and np.isinf(self.gpu_per_mem).all()
         )
 
+    def _gpu_milli(self, state: ClusterState) -> int:
+        """The GPU milli of every node of ``state``, schedulable or not."""
+        known = self._all_milli
+        if known is None or known[0] is not state:
+            known = self._all_milli = (state, int(state.cols.gpus.sum()) * GPU_MILLI)
+        return known[1]
+
     def _reweigh(self, state: ClusterState) -> bool:
         """Weigh each task type by the scarcity of its homes (``homes.py``) when the
         cluster's free GPU has moved by ``REWEIGH_STEP`` of its capacity since the
         last time; True when the weights changed."""
-        free = int(state.cols.free_total.sum())
+        # The free GPU of every node (``cols.free_total`` summed), kept without a pass:
+        # all the GPU milli less what ``assign`` and ``release`` count as allocated.
+        free = self._gpu_milli(state) - state.allocated_milli
         last = self._weighed_at
         step = max(1.0, REWEIGH_STEP * state.capacity_milli)
         if last is not None and last[0] is state and abs(free - last[1]) < step:
@@ -201,7 +211,10 @@ class Mosu(PolicyHooks):
             fraction = c.free_total[cand[best]] / np.maximum(c.gpus[cand[best]], 1)
             best = best[fraction == fraction.min()]
         tied = cand[best]
-        i = int(tied[np.argmin(self.ties.rank(len(state.nodes))[tied])])
+        if len(tied) == 1:
+            i = int(tied[0])
+        else:
+            i = int(tied[np.argmin(self.ties.rank(len(state.nodes))[tied])])
         if shape.fractional:
             return i, (self._share_gpu(state, i, shape),)
         return i, choose_gpus(state, i, shape)
