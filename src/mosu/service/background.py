@@ -34,12 +34,12 @@ from mosu.service.scheduler_link import StatePublisher
 from mosu.service.services.credits_policy import gate
 from mosu.service.services.credits_policy import housekeeping as credits_housekeeping
 from mosu.service.services.lifecycle import finish, note, release, transition
+from mosu.service.services.live_snapshot import LiveSnapshot
 from mosu.service.services.nodes import sync_cluster_nodes
 from mosu.service.services.scheduling import (
     active_attempts,
     apply_decisions,
     launch_spec,
-    load_snapshot,
     mark_running,
 )
 
@@ -54,6 +54,8 @@ MARK_EVERY_S = 0.1
 MAX_REST_S = 0.5
 """The longest a requested cycle waits after the last one (a slow first cycle, still
 importing and warming up, must not delay the next start by as long)."""
+PRUNE_EVERY_S = 60.0
+"""How often the change rows the scheduler's state has consumed are deleted."""
 
 
 class SchedulerLoop:
@@ -115,6 +117,10 @@ class SchedulerLoop:
         self._last_node_sync = -float("inf")
         self._meter_s = meter_s
         self._last_meter = -math.inf
+        self.live = LiveSnapshot(use_history=self._use_history, monotonic=lambda: self.monotonic())
+        """Nodes, tenants, the queue and running jobs kept between cycles and brought up
+        to date from the store's change log (a new leader reads everything again)."""
+        self._last_prune = -math.inf
         self.credit_reserved: dict[str, int] = {}
         """Tenant → micro-credits its running jobs reserve, as of the last cycle."""
         self.on_credit_alerts: Callable[[list[Any]], None] = lambda _alerts: None
@@ -145,6 +151,7 @@ class SchedulerLoop:
         if self.lease is None:
             if not self.leading:
                 self.leading = True
+                self.live.reset()
                 self.reconcile()
             self._publish(lambda p: p.heartbeat())
             return True
@@ -166,6 +173,7 @@ class SchedulerLoop:
             return False
         log.info("acquired the scheduler lease")
         self.leading = True
+        self.live.reset()  # another leader ran meanwhile
         self._publish(lambda p: p.heartbeat(force=True))
         self.reconcile()
         return True
@@ -245,6 +253,7 @@ class SchedulerLoop:
             self.enforce_max_runtime()
             self.meter_credits()
             self.signal_stops()
+            self.prune_changes()
         now = self._clock()
         rest = min(self._last_cycle_cost, MAX_REST_S)
         rested = not throttle or now - self._last_cycle_end >= rest
@@ -370,6 +379,18 @@ class SchedulerLoop:
                 return
         self.on_metered(time.process_time() - began)
 
+    def prune_changes(self) -> None:
+        """Delete the change rows the kept state has consumed, at most once a
+        ``PRUNE_EVERY_S``; a store hiccup here only leaves them for the next time."""
+        paced = self.monotonic()
+        if paced - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = paced
+        try:
+            self.live.prune(self._sessions)
+        except (IntegrityError, StaleDataError) as exc:  # another server pruned at once
+            log.info("change log not pruned this time: %s", type(exc).__name__)
+
     def signal_stops(self) -> None:
         with self._sessions() as s:
             ids = list(
@@ -396,9 +417,7 @@ class SchedulerLoop:
         self._last_cycle = now
         began = time.perf_counter()  # phase timings are measurements, never decisions
         with self._sessions() as s:
-            loaded = load_snapshot(
-                s, now=now, use_history=self._use_history, estimates=self.start_estimates
-            )
+            loaded = self.live.load(s, now=now, estimates=self.start_estimates)
             loaded, credit_gate = gate(s, loaded, now)
         self.credit_reserved = credit_gate.reserved
         loaded_at = time.perf_counter()
