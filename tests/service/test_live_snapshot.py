@@ -59,7 +59,7 @@ KINDS = (
 STEPS = st.lists(
     st.tuples(st.sampled_from(KINDS), st.integers(0, 7), st.integers(0, 7)),
     min_size=1,
-    max_size=25,
+    max_size=20,
 )
 
 
@@ -209,7 +209,7 @@ class World:
 
 
 @settings(
-    max_examples=15,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -220,29 +220,27 @@ def test_the_kept_state_equals_a_full_read_after_any_changes(store, tmp_path: Pa
         reader = LiveSnapshot(use_history=True)
         assert_same(p, reader)
         expected_full_loads = 1
-        behind = False
         for kind, a, b in steps:
             world.step(kind, a, b)
             if kind == "skip":
-                behind = True  # a missed wakeup: the changes wait for the next read
-                continue
+                continue  # a missed wakeup: the changes wait for the next read
             if kind == "prune":
                 # The scheduler's own state reads and prunes what it consumed; a reader
-                # that skipped reads finds its changes gone, and must read everything.
+                # that skipped reads finds changes it had not read gone, and must read
+                # everything (and only then).
                 with p.sessions() as s:
                     p.loop.live.load(s, now=time.time(), estimates=ESTIMATES)
                 p.loop.live.prune(p.sessions)
-                if behind and _has_new_changes(p, reader):
+                if _pruned_unread(p, reader):
                     expected_full_loads += 1
             assert_same(p, reader)
-            behind = False
             assert reader.full_loads == expected_full_loads, "a gap read everything, only then"
         assert_same(p, p.loop.live)
         assert p.loop.live.diverged == reader.diverged == 0
 
 
-def _has_new_changes(platform: Platform, reader: LiveSnapshot) -> bool:
-    """Whether the reader's next read would have found changes the prune removed."""
+def _pruned_unread(platform: Platform, reader: LiveSnapshot) -> bool:
+    """Whether the prune removed changes the reader had not read yet."""
     position = reader._position
     assert position is not None
     with platform.sessions() as s:

@@ -28,7 +28,7 @@ from mosu.service.db.rows import ChangeRow, MetaRow
 
 PRUNED = "change_log_pruned"
 """The ``meta`` row saying up to where the log was pruned (SQLite: the last id
-deleted; PostgreSQL: every transaction id below it)."""
+deleted; PostgreSQL: one past the last transaction id deleted)."""
 WATCHED_TABLES = ("jobs", "allocations", "nodes", "tenants", "quotas")
 
 
@@ -123,13 +123,19 @@ class ChangeLog:
         return Position(last_id=last), changes
 
     def prune(self, session: Session, through: Position) -> int:
-        """Delete what a reader at ``through`` has consumed; call in a write transaction."""
+        """Delete what a reader at ``through`` has consumed; call in a write transaction.
+        The mark left is just past the last row deleted, so a reader that had read all of
+        those (another reader behind this one, but not by them) finds no gap."""
         if self.postgres:
-            mark = through.xmin
-            gone = session.execute(delete(ChangeRow).where(ChangeRow.xid < mark))
+            consumed = ChangeRow.xid < through.xmin
+            last = session.scalar(select(func.max(ChangeRow.xid)).where(consumed))
         else:
-            mark = through.last_id
-            gone = session.execute(delete(ChangeRow).where(ChangeRow.id <= mark))
+            consumed = ChangeRow.id <= through.last_id
+            last = session.scalar(select(func.max(ChangeRow.id)).where(consumed))
+        if last is None:
+            return 0
+        mark = int(last) + 1 if self.postgres else int(last)
+        gone = session.execute(delete(ChangeRow).where(consumed))
         row = session.get(MetaRow, PRUNED)
         if row is None:
             session.add(MetaRow(name=PRUNED, value=str(mark)))

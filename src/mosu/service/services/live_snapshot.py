@@ -129,8 +129,10 @@ class LiveSnapshot:
     # ------------------------------------------------------------ public
 
     def reset(self) -> None:
-        """Read everything at the next load (a new leader; the state may be stale)."""
+        """Read everything at the next load (a new leader; the state may be stale), and
+        check the store's triggers again."""
         self._position = None
+        self.trusted = None
 
     def load(
         self,
