@@ -9,7 +9,8 @@ successful ones across ``--tenants`` tenants, then times, ``--rounds`` times eac
   allocation and the recent runs, read again);
 - ``kept, idle``: ``LiveSnapshot.load`` when nothing changed;
 - ``kept, busy``: ``LiveSnapshot.load`` after ``--changes`` submissions and as many
-  pending jobs' reasons written (what a cycle writes), between two loads.
+  pending jobs' reasons written (what a cycle writes, and hands the kept state), between
+  two loads.
 
 Each load is checked against a full one after the timings (the same engine input).
 
@@ -36,7 +37,7 @@ from mosu.engine.estimates import StartEstimates
 from mosu.service.db.rows import AllocationRow, JobRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.db.session import make_engine, session_factory, upgrade
 from mosu.service.services.live_snapshot import LiveSnapshot, describe_difference
-from mosu.service.services.scheduling import load_snapshot
+from mosu.service.services.scheduling import Wait, load_snapshot
 
 ESTIMATES = StartEstimates(stop_grace_s=30.0)
 
@@ -141,8 +142,11 @@ def fill(sessions: sessionmaker[Session], args: argparse.Namespace) -> None:
         )
 
 
-def change(sessions: sessionmaker[Session], args: argparse.Namespace, round_: int) -> None:
-    """What happens between two cycles: submissions, and reasons a cycle writes."""
+def change(
+    sessions: sessionmaker[Session], args: argparse.Namespace, round_: int
+) -> list[tuple[int, Wait]]:
+    """What happens between two cycles: submissions, and reasons a cycle writes (what
+    the loop then hands its kept state)."""
     now = time.time()
     with sessions.begin() as s:
         conn = s.connection()
@@ -165,6 +169,8 @@ def change(sessions: sessionmaker[Session], args: argparse.Namespace, round_: in
             .where(JobRow.id.in_(ids))
             .values(pending_reason=PendingReason.QUOTA_EXCEEDED, estimated_start=round(now))
         )
+    wait: Wait = (PendingReason.QUOTA_EXCEEDED, None, round(now), None)
+    return [(job_id, wait) for job_id in ids]
 
 
 def timed(fn: Callable[[], None]) -> float:
@@ -202,7 +208,7 @@ def run(url: str, args: argparse.Namespace) -> dict[str, object]:
     idle_s = [timed(kept) for _ in range(args.rounds)]
     busy_s = []
     for r in range(args.rounds):
-        change(sessions, args, r)
+        live.note_reasons(change(sessions, args, r))
         busy_s.append(timed(kept))
     now = time.time()
     with sessions() as s:

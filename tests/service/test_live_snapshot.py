@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ from mosu.service.db.rows import ChangeRow, JobRow, NodeRow, TenantRow
 from mosu.service.platform import Platform
 from mosu.service.services.live_snapshot import LiveSnapshot, describe_difference
 from mosu.service.services.nodes import sync_cluster_nodes
-from mosu.service.services.scheduling import load_snapshot
+from mosu.service.services.scheduling import Wait, load_snapshot
 from tests.service.conftest import (
     BACKENDS,
     OPERATOR_TOKEN,
@@ -42,6 +42,9 @@ KINDS = (
     "submit",
     "submit",
     "submit",
+    "submit",
+    "submit",
+    "cycle",
     "cycle",
     "cycle",
     "exit",
@@ -58,7 +61,7 @@ KINDS = (
 )
 STEPS = st.lists(
     st.tuples(st.sampled_from(KINDS), st.integers(0, 7), st.integers(0, 7)),
-    min_size=1,
+    min_size=3,
     max_size=20,
 )
 
@@ -121,8 +124,8 @@ class World:
         self.platform, self.api, self.executor = platform, api, executor
         self.tokens: dict[str, str] = {}
         self.nodes = 0
-        self.add_node(8)
-        self.add_node(4)
+        self.add_node(2)  # a small cluster: jobs wait, and cycles write why
+        self.add_node(2)
         self.add_tenant(4)
         self.add_tenant(2)
 
@@ -157,7 +160,7 @@ class World:
             spec: dict[str, object] = {
                 "name": "j",
                 "command": ["true"],
-                "gpus": (1, 2, 4, 8, 0.5)[b % 5],
+                "gpus": (1, 2, 1, 0.5, 2)[b % 5],
             }
             if a % 2:
                 spec["estimate"] = f"{60 * (b + 1)}s"
@@ -190,7 +193,7 @@ class World:
             assert r.status_code == 200, r.text
             loop.signal_stops()
         elif kind == "node-add":
-            self.add_node((4, 8)[b % 2])
+            self.add_node((2, 4)[b % 2])
         elif kind == "node-down":
             with self.platform.tx() as s:
                 rows = list(s.scalars(select(NodeRow).order_by(NodeRow.name)))
@@ -218,6 +221,7 @@ def test_the_kept_state_equals_a_full_read_after_any_changes(store, tmp_path: Pa
     with store() as url, running_platform(url, tmp_path / uuid.uuid4().hex) as (p, api, ex):
         world = World(p, api, ex)
         reader = LiveSnapshot(use_history=True)
+        _told_as_the_loop_is(p, reader)
         assert_same(p, reader)
         expected_full_loads = 1
         for kind, a, b in steps:
@@ -237,6 +241,20 @@ def test_the_kept_state_equals_a_full_read_after_any_changes(store, tmp_path: Pa
             assert reader.full_loads == expected_full_loads, "a gap read everything, only then"
         assert_same(p, p.loop.live)
         assert p.loop.live.diverged == reader.diverged == 0
+
+
+def _told_as_the_loop_is(platform: Platform, reader: LiveSnapshot) -> None:
+    """Hand ``reader`` the reasons each cycle writes, as the loop hands its own state
+    (the change log leaves them out)."""
+    kept = platform.loop.live
+    own = kept.note_reasons
+
+    def both(written: Iterable[tuple[int, Wait]]) -> None:
+        written = list(written)
+        own(written)
+        reader.note_reasons(written)
+
+    kept.note_reasons = both  # type: ignore[method-assign]
 
 
 def _pruned_unread(platform: Platform, reader: LiveSnapshot) -> bool:
@@ -354,3 +372,23 @@ def test_a_new_leader_reads_everything_and_prunes_what_it_consumed(
     with platform.sessions() as s:
         assert log.size(s) < before
     assert_same(platform, loop.live)
+
+
+def test_the_reasons_a_cycle_writes_reach_the_kept_state(db_url: str, tmp_path: Path):
+    """Why jobs wait is left out of the change log (the scheduler's own advice, written
+    every cycle); the loop hands its state what it wrote."""
+    with running_platform(db_url, tmp_path / "data") as (p, api, ex):
+        world = World(p, api, ex)
+        reader = LiveSnapshot(use_history=True)
+        _told_as_the_loop_is(p, reader)
+        for a in range(4):
+            world.step("submit", a, 1)  # 4 x 2 GPUs on 4 GPUs: two wait
+        assert_same(p, reader)
+        assert_same(p, p.loop.live)
+        world.step("cycle", 0, 0)
+        with p.sessions() as s:
+            waiting = s.scalars(select(JobRow.pending_reason).where(JobRow.state == "pending"))
+            assert [r for r in waiting if r is not None], "the cycle wrote why jobs wait"
+        assert_same(p, reader)
+        assert_same(p, p.loop.live)
+        assert reader.full_loads == 1

@@ -442,6 +442,7 @@ class SchedulerLoop:
             log.error("deposed while applying a cycle; its decisions were rolled back")
             self._last_lease_check = 0.0  # the next _lead() notices and stands by
             return
+        self.live.note_reasons(applied.reasons)
         self.cycles += 1
         # What deciding cost (launching is excluded: it mostly waits on the kernel).
         self._last_cycle_end = self._clock()

@@ -5,7 +5,9 @@ run times, in memory, brought up to date each cycle from the change log
 
 A cycle reads the changes committed since the last one and reloads only the rows
 they name (a job with its open allocations, a node, a tenant with its quotas), so
-its cost grows with what changed, not with the queue or the history. Everything is
+its cost grows with what changed, not with the queue or the history. Why jobs wait,
+which the scheduler alone writes, is not in the log: the loop hands this state what
+its apply wrote (``note_reasons``). Everything is
 read again at the first load, after ``reset`` (a new leader), when the log has a gap
 or a change it cannot apply, when the store lacks the log's triggers (then every
 cycle), and every ``resync_s`` as a safety net: that reload is compared with the
@@ -174,6 +176,14 @@ class LiveSnapshot:
         except BaseException:
             self._position = None  # half applied: start over next time
             raise
+
+    def note_reasons(self, written: Iterable[tuple[int, Wait]]) -> None:
+        """Take the reasons a committed apply wrote (``Applied.reasons``): the change log
+        leaves those writes out. A job changed since this state loaded it was not
+        written; its change is in the log and its next read overwrites this."""
+        for job_id, wait in written:
+            if job_id in self._reasons:
+                self._reasons[job_id] = wait
 
     def prune(self, sessions: sessionmaker[Session]) -> int:
         """Delete the change rows this state has consumed; the number deleted."""

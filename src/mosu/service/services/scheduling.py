@@ -97,6 +97,10 @@ class Applied:
     queue_order: list[int] = field(default_factory=list)
     """Pending job ids in the engine's order (position 1 first)."""
     skipped: int = 0
+    reasons: list[tuple[int, Wait]] = field(default_factory=list)
+    """Why jobs wait, as written (to the job version the snapshot saw, if still pending):
+    the change log leaves these writes out, and the scheduler's kept state takes them
+    from here (``LiveSnapshot.note_reasons``)."""
 
 
 def observe_finished(runs: Iterable[tuple[str, int, float, str]]) -> HistoryEstimator:
@@ -305,7 +309,7 @@ def apply_decisions(
         late = None if d.late_start_s is None else round(d.late_start_s)
         waits.append((platform_id(d.job_id), (d.reason, d.message, eta, late)))
     session.flush()
-    _write_reasons(session, loaded, waits)
+    applied.reasons = _write_reasons(session, loaded, waits)
     return applied
 
 
@@ -313,10 +317,16 @@ def _write_reasons(
     session: Session,
     loaded: LoadedSnapshot,
     waits: list[tuple[int, Wait]],
-) -> None:
+) -> list[tuple[int, Wait]]:
     """Store why each job waits, only where it changed since the snapshot, and only to
     the job version the snapshot saw, still pending. The write does not bump the
-    version: a reason is advice, and a user's concurrent cancel must not fail for it."""
+    version: a reason is advice, and a user's concurrent cancel must not fail for it.
+    Returns what it wrote (a job changed meanwhile keeps its row as it is)."""
+    written = [
+        (job_id, wait)
+        for job_id, wait in waits
+        if job_id in loaded.reasons and loaded.reasons[job_id] != wait
+    ]
     changed = [
         # Parameter names unlike any column's: a key naming a column would be taken as
         # a value to set.
@@ -328,11 +338,10 @@ def _write_reasons(
             "b_eta": eta,
             "b_late": late,
         }
-        for job_id, (reason, message, eta, late) in waits
-        if job_id in loaded.reasons and loaded.reasons[job_id] != (reason, message, eta, late)
+        for job_id, (reason, message, eta, late) in written
     ]
     if not changed:
-        return
+        return written
     jobs = JobRow.__table__
     session.connection().execute(
         jobs.update()
@@ -349,6 +358,7 @@ def _write_reasons(
         ),
         changed,
     )
+    return written
 
 
 WAITING_MESSAGE = "capacity chosen for it is still held by preempted jobs that are checkpointing"

@@ -3,7 +3,10 @@ allocation, node, tenant or quota, added by triggers in the writing transaction.
 
 Keys: ``job`` (a job id: the job row or one of its allocations), ``node`` (a node's
 name), ``tenant`` (a tenant's name: the tenant row or one of its quotas). An update
-logs the old key and, if the key changed, the new one too. On PostgreSQL each row
+logs the old key and, if the key changed, the new one too. An update of a job's
+pending reason and start estimates only (the scheduler's own advice, written without
+a version bump) is not logged: the scheduler keeps what it wrote. A column added to
+``jobs`` later is logged through the ``version`` its updates set. On PostgreSQL each row
 also carries the writing transaction's id (``xid``); on SQLite the id order is the
 commit order.
 
@@ -23,6 +26,40 @@ down_revision = "0013_scheduler_state"
 branch_labels = None
 depends_on = None
 
+JOB_ADVICE = ("pending_reason", "pending_message", "estimated_start", "estimated_start_late")
+"""What the scheduler alone writes, without bumping the version: why a job waits. It
+keeps what it wrote itself, so an update of these columns only is not logged."""
+JOB_COLUMNS = (
+    "id",
+    "tenant",
+    "name",
+    "kind",
+    "state",
+    "version",
+    "priority",
+    "replicas",
+    "gpus",
+    "gpu_milli",
+    "gpu_types",
+    "cpu_milli",
+    "mem_mib",
+    "topology",
+    "estimate_s",
+    "max_runtime_s",
+    "checkpoint_every_s",
+    "spec",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "attempts",
+    "attained_gpu_s",
+    "exit_code",
+    "message",
+    "stop_reason",
+    "stop_signalled",
+)
+"""The job columns whose update is logged: every one but ``JOB_ADVICE`` (an update
+through the ORM always sets ``version`` too)."""
 WATCHED = (
     # table, kind, key column
     ("jobs", "job", "id"),
@@ -33,13 +70,18 @@ WATCHED = (
 )
 
 
+def _updated(table: str) -> str:
+    """The update a trigger of ``table`` fires on."""
+    return f"UPDATE OF {', '.join(JOB_COLUMNS)}" if table == "jobs" else "UPDATE"
+
+
 def _sqlite_triggers(table: str, kind: str, col: str) -> list[str]:
     insert = "INSERT INTO change_log (kind, key) VALUES ('{kind}', CAST({ref}.{col} AS TEXT));"
     return [
         f"CREATE TRIGGER change_log_{table}_insert AFTER INSERT ON {table} BEGIN "
         + insert.format(kind=kind, ref="NEW", col=col)
         + " END",
-        f"CREATE TRIGGER change_log_{table}_update AFTER UPDATE ON {table} BEGIN "
+        f"CREATE TRIGGER change_log_{table}_update AFTER {_updated(table)} ON {table} BEGIN "
         + insert.format(kind=kind, ref="OLD", col=col)
         + f" INSERT INTO change_log (kind, key) SELECT '{kind}', CAST(NEW.{col} AS TEXT)"
         f" WHERE NEW.{col} IS NOT OLD.{col}; END",
@@ -66,7 +108,7 @@ BEGIN
     RETURN NULL;
 END
 $$""",
-        f"CREATE TRIGGER change_log_{table} AFTER INSERT OR UPDATE OR DELETE ON {table} "
+        f"CREATE TRIGGER change_log_{table} AFTER INSERT OR {_updated(table)} OR DELETE ON {table} "
         f"FOR EACH ROW EXECUTE FUNCTION change_log_{table}()",
     ]
 
