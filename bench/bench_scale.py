@@ -363,12 +363,14 @@ class Probe(threading.Thread):
         return out
 
 
-def histogram_quantile(before: Samples, after: Samples, name: str, q: float) -> float | None:
+def histogram_quantile(
+    before: Samples, after: Samples, name: str, q: float, **match: str
+) -> float | None:
     """The upper bound of the bucket holding quantile ``q`` of the observations made
-    between two scrapes (None without any)."""
+    between two scrapes (None without any); ``match``: the labels of one series."""
     bounds = []
     for (sample, labels), value in after.items():
-        if sample == f"{name}_bucket":
+        if sample == f"{name}_bucket" and all(dict(labels).get(k) == v for k, v in match.items()):
             le = dict(labels)["le"]
             bounds.append((float(le), value - before.get((sample, labels), 0.0)))
     bounds.sort()
@@ -496,6 +498,9 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         "cycle_mean_s": round(cycle_sum / cycles, 4) if cycles else None,
         "cycles": int(cycles),
         "phase_mean_s": phase_means(before, after),
+        "snapshot_load_p95_s": histogram_quantile(
+            before, after, "mosu_scheduler_phase_seconds", 0.95, phase="load"
+        ),
         "rss_mib": round(server.rss_mib(), 1),
         "server_cpu_ms_per_submission": round(cpu / max(1, sustained["submissions"]) * 1000, 3),
         "server_cpu_share": round(cpu / sustained["wall_s"], 2),

@@ -48,12 +48,12 @@ from mosu.service.scheduler_link import StatePublisher
 from mosu.service.services.credits_policy import gate
 from mosu.service.services.credits_policy import housekeeping as credits_housekeeping
 from mosu.service.services.lifecycle import finish, note, release, transition
+from mosu.service.services.live_snapshot import LiveSnapshot
 from mosu.service.services.nodes import sync_cluster_nodes
 from mosu.service.services.scheduling import (
     active_attempts,
     apply_decisions,
     launch_spec,
-    load_snapshot,
     mark_running,
     store_checkpoints,
 )
@@ -72,6 +72,8 @@ importing and warming up, must not delay the next start by as long)."""
 CHECKPOINTS_EVERY_S = 1.0
 """How often the executor's checkpoint reports are read (a supervisor looks at a
 replica's file about as often)."""
+PRUNE_EVERY_S = 60.0
+"""How often the change rows the scheduler's state has consumed are deleted."""
 
 
 class SchedulerLoop:
@@ -133,6 +135,10 @@ class SchedulerLoop:
         self._last_node_sync = -float("inf")
         self._meter_s = meter_s
         self._last_meter = -math.inf
+        self.live = LiveSnapshot(use_history=self._use_history, monotonic=lambda: self.monotonic())
+        """Nodes, tenants, the queue and running jobs kept between cycles and brought up
+        to date from the store's change log (a new leader reads everything again)."""
+        self._last_prune = -math.inf
         self.credit_reserved: dict[str, int] = {}
         """Tenant → micro-credits its running jobs reserve, as of the last cycle."""
         self.on_credit_alerts: Callable[[list[Any]], None] = lambda _alerts: None
@@ -168,6 +174,7 @@ class SchedulerLoop:
         if self.lease is None:
             if not self.leading:
                 self.leading = True
+                self.live.reset()
                 self.reconcile()
             self._publish(lambda p: p.heartbeat())
             return True
@@ -189,6 +196,7 @@ class SchedulerLoop:
             return False
         log.info("acquired the scheduler lease")
         self.leading = True
+        self.live.reset()  # another leader ran meanwhile
         self._publish(lambda p: p.heartbeat(force=True))
         self.reconcile()
         return True
@@ -269,6 +277,7 @@ class SchedulerLoop:
             self.enforce_max_runtime()
             self.meter_credits()
             self.signal_stops()
+            self.prune_changes()
         now = self._clock()
         rest = min(self._last_cycle_cost, MAX_REST_S)
         rested = not throttle or now - self._last_cycle_end >= rest
@@ -433,6 +442,18 @@ class SchedulerLoop:
                 return
         self.on_metered(time.process_time() - began)
 
+    def prune_changes(self) -> None:
+        """Delete the change rows the kept state has consumed, at most once a
+        ``PRUNE_EVERY_S``; a store hiccup here only leaves them for the next time."""
+        paced = self.monotonic()
+        if paced - self._last_prune < PRUNE_EVERY_S:
+            return
+        self._last_prune = paced
+        try:
+            self.live.prune(self._sessions)
+        except (IntegrityError, StaleDataError) as exc:  # another server pruned at once
+            log.info("change log not pruned this time: %s", type(exc).__name__)
+
     def signal_stops(self) -> None:
         """Send the stops requested since: SIGTERM, SIGKILL after the grace period. A job
         preempted that declares a ``checkpoint_signal`` is first asked for a checkpoint
@@ -521,9 +542,7 @@ class SchedulerLoop:
         self._last_cycle = now
         began = time.perf_counter()  # phase timings are measurements, never decisions
         with self._sessions() as s:
-            loaded = load_snapshot(
-                s, now=now, use_history=self._use_history, estimates=self.start_estimates
-            )
+            loaded = self.live.load(s, now=now, estimates=self.start_estimates)
             loaded, credit_gate = gate(s, loaded, now)
         self.credit_reserved = credit_gate.reserved
         loaded_at = time.perf_counter()
@@ -548,6 +567,7 @@ class SchedulerLoop:
             log.error("deposed while applying a cycle; its decisions were rolled back")
             self._last_lease_check = 0.0  # the next _lead() notices and stands by
             return
+        self.live.note_reasons(applied.reasons)
         self.cycles += 1
         # What deciding cost (launching is excluded: it mostly waits on the kernel).
         self._last_cycle_end = self._clock()

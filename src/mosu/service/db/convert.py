@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -185,7 +186,9 @@ def engine_job(row: JobRow | Row[Any], history: HistoryEstimator | None = None) 
     )
 
 
-def engine_placement(rows: list[AllocationRow]) -> tuple[ReplicaPlacement, ...]:
+def engine_placement(
+    rows: Sequence[AllocationRow] | Sequence[Row[Any]],
+) -> tuple[ReplicaPlacement, ...]:
     return tuple(
         ReplicaPlacement(
             node=a.node,

@@ -315,6 +315,27 @@ class SchedulerStateRow(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
 
+class ChangeRow(Base):
+    """One write the scheduler's state follows: a job, its allocations (``job``, keyed by
+    job id), a node (``node``), a tenant or its quotas (``tenant``). Written by triggers
+    on those tables (migration ``0015_change_log``) in the writing transaction, so no
+    write path can miss it; read and pruned by the scheduler (``db/change_log.py``).
+
+    On SQLite ``id`` follows commit order (one writer; AUTOINCREMENT never reuses or skips
+    an id of a committed row). On PostgreSQL it does not, and ``xid`` is the writing
+    transaction's id, read against the reader's snapshot instead."""
+
+    __tablename__ = "change_log"
+    __table_args__ = (Index("ix_change_log_xid", "xid"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    xid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    key: Mapped[str] = mapped_column(String(64))
+
+
 # The credit ledger's rows live in their own module; importing it here puts them in
 # ``Base.metadata`` wherever the rows are known (migrations, their check).
 from mosu.service.db import credit_rows as _credit_rows  # noqa: E402, F401

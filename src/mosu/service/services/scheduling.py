@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,7 +53,10 @@ from mosu.service.services.jobs import log_path
 from mosu.service.services.lifecycle import active_allocations, note, release, transition
 from mosu.service.services.secrets import reveal
 
-_Wait = tuple[PendingReason | None, str | None, float | None, float | None]
+Wait = tuple[PendingReason | None, str | None, float | None, float | None]
+"""Why a pending job waits: (reason, message, likely start, late bound)."""
+HISTORY_WINDOW = 500
+"""Recent successful runs that teach run times."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class LoadedSnapshot:
     snapshot: ClusterSnapshot
     versions: dict[int, int]
     """Job id → the row version the snapshot was built from."""
-    reasons: dict[int, _Wait]
+    reasons: dict[int, Wait]
     """Pending job id → the (reason, message, likely start, late bound) stored when loaded."""
 
 
@@ -101,13 +105,24 @@ class Applied:
     queue_order: list[int] = field(default_factory=list)
     """Pending job ids in the engine's order (position 1 first)."""
     skipped: int = 0
+    reasons: list[tuple[int, Wait]] = field(default_factory=list)
+    """Why jobs wait, as written (to the job version the snapshot saw, if still pending):
+    the change log leaves these writes out, and the scheduler's kept state takes them
+    from here (``LiveSnapshot.note_reasons``)."""
 
 
-def _history_estimator(session: Session, window: int = 500) -> HistoryEstimator:
-    """Learn run times from the most recent successful jobs, oldest first."""
+def observe_finished(runs: Iterable[tuple[str, int, float, str]]) -> HistoryEstimator:
+    """An estimator taught (tenant, total GPU milli, run seconds, kind) runs, oldest first."""
     from mosu.engine.estimates import HistoryEstimator
 
     estimator = HistoryEstimator()
+    for tenant, milli, run_s, kind in runs:
+        estimator.observe(tenant, milli, run_s, kind)
+    return estimator
+
+
+def _history_estimator(session: Session, window: int = HISTORY_WINDOW) -> HistoryEstimator:
+    """Learn run times from the most recent successful jobs, oldest first."""
     finished = session.execute(
         select(
             JobRow.tenant,
@@ -119,12 +134,13 @@ def _history_estimator(session: Session, window: int = 500) -> HistoryEstimator:
             JobRow.finished_at,
         )
         .where(JobRow.state == JobState.SUCCEEDED.value, JobRow.started_at.is_not(None))
-        .order_by(JobRow.finished_at.desc())
+        .order_by(JobRow.finished_at.desc(), JobRow.id.desc())
         .limit(window)
     ).all()
-    for tenant, kind, gpus, milli, replicas, started, ended in reversed(finished):
-        estimator.observe(tenant, gpus * milli * replicas, max(0.0, ended - started), kind)
-    return estimator
+    return observe_finished(
+        (tenant, gpus * milli * replicas, max(0.0, ended - started), kind)
+        for tenant, kind, gpus, milli, replicas, started, ended in reversed(finished)
+    )
 
 
 def load_snapshot(
@@ -137,13 +153,19 @@ def load_snapshot(
     """The engine's input; with ``use_history`` jobs without an estimate get one from the
     run times of recent finished jobs. With ``estimates`` (the caller's spread and stop
     grace) start-time estimates read the same run times."""
-    nodes = tuple(engine_node(n) for n in session.scalars(select(NodeRow).order_by(NodeRow.name)))
+    # Nodes and tenants in the order of their names' code points, whatever the
+    # database's collation (``LiveSnapshot`` keeps the same order).
+    nodes = tuple(
+        sorted((engine_node(n) for n in session.scalars(select(NodeRow))), key=lambda n: n.name)
+    )
     quotas: dict[str, list[QuotaRow]] = defaultdict(list)
     for q in session.scalars(select(QuotaRow)):
         quotas[q.tenant].append(q)
     tenants = tuple(
-        engine_tenant(t, quotas[t.name])
-        for t in session.scalars(select(TenantRow).order_by(TenantRow.name))
+        sorted(
+            (engine_tenant(t, quotas[t.name]) for t in session.scalars(select(TenantRow))),
+            key=lambda t: t.name,
+        )
     )
     rows = session.execute(
         select(*_SNAPSHOT_COLUMNS)
@@ -157,7 +179,7 @@ def load_snapshot(
     pending = []
     attained: dict[str, float] = {}
     versions: dict[int, int] = {}
-    reasons: dict[int, _Wait] = {}
+    reasons: dict[int, Wait] = {}
     history = _history_estimator(session) if use_history or estimates is not None else None
     estimate = history if use_history else None
     user_estimates: dict[str, float | None] = {}
@@ -249,13 +271,13 @@ def apply_decisions(
     result: CycleResult,
     now: float,
     logs_dir: Path | None = None,
-    held: list[tuple[int, _Wait]] | None = None,
+    held: list[tuple[int, Wait]] | None = None,
 ) -> Applied:
     """Write the cycle's decisions; call inside one transaction. With ``logs_dir`` each
     new allocation names its replica's run directory there (``run_dir_path``); ``held``
     are reasons for jobs kept from the engine (credits)."""
     applied = Applied()
-    waits: list[tuple[int, _Wait]] = list(held or ())
+    waits: list[tuple[int, Wait]] = list(held or ())
     # Jobs that change state are loaded (and locked) as objects; jobs left pending
     # are not: their reasons are compared with what the snapshot read and only the
     # changed ones written, by a guarded update (step 3).
@@ -334,18 +356,24 @@ def apply_decisions(
         late = None if d.late_start_s is None else round(d.late_start_s)
         waits.append((platform_id(d.job_id), (d.reason, d.message, eta, late)))
     session.flush()
-    _write_reasons(session, loaded, waits)
+    applied.reasons = _write_reasons(session, loaded, waits)
     return applied
 
 
 def _write_reasons(
     session: Session,
     loaded: LoadedSnapshot,
-    waits: list[tuple[int, _Wait]],
-) -> None:
+    waits: list[tuple[int, Wait]],
+) -> list[tuple[int, Wait]]:
     """Store why each job waits, only where it changed since the snapshot, and only to
     the job version the snapshot saw, still pending. The write does not bump the
-    version: a reason is advice, and a user's concurrent cancel must not fail for it."""
+    version: a reason is advice, and a user's concurrent cancel must not fail for it.
+    Returns what it wrote (a job changed meanwhile keeps its row as it is)."""
+    written = [
+        (job_id, wait)
+        for job_id, wait in waits
+        if job_id in loaded.reasons and loaded.reasons[job_id] != wait
+    ]
     changed = [
         # Parameter names unlike any column's: a key naming a column would be taken as
         # a value to set.
@@ -357,11 +385,10 @@ def _write_reasons(
             "b_eta": eta,
             "b_late": late,
         }
-        for job_id, (reason, message, eta, late) in waits
-        if job_id in loaded.reasons and loaded.reasons[job_id] != (reason, message, eta, late)
+        for job_id, (reason, message, eta, late) in written
     ]
     if not changed:
-        return
+        return written
     jobs = JobRow.__table__
     session.connection().execute(
         jobs.update()
@@ -378,6 +405,7 @@ def _write_reasons(
         ),
         changed,
     )
+    return written
 
 
 WAITING_MESSAGE = "capacity chosen for it is still held by preempted jobs that are checkpointing"
