@@ -25,9 +25,9 @@ absent.
 
 ``--workload kalos`` replays the Kalos-shaped workload of ``bench/bench_llm.py``
 instead (seven days on 1,024 GPUs, seed 1, at each ``--load``, default 0.9) on the
-node model through ``las``, the two guarantee-keeping oracles and ``mosu``; its
-rows add the figures ``bench_llm`` reports (p99 queueing of gangs of 256 GPUs or
-more, utilization, share of GPU-time lost).
+node model through ``las`` and the two guarantee-keeping oracles (``mosu``'s rows
+are ``bench_llm``'s); its rows add the figures ``bench_llm`` reports (p99 queueing
+of gangs of 256 GPUs or more, utilization, share of GPU-time lost).
 
     .venv/bin/python bench/bench_bounds.py [--quick] [--realistic]
         [--workload philly|kalos] [--load X ...]
@@ -120,7 +120,7 @@ def one_pool(nodes: list[Node]) -> list[Node]:
     ]
 
 
-KALOS_VARIANTS = ("las", "srtf-guarantees", "srtf-gpu-guarantees", "mosu")
+KALOS_VARIANTS = ("las", "srtf-guarantees", "srtf-gpu-guarantees")
 KALOS_BIG_GANG_GPUS = 256
 
 

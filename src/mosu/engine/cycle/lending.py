@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import heapq
 
+from mosu.engine.cycle.backfill import take_back
 from mosu.engine.cycle.reservations import reserve
 from mosu.engine.cycle.starting import rest_over_quota, try_start
 from mosu.engine.cycle.work import Outcome, Work, dominant_share
 from mosu.engine.ordering import Rank
 from mosu.engine.profiles import LendOrder, QueueMode
+
+_BLOCKED = (Outcome.NO_FIT, Outcome.BLOCKED)
 
 
 def lend_idle(work: Work) -> None:
@@ -42,7 +45,9 @@ def lend_idle(work: Work) -> None:
             if work.outcome.get(job.id) is not None:
                 continue
             outcome = try_start(work, job, within_guarantee=False)
-            if outcome == Outcome.STARTED:
+            if outcome == Outcome.STARTED or (
+                outcome in _BLOCKED and take_back(work, job, within_guarantee=False)
+            ):
                 push(tenant)
                 break
             work.outcome[job.id] = outcome
