@@ -24,7 +24,8 @@ two-dimensional oracle pair (CI). Skips with a message when the shared traces ar
 absent.
 
 ``--workload kalos`` replays the Kalos-shaped workload of ``bench/bench_llm.py``
-instead (seven days on 1,024 GPUs, seed 1, at each ``--load``, default 0.9) on the
+instead (seven days on 1,024 GPUs, seed 1, at each ``--load``, default 0.9; under
+free preemption without the jobs' declared checkpoint intervals) on the
 node model through ``las`` and the two guarantee-keeping oracles (``mosu``'s rows
 are ``bench_llm``'s); its rows add the figures ``bench_llm`` reports (p99 queueing
 of gangs of 256 GPUs or more, utilization, share of GPU-time lost).
@@ -125,10 +126,14 @@ KALOS_BIG_GANG_GPUS = 256
 
 
 def kalos(loads: list[float], config: ReplayConfig) -> dict[str, Any]:
-    """The Kalos-shaped workload at each load through ``KALOS_VARIANTS``."""
+    """The Kalos-shaped workload at each load through ``KALOS_VARIANTS``. Under free
+    preemption the jobs' declared checkpoint intervals go too: a preemption loses
+    nothing."""
     out: dict[str, Any] = {}
     for load in loads:
         tenants, jobs = synthetic.generate_kalos(1, days=7.0, gpus=1024, load=load)
+        if config == FREE:
+            jobs = [replace(j, checkpoint_every_s=None) for j in jobs]
         nodes = native.default_cluster(tenants)
         rows: dict[str, dict[str, float | int | None]] = {}
         for name in KALOS_VARIANTS:
