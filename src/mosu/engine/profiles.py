@@ -253,7 +253,7 @@ def _mosu() -> SchedulingProfile:
         victim_order=VictimOrder.PRICED,
         price_preemption=True,
         reclaim_at_checkpoint=True,
-        backfill_loss_gpu_s=16 * 3_600.0,
+        backfill_loss_gpu_s=256 * 3_600.0,
     )
 
 

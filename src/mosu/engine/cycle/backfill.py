@@ -7,7 +7,8 @@ held for a gang of at least ``backfill_gang_gpus`` GPUs although it would still 
 at the gang's planned start (``starting.try_start``). The gang pays for that only
 when it could start: here, each time it is found blocked, it looks for the cheapest
 set of such jobs, wherever they run, whose preemption lets it start now. A victim
-loses at most what it may lose to be backfill, its tenant keeps its guarantee, and
+loses at most what it may lose to be backfill, runs its first attempt (so no job is
+taken back twice), its tenant keeps its guarantee, and
 the plan is priced as any other (``pricing.worth_preempting``). Victims are taken at
 their next checkpoints when the gang's GPUs left idle until then (those the victims
 do not hold) cost less than the work they would lose now, by more than a restart.
@@ -70,7 +71,8 @@ def take_back(work: Work, job: Job, *, within_guarantee: bool) -> bool:
         for v in running_victims(work)
         if v.gpu_milli < need
         and v.gpu_type in types
-        and (run := work.running[v.job_id]).job.priority <= job.priority
+        and not (run := work.running[v.job_id]).attained_gpu_s
+        and run.job.priority <= job.priority
         and price_gpu_s(run, now, restart) <= most
     ]
     free = sum(work.free.get(t, 0) for t in types)

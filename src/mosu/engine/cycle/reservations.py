@@ -80,9 +80,16 @@ def worst_loss_gpu_s(work: Work, job: Job) -> float:
 
 
 def preemptible(work: Work, job: Job) -> bool:
-    """Whether ``job`` may start as preemptible backfill (``backfill_loss_gpu_s``)."""
+    """Whether ``job`` may start as preemptible backfill (``backfill_loss_gpu_s``): a
+    job that has already run (and so was preempted) may not, so none is taken back
+    twice."""
     most = work.profile.backfill_loss_gpu_s
-    return most > 0 and job.total_gpu_milli > 0 and worst_loss_gpu_s(work, job) <= most
+    return (
+        most > 0
+        and job.total_gpu_milli > 0
+        and not work.snap.attained_gpu_s.get(job.id)
+        and worst_loss_gpu_s(work, job) <= most
+    )
 
 
 def backfill_avoid(work: Work, job: Job) -> frozenset[int]:
