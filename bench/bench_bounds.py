@@ -18,11 +18,20 @@ reservation would hold the one node). A policy without oracle knowledge
 that keeps the guarantees cannot be expected below the ``*-guarantees`` rows.
 
 ``--realistic`` charges mosu's default preemption cost instead (work since the last
-30-minute checkpoint lost, 60 s restart). ``--quick`` replays two weekdays on a
-twentieth-size cluster (23 nodes) through the two-dimensional oracle pair (CI).
-Skips with a message when the shared traces are absent.
+checkpoint lost: the job's declared interval, else 30 minutes; 60 s restart).
+``--quick`` replays two weekdays on a twentieth-size cluster (23 nodes) through the
+two-dimensional oracle pair (CI). Skips with a message when the shared traces are
+absent.
+
+``--workload kalos`` replays the Kalos-shaped workload of ``bench/bench_llm.py``
+instead (seven days on 1,024 GPUs, seed 1, at each ``--load``, default 0.9; under
+free preemption without the jobs' declared checkpoint intervals) on the
+node model through ``las`` and the two guarantee-keeping oracles (``mosu``'s rows
+are ``bench_llm``'s); its rows add the figures ``bench_llm`` reports (p99 queueing
+of gangs of 256 GPUs or more, utilization, share of GPU-time lost).
 
     .venv/bin/python bench/bench_bounds.py [--quick] [--realistic]
+        [--workload philly|kalos] [--load X ...]
 """
 
 from __future__ import annotations
@@ -46,9 +55,10 @@ from mosu.engine.profiles import (
     VictimOrder,
     build_profile,
 )
+from mosu.sim import metrics
 from mosu.sim.metrics import summarize
 from mosu.sim.replay import ReplayConfig, replay
-from mosu.traces import philly
+from mosu.traces import native, philly, synthetic
 
 PHILLY = Path(__file__).resolve().parents[1] / ".." / "shared" / "traces" / "philly"
 FREE = ReplayConfig(checkpoint_every_s=0, restart_overhead_s=0)
@@ -111,6 +121,63 @@ def one_pool(nodes: list[Node]) -> list[Node]:
     ]
 
 
+KALOS_VARIANTS = ("las", "srtf-guarantees", "srtf-gpu-guarantees")
+KALOS_BIG_GANG_GPUS = 256
+
+
+def kalos(loads: list[float], config: ReplayConfig) -> dict[str, Any]:
+    """The Kalos-shaped workload at each load through ``KALOS_VARIANTS``. Under free
+    preemption the jobs' declared checkpoint intervals go too: a preemption loses
+    nothing."""
+    out: dict[str, Any] = {}
+    for load in loads:
+        tenants, jobs = synthetic.generate_kalos(1, days=7.0, gpus=1024, load=load)
+        if config == FREE:
+            jobs = [replace(j, checkpoint_every_s=None) for j in jobs]
+        nodes = native.default_cluster(tenants)
+        rows: dict[str, dict[str, float | int | None]] = {}
+        for name in KALOS_VARIANTS:
+            c0 = time.process_time()
+            result = replay(jobs, tenants, nodes, VARIANTS[name](), config)
+            log = result.log
+            summary = summarize(log)
+            within = metrics.attainment_within_guarantee(log)
+            rows[name] = {
+                "avg_jct_s": summary["avg_jct_s"],
+                "big_gang_p99_queue_s": metrics.large_gang_p99_queue_s(
+                    log.outcomes, KALOS_BIG_GANG_GPUS
+                ),
+                "utilization": summary["utilization"],
+                "lost_share": metrics.preemption_loss_share(log),
+                "min_quota_attainment": summary["quota_attainment"],
+                "min_attainment_within": min(
+                    (a for a in within.values() if a is not None), default=None
+                ),
+                "preemptions": summary["preemptions"],
+                "unfinished": summary["unfinished"],
+                "cpu_seconds": round(time.process_time() - c0, 1),
+            }
+        out[f"kalos@{load}"] = {"jobs": len(jobs), "policies": rows}
+    return out
+
+
+def _print_kalos(workloads: dict[str, Any]) -> None:
+    print(
+        f"{'workload':<11}{'policy':<21}{'avg JCT s':>11}{'p99 q>=256 s':>14}{'util':>7}"
+        f"{'lost %':>8}{'within':>8}{'preemptions':>13}"
+    )
+    for key, w in workloads.items():
+        for name, r in w["policies"].items():
+            lost = r["lost_share"]
+            within = r["min_attainment_within"]
+            print(
+                f"{key:<11}{name:<21}{r['avg_jct_s'] or 0:>11,.0f}"
+                f"{r['big_gang_p99_queue_s'] or 0:>14,.0f}{r['utilization']:>7.3f}"
+                f"{100 * lost if lost is not None else float('nan'):>8.2f}"
+                f"{within if within is not None else float('nan'):>8.3f}{r['preemptions']:>13}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two days, node model (CI)")
@@ -120,7 +187,18 @@ def main() -> None:
         help="mosu's default preemption cost (work since the last 30-min checkpoint is lost, "
         "60 s restart) instead of free preemption",
     )
+    parser.add_argument("--workload", choices=("philly", "kalos"), default="philly")
+    parser.add_argument(
+        "--load", type=float, action="append", help="Kalos-shaped loads (default: 0.9)"
+    )
     args = parser.parse_args()
+    config = ReplayConfig() if args.realistic else FREE
+    if args.workload == "kalos":
+        workloads = kalos(args.load or [0.9], config)
+        _print_kalos(workloads)
+        preemption = "realistic" if args.realistic else "free"
+        print(json.dumps({"preemption": preemption, "workloads": workloads}))
+        return
     if not (PHILLY / "philly.csv").exists():
         print(json.dumps({"skipped": f"no Philly trace at {PHILLY.resolve()}"}))
         return
@@ -143,7 +221,7 @@ def main() -> None:
             if profile.queue_mode == QueueMode.BACKFILL:
                 profile = replace(profile, queue_mode=QueueMode.SKIP)
         c0 = time.process_time()
-        result = replay(jobs, tenants, cluster, profile, ReplayConfig() if args.realistic else FREE)
+        result = replay(jobs, tenants, cluster, profile, config)
         summary = summarize(result.log)
         results.setdefault(model, {})[name] = {
             "avg_jct_s": summary["avg_jct_s"],

@@ -20,6 +20,10 @@ number comes from ``sim.metrics``.
 on 1,024 GPUs, one seed.
 
     .venv/bin/python bench/bench_llm.py [--quick] [--seed N] [--policy NAME ...]
+        [--load X ...] [--days D] [--workload kalos|seren ...]
+
+``--load``, ``--days`` and ``--workload`` run a part of it (one load, fewer days,
+one workload) while working on a policy; a recorded run takes the defaults.
 """
 
 from __future__ import annotations
@@ -151,9 +155,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one day on 256 GPUs (CI)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--policy", action="append", help=f"default: {', '.join(POLICIES)}")
+    parser.add_argument(
+        "--load",
+        type=float,
+        action="append",
+        help=f"Kalos-shaped loads (default: {', '.join(map(str, KALOS_LOADS))})",
+    )
+    parser.add_argument("--days", type=float, help="days of arrivals (default: 7, --quick 1)")
+    parser.add_argument(
+        "--workload",
+        action="append",
+        choices=("kalos", "seren"),
+        help="default: both",
+    )
     args = parser.parse_args()
     policies = args.policy or list(POLICIES)
     days, gpus, companies = (1.0, 256, 30) if args.quick else (7.0, 1024, 120)
+    if args.days is not None:
+        days = args.days
+    workloads = set(args.workload or ("kalos", "seren"))
     out: dict[str, Any] = {
         "seed": args.seed,
         "days": days,
@@ -161,19 +181,20 @@ def main() -> None:
         "preemption": "declared checkpoint interval, else 1,800 s; 60 s restart",
         "workloads": {},
     }
-    for load in KALOS_LOADS:
+    for load in (args.load or KALOS_LOADS) if "kalos" in workloads else ():
         tenants, jobs = synthetic.generate_kalos(args.seed, days=days, gpus=gpus, load=load)
         rows = _run(tenants, jobs, policies)
         key = f"kalos@{load}"
         out["workloads"][key] = {"jobs": len(jobs), "policies": rows}
         _print(f"{key}: {len(jobs):,} jobs, {len(tenants)} tenants, {gpus} GPUs", rows)
-    tenants, jobs = synthetic.generate(
-        args.seed, days=days, gpus=gpus, load=SEREN_LOAD, companies=companies
-    )
-    rows = _run(tenants, jobs, policies)
-    key = f"seren@{SEREN_LOAD}"
-    out["workloads"][key] = {"jobs": len(jobs), "policies": rows}
-    _print(f"{key}: {len(jobs):,} jobs, {len(tenants)} tenants, {gpus} GPUs", rows)
+    if "seren" in workloads:
+        tenants, jobs = synthetic.generate(
+            args.seed, days=days, gpus=gpus, load=SEREN_LOAD, companies=companies
+        )
+        rows = _run(tenants, jobs, policies)
+        key = f"seren@{SEREN_LOAD}"
+        out["workloads"][key] = {"jobs": len(jobs), "policies": rows}
+        _print(f"{key}: {len(jobs):,} jobs, {len(tenants)} tenants, {gpus} GPUs", rows)
     print(json.dumps(out))
 
 

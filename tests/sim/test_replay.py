@@ -9,7 +9,7 @@ import pytest
 
 from mosu.core.models import GPU_MILLI, Quota, Shape, Tenant
 from mosu.engine.profiles import build_profile
-from mosu.sim.metrics import summarize
+from mosu.sim.metrics import attainment_within_guarantee, summarize
 from mosu.sim.replay import ReplayConfig, replay
 from mosu.traces.schema import TraceJob
 from tests.engine.helpers import node
@@ -188,3 +188,28 @@ def test_a_job_that_waits_gets_the_estimate_made_at_its_arrival() -> None:
     assert out["a3"].first_start_s == 1_700.0
     eta = summarize(result.log)["eta"]
     assert (eta["jobs"], eta["unknown"], eta["within_factor_2"]) == (2, 0.5, 0.5)
+
+
+def test_attainment_within_counts_only_what_could_start_beside_the_allocation() -> None:
+    # a holds 4 of its 8 guaranteed GPUs (a1) from 0 to 1,000 s; a2 asks 8 from 10 s: it
+    # fits the guarantee alone, not beside a1, so its wait breaks no guarantee. a3 (4)
+    # from 20 s could start beside a1: FIFO keeps it behind a2 until 1,000 s.
+    trace = [
+        tjob("a1", "a", 0.0, 1_000.0, 4),
+        tjob("a2", "a", 10.0, 1_000.0, 8),
+        tjob("a3", "a", 20.0, 1_000.0, 4),
+    ]
+    result = replay(trace, [tenant("a", 8)], [node("n0", 16)], build_profile("fifo"))
+    owed = [(s.time_s, s.allocated_milli, s.demand_milli) for s in result.log.usage_within]
+    # At 10 s nothing more fits beside a1; from 20 s a3's 4 GPUs do; a2 runs alone
+    # from 1,000 s (a3 beside it would exceed the guarantee), then a3.
+    assert owed == [
+        (0.0, 4_000, 4_000),
+        (20.0, 4_000, 8_000),
+        (1_000.0, 8_000, 8_000),
+        (2_000.0, 4_000, 4_000),
+        (3_000.0, 0, 0),
+    ]
+    # Owed 4 GPUs x 980 s of the 4 x 20 + 8 x 980 + 8 x 1,000 + 4 x 1,000 wanted.
+    want = 1 - 4 * 980 / (4 * 20 + 8 * 980 + 8 * 1_000 + 4 * 1_000)
+    assert attainment_within_guarantee(result.log)["a"] == pytest.approx(want)

@@ -42,6 +42,8 @@ class PreemptReason(StrEnum):
     """Borrowed capacity rebalanced between borrowers."""
     NODE_DOWN = "node-down"
     """Its node stopped reporting."""
+    BACKFILL = "backfill"
+    """It started as preemptible backfill; the waiting gang it could delay starts now."""
 
 
 class StopReason(StrEnum):

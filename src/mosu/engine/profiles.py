@@ -130,6 +130,14 @@ class SchedulingProfile:
     many GPUs (a gang spanning nodes), where one checkpoint interval is worth most;
     waiting for smaller victims too cost the Philly benchmark more average JCT than
     mosu may give up (docs/scheduling.md)."""
+    backfill_loss_gpu_s: float = 0.0
+    """Preemptible backfill (0: off): a job whose preemption can lose at most this
+    many GPU-seconds (its GPUs times its checkpoint interval, else its estimate, plus
+    a restart) may start on nodes held for a gang of at least ``backfill_gang_gpus``
+    even when it would still run at the gang's planned start; the gang takes such
+    jobs back, wherever they run, when that lets it start (``cycle/backfill.py``)."""
+    backfill_gang_gpus: int = 64
+    """The smallest reserving job whose held nodes take preemptible backfill."""
 
 
 def _tightest() -> PlacementPolicy:
@@ -245,6 +253,7 @@ def _mosu() -> SchedulingProfile:
         victim_order=VictimOrder.PRICED,
         price_preemption=True,
         reclaim_at_checkpoint=True,
+        backfill_loss_gpu_s=256 * 3_600.0,
     )
 
 

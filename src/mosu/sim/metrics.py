@@ -33,11 +33,16 @@ Every report, table, plot and benchmark computes its numbers here, from a
   in GPU-seconds, each reservation counting at most what its job asks: the
   ``reserved_idle`` series the replay records from each cycle's
   ``CycleResult.reservations``. Part of idle while waiting.
-- **Quota attainment within guarantee**: quota attainment with a demand that
-  counts, of the waiting jobs, only those whose whole gang fits within their
-  tenant's guarantee (``usage_within``: allocation, and allocation plus those jobs'
-  requests): a gang larger than the guarantee can run only on borrowed capacity,
-  so its wait breaks no guarantee.
+- **Quota attainment within guarantee**: quota attainment with a demand of the
+  allocation plus what the waiting jobs could start beside it within the tenant's
+  guarantee (``usage_within``: allocation, and that demand), their sizes taken
+  largest first while they fit in the guarantee less the allocation (the most that
+  fits when each size divides the larger ones, as powers of two do). A gang larger
+  than the guarantee can run only on borrowed capacity, and one larger than what
+  the tenant's own running jobs leave of it could start only by preempting them:
+  neither wait breaks the guarantee, which the tenant is using. (Counting every
+  waiting gang that fits the guarantee alone called a tenant holding 256 of 512
+  GPUs and waiting for a 512-GPU gang half-served.)
 - **Large-gang queueing** = the p99 queueing delay of jobs of at least a given
   GPU count (``LARGE_GANG_GPUS`` in ``summarize``).
 - **Borrowed GPU-seconds** of a tenant = ∫ Σ max(0, allocation − guarantee) dt over

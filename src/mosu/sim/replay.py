@@ -15,6 +15,7 @@ once per instant at which something happened, and only while jobs wait.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -156,8 +157,14 @@ class _Replay:
             and p.job.total_gpu_milli <= t.quota(p.gpu_type).guaranteed_milli
             for k, p in self.jobs.items()
         }
-        self.allocated_within: dict[tuple[str, str], int] = {}
-        self.demand_within: dict[tuple[str, str], int] = {}
+        self.guaranteed = {
+            (p.job.tenant, p.gpu_type): t.quota(p.gpu_type).guaranteed_milli
+            for p in self.jobs.values()
+            if (t := by_name.get(p.job.tenant)) is not None
+        }
+        self.waiting_within: dict[tuple[str, str], Counter[int]] = {}
+        """Per (tenant, GPU type): the sizes of the waiting jobs that fit within the
+        tenant's guarantee, counted by size."""
         self.sampled_within: dict[tuple[str, str], tuple[int, int]] = {}
         self.usage_within: list[UsageSample] = []
         self.reserved_idle: list[tuple[float, int]] = []
@@ -209,6 +216,7 @@ class _Replay:
         self.pending_remaining[job_id] = p.remaining_s
         self.arrived.add(job_id)
         self._add_demand(p, +1)
+        self._add_waiting(p, +1)
 
     def _complete(self, job_id: str, attempt: int, now: float) -> None:
         p = self.jobs[job_id]
@@ -314,6 +322,7 @@ class _Replay:
     def _start(self, job_id: str, placement: Placement, now: float) -> None:
         p = self.jobs[job_id]
         job = self.pending.pop(job_id)
+        self._add_waiting(p, -1)
         del self.pending_attained[job_id]
         del self.pending_remaining[job_id]
         self.state.assign(job_id, placement)
@@ -358,27 +367,48 @@ class _Replay:
         self.pending[job_id] = p.job
         self.pending_attained[job_id] = p.attained_gpu_s
         self.pending_remaining[job_id] = p.remaining_s
+        self._add_waiting(p, +1)
         self._add_alloc(p, run.placement, -1)
 
     # -- usage series ------------------------------------------------------------
 
     def _add_alloc(self, p: _Progress, placement: Placement, sign: int) -> None:
-        within = self.within[p.trace.id]
         for rp in placement:
             key = (p.job.tenant, self.node_type[rp.node])
             milli = sign * rp.gpu_milli * len(rp.gpu_indices)
             self.allocated[key] = self.allocated.get(key, 0) + milli
-            if within:
-                self.allocated_within[key] = self.allocated_within.get(key, 0) + milli
             self.touched.add(key)
 
     def _add_demand(self, p: _Progress, sign: int) -> None:
         key = (p.job.tenant, p.gpu_type)
         milli = sign * p.job.total_gpu_milli
         self.demand[key] = self.demand.get(key, 0) + milli
-        if self.within[p.trace.id]:
-            self.demand_within[key] = self.demand_within.get(key, 0) + milli
         self.touched.add(key)
+
+    def _add_waiting(self, p: _Progress, sign: int) -> None:
+        if not self.within[p.trace.id]:
+            return
+        key = (p.job.tenant, p.gpu_type)
+        self.waiting_within.setdefault(key, Counter())[p.job.total_gpu_milli] += sign
+        self.touched.add(key)
+
+    def _owed(self, key: tuple[str, str], held: int) -> int:
+        """What the waiting jobs of ``waiting_within[key]`` could add to ``held`` within
+        the guarantee: sizes taken largest first while they fit (the most that fits
+        when every size divides the larger ones, as powers of two do)."""
+        room = self.guaranteed.get(key, 0) - held
+        owed = 0
+        waiting = self.waiting_within.get(key)
+        if room <= 0 or not waiting:
+            return 0
+        for size in sorted(waiting, reverse=True):
+            count = waiting[size]
+            if size <= 0 or count <= 0 or size > room:
+                continue
+            take = min(count, room // size)
+            owed += take * size
+            room -= take * size
+        return owed
 
     def _sample(self, now: float) -> None:
         for key in sorted(self.touched):
@@ -386,10 +416,10 @@ class _Replay:
             if self.sampled.get(key) != value:
                 self.sampled[key] = value
                 self.usage.append(UsageSample(now, key[0], key[1], value[0], value[1]))
-            # Everything held, and wanted: that plus what fitting jobs still ask.
+            # Everything held, and wanted: that plus what waiting jobs could still
+            # start beside it within the guarantee.
             held = self.allocated.get(key, 0)
-            waiting = self.demand_within.get(key, 0) - self.allocated_within.get(key, 0)
-            value = (held, held + waiting)
+            value = (held, held + self._owed(key, held))
             if self.sampled_within.get(key, (0, 0)) != value:
                 self.sampled_within[key] = value
                 self.usage_within.append(UsageSample(now, key[0], key[1], value[0], value[1]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mosu.engine.cycle.backfill import take_back
 from mosu.engine.cycle.reservations import reserve
 from mosu.engine.cycle.starting import rest_over_quota, try_start
 from mosu.engine.cycle.work import INF, Outcome, Work, guarantee, queue_sizes
@@ -27,7 +28,10 @@ def admit_within_guarantees(work: Work, only: set[str] | None = None) -> None:
             if work.outcome.get(job.id) == Outcome.STARTED:
                 continue
             outcome = try_start(work, job, within_guarantee=True)
-            if outcome == Outcome.STARTED:
+            if outcome == Outcome.STARTED or (
+                outcome in (Outcome.NO_FIT, Outcome.BLOCKED)
+                and take_back(work, job, within_guarantee=True)
+            ):
                 continue
             if outcome == Outcome.QUOTA:
                 if strict or rest_over_quota(work, tenant, job, pos + 1, within_guarantee=True):

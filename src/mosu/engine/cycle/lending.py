@@ -8,11 +8,14 @@ import heapq
 
 import numpy as np
 
+from mosu.engine.cycle.backfill import take_back
 from mosu.engine.cycle.reservations import reserve
 from mosu.engine.cycle.starting import rest_over_quota, try_start
 from mosu.engine.cycle.work import Outcome, Work, dominant_share, limit, queue_sizes
 from mosu.engine.ordering import Rank
 from mosu.engine.profiles import LendOrder, QueueMode
+
+_BLOCKED = (Outcome.NO_FIT, Outcome.BLOCKED)
 
 
 def lend_idle(work: Work) -> None:
@@ -47,7 +50,9 @@ def lend_idle(work: Work) -> None:
             if work.outcome.get(job.id) is not None:
                 continue
             outcome = try_start(work, job, within_guarantee=False)
-            if outcome == Outcome.STARTED:
+            if outcome == Outcome.STARTED or (
+                outcome in _BLOCKED and take_back(work, job, within_guarantee=False)
+            ):
                 push(tenant)
                 break
             work.outcome[job.id] = outcome

@@ -69,6 +69,41 @@ def avoid_for(work: Work, job: Job) -> frozenset[int]:
     return found
 
 
+def worst_loss_gpu_s(work: Work, job: Job) -> float:
+    """The most GPU-time a preemption of ``job`` can throw away once started: its GPUs
+    times its checkpoint interval (else its whole estimated run), plus a restart."""
+    run_s = _estimate(work, job)
+    every = job.checkpoint_every_s
+    if every is not None and every > 0:
+        run_s = min(run_s, every)
+    return (run_s + work.profile.restart_overhead_s) * job.total_gpu_milli / GPU_MILLI
+
+
+def preemptible(work: Work, job: Job) -> bool:
+    """Whether ``job`` may start as preemptible backfill (``backfill_loss_gpu_s``): a
+    job that has already run (and so was preempted) may not, so none is taken back
+    twice."""
+    most = work.profile.backfill_loss_gpu_s
+    return (
+        most > 0
+        and job.total_gpu_milli > 0
+        and not work.snap.attained_gpu_s.get(job.id)
+        and worst_loss_gpu_s(work, job) <= most
+    )
+
+
+def backfill_avoid(work: Work, job: Job) -> frozenset[int]:
+    """``avoid_for`` for a preemptible job: the nodes of reservations too small to take
+    their backfill back stay avoided; those of larger gangs do not."""
+    end = work.now + _estimate(work, job)
+    least = work.profile.backfill_gang_gpus * GPU_MILLI
+    nodes: set[int] = set()
+    for r in work.reservations:
+        if r.job_id != job.id and end > r.start_s and r.need_milli < least:
+            nodes |= r.nodes
+    return frozenset(nodes)
+
+
 def reserve(work: Work, job: Job) -> None:
     """Hold capacity for a blocked job from the earliest time it can start."""
     if len(work.reservations) >= work.profile.max_reservations:

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from mosu.core.models import Job, Placement
 from mosu.core.reasons import PreemptReason
-from mosu.engine.cycle.reservations import Avoiding, avoid_for
+from mosu.engine.cycle.reservations import Avoiding, avoid_for, backfill_avoid, preemptible
 from mosu.engine.cycle.work import (
     INF,
     Outcome,
@@ -80,21 +80,37 @@ def try_start(work: Work, job: Job, *, within_guarantee: bool) -> Outcome:
     else:
         types = allowed
     avoid = avoid_for(work, job)
-    key = (types, job.topology, avoid)
+    target = job if types == allowed else replace(job, gpu_types=types)
+    placement = _place(work, target, types, avoid)
+    if placement is None and avoid and preemptible(work, job):
+        # Preemptible backfill: nodes held for a large gang, which takes it back.
+        fewer = backfill_avoid(work, job)
+        if fewer != avoid:
+            placement = _place(work, target, types, fewer)
+    if placement is None:
+        return Outcome.BLOCKED if avoid else Outcome.NO_FIT
+    commit_start(work, job, placement)
+    return Outcome.STARTED
+
+
+def _place(
+    work: Work, target: Job, types: tuple[str, ...], avoid: frozenset[int]
+) -> Placement | None:
+    """``target``'s placement off the nodes of ``avoid``; a failure is remembered."""
+    memo = work.memo
+    dims = target.dims
+    key = (types, target.topology, avoid)
     failed = memo.no_fit.get(key)
     if failed:
         g, share, replicas, cpu, mem = dims
         for f in failed:
             if f[0] <= g and f[1] <= share and f[2] <= replicas and f[3] <= cpu and f[4] <= mem:
-                return Outcome.BLOCKED if avoid else Outcome.NO_FIT
-    target = job if types == allowed else replace(job, gpu_types=types)
+                return None
     policy = work.profile.placement if not avoid else Avoiding(work.profile.placement, avoid)
     placement = place_job(work.state, target, policy)
     if placement is None:
         memo.no_fit.setdefault(key, []).append(dims)
-        return Outcome.BLOCKED if avoid else Outcome.NO_FIT
-    commit_start(work, job, placement)
-    return Outcome.STARTED
+    return placement
 
 
 def within_free(

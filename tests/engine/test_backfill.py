@@ -1,0 +1,159 @@
+"""Preemptible backfill: cheap jobs start on nodes held for a large gang, and the gang
+takes them back when that lets it start."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from mosu.core.reasons import PendingReason, PreemptReason
+from mosu.engine.profiles import RankPreemption, build_profile
+from tests.engine.helpers import job, node
+from tests.engine.test_tenancy import Running, Scenario, run, tenant
+
+NOW = 10_000.0
+FOUR = [node(f"n{i}", 8) for i in range(4)]
+BACKFILL = replace(build_profile("mosu"), backfill_loss_gpu_s=8 * 3_600.0, backfill_gang_gpus=16)
+"""mosu with preemptible backfill: jobs that can lose at most 8 GPU-hours, on nodes
+held for gangs of 16 GPUs or more."""
+OFF = replace(BACKFILL, backfill_loss_gpu_s=0.0)
+NONE_GUARANTEED = [tenant("a", 0), tenant("b", 0), tenant("c", 0)]
+
+# c's 16-GPU job holds two nodes and is planned to end in 600 s; a's 32-GPU gang is
+# reserved the whole cluster from then. b's 8-GPU job would run 1,800 s, past that.
+HELD = dict(
+    nodes=FOUR,
+    running=[Running(job("r1", 8, replicas=2, tenant="c", estimate=3_600), started_s=NOW - 3_000)],
+    pending=[
+        job("g", 8, replicas=4, tenant="a", t=1),
+        job("s1", 8, tenant="b", t=2, estimate=1_800),
+    ],
+)
+
+
+def cheap(job_id: str, tenant: str = "b", ran_s: float = 600.0) -> Running:
+    """An 8-GPU job with no checkpoint that has run ``ran_s``: 8 x (ran_s + 60) to preempt."""
+    return Running(job(job_id, 8, tenant=tenant, estimate=1_800), started_s=NOW - ran_s)
+
+
+# c's 16-GPU job holds two nodes (too dear to preempt for a's 16-GPU gang); b's two
+# cheap jobs hold the other two.
+TAKE = dict(
+    nodes=FOUR,
+    running=[
+        Running(job("r1", 8, replicas=2, tenant="c", estimate=36_000), started_s=NOW - 9_000),
+        cheap("s1"),
+        cheap("s2"),
+    ],
+    pending=[job("g", 8, replicas=2, tenant="a", t=1)],
+)
+
+SCENARIOS = [
+    Scenario(
+        "a job that would delay a reservation waits without preemptible backfill",
+        OFF,
+        tenants=NONE_GUARANTEED,
+        now=NOW,
+        want_pending={"g": PendingReason.RESERVED, "s1": PendingReason.BLOCKED_BY_RESERVATION},
+        **HELD,
+    ),
+    Scenario(
+        "... and starts on the held nodes as preemptible backfill (8 x 1,860 GPU-s at most)",
+        BACKFILL,
+        tenants=NONE_GUARANTEED,
+        now=NOW,
+        want_starts=["s1"],
+        want_pending={"g": PendingReason.RESERVED},
+        **HELD,
+    ),
+    Scenario(
+        "... but not when it could lose more than that",
+        replace(BACKFILL, backfill_loss_gpu_s=4 * 3_600.0),
+        tenants=NONE_GUARANTEED,
+        now=NOW,
+        want_pending={"g": PendingReason.RESERVED, "s1": PendingReason.BLOCKED_BY_RESERVATION},
+        **HELD,
+    ),
+    Scenario(
+        "... nor on nodes held for a gang smaller than the profile's",
+        replace(BACKFILL, backfill_gang_gpus=64),
+        tenants=NONE_GUARANTEED,
+        now=NOW,
+        want_pending={"g": PendingReason.RESERVED, "s1": PendingReason.BLOCKED_BY_RESERVATION},
+        **HELD,
+    ),
+    Scenario(
+        "a blocked gang takes back cheap jobs to start now",
+        BACKFILL,
+        tenants=NONE_GUARANTEED,
+        now=NOW,
+        want_starts=["g"],
+        want_preempt={"s1": PreemptReason.BACKFILL, "s2": PreemptReason.BACKFILL},
+        **TAKE,
+    ),
+    Scenario(
+        "... not a job of a tenant within its guarantee",
+        BACKFILL,
+        tenants=[tenant("a", 0), tenant("b", 8), tenant("c", 0)],
+        now=NOW,
+        want_pending={"g": PendingReason.RESERVED},
+        **TAKE,
+    ),
+    Scenario(
+        "... nor one that would lose more than backfill may",
+        BACKFILL,
+        tenants=NONE_GUARANTEED,
+        nodes=FOUR,
+        running=[TAKE["running"][0], cheap("s1", ran_s=6_000), cheap("s2")],
+        pending=TAKE["pending"],
+        now=NOW,
+        want_pending={"g": PendingReason.RESERVED},
+    ),
+    Scenario(
+        "... and none without preemptible backfill",
+        OFF,
+        tenants=NONE_GUARANTEED,
+        now=NOW,
+        want_pending={"g": PendingReason.RESERVED},
+        **TAKE,
+    ),
+]
+
+
+@pytest.mark.parametrize("s", SCENARIOS, ids=lambda s: s.name)
+def test_backfill_scenario(s: Scenario) -> None:
+    result = run(s)
+    assert [st.job_id for st in result.starts] == s.want_starts
+    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
+    pending = {p.job_id: p.reason for p in result.pending}
+    for job_id, reason in s.want_pending.items():
+        assert pending[job_id] == reason
+
+
+def test_a_gang_takes_back_at_the_victims_checkpoints_when_that_is_cheaper() -> None:
+    # s1 and s2 checkpoint hourly, 1,000 s ago: 2 x 8 x 1,060 GPU-s lost now, against
+    # 2 x 8 x 60 at their next checkpoint, 2,600 s away, while they hold all g needs.
+    # (Without rank preemption, which would take them now for g's better LAS class.)
+    hourly = [
+        Running(job(k, 8, tenant="b", estimate=1_800), NOW - 1_000, checkpoint_every_s=3_600)
+        for k in ("s1", "s2")
+    ]
+    s = Scenario(
+        "at checkpoints",
+        replace(BACKFILL, rank_preemption=RankPreemption.NONE),
+        FOUR,
+        NONE_GUARANTEED,
+        running=[TAKE["running"][0], *hourly],
+        pending=TAKE["pending"],
+        now=NOW,
+    )
+    result = run(s)
+    assert (result.starts, result.preemptions) == ((), ())
+    assert result.wake_at_s == NOW + 2_601.0
+    later = run(replace(s, now=NOW + 2_601.0))
+    assert [st.job_id for st in later.starts] == ["g"]
+    assert {p.job_id: p.reason for p in later.preemptions} == {
+        "s1": PreemptReason.BACKFILL,
+        "s2": PreemptReason.BACKFILL,
+    }
