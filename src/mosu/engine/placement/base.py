@@ -8,8 +8,9 @@ layout first (one node, then one rack, then spread) and rolling back on failure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Protocol, TypeAlias
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,6 +53,21 @@ class PlacementPolicy(Protocol):
         when the policy cannot tell without those releases made in ``state``."""
         ...
 
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        """Whether ``select`` calls on ``state``, with up to ``taken_milli`` more GPU
+        milli assigned than now, would leave the policy as it is (no random draw, no
+        reweighing): then ``place_job`` may answer a gang it can prove does not fit
+        without calling it, and later choices are the same either way."""
+        ...
+
+    def fingerprint(self) -> Hashable | None:
+        """What ``select``'s answers depend on besides the state's free capacity (equal
+        fingerprints, equal answers on equal states), or None when that cannot be said
+        (a random draw): ``place_job`` then remembers a gang's placement per state and
+        fingerprint, and answers it again without calling ``select``, when the search
+        left the fingerprint as it was."""
+        ...
+
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
         """Told, once per cycle before any placement, the jobs the cycle sees: a policy
         that weighs the task mix expected to arrive learns it from the live queue and
@@ -61,11 +77,18 @@ class PlacementPolicy(Protocol):
 
 class PolicyHooks:
     """The hooks' defaults: no reservation shortcut (reservations release and place
-    for real), nothing learned from the queue."""
+    for real), no promise about what ``select`` changes in the policy (so every
+    placement is searched), nothing learned from the queue."""
 
     def reserve_node(
         self, state: ClusterState, candidates: Sequence[int], gpu_free: Mapping[int, Sequence[int]]
     ) -> int | None:
+        return None
+
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        return False
+
+    def fingerprint(self) -> Hashable | None:
         return None
 
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
@@ -102,6 +125,33 @@ def place_job(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placeme
     """An all-or-nothing placement for ``job``, or None; ``state`` is left unchanged."""
     if job.replicas == 1:
         return _place_spread(state, job, policy, None)
+    if not _may_fit(state, job, policy):
+        return None
+    before = policy.fingerprint()
+    if before is None:
+        return _place_gang(state, job, policy)
+    memo = _MEMO.get(state)
+    if memo is None:
+        memo = _MEMO[state] = {}
+    key = (state.content_hash, job.shape, job.replicas, job.gpu_types, job.topology, before)
+    if key in memo:
+        return memo[key]
+    placement = _place_gang(state, job, policy)
+    if policy.fingerprint() == before:  # the search changed nothing a later one depends on
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[key] = placement
+    return placement
+
+
+_MEMO: WeakKeyDictionary[ClusterState, dict[Hashable, Placement | None]] = WeakKeyDictionary()
+"""Gang placements per state, by the state's content hash, the gang and the policy's
+fingerprint: a job refused for its price or its quota is placed again, cycle after
+cycle, on a cluster that often has not changed."""
+_MEMO_SIZE = 4096
+
+
+def _place_gang(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placement | None:
     placement = _place_same_node(state, job, policy)
     if placement is not None or job.topology == Topology.SAME_NODE:
         return placement
@@ -109,6 +159,39 @@ def place_job(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placeme
     if placement is not None or job.topology == Topology.SAME_RACK:
         return placement
     return _place_spread(state, job, policy, None)
+
+
+def _may_fit(state: ClusterState, job: Job, policy: PlacementPolicy) -> bool:
+    """False only when ``job``'s gang cannot be placed and not trying changes nothing.
+
+    A node can hold at most ``min(free whole GPUs // GPUs, free CPU // CPU, free memory
+    // memory)`` of the gang's replicas (each term where the replica asks for some); if
+    those slots, summed over the schedulable nodes of the job's GPU types, are fewer
+    than the replicas, every layout fails (a node that fits the whole gang, a rack or a
+    spread are all bounded by the same slots). A placement that fails still calls the
+    policy's ``select`` for the replicas it places before failing (at most the slots),
+    so the search is skipped only when the policy says such calls leave it unchanged.
+    """
+    shape = job.shape
+    if shape.gpus and shape.gpu_milli != GPU_MILLI:
+        return True  # shares of a GPU: not bounded here
+    c = state.cols
+    slots: NDArray[np.int64] | None = None
+    for free, need in (
+        (c.full_free, shape.gpus),
+        (c.cpu_free, shape.cpu_milli),
+        (c.mem_free, shape.mem_mib),
+    ):
+        if need > 0:
+            per_node = free // need
+            slots = per_node if slots is None else np.minimum(slots, per_node)
+    if slots is None:
+        return True  # asks for nothing: no bound
+    placeable = int(slots[state.type_mask(job.gpu_types)].sum())
+    if placeable >= job.replicas:
+        return True
+    taken = min(placeable, job.replicas - 1) * shape.total_gpu_milli
+    return not policy.quiet_for(state, taken)
 
 
 def _place_same_node(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placement | None:

@@ -52,7 +52,7 @@ appears), so gangs and whole-GPU jobs place by the live queue's mix.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -82,6 +82,9 @@ class Mosu(PolicyHooks):
         self._use_mix(task_mix)
 
     def _use_mix(self, task_mix: TaskMix) -> None:
+        # Counts the table's weightings: with ``_weighed_at``, what ``select``
+        # depends on besides the state (``fingerprint``).
+        self._weighs: int = getattr(self, "_weighs", 0) + 1
         self.table = FragTable(task_mix.by_count(), inaccessible_is_fragment=False)
         self.cache = NodeStateCache(self.table)
         self.base_weights = self.table.weights.copy()
@@ -141,9 +144,24 @@ class Mosu(PolicyHooks):
         if last is not None and last[0] is state and abs(free - last[1]) < step:
             return False
         self._weighed_at = (state, free)
+        self._weighs += 1
         t = self.table
         t.reweight(self.base_weights * scarcity(state, t.tasks, self.base_weights))
         return True
+
+    def fingerprint(self) -> Hashable | None:
+        last = self._weighed_at
+        return (self._weighs, None if last is None else (id(last[0]), last[1]))
+
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        # ``select`` changes the policy only by reweighing (``_reweigh``), which it
+        # does once the free GPU total is ``REWEIGH_STEP`` away from the last one.
+        last = self._weighed_at
+        if last is None or last[0] is not state:
+            return False
+        free = int(state.cols.free_total.sum())
+        step = max(1.0, REWEIGH_STEP * state.capacity_milli)
+        return abs(free - last[1]) < step and abs(free - taken_milli - last[1]) < step
 
     def stranded(
         self,
