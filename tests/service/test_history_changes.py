@@ -22,9 +22,7 @@ def event_at(platform, kind: str) -> float:
         return s.scalars(select(EventRow.at).where(EventRow.kind == kind)).one()
 
 
-def test_changes_during_the_window_are_exported_and_replayed_at_their_time(
-    api, platform, tmp_path
-):
+def test_changes_during_the_window_are_exported_and_replayed_at_their_time(api, platform, tmp_path):
     tokens = seed(api)  # node n0; a: H800 guarantee 4; b: guarantee 4, limit 8
     r = api.post("/v1/tenants", json={"name": "c", "quotas": {"H800": {"guaranteed": 1}}})
     assert r.status_code == 201, r.text

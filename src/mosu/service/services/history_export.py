@@ -193,7 +193,7 @@ def _tenants_over(
     """Each tenant as it was at ``origin`` and its changes after, from its events: the
     events up to ``origin`` give what was in force then (a tenant created later starts
     with no quota, its creation's settings being changes); a tenant with no creation
-    event is taken as it is now, with the changes its events record."""
+    event, and a weight no event records, are taken as they are now."""
     seen: dict[str, list[Event]] = {}
     for event in events:
         if event[1] in _TENANT_KINDS and event[2] is not None:
@@ -219,6 +219,8 @@ def _tenants_over(
                 start = replace(start, weight=s.weight or 1.0)
             if s.cohort_set:
                 start = replace(start, cohort=s.cohort)
+        if not any(settings_of(kind, message).weight is not None for _, kind, _, message in mine):
+            start = replace(start, weight=tenant.weight)  # never changed: as it is now
         out.append(replace(start, quotas=tuple(sorted(quotas.items()))))
         for at, kind, _, message in mine:
             if at <= origin:
