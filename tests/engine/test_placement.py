@@ -4,8 +4,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mosu.core.models import Job, Node, ReplicaPlacement, Topology
+from mosu.core.models import Job, Node, ReplicaPlacement, Shape, Topology
 from mosu.engine.placement import place_job
+from mosu.engine.placement.base import Candidates
 from mosu.engine.placement.bestfit import BestFit
 from mosu.engine.state import ClusterState
 from tests.engine.helpers import job, node
@@ -77,3 +78,48 @@ def test_place_job(case: Case) -> None:
     got = None if placement is None else [(rp.node, rp.gpu_indices) for rp in placement]
     assert got == case.want
     assert state.gpu_free == before, "place_job must leave the state unchanged"
+
+
+class Counting(BestFit):
+    """Best fit that counts its ``select`` calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def select(
+        self, state: ClusterState, shape: Shape, candidates: Candidates
+    ) -> tuple[int, tuple[int, ...]] | None:
+        self.calls += 1
+        return super().select(state, shape, candidates)
+
+
+def test_a_gang_the_free_slots_cannot_hold_is_refused_without_a_search() -> None:
+    # 3 + 3 free whole GPUs, replicas of 2 GPUs: one slot per node, 2 in all.
+    state = ClusterState([node("n0", 4), node("n1", 4)])
+    state.assign("x", (ReplicaPlacement("n0", (0,), 1000), ReplicaPlacement("n1", (0,), 1000)))
+    policy = Counting()
+    assert place_job(state, job("g", 2, replicas=3), policy) is None
+    assert policy.calls == 0
+    # CPU bounds the slots too: 2 replicas fit by GPU, not by CPU.
+    cpu_bound = ClusterState([node("n0", 8, cpu=1_000), node("n1", 8, cpu=1_000)])
+    assert place_job(cpu_bound, job("c", 1, replicas=3, cpu=600), policy) is None
+    assert policy.calls == 0
+    assert place_job(state, job("ok", 2, replicas=2), policy) is not None
+    assert policy.calls == 2
+
+
+def test_a_gang_placed_again_on_an_equal_state_is_answered_without_a_search() -> None:
+    state = ClusterState([node("n0", 8), node("n1", 8)])
+    policy = Counting()
+    first = place_job(state, job("g", 4, replicas=3), policy)
+    calls = policy.calls
+    assert first is not None and calls > 0
+    # Taken and given back: the same free capacity, so the same answer.
+    state.assign("y", (ReplicaPlacement("n1", (0, 1), 1000),))
+    state.release("y")
+    assert place_job(state, job("h", 4, replicas=3), policy) == first
+    assert policy.calls == calls
+    # A different state is searched.
+    state.assign("z", (ReplicaPlacement("n0", (0,), 1000),))
+    place_job(state, job("g", 4, replicas=3), policy)
+    assert policy.calls > calls

@@ -238,7 +238,7 @@ class ClusterState:
             free[g] += sign * rp.gpu_milli
         self.cpu_free[i] += sign * rp.cpu_milli
         self.mem_free[i] += sign * rp.mem_mib
-        self.full_free[i] = sum(1 for f in free if f == GPU_MILLI)
+        self.full_free[i] = free.count(GPU_MILLI)
         self._index(i)
         self._mirror(i, rp, sign)
         self._rehash(i)

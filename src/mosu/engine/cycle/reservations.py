@@ -40,6 +40,12 @@ class Avoiding:
         inner = self.inner.fingerprint()
         return None if inner is None else (inner, self.avoid)
 
+    def keep(self) -> object | None:
+        return self.inner.keep()
+
+    def restore(self, kept: object) -> None:
+        self.inner.restore(kept)
+
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
         self.inner.learn(pending, running)
 

@@ -68,6 +68,16 @@ class PlacementPolicy(Protocol):
         left the fingerprint as it was."""
         ...
 
+    def keep(self) -> object | None:
+        """What ``restore`` needs to bring the policy back to how it is now (None: it
+        cannot): a search that changed the fingerprint is then remembered too, with
+        what it left, and answered again by restoring that."""
+        ...
+
+    def restore(self, kept: object) -> None:
+        """Bring the policy back to how it was when ``keep`` returned ``kept``."""
+        ...
+
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
         """Told, once per cycle before any placement, the jobs the cycle sees: a policy
         that weighs the task mix expected to arrive learns it from the live queue and
@@ -89,6 +99,12 @@ class PolicyHooks:
         return False
 
     def fingerprint(self) -> Hashable | None:
+        return None
+
+    def keep(self) -> object | None:
+        return None
+
+    def restore(self, kept: object) -> None:
         return None
 
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
@@ -134,20 +150,28 @@ def place_job(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placeme
     if memo is None:
         memo = _MEMO[state] = {}
     key = (state.content_hash, job.shape, job.replicas, job.gpu_types, job.topology, before)
-    if key in memo:
-        return memo[key]
+    found = memo.get(key)
+    if found is not None:
+        placement, after, kept = found
+        if after != before:
+            policy.restore(kept)  # what the search left in the policy
+        return placement
     placement = _place_gang(state, job, policy)
-    if policy.fingerprint() == before:  # the search changed nothing a later one depends on
+    after = policy.fingerprint()
+    kept = None if after == before else policy.keep()
+    if after == before or kept is not None:
         if len(memo) >= _MEMO_SIZE:
             memo.clear()
-        memo[key] = placement
+        memo[key] = (placement, after, kept)
     return placement
 
 
-_MEMO: WeakKeyDictionary[ClusterState, dict[Hashable, Placement | None]] = WeakKeyDictionary()
+_Found = tuple[Placement | None, Hashable, object | None]
+_MEMO: WeakKeyDictionary[ClusterState, dict[Hashable, _Found]] = WeakKeyDictionary()
 """Gang placements per state, by the state's content hash, the gang and the policy's
-fingerprint: a job refused for its price or its quota is placed again, cycle after
-cycle, on a cluster that often has not changed."""
+fingerprint, with the fingerprint the search left and what restores it: a job refused
+for its price or its quota is placed again, cycle after cycle, on a cluster that often
+has not changed."""
 _MEMO_SIZE = 4096
 
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -71,6 +72,16 @@ REWEIGH_STEP = 0.01
 share of its capacity: homes change slowly, and reweighing re-tabulates every state."""
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """What ``select`` may change in a ``Mosu``: its weights and where they were weighed."""
+
+    mixes: int
+    weights: np.ndarray
+    weights_key: bytes
+    weighed_at: tuple[ClusterState, int] | None
+
+
 class Mosu(PolicyHooks):
     name = "mosu"
 
@@ -82,10 +93,13 @@ class Mosu(PolicyHooks):
         self._use_mix(task_mix)
 
     def _use_mix(self, task_mix: TaskMix) -> None:
-        # Counts the table's weightings: with ``_weighed_at``, what ``select``
-        # depends on besides the state (``fingerprint``).
-        self._weighs: int = getattr(self, "_weighs", 0) + 1
+        self._mixes: int = getattr(self, "_mixes", 0) + 1  # the table's version
         self.table = FragTable(task_mix.by_count(), inaccessible_is_fragment=False)
+        # What ``select`` depends on besides the state (``fingerprint``): the table,
+        # its weights and where they were weighed.
+        self._weights_key = self.table.weights.tobytes()
+        self._stale = False
+        """``_before`` is to be computed anew for every node (weights restored)."""
         self.cache = NodeStateCache(self.table)
         self.base_weights = self.table.weights.copy()
         self._base_total = float(self.base_weights.sum())
@@ -144,14 +158,28 @@ class Mosu(PolicyHooks):
         if last is not None and last[0] is state and abs(free - last[1]) < step:
             return False
         self._weighed_at = (state, free)
-        self._weighs += 1
         t = self.table
         t.reweight(self.base_weights * scarcity(state, t.tasks, self.base_weights))
+        self._weights_key = t.weights.tobytes()
         return True
 
     def fingerprint(self) -> Hashable | None:
         last = self._weighed_at
-        return (self._weighs, None if last is None else (id(last[0]), last[1]))
+        weighed = None if last is None else (id(last[0]), last[1])
+        return (self._mixes, self._weights_key, weighed)
+
+    def keep(self) -> object | None:
+        return _Kept(self._mixes, self.table.weights.copy(), self._weights_key, self._weighed_at)
+
+    def restore(self, kept: object) -> None:
+        if not isinstance(kept, _Kept) or kept.mixes != self._mixes:
+            return  # another table since: nothing to restore (``place_job`` never asks)
+        if kept.weights_key != self._weights_key:
+            # The table's values are a function of its weights and states alone.
+            self.table.reweight(kept.weights)
+            self._weights_key = kept.weights_key
+            self._stale = True
+        self._weighed_at = kept.weighed_at
 
     def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
         # ``select`` changes the policy only by reweighing (``_reweigh``), which it
@@ -197,7 +225,8 @@ class Mosu(PolicyHooks):
         if len(self._before) != len(all_sids):
             self._before = np.zeros(len(all_sids))
         changed = self.cache.changed
-        if self._reweigh(state):
+        if self._reweigh(state) or self._stale:
+            self._stale = False
             changed = np.arange(len(all_sids))
         if len(changed):
             # A node's stranded GPU changes only when the node does.
