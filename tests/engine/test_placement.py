@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 import pytest
 
 from mosu.core.models import Job, Node, ReplicaPlacement, Shape, Topology
 from mosu.engine.placement import place_job
-from mosu.engine.placement.base import Candidates
+from mosu.engine.placement.base import Candidates, fits_unsearched
 from mosu.engine.placement.bestfit import BestFit
+from mosu.engine.placement.randomfit import RandomFit
 from mosu.engine.state import ClusterState
 from tests.engine.helpers import job, node
 
@@ -123,3 +125,33 @@ def test_a_gang_placed_again_on_an_equal_state_is_answered_without_a_search() ->
     state.assign("z", (ReplicaPlacement("n0", (0,), 1000),))
     place_job(state, job("g", 4, replicas=3), policy)
     assert policy.calls > calls
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fits_unsearched_agrees_with_the_search_whenever_it_answers(seed: int) -> None:
+    rng = random.Random(seed)
+    nodes = [
+        node(f"n{i}", rng.choice((4, 8)), gpu_type=rng.choice(("A100", "H800")), cpu=8_000)
+        for i in range(6)
+    ]
+    state = ClusterState(nodes)
+    for k, n in enumerate(nodes):
+        used = rng.randrange(n.gpus + 1)
+        if used:
+            state.assign(f"x{k}", (ReplicaPlacement(n.name, tuple(range(used)), 1000, 1_000),))
+    answered = 0
+    for _ in range(30):
+        gang = job(
+            "g",
+            rng.choice((1, 2, 4)),
+            replicas=rng.randrange(1, 9),
+            cpu=rng.choice((0, 1_000, 3_000)),
+            gpu_types=rng.choice(((), ("A100",), ("H800",))),
+            topology=rng.choice((Topology.NONE, Topology.SAME_NODE)),
+        )
+        for policy in (BestFit(), RandomFit(random.Random(seed))):
+            known = fits_unsearched(state, gang, policy)
+            if known is not None:
+                answered += 1
+                assert known == (place_job(state, gang, policy) is not None), gang
+    assert answered > 0

@@ -40,6 +40,9 @@ class Avoiding:
         inner = self.inner.fingerprint()
         return None if inner is None else (inner, self.avoid)
 
+    def always_picks(self) -> bool:
+        return False  # it declines the held nodes
+
     def keep(self) -> object | None:
         return self.inner.keep()
 

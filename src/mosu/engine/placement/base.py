@@ -68,6 +68,11 @@ class PlacementPolicy(Protocol):
         left the fingerprint as it was."""
         ...
 
+    def always_picks(self) -> bool:
+        """Whether ``select`` picks one of any non-empty candidates (never declines):
+        then whether a gang fits is known from free capacity alone (``fits_unsearched``)."""
+        ...
+
     def keep(self) -> object | None:
         """What ``restore`` needs to bring the policy back to how it is now (None: it
         cannot): a search that changed the fingerprint is then remembered too, with
@@ -100,6 +105,9 @@ class PolicyHooks:
 
     def fingerprint(self) -> Hashable | None:
         return None
+
+    def always_picks(self) -> bool:
+        return False
 
     def keep(self) -> object | None:
         return None
@@ -185,20 +193,13 @@ def _place_gang(state: ClusterState, job: Job, policy: PlacementPolicy) -> Place
     return _place_spread(state, job, policy, None)
 
 
-def _may_fit(state: ClusterState, job: Job, policy: PlacementPolicy) -> bool:
-    """False only when ``job``'s gang cannot be placed and not trying changes nothing.
-
-    A node can hold at most ``min(free whole GPUs // GPUs, free CPU // CPU, free memory
-    // memory)`` of the gang's replicas (each term where the replica asks for some); if
-    those slots, summed over the schedulable nodes of the job's GPU types, are fewer
-    than the replicas, every layout fails (a node that fits the whole gang, a rack or a
-    spread are all bounded by the same slots). A placement that fails still calls the
-    policy's ``select`` for the replicas it places before failing (at most the slots),
-    so the search is skipped only when the policy says such calls leave it unchanged.
-    """
+def _slots(state: ClusterState, job: Job) -> NDArray[np.int64] | None:
+    """How many of ``job``'s whole-GPU replicas each node of its GPU types could hold
+    (0 on the others), or None when that is not bounded here (shares of a GPU, or a
+    replica asking for nothing)."""
     shape = job.shape
     if shape.gpus and shape.gpu_milli != GPU_MILLI:
-        return True  # shares of a GPU: not bounded here
+        return None
     c = state.cols
     slots: NDArray[np.int64] | None = None
     for free, need in (
@@ -210,11 +211,48 @@ def _may_fit(state: ClusterState, job: Job, policy: PlacementPolicy) -> bool:
             per_node = free // need
             slots = per_node if slots is None else np.minimum(slots, per_node)
     if slots is None:
-        return True  # asks for nothing: no bound
-    placeable = int(slots[state.type_mask(job.gpu_types)].sum())
+        return None
+    return np.where(state.type_mask(job.gpu_types), slots, 0)
+
+
+def fits_unsearched(state: ClusterState, job: Job, policy: PlacementPolicy) -> bool | None:
+    """Whether ``place_job`` would place ``job``, when free capacity alone says so and
+    the policy always picks a candidate; None when only a search can tell.
+
+    Placing one whole-GPU replica takes exactly one of its node's slots (``_slots``),
+    so as long as candidates remain a policy that always picks one places the next
+    replica: a gang without a topology constraint fits iff the slots add up to its
+    replicas (the spread is the last resort), one on a single node iff some node has
+    that many. A rack constraint, shares of a GPU and other policies need the search.
+    """
+    if not job.shape.gpus or job.topology == Topology.SAME_RACK or not policy.always_picks():
+        return None
+    slots = _slots(state, job)
+    if slots is None:
+        return None
+    if job.topology == Topology.SAME_NODE and job.replicas > 1:
+        return bool(slots.max(initial=0) >= job.replicas)
+    return int(slots.sum()) >= job.replicas
+
+
+def _may_fit(state: ClusterState, job: Job, policy: PlacementPolicy) -> bool:
+    """False only when ``job``'s gang cannot be placed and not trying changes nothing.
+
+    A node can hold at most ``min(free whole GPUs // GPUs, free CPU // CPU, free memory
+    // memory)`` of the gang's replicas (each term where the replica asks for some); if
+    those slots, summed over the schedulable nodes of the job's GPU types, are fewer
+    than the replicas, every layout fails (a node that fits the whole gang, a rack or a
+    spread are all bounded by the same slots). A placement that fails still calls the
+    policy's ``select`` for the replicas it places before failing (at most the slots),
+    so the search is skipped only when the policy says such calls leave it unchanged.
+    """
+    slots = _slots(state, job)
+    if slots is None:
+        return True
+    placeable = int(slots.sum())
     if placeable >= job.replicas:
         return True
-    taken = min(placeable, job.replicas - 1) * shape.total_gpu_milli
+    taken = min(placeable, job.replicas - 1) * job.shape.total_gpu_milli
     return not policy.quiet_for(state, taken)
 
 

@@ -27,6 +27,9 @@ class BestFit(PolicyHooks):
     def fingerprint(self) -> Hashable | None:
         return ()
 
+    def always_picks(self) -> bool:
+        return True
+
     def select(
         self, state: ClusterState, shape: Shape, candidates: Candidates
     ) -> tuple[int, tuple[int, ...]] | None:

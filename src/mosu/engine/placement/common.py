@@ -72,6 +72,9 @@ class ScoringPolicy(PolicyHooks):
     def fingerprint(self) -> Hashable | None:
         return ()
 
+    def always_picks(self) -> bool:
+        return True
+
     def select(
         self, state: ClusterState, shape: Shape, candidates: Candidates
     ) -> tuple[int, tuple[int, ...]] | None:

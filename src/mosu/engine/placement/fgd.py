@@ -58,6 +58,9 @@ class Fgd(PolicyHooks):
     def fingerprint(self) -> Hashable | None:
         return self._mixes
 
+    def always_picks(self) -> bool:
+        return True
+
     def select(
         self, state: ClusterState, shape: Shape, candidates: Candidates
     ) -> tuple[int, tuple[int, ...]] | None:

@@ -168,6 +168,9 @@ class Mosu(PolicyHooks):
         weighed = None if last is None else (id(last[0]), last[1])
         return (self._mixes, self._weights_key, weighed)
 
+    def always_picks(self) -> bool:
+        return True
+
     def keep(self) -> object | None:
         return _Kept(self._mixes, self.table.weights.copy(), self._weights_key, self._weighed_at)
 

@@ -26,3 +26,6 @@ class RandomFit(PolicyHooks):
 
     def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
         return False  # every ``select`` draws from the generator
+
+    def always_picks(self) -> bool:
+        return True
