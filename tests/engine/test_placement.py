@@ -154,4 +154,13 @@ def test_fits_unsearched_agrees_with_the_search_whenever_it_answers(seed: int) -
             if known is not None:
                 answered += 1
                 assert known == (place_job(state, gang, policy) is not None), gang
+            # As if some holders were gone: the same answer as releasing them.
+            gone = rng.sample(sorted(state.holdings), k=min(2, len(state.holdings)))
+            known = fits_unsearched(state, gang, policy, [state.holdings[k] for k in gone])
+            cp = state.checkpoint()
+            for k in gone:
+                state.release(k)
+            if known is not None:
+                assert known == (place_job(state, gang, policy) is not None), (gang, gone)
+            state.rollback(cp)
     assert answered > 0

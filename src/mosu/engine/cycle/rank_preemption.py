@@ -263,18 +263,20 @@ def _fits_once_gone(work: Work, job: Job, victims: Sequence[Victim]) -> bool:
     are of one type, else by placing it."""
     state = work.state
     types = [t for t in types_of(work, job) if t in state.type_ids]
+    if len(types) == 1:
+        gone = (state.holdings[v.job_id] for v in victims)
+        known = fits_unsearched(state, job, work.profile.placement, gone)
+        if known is not None:
+            taken = {types[0]: job.total_gpu_milli}
+            return known and _quota_allows(work, job.tenant, taken, victims)
     cp = state.checkpoint()
     try:
         for v in victims:
             state.release(v.job_id)
-        known = fits_unsearched(state, job, work.profile.placement) if len(types) == 1 else None
-        if known is None:
-            placement = place_job(state, job, work.profile.placement)
+        placement = place_job(state, job, work.profile.placement)
     finally:
         state.rollback(cp)
-    if known is None:
-        return placement is not None and _quota_allows_after(work, job.tenant, placement, victims)
-    return known and _quota_allows(work, job.tenant, {types[0]: job.total_gpu_milli}, victims)
+    return placement is not None and _quota_allows_after(work, job.tenant, placement, victims)
 
 
 def _quota_allows_after(

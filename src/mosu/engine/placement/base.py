@@ -8,7 +8,7 @@ layout first (one node, then one rack, then spread) and rolling back on failure.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeAlias
 from weakref import WeakKeyDictionary
 
@@ -215,9 +215,15 @@ def _slots(state: ClusterState, job: Job) -> NDArray[np.int64] | None:
     return np.where(state.type_mask(job.gpu_types), slots, 0)
 
 
-def fits_unsearched(state: ClusterState, job: Job, policy: PlacementPolicy) -> bool | None:
+def fits_unsearched(
+    state: ClusterState,
+    job: Job,
+    policy: PlacementPolicy,
+    released: Iterable[Placement] = (),
+) -> bool | None:
     """Whether ``place_job`` would place ``job``, when free capacity alone says so and
-    the policy always picks a candidate; None when only a search can tell.
+    the policy always picks a candidate; None when only a search can tell. With
+    ``released``, as if those placements were released first (the state is not touched).
 
     Placing one whole-GPU replica takes exactly one of its node's slots (``_slots``),
     so as long as candidates remain a policy that always picks one places the next
@@ -230,6 +236,29 @@ def fits_unsearched(state: ClusterState, job: Job, policy: PlacementPolicy) -> b
     slots = _slots(state, job)
     if slots is None:
         return None
+    shadow: dict[int, tuple[list[int], list[int]]] = {}
+    for placement in released:
+        for rp in placement:
+            i = state.index_of[rp.node]
+            got = shadow.get(i)
+            if got is None:
+                got = shadow[i] = (list(state.gpu_free[i]), [state.cpu_free[i], state.mem_free[i]])
+            for g in rp.gpu_indices:
+                got[0][g] += rp.gpu_milli
+            got[1][0] += rp.cpu_milli
+            got[1][1] += rp.mem_mib
+    if shadow:
+        slots = slots.copy()
+        mask = state.type_mask(job.gpu_types)
+        shape = job.shape
+        for i, (gpu_free, (cpu, mem)) in shadow.items():
+            if mask[i]:
+                n = gpu_free.count(GPU_MILLI) // shape.gpus
+                if shape.cpu_milli:
+                    n = min(n, cpu // shape.cpu_milli)
+                if shape.mem_mib:
+                    n = min(n, mem // shape.mem_mib)
+                slots[i] = n
     if job.topology == Topology.SAME_NODE and job.replicas > 1:
         return bool(slots.max(initial=0) >= job.replicas)
     return int(slots.sum()) >= job.replicas
