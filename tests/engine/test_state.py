@@ -92,3 +92,26 @@ def test_candidate_array_matches_fits_on_for_every_node() -> None:
         assert state.candidates(shape) == want
     assert state.candidates(Shape(gpus=1), ["T4"]) == [2]
     assert state.candidates(Shape(gpus=1), ["H100"]) == []
+
+
+def test_content_hash_and_free_follow_the_free_capacity_of_schedulable_nodes() -> None:
+    state = ClusterState([node("n0", 8), node("n1", 8)])
+    empty = state.content_hash
+    state.assign("a", (ReplicaPlacement("n0", (0, 1), 1000),))
+    held = state.content_hash
+    assert held != empty and state.free_milli == 14_000
+    state.release("a")
+    assert state.content_hash == empty
+    cp = state.checkpoint()
+    state.assign("a", (ReplicaPlacement("n0", (0, 1), 1000),))
+    assert state.content_hash == held
+    state.rollback(cp)
+    assert state.content_hash == empty
+    # A drained node's free GPUs are not free to place on.
+    state.assign("b", (ReplicaPlacement("n1", (0,), 1000),))
+    state.set_schedulable("n1", False)
+    assert state.free_milli == 8_000 and state.capacity_milli == 8_000
+    state.release("b")
+    assert state.free_milli == 8_000
+    state.set_schedulable("n1", True)
+    assert state.free_milli == 16_000

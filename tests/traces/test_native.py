@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mosu.core.errors import InvalidInput, TraceFormatError
-from mosu.core.models import JobKind, Quota, Shape, Tenant
+from mosu.core.models import JobKind, NodeState, Quota, Shape, Tenant
 from mosu.traces import native
-from mosu.traces.schema import TraceJob
+from mosu.traces.schema import ChangeKind, TimedChange, TraceJob
 
 JOBS_HEADER = "job_id,tenant,submit_s,duration_s,replicas,gpus,gpu_type,priority,kind,estimate_s\n"
 TENANTS_HEADER = "tenant,gpu_type,guaranteed,limit,weight\n"
@@ -313,3 +315,35 @@ def test_parse_cluster_spec():
 def test_bad_cluster_specs_are_rejected(spec):
     with pytest.raises(InvalidInput, match="expected COUNTxGPUS:TYPE"):
         native.parse_cluster_spec(spec)
+
+
+def test_timed_changes_round_trip_and_bad_lines_name_the_column(tmp_path):
+    changes = [
+        TimedChange(5.0, ChangeKind.QUOTA, "acme", gpu_type="H800", quota=Quota(16_000, 32_000)),
+        TimedChange(5.0, ChangeKind.QUOTA, "acme", gpu_type="*", quota=Quota(500, None)),
+        TimedChange(7.5, ChangeKind.WEIGHT, "acme", weight=2.5),
+        TimedChange(8.0, ChangeKind.COHORT, "acme", cohort="lab-a"),
+        TimedChange(9.0, ChangeKind.COHORT, "acme", cohort=None),
+        TimedChange(10.0, ChangeKind.NODE, "n1", node_state=NodeState.DOWN),
+    ]
+    path = tmp_path / "changes.csv"
+    native.write_changes(path, changes)
+    assert path.read_text().splitlines()[:3] == [
+        "time_s,kind,subject,value",
+        "5.0,quota,acme,H800:16:32",
+        "5.0,quota,acme,*:0.5",
+    ]
+    assert native.load_changes(path) == changes
+    for line, column, reason in [
+        ("1,quota,acme,H800", "value", "expected TYPE:GUARANTEED[:LIMIT]"),
+        ("1,quota,acme,H800:8:4", "value", "the limit must be >= the guarantee"),
+        ("1,weight,acme,0", "value", "a weight must be > 0"),
+        ("1,node,n1,gone", "value", "unknown value 'gone'"),
+        ("1,moved,n1,ready", "kind", "unknown value 'moved'"),
+        ("-1,node,n1,ready", "time_s", "must be a finite number >= 0"),
+        ("1,node,,ready", "subject", "missing value"),
+    ]:
+        path.write_text(f"time_s,kind,subject,value\n{line}\n")
+        with pytest.raises(TraceFormatError, match=re.escape(reason)) as caught:
+            native.load_changes(path)
+        assert caught.value.column == column, line

@@ -19,7 +19,9 @@ class HistoryExportOut(OutputModel):
     trace time 0; ``counts`` the jobs per way they ended (``exit``, ``cancelled``,
     ``max-runtime``, ``running``, ``pending``) and ``jobs`` in all; ``profile`` the
     scheduling profile the platform runs
-    (and its override of the profile's minimum runtime before a preemption)."""
+    (and its override of the profile's minimum runtime before a preemption). The tenants
+    and nodes are those in force at trace time 0; ``changes`` counts the quota and node
+    changes made after it in the window, in ``changes.csv`` when there are any."""
 
     origin: float
     since: float | None = None
@@ -27,6 +29,7 @@ class HistoryExportOut(OutputModel):
     profile: str
     min_runtime_s: float | None = None
     counts: dict[str, int]
+    changes: int = 0
     files: dict[str, str]
 
 

@@ -10,7 +10,10 @@ Indexes kept up to date on every change, so a placement never scans every node:
   fully free GPU count, so a candidate filter or a policy's scoring is a few
   vector operations instead of a Python loop over nodes;
 - a per-node change counter (``cols.node_version``), so a policy can cache what
-  it derives from a node and refresh only the nodes that changed.
+  it derives from a node and refresh only the nodes that changed;
+- the free GPU on schedulable nodes (``free_milli``) and a hash of every node's free
+  capacity (``content_hash``): equal states hash equal, so an answer that depends only
+  on free capacity can be remembered per state.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ class _Undo:
     placement: Placement
     was_assign: bool
 
+
+_HASH_MASK = (1 << 64) - 1
 
 _NO_GPU = -1
 """Padding in ``NodeColumns.gpu_free`` for GPU slots a node does not have."""
@@ -91,14 +96,22 @@ class ClusterState:
         self.rack_free_gpus: dict[str, int] = {}
         self.capacity_milli = 0
         self.allocated_milli = 0
+        self.free_milli = 0
+        """Free GPU milli on schedulable nodes (a drained node's free GPUs are not)."""
         self.type_ids: dict[str, int] = {t: k for k, t in enumerate(self.gpu_types)}
         self.cols = NodeColumns(self.nodes, self.type_ids)
         self._type_masks: dict[tuple[str, ...], np.ndarray] = {}
+        # A hash of every node's free capacity and schedulability, kept up to date on
+        # each change (a sum of per-node hashes): equal states have equal hashes, so a
+        # caller may remember answers that depend only on the free capacity.
+        self._node_hash: list[int] = [self._hash_of(i) for i in range(len(self.nodes))]
+        self.content_hash: int = sum(self._node_hash) & _HASH_MASK
         for i, node in enumerate(self.nodes):
             self.rack_free_gpus.setdefault(node.rack, 0)
             if self.schedulable[i]:
                 self.rack_free_gpus[node.rack] += node.gpus
                 self.capacity_milli += node.gpus * GPU_MILLI
+                self.free_milli += node.gpus * GPU_MILLI
 
     # -- queries -------------------------------------------------------------
 
@@ -204,9 +217,12 @@ class ClusterState:
         self.schedulable[i] = schedulable
         self.cols.schedulable[i] = schedulable
         self.cols.node_version[i] += 1
+        self._rehash(i)
         self._index(i)
         delta = len(self.gpu_free[i]) * GPU_MILLI
         self.capacity_milli += delta if schedulable else -delta
+        free = sum(self.gpu_free[i])
+        self.free_milli += free if schedulable else -free
 
     # -- internals -----------------------------------------------------------
 
@@ -247,7 +263,18 @@ class ClusterState:
             col = c.tag_column(*key)
         c.tags[i, col] -= sign
         c.node_version[i] += 1
+        self._rehash(i)
         self.allocated_milli -= sign * milli * n
+        if self.schedulable[i]:
+            self.free_milli += sign * milli * n
+
+    def _hash_of(self, i: int) -> int:
+        return hash((i, self.schedulable[i], self.cpu_free[i], self.mem_free[i], *self.gpu_free[i]))
+
+    def _rehash(self, i: int) -> None:
+        new = self._hash_of(i)
+        self.content_hash = (self.content_hash + new - self._node_hash[i]) & _HASH_MASK
+        self._node_hash[i] = new
 
     def _unindex(self, i: int) -> None:
         if self.schedulable[i]:

@@ -1,7 +1,7 @@
 """Events of the replay loop, kept on a heap of ``(time, kind, seq, ...)``.
 
 At one instant completions come first (they free capacity), then arrivals, then
-wakes; the
+wakes, then changes of the configuration (all before the instant's cycle); the
 sequence number makes every order total, so a replay is deterministic.
 """
 
@@ -17,6 +17,8 @@ class EventKind(IntEnum):
     ARRIVAL = 1
     WAKE = 2
     """A cycle the engine asked for (``CycleResult.wake_at_s``); nothing else happens."""
+    CHANGE = 3
+    """A timed change of quotas or nodes (``attempt``: its index in the replay's list)."""
 
 
 @dataclass(order=True, frozen=True, slots=True)

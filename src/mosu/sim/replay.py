@@ -10,6 +10,12 @@ A preempted job keeps the work up to its last checkpoint (checkpoints every
 declares one, else the config's; 0 means continuously), pays
 ``restart_overhead_s`` when it starts again, and requeues. The engine is called
 once per instant at which something happened, and only while jobs wait.
+
+Timed changes (``traces.schema.TimedChange``: a history's quota and node changes)
+are applied at their time to what the engine sees from then on: a tenant's quota,
+weight or cohort; a node made ready, drained (what runs there goes on) or down (what
+runs there is requeued, as the platform requeues it). The metrics' guarantees and
+capacity are those in force at the start.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from mosu.core.models import GPU_MILLI, Job, Node, Placement, RunningJob, Tenant
-from mosu.core.reasons import PendingReason
+from mosu.core.models import GPU_MILLI, Job, Node, NodeState, Placement, RunningJob, Tenant
+from mosu.core.reasons import PendingReason, PreemptReason
 from mosu.engine.cycle import schedule
 from mosu.engine.decisions import CycleResult
 from mosu.engine.estimates import HistoryEstimator, StartEstimates
@@ -30,7 +36,7 @@ from mosu.engine.state import ClusterState
 from mosu.sim.credits import CreditBook
 from mosu.sim.events import EventKind, EventQueue
 from mosu.sim.records import JobOutcome, SimLog, UsageSample
-from mosu.traces.schema import TraceJob
+from mosu.traces.schema import ChangeKind, TimedChange, TraceJob
 
 DEFAULT_CHECKPOINT_EVERY_S = 1_800.0
 DEFAULT_RESTART_OVERHEAD_S = 60.0
@@ -86,11 +92,15 @@ def replay(
     *,
     progress: Callable[[int, int], None] | None = None,
     credits: CreditBook | None = None,
+    changes: Sequence[TimedChange] = (),
 ) -> ReplayResult:
     """Replay ``jobs`` on ``nodes`` under ``profile``; deterministic for equal inputs.
-    ``credits`` charges the runs and applies out-of-credit policies (``sim.credits``)."""
+    ``credits`` charges the runs and applies out-of-credit policies (``sim.credits``);
+    ``changes`` are applied at their times (a subject not in ``tenants`` or ``nodes``
+    is a ValueError)."""
     run = _Replay(jobs, tenants, nodes, profile, config or ReplayConfig(), progress)
     run.credits = credits
+    run.add_changes(changes)
     return run.run()
 
 
@@ -175,6 +185,20 @@ class _Replay:
         self.finished = 0
         self.progress = progress
         self.credits: CreditBook | None = None
+        self.changes: list[TimedChange] = []
+        self.start_tenants = self.tenants
+        self.capacity_milli = self.state.capacity_milli
+        """The largest capacity in force during the replay (nodes may come and go)."""
+
+    def add_changes(self, changes: Sequence[TimedChange]) -> None:
+        tenants = {t.name for t in self.tenants}
+        for change in changes:
+            known = self.node_type if change.kind is ChangeKind.NODE else tenants
+            if change.subject not in known:
+                what = "node" if change.kind is ChangeKind.NODE else "tenant"
+                raise ValueError(f"a {change.kind} change names no {what} {change.subject!r}")
+            self.events.push(change.time_s, EventKind.CHANGE, change.subject, len(self.changes))
+            self.changes.append(change)
 
     # -- the loop ------------------------------------------------------------
 
@@ -188,6 +212,8 @@ class _Replay:
                     self._complete(ev.job_id, ev.attempt, now)
                 elif ev.kind == EventKind.ARRIVAL:
                     self._arrive(ev.job_id, now)
+                elif ev.kind == EventKind.CHANGE:
+                    self._change(self.changes[ev.attempt], now)
                 else:
                     self.wakes.discard(now)
             if self.credits is not None:  # the ledger's clock, and its stop policy
@@ -290,6 +316,44 @@ class _Replay:
             left = p.remaining_s - ran if ran > 0.0 else p.remaining_s
             out[k] = left if left > 0.0 else 0.0
         return out
+
+    # -- timed changes ---------------------------------------------------------
+
+    def _change(self, change: TimedChange, now: float) -> None:
+        if change.kind is ChangeKind.NODE:
+            self._node_change(change.subject, change.node_state or NodeState.READY, now)
+            return
+        tenants = list(self.tenants)
+        k = next(k for k, t in enumerate(tenants) if t.name == change.subject)
+        t = tenants[k]
+        if change.kind is ChangeKind.QUOTA and change.quota is not None:
+            quotas = dict(t.quotas)
+            quotas[change.gpu_type] = change.quota
+            t = replace(t, quotas=tuple(sorted(quotas.items())))
+        elif change.kind is ChangeKind.WEIGHT and change.weight is not None:
+            t = replace(t, weight=change.weight)
+        elif change.kind is ChangeKind.COHORT:
+            t = replace(t, cohort=change.cohort)
+        tenants[k] = t
+        self.tenants = tuple(tenants)
+        self.decisions.append(f"{now:.3f} change {change.kind} {change.subject}")
+
+    def _node_change(self, name: str, state: NodeState, now: float) -> None:
+        i = self.state.index_of[name]
+        self.nodes = (*self.nodes[:i], replace(self.nodes[i], state=state), *self.nodes[i + 1 :])
+        self.state.set_schedulable(name, state == NodeState.READY)
+        self.capacity_milli = max(self.capacity_milli, self.state.capacity_milli)
+        self.decisions.append(f"{now:.3f} node {name} {state}")
+        if state == NodeState.DOWN:
+            lost = sorted(
+                job_id
+                for job_id, run in self.running.items()
+                if any(rp.node == name for rp in run.placement)
+            )
+            for job_id in lost:
+                self._preempt(job_id, now)
+                self.decisions.append(f"{now:.3f} preempt {job_id} {PreemptReason.NODE_DOWN} None")
+        self.state.commit()
 
     # -- applying decisions ----------------------------------------------------
 
@@ -449,17 +513,18 @@ class _Replay:
             )
         start = min((o.submit_s for o in outcomes), default=0.0)
         end = max((o.finish_s for o in outcomes if o.finish_s is not None), default=start)
+        tenants = self.start_tenants
         guarantees = {
-            (t.name, gpu_type): q.guaranteed_milli for t in self.tenants for gpu_type, q in t.quotas
+            (t.name, gpu_type): q.guaranteed_milli for t in tenants for gpu_type, q in t.quotas
         }
         return SimLog(
             outcomes=tuple(outcomes),
             usage=tuple(self.usage),
-            capacity_milli=self.state.capacity_milli,
+            capacity_milli=self.capacity_milli,
             start_s=start,
             end_s=end,
             guarantees=guarantees,
-            weights={t.name: t.weight for t in self.tenants},
+            weights={t.name: t.weight for t in tenants},
             reserved_idle=tuple(self.reserved_idle),
             usage_within=tuple(self.usage_within),
         )

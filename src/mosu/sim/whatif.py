@@ -41,13 +41,14 @@ from mosu.sim.metrics import tenant_report, wait_error
 from mosu.sim.records import SimLog
 from mosu.sim.replay import ReplayConfig, replay
 from mosu.traces import native
-from mosu.traces.schema import Ended, TraceJob
+from mosu.traces.schema import ChangeKind, Ended, TimedChange, TraceJob
 
 NO_CHECKPOINT_S = 1e12
 """A checkpoint interval no attempt reaches: a preempted job keeps none of its work."""
 REPLAY_CONFIG = ReplayConfig(checkpoint_every_s=NO_CHECKPOINT_S, restart_overhead_s=0.0)
 META_FILE = "export.json"
 RATES_FILE = "rates.csv"
+CHANGES_FILE = "changes.csv"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class History:
     counts: dict[str, int] = field(default_factory=dict)
     rates: RateCard | None = None
     """The platform's rate card over the window (trace clock), if it had one."""
+    changes: tuple[TimedChange, ...] = ()
+    """Quota and node changes made during the window (trace clock), replayed at their
+    times; ``tenants`` and ``nodes`` are those in force at its start."""
 
 
 def load_rates_file(path: str | Path, option: str = "rates") -> RateCard:
@@ -75,7 +79,8 @@ def load_rates_file(path: str | Path, option: str = "rates") -> RateCard:
 
 def load_history(directory: str | Path) -> History:
     """The export in ``directory``: jobs.csv, tenants.csv, nodes.csv and export.json
-    (optional: without it, the default profile and trace time 0 at epoch 0)."""
+    (optional: without it, the default profile and trace time 0 at epoch 0); rates.csv
+    and changes.csv when there."""
     where = Path(directory)
     meta: dict[str, Any] = {}
     if (where / META_FILE).exists():
@@ -85,6 +90,7 @@ def load_history(directory: str | Path) -> History:
             raise InvalidInput(f"{where / META_FILE}: not JSON ({exc})", field="history") from None
     profile = str(meta.get("profile") or "mosu")
     rates = where / RATES_FILE
+    changes = where / CHANGES_FILE
     return History(
         jobs=tuple(native.load_jobs(where / "jobs.csv")),
         tenants=tuple(native.load_tenants(where / "tenants.csv")),
@@ -94,6 +100,7 @@ def load_history(directory: str | Path) -> History:
         origin=float(meta.get("origin") or 0.0),
         counts=dict(meta.get("counts") or {}),
         rates=load_rates_file(rates, "history") if rates.exists() else None,
+        changes=tuple(native.load_changes(changes)) if changes.exists() else (),
     )
 
 
@@ -191,11 +198,17 @@ class Scenario:
     nodes: tuple[Node, ...]
     profile: SchedulingProfile
     profile_name: str
+    changes: tuple[TimedChange, ...] = ()
+    """The history's timed changes this scenario replays."""
 
 
 def base_scenario(history: History) -> Scenario:
     return Scenario(
-        history.tenants, history.nodes, _profile(history, history.profile), history.profile
+        history.tenants,
+        history.nodes,
+        _profile(history, history.profile),
+        history.profile,
+        history.changes,
     )
 
 
@@ -282,7 +295,38 @@ def changed_scenario(history: History, changes: Changes, jobs: Sequence[TraceJob
         mix = TaskMix.observe((j.shape, j.gpu_types) for j in jobs for _ in range(j.replicas))
         policy = make_placement(changes.placement, PolicyContext(mix, random.Random(0)))
         profile = dataclasses.replace(profile, placement=policy)
-    return Scenario(tuple(tenants.values()), tuple(nodes), profile, name)
+    timed = _timed_under(history.changes, changes)
+    return Scenario(tuple(tenants.values()), tuple(nodes), profile, name, timed)
+
+
+def _timed_under(timed: Sequence[TimedChange], changes: Changes) -> tuple[TimedChange, ...]:
+    """The history's timed changes under the what-if's: a guarantee, limit, weight or
+    cohort the what-if sets holds for the whole window (a timed quota change keeps
+    only its other half), and a removed node's changes go with it."""
+    guarantees = {(t, g): m for t, g, m in changes.guarantees}
+    limits = {(t, g): m for t, g, m in changes.limits}
+    weights = {t for t, _ in changes.weights}
+    cohorts = {t for t, _ in changes.cohorts}
+    removed = set(changes.remove_nodes)
+    out = []
+    for c in timed:
+        if c.kind is ChangeKind.NODE and c.subject in removed:
+            continue
+        if (c.kind is ChangeKind.WEIGHT and c.subject in weights) or (
+            c.kind is ChangeKind.COHORT and c.subject in cohorts
+        ):
+            continue
+        if c.kind is ChangeKind.QUOTA and c.quota is not None:
+            key = (c.subject, c.gpu_type)
+            quota = Quota(
+                guarantees.get(key, c.quota.guaranteed_milli),
+                limits.get(key, c.quota.limit_milli),
+            )
+            if quota.limit_milli is not None and quota.limit_milli < quota.guaranteed_milli:
+                quota = Quota(quota.guaranteed_milli, quota.guaranteed_milli)
+            c = dataclasses.replace(c, quota=quota)
+        out.append(c)
+    return tuple(out)
 
 
 def _own_quota(tenant: Tenant, gpu_type: str) -> Quota:
@@ -354,6 +398,13 @@ class Plan:
         return (platform if platform is not None else changed), changed
 
 
+def changes_on_ticks(changes: Sequence[TimedChange], tick_s: float) -> tuple[TimedChange, ...]:
+    """Timed changes moved to the next tick, as submissions are."""
+    return tuple(
+        dataclasses.replace(c, time_s=math.ceil(c.time_s / tick_s) * tick_s) for c in changes
+    )
+
+
 def on_ticks(jobs: Sequence[TraceJob], tick_s: float) -> list[TraceJob]:
     """Submissions moved to the next tick, run times rounded to whole ticks."""
     return [
@@ -376,6 +427,7 @@ def plan_whatif(history: History, changes: Changes, *, tick_s: float = 0.0) -> P
     jobs, left_out = replayable(history.jobs)
     if tick_s > 0:
         jobs = on_ticks(jobs, tick_s)
+        history = dataclasses.replace(history, changes=changes_on_ticks(history.changes, tick_s))
     base = base_scenario(history)
     changed = changed_scenario(history, changes, jobs)
     if not jobs:
@@ -412,6 +464,7 @@ def run_whatif(
             config,
             progress=tick,
             credits=book,
+            changes=scenario.changes,
         )
         logs.append(result.log)
         if book is not None:

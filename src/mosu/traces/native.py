@@ -37,6 +37,19 @@ Nodes file, one line per node, header required (column order free)::
 
     name,gpu_type,gpus,cpu_milli,mem_mib[,gpu_mem_mib,zone,rack,state]
 
+Changes file (optional; what a history export writes of the quota and node changes
+made during its window), one change per line, in force from ``time_s`` on::
+
+    time_s,kind,subject,value
+
+- ``kind`` ``quota``: ``subject`` a tenant, ``value`` ``TYPE:GUARANTEED[:LIMIT]``
+  (GPUs; ``*`` for any type; no ``LIMIT`` for no cap);
+- ``weight``: a tenant, its weight (> 0); ``cohort``: a tenant, its cohort (empty
+  for the default one);
+- ``node``: a node of the nodes file, its state: ``ready`` (added or back),
+  ``draining`` (nothing new starts there) or ``down`` (what runs there is requeued).
+  A node added during the window is in the nodes file as ``down`` until its change.
+
 Errors raise ``TraceFormatError`` naming file, line, column and reason.
 """
 
@@ -62,7 +75,7 @@ from mosu.core.models import (
     Topology,
 )
 from mosu.traces.loader import TraceRequest, Workload, require, scaled_copies
-from mosu.traces.schema import Ended, JobHistory, TraceJob
+from mosu.traces.schema import ChangeKind, Ended, JobHistory, TimedChange, TraceJob
 
 JOB_COLUMNS = (
     "job_id",
@@ -84,6 +97,7 @@ HISTORY_JOB_COLUMNS = ("ended", "start_s", "attempts_s")
 NODE_COLUMNS = ("name", "gpu_type", "gpus", "cpu_milli", "mem_mib")
 OPTIONAL_NODE_COLUMNS = ("gpu_mem_mib", "zone", "rack", "state")
 TENANT_COLUMNS = ("tenant", "gpu_type", "guaranteed", "limit", "weight")
+CHANGE_COLUMNS = ("time_s", "kind", "subject", "value")
 OPTIONAL_TENANT_COLUMNS = ("cohort",)
 
 NODE_CPU_MILLI = 96_000
@@ -507,6 +521,76 @@ def write_nodes(path: str | Path | TextIO, nodes: Iterable[Node]) -> None:
                     n.state.value,
                 )
             )
+
+
+def load_changes(path: str | Path) -> list[TimedChange]:
+    """Timed changes of a native changes CSV, by time (file order within one time)."""
+    name = str(path)
+    changes: list[TimedChange] = []
+    with _rows(path, CHANGE_COLUMNS) as reader:
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                raise TraceFormatError(name, line, None, "more values than header columns")
+            try:
+                changes.append(_change(row))
+            except _Field as e:
+                raise TraceFormatError(name, line, e.column, str(e)) from None
+    return sorted(changes, key=lambda c: c.time_s)
+
+
+def _change(row: dict[str, str]) -> TimedChange:
+    time_s = _number(row, "time_s")
+    kind = _choice(row, "kind", ChangeKind, ", ".join(ChangeKind), None)
+    if kind is None:
+        raise _Field("kind", "missing value")
+    subject = (row.get("subject") or "").strip()
+    if not subject:
+        raise _Field("subject", "missing value")
+    value = (row.get("value") or "").strip()
+    if kind is ChangeKind.QUOTA:
+        parts = value.split(":")
+        if len(parts) not in (2, 3) or not parts[0]:
+            raise _Field("value", f"expected TYPE:GUARANTEED[:LIMIT], got {value!r}")
+        guaranteed = _milli(_number({"value": parts[1]}, "value"))
+        limit = _milli(_number({"value": parts[2]}, "value")) if len(parts) == 3 else None
+        if limit is not None and limit < guaranteed:
+            raise _Field("value", "the limit must be >= the guarantee")
+        quota = Quota(guaranteed, limit)
+        return TimedChange(time_s, kind, subject, gpu_type=parts[0], quota=quota)
+    if kind is ChangeKind.WEIGHT:
+        weight = _number(row, "value")
+        if weight <= 0:
+            raise _Field("value", "a weight must be > 0")
+        return TimedChange(time_s, kind, subject, weight=weight)
+    if kind is ChangeKind.COHORT:
+        return TimedChange(time_s, kind, subject, cohort=value or None)
+    state = _choice(row, "value", NodeState, ", ".join(NodeState), None)
+    if state is None:
+        raise _Field("value", "missing value")
+    return TimedChange(time_s, kind, subject, node_state=state)
+
+
+def change_value(change: TimedChange) -> str:
+    """The ``value`` column of ``change``."""
+    if change.kind is ChangeKind.QUOTA:
+        quota = change.quota or Quota()
+        limit = "" if quota.limit_milli is None else f":{_gpus_text(quota.limit_milli)}"
+        return f"{change.gpu_type}:{_gpus_text(quota.guaranteed_milli)}{limit}"
+    if change.kind is ChangeKind.WEIGHT:
+        return f"{change.weight:g}"
+    if change.kind is ChangeKind.COHORT:
+        return change.cohort or ""
+    return "" if change.node_state is None else change.node_state.value
+
+
+def write_changes(path: str | Path | TextIO, changes: Iterable[TimedChange]) -> None:
+    """Write timed changes so that ``load_changes`` reads them back equal."""
+    with _writing(path) as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(CHANGE_COLUMNS)
+        for c in changes:
+            writer.writerow((_seconds_text(c.time_s), c.kind.value, c.subject, change_value(c)))
 
 
 def _nodes(count: int, gpus: int, gpu_type: str, prefix: str) -> list[Node]:

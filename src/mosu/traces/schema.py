@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mosu.core.models import Job, JobKind, Shape, Topology
+from mosu.core.models import Job, JobKind, NodeState, Quota, Shape, Topology
 
 
 class Ended(StrEnum):
@@ -73,3 +73,34 @@ class TraceJob:
             checkpoint_every_s=checkpoint_every_s,
             kind=self.kind,
         )
+
+
+class ChangeKind(StrEnum):
+    """What a timed change of a history changes (``traces.native`` changes file)."""
+
+    QUOTA = "quota"
+    """A tenant's quota for one GPU type: its guarantee and limit."""
+    WEIGHT = "weight"
+    """A tenant's fair-share weight."""
+    COHORT = "cohort"
+    """A tenant's cohort (None: the default cohort)."""
+    NODE = "node"
+    """A node's state: ``ready`` (added, or back), ``draining`` (cordoned: what runs
+    there goes on, nothing new starts) or ``down`` (gone: what ran there is requeued)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimedChange:
+    """A change of the configuration at ``time_s`` on the trace's clock, in force from
+    then on: what an exported history carries of quota and node changes made during
+    its window. ``subject`` is the tenant or node; the field of ``kind`` holds the new
+    value."""
+
+    time_s: float
+    kind: ChangeKind
+    subject: str
+    gpu_type: str = ""
+    quota: Quota | None = None
+    weight: float | None = None
+    cohort: str | None = None
+    node_state: NodeState | None = None

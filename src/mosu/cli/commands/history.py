@@ -87,7 +87,11 @@ def export(
 ) -> None:
     """Write jobs.csv, tenants.csv and nodes.csv (mosu's native trace format) and
     export.json, for ``mosu sim replay --trace mosu:DIR/jobs.csv --tenants DIR/tenants.csv
-    --nodes DIR/nodes.csv`` and ``mosu whatif --history DIR``."""
+    --nodes DIR/nodes.csv`` and ``mosu whatif --history DIR``; changes.csv when quotas or
+    nodes changed during the window (``mosu sim replay --changes``)."""
     exported = fetch(since, until)
     write(exported, out)
-    typer.echo(f"{counts_line(exported.counts)}; wrote {out}/jobs.csv, tenants.csv, nodes.csv")
+    wrote = "jobs.csv, tenants.csv, nodes.csv"
+    if exported.changes:
+        wrote += f", changes.csv ({exported.changes:,} quota and node changes)"
+    typer.echo(f"{counts_line(exported.counts)}; wrote {out}/{wrote}")

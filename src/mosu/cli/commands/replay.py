@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from rich.table import Table
 from mosu.cli.commands.credits_replay import CreditReplay
 from mosu.cli.render import fitted
 from mosu.core.errors import InvalidInput
+from mosu.core.models import Node, Tenant
 from mosu.sim.metrics import summarize
 from mosu.sim.policies import (
     DEFAULT_PROFILE,
@@ -32,6 +34,7 @@ from mosu.sim.replay import (
 from mosu.traces import native, philly
 from mosu.traces.formats import FORMATS, load_trace
 from mosu.traces.loader import TraceRequest
+from mosu.traces.schema import ChangeKind, TimedChange
 
 PROGRESS_EVERY = 200
 
@@ -135,6 +138,13 @@ def run(
     ),
     rates: Annotated[Path | None, typer.Option("--rates", help="rate card CSV (credits)")] = None,
     grants: Annotated[Path | None, typer.Option("--grants", help="grants CSV (credits)")] = None,
+    changes_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--changes",
+            help="timed quota and node changes CSV (a history export's changes.csv)",
+        ),
+    ] = None,
 ) -> None:
     """Replay a trace, time-faithfully, through each policy; compare them side by side.
 
@@ -159,6 +169,8 @@ def run(
     jobs, tenant_list, nodes = workload.jobs, workload.tenants, workload.nodes
     if cluster:
         nodes = native.parse_cluster_spec(cluster)
+    changes = native.load_changes(changes_path) if changes_path else []
+    _check_changes(changes, tenant_list, nodes)
     credit_replay = CreditReplay.from_options(rates, grants, tenant_list, jobs)
     console = Console(stderr=True)
     for note in workload.notes:
@@ -188,7 +200,16 @@ def run(
                     bar.update(task, completed=done)
 
             book = credit_replay.book() if credit_replay else None
-            result = replay(jobs, tenant_list, nodes, profile, config, progress=tick, credits=book)
+            result = replay(
+                jobs,
+                tenant_list,
+                nodes,
+                profile,
+                config,
+                progress=tick,
+                credits=book,
+                changes=changes,
+            )
             if credit_replay and book:
                 credit_replay.record(name, book)
             bar.update(task, completed=len(jobs))
@@ -201,6 +222,18 @@ def run(
     if credit_replay:
         credit_replay.write(out, console)
     console.print(f"wrote {out / 'replay.json'} and plots in {out}")
+
+
+def _check_changes(
+    changes: Sequence[TimedChange], tenants: Sequence[Tenant], nodes: Sequence[Node]
+) -> None:
+    """Every timed change names a tenant or node of the replay (one line otherwise)."""
+    known = {t.name for t in tenants}, {n.name for n in nodes}
+    for c in changes:
+        node = c.kind is ChangeKind.NODE
+        if c.subject not in known[node]:
+            what = "node" if node else "tenant"
+            raise InvalidInput(f"a {c.kind} change names no {what} {c.subject!r}", field="changes")
 
 
 def _print_tables(summaries: dict[str, dict]) -> None:

@@ -26,7 +26,7 @@ from mosu.engine.cycle.work import (
     types_of,
 )
 from mosu.engine.ordering import Rank
-from mosu.engine.placement.base import place_job
+from mosu.engine.placement.base import fits_unsearched, place_job
 from mosu.engine.preemption import Victim, find_victims_by_node
 from mosu.engine.profiles import QuotaMode, RankPreemption
 
@@ -259,6 +259,13 @@ def _preempt_own_for_quota(work: Work, job: Job, candidates: list[Victim]) -> bo
         freed += v.gpu_milli
     if freed < excess:
         return False
+    if not worth_preempting(work, job, taken):
+        # Refused for its price wherever it would go: only whether it would fit once
+        # they are gone (and its quota allows) says "no victims" from "look again".
+        if not _fits_once_gone(work, job, taken):
+            return False
+        wake_at(work, cheaper_at_s(work, job, taken))
+        return None
     cp = work.state.checkpoint()
     try:
         for v in taken:
@@ -268,13 +275,32 @@ def _preempt_own_for_quota(work: Work, job: Job, candidates: list[Victim]) -> bo
         work.state.rollback(cp)
     if placement is None or not _quota_allows_after(work, job.tenant, placement, taken):
         return False
-    if not worth_preempting(work, job, taken):
-        wake_at(work, cheaper_at_s(work, job, taken))
-        return None
     for v in taken:
         evict(work, v, PreemptReason.PRIORITY, job.id)
     commit_start(work, job, placement)
     return True
+
+
+def _fits_once_gone(work: Work, job: Job, victims: Sequence[Victim]) -> bool:
+    """Whether ``job`` would be placed, within its quota, once ``victims`` are gone:
+    from free capacity alone when that tells (``fits_unsearched``) and the job's GPUs
+    are of one type, else by placing it."""
+    state = work.state
+    types = [t for t in types_of(work, job) if t in state.type_ids]
+    if len(types) == 1:
+        gone = (state.holdings[v.job_id] for v in victims)
+        known = fits_unsearched(state, job, work.profile.placement, gone)
+        if known is not None:
+            taken = {types[0]: job.total_gpu_milli}
+            return known and _quota_allows(work, job.tenant, taken, victims)
+    cp = state.checkpoint()
+    try:
+        for v in victims:
+            state.release(v.job_id)
+        placement = place_job(state, job, work.profile.placement)
+    finally:
+        state.rollback(cp)
+    return placement is not None and _quota_allows_after(work, job.tenant, placement, victims)
 
 
 def _quota_allows_after(
@@ -282,12 +308,18 @@ def _quota_allows_after(
 ) -> bool:
     """Whether ``tenant`` may hold ``placement`` once ``victims`` are gone: within its
     limit, and, where it then borrows, within what its cohort may borrow."""
+    return _quota_allows(work, tenant, _taken_by(work, placement), victims)
+
+
+def _quota_allows(
+    work: Work, tenant: str, taken: dict[str, int], victims: Sequence[Victim]
+) -> bool:
+    """``_quota_allows_after`` for a placement taking ``taken`` GPU milli by type."""
     freed: dict[str, int] = {}
     for v in victims:
         if v.tenant == tenant:
             for t, milli in _taken_by(work, v.placement).items():
                 freed[t] = freed.get(t, 0) + milli
-    taken = _taken_by(work, placement)
     after = {t: work.usage.get((tenant, t), 0) - freed.get(t, 0) + a for t, a in taken.items()}
     if any(used > limit(work, tenant, t) for t, used in after.items()):
         return False

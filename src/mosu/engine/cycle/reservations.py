@@ -4,7 +4,7 @@ it can start, and keeping later jobs off the nodes held for it."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mosu.core.models import GPU_MILLI, Job, RunningJob, Shape
@@ -32,6 +32,22 @@ class Avoiding:
     ) -> int | None:
         allowed = [i for i in candidates if i not in self.avoid]
         return self.inner.reserve_node(state, allowed, gpu_free) if allowed else None
+
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        return self.inner.quiet_for(state, taken_milli)
+
+    def fingerprint(self) -> Hashable | None:
+        inner = self.inner.fingerprint()
+        return None if inner is None else (inner, self.avoid)
+
+    def always_picks(self) -> bool:
+        return False  # it declines the held nodes
+
+    def keep(self) -> object | None:
+        return self.inner.keep()
+
+    def restore(self, kept: object) -> None:
+        self.inner.restore(kept)
 
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
         self.inner.learn(pending, running)

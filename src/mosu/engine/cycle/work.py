@@ -195,7 +195,7 @@ def open_cycle(snap: ClusterSnapshot, profile: SchedulingProfile) -> Work:
     if len(state.gpu_types) == 1:  # the common case, without a pass over every node
         only = state.gpu_types[0]
         capacity[only] = state.capacity_milli
-        free[only] = state.capacity_milli - state.allocated_milli
+        free[only] = state.free_milli
         max_node_gpus[only] = max(map(len, state.gpu_free), default=0)
     else:
         for i, node in enumerate(state.nodes):

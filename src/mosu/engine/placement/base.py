@@ -8,8 +8,9 @@ layout first (one node, then one rack, then spread) and rolling back on failure.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeAlias
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from numpy.typing import NDArray
@@ -52,6 +53,36 @@ class PlacementPolicy(Protocol):
         when the policy cannot tell without those releases made in ``state``."""
         ...
 
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        """Whether ``select`` calls on ``state``, with up to ``taken_milli`` more GPU
+        milli assigned than now, would leave the policy as it is (no random draw, no
+        reweighing): then ``place_job`` may answer a gang it can prove does not fit
+        without calling it, and later choices are the same either way."""
+        ...
+
+    def fingerprint(self) -> Hashable | None:
+        """What ``select``'s answers depend on besides the state's free capacity (equal
+        fingerprints, equal answers on equal states), or None when that cannot be said
+        (a random draw): ``place_job`` then remembers a gang's placement per state and
+        fingerprint, and answers it again without calling ``select``, when the search
+        left the fingerprint as it was."""
+        ...
+
+    def always_picks(self) -> bool:
+        """Whether ``select`` picks one of any non-empty candidates (never declines):
+        then whether a gang fits is known from free capacity alone (``fits_unsearched``)."""
+        ...
+
+    def keep(self) -> object | None:
+        """What ``restore`` needs to bring the policy back to how it is now (None: it
+        cannot): a search that changed the fingerprint is then remembered too, with
+        what it left, and answered again by restoring that."""
+        ...
+
+    def restore(self, kept: object) -> None:
+        """Bring the policy back to how it was when ``keep`` returned ``kept``."""
+        ...
+
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
         """Told, once per cycle before any placement, the jobs the cycle sees: a policy
         that weighs the task mix expected to arrive learns it from the live queue and
@@ -61,11 +92,27 @@ class PlacementPolicy(Protocol):
 
 class PolicyHooks:
     """The hooks' defaults: no reservation shortcut (reservations release and place
-    for real), nothing learned from the queue."""
+    for real), no promise about what ``select`` changes in the policy (so every
+    placement is searched), nothing learned from the queue."""
 
     def reserve_node(
         self, state: ClusterState, candidates: Sequence[int], gpu_free: Mapping[int, Sequence[int]]
     ) -> int | None:
+        return None
+
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        return False
+
+    def fingerprint(self) -> Hashable | None:
+        return None
+
+    def always_picks(self) -> bool:
+        return False
+
+    def keep(self) -> object | None:
+        return None
+
+    def restore(self, kept: object) -> None:
         return None
 
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
@@ -102,6 +149,41 @@ def place_job(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placeme
     """An all-or-nothing placement for ``job``, or None; ``state`` is left unchanged."""
     if job.replicas == 1:
         return _place_spread(state, job, policy, None)
+    if not _may_fit(state, job, policy):
+        return None
+    before = policy.fingerprint()
+    if before is None:
+        return _place_gang(state, job, policy)
+    memo = _MEMO.get(state)
+    if memo is None:
+        memo = _MEMO[state] = {}
+    key = (state.content_hash, job.shape, job.replicas, job.gpu_types, job.topology, before)
+    found = memo.get(key)
+    if found is not None:
+        placement, after, kept = found
+        if after != before:
+            policy.restore(kept)  # what the search left in the policy
+        return placement
+    placement = _place_gang(state, job, policy)
+    after = policy.fingerprint()
+    kept = None if after == before else policy.keep()
+    if after == before or kept is not None:
+        if len(memo) >= _MEMO_SIZE:
+            memo.clear()
+        memo[key] = (placement, after, kept)
+    return placement
+
+
+_Found = tuple[Placement | None, Hashable, object | None]
+_MEMO: WeakKeyDictionary[ClusterState, dict[Hashable, _Found]] = WeakKeyDictionary()
+"""Gang placements per state, by the state's content hash, the gang and the policy's
+fingerprint, with the fingerprint the search left and what restores it: a job refused
+for its price or its quota is placed again, cycle after cycle, on a cluster that often
+has not changed."""
+_MEMO_SIZE = 4096
+
+
+def _place_gang(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placement | None:
     placement = _place_same_node(state, job, policy)
     if placement is not None or job.topology == Topology.SAME_NODE:
         return placement
@@ -109,6 +191,98 @@ def place_job(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placeme
     if placement is not None or job.topology == Topology.SAME_RACK:
         return placement
     return _place_spread(state, job, policy, None)
+
+
+def _slots(state: ClusterState, job: Job) -> NDArray[np.int64] | None:
+    """How many of ``job``'s whole-GPU replicas each node of its GPU types could hold
+    (0 on the others), or None when that is not bounded here (shares of a GPU, or a
+    replica asking for nothing)."""
+    shape = job.shape
+    if shape.gpus and shape.gpu_milli != GPU_MILLI:
+        return None
+    c = state.cols
+    slots: NDArray[np.int64] | None = None
+    for free, need in (
+        (c.full_free, shape.gpus),
+        (c.cpu_free, shape.cpu_milli),
+        (c.mem_free, shape.mem_mib),
+    ):
+        if need > 0:
+            per_node = free // need
+            slots = per_node if slots is None else np.minimum(slots, per_node)
+    if slots is None:
+        return None
+    return np.where(state.type_mask(job.gpu_types), slots, 0)
+
+
+def fits_unsearched(
+    state: ClusterState,
+    job: Job,
+    policy: PlacementPolicy,
+    released: Iterable[Placement] = (),
+) -> bool | None:
+    """Whether ``place_job`` would place ``job``, when free capacity alone says so and
+    the policy always picks a candidate; None when only a search can tell. With
+    ``released``, as if those placements were released first (the state is not touched).
+
+    Placing one whole-GPU replica takes exactly one of its node's slots (``_slots``),
+    so as long as candidates remain a policy that always picks one places the next
+    replica: a gang without a topology constraint fits iff the slots add up to its
+    replicas (the spread is the last resort), one on a single node iff some node has
+    that many. A rack constraint, shares of a GPU and other policies need the search.
+    """
+    if not job.shape.gpus or job.topology == Topology.SAME_RACK or not policy.always_picks():
+        return None
+    slots = _slots(state, job)
+    if slots is None:
+        return None
+    shadow: dict[int, tuple[list[int], list[int]]] = {}
+    for placement in released:
+        for rp in placement:
+            i = state.index_of[rp.node]
+            got = shadow.get(i)
+            if got is None:
+                got = shadow[i] = (list(state.gpu_free[i]), [state.cpu_free[i], state.mem_free[i]])
+            for g in rp.gpu_indices:
+                got[0][g] += rp.gpu_milli
+            got[1][0] += rp.cpu_milli
+            got[1][1] += rp.mem_mib
+    if shadow:
+        slots = slots.copy()
+        mask = state.type_mask(job.gpu_types)
+        shape = job.shape
+        for i, (gpu_free, (cpu, mem)) in shadow.items():
+            if mask[i]:
+                n = gpu_free.count(GPU_MILLI) // shape.gpus
+                if shape.cpu_milli:
+                    n = min(n, cpu // shape.cpu_milli)
+                if shape.mem_mib:
+                    n = min(n, mem // shape.mem_mib)
+                slots[i] = n
+    if job.topology == Topology.SAME_NODE and job.replicas > 1:
+        return bool(slots.max(initial=0) >= job.replicas)
+    return int(slots.sum()) >= job.replicas
+
+
+def _may_fit(state: ClusterState, job: Job, policy: PlacementPolicy) -> bool:
+    """False only when ``job``'s gang cannot be placed and not trying changes nothing.
+
+    A node can hold at most ``min(free whole GPUs // GPUs, free CPU // CPU, free memory
+    // memory)`` of the gang's replicas (each term where the replica asks for some); if
+    those slots, summed over the schedulable nodes of the job's GPU types, are fewer
+    than the replicas, every layout fails (a node that fits the whole gang, a rack or a
+    spread are all bounded by the same slots). A placement that fails still calls the
+    policy's ``select`` for the replicas it places before failing (at most the slots),
+    so the search is skipped only when the policy says such calls leave it unchanged.
+    """
+    slots = _slots(state, job)
+    if slots is None:
+        return True
+    placeable = int(slots.sum())
+    if placeable >= job.replicas:
+        return True
+    taken = min(placeable, job.replicas - 1) * job.shape.total_gpu_milli
+    return not policy.quiet_for(state, taken)
 
 
 def _place_same_node(state: ClusterState, job: Job, policy: PlacementPolicy) -> Placement | None:

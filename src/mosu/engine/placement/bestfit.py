@@ -6,7 +6,7 @@ then the lowest index. ``BestFitScore`` is the FGD paper's best-fit baseline.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -20,6 +20,15 @@ class BestFit(PolicyHooks):
     """The node left with the least free GPU, then the lowest index."""
 
     name = "tightest"
+
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        return True
+
+    def fingerprint(self) -> Hashable | None:
+        return ()
+
+    def always_picks(self) -> bool:
+        return True
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Candidates

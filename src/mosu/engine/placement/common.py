@@ -4,6 +4,7 @@ select step of a policy that scores all candidates at once."""
 from __future__ import annotations
 
 import random
+from collections.abc import Hashable
 
 import numpy as np
 
@@ -63,6 +64,16 @@ class ScoringPolicy(PolicyHooks):
 
     def scores(self, state: ClusterState, shape: Shape, cand: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    # Scores depend on the state alone; the tie order is drawn once.
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        return True
+
+    def fingerprint(self) -> Hashable | None:
+        return ()
+
+    def always_picks(self) -> bool:
+        return True
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Candidates

@@ -12,7 +12,7 @@ free ones.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
@@ -43,6 +43,7 @@ class Fgd(PolicyHooks):
         self._use_mix(task_mix)
 
     def _use_mix(self, task_mix: TaskMix) -> None:
+        self._mixes: int = getattr(self, "_mixes", 0) + 1  # the table's version
         self.table = FragTable(task_mix.popular(POPULAR_COVERAGE))
         self.cache = NodeStateCache(self.table)
         self._before = np.zeros(0)
@@ -50,6 +51,15 @@ class Fgd(PolicyHooks):
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
         if self.recent is not None and self.recent.observe_cycle(pending, running):
             self._use_mix(self.recent.mix())
+
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        return True  # ``select`` only caches what the state and table determine
+
+    def fingerprint(self) -> Hashable | None:
+        return self._mixes
+
+    def always_picks(self) -> bool:
+        return True
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Candidates

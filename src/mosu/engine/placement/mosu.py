@@ -52,7 +52,8 @@ appears), so gangs and whole-GPU jobs place by the live queue's mix.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -71,6 +72,16 @@ REWEIGH_STEP = 0.01
 share of its capacity: homes change slowly, and reweighing re-tabulates every state."""
 
 
+@dataclass(frozen=True)
+class _Kept:
+    """What ``select`` may change in a ``Mosu``: its weights and where they were weighed."""
+
+    mixes: int
+    weights: np.ndarray
+    weights_key: bytes
+    weighed_at: tuple[ClusterState, int] | None
+
+
 class Mosu(PolicyHooks):
     name = "mosu"
 
@@ -82,7 +93,13 @@ class Mosu(PolicyHooks):
         self._use_mix(task_mix)
 
     def _use_mix(self, task_mix: TaskMix) -> None:
+        self._mixes: int = getattr(self, "_mixes", 0) + 1  # the table's version
         self.table = FragTable(task_mix.by_count(), inaccessible_is_fragment=False)
+        # What ``select`` depends on besides the state (``fingerprint``): the table,
+        # its weights and where they were weighed.
+        self._weights_key = self.table.weights.tobytes()
+        self._stale = False
+        """``_before`` is to be computed anew for every node (weights restored)."""
         self.cache = NodeStateCache(self.table)
         self.base_weights = self.table.weights.copy()
         self._base_total = float(self.base_weights.sum())
@@ -153,7 +170,39 @@ class Mosu(PolicyHooks):
         self._weighed_at = (state, free)
         t = self.table
         t.reweight(self.base_weights * scarcity(state, t.tasks, self.base_weights))
+        self._weights_key = t.weights.tobytes()
         return True
+
+    def fingerprint(self) -> Hashable | None:
+        last = self._weighed_at
+        weighed = None if last is None else (id(last[0]), last[1])
+        return (self._mixes, self._weights_key, weighed)
+
+    def always_picks(self) -> bool:
+        return True
+
+    def keep(self) -> object | None:
+        return _Kept(self._mixes, self.table.weights.copy(), self._weights_key, self._weighed_at)
+
+    def restore(self, kept: object) -> None:
+        if not isinstance(kept, _Kept) or kept.mixes != self._mixes:
+            return  # another table since: nothing to restore (``place_job`` never asks)
+        if kept.weights_key != self._weights_key:
+            # The table's values are a function of its weights and states alone.
+            self.table.reweight(kept.weights)
+            self._weights_key = kept.weights_key
+            self._stale = True
+        self._weighed_at = kept.weighed_at
+
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        # ``select`` changes the policy only by reweighing (``_reweigh``), which it
+        # does once the free GPU total is ``REWEIGH_STEP`` away from the last one.
+        last = self._weighed_at
+        if last is None or last[0] is not state:
+            return False
+        free = int(state.cols.free_total.sum())
+        step = max(1.0, REWEIGH_STEP * state.capacity_milli)
+        return abs(free - last[1]) < step and abs(free - taken_milli - last[1]) < step
 
     def stranded(
         self,
@@ -189,7 +238,8 @@ class Mosu(PolicyHooks):
         if len(self._before) != len(all_sids):
             self._before = np.zeros(len(all_sids))
         changed = self.cache.changed
-        if self._reweigh(state):
+        if self._reweigh(state) or self._stale:
+            self._stale = False
             changed = np.arange(len(all_sids))
         if len(changed):
             # A node's stranded GPU changes only when the node does.

@@ -23,3 +23,9 @@ class RandomFit(PolicyHooks):
             return None
         i = int(candidates[self.rng.randrange(len(candidates))])
         return i, random_gpus(state, i, shape, self.rng)
+
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        return False  # every ``select`` draws from the generator
+
+    def always_picks(self) -> bool:
+        return True

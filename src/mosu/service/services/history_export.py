@@ -13,13 +13,20 @@ Its ``history`` keeps what really happened: how it ended, its first start and th
 time of every attempt, read from the allocation rows (``allocated_at`` to
 ``released_at``; a running attempt up to ``now``). Times are on the trace's clock:
 seconds since ``origin``, the first exported submission.
+
+The tenants and nodes are those in force at ``origin``; what changed during the window
+(quotas, weights, cohorts; nodes registered, drained, down or back) is carried as timed
+changes (``changes.csv``), read from the platform's events, so a replay applies each
+at its time. A tenant or node created during the window is written with no quota (or
+``down``) and its creation is a change.
 """
 
 from __future__ import annotations
 
 import io
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import select
@@ -27,15 +34,16 @@ from sqlalchemy.orm import Session
 
 from mosu.core.api import JobState
 from mosu.core.credits import Rate
-from mosu.core.models import Node, Tenant
+from mosu.core.models import Node, NodeState, Tenant
 from mosu.core.reasons import StopReason
 from mosu.service.db.convert import engine_job, engine_node, engine_tenant
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.services.auth import Principal
 from mosu.service.services.credits_meter import load_card
+from mosu.service.services.tenants import settings_of
 from mosu.sim.credits import rates_csv
 from mosu.traces import native
-from mosu.traces.schema import Ended, JobHistory, TraceJob
+from mosu.traces.schema import ChangeKind, Ended, JobHistory, TimedChange, TraceJob
 
 _ENDED_BY_STATE = {
     JobState.SUCCEEDED: Ended.EXIT,
@@ -66,6 +74,8 @@ class HistoryExport:
     """Jobs per way they ended (``Ended`` values), and ``jobs`` in all."""
     rates: list[Rate] = field(default_factory=list)
     """The rate card's GPU, CPU and memory lines (epoch times); none: no credits."""
+    changes: list[TimedChange] = field(default_factory=list)
+    """Quota and node changes made during the window, on the trace clock."""
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -75,6 +85,7 @@ class HistoryExport:
             "profile": self.profile,
             "min_runtime_s": self.min_runtime_s,
             "counts": dict(self.counts),
+            "changes": len(self.changes),
         }
 
     def files(self) -> dict[str, str]:
@@ -91,6 +102,10 @@ class HistoryExport:
             out[name] = buffer.getvalue()
         if self.rates:
             out["rates.csv"] = rates_csv(self.rates, self.origin)
+        if self.changes:
+            buffer = io.StringIO()
+            native.write_changes(buffer, self.changes)
+            out["changes.csv"] = buffer.getvalue()
         return out
 
 
@@ -105,7 +120,8 @@ def export_history(
     min_runtime_s: float | None = None,
 ) -> HistoryExport:
     """Jobs submitted in [``since``, ``until``) (``until`` defaults to ``now``), with the
-    tenants, quotas and nodes in force now. Operator only."""
+    tenants, quotas and nodes in force at the first submission and what changed after it
+    within the window. Operator only."""
     principal.require_operator("export the platform's history")
     end = now if until is None else until  # an empty window exports no job
     query = select(JobRow).where(JobRow.submitted_at < end)
@@ -126,11 +142,25 @@ def export_history(
         jobs.append(_trace_job(row, ended, runs, origin))
         counts[ended.value] += 1
     counts["jobs"] = len(rows)
+    tenant_rows = list(
+        session.scalars(select(TenantRow).order_by(TenantRow.created_at, TenantRow.name))
+    )
     tenants = [
         engine_tenant(t, list(session.scalars(select(QuotaRow).where(QuotaRow.tenant == t.name))))
-        for t in session.scalars(select(TenantRow).order_by(TenantRow.created_at, TenantRow.name))
+        for t in tenant_rows
     ]
-    nodes = [engine_node(n) for n in session.scalars(select(NodeRow).order_by(NodeRow.name))]
+    node_rows = list(session.scalars(select(NodeRow).order_by(NodeRow.name)))
+    events = list(
+        session.execute(
+            select(EventRow.at, EventRow.kind, EventRow.tenant, EventRow.message)
+            .where(EventRow.kind.in_((*_TENANT_KINDS, *_NODE_KINDS)), EventRow.at < end)
+            .order_by(EventRow.at, EventRow.id)
+        )
+    )
+    created = {t.name: t.created_at for t in tenant_rows}
+    tenants, tenant_changes = _tenants_over(tenants, created, events, origin)
+    nodes, node_changes = _nodes_over(node_rows, events, origin)
+    changes = sorted([*tenant_changes, *node_changes], key=lambda c: c.time_s)
     return HistoryExport(
         jobs,
         tenants,
@@ -142,7 +172,103 @@ def export_history(
         min_runtime_s,
         dict(counts),
         load_card(session).lines(),
+        changes,
     )
+
+
+_TENANT_KINDS = ("tenant-created", "quota-changed", "tenant-changed")
+_NODE_KINDS = {
+    "node-registered": NodeState.READY,
+    "node-ready": NodeState.READY,
+    "node-draining": NodeState.DRAINING,
+    "node-down": NodeState.DOWN,
+}
+Event = tuple[float, str, str | None, str]
+"""An event row's ``at``, ``kind``, ``tenant`` and ``message``."""
+
+
+def _tenants_over(
+    now: list[Tenant], created: dict[str, float], events: Iterable[Event], origin: float
+) -> tuple[list[Tenant], list[TimedChange]]:
+    """Each tenant as it was at ``origin`` and its changes after, from its events: the
+    events up to ``origin`` give what was in force then (a tenant created later starts
+    with no quota, its creation's settings being changes); a tenant with no creation
+    event, and a weight no event records, are taken as they are now."""
+    seen: dict[str, list[Event]] = {}
+    for event in events:
+        if event[1] in _TENANT_KINDS and event[2] is not None:
+            seen.setdefault(event[2], []).append(event)
+    out: list[Tenant] = []
+    changes: list[TimedChange] = []
+    for tenant in now:
+        mine = seen.get(tenant.name, [])
+        if not any(kind == "tenant-created" for _, kind, _, _ in mine):
+            start = tenant
+            before: list[Event] = []
+        else:
+            start = Tenant(tenant.name, weight=1.0)
+            before = [e for e in mine if e[0] <= origin]
+            if created.get(tenant.name, origin) > origin:  # created in the window
+                first = settings_of("tenant-created", mine[0][3])
+                start = replace(start, weight=first.weight or 1.0, cohort=first.cohort)
+        quotas = dict(start.quotas)
+        for _, kind, _, message in before:
+            s = settings_of(kind, message)
+            quotas.update(s.quotas)
+            if s.weight is not None or kind == "tenant-created":
+                start = replace(start, weight=s.weight or 1.0)
+            if s.cohort_set:
+                start = replace(start, cohort=s.cohort)
+        if not any(settings_of(kind, message).weight is not None for _, kind, _, message in mine):
+            start = replace(start, weight=tenant.weight)  # never changed: as it is now
+        out.append(replace(start, quotas=tuple(sorted(quotas.items()))))
+        for at, kind, _, message in mine:
+            if at <= origin:
+                continue
+            s = settings_of(kind, message)
+            t = at - origin
+            for gpu_type, quota in sorted(s.quotas.items()):
+                changes.append(
+                    TimedChange(t, ChangeKind.QUOTA, tenant.name, gpu_type=gpu_type, quota=quota)
+                )
+            if kind == "tenant-created":
+                continue  # its weight and cohort are the start's
+            if s.weight is not None:
+                changes.append(TimedChange(t, ChangeKind.WEIGHT, tenant.name, weight=s.weight))
+            if s.cohort_set:
+                changes.append(TimedChange(t, ChangeKind.COHORT, tenant.name, cohort=s.cohort))
+    return out, changes
+
+
+def _nodes_over(
+    rows: list[NodeRow], events: Iterable[Event], origin: float
+) -> tuple[list[Node], list[TimedChange]]:
+    """Each node in the state it was in at ``origin`` (``down`` if registered later) and
+    its state changes after, from its registration and state events."""
+    by_node: dict[str, list[tuple[float, NodeState]]] = {}
+    for at, kind, _, message in events:
+        state = _NODE_KINDS.get(kind)
+        if state is not None:
+            name = message.partition(": ")[0]
+            by_node.setdefault(name, []).append((at, state))
+    nodes: list[Node] = []
+    changes: list[TimedChange] = []
+    for row in rows:
+        node = engine_node(row)
+        mine = by_node.get(row.name, [])
+        if mine or row.created_at > origin:
+            # Registered later: not there at the start (its registration is a change).
+            state = NodeState.DOWN if row.created_at > origin else NodeState.READY
+            for at, then in mine:
+                if at <= origin:
+                    state = then
+                else:
+                    changes.append(
+                        TimedChange(at - origin, ChangeKind.NODE, row.name, node_state=then)
+                    )
+            node = replace(node, state=state)
+        nodes.append(node)
+    return nodes, changes
 
 
 def _trace_job(

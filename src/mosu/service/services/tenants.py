@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +21,7 @@ from mosu.core.api import (
     TokenOut,
 )
 from mosu.core.errors import Conflict, NotFound
-from mosu.core.models import GPU_MILLI
+from mosu.core.models import GPU_MILLI, Quota
 from mosu.service.db.convert import tenant_out
 from mosu.service.db.rows import AllocationRow, EventRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.services import credits
@@ -52,9 +54,16 @@ def create_tenant(session: Session, *, principal: Principal, body: TenantCreate)
     if body.on_credits_exhausted is not None:
         credits.set_policy(session, body.name, body.on_credits_exhausted)
     token, _row = issue_token(session, tenant=body.name, now=now)
-    message = _quota_text(body.quotas)
-    if body.cohort is not None:
-        message = "; ".join(filter(None, (message, _cohort_text(body.cohort))))
+    message = "; ".join(
+        filter(
+            None,
+            (
+                _quota_text(body.quotas),
+                _cohort_text(body.cohort) if body.cohort is not None else "",
+                _weight_text(body.weight) if body.weight != 1.0 else "",
+            ),
+        )
+    )
     session.add(EventRow(at=now, tenant=body.name, kind="tenant-created", message=message))
     session.flush()
     warnings = guarantee_warnings(session, body.quotas)
@@ -99,6 +108,49 @@ def _quota_text(quotas: dict[str, QuotaSpec]) -> str:
 
 def _cohort_text(cohort: str | None) -> str:
     return f"cohort {cohort}" if cohort is not None else "default cohort"
+
+
+def _weight_text(weight: float) -> str:
+    return f"weight {weight:g}"
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    """What one tenant event (``tenant-created``, ``quota-changed``, ``tenant-changed``)
+    set, read back from its message: quotas by GPU type (GPU milli), the weight, the
+    cohort (``cohort_set`` False when the event left it alone; None: the default)."""
+
+    quotas: dict[str, Quota] = field(default_factory=dict)
+    weight: float | None = None
+    cohort: str | None = None
+    cohort_set: bool = False
+
+
+_QUOTA_PART = re.compile(r"^([^\s:,;]+): guarantee ([^\s,;]+)(?:, limit ([^\s,;]+))?")
+
+
+def settings_of(kind: str, message: str) -> TenantSettings:
+    """The settings a tenant event's message records (the inverse of the texts above)."""
+    quotas: dict[str, Quota] = {}
+    weight: float | None = None
+    cohort: str | None = None
+    cohort_set = False
+    for part in message.split("; "):
+        rest = part
+        while (m := _QUOTA_PART.match(rest)) is not None:
+            limit = None if m.group(3) is None else _milli(float(m.group(3)))
+            quotas[m.group(1)] = Quota(_milli(float(m.group(2))) or 0, limit)
+            rest = rest[m.end() :].removeprefix(", ")
+        for item in rest.split(", ") if rest else ():
+            if item.startswith("weight "):
+                weight = float(item.removeprefix("weight "))
+            elif item.startswith("cohort "):
+                cohort, cohort_set = item.removeprefix("cohort "), True
+            elif item == "default cohort":
+                cohort, cohort_set = None, True
+    if kind == "tenant-created":
+        cohort_set = True  # created in the default cohort unless the message names one
+    return TenantSettings(quotas, weight, cohort, cohort_set)
 
 
 def get_row(session: Session, name: str) -> TenantRow:
@@ -168,9 +220,10 @@ def update_quotas(
     _set_quotas(session, name, quotas)
     if weight is not None:
         row.weight = weight
-    session.add(
-        EventRow(at=time.time(), tenant=name, kind="quota-changed", message=_quota_text(quotas))
-    )
+    message = _quota_text(quotas)
+    if weight is not None:
+        message = "; ".join(filter(None, (message, _weight_text(weight))))
+    session.add(EventRow(at=time.time(), tenant=name, kind="quota-changed", message=message))
     session.flush()
     out = _out(session, row)
     return TenantQuotasOut(**dict(out), warnings=guarantee_warnings(session, quotas))
@@ -185,7 +238,7 @@ def update_tenant(
     changes = []
     if body.weight is not None and body.weight != row.weight:
         row.weight = body.weight
-        changes.append(f"weight {body.weight:g}")
+        changes.append(_weight_text(body.weight))
     if body.sets_cohort and body.cohort != row.cohort:
         row.cohort = body.cohort
         changes.append(_cohort_text(body.cohort))

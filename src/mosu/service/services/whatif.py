@@ -122,6 +122,7 @@ def _plan(
         origin=exported.origin,
         counts=dict(exported.counts),
         rates=_platform_card(exported.rates, exported.origin),
+        changes=tuple(exported.changes),
     )
     return plan_whatif(history, changes, tick_s=body.tick_s)
 
