@@ -411,10 +411,15 @@ class WhatIfTasks:
                 self._processes[task_id] = process
                 process.start()
             send.close()
+            reported = False
             try:
-                self._follow(task_id, receive)
+                reported = self._follow(task_id, receive)
             finally:
                 receive.close()
+                if not reported and process.is_alive():
+                    # Cancelled or taken over while it ran (whoever noticed first): its
+                    # work is nobody's now, and it must not run on to the end.
+                    process.kill()
                 process.join(timeout=10)
                 with self.sessions.begin() as s:
                     row = s.get(WhatIfTaskRow, task_id)
@@ -429,26 +434,28 @@ class WhatIfTasks:
                     self._processes.pop(task_id, None)
                     self._mine.discard(task_id)
 
-    def _follow(self, task_id: str, receive: multiprocessing.connection.Connection) -> None:
+    def _follow(self, task_id: str, receive: multiprocessing.connection.Connection) -> bool:
+        """Store the replay's progress until it reports its end (True: it then exits by
+        itself) or stops being this server's to run, or its pipe closes (False)."""
         while True:
             try:
                 message = receive.recv()
             except (EOFError, OSError):
-                return
+                return False
             with self.sessions.begin() as s:
                 row = s.get(WhatIfTaskRow, task_id)
                 if row is None or row.state not in UNFINISHED or row.runner != self.runner:
-                    return
+                    return False
                 row.heartbeat_at = self.clock()
                 if message[0] == "progress":
                     _, row.phase, row.done, row.total = message
                 elif message[0] == "done":
                     row.report, row.plot_png = message[1], message[2]
                     self._finish_row(row, TaskState.SUCCEEDED)
-                    return
+                    return True
                 else:
                     self._finish_row(row, TaskState.FAILED, error=message[1])
-                    return
+                    return True
 
     def _terminate(self, task_id: str) -> None:
         with self._lock:
