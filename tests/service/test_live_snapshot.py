@@ -6,6 +6,7 @@ input; and the change log never loses a change committed out of id order."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -215,7 +216,8 @@ class World:
                 job_id = ids[a % len(ids)]
                 attempt = self.executor.launched[job_id].attempt
                 now = time.time()
-                report = CheckpointReport(attempt=attempt, at=now - b)
+                # Before its start (ignored), just now, or from the future (clamped).
+                report = CheckpointReport(attempt=attempt, at=now + (b % 3) - 1)
                 with self.platform.tx() as s:
                     store_checkpoints(s, {job_id: report}, now=now)
         # "skip" and "prune" change nothing themselves.
@@ -417,3 +419,11 @@ def test_the_reasons_a_cycle_writes_reach_the_kept_state(db_url: str, tmp_path: 
         assert_same(p, reader)
         assert_same(p, p.loop.live)
         assert reader.full_loads == 1
+
+
+def test_every_job_column_but_the_advice_is_watched():
+    """A column added to jobs must be added to the log's trigger too, or the kept state
+    misses its updates (the scheduler writes only the advice without logging it)."""
+    migration = importlib.import_module("mosu.service.db.migrations.versions.0015_change_log")
+    columns = {c.name for c in JobRow.__table__.columns}
+    assert set(migration.JOB_COLUMNS) == columns - set(migration.JOB_ADVICE)
