@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -98,9 +99,10 @@ def postgres_database() -> Iterator[str]:
         yield url
 
 
-def _postgres_schema(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh schema per test inside the run's database, dropped after the test."""
-    database = request.getfixturevalue("postgres_database")
+@contextlib.contextmanager
+def fresh_schema(database: str) -> Iterator[str]:
+    """A fresh schema inside ``database`` (its URL, the schema first on the search
+    path), dropped after."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(database, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -112,6 +114,12 @@ def _postgres_schema(request: pytest.FixtureRequest) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+def _postgres_schema(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh schema per test inside the run's database, dropped after the test."""
+    with fresh_schema(request.getfixturevalue("postgres_database")) as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

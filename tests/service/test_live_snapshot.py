@@ -35,6 +35,7 @@ from tests.service.conftest import (
     FakeExecutor,
     TestClient,
     bearer,
+    fresh_schema,
     open_platform,
 )
 
@@ -80,22 +81,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
         yield sqlite
         return
     database = request.getfixturevalue("postgres_database")
-    admin = create_engine(database, isolation_level="AUTOCOMMIT")
-
-    @contextlib.contextmanager
-    def postgres() -> Iterator[str]:
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        try:
-            url = make_url(database).update_query_dict({"options": f"-csearch_path={schema}"})
-            yield url.render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-
-    yield postgres
-    admin.dispose()
+    yield lambda: fresh_schema(database)
 
 
 @contextlib.contextmanager

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from mosu.engine.cycle.backfill import take_back
 from mosu.engine.cycle.reservations import reserve
 from mosu.engine.cycle.starting import rest_over_quota, try_start
-from mosu.engine.cycle.work import INF, Outcome, Work, guarantee, queue_sizes
+from mosu.engine.cycle.work import INF, Outcome, Work, count_rest, guarantee
 from mosu.engine.profiles import QueueMode, QuotaMode
 
 
@@ -55,30 +53,16 @@ def _settle_by_counts(work: Work, tenant: str, start: int) -> bool:
     fitting, and the walk would stop at the first job over its guarantee after which
     ``rest_over_quota`` holds; this gives the same outcomes, waiting jobs and
     over-quota note. False (and nothing done) when counts do not settle it."""
-    profile = work.profile
-    if (
-        profile.queue_mode == QueueMode.BACKFILL
-        and len(work.reservations) < profile.max_reservations
-    ):
+    rest = count_rest(work, tenant, start, guarantee)
+    if rest is None:
         return False
-    sizes = queue_sizes(work, tenant)
-    if sizes is None:
-        return False
-    types = sizes.gpu_types or work.state.gpu_types
+    codes, needs, tail = rest.codes, rest.needs, rest.tail_need
     queue = work.queues[tenant]
-    if len(types) != 1 or sizes.tail_need[start] <= work.free.get(types[0], 0):
-        return False  # some job may fit (or needs no GPU)
-    only = types[0]
-    need = sizes.need[start:]
-    quota = need > guarantee(work, tenant, only) - work.usage.get((tenant, only), 0)
-    never = ~quota & (sizes.gpus[start:] > work.max_node_gpus.get(only, 0))
-    codes = np.where(quota, 1, np.where(never, 2, 0)).tolist()
-    needs = need.tolist()
-    tail = sizes.tail_need
+    profile = work.profile
     waits = profile.reclaim and profile.quotas == QuotaMode.BORROW
     outcome = work.outcome
     waiting = work.waiting_guarantee
-    key = (tenant, types, True)
+    key = (tenant, (rest.gpu_type,), True)
     over: float = work.memo.over_quota.get(key, INF)
     started = Outcome.STARTED
     for k, (job, code) in enumerate(zip(queue[start:], codes, strict=True)):

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import heapq
 
-import numpy as np
-
 from mosu.engine.cycle.backfill import take_back
 from mosu.engine.cycle.reservations import reserve
 from mosu.engine.cycle.starting import rest_over_quota, try_start
-from mosu.engine.cycle.work import Outcome, Work, dominant_share, limit, queue_sizes
+from mosu.engine.cycle.work import Outcome, Work, count_rest, dominant_share, limit
 from mosu.engine.ordering import Rank
 from mosu.engine.profiles import LendOrder, QueueMode
 
@@ -88,29 +86,13 @@ def _settle_by_counts(work: Work, tenant: str, start: int) -> bool:
     while nothing starts), on its size, or as not fitting; the walk would give the
     outcomes one job at a time, and ``rest_over_quota`` only shortcuts it. False (and
     nothing done) when counts do not settle it."""
-    profile = work.profile
-    if profile.queue_mode == QueueMode.STRICT or work.cohorts is not None:
+    if work.profile.queue_mode == QueueMode.STRICT or work.cohorts is not None:
         return False
-    if (
-        profile.queue_mode == QueueMode.BACKFILL
-        and len(work.reservations) < profile.max_reservations
-    ):
+    rest = count_rest(work, tenant, start, limit)
+    if rest is None:
         return False
-    sizes = queue_sizes(work, tenant)
-    if sizes is None:
-        return False
-    types = sizes.gpu_types or work.state.gpu_types
+    codes = rest.codes
     queue = work.queues[tenant]
-    if len(types) != 1 or start >= len(queue):
-        return False
-    only = types[0]
-    if sizes.tail_need[start] <= work.free.get(only, 0):
-        return False  # some job may fit (or needs no GPU)
-    need = sizes.need[start:]
-    room = limit(work, tenant, only) - work.usage.get((tenant, only), 0)
-    quota = need > room
-    never = ~quota & (sizes.gpus[start:] > work.max_node_gpus.get(only, 0))
-    codes = np.where(quota, 1, np.where(never, 2, 0)).tolist()
     decided = (Outcome.NO_FIT, Outcome.QUOTA, Outcome.NEVER)
     outcome = work.outcome
     for job, code in zip(queue[start:], codes, strict=True):

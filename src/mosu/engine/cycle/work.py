@@ -5,7 +5,7 @@ dominant share)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -17,7 +17,7 @@ from mosu.engine.cohorts import CohortBook
 from mosu.engine.decisions import Preempt, Start
 from mosu.engine.ordering import Rank
 from mosu.engine.preemption import Victim
-from mosu.engine.profiles import QuotaMode, SchedulingProfile
+from mosu.engine.profiles import QueueMode, QuotaMode, SchedulingProfile
 from mosu.engine.snapshot import ClusterSnapshot
 from mosu.engine.state import ClusterState
 
@@ -79,6 +79,50 @@ def queue_sizes(work: Work, tenant: str) -> QueueSizes | None:
         found = QueueSizes(kinds.pop(), need, gpus, tail.tolist())
     sizes[tenant] = found
     return found
+
+
+@dataclass(frozen=True)
+class CountedRest:
+    """The rest of a tenant's queue where counts alone decide each job (``count_rest``)."""
+
+    gpu_type: str
+    codes: list[int]
+    """Per job from the start: 1 over the quota's room, else 2 larger than any node of
+    the type, else 0 (does not fit what is free)."""
+    needs: list[int]
+    """Per job from the start: its GPU milli."""
+    tail_need: list[int]
+    """``QueueSizes.tail_need`` of the whole queue."""
+
+
+def count_rest(
+    work: Work, tenant: str, start: int, cap: Callable[[Work, str, str], float]
+) -> CountedRest | None:
+    """Whether counts decide the rest of ``tenant``'s queue from ``start``, and how: all
+    its jobs allow one GPU type, each needs more than is free of it, and no outcome can
+    call for a reservation (the profile holds none, or has all it may). ``cap`` is the
+    quota the room is measured against (``guarantee`` or ``limit``). None when counts
+    do not decide it: the walk must place job by job."""
+    profile = work.profile
+    if (
+        profile.queue_mode == QueueMode.BACKFILL
+        and len(work.reservations) < profile.max_reservations
+    ):
+        return None
+    sizes = queue_sizes(work, tenant)
+    if sizes is None:
+        return None
+    types = sizes.gpu_types or work.state.gpu_types
+    if len(types) != 1 or start >= len(work.queues[tenant]):
+        return None
+    only = types[0]
+    if sizes.tail_need[start] <= work.free.get(only, 0):
+        return None  # some job may fit (or needs no GPU)
+    need = sizes.need[start:]
+    quota = need > cap(work, tenant, only) - work.usage.get((tenant, only), 0)
+    never = ~quota & (sizes.gpus[start:] > work.max_node_gpus.get(only, 0))
+    codes = np.where(quota, 1, np.where(never, 2, 0)).tolist()
+    return CountedRest(only, codes, need.tolist(), sizes.tail_need)
 
 
 @dataclass

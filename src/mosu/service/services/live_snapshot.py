@@ -46,10 +46,13 @@ from mosu.service.db.rows import AllocationRow, JobRow, NodeRow, QuotaRow, Tenan
 from mosu.service.services.scheduling import (
     _SNAPSHOT_COLUMNS,
     HISTORY_WINDOW,
+    FinishedRun,
     LoadedSnapshot,
     Wait,
     attempt_checkpoint,
-    observe_finished,
+    estimator_of,
+    finished_run,
+    recent_runs,
 )
 
 if TYPE_CHECKING:
@@ -77,19 +80,6 @@ _ALLOC_COLUMNS = (
     AllocationRow.cpu_milli,
     AllocationRow.mem_mib,
 )
-_HISTORY_COLUMNS = (
-    JobRow.id,
-    JobRow.tenant,
-    JobRow.kind,
-    JobRow.gpus,
-    JobRow.gpu_milli,
-    JobRow.replicas,
-    JobRow.started_at,
-    JobRow.finished_at,
-)
-
-_Finished = tuple[float, int, str, int, float, str]
-"""(finished at, job id, tenant, total GPU milli, run seconds, kind): one run time."""
 
 
 class _CannotApply(Exception):
@@ -219,7 +209,7 @@ class LiveSnapshot:
         self._by_size: dict[tuple[str, int], set[int]] = defaultdict(set)
         """(tenant, total GPU milli) → jobs without an estimate (history gives theirs)."""
         self._size_estimates: dict[tuple[str, int], float | None] = {}
-        self._history: list[_Finished] = []
+        self._history: list[FinishedRun] = []
         """The most recent successful runs, newest first (``HISTORY_WINDOW`` of them)."""
         self._history_ids: set[int] = set()
         self._history_stale = False
@@ -264,28 +254,11 @@ class LiveSnapshot:
         return {t.name: engine_tenant(t, quotas[t.name]) for t in session.scalars(tenants)}
 
     def _read_history(self, session: Session) -> None:
-        finished = session.execute(
-            select(*_HISTORY_COLUMNS)
-            .where(JobRow.state == _SUCCEEDED, JobRow.started_at.is_not(None))
-            .order_by(JobRow.finished_at.desc(), JobRow.id.desc())
-            .limit(self._window)
-        ).all()
-        self._history = [self._finished(r) for r in finished]
+        self._history = recent_runs(session, self._window)
         self._history_ids = {f[1] for f in self._history}
         self._history_stale = False
         self._history_version += 1
         self._estimator = None
-
-    @staticmethod
-    def _finished(row: Row[Any]) -> _Finished:
-        return (
-            row.finished_at,
-            row.id,
-            row.tenant,
-            row.gpus * row.gpu_milli * row.replicas,
-            max(0.0, row.finished_at - row.started_at),
-            row.kind,
-        )
 
     # ------------------------------------------------------------ changes
 
@@ -359,7 +332,7 @@ class LiveSnapshot:
         """Keep a successful run among the most recent ``window``, newest first."""
         if row.id in self._history_ids or row.finished_at is None:
             return
-        entry = self._finished(row)
+        entry = finished_run(row)
         order = (-entry[0], -entry[1])
         keys = [(-f[0], -f[1]) for f in self._history]
         at = bisect.bisect_left(keys, order)
@@ -373,10 +346,7 @@ class LiveSnapshot:
 
     def _history_estimator(self) -> HistoryEstimator:
         if self._estimator is None:
-            self._estimator = observe_finished(
-                (tenant, milli, run_s, kind)
-                for _at, _id, tenant, milli, run_s, kind in reversed(self._history)
-            )
+            self._estimator = estimator_of(self._history)
         return self._estimator
 
     def _reestimate(self) -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -121,10 +121,16 @@ def observe_finished(runs: Iterable[tuple[str, int, float, str]]) -> HistoryEsti
     return estimator
 
 
-def _history_estimator(session: Session, window: int = HISTORY_WINDOW) -> HistoryEstimator:
-    """Learn run times from the most recent successful jobs, oldest first."""
-    finished = session.execute(
+FinishedRun = tuple[float, int, str, int, float, str]
+"""(finished at, job id, tenant, total GPU milli, run seconds, kind): one run time."""
+
+
+def recent_runs(session: Session, window: int = HISTORY_WINDOW) -> list[FinishedRun]:
+    """The ``window`` most recent successful runs, newest first: what run-time
+    estimates learn from (full reads and the scheduler's kept state alike)."""
+    rows = session.execute(
         select(
+            JobRow.id,
             JobRow.tenant,
             JobRow.kind,
             JobRow.gpus,
@@ -137,10 +143,31 @@ def _history_estimator(session: Session, window: int = HISTORY_WINDOW) -> Histor
         .order_by(JobRow.finished_at.desc(), JobRow.id.desc())
         .limit(window)
     ).all()
-    return observe_finished(
-        (tenant, gpus * milli * replicas, max(0.0, ended - started), kind)
-        for tenant, kind, gpus, milli, replicas, started, ended in reversed(finished)
+    return [finished_run(r) for r in rows]
+
+
+def finished_run(row: Any) -> FinishedRun:
+    """A succeeded job's row (with ``finished_at``) as one run time."""
+    return (
+        row.finished_at,
+        row.id,
+        row.tenant,
+        row.gpus * row.gpu_milli * row.replicas,
+        max(0.0, row.finished_at - row.started_at),
+        row.kind,
     )
+
+
+def estimator_of(runs: Sequence[FinishedRun]) -> HistoryEstimator:
+    """An estimator taught ``runs`` (newest first), oldest first."""
+    return observe_finished(
+        (tenant, milli, run_s, kind) for _at, _id, tenant, milli, run_s, kind in reversed(runs)
+    )
+
+
+def _history_estimator(session: Session, window: int = HISTORY_WINDOW) -> HistoryEstimator:
+    """Learn run times from the most recent successful jobs, oldest first."""
+    return estimator_of(recent_runs(session, window))
 
 
 def load_snapshot(
