@@ -119,6 +119,21 @@ class PolicyHooks:
         return None
 
 
+class StateOnly(PolicyHooks):
+    """A policy whose ``select`` depends on the state alone and always picks one of
+    its candidates: a gang that cannot fit is refused without a search, and a gang's
+    placement is remembered per state."""
+
+    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
+        return True
+
+    def fingerprint(self) -> Hashable | None:
+        return ()
+
+    def always_picks(self) -> bool:
+        return True
+
+
 def choose_gpus(state: ClusterState, i: int, shape: Shape) -> tuple[int, ...]:
     """Best-fit GPU indices on node ``i``: fully free GPUs for whole requests, the
     tightest partly used GPU for a fractional one (lowest index breaks ties)."""

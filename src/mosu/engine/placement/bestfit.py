@@ -6,29 +6,20 @@ then the lowest index. ``BestFitScore`` is the FGD paper's best-fit baseline.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from mosu.core.models import Shape
-from mosu.engine.placement.base import Candidates, PolicyHooks, choose_gpus
+from mosu.engine.placement.base import Candidates, StateOnly, choose_gpus
 from mosu.engine.placement.common import ScoringPolicy
 from mosu.engine.state import ClusterState
 
 
-class BestFit(PolicyHooks):
+class BestFit(StateOnly):
     """The node left with the least free GPU, then the lowest index."""
 
     name = "tightest"
-
-    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
-        return True
-
-    def fingerprint(self) -> Hashable | None:
-        return ()
-
-    def always_picks(self) -> bool:
-        return True
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Candidates

@@ -4,12 +4,11 @@ select step of a policy that scores all candidates at once."""
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable
 
 import numpy as np
 
 from mosu.core.models import GPU_MILLI, Shape
-from mosu.engine.placement.base import Candidates, PolicyHooks, choose_gpus
+from mosu.engine.placement.base import Candidates, StateOnly, choose_gpus
 from mosu.engine.state import ClusterState
 
 
@@ -51,10 +50,11 @@ def random_gpus(state: ClusterState, i: int, shape: Shape, rng: random.Random) -
     return (room[rng.randrange(len(room))],)
 
 
-class ScoringPolicy(PolicyHooks):
+class ScoringPolicy(StateOnly):
     """A policy that scores every candidate node at once: the highest score wins, a tie
     goes to the node ranked first in a fixed random order, and the node's tightest GPUs
-    are taken. Subclasses say only how a node scores."""
+    are taken. Subclasses say only how a node scores. The tie order is drawn once, so
+    the answers depend on the state alone (``StateOnly``)."""
 
     name = "scoring"
 
@@ -64,16 +64,6 @@ class ScoringPolicy(PolicyHooks):
 
     def scores(self, state: ClusterState, shape: Shape, cand: np.ndarray) -> np.ndarray:
         raise NotImplementedError
-
-    # Scores depend on the state alone; the tie order is drawn once.
-    def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
-        return True
-
-    def fingerprint(self) -> Hashable | None:
-        return ()
-
-    def always_picks(self) -> bool:
-        return True
 
     def select(
         self, state: ClusterState, shape: Shape, candidates: Candidates
