@@ -221,7 +221,12 @@ def test_killing_the_leader_under_200_jobs_loses_none_and_restarts_none(
             takeovers.append(standby.lead_logged_at() - killed_at)
             downtimes.append((killed_at, standby.lead_logged_at()))
             with standby.client() as op:
-                assert op.health()["scheduler"] == "leader"
+                # The API reads the scheduler's heartbeat through a short cache (0.5 s).
+                wait_for(
+                    lambda op=op: op.health()["scheduler"] == "leader",
+                    timeout=3,
+                    what="the new leader's API to report it",
+                )
             revived = start_server(leader.name)  # the dead one comes back as the standby
             leader, standby = standby, revived
         wait_for(

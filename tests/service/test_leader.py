@@ -336,7 +336,12 @@ def _adopted_across_failover(start, leads, servers, worker: Path, out: Path) -> 
         killed = time.monotonic()
         wait_for(lambda: leads("b"), timeout=TAKEOVER_LIMIT_S, what="server b to take over")
         took = time.monotonic() - killed
-        assert b.health()["scheduler"] == "leader"
+        # The API reads the scheduler's heartbeat through a short cache (0.5 s).
+        wait_for(
+            lambda: b.health()["scheduler"] == "leader",
+            timeout=3,
+            what="b's API to report its scheduler as leader",
+        )
         print(f"takeover after SIGKILL of the leader: {took:.1f} s")
 
         # The new leader adopts what the dead one left running: same attempt, same pid.

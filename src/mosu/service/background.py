@@ -194,10 +194,11 @@ class SchedulerLoop:
             return False
         if not self.lease.acquire():
             return False
-        log.info("acquired the scheduler lease")
         self.leading = True
         self.live.reset()  # another leader ran meanwhile
         self._publish(lambda p: p.heartbeat(force=True))
+        # Said once the heartbeat is stored, so the API's view catches up within its cache.
+        log.info("acquired the scheduler lease")
         self.reconcile()
         return True
 
