@@ -16,8 +16,9 @@ sharing the H800s by guarantee and one ``probe`` tenant guaranteed the A100s, th
 3. the cycle's p95 from the server's ``mosu_scheduler_cycle_seconds`` histogram over the
    load (the upper bound of the bucket holding the 95th percentile), each phase's mean
    from ``mosu_scheduler_phase_seconds``, the server's RSS and CPU per submission: every
-   process of the server summed (API, ``--workers``, the scheduler process), and the
-   scheduler process's CPU per cycle.
+   process of the server summed (API, ``--workers``, the scheduler process), the same
+   without the scheduler process (the API's own cost of a submission, which does not
+   depend on how many cycles ran meanwhile), and the scheduler process's CPU per cycle.
 
 Goals (issue text, PostgreSQL, 1,000 nodes, 10,000 pending): >= 1,000 submissions/s for
 30 s with p99 <= 100 ms, submit-to-start p99 <= 1 s, cycle p95 <= 1 s, RSS <= 2 GiB.
@@ -504,6 +505,11 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         "rss_mib": round(server.rss_mib(), 1),
         "server_cpu_ms_per_submission": round(cpu / max(1, sustained["submissions"]) * 1000, 3),
         "server_cpu_share": round(cpu / sustained["wall_s"], 2),
+        "api_cpu_ms_per_submission": (
+            round((cpu - sched_cpu) / max(1, sustained["submissions"]) * 1000, 3)
+            if sched_cpu is not None
+            else None
+        ),
         "scheduler_cpu_ms_per_cycle": (
             round(sched_cpu / cycles * 1000, 1) if sched_cpu is not None and cycles else None
         ),

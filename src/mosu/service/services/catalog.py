@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -17,18 +18,22 @@ from mosu.service.db.rows import NodeRow, QuotaRow, TenantRow
 
 @dataclass(frozen=True, slots=True)
 class NodeFacts:
-    name: str
+    """Nodes alike in everything a submission is checked against, and how many."""
+
     gpu_type: str
     gpus: int
     cpu_milli: int
     mem_mib: int
     state: str
     vendor: str = "nvidia"
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
     nodes: tuple[NodeFacts, ...]
+    """The nodes by kind: a cluster of a thousand nodes is a handful of kinds, and every
+    submission's checks walk the kinds, not the nodes."""
     limits: dict[str, dict[str, int | None]]
     """Tenant → GPU type → limit in milli (None: no limit); every tenant has an entry."""
 
@@ -61,13 +66,13 @@ class CatalogCache:
 
 
 def load_catalog(session: Session) -> Catalog:
-    nodes = tuple(
-        NodeFacts(n.name, n.gpu_type, n.gpus, n.cpu_milli, n.mem_mib, n.state, n.vendor)
-        for n in session.scalars(select(NodeRow).order_by(NodeRow.name))
-    )
+    nodes = NodeRow.__table__.c
+    columns = (nodes.gpu_type, nodes.gpus, nodes.cpu_milli, nodes.mem_mib, nodes.state)
+    kinds = Counter(tuple(r) for r in session.execute(select(*columns, nodes.vendor)))
     limits: dict[str, dict[str, int | None]] = {
         name: {} for name in session.scalars(select(TenantRow.name))
     }
     for q in session.scalars(select(QuotaRow)):
         limits.setdefault(q.tenant, {})[q.gpu_type] = q.limit_milli
-    return Catalog(nodes=nodes, limits=limits)
+    facts = tuple(NodeFacts(*kind, count=n) for kind, n in sorted(kinds.items()))
+    return Catalog(nodes=facts, limits=limits)

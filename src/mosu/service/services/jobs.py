@@ -73,7 +73,7 @@ def check_fits_cluster(catalog: Catalog, job: Submission, tenant: str) -> None:
     total = per_replica * job.replicas
     by_type: dict[str, int] = defaultdict(int)
     for n in fitting:
-        by_type[n.gpu_type] += n.gpus
+        by_type[n.gpu_type] += n.gpus * n.count
     if job.topology == Topology.SAME_NODE:
         biggest = max(n.gpus for n in fitting)
         if total > biggest:
