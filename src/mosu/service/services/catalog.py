@@ -68,11 +68,14 @@ class CatalogCache:
 def load_catalog(session: Session) -> Catalog:
     nodes = NodeRow.__table__.c
     columns = (nodes.gpu_type, nodes.gpus, nodes.cpu_milli, nodes.mem_mib, nodes.state)
-    kinds = Counter(tuple(r) for r in session.execute(select(*columns, nodes.vendor)))
+    kinds: Counter[tuple[str, int, int, int, str, str]] = Counter(
+        (r[0], r[1], r[2], r[3], r[4], r[5])
+        for r in session.execute(select(*columns, nodes.vendor))
+    )
     limits: dict[str, dict[str, int | None]] = {
         name: {} for name in session.scalars(select(TenantRow.name))
     }
     for q in session.scalars(select(QuotaRow)):
         limits.setdefault(q.tenant, {})[q.gpu_type] = q.limit_milli
-    facts = tuple(NodeFacts(*kind, count=n) for kind, n in sorted(kinds.items()))
+    facts = tuple(NodeFacts(*kind, n) for kind, n in sorted(kinds.items()))
     return Catalog(nodes=facts, limits=limits)
