@@ -208,6 +208,63 @@ def test_a_revocation_made_elsewhere_is_seen_after_the_recheck_interval(
     assert api.get("/v1/jobs", headers=auth).status_code == 401
 
 
+@pytest.mark.parametrize(
+    ("b_revoked_elsewhere", "b_idle_s", "b_cached_after", "b_status_after"),
+    [
+        (False, 0.0, True, 200),
+        (True, 0.0, False, 401),
+        (False, auth_service.IN_USE_S, False, 200),
+        (True, auth_service.IN_USE_S, False, 401),
+    ],
+    ids=["in use: read along", "revoked elsewhere: dropped", "idle: left", "idle, revoked"],
+)
+def test_a_recheck_reads_the_other_tokens_in_use_along(
+    api: TestClient,
+    platform: Platform,
+    clocks: Clocks,
+    b_revoked_elsewhere: bool,
+    b_idle_s: float,
+    b_cached_after: bool,
+    b_status_after: int,
+) -> None:
+    """Tenant a's token has to be read again; tenant b's, used lately, is read in the same
+    query, and a revocation of it made on another server is seen by that read."""
+    tokens = seed(api)
+    a, b = f"Bearer {tokens['a']}", f"Bearer {tokens['b']}"
+    assert api.get("/v1/jobs", headers={"Authorization": b}).status_code == 200
+    clocks.advance(b_idle_s)
+    assert api.get("/v1/jobs", headers={"Authorization": a}).status_code == 200
+    if b_revoked_elsewhere:
+        with platform.tx() as s:
+            row = s.scalar(select(TokenRow).where(TokenRow.token_hash == hash_token(tokens["b"])))
+            row.revoked_at = time.time()
+    clocks.advance(RECHECK_S)
+    assert platform.tokens.cached(a) is None and platform.tokens.cached(b) is None
+    assert api.get("/v1/jobs", headers={"Authorization": a}).status_code == 200
+    # a's read took b's along (or dropped it), unless b was idle.
+    assert (platform.tokens.cached(b) is not None) is b_cached_after
+    assert api.get("/v1/jobs", headers={"Authorization": b}).status_code == b_status_after
+
+
+def test_no_token_is_trusted_longer_than_the_recheck_after_its_own_read(
+    api: TestClient, platform: Platform, clocks: Clocks
+) -> None:
+    tokens = seed(api)
+    a, b = f"Bearer {tokens['a']}", f"Bearer {tokens['b']}"
+    api.get("/v1/jobs", headers={"Authorization": a})
+    api.get("/v1/jobs", headers={"Authorization": b})
+    with platform.tx() as s:  # another server revokes both
+        for token in (tokens["a"], tokens["b"]):
+            row = s.scalar(select(TokenRow).where(TokenRow.token_hash == hash_token(token)))
+            row.revoked_at = time.time()
+    clocks.advance(RECHECK_S - 0.01)
+    assert platform.tokens.cached(b) is not None
+    clocks.advance(0.01)
+    assert platform.tokens.cached(a) is None and platform.tokens.cached(b) is None
+    assert api.get("/v1/jobs", headers={"Authorization": b}).status_code == 401
+    assert api.get("/v1/jobs", headers={"Authorization": a}).status_code == 401
+
+
 def test_rotation_replaces_the_token_of_the_request(api: TestClient) -> None:
     tokens = seed(api)
     old = bearer(tokens["a"])
