@@ -313,7 +313,6 @@ def apply_decisions(
         r.id: r
         for r in session.scalars(select(JobRow).where(JobRow.id.in_(sorted(ids))).with_for_update())
     }
-    nodes = {n.name: n for n in session.scalars(select(NodeRow))}
 
     def current(job_id: str, states: tuple[JobState, ...]) -> JobRow | None:
         row = rows.get(platform_id(job_id))
@@ -337,11 +336,13 @@ def apply_decisions(
     # 2. Starts: pending → starting with one allocation row per replica. The engine
     # plans starts on capacity its preemptions free, but a victim holds its GPUs until
     # its processes exit (the grace period): such a start waits for a later cycle.
-    free = _free_capacity(session, nodes)
+    # Read only when something starts (most cycles of a full cluster start nothing).
+    free = _free_capacity(session) if result.starts else None
     for s in result.starts:
         row = current(s.job_id, (JobState.PENDING,))
         if row is None:
             continue
+        assert free is not None
         if not free.take(s.placement):
             waits.append(
                 (row.id, (PendingReason.WAITING_FOR_PREEMPTED, WAITING_MESSAGE, None, None))
@@ -364,7 +365,7 @@ def apply_decisions(
                     replica=k,
                     tenant=row.tenant,
                     node=rp.node,
-                    gpu_type=nodes[rp.node].gpu_type,
+                    gpu_type=free.gpu_types[rp.node],
                     gpu_indices=",".join(str(g) for g in rp.gpu_indices),
                     gpu_milli=rp.gpu_milli,
                     cpu_milli=rp.cpu_milli,
@@ -447,6 +448,7 @@ class _FreeCapacity:
     cpu_free: dict[str, int]
     mem_free: dict[str, int]
     gpus: dict[str, int]
+    gpu_types: dict[str, str]
 
     def take(self, placement: Placement) -> bool:
         gpu = dict(self.gpu_used)
@@ -469,14 +471,21 @@ class _FreeCapacity:
         return True
 
 
-def _free_capacity(session: Session, nodes: dict[str, NodeRow]) -> _FreeCapacity:
-    free = _FreeCapacity(
-        gpu_used={},
-        cpu_free={n: r.cpu_milli for n, r in nodes.items()},
-        mem_free={n: r.mem_mib for n, r in nodes.items()},
-        gpus={n: r.gpus for n, r in nodes.items()},
-    )
-    for a in session.scalars(select(AllocationRow).where(AllocationRow.released_at.is_(None))):
+def _free_capacity(session: Session) -> _FreeCapacity:
+    # Columns, not ORM objects: a thousand nodes and their allocations, read each cycle
+    # that starts something.
+    nodes = NodeRow.__table__.c
+    allocs = AllocationRow.__table__.c
+    free = _FreeCapacity(gpu_used={}, cpu_free={}, mem_free={}, gpus={}, gpu_types={})
+    for n in session.execute(
+        select(nodes.name, nodes.gpu_type, nodes.gpus, nodes.cpu_milli, nodes.mem_mib)
+    ):
+        free.cpu_free[n.name] = n.cpu_milli
+        free.mem_free[n.name] = n.mem_mib
+        free.gpus[n.name] = n.gpus
+        free.gpu_types[n.name] = n.gpu_type
+    held = select(allocs.node, allocs.gpu_indices, allocs.gpu_milli, allocs.cpu_milli)
+    for a in session.execute(held.add_columns(allocs.mem_mib).where(allocs.released_at.is_(None))):
         for g in indices_of(a.gpu_indices):
             free.gpu_used[(a.node, g)] = free.gpu_used.get((a.node, g), 0) + a.gpu_milli
         if a.node in free.cpu_free:
