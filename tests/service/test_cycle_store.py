@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sqlalchemy import event, select
 
 from mosu.core.reasons import PendingReason
@@ -115,3 +116,36 @@ def test_a_woken_loop_checks_exits_and_stops_at_most_once_a_poll_interval(
     loop.run_once()
     loop.run_once()
     assert len(polls) == 4
+
+
+@pytest.mark.parametrize(
+    ("last_cost_s", "since_s", "runs"),
+    [
+        (0.4, 0.19, False),
+        (0.4, 0.21, True),
+        (0.05, 0.03, True),
+        (3.0, 0.49, False),
+        (3.0, 0.5, True),
+    ],
+    ids=[
+        "within half the last cycle",
+        "after half of it",
+        "a short cycle barely rests",
+        "a long one rests at most MAX_REST_S",
+        "and then runs",
+    ],
+)
+def test_a_requested_cycle_rests_half_as_long_as_the_last_one_took(
+    platform: Platform, last_cost_s: float, since_s: float, runs: bool
+):
+    loop = platform.loop
+    now = [5000.0]
+    loop._clock = lambda: now[0]
+    loop.monotonic = lambda: now[0]
+    loop._last_housekeeping = now[0]  # housekeeping is not what this is about
+    loop._last_cycle = now[0]
+    loop._last_cycle_end, loop._last_cycle_cost = now[0], last_cost_s
+    now[0] += since_s
+    before = loop.cycles
+    loop.run_once(force_cycle=True, throttle=True)
+    assert (loop.cycles == before + 1) is runs

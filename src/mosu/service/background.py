@@ -66,6 +66,11 @@ LEASE_RETRY_S = 2.0
 """How often a standby tries to take the lease (takeover well within 10 s)."""
 MARK_EVERY_S = 0.1
 """Starts of one cycle recorded together at most this long after the first of them."""
+REST_SHARE = 0.5
+"""A requested cycle waits after the last one for this share of what that one cost: the
+loop decides at most two thirds of the time under a stream of submissions, and a job
+submitted just after a cycle began is decided by the one that begins 1.5 cycle lengths
+later (2 when the rest was as long as the cycle)."""
 MAX_REST_S = 0.5
 """The longest a requested cycle waits after the last one (a slow first cycle, still
 importing and warming up, must not delay the next start by as long)."""
@@ -251,15 +256,18 @@ class SchedulerLoop:
         already taken)."""
         if not self._cycle_requested:
             return self._poll_s
-        rest = min(self._last_cycle_cost, MAX_REST_S)
+        rest = self._rest_s()
         left = self._last_cycle_end + rest - self._clock()
         return max(0.0, min(self._poll_s, left))
+
+    def _rest_s(self) -> float:
+        return min(self._last_cycle_cost * REST_SHARE, MAX_REST_S)
 
     # ------------------------------------------------------------ one iteration
 
     def run_once(self, *, force_cycle: bool = True, throttle: bool = False) -> None:
         """One iteration. With ``throttle`` (the loop thread), a requested cycle waits
-        until as much time has passed since the last one as that one took (at most
+        until ``REST_SHARE`` of what the last one took has passed since it (at most
         ``MAX_REST_S``), so a long cycle (a deep queue) leaves the API time to answer;
         requests made meanwhile are coalesced into that next cycle. With ``throttle``
         the housekeeping (exits, max runtime, stop signals, node sync) also runs at most
@@ -280,7 +288,7 @@ class SchedulerLoop:
             self.signal_stops()
             self.prune_changes()
         now = self._clock()
-        rest = min(self._last_cycle_cost, MAX_REST_S)
+        rest = self._rest_s()
         rested = not throttle or now - self._last_cycle_end >= rest
         if (self._cycle_requested and rested) or now - self._last_cycle >= self._tick_s:
             self._cycle_requested = False
