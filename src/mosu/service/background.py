@@ -127,6 +127,9 @@ class SchedulerLoop:
         """Pending job id → 1-based position in the last cycle's order."""
         self.cycles = 0
         self.on_cycle: Callable[[float], None] = lambda _seconds: None
+        self.after_cycle: Callable[[], None] = lambda: None
+        """Told when a cycle is done, launches included (the scheduler process paces
+        its garbage collection by it: ``gc_pacing``)."""
         """Told each applied cycle's deciding time (metrics)."""
         self.on_phases: Callable[[dict[str, float]], None] = lambda _phases: None
         """Told the seconds each phase of a completed cycle took: load (the snapshot),
@@ -598,6 +601,7 @@ class SchedulerLoop:
                 "launch": time.perf_counter() - applied_at,
             }
         )
+        self.after_cycle()
 
     def _learn_spread(
         self, pending: tuple[Any, ...], result: CycleResult, started: list[int], now: float

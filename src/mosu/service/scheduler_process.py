@@ -84,6 +84,7 @@ def run_scheduler(
     settings: Settings, executor: Executor, ready: Ready, *, stop: threading.Event | None = None
 ) -> None:
     """The child's body: open the store, lead (or stand by), schedule until SIGTERM."""
+    from mosu.service.gc_pacing import GcPacer
     from mosu.service.metrics import ProcessMetrics
     from mosu.service.platform import Platform
     from mosu.service.scheduler_link import StatePublisher
@@ -100,6 +101,7 @@ def run_scheduler(
     metrics = ProcessMetrics()
     loop.on_cycle = metrics.observe_cycle
     loop.on_phases = metrics.observe_phases
+    loop.after_cycle = GcPacer().after_cycle
     loop.publisher = StatePublisher(platform.sessions)
     listener = listener_for_url(settings.sqlalchemy_url, loop.wake)
     platform.start_scheduler()
