@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -228,6 +229,30 @@ def test_notify_reaches_a_listener_on_another_connection() -> None:
                 waker.wake()
             assert woken.wait()
             assert 1 <= waker.sent <= 101  # coalesced while a notify was in flight
+        finally:
+            waker.close()
+            listener.stop()
+
+
+def test_a_stream_of_wakes_costs_one_notification_a_gap() -> None:
+    with fresh_postgres_database(postgres_url(), "mosu_wake") as url:
+        woken = Woken()
+        listener = PostgresListener(url, woken, timeout_s=0.2)
+        listener.start()
+        waker = PostgresWaker(url, gap_s=0.05)
+        try:
+            assert listener.listening.wait(10)
+            assert woken.wait()
+            began = time.monotonic()
+            while time.monotonic() - began < 0.5:
+                waker.wake()
+                time.sleep(0.001)
+            took = time.monotonic() - began
+            assert 1 <= waker.sent <= took / 0.05 + 2
+            time.sleep(0.2)
+            woken.event.clear()
+            waker.wake()
+            assert woken.wait(), "a wake after the stream is delivered"
         finally:
             waker.close()
             listener.stop()

@@ -58,6 +58,11 @@ SOCKET_NAME_MAX = 64
 """Longest socket file name: what follows ``/proc/self/fd/N/`` must fit ``sun_path`` too."""
 RETRY_S = 1.0
 """How soon a listener or waker that lost its connection tries again."""
+NOTIFY_GAP_S = 0.01
+"""The least time between two notifications of one waker: wakes meanwhile ride on the
+next one. Under a stream of submissions each wake otherwise costs a notification, the
+store's work on it and a turn of the scheduler's loop, while the loop acts at most once
+a rest after each cycle anyway."""
 
 
 class Waker(Protocol):
@@ -81,11 +86,12 @@ def _conninfo(url: str) -> str:
 
 class PostgresWaker:
     """``NOTIFY`` from a thread of its own: ``wake`` only sets a flag, so a burst of
-    submissions costs one notification per round trip, not one each, and a request
-    never waits on it."""
+    submissions costs one notification per round trip (and at most one a
+    ``NOTIFY_GAP_S``), not one each, and a request never waits on it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, gap_s: float = NOTIFY_GAP_S) -> None:
         self._conninfo = _conninfo(url)
+        self._gap_s = gap_s
         self._pending = threading.Event()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,6 +133,7 @@ class PostgresWaker:
                     )
                 conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
                 self.sent += 1
+                self._closed.wait(self._gap_s)
             except psycopg.Error as exc:
                 log.warning("could not notify the scheduler (%s); it will poll", type(exc).__name__)
                 if conn is not None:
