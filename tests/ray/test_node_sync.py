@@ -92,6 +92,25 @@ def test_discovered_nodes_are_registered_with_their_capacity(api, platform) -> N
     assert _nodes(api) == {"w0": ("ready", 4, "r0"), "w1": ("ready", 4, "r1")}
 
 
+@pytest.mark.parametrize(
+    ("change", "want_w0"),
+    [
+        ({}, ("ready", 4, "r0")),
+        ({"gpus": 8}, ("ready", 8, "r0")),
+        ({"rack": "r9"}, ("ready", 4, "r9")),
+        ({"state": NodeState.DOWN}, ("down", 4, "r0")),
+    ],
+    ids=["as it was", "more GPUs", "another rack", "reported down"],
+)
+def test_a_mirrored_node_follows_what_the_cluster_reports_next(
+    api, platform, executor: DiscoveringExecutor, change: dict, want_w0: tuple
+) -> None:
+    platform.loop.run_once()
+    executor.nodes = [replace(W0, **change), W1]
+    platform.loop.run_once()
+    assert _nodes(api) == {"w0": want_w0, "w1": ("ready", 4, "r1")}
+
+
 def test_mirrored_nodes_carry_their_vendor_to_the_store_and_each_launch(
     api, platform, executor: DiscoveringExecutor
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -86,41 +87,92 @@ def sync_cluster_nodes(session: Session, found: Sequence[NodeReport]) -> bool:
     now = time.time()
     seen = {r.node.name: r.node for r in found}
     stops = False
-    # One read of every row instead of one per node: a simulated cluster mirrors
-    # thousands of nodes every tick.
-    rows = {row.name: row for row in session.scalars(select(NodeRow))}
+    # One read of every row's columns, and an object only for a row that changes: a
+    # simulated cluster mirrors thousands of nodes every tick, nearly always as they are.
+    stored = {row.name: row for row in session.execute(select(*_MIRRORED))}
     for report in found:
         node = report.node
-        row = rows.get(node.name)
-        if row is None:
+        have = stored.get(node.name)
+        if have is None:
             if node.state == NodeState.DOWN:
                 continue
             row = NodeRow(name=node.name, state=NodeState.READY.value, created_at=now)
             session.add(row)
             session.add(EventRow(at=now, kind="node-registered", message=f"{node.name}: found"))
-        if node.state != NodeState.DOWN:
-            row.gpu_type, row.gpus = node.gpu_type, node.gpus
-            row.vendor = (report.vendor or vendor_of(node.gpu_type)).value
-            row.cpu_milli, row.mem_mib, row.gpu_mem_mib = (
-                node.cpu_milli,
-                node.mem_mib,
-                node.gpu_mem_mib,
-            )
-            row.zone, row.rack = node.zone, node.rack
-            if report.sandbox is not None:
-                row.sandbox = report.sandbox
-            if row.state == NodeState.DOWN.value:
-                row.state = NodeState.READY.value
-                session.add(EventRow(at=now, kind="node-ready", message=f"{node.name}: back"))
-    up = list(session.scalars(select(NodeRow).where(NodeRow.state != NodeState.DOWN.value)))
-    for row in up:
-        gone = seen.get(row.name)
+        elif node.state == NodeState.DOWN or _mirrors(have, report):
+            continue
+        else:
+            row = session.get_one(NodeRow, node.name)
+        row.gpu_type, row.gpus = node.gpu_type, node.gpus
+        row.vendor = (report.vendor or vendor_of(node.gpu_type)).value
+        row.cpu_milli, row.mem_mib, row.gpu_mem_mib = (
+            node.cpu_milli,
+            node.mem_mib,
+            node.gpu_mem_mib,
+        )
+        row.zone, row.rack = node.zone, node.rack
+        if report.sandbox is not None:
+            row.sandbox = report.sandbox
+        if row.state == NodeState.DOWN.value:
+            row.state = NodeState.READY.value
+            session.add(EventRow(at=now, kind="node-ready", message=f"{node.name}: back"))
+    for name, have in stored.items():
+        if have.state == NodeState.DOWN.value:
+            continue
+        gone = seen.get(name)
         if gone is None or gone.state == NodeState.DOWN:
+            row = session.get_one(NodeRow, name)
             row.state = NodeState.DOWN.value
             session.add(EventRow(at=now, kind="node-down", message=f"{row.name}: unreachable"))
             stops |= _stop_jobs_on(session, row.name, now)
     session.flush()
     return stops
+
+
+_MIRRORED = (
+    NodeRow.name,
+    NodeRow.state,
+    NodeRow.gpu_type,
+    NodeRow.gpus,
+    NodeRow.vendor,
+    NodeRow.cpu_milli,
+    NodeRow.mem_mib,
+    NodeRow.gpu_mem_mib,
+    NodeRow.zone,
+    NodeRow.rack,
+    NodeRow.sandbox,
+)
+
+
+def _mirrors(have: Any, report: NodeReport) -> bool:
+    """Whether a stored node (its ``_MIRRORED`` columns) is up and already says what a
+    live report says."""
+    node = report.node
+    vendor = (report.vendor or vendor_of(node.gpu_type)).value
+    return (
+        have.state != NodeState.DOWN.value
+        and (report.sandbox is None or have.sandbox == report.sandbox)
+        and (
+            have.gpu_type,
+            have.gpus,
+            have.vendor,
+            have.cpu_milli,
+            have.mem_mib,
+            have.gpu_mem_mib,
+            have.zone,
+            have.rack,
+        )
+        == (
+            node.gpu_type,
+            node.gpus,
+            vendor,
+            node.cpu_milli,
+            node.mem_mib,
+            node.gpu_mem_mib,
+            node.zone,
+            node.rack,
+        )
+    )
 
 
 def report_sandbox(session: Session, *, name: str, sandbox: str) -> None:
