@@ -336,8 +336,9 @@ def apply_decisions(
     # 2. Starts: pending → starting with one allocation row per replica. The engine
     # plans starts on capacity its preemptions free, but a victim holds its GPUs until
     # its processes exit (the grace period): such a start waits for a later cycle.
-    # Read only when something starts (most cycles of a full cluster start nothing).
-    free = _free_capacity(session) if result.starts else None
+    # Read only when something starts, and only for the nodes the starts are placed on.
+    targets = {rp.node for s in result.starts for rp in s.placement}
+    free = _free_capacity(session, targets) if targets else None
     for s in result.starts:
         row = current(s.job_id, (JobState.PENDING,))
         if row is None:
@@ -471,21 +472,25 @@ class _FreeCapacity:
         return True
 
 
-def _free_capacity(session: Session) -> _FreeCapacity:
-    # Columns, not ORM objects: a thousand nodes and their allocations, read each cycle
-    # that starts something.
+def _free_capacity(session: Session, names: set[str]) -> _FreeCapacity:
+    """What is free on the nodes ``names`` (a node not stored is not there: nothing fits
+    on it). Columns, not ORM objects."""
     nodes = NodeRow.__table__.c
     allocs = AllocationRow.__table__.c
+    wanted = sorted(names)
     free = _FreeCapacity(gpu_used={}, cpu_free={}, mem_free={}, gpus={}, gpu_types={})
     for n in session.execute(
-        select(nodes.name, nodes.gpu_type, nodes.gpus, nodes.cpu_milli, nodes.mem_mib)
+        select(nodes.name, nodes.gpu_type, nodes.gpus, nodes.cpu_milli, nodes.mem_mib).where(
+            nodes.name.in_(wanted)
+        )
     ):
         free.cpu_free[n.name] = n.cpu_milli
         free.mem_free[n.name] = n.mem_mib
         free.gpus[n.name] = n.gpus
         free.gpu_types[n.name] = n.gpu_type
     held = select(allocs.node, allocs.gpu_indices, allocs.gpu_milli, allocs.cpu_milli)
-    for a in session.execute(held.add_columns(allocs.mem_mib).where(allocs.released_at.is_(None))):
+    held = held.add_columns(allocs.mem_mib).where(allocs.node.in_(wanted))
+    for a in session.execute(held.where(allocs.released_at.is_(None))):
         for g in indices_of(a.gpu_indices):
             free.gpu_used[(a.node, g)] = free.gpu_used.get((a.node, g), 0) + a.gpu_milli
         if a.node in free.cpu_free:
