@@ -149,3 +149,36 @@ def test_a_requested_cycle_rests_half_as_long_as_the_last_one_took(
     before = loop.cycles
     loop.run_once(force_cycle=True, throttle=True)
     assert (loop.cycles == before + 1) is runs
+
+
+def test_a_pending_jobs_first_plan_is_remembered_with_its_size_and_taught_at_its_start(
+    platform: Platform, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from mosu.core.models import Job, Shape
+
+    loop = platform.loop
+    pending = (
+        Job(id="1", tenant="a", shape=Shape(gpus=2), replicas=2),
+        Job(id="2", tenant="a", shape=Shape(gpus=1)),
+    )
+
+    def decision(job_id: str, planned: float | None) -> SimpleNamespace:
+        return SimpleNamespace(job_id=job_id, planned_start_s=planned, basis="releases", reason="r")
+
+    first = SimpleNamespace(pending=[decision("1", 130.0), decision("2", None)], starts=[])
+    loop._learn_spread(pending, first, [], now=100.0)
+    assert loop._plans == {1: ("releases", "r", 30.0, 100.0, 4000)}
+    again = SimpleNamespace(pending=[decision("1", 150.0), decision("2", 160.0)], starts=[])
+    loop._learn_spread(pending, again, [], now=110.0)
+    assert loop._plans == {
+        1: ("releases", "r", 30.0, 100.0, 4000),  # the first plan is kept
+        2: ("releases", "r", 50.0, 110.0, 1000),
+    }
+    taught = []
+    monkeypatch.setattr(loop.start_estimates.spread, "observe", lambda *args: taught.append(args))
+    started = SimpleNamespace(pending=[], starts=[SimpleNamespace(job_id="2")])
+    loop._learn_spread(pending, started, [1], now=125.0)
+    assert taught == [("releases", "r", 4000, 30.0, 25.0)]
+    assert loop._plans == {2: ("releases", "r", 50.0, 110.0, 1000)}

@@ -614,17 +614,18 @@ class SchedulerLoop:
             if plan is not None:
                 basis, reason, planned_wait, at, milli = plan
                 spread.observe(basis, reason, milli, planned_wait, now - at)
-        milli = {platform_id(j.id): j.total_gpu_milli for j in pending}
+        jobs: dict[str, Any] | None = None  # by engine id, built once a new plan needs it
         for d in result.pending:
+            if d.planned_start_s is None or d.basis is None:
+                continue
             job_id = platform_id(d.job_id)
-            if job_id not in plans and d.planned_start_s is not None and d.basis is not None:
-                plans[job_id] = (
-                    d.basis,
-                    str(d.reason),
-                    d.planned_start_s - now,
-                    now,
-                    milli.get(job_id, 0),
-                )
+            if job_id in plans:
+                continue
+            if jobs is None:
+                jobs = {j.id: j for j in pending}
+            job = jobs.get(d.job_id)
+            milli = 0 if job is None else job.total_gpu_milli
+            plans[job_id] = (d.basis, str(d.reason), d.planned_start_s - now, now, milli)
         waiting = {platform_id(d.job_id) for d in (*result.pending, *result.starts)}
         for job_id in [k for k in plans if k not in waiting]:
             del plans[job_id]  # no longer pending (cancelled)
