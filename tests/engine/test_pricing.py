@@ -4,6 +4,7 @@ reports."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -18,10 +19,13 @@ NOW = 10_000.0
 FOUR = [node(f"n{i}", 8) for i in range(4)]
 NOBODY_GUARANTEED = [tenant("a", 0), tenant("b", 0)]
 AT_CHECKPOINT = replace(
-    build_profile("mosu"), reclaim_at_checkpoint=True, checkpoint_wait_min_gpus=8
+    build_profile("mosu"),
+    reclaim_at_checkpoint=True,
+    checkpoint_wait_min_gpus=8,
+    reclaim_wait_max_s=math.inf,
 )
 """mosu whose reclaim waits for its victims' next checkpoint when that is cheaper and
-a victim has 8 GPUs or more."""
+a victim has 8 GPUs or more, however far off the checkpoint."""
 
 
 def gang(since_checkpoint_s: float) -> Running:
@@ -151,6 +155,69 @@ PRICED = [
         want_preempt={"c1": PreemptReason.RECLAIM},
     ),
 ]
+
+
+def borrowing_gang(since_checkpoint_s: float) -> Running:
+    """b's 16-GPU gang filling both nodes of ``TWO`` on borrowed capacity, its last
+    checkpoint ``since_checkpoint_s`` ago (it checkpoints every hour)."""
+    started = NOW - 3_600.0 - since_checkpoint_s
+    return Running(job("g", 8, replicas=2, tenant="b"), started_s=started, checkpoint_every_s=3_600)
+
+
+TWO = [node("n0", 8), node("n1", 8)]
+A_OWED = [tenant("a", 8), tenant("b", 0)]
+
+# a is owed one GPU of its guarantee, held by b's gang: reclaim now costs the gang
+# 16 x (its time since the checkpoint + 60 s); waiting costs one idle GPU until then.
+WAIT_CAPPED = [
+    Scenario(
+        "the gang checkpoints in 600 s (mosu waits up to 900 s): a waits for it",
+        "mosu",
+        TWO,
+        A_OWED,
+        running=[borrowing_gang(3_000.0)],
+        pending=[job("a1", 1, tenant="a", t=1)],
+        now=NOW,
+        want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
+    ),
+    Scenario(
+        "the gang checkpoints in 2,600 s: the guarantee is paid now, not then",
+        "mosu",
+        TWO,
+        A_OWED,
+        running=[borrowing_gang(1_000.0)],
+        pending=[job("a1", 1, tenant="a", t=1)],
+        now=NOW,
+        want_starts=["a1"],
+        want_preempt={"g": PreemptReason.RECLAIM},
+    ),
+    Scenario(
+        "... where a reclaim with no longest wait waits for it",
+        replace(build_profile("mosu"), reclaim_wait_max_s=math.inf),
+        TWO,
+        A_OWED,
+        running=[borrowing_gang(1_000.0)],
+        pending=[job("a1", 1, tenant="a", t=1)],
+        now=NOW,
+        want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
+    ),
+]
+
+
+@pytest.mark.parametrize("s", WAIT_CAPPED, ids=lambda s: s.name)
+def test_reclaim_waits_at_most_the_longest_wait(s: Scenario) -> None:
+    result = run(s)
+    assert [st.job_id for st in result.starts] == s.want_starts
+    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
+    got_pending = {p.job_id: p.reason for p in result.pending}
+    for job_id, reason in s.want_pending.items():
+        assert got_pending.get(job_id) == reason, (job_id, got_pending)
+
+
+def test_a_capped_wait_asks_to_look_again_after_the_checkpoint() -> None:
+    assert run(WAIT_CAPPED[0]).wake_at_s == NOW + 600.0 + 1.0
+    assert run(WAIT_CAPPED[1]).wake_at_s is None
+    assert run(WAIT_CAPPED[2]).wake_at_s == NOW + 2_600.0 + 1.0
 
 
 @pytest.mark.parametrize("s", PRICED, ids=lambda s: s.name)

@@ -10,6 +10,7 @@ profile names its queue ordering and its placement from the one policy registry
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -130,6 +131,11 @@ class SchedulingProfile:
     many GPUs (a gang spanning nodes), where one checkpoint interval is worth most;
     waiting for smaller victims too cost the Philly benchmark more average JCT than
     mosu may give up (docs/scheduling.md)."""
+    reclaim_wait_max_s: float = math.inf
+    """``reclaim_at_checkpoint`` waits at most this long: a guarantee owed is paid
+    within it even when the victims' next checkpoint is further off. A gang that
+    checkpoints every two hours would otherwise hold a lab's guarantee for up to
+    that long; the wait saves GPU-time but leaves what is owed unpaid."""
     backfill_loss_gpu_s: float = 0.0
     """Preemptible backfill (0: off): a job whose preemption can lose at most this
     many GPU-seconds (its GPUs times its checkpoint interval, else its estimate, plus
@@ -253,6 +259,7 @@ def _mosu() -> SchedulingProfile:
         victim_order=VictimOrder.PRICED,
         price_preemption=True,
         reclaim_at_checkpoint=True,
+        reclaim_wait_max_s=900.0,
         backfill_loss_gpu_s=256 * 3_600.0,
     )
 
