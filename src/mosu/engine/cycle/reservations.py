@@ -85,6 +85,17 @@ def avoid_for(work: Work, job: Job) -> frozenset[int]:
     return found
 
 
+def expected_end_s(started_s: float, estimate_s: float, now: float) -> float:
+    """When a job started at ``started_s`` is expected to end: at its estimate, or,
+    once past it, after running as long again as it has run. Run times are
+    heavy-tailed, and the longer a job has run the longer it likely runs (the rule
+    start-time estimates follow, ``HistoryEstimator.runtime_after``). Taking an overrun
+    job to end at once planned a gang's reservation for now, so no job could be
+    backfilled onto its nodes while they stayed held for hours."""
+    end = started_s + estimate_s
+    return end if end > now else now + (now - started_s)
+
+
 def worst_loss_gpu_s(work: Work, job: Job) -> float:
     """The most GPU-time a preemption of ``job`` can throw away once started: its GPUs
     times its checkpoint interval (else its whole estimated run), plus a restart."""
@@ -136,7 +147,12 @@ def reserve(work: Work, job: Job) -> None:
     if work.memo.running_ends is None:
         default = work.profile.default_estimate_s
         work.memo.running_ends = [
-            (max(run.started_s + (d if (d := run.job.estimate_s) is not None else default), now), k)
+            (
+                expected_end_s(
+                    run.started_s, d if (d := run.job.estimate_s) is not None else default, now
+                ),
+                k,
+            )
             for k, run in work.running.items()
         ]
         work.memo.running_ends.sort()
