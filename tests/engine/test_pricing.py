@@ -260,3 +260,77 @@ def test_reserved_gpus_left_idle_are_reported() -> None:
     # Without the short job the two free GPUs of the held node stay idle.
     result = run(replace(s, pending=[j for j in s.pending if j.id != "a4"]))
     assert result.reservations == (Held("a1", 10_500.0, ("n0",), 2_000),)
+
+
+def hourly(job_id: str, gpus: int, replicas: int, since_checkpoint_s: float) -> Running:
+    """a's job of ``gpus`` x ``replicas`` GPUs, in the last LAS class, its last hourly
+    checkpoint ``since_checkpoint_s`` ago."""
+    return Running(
+        job(job_id, gpus, replicas=replicas, tenant="a"),
+        started_s=NOW - 3_600.0 - since_checkpoint_s,
+        checkpoint_every_s=3_600,
+    )
+
+
+SPARES_16 = replace(build_profile("mosu"), rank_spares_gpus=16)
+"""mosu whose rank preemption never takes a job of 16 GPUs or more."""
+A_ONLY = [tenant("a", 32), tenant("b", 0)]
+# a's 16-GPU gang g (10 s past its checkpoint: 16 x 70 GPU-s to preempt) and its 8-GPU
+# job s1 (1,000 s past: 8 x 1,060) fill three nodes; a's fresh 8-GPU job a2 ranks
+# better than both.
+THREE = [node(f"n{i}", 8) for i in range(3)]
+SPARED = [
+    Scenario(
+        "rank preemption takes the cheapest victim, the gang just past its checkpoint",
+        replace(SPARES_16, rank_spares_gpus=0),
+        THREE,
+        A_ONLY,
+        running=[hourly("g", 8, 2, 10.0), hourly("s1", 8, 1, 1_000.0)],
+        pending=[job("a2", 8, tenant="a", t=1, estimate=3_600)],
+        now=NOW,
+        want_starts=["a2"],
+        want_preempt={"g": PreemptReason.PRIORITY},
+    ),
+    Scenario(
+        "... but spares a gang of 16 GPUs or more, taking the dearer small job",
+        SPARES_16,
+        THREE,
+        A_ONLY,
+        running=[hourly("g", 8, 2, 10.0), hourly("s1", 8, 1, 1_000.0)],
+        pending=[job("a2", 8, tenant="a", t=1, estimate=3_600)],
+        now=NOW,
+        want_starts=["a2"],
+        want_preempt={"s1": PreemptReason.PRIORITY},
+    ),
+    Scenario(
+        "... and leaves the job waiting when only gangs rank worse",
+        SPARES_16,
+        THREE,
+        A_ONLY,
+        running=[hourly("g", 8, 2, 10.0), Running(job("s0", 8, tenant="a"), NOW - 100.0)],
+        pending=[job("a2", 8, tenant="a", t=1, estimate=3_600)],
+        now=NOW,
+        want_pending={"a2": PendingReason.WAITING_FOR_GUARANTEE},
+    ),
+    Scenario(
+        "... while a guarantee owed still reclaims a borrowing gang",
+        replace(SPARES_16, reclaim_at_checkpoint=False),
+        TWO,
+        A_OWED,
+        running=[borrowing_gang(1_000.0)],
+        pending=[job("a1", 1, tenant="a", t=1)],
+        now=NOW,
+        want_starts=["a1"],
+        want_preempt={"g": PreemptReason.RECLAIM},
+    ),
+]
+
+
+@pytest.mark.parametrize("s", SPARED, ids=lambda s: s.name)
+def test_rank_preemption_spares_gangs(s: Scenario) -> None:
+    result = run(s)
+    assert [st.job_id for st in result.starts] == s.want_starts
+    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
+    got_pending = {p.job_id: p.reason for p in result.pending}
+    for job_id, reason in s.want_pending.items():
+        assert got_pending.get(job_id) == reason, (job_id, got_pending)

@@ -136,6 +136,14 @@ class SchedulingProfile:
     within it even when the victims' next checkpoint is further off. A gang that
     checkpoints every two hours would otherwise hold a lab's guarantee for up to
     that long; the wait saves GPU-time but leaves what is owed unpaid."""
+    rank_spares_gpus: int = 0
+    """Rank preemption never takes a job of this many GPUs or more (0: any may go).
+    Under 2D-LAS a gang of hundreds of GPUs falls to the last class within minutes
+    of starting, while a waiting gang stays in the first until it runs: preempting
+    one gang for another by class is newest-first among gangs, says nothing about
+    which ends sooner, and throws away up to a checkpoint interval on hundreds of
+    GPUs each time. Such gangs still give way to a guarantee owed (reclaim) and to a
+    larger gang taking back preemptible backfill."""
     backfill_loss_gpu_s: float = 0.0
     """Preemptible backfill (0: off): a job whose preemption can lose at most this
     many GPU-seconds (its GPUs times its checkpoint interval, else its estimate, plus
@@ -260,6 +268,7 @@ def _mosu() -> SchedulingProfile:
         price_preemption=True,
         reclaim_at_checkpoint=True,
         reclaim_wait_max_s=900.0,
+        rank_spares_gpus=64,
         backfill_loss_gpu_s=256 * 3_600.0,
     )
 
