@@ -136,6 +136,12 @@ class SchedulingProfile:
     within it even when the victims' next checkpoint is further off. A gang that
     checkpoints every two hours would otherwise hold a lab's guarantee for up to
     that long; the wait saves GPU-time but leaves what is owed unpaid."""
+    reclaim_wait_max_gpu_s: float = 0.0
+    """... except that a job whose GPUs idle until the checkpoint come to at most this
+    many GPU-seconds waits for it however far off: what the wait leaves unpaid is
+    that little, while stopping a gang mid-interval for it throws away up to an
+    interval on hundreds of GPUs. A one-GPU job waits out a two-hour interval; a
+    256-GPU one waits at most ``reclaim_wait_max_s``."""
     rank_spares_gpus: int = 0
     """Rank preemption never takes a job of this many GPUs or more (0: any may go).
     Under 2D-LAS a gang of hundreds of GPUs falls to the last class within minutes
@@ -268,6 +274,7 @@ def _mosu() -> SchedulingProfile:
         price_preemption=True,
         reclaim_at_checkpoint=True,
         reclaim_wait_max_s=900.0,
+        reclaim_wait_max_gpu_s=8 * 3_600.0,
         rank_spares_gpus=64,
         backfill_loss_gpu_s=256 * 3_600.0,
     )

@@ -74,7 +74,8 @@ def defer_reclaim_s(work: Work, job: Job, victims: Sequence[Victim]) -> float | 
     """The time to reclaim for ``job`` at the victims' next checkpoints instead of now,
     when that is the cheaper way to pay the guarantee (the job's GPUs idle meanwhile
     cost less than the work the victims would lose now) and comes within the
-    profile's longest wait. None: reclaim now."""
+    profile's longest wait (``reclaim_wait_max_s``, or ``reclaim_wait_max_gpu_s`` of
+    the job's GPUs idle). None: reclaim now."""
     profile = work.profile
     if not (profile.price_preemption and profile.reclaim_at_checkpoint) or not victims:
         return None
@@ -82,7 +83,10 @@ def defer_reclaim_s(work: Work, job: Job, victims: Sequence[Victim]) -> float | 
     if all(v.gpu_milli < least for v in victims):
         return None
     wait = checkpoints_in_s(work, victims)
-    if wait is None or wait > profile.reclaim_wait_max_s:
+    if wait is None or (
+        wait > profile.reclaim_wait_max_s
+        and wait * job.total_gpu_milli / GPU_MILLI > profile.reclaim_wait_max_gpu_s
+    ):
         return None
     later = job.total_gpu_milli / GPU_MILLI * wait + cost_after_gpu_s(work, victims, wait)
     if later >= plan_cost_gpu_s(work, victims):
