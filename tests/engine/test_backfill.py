@@ -193,12 +193,35 @@ OVERRUN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("s", OVERRUN_CASES, ids=lambda s: s.name)
-def test_a_job_past_its_estimate_is_planned_to_run_as_long_again(s: Scenario) -> None:
+SMALL_END_AT_ONCE = replace(build_profile("fifo-backfill"), overrun_min_gpus=8)
+"""Only jobs of 8 GPUs or more past their estimate are planned to run as long again."""
+OVERRUN_CASES.append(
+    Scenario(
+        "a 4-GPU job past its estimate is planned to end at once where only gangs of 8 "
+        "GPUs or more overrun: the reservation begins now and nothing is backfilled",
+        SMALL_END_AT_ONCE,
+        pending=[job("big", 8, tenant="a", t=1), job("s", 4, tenant="a", t=2, estimate=1_500)],
+        want_pending={
+            "big": PendingReason.RESERVED,
+            "s": PendingReason.BLOCKED_BY_RESERVATION,
+        },
+        **OVERRUN,
+    )
+)
+HELD_FROM = [NOW + 2_000.0, NOW + 2_000.0, NOW]
+
+
+@pytest.mark.parametrize(
+    ("s", "held_from"),
+    [pytest.param(s, t, id=s.name) for s, t in zip(OVERRUN_CASES, HELD_FROM, strict=True)],
+)
+def test_a_job_past_its_estimate_is_planned_to_run_as_long_again(
+    s: Scenario, held_from: float
+) -> None:
     result = run(s)
     assert [st.job_id for st in result.starts] == s.want_starts
     assert result.preemptions == ()
     pending = {p.job_id: p.reason for p in result.pending}
     assert pending == s.want_pending
     held = {h.job_id: (h.start_s, h.nodes) for h in result.reservations}
-    assert held == {"big": (NOW + 2_000.0, ("n0",))}
+    assert held == {"big": (held_from, ("n0",))}

@@ -150,6 +150,12 @@ class SchedulingProfile:
     which ends sooner, and throws away up to a checkpoint interval on hundreds of
     GPUs each time. Such gangs still give way to a guarantee owed (reclaim) and to a
     larger gang taking back preemptible backfill."""
+    overrun_min_gpus: int = 0
+    """Backfill plans a running job of at least this many GPUs that is past its
+    estimate to run as long again as it has run, and a smaller one to end at once.
+    A gang's history estimate comes from few runs of its size, or from its tenant's
+    runs of every size (mostly short), so gangs overrun it by far; a small job's
+    estimate rests on many runs like it."""
     backfill_loss_gpu_s: float = 0.0
     """Preemptible backfill (0: off): a job whose preemption can lose at most this
     many GPU-seconds (its GPUs times its checkpoint interval, else its estimate, plus
@@ -276,6 +282,7 @@ def _mosu() -> SchedulingProfile:
         reclaim_wait_max_s=900.0,
         reclaim_wait_max_gpu_s=8 * 3_600.0,
         rank_spares_gpus=64,
+        overrun_min_gpus=16,
         backfill_loss_gpu_s=256 * 3_600.0,
     )
 

@@ -85,15 +85,20 @@ def avoid_for(work: Work, job: Job) -> frozenset[int]:
     return found
 
 
-def expected_end_s(started_s: float, estimate_s: float, now: float) -> float:
+def expected_end_s(
+    started_s: float, estimate_s: float, now: float, *, overruns: bool = True
+) -> float:
     """When a job started at ``started_s`` is expected to end: at its estimate, or,
-    once past it, after running as long again as it has run. Run times are
-    heavy-tailed, and the longer a job has run the longer it likely runs (the rule
-    start-time estimates follow, ``HistoryEstimator.runtime_after``). Taking an overrun
-    job to end at once planned a gang's reservation for now, so no job could be
-    backfilled onto its nodes while they stayed held for hours."""
+    once past it, after running as long again as it has run (``overruns``; else at
+    once). Run times are heavy-tailed, and the longer a job has run the longer it
+    likely runs (the rule start-time estimates follow,
+    ``HistoryEstimator.runtime_after``). Taking an overrun gang to end at once
+    planned the reservation of the gang waiting for its nodes for now, so no job
+    could be backfilled onto them while they stayed held for hours."""
     end = started_s + estimate_s
-    return end if end > now else now + (now - started_s)
+    if end > now or not overruns:
+        return max(end, now)
+    return now + (now - started_s)
 
 
 def worst_loss_gpu_s(work: Work, job: Job) -> float:
@@ -146,10 +151,14 @@ def reserve(work: Work, job: Job) -> None:
     now = work.now
     if work.memo.running_ends is None:
         default = work.profile.default_estimate_s
+        least = work.profile.overrun_min_gpus * GPU_MILLI
         work.memo.running_ends = [
             (
                 expected_end_s(
-                    run.started_s, d if (d := run.job.estimate_s) is not None else default, now
+                    run.started_s,
+                    d if (d := run.job.estimate_s) is not None else default,
+                    now,
+                    overruns=run.job.total_gpu_milli >= least,
                 ),
                 k,
             )
