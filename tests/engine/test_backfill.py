@@ -171,10 +171,12 @@ OVERRUN = dict(
     ],
     now=NOW,
 )
+OVERRUNS = replace(build_profile("fifo-backfill"), overrun_min_gpus=0)
+"""fifo-backfill planning every job past its estimate to run as long again."""
 OVERRUN_CASES = [
     Scenario(
         "a job that ends before the overrun job would is backfilled beside it",
-        "fifo-backfill",
+        OVERRUNS,
         pending=[job("big", 8, tenant="a", t=1), job("s", 4, tenant="a", t=2, estimate=1_500)],
         want_starts=["s"],
         want_pending={"big": PendingReason.RESERVED},
@@ -182,7 +184,7 @@ OVERRUN_CASES = [
     ),
     Scenario(
         "one that would run past it is not",
-        "fifo-backfill",
+        OVERRUNS,
         pending=[job("big", 8, tenant="a", t=1), job("s", 4, tenant="a", t=2, estimate=2_500)],
         want_pending={
             "big": PendingReason.RESERVED,
@@ -193,7 +195,7 @@ OVERRUN_CASES = [
 ]
 
 
-SMALL_END_AT_ONCE = replace(build_profile("fifo-backfill"), overrun_min_gpus=8)
+SMALL_END_AT_ONCE = replace(OVERRUNS, overrun_min_gpus=8)
 """Only jobs of 8 GPUs or more past their estimate are planned to run as long again."""
 OVERRUN_CASES.append(
     Scenario(
@@ -208,7 +210,14 @@ OVERRUN_CASES.append(
         **OVERRUN,
     )
 )
-HELD_FROM = [NOW + 2_000.0, NOW + 2_000.0, NOW]
+OVERRUN_CASES.append(
+    replace(
+        OVERRUN_CASES[-1],
+        name="as every job is where no job is planned to overrun (fifo-backfill)",
+        profile="fifo-backfill",
+    )
+)
+HELD_FROM = [NOW + 2_000.0, NOW + 2_000.0, NOW, NOW]
 
 
 @pytest.mark.parametrize(

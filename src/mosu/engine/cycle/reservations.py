@@ -8,7 +8,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mosu.core.models import GPU_MILLI, Job, RunningJob, Shape
-from mosu.engine.cycle.work import Outcome, Reservation, Work, types_of
+from mosu.engine.cycle.work import INF, Outcome, Reservation, Work, types_of
 from mosu.engine.placement.base import Candidates, PlacementPolicy, place_job
 from mosu.engine.state import ClusterState
 
@@ -151,7 +151,8 @@ def reserve(work: Work, job: Job) -> None:
     now = work.now
     if work.memo.running_ends is None:
         default = work.profile.default_estimate_s
-        least = work.profile.overrun_min_gpus * GPU_MILLI
+        fewest = work.profile.overrun_min_gpus
+        least = INF if fewest is None else fewest * GPU_MILLI
         work.memo.running_ends = [
             (
                 expected_end_s(
