@@ -157,3 +157,80 @@ def test_a_gang_takes_back_at_the_victims_checkpoints_when_that_is_cheaper() -> 
         "s1": PreemptReason.BACKFILL,
         "s2": PreemptReason.BACKFILL,
     }
+
+
+# a holds n0 with a 4-GPU job 2,000 s into a 1,000 s estimate (so expected to run
+# 2,000 s more) and n1 with a job expected to run 9,900 s more; a's 8-GPU job is held
+# n0 from when the overrun job ends.
+OVERRUN = dict(
+    nodes=[node("n0", 8), node("n1", 8)],
+    tenants=[tenant("a", 32)],
+    running=[
+        Running(job("r1", 4, tenant="a", estimate=1_000), started_s=NOW - 2_000),
+        Running(job("r2", 8, tenant="a", estimate=10_000), started_s=NOW - 100),
+    ],
+    now=NOW,
+)
+OVERRUNS = replace(build_profile("fifo-backfill"), overrun_min_gpus=0)
+"""fifo-backfill planning every job past its estimate to run as long again."""
+OVERRUN_CASES = [
+    Scenario(
+        "a job that ends before the overrun job would is backfilled beside it",
+        OVERRUNS,
+        pending=[job("big", 8, tenant="a", t=1), job("s", 4, tenant="a", t=2, estimate=1_500)],
+        want_starts=["s"],
+        want_pending={"big": PendingReason.RESERVED},
+        **OVERRUN,
+    ),
+    Scenario(
+        "one that would run past it is not",
+        OVERRUNS,
+        pending=[job("big", 8, tenant="a", t=1), job("s", 4, tenant="a", t=2, estimate=2_500)],
+        want_pending={
+            "big": PendingReason.RESERVED,
+            "s": PendingReason.BLOCKED_BY_RESERVATION,
+        },
+        **OVERRUN,
+    ),
+]
+
+
+SMALL_END_AT_ONCE = replace(OVERRUNS, overrun_min_gpus=8)
+"""Only jobs of 8 GPUs or more past their estimate are planned to run as long again."""
+OVERRUN_CASES.append(
+    Scenario(
+        "a 4-GPU job past its estimate is planned to end at once where only gangs of 8 "
+        "GPUs or more overrun: the reservation begins now and nothing is backfilled",
+        SMALL_END_AT_ONCE,
+        pending=[job("big", 8, tenant="a", t=1), job("s", 4, tenant="a", t=2, estimate=1_500)],
+        want_pending={
+            "big": PendingReason.RESERVED,
+            "s": PendingReason.BLOCKED_BY_RESERVATION,
+        },
+        **OVERRUN,
+    )
+)
+OVERRUN_CASES.append(
+    replace(
+        OVERRUN_CASES[-1],
+        name="as every job is where no job is planned to overrun (fifo-backfill)",
+        profile="fifo-backfill",
+    )
+)
+HELD_FROM = [NOW + 2_000.0, NOW + 2_000.0, NOW, NOW]
+
+
+@pytest.mark.parametrize(
+    ("s", "held_from"),
+    [pytest.param(s, t, id=s.name) for s, t in zip(OVERRUN_CASES, HELD_FROM, strict=True)],
+)
+def test_a_job_past_its_estimate_is_planned_to_run_as_long_again(
+    s: Scenario, held_from: float
+) -> None:
+    result = run(s)
+    assert [st.job_id for st in result.starts] == s.want_starts
+    assert result.preemptions == ()
+    pending = {p.job_id: p.reason for p in result.pending}
+    assert pending == s.want_pending
+    held = {h.job_id: (h.start_s, h.nodes) for h in result.reservations}
+    assert held == {"big": (held_from, ("n0",))}

@@ -10,6 +10,7 @@ profile names its queue ordering and its placement from the one policy registry
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -130,6 +131,32 @@ class SchedulingProfile:
     many GPUs (a gang spanning nodes), where one checkpoint interval is worth most;
     waiting for smaller victims too cost the Philly benchmark more average JCT than
     mosu may give up (docs/scheduling.md)."""
+    reclaim_wait_max_s: float = math.inf
+    """``reclaim_at_checkpoint`` waits at most this long: a guarantee owed is paid
+    within it even when the victims' next checkpoint is further off. A gang that
+    checkpoints every two hours would otherwise hold a lab's guarantee for up to
+    that long; the wait saves GPU-time but leaves what is owed unpaid."""
+    reclaim_wait_max_gpu_s: float = 0.0
+    """... except that a job whose GPUs idle until the checkpoint come to at most this
+    many GPU-seconds waits for it however far off: what the wait leaves unpaid is
+    that little, while stopping a gang mid-interval for it throws away up to an
+    interval on hundreds of GPUs. A one-GPU job waits out a two-hour interval; a
+    256-GPU one waits at most ``reclaim_wait_max_s``."""
+    rank_spares_gpus: int = 0
+    """Rank preemption never takes a job of this many GPUs or more (0: any may go).
+    Under 2D-LAS a gang of hundreds of GPUs falls to the last class within minutes
+    of starting, while a waiting gang stays in the first until it runs: preempting
+    one gang for another by class is newest-first among gangs, says nothing about
+    which ends sooner, and throws away up to a checkpoint interval on hundreds of
+    GPUs each time. Such gangs still give way to a guarantee owed (reclaim) and to a
+    larger gang taking back preemptible backfill."""
+    overrun_min_gpus: int | None = None
+    """Backfill plans a running job of at least this many GPUs that is past its
+    estimate to run as long again as it has run, and a smaller one (any job: None)
+    to end at once.
+    A gang's history estimate comes from few runs of its size, or from its tenant's
+    runs of every size (mostly short), so gangs overrun it by far; a small job's
+    estimate rests on many runs like it."""
     backfill_loss_gpu_s: float = 0.0
     """Preemptible backfill (0: off): a job whose preemption can lose at most this
     many GPU-seconds (its GPUs times its checkpoint interval, else its estimate, plus
@@ -253,6 +280,10 @@ def _mosu() -> SchedulingProfile:
         victim_order=VictimOrder.PRICED,
         price_preemption=True,
         reclaim_at_checkpoint=True,
+        reclaim_wait_max_s=900.0,
+        reclaim_wait_max_gpu_s=8 * 3_600.0,
+        rank_spares_gpus=64,
+        overrun_min_gpus=16,
         backfill_loss_gpu_s=256 * 3_600.0,
     )
 

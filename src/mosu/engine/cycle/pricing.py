@@ -72,8 +72,10 @@ def cost_after_gpu_s(work: Work, victims: Sequence[Victim], wait_s: float) -> fl
 
 def defer_reclaim_s(work: Work, job: Job, victims: Sequence[Victim]) -> float | None:
     """The time to reclaim for ``job`` at the victims' next checkpoints instead of now,
-    when that is the cheaper way to pay the guarantee: the job's GPUs idle meanwhile
-    cost less than the work the victims would lose now. None: reclaim now."""
+    when that is the cheaper way to pay the guarantee (the job's GPUs idle meanwhile
+    cost less than the work the victims would lose now) and comes within the
+    profile's longest wait (``reclaim_wait_max_s``, or ``reclaim_wait_max_gpu_s`` of
+    the job's GPUs idle). None: reclaim now."""
     profile = work.profile
     if not (profile.price_preemption and profile.reclaim_at_checkpoint) or not victims:
         return None
@@ -81,7 +83,10 @@ def defer_reclaim_s(work: Work, job: Job, victims: Sequence[Victim]) -> float | 
     if all(v.gpu_milli < least for v in victims):
         return None
     wait = checkpoints_in_s(work, victims)
-    if wait is None:
+    if wait is None or (
+        wait > profile.reclaim_wait_max_s
+        and wait * job.total_gpu_milli / GPU_MILLI > profile.reclaim_wait_max_gpu_s
+    ):
         return None
     later = job.total_gpu_milli / GPU_MILLI * wait + cost_after_gpu_s(work, victims, wait)
     if later >= plan_cost_gpu_s(work, victims):

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mosu.core.models import Job, Placement
+from mosu.core.models import GPU_MILLI, Job, Placement
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.pricing import cheaper_at_s, wake_at, worth_preempting
 from mosu.engine.cycle.ranks import running_class_map
@@ -160,6 +160,8 @@ def _preempt_for(
             dtype=np.int64,
         ).reshape(len(cols.tenant_names), len(cols.type_names))
         mask &= own | (amounts[cols.tenant, cols.gpu_type] >= cols.milli)
+    if work.profile.rank_spares_gpus > 0:
+        mask &= cols.milli < work.profile.rank_spares_gpus * GPU_MILLI
     running = work.running
     ids = cols.ids
     candidates = [

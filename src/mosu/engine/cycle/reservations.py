@@ -8,7 +8,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mosu.core.models import GPU_MILLI, Job, RunningJob, Shape
-from mosu.engine.cycle.work import Outcome, Reservation, Work, types_of
+from mosu.engine.cycle.work import INF, Outcome, Reservation, Work, types_of
 from mosu.engine.placement.base import Candidates, PlacementPolicy, place_job
 from mosu.engine.state import ClusterState
 
@@ -85,6 +85,22 @@ def avoid_for(work: Work, job: Job) -> frozenset[int]:
     return found
 
 
+def expected_end_s(
+    started_s: float, estimate_s: float, now: float, *, overruns: bool = True
+) -> float:
+    """When a job started at ``started_s`` is expected to end: at its estimate, or,
+    once past it, after running as long again as it has run (``overruns``; else at
+    once). Run times are heavy-tailed, and the longer a job has run the longer it
+    likely runs (the rule start-time estimates follow,
+    ``HistoryEstimator.runtime_after``). Taking an overrun gang to end at once
+    planned the reservation of the gang waiting for its nodes for now, so no job
+    could be backfilled onto them while they stayed held for hours."""
+    end = started_s + estimate_s
+    if end > now or not overruns:
+        return max(end, now)
+    return now + (now - started_s)
+
+
 def worst_loss_gpu_s(work: Work, job: Job) -> float:
     """The most GPU-time a preemption of ``job`` can throw away once started: its GPUs
     times its checkpoint interval (else its whole estimated run), plus a restart."""
@@ -135,8 +151,18 @@ def reserve(work: Work, job: Job) -> None:
     now = work.now
     if work.memo.running_ends is None:
         default = work.profile.default_estimate_s
+        fewest = work.profile.overrun_min_gpus
+        least = INF if fewest is None else fewest * GPU_MILLI
         work.memo.running_ends = [
-            (max(run.started_s + (d if (d := run.job.estimate_s) is not None else default), now), k)
+            (
+                expected_end_s(
+                    run.started_s,
+                    d if (d := run.job.estimate_s) is not None else default,
+                    now,
+                    overruns=run.job.total_gpu_milli >= least,
+                ),
+                k,
+            )
             for k, run in work.running.items()
         ]
         work.memo.running_ends.sort()
