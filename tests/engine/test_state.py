@@ -115,3 +115,69 @@ def test_content_hash_and_free_follow_the_free_capacity_of_schedulable_nodes() -
     assert state.free_milli == 8_000
     state.set_schedulable("n1", True)
     assert state.free_milli == 16_000
+
+
+_LOADS = [
+    # (name, holdings): every kind of replica a cycle loads, across nodes and racks
+    ("whole GPUs", [("a", (ReplicaPlacement("n0", (0, 1)),))]),
+    ("a share", [("a", (ReplicaPlacement("n1", (2,), 300, cpu_milli=500, mem_mib=64),))]),
+    (
+        "a gang over two nodes",
+        [("g", (ReplicaPlacement("n0", (0, 1, 2)), ReplicaPlacement("n2", (0, 1, 2))))],
+    ),
+    (
+        "shares stacked on one GPU, CPU-only and a drained node",
+        [
+            ("s1", (ReplicaPlacement("n1", (0,), 400),)),
+            ("s2", (ReplicaPlacement("n1", (0,), 600, cpu_milli=1000),)),
+            ("c", (ReplicaPlacement("n2", (), 0, cpu_milli=2000, mem_mib=128),)),
+            ("d", (ReplicaPlacement("n3", (1, 3)),)),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "holdings"), _LOADS, ids=[n for n, _ in _LOADS])
+def test_load_is_assigning_each_then_committing(
+    name: str, holdings: list[tuple[str, tuple[ReplicaPlacement, ...]]]
+) -> None:
+    def fresh() -> ClusterState:
+        nodes = [node(f"n{i}", 4, cpu=8000, mem=1000, rack=f"r{i // 2}") for i in range(4)]
+        state = ClusterState(nodes)
+        state.set_schedulable("n3", False)
+        return state
+
+    one_by_one, loaded = fresh(), fresh()
+    for job_id, placement in holdings:
+        one_by_one.assign(job_id, placement)
+    one_by_one.commit()
+    loaded.load(holdings)
+    for attr in (
+        "gpu_free",
+        "cpu_free",
+        "mem_free",
+        "full_free",
+        "rack_free_gpus",
+        "holdings",
+        "allocated_milli",
+        "free_milli",
+        "content_hash",
+    ):
+        assert getattr(loaded, attr) == getattr(one_by_one, attr), attr
+    assert loaded.checkpoint() == one_by_one.checkpoint() == 0
+    a, b = one_by_one.cols, loaded.cols
+    assert a.tag_index == b.tag_index
+    for column in ("cpu_free", "mem_free", "gpu_free", "full_free", "free_total", "max_free"):
+        assert (getattr(a, column) == getattr(b, column)).all(), column
+    assert (a.tags == b.tags).all() and (a.node_version == b.node_version).all()
+
+
+def test_load_refuses_an_overcommitted_gpu() -> None:
+    state = ClusterState([node("n0", 2)])
+    with pytest.raises(ValueError, match="no room"):
+        state.load(
+            [
+                ("a", (ReplicaPlacement("n0", (0,), 700),)),
+                ("b", (ReplicaPlacement("n0", (0,), 400),)),
+            ]
+        )

@@ -180,6 +180,77 @@ class ClusterState:
         self.holdings[job_id] = placement
         self._undo.append(_Undo(job_id, placement, True))
 
+    def load(self, holdings: Iterable[tuple[str, Placement]]) -> None:
+        """``assign`` each (job, placement) in turn, then ``commit``: the same state,
+        with the node columns and hashes written once per node rather than once per
+        replica (a cycle opens by loading every running job). Raises as ``assign``
+        would; the state is then unusable."""
+        index_of, gpu_free, cpu_free, mem_free = (
+            self.index_of,
+            self.gpu_free,
+            self.cpu_free,
+            self.mem_free,
+        )
+        full_free, schedulable, nodes = self.full_free, self.schedulable, self.nodes
+        rack_free, own = self.rack_free_gpus, self.holdings
+        c = self.cols
+        applied: dict[int, int] = {}
+        tagged: dict[tuple[int, int], int] = {}
+        allocated = freed = 0
+        for job_id, placement in holdings:
+            if job_id in own:
+                raise ValueError(f"job {job_id!r} already holds an allocation")
+            for rp in placement:
+                i = index_of[rp.node]
+                free = gpu_free[i]
+                indices, milli = rp.gpu_indices, rp.gpu_milli
+                for g in indices:
+                    if not 0 <= g < len(free) or free[g] < milli:
+                        raise ValueError(f"GPU {g} of node {rp.node!r} has no room for {milli}")
+                if len(indices) > 1 and len(set(indices)) != len(indices):
+                    raise ValueError(f"replica on {rp.node!r} names a GPU twice")
+                if cpu_free[i] < rp.cpu_milli or mem_free[i] < rp.mem_mib:
+                    raise ValueError(f"node {rp.node!r} has no CPU or memory room for the replica")
+                for g in indices:
+                    free[g] -= milli
+                cpu_free[i] -= rp.cpu_milli
+                mem_free[i] -= rp.mem_mib
+                was = full_free[i]
+                full = full_free[i] = free.count(GPU_MILLI)
+                if full != was and schedulable[i]:
+                    rack_free[nodes[i].rack] += full - was
+                n = len(indices)
+                key = (n, n == 1 and milli < GPU_MILLI)
+                col = c.tag_index.get(key)
+                if col is None:
+                    col = c.tag_column(*key)
+                tagged[(i, col)] = tagged.get((i, col), 0) + 1
+                applied[i] = applied.get(i, 0) + 1
+                allocated += milli * n
+                if schedulable[i]:
+                    freed += milli * n
+            own[job_id] = placement
+        self.allocated_milli += allocated
+        self.free_milli -= freed
+        self._undo.clear()
+        if not applied:
+            return
+        touched = np.fromiter(applied, dtype=np.int64, count=len(applied))
+        rows = touched.tolist()
+        c.cpu_free[touched] = [cpu_free[i] for i in rows]
+        c.mem_free[touched] = [mem_free[i] for i in rows]
+        c.full_free[touched] = [full_free[i] for i in rows]
+        c.node_version[touched] += np.fromiter(applied.values(), dtype=np.int64)
+        for i in rows:
+            free = gpu_free[i]
+            if free:
+                c.gpu_free[i, : len(free)] = free
+                c.free_total[i] = sum(free)
+                c.max_free[i] = max(free)
+            self._rehash(i)
+        for (i, col), count in tagged.items():
+            c.tags[i, col] += count
+
     def release(self, job_id: str) -> Placement:
         """Give back everything ``job_id`` holds."""
         placement = self.holdings.pop(job_id)

@@ -50,6 +50,9 @@ def schedule(snapshot: ClusterSnapshot, profile: SchedulingProfile) -> CycleResu
     the same history: a placement that learns the task mix (``fgd``, ``mosu`` in a
     profile) carries what earlier cycles showed it."""
     work = open_cycle(snapshot, profile)  # 1
+    # Only a caller's state must be left as it was; one built for this cycle is
+    # dropped with it, and undoing every change made to it would be wasted work.
+    shared = snapshot.base_state is not None
     cp = work.state.checkpoint()
     try:
         order_queues(work)  # 2
@@ -69,7 +72,8 @@ def schedule(snapshot: ClusterSnapshot, profile: SchedulingProfile) -> CycleResu
             preempt_by_rank(work)  # 6
         return close_cycle(work)  # 7
     finally:
-        work.state.rollback(cp)
+        if shared:
+            work.state.rollback(cp)
         # The victim index refers back to the working state: without it the cycle's
         # working objects are freed as it returns, not left for the cyclic collector.
         work.memo.victim_index = None

@@ -26,6 +26,7 @@ import bisect
 import heapq
 import itertools
 import math
+from collections.abc import Container
 from dataclasses import dataclass
 
 from mosu.core.models import Job
@@ -77,10 +78,11 @@ class StartPlanner:
         self._ahead: dict[str, int] | None = None
         self._pools: dict[_PoolKey, list[Job]] | None = None
         # Each pending job's pool and its place there (``_place_in_pool``), in two maps:
-        # one pair per job would be 100,000 objects more at a large queue.
+        # one pair per job would be 100,000 objects more at a large queue. Only jobs
+        # at most ``MAX_SHADOW_AHEAD`` from the head of their pool are in them (the
+        # near ones): behind, no plan is made, so nothing is kept.
         self._pool_of: dict[str, _PoolKey] = {}
         self._index: dict[str, int] = {}
-        self._far: set[str] = set()
         self._shadows: dict[tuple[_PoolKey, str | None], _Shadow] = {}
         self._holds_of: dict[tuple[str, ...], list[tuple[float, int, str]]] = {}
         self._entry_cache: dict[_PoolKey, list[tuple[int, str, float]]] = {}
@@ -149,11 +151,12 @@ class StartPlanner:
             self._ahead = ahead
         return self._ahead.get(job.id, 0)
 
-    def far_behind(self) -> set[str]:
-        """The jobs with more than ``MAX_SHADOW_AHEAD`` ranked ahead in their pool: a
-        release plan for them is unknown (``estimate`` finds as much, one at a time)."""
+    def near(self) -> Container[str]:
+        """The jobs with at most ``MAX_SHADOW_AHEAD`` ranked ahead in their pool: for
+        any other a release plan is unknown (``estimate`` finds as much, one at a
+        time)."""
         self._pools_by_key()
-        return self._far
+        return self._index
 
     # -- one job -------------------------------------------------------------------
 
@@ -165,7 +168,7 @@ class StartPlanner:
             basis = EtaBasis.RELEASES
             if self._pools is None:
                 self._pools_by_key()
-            if self._index[job.id] > MAX_SHADOW_AHEAD:
+            if job.id not in self._index:
                 return _UNKNOWN[basis]  # as ``_plan_releases`` finds, without the calls
             planned = self._plan_releases(job)
         if planned is None:
@@ -181,9 +184,10 @@ class StartPlanner:
         that compete for its GPUs start in rank order as running jobs end (each then
         ending after its own runtime), then ``job``."""
         mode = self.work.profile.quotas
-        key, index = self._place_in_pool(job)
-        if index > MAX_SHADOW_AHEAD:
+        placed = self._place_in_pool(job)
+        if placed is None:
             return None  # a bound on the cost: unknown rather than a guess
+        key, index = placed
         # The jobs ahead of a job are a prefix of its pool, so one shadow of the pool
         # gives every job its start as the shadow reaches it. The shadow depends on
         # whose cap it tracks: the pool's tenant under static quotas, each tenant of
@@ -237,18 +241,22 @@ class StartPlanner:
             entries.append((milli, other.tenant, INF if runtime is None else runtime))
         return entries
 
-    def _place_in_pool(self, job: Job) -> tuple[_PoolKey, int]:
+    def _place_in_pool(self, job: Job) -> tuple[_PoolKey, int] | None:
         """The pool of ``job``'s competitors (the pending jobs that want its GPU types;
         under static quotas, only its tenant's: the others hold their own partitions)
-        and its place there: how many are ranked ahead of it."""
+        and its place there: how many are ranked ahead of it. None when more than
+        ``MAX_SHADOW_AHEAD`` are."""
         if self._pools is None:
             self._pools_by_key()
-        return self._pool_of[job.id], self._index[job.id]
+        index = self._index.get(job.id)
+        return None if index is None else (self._pool_of[job.id], index)
 
     def _pools_by_key(self) -> dict[_PoolKey, list[Job]]:
         if self._pools is None:
-            # One pass over the ranked queue: every pool in rank order, and each job's
-            # place in its pool.
+            # One pass over the ranked queue: every pool in rank order, and each near
+            # job's place in its pool. A pool is listed only as far as a shadow may
+            # play (``MAX_SHADOW_AHEAD`` + 1 jobs): behind that every job is far, which
+            # its pool's length, then fixed, tells.
             work = self.work
             static = work.profile.quotas == QuotaMode.STATIC
             default = work.state.gpu_types
@@ -256,7 +264,8 @@ class StartPlanner:
             pools: dict[_PoolKey, list[Job]] = {}
             pool_of: dict[str, _PoolKey] = {}
             place: dict[str, int] = {}
-            far: set[str] = set()
+            most = MAX_SHADOW_AHEAD
+            started = Outcome.STARTED
             # (tenant under static quotas, the job's own GPU types) -> its pool
             of: dict[tuple[str, tuple[str, ...]], tuple[_PoolKey, list[Job]]] = {}
             for other in work.ranked:
@@ -266,13 +275,13 @@ class StartPlanner:
                     found = of[(key[0], other.gpu_types)] = (key, pools.setdefault(key, []))
                 key, pool = found
                 index = len(pool)
+                if index > most:
+                    continue
                 pool_of[other.id] = key
                 place[other.id] = index
-                if index > MAX_SHADOW_AHEAD:
-                    far.add(other.id)
-                if outcome.get(other.id) is not Outcome.STARTED:
+                if outcome.get(other.id) is not started:
                     pool.append(other)
-            self._pools, self._pool_of, self._index, self._far = pools, pool_of, place, far
+            self._pools, self._pool_of, self._index = pools, pool_of, place
         return self._pools
 
     def _plan_reclaim(self, job: Job) -> float | None:

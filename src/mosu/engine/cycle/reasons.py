@@ -57,12 +57,20 @@ def close_cycle(work: Work) -> CycleResult:
                 pend(job, PendingReason.WAITING_FOR_GUARANTEE, _WAITING, estimate=False)
         return _result(work, pending)
     # In rank order, as the ranked queue lists them. Most jobs wait far behind in
-    # their pool, where a release plan is unknown (``StartPlanner.far_behind``): their
+    # their pool, where a release plan is unknown (not ``StartPlanner.near``): their
     # entry is written here without a plan.
-    far = planner.far_behind()
+    near = planner.near()
     releases = bases[EtaBasis.RELEASES]
     outcome_of = work.outcome.get
-    started = Outcome.STARTED
+    started, never = Outcome.STARTED, Outcome.NEVER
+    # Outcomes told apart by identity: an enum member's hash is a Python call, and
+    # this runs once per queued job.
+    no_fit, quota = Outcome.NO_FIT, Outcome.QUOTA
+    no_fit_why, quota_why, blocked_why = (
+        _REASON[no_fit],
+        _REASON[quota],
+        _REASON[Outcome.BLOCKED],
+    )
     for job in work.ranked:
         job_id = job.id
         outcome = outcome_of(job_id)
@@ -79,12 +87,14 @@ def close_cycle(work: Work) -> CycleResult:
             reason, message = PendingReason.RESERVED, "capacity is held for it"
         elif outcome is None:
             reason, message = PendingReason.QUEUED, "behind earlier jobs of its tenant"
+        elif outcome is never:
+            pend(job, *_REASON[never], estimate=False)
+            continue
         else:
-            reason, message = _REASON[outcome]
-            if outcome == Outcome.NEVER:
-                pend(job, reason, message, estimate=False)
-                continue
-        if job_id in far:
+            reason, message = (
+                no_fit_why if outcome is no_fit else quota_why if outcome is quota else blocked_why
+            )
+        if job_id not in near:
             pending.append(Pending(job_id, reason, message, None, None, None, releases))
         else:
             pend(job, reason, message)

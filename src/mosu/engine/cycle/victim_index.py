@@ -28,6 +28,9 @@ from mosu.engine.cycle.victims import running_victims
 from mosu.engine.cycle.work import Work
 from mosu.engine.preemption import Victim, find_victims, fits_without, on_nodes, take_node_plan
 
+MAX_SIZES = 16
+"""Nodes of at most this many GPUs get the heaps of every replica size built at once."""
+
 _Entry = tuple[int, int, int]
 """(bound, node index, the node's generation when the bound was computed)."""
 
@@ -68,6 +71,9 @@ class VictimIndex:
         self.seen = state.cols.node_version.copy()
         self.generation = [0] * len(state.nodes)
         self.heaps: dict[tuple[str | None, int], list[_Entry]] = {}
+        largest = max((node.gpus for node in state.nodes), default=0)
+        self.largest = largest if largest <= MAX_SIZES else 0
+        """Replica sizes whose heaps are built together (0: each on its own)."""
 
     # -- bounds --------------------------------------------------------------------
 
@@ -112,29 +118,34 @@ class VictimIndex:
                 return cost
         return None
 
-    def _bound(self, i: int, home: str | None, per: int) -> int | None:
-        """The least combined cost a plan for one replica of ``per`` GPUs on node ``i``
-        can have (-1: an empty one), or None if the node can hold none."""
-        state = self.work.state
-        if not state.schedulable[i] or state.nodes[i].gpus < per:
-            return None
-        held = self._held(i, home)
-        if not held:
-            return None
-        return self._least(held, per - state.full_free[i])
-
     def _heap(self, home: str | None, per: int) -> list[_Entry]:
         heap = self.heaps.get((home, per))
         if heap is None:
+            # One pass over the nodes' victims gives the bounds of every replica size up
+            # to the largest node (searches ask for most of them): a heap each.
+            most = self.largest
+            sizes = [p for p in range(1, most + 1) if (home, p) not in self.heaps]
+            if per not in sizes:
+                sizes = [per]
+            state = self.work.state
             generation = self.generation
-            heap = []
+            built: list[list[_Entry]] = [[] for _ in sizes]
             for i in range(len(self.on_node)):
-                if self.on_node[i]:
-                    bound = self._bound(i, home, per)
-                    if bound is not None:
-                        heap.append((bound, i, generation[i]))
-            heapq.heapify(heap)
-            self.heaps[(home, per)] = heap
+                if not self.on_node[i] or not state.schedulable[i]:
+                    continue
+                held = self._held(i, home)
+                if not held:
+                    continue
+                gpus, free = state.nodes[i].gpus, state.full_free[i]
+                for p, entries in zip(sizes, built, strict=True):
+                    if gpus >= p:
+                        bound = self._least(held, p - free)
+                        if bound is not None:
+                            entries.append((bound, i, generation[i]))
+            for p, entries in zip(sizes, built, strict=True):
+                heapq.heapify(entries)
+                self.heaps[(home, p)] = entries
+            heap = self.heaps[(home, per)]
         return heap
 
     def covers(self, borrowing: frozenset[str]) -> bool:

@@ -224,15 +224,17 @@ class Work:
         return self.snap.now
 
 
+def _job_id(run: RunningJob) -> str:
+    return run.job.id
+
+
 def open_cycle(snap: ClusterSnapshot, profile: SchedulingProfile) -> Work:
     # The placement learns the live task mix before it places anything this cycle.
     profile.placement.learn(snap.pending, snap.running)
     state = snap.base_state
     if state is None:
         state = ClusterState(snap.nodes)
-        for run in sorted(snap.running, key=lambda r: r.job.id):
-            state.assign(run.job.id, run.placement)
-        state.commit()
+        state.load((run.job.id, run.placement) for run in sorted(snap.running, key=_job_id))
     free: dict[str, int] = {t: 0 for t in state.gpu_types}
     capacity: dict[str, int] = {t: 0 for t in state.gpu_types}
     max_node_gpus: dict[str, int] = {t: 0 for t in state.gpu_types}
