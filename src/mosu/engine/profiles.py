@@ -151,9 +151,9 @@ class SchedulingProfile:
     GPUs each time. Such gangs still give way to a guarantee owed (reclaim) and to a
     larger gang taking back preemptible backfill."""
     overrun_min_gpus: int | None = None
-    """Backfill plans a running job of at least this many GPUs that is past its
-    estimate to run as long again as it has run, and a smaller one (any job: None)
-    to end at once.
+    """Reservations plan a running job of at least this many GPUs that is past its
+    estimate to run as long again as it has run, and a smaller one to end at once
+    (None: every job past its estimate is planned to end at once).
     A gang's history estimate comes from few runs of its size, or from its tenant's
     runs of every size (mostly short), so gangs overrun it by far; a small job's
     estimate rests on many runs like it."""
