@@ -21,12 +21,14 @@ OFF = replace(BACKFILL, backfill_loss_gpu_s=0.0)
 NONE_GUARANTEED = [tenant("a", 0), tenant("b", 0), tenant("c", 0)]
 
 # c's 16-GPU job holds two nodes and is planned to end in 600 s; a's 32-GPU gang is
-# reserved the whole cluster from then. b's 8-GPU job would run 1,800 s, past that.
+# reserved the whole cluster from then (its 32 x 600 GPU-s do not pay for the
+# 16 x 3,060 that preempting c's job would throw away). b's 8-GPU job would run
+# 1,800 s, past that.
 HELD = dict(
     nodes=FOUR,
     running=[Running(job("r1", 8, replicas=2, tenant="c", estimate=3_600), started_s=NOW - 3_000)],
     pending=[
-        job("g", 8, replicas=4, tenant="a", t=1),
+        job("g", 8, replicas=4, tenant="a", t=1, estimate=600),
         job("s1", 8, tenant="b", t=2, estimate=1_800),
     ],
 )
@@ -57,6 +59,18 @@ SCENARIOS = [
         now=NOW,
         want_pending={"g": PendingReason.RESERVED, "s1": PendingReason.BLOCKED_BY_RESERVATION},
         **HELD,
+    ),
+    Scenario(
+        # Two of its replicas take the free nodes, so only c's job is in the way.
+        "... unless the gang's expected run pays for preempting what holds the rest",
+        OFF,
+        tenants=NONE_GUARANTEED,
+        now=NOW,
+        nodes=FOUR,
+        running=HELD["running"],
+        pending=[job("g", 8, replicas=4, tenant="a", t=1, estimate=3_600)],
+        want_starts=["g"],
+        want_preempt={"r1": PreemptReason.FAIR_SHARE},
     ),
     Scenario(
         "... and starts on the held nodes as preemptible backfill (8 x 1,860 GPU-s at most)",

@@ -396,6 +396,25 @@ SCENARIOS = [
         want_preempt={"r2": PreemptReason.RECLAIM, "r1": PreemptReason.RECLAIM},
         want_pending={"b3": PendingReason.NO_FIT},
     ),
+    *(
+        Scenario(
+            # Two of the gang's replicas go to the free nodes; one victim makes room for
+            # the third. Planned on the victims' nodes alone, b would have had to give
+            # up both its borrowed jobs, and could not (it keeps its guarantee): no plan.
+            f"a gang owed its guarantee takes free nodes and reclaims only the rest ({name})",
+            replace(build_profile(name), min_runtime_s=0.0),
+            NODES_4,
+            [tenant("a", 24), tenant("b", 8)],
+            running=[
+                Running(job("b1", 8, tenant="b"), started_s=4_000),
+                Running(job("b2", 8, tenant="b", t=1), started_s=9_000),
+            ],
+            pending=[job("a1", 8, replicas=3, tenant="a", t=2)],
+            want_starts=["a1"],
+            want_preempt={"b2": PreemptReason.RECLAIM},
+        )
+        for name in ("mosu", "kueue")
+    ),
 ]
 
 

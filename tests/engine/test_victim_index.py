@@ -1,8 +1,8 @@
 """Reclaim's indexed victim search makes the plans ``find_victims_by_node`` defines.
 
 Seeded busy clusters (one or two GPU types, cohorts or none, gangs, jobs too young to
-preempt) go through a cycle twice: with ``VictimIndex`` and with the definition run
-over the full candidate list. Every decision must be the same.
+preempt, a few empty nodes) go through a cycle twice: with ``VictimIndex`` and with
+the definition run over the full candidate list. Every decision must be the same.
 """
 
 from __future__ import annotations
@@ -66,6 +66,12 @@ def busy_cluster(seed: int) -> ClusterSnapshot:
         used += gpus * replicas
         started = NOW - rng.choice([30.0, 600.0, 5_000.0, 40_000.0])
         running.append(RunningJob(j, placement, started_s=started, attained_gpu_s=0.0))
+    shapes = [(1, 1), (2, 1), (4, 1), (8, 1), (8, 2)]
+    gangs = [(4, 2), (4, 3), (8, 2), (8, 3)]
+    if seed % 5 == 1:
+        # A few nodes left empty: a gang's replicas may go there at no cost.
+        spare = {n.name for n in nodes[-3:]}
+        running = [r for r in running if not any(rp.node in spare for rp in r.placement)]
     pending = [
         job(
             f"p{k}",
@@ -77,7 +83,7 @@ def busy_cluster(seed: int) -> ClusterSnapshot:
             estimate=rng.choice([None, 600.0, 7_200.0]),
         )
         for k in range(rng.randint(5, 40))
-        for gpus, replicas in [rng.choice([(1, 1), (2, 1), (4, 1), (8, 1), (8, 2)])]
+        for gpus, replicas in [rng.choice(gangs if seed % 5 == 1 else shapes)]
     ]
     return ClusterSnapshot(
         now=NOW,

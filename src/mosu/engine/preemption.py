@@ -141,20 +141,24 @@ def find_victims_by_node(
         held = v.on_nodes or on_nodes(state, v.placement)
         for i, gpus in held:
             by_node.setdefault(i, []).append((v, gpus))
+    # A gang's replicas may go to free nodes too, at no cost: planned on victims' nodes
+    # alone it would evict for every replica, or find no plan with too few of them.
+    looked_at = sorted(set(by_node).union(free_nodes(state, job))) if job.replicas > 1 else None
     taken: list[Victim] = []
     taken_ids: set[str] = set()
     claimed: dict[int, int] = {}
     for _ in range(job.replicas):
         best: tuple[tuple[tuple[float | str, ...], int], int, list[Victim], int] | None = None
-        for i in sorted(by_node):
+        for i in sorted(by_node) if looked_at is None else looked_at:
             node = state.nodes[i]
             if not state.schedulable[i] or node.gpus < per_replica or not job.allows(node.gpu_type):
                 continue
             have = state.full_free[i] - claimed.get(i, 0)
-            if have + sum(g for _, g in by_node[i]) < per_replica:
+            here = by_node.get(i, ())
+            if have + sum(g for _, g in here) < per_replica:
                 continue  # even evicting everything here would not make room
             plan: list[Victim] = []
-            for v, gpus in by_node[i]:
+            for v, gpus in here:
                 if have >= per_replica:
                     break
                 if v.job_id in taken_ids:
@@ -179,6 +183,13 @@ def find_victims_by_node(
             state, candidates, fits, may_take=may_take, need_milli=need_milli, free_milli=free_milli
         )
     return taken, placement
+
+
+def free_nodes(state: ClusterState, job: Job) -> list[int]:
+    """The nodes with room for one of ``job``'s replicas as they are, in index order
+    (eligibility for the job is checked where they are used)."""
+    per_replica = job.shape.gpus
+    return [i for i, free in enumerate(state.full_free) if free >= per_replica]
 
 
 def take_node_plan(

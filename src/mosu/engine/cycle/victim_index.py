@@ -26,7 +26,14 @@ import numpy as np
 from mosu.core.models import GPU_MILLI, Job, Placement
 from mosu.engine.cycle.victims import running_victims
 from mosu.engine.cycle.work import Work
-from mosu.engine.preemption import Victim, find_victims, fits_without, on_nodes, take_node_plan
+from mosu.engine.preemption import (
+    Victim,
+    find_victims,
+    fits_without,
+    free_nodes,
+    on_nodes,
+    take_node_plan,
+)
 
 MAX_SIZES = 16
 """Nodes of at most this many GPUs get the heaps of every replica size built at once."""
@@ -229,6 +236,8 @@ class VictimIndex:
         taken: list[Victim] = []
         taken_ids: set[str] = set()
         claimed: dict[int, int] = {}
+        free = free_nodes(state, job) if job.replicas > 1 else []
+        free_set = set(free)
 
         def plan_on(i: int) -> tuple[int, list[Victim], int] | None:
             """The definition's plan on node ``i``: (its dearest victim's combined cost,
@@ -241,7 +250,7 @@ class VictimIndex:
                 for v, gpus in self.on_node[i]
                 if v.tenant in lenders and v.job_id in running
             ]
-            if not here:
+            if not here and i not in free_set:
                 return None  # no candidate on it: the definition never looks at it
             if home is None:
                 here.sort(key=lambda vg: (borrowed_on(vg[0]) < vg[0].gpu_milli, pos[vg[0].job_id]))
@@ -288,6 +297,12 @@ class VictimIndex:
             # their bounds assumed: evaluated directly.
             for i in sorted(claimed):
                 consider(i)
+            # A free node's plan takes no victim, the cheapest there is: the first one
+            # with room beats every other free node.
+            for i in free:
+                if i not in claimed and plan_on(i) is not None:
+                    consider(i)
+                    break
             heap = self._heap(home, per)
             popped: list[_Entry] = []
             generation = self.generation
