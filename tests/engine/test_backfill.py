@@ -10,7 +10,7 @@ import pytest
 from mosu.core.reasons import PendingReason, PreemptReason
 from mosu.engine.profiles import RankPreemption, build_profile
 from tests.engine.helpers import job, node
-from tests.engine.test_tenancy import Running, Scenario, run, tenant
+from tests.engine.test_tenancy import Running, Scenario, check, run, tenant
 
 NOW = 10_000.0
 FOUR = [node(f"n{i}", 8) for i in range(4)]
@@ -137,12 +137,7 @@ SCENARIOS = [
 
 @pytest.mark.parametrize("s", SCENARIOS, ids=lambda s: s.name)
 def test_backfill_scenario(s: Scenario) -> None:
-    result = run(s)
-    assert [st.job_id for st in result.starts] == s.want_starts
-    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
-    pending = {p.job_id: p.reason for p in result.pending}
-    for job_id, reason in s.want_pending.items():
-        assert pending[job_id] == reason
+    check(s)
 
 
 def test_a_gang_takes_back_at_the_victims_checkpoints_when_that_is_cheaper() -> None:

@@ -13,7 +13,7 @@ from mosu.core.reasons import PendingReason, PreemptReason
 from mosu.engine.decisions import Held
 from mosu.engine.profiles import VictimOrder, build_profile
 from tests.engine.helpers import job, node
-from tests.engine.test_tenancy import SCENARIOS, Running, Scenario, run, tenant
+from tests.engine.test_tenancy import SCENARIOS, Running, Scenario, check, run, tenant
 
 NOW = 10_000.0
 FOUR = [node(f"n{i}", 8) for i in range(4)]
@@ -243,12 +243,7 @@ WAIT_CAPPED = [
 
 @pytest.mark.parametrize("s", WAIT_CAPPED, ids=lambda s: s.name)
 def test_reclaim_waits_at_most_the_longest_wait(s: Scenario) -> None:
-    result = run(s)
-    assert [st.job_id for st in result.starts] == s.want_starts
-    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
-    got_pending = {p.job_id: p.reason for p in result.pending}
-    for job_id, reason in s.want_pending.items():
-        assert got_pending.get(job_id) == reason, (job_id, got_pending)
+    check(s)
 
 
 def test_a_capped_wait_asks_to_look_again_after_the_checkpoint() -> None:
@@ -262,12 +257,7 @@ def test_a_capped_wait_asks_to_look_again_after_the_checkpoint() -> None:
 
 @pytest.mark.parametrize("s", PRICED, ids=lambda s: s.name)
 def test_priced_scenario(s: Scenario) -> None:
-    result = run(s)
-    assert [st.job_id for st in result.starts] == s.want_starts
-    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
-    got_pending = {p.job_id: p.reason for p in result.pending}
-    for job_id, reason in s.want_pending.items():
-        assert got_pending.get(job_id) == reason, (job_id, got_pending)
+    check(s)
 
 
 def test_a_refused_preemption_asks_to_look_again_after_the_checkpoint() -> None:
@@ -368,9 +358,4 @@ SPARED = [
 
 @pytest.mark.parametrize("s", SPARED, ids=lambda s: s.name)
 def test_rank_preemption_spares_gangs(s: Scenario) -> None:
-    result = run(s)
-    assert [st.job_id for st in result.starts] == s.want_starts
-    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
-    got_pending = {p.job_id: p.reason for p in result.pending}
-    for job_id, reason in s.want_pending.items():
-        assert got_pending.get(job_id) == reason, (job_id, got_pending)
+    check(s)

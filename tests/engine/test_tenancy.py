@@ -85,6 +85,17 @@ def run(s: Scenario) -> CycleResult:
     return schedule(snap, profile)
 
 
+def check(s: Scenario) -> CycleResult:
+    """Run ``s`` and hold it to its expected starts, preemptions and pending reasons."""
+    result = run(s)
+    assert [st.job_id for st in result.starts] == s.want_starts
+    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
+    got_pending = {p.job_id: p.reason for p in result.pending}
+    for job_id, reason in s.want_pending.items():
+        assert got_pending.get(job_id) == reason, (job_id, got_pending)
+    return result
+
+
 TWO_NODES = [node("n0", 8), node("n1", 8)]
 AB = [tenant("a", 8), tenant("b", 8)]
 NODES_3 = [node(f"n{i}", 8) for i in range(3)]
@@ -420,12 +431,7 @@ SCENARIOS = [
 
 @pytest.mark.parametrize("s", SCENARIOS, ids=lambda s: s.name)
 def test_scenario(s: Scenario) -> None:
-    result = run(s)
-    assert [st.job_id for st in result.starts] == s.want_starts
-    assert {p.job_id: p.reason for p in result.preemptions} == s.want_preempt
-    got_pending = {p.job_id: p.reason for p in result.pending}
-    for job_id, reason in s.want_pending.items():
-        assert got_pending.get(job_id) == reason, (job_id, got_pending)
+    check(s)
 
 
 def test_reserved_job_carries_its_estimated_start() -> None:
