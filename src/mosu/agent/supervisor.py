@@ -298,6 +298,9 @@ class Supervisor:
                 break
             busy = self.status is not None or self.kill_at is not None or asking
             self._sleep(BUSY_WAIT_S if busy else IDLE_WAIT_S)
+        # A process that ended after this turn's reap is gone from the members but still
+        # a zombie here: collect its exit too (an adopted command's, under `sh -c`).
+        self._reap()
         self._finish()
 
     def _follow_checkpoints(self) -> bool:
