@@ -283,15 +283,17 @@ class VictimIndex:
             # victim count), ties to the lowest node index.
             best: tuple[tuple[int, int, int], list[Victim]] | None = None
 
-            def consider(i: int) -> None:
+            def consider(i: int) -> bool:
+                """Whether node ``i`` has a plan; the best one so far is kept."""
                 nonlocal best
                 found = plan_on(i)
                 if found is None:
-                    return
+                    return False
                 dearest, plan, _ = found
                 key = (dearest, len(plan), i)
                 if best is None or key < best[0]:
                     best = (key, plan)
+                return True
 
             # Nodes this search already took from or chose have other free GPUs than
             # their bounds assumed: evaluated directly.
@@ -300,8 +302,7 @@ class VictimIndex:
             # A free node's plan takes no victim, the cheapest there is: the first one
             # with room beats every other free node.
             for i in free:
-                if i not in claimed and plan_on(i) is not None:
-                    consider(i)
+                if i not in claimed and consider(i):
                     break
             heap = self._heap(home, per)
             popped: list[_Entry] = []
