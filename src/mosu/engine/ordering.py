@@ -156,11 +156,17 @@ class LeastAttainedService(RankedOrder):
     preemptive: bool = True
     class_len: int = 2
     thresholds_gpu_s: tuple[float, ...] = (3_600.0, 36_000.0)
+    starve_after_s: float = math.inf
+    """A pending job submitted this long ago or longer ranks in the first queue
+    whatever its service (Tiresias's promotion of starved jobs): a gang demoted after
+    a short run and then preempted would otherwise wait behind every fresh job."""
 
     def queue_of(self, service_gpu_s: float) -> int:
         return bisect.bisect_right(self.thresholds_gpu_s, service_gpu_s)
 
     def rank(self, job: Job, inputs: RankInputs) -> Rank:
+        if inputs.now - job.submit_s >= self.starve_after_s:
+            return (-job.priority, 0, job.submit_s, job.id)
         return (-job.priority, self.queue_of(inputs.service_gpu_s(job)), job.submit_s, job.id)
 
     def rank_all(self, jobs: Sequence[Job], inputs: RankInputs) -> dict[str, Rank]:
@@ -170,6 +176,17 @@ class LeastAttainedService(RankedOrder):
         thresholds = self.thresholds_gpu_s
         queue_of = bisect.bisect_right
         service = inputs.service_gpu_s
+        if self.starve_after_s < math.inf:
+            starved = inputs.now - self.starve_after_s
+            return {
+                j.id: (
+                    -j.priority,
+                    0 if j.submit_s <= starved else queue_of(thresholds, service(j)),
+                    j.submit_s,
+                    j.id,
+                )
+                for j in jobs
+            }
         return {
             j.id: (-j.priority, queue_of(thresholds, service(j)), j.submit_s, j.id) for j in jobs
         }

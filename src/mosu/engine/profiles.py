@@ -51,6 +51,9 @@ class LendOrder(StrEnum):
     """Lowest dominant share / weight borrows first."""
     QUEUE = "queue"
     """Borrowers in the order of their best-ranked pending job."""
+    FAIR_SHARE_RANK = "fair-share-rank"
+    """As ``fair-share``; among equal shares (all idle, as when a cluster drains for
+    whole-cluster gangs), the best-ranked pending job first rather than by name."""
 
 
 class RankPreemption(StrEnum):

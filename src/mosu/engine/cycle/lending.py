@@ -5,12 +5,12 @@ reservation."""
 from __future__ import annotations
 
 import heapq
+from typing import Any
 
 from mosu.engine.cycle.backfill import take_back
 from mosu.engine.cycle.reservations import reserve
 from mosu.engine.cycle.starting import rest_over_quota, try_start
 from mosu.engine.cycle.work import Outcome, Work, count_rest, dominant_share, limit
-from mosu.engine.ordering import Rank
 from mosu.engine.profiles import LendOrder, QueueMode
 
 _BLOCKED = (Outcome.NO_FIT, Outcome.BLOCKED)
@@ -18,9 +18,11 @@ _BLOCKED = (Outcome.NO_FIT, Outcome.BLOCKED)
 
 def lend_idle(work: Work) -> None:
     mode = work.profile.queue_mode
-    fair = work.profile.lend_order == LendOrder.FAIR_SHARE
+    order = work.profile.lend_order
+    fair = order in (LendOrder.FAIR_SHARE, LendOrder.FAIR_SHARE_RANK)
+    by_rank = order == LendOrder.FAIR_SHARE_RANK
     cursor: dict[str, int] = {}
-    heap: list[tuple[tuple[float | Rank, str], str]] = []
+    heap: list[tuple[tuple[Any, ...], str]] = []
 
     def push(tenant: str) -> None:
         queue = work.queues[tenant]
@@ -30,7 +32,13 @@ def lend_idle(work: Work) -> None:
         cursor[tenant] = i
         if i >= len(queue):
             return
-        key = (dominant_share(work, tenant), tenant) if fair else (work.ranks[queue[i].id], tenant)
+        key: tuple[Any, ...]
+        if by_rank:
+            key = (dominant_share(work, tenant), work.ranks[queue[i].id], tenant)
+        elif fair:
+            key = (dominant_share(work, tenant), tenant)
+        else:
+            key = (work.ranks[queue[i].id], tenant)
         heapq.heappush(heap, (key, tenant))
 
     for tenant in work.queues:
