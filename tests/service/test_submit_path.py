@@ -275,3 +275,14 @@ def test_the_short_path_is_taken_only_when_the_arguments_need_no_resolution(
     assert known([auth, (b"idempotency-key", "ké".encode("latin-1"))]) is None
     assert known([(b"authorization", b"Bearer mosu_t_nobody")]) is None
     assert known([]) is None
+
+
+def test_submissions_are_matched_first_and_documented_once(api: TestClient) -> None:
+    app = api.app
+    assert isinstance(app, FastAPI)
+    first = app.router.routes[0]
+    assert isinstance(first, jobs_router.SubmitRoute)
+    assert (first.path, first.methods, first.include_in_schema) == ("/v1/jobs", {"POST"}, False)
+    documented = app.openapi()["paths"]["/v1/jobs"]
+    assert set(documented) == {"get", "post"}
+    assert documented["post"]["operationId"].startswith("submit_job")
