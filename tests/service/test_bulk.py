@@ -3,6 +3,7 @@ exactly what the generic multi-row statements do, on every backend."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 import pytest
@@ -113,3 +114,16 @@ def test_an_insert_of_columns_the_table_does_not_describe_takes_the_generic_path
     # here fails, since no such table exists), instead of an unnest of unknown types.
     with pytest.raises(Exception, match="no_such_table"), platform.tx() as s:
         bulk.insert_rows(s.connection(), insert(table("no_such_table")), [{"x": 1}])
+
+
+def test_rows_json_cannot_carry_take_the_generic_path(platform: Platform) -> None:
+    events = cast(Table, EventRow.__table__)
+    rows = [
+        {"at": at, "job_id": i, "tenant": None, "kind": "state", "message": "m"}
+        for i, at in enumerate([1.5, math.inf, -math.inf])
+    ]
+    with platform.tx() as s:
+        bulk.insert_rows(s.connection(), insert(events), rows)
+    with platform.sessions() as s:
+        stored = [(e.job_id, e.at) for e in s.scalars(select(EventRow).order_by(EventRow.job_id))]
+    assert stored == [(0, 1.5), (1, math.inf), (2, -math.inf)]
