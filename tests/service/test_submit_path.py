@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI, Request
 from sqlalchemy import func, insert, select, table
 from sqlalchemy.exc import DBAPIError
 
@@ -15,8 +17,9 @@ from mosu.core.api import JobSpec
 from mosu.core.submission import Submission
 from mosu.service.db.rows import EventRow, JobRow
 from mosu.service.platform import Platform
+from mosu.service.routers import jobs as jobs_router
 from mosu.service.services import jobs
-from mosu.service.services.auth import OPERATOR
+from mosu.service.services.auth import OPERATOR, Principal
 from mosu.service.submissions import _Submission
 from tests.service.conftest import OPERATOR_TOKEN, TestClient, bearer, seed, submit
 
@@ -187,3 +190,99 @@ def test_one_batch_answers_each_submission_with_its_own_stored_job(
         events = set(s.scalars(select(EventRow.job_id).where(EventRow.reason == "submitted")))
     assert rows == answers
     assert events == set(answers)
+
+
+def _submit_both_ways(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch, headers: dict[str, str], **request: Any
+) -> tuple[httpx.Response, httpx.Response]:
+    """The same request through ``SubmitRoute``'s short path and through the declared
+    route's dependency resolution (a well-formed key made different, so the second is no
+    retry of the first)."""
+    short = api.post("/v1/jobs", headers=headers, **request)
+    if headers.get("Idempotency-Key") == "k-1":
+        headers = {**headers, "Idempotency-Key": "k-2"}
+    with monkeypatch.context() as m:
+        m.setattr(jobs_router, "_known_arguments", lambda _request: None)
+        declared = api.post("/v1/jobs", headers=headers, **request)
+    return short, declared
+
+
+def _comparable(r: httpx.Response) -> tuple[int, object, str | None]:
+    body = r.json()
+    if isinstance(body, dict):
+        body.pop("id", None)
+        body.pop("submitted_at", None)
+    return r.status_code, body, r.headers.get("Idempotent-Replayed")
+
+
+@pytest.mark.parametrize(
+    ("headers", "params"),
+    [
+        pytest.param({}, {}, id="plain"),
+        pytest.param({"Idempotency-Key": "k-1"}, {}, id="with a key"),
+        pytest.param({"Idempotency-Key": "bad key"}, {}, id="a malformed key"),
+        pytest.param({"Idempotency-Key": "x" * 256}, {}, id="a key too long"),
+        pytest.param({}, {"tenant": "b"}, id="another tenant named"),
+        pytest.param({"Authorization": "Bearer mosu_t_unknown"}, {}, id="an unknown token"),
+        pytest.param({"Authorization": "Basic abc"}, {}, id="no bearer token"),
+    ],
+)
+def test_the_short_path_answers_what_the_declared_route_answers(
+    api: TestClient,
+    monkeypatch: pytest.MonkeyPatch,
+    headers: dict[str, str],
+    params: dict[str, str],
+) -> None:
+    tokens = seed(api)
+    submit(api, tokens["a"])  # the token is now one checked a moment ago
+    body = {"name": "j", "command": ["true"], "gpus": 1}
+    sent = {**bearer(tokens["a"]), **headers}
+    short, declared = _submit_both_ways(api, monkeypatch, sent, json=body, params=params)
+    assert _comparable(short) == _comparable(declared)
+    if short.status_code == 201 and "Idempotency-Key" in headers:
+        # A retry of the first through the declared route: the same job, replayed.
+        with monkeypatch.context() as m:
+            m.setattr(jobs_router, "_known_arguments", lambda _request: None)
+            retry = api.post("/v1/jobs", headers=sent, json=body, params=params)
+        assert retry.json() == short.json()
+        assert retry.headers["Idempotent-Replayed"] == "true"
+
+
+def _request(headers: list[tuple[bytes, bytes]], query: bytes = b"") -> Request:
+    app = FastAPI()
+    return Request({"type": "http", "headers": headers, "query_string": query, "app": app})
+
+
+def test_the_short_path_is_taken_only_when_the_arguments_need_no_resolution(
+    api: TestClient, platform: Platform
+) -> None:
+    tokens = seed(api)
+    submit(api, tokens["a"])
+    auth = (b"authorization", f"Bearer {tokens['a']}".encode())
+
+    def known(headers: list[tuple[bytes, bytes]], query: bytes = b"") -> object:
+        request = _request(headers, query)
+        request.app.state.platform = platform
+        return jobs_router._known_arguments(request)
+
+    found = known([auth, (b"idempotency-key", b"k")])
+    assert found is not None
+    assert found[1:] == (Principal(tenant="a", token_id=found[1].token_id), "k")
+    assert known([auth])[2] is None  # type: ignore[index]
+    assert known([auth], b"tenant=a") is None
+    assert known([auth, (b"idempotency-key", b"k"), (b"idempotency-key", b"k")]) is None
+    assert known([auth, (b"idempotency-key", b"")]) is None
+    assert known([auth, (b"idempotency-key", "ké".encode("latin-1"))]) is None
+    assert known([(b"authorization", b"Bearer mosu_t_nobody")]) is None
+    assert known([]) is None
+
+
+def test_submissions_are_matched_first_and_documented_once(api: TestClient) -> None:
+    app = api.app
+    assert isinstance(app, FastAPI)
+    first = app.router.routes[0]
+    assert isinstance(first, jobs_router.SubmitRoute)
+    assert (first.path, first.methods, first.include_in_schema) == ("/v1/jobs", {"POST"}, False)
+    documented = app.openapi()["paths"]["/v1/jobs"]
+    assert set(documented) == {"get", "post"}
+    assert documented["post"]["operationId"].startswith("submit_job")

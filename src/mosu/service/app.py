@@ -109,6 +109,7 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
     ):
         app.include_router(router)
     app.include_router(metrics.router)
+    jobs.match_submissions_first(app)
     operations = openapi.install(app)
     app.add_middleware(RequestGuard, operations=operations)
     app.state.process_metrics = ProcessMetrics()

@@ -28,14 +28,16 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import Table, delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mosu.core.api import JobOut
 from mosu.core.errors import IdempotencyKeyReused, PlatformError
 from mosu.core.submission import Submission
+from mosu.service.db import bulk
 from mosu.service.db.rows import SubmissionKeyRow
 from mosu.service.platform import Platform
 from mosu.service.services import jobs
@@ -256,7 +258,8 @@ class SubmitWriter:
             log.warning("pruning old idempotency keys failed: %s", exc.__class__.__name__)
 
 
-_INSERT_KEY = insert(SubmissionKeyRow.__table__)
+_KEYS_TABLE = cast(Table, SubmissionKeyRow.__table__)
+_INSERT_KEY = insert(_KEYS_TABLE)
 
 
 def _owner(item: _Submission) -> str | None:
@@ -280,11 +283,12 @@ class _Keys:
         self._known: dict[tuple[str, str], _Key] = {}
         self._new: list[dict[str, object]] = []
         if pairs:
-            table = SubmissionKeyRow.__table__.c
-            rows = session.connection().execute(
-                select(table.tenant, table.key, table.fingerprint, table.job_id).where(
-                    tuple_(table.tenant, table.key).in_(pairs)
-                )
+            rows = bulk.select_by_pairs(
+                session.connection(),
+                _KEYS_TABLE,
+                ("tenant", "key"),
+                pairs,
+                ("tenant", "key", "fingerprint", "job_id"),
             )
             self._known = {(r.tenant, r.key): _Key(r.fingerprint, r.job_id) for r in rows}
 
@@ -313,7 +317,7 @@ class _Keys:
 
     def store(self, session: Session) -> None:
         if self._new:
-            session.connection().execute(_INSERT_KEY, self._new)
+            bulk.insert_rows(session.connection(), _INSERT_KEY, self._new)
 
 
 def _resolve(future: asyncio.Future[Stored], result: Stored | BaseException) -> None:

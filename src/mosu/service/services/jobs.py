@@ -23,6 +23,7 @@ from mosu.core.errors import CapacityError, InvalidInput, NotFound
 from mosu.core.models import GPU_MILLI, NodeState, Topology
 from mosu.core.reasons import PendingReason, StopReason
 from mosu.core.submission import Submission
+from mosu.service.db import bulk
 from mosu.service.db.convert import event_out, job_out, ts
 from mosu.service.db.rows import AllocationRow, EventRow, JobRow
 from mosu.service.services.auth import Principal
@@ -204,12 +205,14 @@ def insert_jobs(session: Session, entries: Sequence[tuple[Submission, str]]) -> 
     ]
     # Core inserts, not the ORM unit of work: submissions are the API's hottest write and
     # need none of the identity map's bookkeeping; a group commit's jobs go in one
-    # statement (ids returned in the order given) and their events in another. Both
+    # statement (ids returned in the order given) and their events in another, each of
+    # one text whatever the batch's size on PostgreSQL (``bulk``). Both
     # commit in the caller's transaction, so an acknowledged job always has its
     # "submitted" event.
     conn = session.connection()
-    ids = list(conn.execute(_INSERT_JOBS, rows).scalars())
-    conn.execute(
+    ids = bulk.insert_rows(conn, _INSERT_JOBS, rows, returning=JobRow.__table__.c.id)
+    bulk.insert_rows(
+        conn,
         _INSERT_EVENT,
         [
             {
@@ -243,9 +246,7 @@ def insert_jobs(session: Session, entries: Sequence[tuple[Submission, str]]) -> 
     ]
 
 
-_INSERT_JOBS = insert(JobRow.__table__).returning(
-    JobRow.__table__.c.id, sort_by_parameter_order=True
-)
+_INSERT_JOBS = insert(JobRow.__table__)
 _INSERT_EVENT = insert(EventRow.__table__)
 
 
