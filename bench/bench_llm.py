@@ -9,10 +9,11 @@ cost: work since the job's last checkpoint is lost (its declared interval, else
 every 30 minutes) and a restart costs 60 s.
 
 Per policy: average JCT, p99 queueing of gangs of at least 256 GPUs, GPU
-utilization, GPU-hours lost to preemption (and their share of the GPU-hours
-used), GPU-hours idle while jobs waited and, within that, idle on nodes held by
-backfill reservations, each tenant's quota attainment (Seren: the lowest) and the
-lowest attainment counted for the jobs that fit within their tenant's guarantee,
+utilization and useful utilization (less the work preemptions threw away),
+GPU-hours lost to preemption (and their share of the GPU-hours used), GPU-hours
+idle while jobs waited and, within that, idle on nodes held by backfill
+reservations, each tenant's quota attainment (Seren: the lowest) and the lowest
+attainment counted for the jobs that fit within their tenant's guarantee,
 and the preemptions by reason with the victims' and preemptors' sizes. Every
 number comes from ``sim.metrics``.
 
@@ -92,6 +93,7 @@ def _row(result: ReplayResult, jobs: dict[str, TraceJob], seconds: float) -> dic
         "avg_jct_s": summary["avg_jct_s"],
         "big_gang_p99_queue_s": metrics.large_gang_p99_queue_s(log.outcomes, BIG_GANG_GPUS),
         "utilization": summary["utilization"],
+        "useful_utilization": metrics.useful_utilization(log),
         "used_gpu_h": round(metrics.allocated_gpu_s(log) / 3600, 1),
         "lost_gpu_h": round(lost / 3600, 1),
         "lost_share": share,
@@ -130,7 +132,8 @@ def _fmt(value: float | None, spec: str) -> str:
 def _print(title: str, rows: dict[str, dict[str, Any]]) -> None:
     print(f"\n{title}")
     print(
-        f"{'policy':<8}{'avg JCT s':>11}{'p99 q>=256 s':>14}{'util':>7}{'lost GPU-h':>12}"
+        f"{'policy':<8}{'avg JCT s':>11}{'p99 q>=256 s':>14}{'util':>7}{'useful':>7}"
+        f"{'lost GPU-h':>12}"
         f"{'lost %':>8}{'idle-wait GPU-h':>17}{'idle-resv GPU-h':>17}{'attainment':>30}"
         f"{'within':>8}{'unfin':>6}"
     )
@@ -143,7 +146,8 @@ def _print(title: str, rows: dict[str, dict[str, Any]]) -> None:
         print(
             f"{name:<8}{_fmt(r['avg_jct_s'], ',.0f'):>11}"
             f"{_fmt(r['big_gang_p99_queue_s'], ',.0f'):>14}"
-            f"{_fmt(r['utilization'], '.3f'):>7}{r['lost_gpu_h']:>12,.0f}"
+            f"{_fmt(r['utilization'], '.3f'):>7}{_fmt(r['useful_utilization'], '.3f'):>7}"
+            f"{r['lost_gpu_h']:>12,.0f}"
             f"{_fmt(None if r['lost_share'] is None else 100 * r['lost_share'], '.2f'):>8}"
             f"{r['idle_while_waiting_gpu_h']:>17,.0f}{r['idle_while_reserved_gpu_h']:>17,.0f}"
             f"{shown:>30}{_fmt(r['min_attainment_within'], '.3f'):>8}{r['unfinished']:>6}"

@@ -376,6 +376,18 @@ def test_lost_share_divides_lost_by_allocated_gpu_time():
     assert metrics.preemption_loss_share(log()) is None
 
 
+def test_useful_utilization_leaves_out_the_lost_work():
+    # 8 GPUs held for 100 s of the span's 100 s on a 16-GPU cluster: utilization 0.5;
+    # 200 of the 800 GPU-seconds were lost, so 600 / 1,600 were kept.
+    sim_log = log(
+        [outcome("j", 0, 0, 100, 80, gpus=8, lost=200.0)],
+        [sample(0, "a", 8000, 8000), sample(100, "a", 0, 0)],
+        capacity=16_000,
+    )
+    assert metrics.utilization(sim_log) == pytest.approx(0.5)
+    assert metrics.useful_utilization(sim_log) == pytest.approx(0.375)
+
+
 @pytest.mark.parametrize(
     ("usage", "want"),
     [

@@ -20,6 +20,8 @@ Every report, table, plot and benchmark computes its numbers here, from a
   (demand > allocation), time-weighted over intervals where at least two tenants
   are backlogged. When every backlogged tenant holds nothing, they are treated
   alike and the index is 1. None when never two tenants were backlogged at once.
+- **Useful utilization** = (allocated − lost) GPU-seconds / (cluster GPUs × span):
+  utilization less the work preemptions threw away.
 - **Preemption cost** = GPU-seconds of lost work, summed over jobs; its
   **share** divides it by the allocated GPU-seconds (the work lost is part of
   what ran).
@@ -353,6 +355,17 @@ def utilization(log: SimLog) -> float | None:
         return None
     integrals = _integrate(log)
     return _clamp(integrals.allocated_milli_s / (log.capacity_milli * integrals.span_s), 0.0, 1.0)
+
+
+def useful_utilization(log: SimLog) -> float | None:
+    """Utilization counting only work kept: allocated GPU-seconds less those lost to
+    preemption, over capacity × span. A policy that preempts much keeps its GPUs busy
+    redoing work; this tells that apart from progress. None for an empty span."""
+    if log.capacity_milli <= 0 or log.end_s <= log.start_s:
+        return None
+    integrals = _integrate(log)
+    kept = integrals.allocated_milli_s - preemption_cost_gpu_s(log.outcomes) * GPU_MILLI
+    return _clamp(kept / (log.capacity_milli * integrals.span_s), 0.0, 1.0)
 
 
 def quota_attainment(log: SimLog) -> dict[str, float | None]:
