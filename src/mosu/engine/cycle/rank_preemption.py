@@ -210,33 +210,43 @@ class _RunningColumns:
 
     def __init__(self, work: Work) -> None:
         run_class = running_class_map(work)
-        self.ids = [k for k in run_class if k in work.running]
-        self.classes = sorted({run_class[k] for k in self.ids})
+        running = work.running
+        # Its keys include every job still running: equal sizes mean equal sets.
+        if len(run_class) == len(running):
+            self.ids = list(run_class)
+        else:
+            self.ids = [k for k in run_class if k in running]
+        ids = self.ids
+        classes = [run_class[k] for k in ids]
+        self.classes = sorted(set(classes))
         place = {c: k for k, c in enumerate(self.classes)}
-        self.tenant_names: list[str] = []
+        runs = [running[k] for k in ids]
+        jobs = [run.job for run in runs]
         self.tenant_ids: dict[str, int] = {}
-        self.type_names: list[str] = []
+        for job in jobs:
+            self.tenant_ids.setdefault(job.tenant, len(self.tenant_ids))
+        self.tenant_names = list(self.tenant_ids)
+        state = work.state
+        if len(state.gpu_types) == 1:  # every placed job is on the one type
+            only = state.gpu_types[0]
+            types = [only if run.placement else "" for run in runs]
+        else:
+            types = [
+                node_type(work, run.placement[0].node) if run.placement else "" for run in runs
+            ]
         type_ids: dict[str, int] = {}
-        tenants, types, milli = [], [], []
-        for job_id in self.ids:
-            run = work.running[job_id]
-            tenant = run.job.tenant
-            t = self.tenant_ids.get(tenant)
-            if t is None:
-                t = self.tenant_ids[tenant] = len(self.tenant_names)
-                self.tenant_names.append(tenant)
-            gpu_type = node_type(work, run.placement[0].node) if run.placement else ""
-            g = type_ids.get(gpu_type)
-            if g is None:
-                g = type_ids[gpu_type] = len(self.type_names)
-                self.type_names.append(gpu_type)
-            tenants.append(t)
-            types.append(g)
-            milli.append(run.job.total_gpu_milli)
-        self.rank = np.array([place[run_class[k]] for k in self.ids], dtype=np.int64)
-        self.tenant = np.array(tenants, dtype=np.int64)
-        self.gpu_type = np.array(types, dtype=np.int64)
-        self.milli = np.array(milli, dtype=np.int64)
+        for t in types:
+            type_ids.setdefault(t, len(type_ids))
+        self.type_names = list(type_ids)
+        n = len(ids)
+        tenant_ids = self.tenant_ids
+        self.rank = np.fromiter((place[c] for c in classes), dtype=np.int64, count=n)
+        self.tenant = np.fromiter((tenant_ids[j.tenant] for j in jobs), dtype=np.int64, count=n)
+        self.gpu_type = np.fromiter((type_ids[t] for t in types), dtype=np.int64, count=n)
+        # ``total_gpu_milli``, inline: gpus * share * replicas is 0 without GPUs too.
+        self.milli = np.fromiter(
+            (d[0] * d[1] * d[2] for d in (j.dims for j in jobs)), dtype=np.int64, count=n
+        )
 
 
 class _Columns:
