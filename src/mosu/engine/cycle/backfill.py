@@ -40,7 +40,7 @@ from mosu.engine.cycle.work import (
     may_borrow,
     types_of,
 )
-from mosu.engine.placement.base import place_job
+from mosu.engine.placement.base import fits_quietly, place_job
 from mosu.engine.preemption import Victim, find_victims, price_gpu_s
 
 
@@ -107,6 +107,7 @@ def take_back(work: Work, job: Job, *, within_guarantee: bool) -> bool:
     # Other reservations' nodes stay out of reach, as for any start.
     held = frozenset().union(*(r.nodes for r in work.reservations if r.job_id != job.id))
     policy = Avoiding(profile.placement, held) if held else profile.placement
+    held_ids = sorted(held)
     plan = find_victims(
         work.state,
         candidates,
@@ -114,6 +115,9 @@ def take_back(work: Work, job: Job, *, within_guarantee: bool) -> bool:
         may_take=may_take,
         need_milli=need,
         free_milli=free,
+        known=lambda settle: fits_quietly(
+            work.state, target, profile.placement, held_ids, settle=settle
+        ),
     )
     if plan is None:
         return False
