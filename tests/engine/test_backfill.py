@@ -3,12 +3,19 @@ takes them back when that lets it start."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
 
+from mosu.core.models import GPU_MILLI, ReplicaPlacement, Shape
 from mosu.core.reasons import PendingReason, PreemptReason
+from mosu.engine.cycle.reservations import Avoiding
+from mosu.engine.placement.base import fits_quietly, place_job
+from mosu.engine.policies import PolicyContext, TaskMix, make_placement
+from mosu.engine.preemption import Victim, find_victims
 from mosu.engine.profiles import RankPreemption, build_profile
+from mosu.engine.state import ClusterState
 from tests.engine.helpers import job, node
 from tests.engine.test_tenancy import Running, Scenario, check, run, tenant
 
@@ -243,3 +250,47 @@ def test_a_job_past_its_estimate_is_planned_to_run_as_long_again(
     assert pending == s.want_pending
     held = {h.job_id: (h.start_s, h.nodes) for h in result.reservations}
     assert held == {"big": (held_from, ("n0",))}
+
+
+def _victim_search(seed: int, with_known: bool) -> tuple[object, ...]:
+    """One random victim search for a gang, with or without ``known``: the plan and
+    the placement policy as the search left it."""
+    rng = random.Random(seed)
+    # Enough nodes that the policy's reweighing step exceeds a few replicas: only
+    # then does ``known`` answer for gangs.
+    nodes = [node(f"n{i}", 8, cpu=64_000) for i in range(120)]
+    state = ClusterState(nodes)
+    victims = []
+    for i, n in enumerate(nodes):
+        left = rng.randrange(3)
+        while (free := [g for g, f in enumerate(state.gpu_free[i]) if f == GPU_MILLI])[left:]:
+            gpus = tuple(free[: rng.choice((1, 2, 4))])
+            k = len(victims)
+            placement = (ReplicaPlacement(n.name, gpus, GPU_MILLI, 1_000),)
+            state.assign(f"v{k}", placement)
+            cost = (rng.random(), f"v{k}")
+            victims.append(Victim(f"v{k}", "t", placement, len(gpus) * GPU_MILLI, cost, "A100"))
+    victims.sort(key=lambda v: v.cost)
+    mix = TaskMix.observe([(Shape(1), ()), (Shape(4), ()), (Shape(8), ())])
+    policy = make_placement("mosu", PolicyContext(task_mix=mix, rng=random.Random(seed)))
+    held = frozenset(rng.sample(range(len(nodes)), k=rng.randrange(20)))
+    gang = job("g", rng.choice((2, 4, 8)), replicas=rng.randrange(2, 5))
+    plan = find_victims(
+        state,
+        victims,
+        lambda: place_job(state, gang, Avoiding(policy, held)),
+        need_milli=gang.total_gpu_milli,
+        free_milli=state.free_milli,
+        known=(lambda settle: fits_quietly(state, gang, policy, sorted(held), settle=settle))
+        if with_known
+        else None,
+    )
+    found = None if plan is None else ([v.job_id for v in plan[0]], plan[1])
+    # The fingerprint names the state it was weighed on by id: two states, two ids.
+    mixes, weights, weighed = policy.fingerprint()
+    return found, mixes, weights, None if weighed is None else weighed[1]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_a_victim_search_told_what_fits_finds_what_it_finds_searching(seed: int) -> None:
+    assert _victim_search(seed, True) == _victim_search(seed, False)

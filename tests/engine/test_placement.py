@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from mosu.core.models import Job, Node, ReplicaPlacement, Shape, Topology
+from mosu.engine.cycle.reservations import Avoiding
 from mosu.engine.placement import place_job
-from mosu.engine.placement.base import Candidates, fits_unsearched
+from mosu.engine.placement.base import Candidates, fits_quietly, fits_unsearched
 from mosu.engine.placement.bestfit import BestFit
 from mosu.engine.placement.randomfit import RandomFit
+from mosu.engine.policies import PolicyContext, TaskMix, make_placement
 from mosu.engine.state import ClusterState
 from tests.engine.helpers import job, node
 
@@ -164,3 +166,42 @@ def test_fits_unsearched_agrees_with_the_search_whenever_it_answers(seed: int) -
                 assert known == (place_job(state, gang, policy) is not None), (gang, gone)
             state.rollback(cp)
     assert answered > 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fits_quietly_agrees_with_the_search_and_leaves_it_nothing_to_change(seed: int) -> None:
+    rng = random.Random(seed)
+    nodes = [node(f"n{i}", rng.choice((4, 8)), cpu=8_000) for i in range(8)]
+    state = ClusterState(nodes)
+    for k, n in enumerate(nodes):
+        used = rng.randrange(n.gpus + 1)
+        if used:
+            state.assign(f"x{k}", (ReplicaPlacement(n.name, tuple(range(used)), 1000, 1_000),))
+    mix = TaskMix.observe([(Shape(1), ()), (Shape(4), ()), (Shape(8), ())])
+    policy = make_placement("mosu", PolicyContext(task_mix=mix, rng=random.Random(seed)))
+    answered = settled = 0
+    for _ in range(30):
+        gang = job(
+            "g",
+            rng.choice((1, 2, 4)),
+            replicas=rng.randrange(1, 6),
+            cpu=rng.choice((0, 1_000, 3_000)),
+        )
+        avoid = frozenset(rng.sample(range(len(nodes)), k=rng.randrange(4)))
+        before = policy.fingerprint()
+        known = fits_quietly(state, gang, policy, sorted(avoid))
+        if known is None:
+            place_job(state, gang, Avoiding(policy, avoid))
+            continue
+        answered += 1
+        settled += policy.fingerprint() != before
+        # What the search would change in the policy was changed already.
+        after = policy.fingerprint()
+        assert known == (place_job(state, gang, Avoiding(policy, avoid)) is not None), gang
+        assert policy.fingerprint() == after
+        # A start moves the free capacity, so later gangs find the policy to reweigh.
+        if known and rng.random() < 0.5:
+            placement = place_job(state, gang, Avoiding(policy, avoid))
+            assert placement is not None
+            state.assign(f"s{answered}", placement)
+    assert answered > 0 and settled > 0

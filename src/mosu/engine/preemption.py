@@ -66,6 +66,7 @@ def find_victims(
     may_take: Callable[[Victim, Sequence[Victim]], bool] = _take_any,
     need_milli: int = 0,
     free_milli: int = 0,
+    known: Callable[[bool], bool | None] | None = None,
 ) -> tuple[list[Victim], Placement] | None:
     """The cheapest set of ``candidates`` (already in cost order) whose removal lets
     ``fits()`` return a placement, with that placement; None if none does.
@@ -73,8 +74,13 @@ def find_victims(
     ``may_take(v, taken)`` can refuse a candidate given those already taken (for
     example to keep a lender's usage at its guarantee). ``need_milli`` and
     ``free_milli`` let the search skip placement attempts while too little is free.
+    ``known(settle)`` says, without searching, whether ``fits()`` would return a
+    placement when counts alone tell and the search would change nothing ``fits()``
+    reads but what ``known`` may change itself as the search would have, if
+    ``settle`` (None otherwise): the search then calls ``fits()`` only for the
+    placement it returns.
     """
-    if free_milli >= need_milli:
+    if free_milli >= need_milli and (known is None or known(True) is not False):
         placement = fits()
         if placement is not None:
             return [], placement
@@ -89,7 +95,7 @@ def find_victims(
             state.release(v.job_id)
             taken.append(v)
             free += v.gpu_milli
-            if free < need_milli:
+            if free < need_milli or (known is not None and known(True) is False):
                 continue
             placement = fits()
             if placement is not None:
@@ -98,14 +104,36 @@ def find_victims(
             return None
         # Fill back: keep a victim running if the job still fits without evicting it.
         kept: set[str] = set()
+        unplaced = False
+        """A victim was kept on ``known``'s word: ``placement`` is not yet where the
+        job goes then, which is with the state as it is between victims, found with
+        the policy as it is until ``fits()`` or ``known`` may change it."""
         for v in reversed(taken[:-1]):
             state.assign(v.job_id, v.placement)
+            answer = None if known is None else known(not unplaced)
+            if answer is False:
+                state.release(v.job_id)
+                continue
+            if answer:
+                kept.add(v.job_id)
+                unplaced = True
+                continue
+            if unplaced:
+                # Placed before ``fits()`` is next called, as it would have been.
+                state.release(v.job_id)
+                placement = fits()
+                state.assign(v.job_id, v.placement)
+                unplaced = False
             again = fits()
             if again is None:
                 state.release(v.job_id)
             else:
                 kept.add(v.job_id)
                 placement = again
+        if unplaced:
+            placement = fits()
+        if placement is None:  # ``known`` said it fits, so this is never the case
+            return None
         return [v for v in taken if v.job_id not in kept], placement
     finally:
         state.rollback(cp)

@@ -31,6 +31,9 @@ class ClusterSnapshot:
     ``usage_milli`` ((tenant, GPU type) -> allocated milli of the running jobs)
     may be passed by a caller that keeps it up to date, to skip recounting.
 
+    ``running_by_id`` (job id -> the same ``RunningJob``s as ``running``, in the same
+    order) may be passed by a caller that keeps it, to skip rebuilding it each cycle.
+
     ``explain`` False asks only for the pending entries a caller acts on (jobs
     waiting for their guarantee, jobs holding a reservation); the simulator uses
     it to skip building a reason for every queued job on every cycle.
@@ -50,6 +53,7 @@ class ClusterSnapshot:
     true_remaining_s: Mapping[str, float] = field(default_factory=dict)
     base_state: ClusterState | None = None
     usage_milli: Mapping[tuple[str, str], int] | None = None
+    running_by_id: Mapping[str, RunningJob] | None = None
     explain: bool = True
     estimate_ids: frozenset[str] = frozenset()
     estimates: StartEstimates | None = None

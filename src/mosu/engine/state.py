@@ -93,6 +93,8 @@ class ClusterState:
         self.holdings: dict[str, Placement] = {}
         self._undo: list[_Undo] = []
         self.gpu_types: tuple[str, ...] = tuple(sorted({n.gpu_type for n in self.nodes}))
+        self.most_gpus: int = max((n.gpus for n in self.nodes), default=0)
+        """GPUs of the largest node, schedulable or not (nodes keep their GPUs)."""
         self.rack_free_gpus: dict[str, int] = {}
         self.capacity_milli = 0
         self.allocated_milli = 0

@@ -278,6 +278,7 @@ class _Replay:
             true_remaining_s=self._true_remaining(now) if self.profile.needs_true_remaining else {},
             base_state=self.state,
             usage_milli=self.allocated,
+            running_by_id=self.running,
             explain=False,
             estimate_ids=frozenset(self.arrived),
             estimates=self.start_estimates,

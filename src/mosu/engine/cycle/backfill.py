@@ -40,7 +40,7 @@ from mosu.engine.cycle.work import (
     may_borrow,
     types_of,
 )
-from mosu.engine.placement.base import place_job
+from mosu.engine.placement.base import fits_quietly, place_job
 from mosu.engine.preemption import Victim, find_victims, price_gpu_s
 
 
@@ -81,19 +81,33 @@ def take_back(work: Work, job: Job, *, within_guarantee: bool) -> bool:
     # Its tenant's own jobs may go; another tenant's only while it stays above its
     # guarantee.
     borrowed: dict[tuple[str, str], int] = {}
+    # What ``taken`` frees per (tenant, GPU type), kept as the search's list grows
+    # (it only appends), instead of summed over the whole list for each candidate.
+    gone: dict[tuple[str, str], int] = {}
+    gone_of: Sequence[Victim] | None = None
+    counted = 0
+    """The list ``gone`` sums, and how many of its victims it has counted."""
 
     def may_take(v: Victim, taken: Sequence[Victim]) -> bool:
+        nonlocal gone_of, counted
         if v.tenant == job.tenant:
             return True
         key = (v.tenant, v.gpu_type)
         if key not in borrowed:
             borrowed[key] = borrowed_milli(work, v.tenant, v.gpu_type)
-        gone = sum(t.gpu_milli for t in taken if (t.tenant, t.gpu_type) == key)
-        return borrowed[key] - gone >= v.gpu_milli
+        if gone_of is not taken or counted > len(taken):
+            gone.clear()
+            gone_of, counted = taken, 0
+        for t in taken[counted:]:
+            k = (t.tenant, t.gpu_type)
+            gone[k] = gone.get(k, 0) + t.gpu_milli
+        counted = len(taken)
+        return borrowed[key] - gone.get(key, 0) >= v.gpu_milli
 
     # Other reservations' nodes stay out of reach, as for any start.
     held = frozenset().union(*(r.nodes for r in work.reservations if r.job_id != job.id))
     policy = Avoiding(profile.placement, held) if held else profile.placement
+    held_ids = sorted(held)
     plan = find_victims(
         work.state,
         candidates,
@@ -101,6 +115,9 @@ def take_back(work: Work, job: Job, *, within_guarantee: bool) -> bool:
         may_take=may_take,
         need_milli=need,
         free_milli=free,
+        known=lambda settle: fits_quietly(
+            work.state, target, profile.placement, held_ids, settle=settle
+        ),
     )
     if plan is None:
         return False

@@ -57,7 +57,8 @@ def preempt_by_rank(work: Work) -> None:
     """(tenant, size) of jobs found dominated: failures only accumulate, so they stay so."""
     undominated: dict[str, set[tuple[int, int, int, int, int]]] = {}
     """Tenant -> sizes found not dominated since that tenant last failed."""
-    own_worst: dict[str, Rank] | None = None
+    own_worst: dict[str, Rank | None] = {}
+    """Tenant -> the worst class of its running jobs (None: it runs none)."""
     columns = _Columns()
     freed = False
     for job in itertools.chain((first,), pending):
@@ -95,13 +96,12 @@ def preempt_by_rank(work: Work) -> None:
         # Only the tenant's own jobs can make room in tenant scope, or for a job held
         # back by its quota: none ranking worse means no victims, without a search.
         own_scope = scope == RankPreemption.TENANT or outcome.get(job.id) == Outcome.QUOTA
-        if own_worst is None:
-            own_worst = {}
-            for k, c in run_class.items():
-                t = work.running[k].job.tenant
-                if t not in own_worst or c > own_worst[t]:
-                    own_worst[t] = c
-        if own_scope and not own_worst.get(job.tenant, klass) > klass:
+        if own_scope and tenant not in own_worst:
+            own_worst[tenant] = max(
+                (run_class[k] for k in _running_of(work, tenant) if k in run_class),
+                default=None,
+            )
+        if own_scope and not ((mine := own_worst[tenant]) is not None and mine > klass):
             done: bool | None = False
         else:
             done = _preempt_for(work, job, klass, run_class, scope, columns)
@@ -113,7 +113,7 @@ def preempt_by_rank(work: Work) -> None:
                 undominated.pop(tenant, None)
             continue
         freed = True
-        own_worst = None
+        own_worst = {}
         run_class = {k: v for k, v in run_class.items() if k in work.running}
         worst = max(run_class.values()) if run_class else klass
     if freed:  # what victims left over goes to guarantees first, then to borrowers
@@ -142,33 +142,46 @@ def _preempt_for(
     tenant = job.tenant
     # A job held back by its tenant's quota can only make room by displacing its own.
     own_only = work.outcome.get(job.id) == Outcome.QUOTA
-    if columns.cols is None:
-        columns.cols = _RunningColumns(work)
-    cols = columns.cols
+    running = work.running
+    spares = work.profile.rank_spares_gpus * GPU_MILLI
     # Eligible: ranked worse, and of the job's tenant, or (unless only its own may
     # go) of any tenant in scope ANY, of a tenant borrowing at least the job's GPUs
     # on its GPU type in scope BORROWED. Victims are built only for eligible jobs:
     # usually few of those running.
-    mask = cols.rank >= bisect.bisect_right(cols.classes, klass)
-    own = cols.tenant == cols.tenant_ids.get(tenant, -1)
     if own_only or scope not in (RankPreemption.ANY, RankPreemption.BORROWED):
-        mask &= own
-    elif scope == RankPreemption.BORROWED:
-        # Usage is fixed while candidates are chosen.
-        amounts = np.array(
-            [[borrowed_milli(work, t, g) for g in cols.type_names] for t in cols.tenant_names],
-            dtype=np.int64,
-        ).reshape(len(cols.tenant_names), len(cols.type_names))
-        mask &= own | (amounts[cols.tenant, cols.gpu_type] >= cols.milli)
-    if work.profile.rank_spares_gpus > 0:
-        mask &= cols.milli < work.profile.rank_spares_gpus * GPU_MILLI
-    running = work.running
-    ids = cols.ids
-    candidates = [
-        v
-        for k in np.flatnonzero(mask).tolist()
-        if (job_id := ids[k]) in running and (v := as_victim(work, job_id)) is not None
-    ]
+        # The tenant's own jobs alone: read from its own list, not all that run.
+        candidates = []
+        for job_id in _running_of(work, tenant):
+            if job_id not in running or not run_class[job_id] > klass:
+                continue
+            if spares > 0:
+                d = running[job_id].job.dims
+                if d[0] * d[1] * d[2] >= spares:  # ``total_gpu_milli``, inline
+                    continue
+            v = as_victim(work, job_id)
+            if v is not None:
+                candidates.append(v)
+    else:
+        if columns.cols is None:
+            columns.cols = _RunningColumns(work)
+        cols = columns.cols
+        mask = cols.rank >= bisect.bisect_right(cols.classes, klass)
+        own = cols.tenant == cols.tenant_ids.get(tenant, -1)
+        if scope == RankPreemption.BORROWED:
+            # Usage is fixed while candidates are chosen.
+            amounts = np.array(
+                [[borrowed_milli(work, t, g) for g in cols.type_names] for t in cols.tenant_names],
+                dtype=np.int64,
+            ).reshape(len(cols.tenant_names), len(cols.type_names))
+            mask &= own | (amounts[cols.tenant, cols.gpu_type] >= cols.milli)
+        if spares > 0:
+            mask &= cols.milli < spares
+        ids = cols.ids
+        candidates = [
+            v
+            for k in np.flatnonzero(mask).tolist()
+            if (job_id := ids[k]) in running and (v := as_victim(work, job_id)) is not None
+        ]
     # Worst class first, then cheapest (costs are unique, so the order is total).
     worst_first = work.memo.worst_first_of
     for c in {run_class[v.job_id] for v in candidates}:
@@ -203,6 +216,20 @@ def _preempt_for(
     return True
 
 
+def _running_of(work: Work, tenant: str) -> list[str]:
+    """Ids of ``tenant``'s jobs running when first asked (filter by ``Work.running``)."""
+    by_tenant = work.memo.running_of_tenant
+    if by_tenant is None:
+        by_tenant = work.memo.running_of_tenant = {}
+        for job_id, run in work.running.items():
+            ids = by_tenant.get(run.job.tenant)
+            if ids is None:
+                by_tenant[run.job.tenant] = [job_id]
+            else:
+                ids.append(job_id)
+    return by_tenant.get(tenant, [])
+
+
 class _RunningColumns:
     """The jobs running as rank preemption starts, as columns: each one's class (its
     place among the distinct classes, ascending), tenant, GPU type and GPU milli. Jobs
@@ -210,33 +237,43 @@ class _RunningColumns:
 
     def __init__(self, work: Work) -> None:
         run_class = running_class_map(work)
-        self.ids = [k for k in run_class if k in work.running]
-        self.classes = sorted({run_class[k] for k in self.ids})
+        running = work.running
+        # Its keys include every job still running: equal sizes mean equal sets.
+        if len(run_class) == len(running):
+            self.ids = list(run_class)
+        else:
+            self.ids = [k for k in run_class if k in running]
+        ids = self.ids
+        classes = [run_class[k] for k in ids]
+        self.classes = sorted(set(classes))
         place = {c: k for k, c in enumerate(self.classes)}
-        self.tenant_names: list[str] = []
+        runs = [running[k] for k in ids]
+        jobs = [run.job for run in runs]
         self.tenant_ids: dict[str, int] = {}
-        self.type_names: list[str] = []
+        for job in jobs:
+            self.tenant_ids.setdefault(job.tenant, len(self.tenant_ids))
+        self.tenant_names = list(self.tenant_ids)
+        state = work.state
+        if len(state.gpu_types) == 1:  # every placed job is on the one type
+            only = state.gpu_types[0]
+            types = [only if run.placement else "" for run in runs]
+        else:
+            types = [
+                node_type(work, run.placement[0].node) if run.placement else "" for run in runs
+            ]
         type_ids: dict[str, int] = {}
-        tenants, types, milli = [], [], []
-        for job_id in self.ids:
-            run = work.running[job_id]
-            tenant = run.job.tenant
-            t = self.tenant_ids.get(tenant)
-            if t is None:
-                t = self.tenant_ids[tenant] = len(self.tenant_names)
-                self.tenant_names.append(tenant)
-            gpu_type = node_type(work, run.placement[0].node) if run.placement else ""
-            g = type_ids.get(gpu_type)
-            if g is None:
-                g = type_ids[gpu_type] = len(self.type_names)
-                self.type_names.append(gpu_type)
-            tenants.append(t)
-            types.append(g)
-            milli.append(run.job.total_gpu_milli)
-        self.rank = np.array([place[run_class[k]] for k in self.ids], dtype=np.int64)
-        self.tenant = np.array(tenants, dtype=np.int64)
-        self.gpu_type = np.array(types, dtype=np.int64)
-        self.milli = np.array(milli, dtype=np.int64)
+        for t in types:
+            type_ids.setdefault(t, len(type_ids))
+        self.type_names = list(type_ids)
+        n = len(ids)
+        tenant_ids = self.tenant_ids
+        self.rank = np.fromiter((place[c] for c in classes), dtype=np.int64, count=n)
+        self.tenant = np.fromiter((tenant_ids[j.tenant] for j in jobs), dtype=np.int64, count=n)
+        self.gpu_type = np.fromiter((type_ids[t] for t in types), dtype=np.int64, count=n)
+        # ``total_gpu_milli``, inline: gpus * share * replicas is 0 without GPUs too.
+        self.milli = np.fromiter(
+            (d[0] * d[1] * d[2] for d in (j.dims for j in jobs)), dtype=np.int64, count=n
+        )
 
 
 class _Columns:

@@ -36,6 +36,9 @@ class Avoiding:
     def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
         return self.inner.quiet_for(state, taken_milli)
 
+    def settle(self, state: ClusterState) -> None:
+        self.inner.settle(state)
+
     def fingerprint(self) -> Hashable | None:
         inner = self.inner.fingerprint()
         return None if inner is None else (inner, self.avoid)

@@ -242,7 +242,7 @@ def open_cycle(snap: ClusterSnapshot, profile: SchedulingProfile) -> Work:
         only = state.gpu_types[0]
         capacity[only] = state.capacity_milli
         free[only] = state.free_milli
-        max_node_gpus[only] = max(map(len, state.gpu_free), default=0)
+        max_node_gpus[only] = state.most_gpus
     else:
         for i, node in enumerate(state.nodes):
             if state.schedulable[i]:
@@ -251,7 +251,10 @@ def open_cycle(snap: ClusterSnapshot, profile: SchedulingProfile) -> Work:
         for i, node in enumerate(state.nodes):
             if state.schedulable[i]:
                 free[node.gpu_type] += sum(state.gpu_free[i])
-    running = {run.job.id: run for run in snap.running}
+    if snap.running_by_id is not None:
+        running = dict(snap.running_by_id)
+    else:
+        running = {run.job.id: run for run in snap.running}
     if snap.usage_milli is not None:
         usage = dict(snap.usage_milli)
     else:

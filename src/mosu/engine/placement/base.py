@@ -60,6 +60,12 @@ class PlacementPolicy(Protocol):
         without calling it, and later choices are the same either way."""
         ...
 
+    def settle(self, state: ClusterState) -> None:
+        """Change the policy as the next ``select`` call on ``state`` would before it
+        chooses (a policy that reweighs by the free capacity reweighs here), so that
+        ``quiet_for`` may then hold where it did not."""
+        ...
+
     def fingerprint(self) -> Hashable | None:
         """What ``select``'s answers depend on besides the state's free capacity (equal
         fingerprints, equal answers on equal states), or None when that cannot be said
@@ -102,6 +108,9 @@ class PolicyHooks:
 
     def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
         return False
+
+    def settle(self, state: ClusterState) -> None:
+        return None
 
     def fingerprint(self) -> Hashable | None:
         return None
@@ -277,6 +286,50 @@ def fits_unsearched(
     if job.topology == Topology.SAME_NODE and job.replicas > 1:
         return bool(slots.max(initial=0) >= job.replicas)
     return int(slots.sum()) >= job.replicas
+
+
+def fits_quietly(
+    state: ClusterState,
+    job: Job,
+    policy: PlacementPolicy,
+    avoid: frozenset[int] | Sequence[int] = (),
+    *,
+    settle: bool = True,
+) -> bool | None:
+    """Whether ``place_job`` would place ``job`` with ``policy`` kept off the nodes of
+    ``avoid`` (as ``cycle.reservations.Avoiding`` does), when free capacity alone says
+    so and the search would leave the policy as it is; None when only a search can
+    tell, or when it might change the policy (``quiet_for``) beyond what its first
+    ``select`` would (done here, ``PlacementPolicy.settle``, unless ``settle`` is
+    False: then None whenever the search might change the policy at all).
+
+    As for ``fits_unsearched``: a policy that always picks places whole-GPU replicas
+    one slot each, so a gang without a topology constraint fits iff the slots off
+    ``avoid`` add up to its replicas. Every ``select`` of the search, failing or not,
+    sees at most ``replicas - 1`` of them placed (the slots off ``avoid``, if fewer).
+    """
+    if not job.shape.gpus or job.topology != Topology.NONE or not policy.always_picks():
+        return None
+    slots = _slots(state, job)
+    if slots is None:
+        return None
+    if len(avoid):
+        slots = slots.copy()
+        slots[np.fromiter(avoid, dtype=np.int64, count=len(avoid))] = 0
+    placeable = int(slots.sum())
+    if not placeable:
+        return False  # no candidate for any replica: ``select`` is never called
+    fits = placeable >= job.replicas
+    taken = min(placeable, job.replicas - 1) * job.shape.total_gpu_milli
+    if not policy.quiet_for(state, taken):
+        if not settle:
+            return None
+        # The search's first ``select`` is on ``state`` as it is: what that call
+        # changes is made now, and only the rest of the search must leave it be.
+        policy.settle(state)
+        if not policy.quiet_for(state, taken):
+            return None
+    return fits
 
 
 def _may_fit(state: ClusterState, job: Job, policy: PlacementPolicy) -> bool:

@@ -194,6 +194,10 @@ class Mosu(PolicyHooks):
             self._stale = True
         self._weighed_at = kept.weighed_at
 
+    def settle(self, state: ClusterState) -> None:
+        if self._reweigh(state):
+            self._stale = True  # ``select`` recomputes every node with the new weights
+
     def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
         # ``select`` changes the policy only by reweighing (``_reweigh``), which it
         # does once the free GPU total is ``REWEIGH_STEP`` away from the last one.
