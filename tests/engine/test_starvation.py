@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mosu.core.models import Job
+from mosu.core.models import Job, RunningJob
 from mosu.engine.cycle import schedule
 from mosu.engine.ordering import LeastAttainedService
 from mosu.engine.profiles import LendOrder, SchedulingProfile, build_profile
@@ -164,3 +164,19 @@ def test_rank_all_is_rank_for_every_job(
     jobs = [job(f"j{i}", 1, t=t, priority=p) for i, (t, _, p) in enumerate(rows)]
     inputs = _Inputs(now=200_000.0, service={f"j{i}": s for i, (_, s, _) in enumerate(rows)})
     assert order.rank_all(jobs, inputs) == {j.id: order.rank(j, inputs) for j in jobs}
+
+
+def test_a_promoted_job_never_outranks_a_running_job_as_old() -> None:
+    # Promoting only the waiting job would let it displace an older running one that,
+    # once pending, would be promoted and displace it back, cycle after cycle.
+    order = LeastAttainedService(thresholds_gpu_s=(7_200.0, 36_000.0), starve_after_s=DAY)
+    old, young = job("old", 8, t=0.0), job("young", 8, t=150_000.0)
+    running = {
+        j.id: RunningJob(job=j, placement=(), started_s=160_000.0, attained_gpu_s=50_000.0)
+        for j in (old, young)
+    }
+    inputs = _Inputs(now=200_000.0, service={"waiting": 50_000.0})
+    classes = order.running_classes(running, inputs)
+    waiting = order.rank(job("waiting", 8, t=1_000.0), inputs)[: order.class_len]
+    assert classes["old"] == waiting == (0, 0)
+    assert classes["young"] == (0, 2)

@@ -157,9 +157,11 @@ class LeastAttainedService(RankedOrder):
     class_len: int = 2
     thresholds_gpu_s: tuple[float, ...] = (3_600.0, 36_000.0)
     starve_after_s: float = math.inf
-    """A pending job submitted this long ago or longer ranks in the first queue
-    whatever its service (Tiresias's promotion of starved jobs): a gang demoted after
-    a short run and then preempted would otherwise wait behind every fresh job."""
+    """A job submitted this long ago or longer ranks in the first queue whatever its
+    service (Tiresias's promotion of starved jobs): a gang demoted after a short run
+    and then preempted would otherwise wait behind every fresh job. Running jobs are
+    promoted alike, or a promoted job would displace an older one that, pending,
+    would be promoted and displace it in turn."""
 
     def queue_of(self, service_gpu_s: float) -> int:
         return bisect.bisect_right(self.thresholds_gpu_s, service_gpu_s)
@@ -197,10 +199,14 @@ class LeastAttainedService(RankedOrder):
         now = inputs.now
         thresholds = self.thresholds_gpu_s
         queue_of = bisect.bisect_right
+        starved = now - self.starve_after_s
         classes: dict[str, Rank] = {}
         # ``running_service_gpu_s`` inline: this runs for every running job each cycle.
         for job_id, run in running.items():
             job = run.job
+            if job.submit_s <= starved:
+                classes[job_id] = (-job.priority, 0)
+                continue
             shape = job.shape
             gpus = shape.gpus * shape.gpu_milli * job.replicas / GPU_MILLI
             ran = now - run.started_s
