@@ -104,6 +104,15 @@ CASES = [
     (
         TWO_NODES_AB,
         Case(
+            "mosu lends the drained cluster to the oldest waiting gang",
+            mosu(),
+            [job("a1", 8, replicas=2, tenant="a", t=50.0), job("b1", 8, replicas=2, tenant="b")],
+            want_starts=["b1"],
+        ),
+    ),
+    (
+        TWO_NODES_AB,
+        Case(
             "a lower share still borrows first whatever its jobs' rank",
             mosu(lend=LendOrder.FAIR_SHARE_RANK),
             [job("a2", 8, tenant="a"), job("b1", 8, tenant="b", t=50.0)],

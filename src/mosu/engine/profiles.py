@@ -278,6 +278,7 @@ def _srtf_oracle() -> SchedulingProfile:
 def _mosu() -> SchedulingProfile:
     return SchedulingProfile(
         name="mosu",
+        lend_order=LendOrder.FAIR_SHARE_RANK,
         ordering=make_ordering("las-mosu"),
         placement=make_placement("mosu"),
         victim_order=VictimOrder.PRICED,
