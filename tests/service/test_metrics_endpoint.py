@@ -126,3 +126,34 @@ def test_queue_depth_per_tenant_and_cycle_phases(
     phases = {dict(k)["phase"]: v for k, v in got["mosu_scheduler_phase_seconds_count"].items()}
     assert phases == dict.fromkeys(("load", "engine", "apply", "launch"), platform.loop.cycles)
     assert platform.loop.cycles >= 2
+
+
+def test_the_framework_sends_nothing_to_opentelemetry_providers(
+    platform: Platform, monkeypatch
+) -> None:
+    """What mosu reports goes through /metrics; a process that has OpenTelemetry providers
+    (another library set them up) gets no spans from the API or the dashboard."""
+    from fastapi import FastAPI
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from mosu.service.app import create_app
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+
+    plain = FastAPI()
+    plain.get("/ping")(lambda: {"ok": True})
+    with TestClient(plain) as client:
+        assert client.get("/ping").status_code == 200
+    assert spans.get_finished_spans(), "a framework default app would have traced that"
+    spans.clear()
+
+    with TestClient(create_app(platform)) as client:
+        assert client.get("/v1/queue").status_code in (200, 401)
+        assert client.get("/ui/tenants", follow_redirects=False).status_code in (200, 303, 307)
+    assert spans.get_finished_spans() == ()

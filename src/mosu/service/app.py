@@ -24,7 +24,7 @@ import mosu
 from mosu.core.errors import PlatformError
 from mosu.core.jobspec import best_error, error_message, location
 from mosu.service import openapi
-from mosu.service.metrics import MetricsMiddleware, ProcessMetrics
+from mosu.service.metrics import MetricsMiddleware, ProcessMetrics, without_framework_telemetry
 from mosu.service.platform import Platform
 from mosu.service.request_guard import RequestGuard, error_response
 from mosu.service.routers import (
@@ -90,6 +90,7 @@ def create_app(platform: Platform, *, run_scheduler: bool = False) -> FastAPI:
         # /docs is served by the dashboard from the package's own Swagger UI (offline).
         docs_url=None,
         redoc_url=None,
+        **without_framework_telemetry(),
     )
     app.state.platform = platform
     app.state.submit_writer = writer = SubmitWriter(platform)

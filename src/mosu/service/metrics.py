@@ -13,12 +13,14 @@ registry (tests build several apps in one process).
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import prometheus_client
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -32,6 +34,17 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The ``*_created`` timestamps would double the samples of every counter and histogram
 # for a value no dashboard of ours reads.
 prometheus_client.disable_created_metrics()
+
+
+def without_framework_telemetry() -> dict[str, Any]:
+    """``FastAPI(**without_framework_telemetry())``: no OpenTelemetry spans, metrics or logs
+    from the framework itself. What mosu reports is here, through Prometheus; the
+    framework's own would go to whatever OpenTelemetry providers the process happens to
+    have, and looking them up is paid on every request even when there are none. Versions
+    of the framework without it take nothing."""
+    if "telemetry" not in inspect.signature(FastAPI).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def multiprocess_dir() -> str | None:

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import mosu
 from mosu.core.errors import PlatformError
 from mosu.core.jobspec import error_message, field_path
+from mosu.service.metrics import without_framework_telemetry
 from mosu.service.platform import Platform
 from mosu.web import sessions
 from mosu.web.history_cache import HistoryCache
@@ -125,7 +126,13 @@ def mount_dashboard(
 
 
 def create_dashboard(platform: Platform, *, history_max_age_s: float) -> FastAPI:
-    ui = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, title="mosu dashboard")
+    ui = FastAPI(
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        title="mosu dashboard",
+        **without_framework_telemetry(),
+    )
     ui.state.platform = platform
     ui.state.history = HistoryCache(platform.sessions, max_age_s=history_max_age_s)
     ui.state.render = Renderer(PREFIX, version=mosu.__version__)

@@ -65,14 +65,18 @@ class ChangeLog:
         """Whether every trigger that fills the log is there and enabled: a table rebuilt
         without them would leave the log silently incomplete."""
         if self.postgres:
-            found = session.scalar(
+            # Per table: a row trigger for updates and deletes and a statement trigger
+            # for inserts (migration 0016_change_log_inserts).
+            found = session.scalars(
                 text(
-                    "SELECT count(*) FROM pg_trigger t "
+                    "SELECT t.tgname FROM pg_trigger t "
                     "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' "
                     "AND t.tgname LIKE 'change\\_log\\_%' AND pg_table_is_visible(t.tgrelid)"
                 )
             )
-            return found == len(WATCHED_TABLES)
+            expected = {f"change_log_{table}" for table in WATCHED_TABLES}
+            expected |= {f"change_log_{table}_insert" for table in WATCHED_TABLES}
+            return set(found) == expected
         found = session.scalar(
             text(
                 "SELECT count(*) FROM sqlite_master "
