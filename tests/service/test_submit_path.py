@@ -286,3 +286,35 @@ def test_submissions_are_matched_first_and_documented_once(api: TestClient) -> N
     documented = app.openapi()["paths"]["/v1/jobs"]
     assert set(documented) == {"get", "post"}
     assert documented["post"]["operationId"].startswith("submit_job")
+
+
+def test_the_short_path_gives_an_attacker_nothing_the_declared_route_refuses(
+    api: TestClient,
+) -> None:
+    tokens = seed(api)
+    a, b = bearer(tokens["a"]), bearer(tokens["b"])
+    body = {"name": "j", "command": ["true"], "gpus": 1}
+    submit(api, tokens["a"])  # a's token is now one checked a moment ago
+
+    # Naming another tenant leaves the short path and is refused there.
+    other = api.post("/v1/jobs", headers=a, json=body, params={"tenant": "b"})
+    assert 400 <= other.status_code < 500
+    assert api.get("/v1/jobs", headers=b).json()["jobs"] == []
+
+    # Another tenant's idempotency key replays nothing of a's: keys belong to their tenant.
+    mine = api.post("/v1/jobs", headers={**a, "Idempotency-Key": "k"}, json=body)
+    theirs = api.post("/v1/jobs", headers={**b, "Idempotency-Key": "k"}, json=body)
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert theirs.json()["tenant"] == "b" and theirs.json()["id"] != mine.json()["id"]
+    assert "Idempotent-Replayed" not in theirs.headers
+
+    # A token revoked a moment after its last check is refused at once, not served from
+    # the cache the short path reads.
+    ci = api.post("/v1/tokens", json={"name": "ci"}, headers=a).json()
+    ci_auth = bearer(ci["token"])
+    assert api.post("/v1/jobs", headers=ci_auth, json=body).status_code == 201
+    assert api.delete(f"/v1/tokens/{ci['info']['id']}", headers=a).status_code == 200
+    before = len(api.get("/v1/jobs", headers=a).json()["jobs"])
+    refused = api.post("/v1/jobs", headers=ci_auth, json=body)
+    assert (refused.status_code, refused.json()["error"]["message"]) == (401, "token revoked")
+    assert len(api.get("/v1/jobs", headers=a).json()["jobs"]) == before
