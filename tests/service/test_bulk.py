@@ -83,7 +83,7 @@ def test_a_batch_stores_what_the_generic_insert_stores(
     ]
     fast = _insert(platform, entries)
     with monkeypatch.context() as m:
-        m.setattr(bulk, "unnest_applies", lambda _conn: False)
+        m.setattr(bulk, "json_rows_apply", lambda _conn: False)
         generic = _insert(platform, entries)
     # Ids in the order given: each job answered is the job stored under that id.
     assert [c["name"] for c, _ in _stored(platform, fast)] == [f"j{i}" for i in range(size)]

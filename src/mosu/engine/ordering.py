@@ -178,19 +178,15 @@ class LeastAttainedService(RankedOrder):
         thresholds = self.thresholds_gpu_s
         queue_of = bisect.bisect_right
         service = inputs.service_gpu_s
-        if self.starve_after_s < math.inf:
-            starved = inputs.now - self.starve_after_s
-            return {
-                j.id: (
-                    -j.priority,
-                    0 if j.submit_s <= starved else queue_of(thresholds, service(j)),
-                    j.submit_s,
-                    j.id,
-                )
-                for j in jobs
-            }
+        starved = inputs.now - self.starve_after_s  # -inf without promotion: none is
         return {
-            j.id: (-j.priority, queue_of(thresholds, service(j)), j.submit_s, j.id) for j in jobs
+            j.id: (
+                -j.priority,
+                0 if j.submit_s <= starved else queue_of(thresholds, service(j)),
+                j.submit_s,
+                j.id,
+            )
+            for j in jobs
         }
 
     def running_classes(

@@ -30,7 +30,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ColumnElement
 
 
-def unnest_applies(conn: Connection) -> bool:
+def json_rows_apply(conn: Connection) -> bool:
+    """Whether ``conn`` takes the fixed-shape statements (PostgreSQL): rows as one JSON
+    document, key pairs as unnested arrays."""
     return conn.dialect.name == "postgresql"
 
 
@@ -46,7 +48,7 @@ def insert_rows(
         return []
     given = tuple(rows[0])
     plan = _plan(stmt, given)
-    if not unnest_applies(conn) or plan is None:
+    if not json_rows_apply(conn) or plan is None:
         return _generic(conn, stmt, rows, returning)
     assert isinstance(stmt.table, Table)
     defaults, json_names = plan
@@ -93,7 +95,7 @@ def select_by_pairs(
     if not pairs:
         return []
     first, second = table.c[pair[0]], table.c[pair[1]]
-    if not unnest_applies(conn):
+    if not json_rows_apply(conn):
         query = select(*(table.c[w] for w in wanted)).where(tuple_(first, second).in_(pairs))
         return list(conn.execute(query))
     sql = _unnest_select(conn.dialect, table, pair, tuple(wanted))
