@@ -163,15 +163,16 @@ def test_a_pending_jobs_first_plan_is_remembered_with_its_size_and_taught_at_its
         Job(id="1", tenant="a", shape=Shape(gpus=2), replicas=2),
         Job(id="2", tenant="a", shape=Shape(gpus=1)),
     )
+    snap = SimpleNamespace(pending=pending, explain=True)
 
     def decision(job_id: str, planned: float | None) -> SimpleNamespace:
         return SimpleNamespace(job_id=job_id, planned_start_s=planned, basis="releases", reason="r")
 
     first = SimpleNamespace(pending=[decision("1", 130.0), decision("2", None)], starts=[])
-    loop._learn_spread(pending, first, [], now=100.0)
+    loop._learn_spread(snap, first, [], now=100.0)
     assert loop._plans == {1: ("releases", "r", 30.0, 100.0, 4000)}
     again = SimpleNamespace(pending=[decision("1", 150.0), decision("2", 160.0)], starts=[])
-    loop._learn_spread(pending, again, [], now=110.0)
+    loop._learn_spread(snap, again, [], now=110.0)
     assert loop._plans == {
         1: ("releases", "r", 30.0, 100.0, 4000),  # the first plan is kept
         2: ("releases", "r", 50.0, 110.0, 1000),
@@ -179,6 +180,12 @@ def test_a_pending_jobs_first_plan_is_remembered_with_its_size_and_taught_at_its
     taught = []
     monkeypatch.setattr(loop.start_estimates.spread, "observe", lambda *args: taught.append(args))
     started = SimpleNamespace(pending=[], starts=[SimpleNamespace(job_id="2")])
-    loop._learn_spread(pending, started, [1], now=125.0)
+    loop._learn_spread(snap, started, [1], now=125.0)
     assert taught == [("releases", "r", 4000, 30.0, 25.0)]
     assert loop._plans == {2: ("releases", "r", 50.0, 110.0, 1000)}
+    # A cycle that explains only some jobs names none of the others: their plans stay.
+    partial = SimpleNamespace(pending=pending, explain=False)
+    loop._learn_spread(partial, SimpleNamespace(pending=[], starts=[]), [], now=130.0)
+    assert loop._plans == {2: ("releases", "r", 50.0, 110.0, 1000)}
+    loop._learn_spread(snap, SimpleNamespace(pending=[], starts=[]), [], now=131.0)
+    assert loop._plans == {}

@@ -6,7 +6,6 @@ input; and the change log never loses a change committed out of id order."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import time
 import uuid
@@ -21,14 +20,13 @@ from sqlalchemy.engine import make_url
 
 from mosu.core.api import ACTIVE_STATES, CheckpointReport, JobExit, JobState
 from mosu.core.executor import NodeReport
-from mosu.core.models import Job, JobKind, Shape, Topology
 from mosu.engine.estimates import StartEstimates
 from mosu.service.app import create_app
 from mosu.service.db.change_log import ChangeLog
 from mosu.service.db.convert import engine_node
 from mosu.service.db.rows import ChangeRow, JobRow, NodeRow, TenantRow
 from mosu.service.platform import Platform
-from mosu.service.services.live_snapshot import LiveSnapshot, describe_difference, with_estimate
+from mosu.service.services.live_snapshot import LiveSnapshot, describe_difference
 from mosu.service.services.nodes import sync_cluster_nodes
 from mosu.service.services.scheduling import Wait, load_snapshot, store_checkpoints
 from tests.service.conftest import (
@@ -415,29 +413,3 @@ def test_every_job_column_but_the_advice_is_watched():
     migration = importlib.import_module("mosu.service.db.migrations.versions.0015_change_log")
     columns = {c.name for c in JobRow.__table__.columns}
     assert set(migration.JOB_COLUMNS) == columns - set(migration.JOB_ADVICE)
-
-
-def test_a_new_estimate_keeps_every_other_field_of_the_job() -> None:
-    job = Job(
-        id="j7",
-        tenant="t",
-        shape=Shape(gpus=2, cpu_milli=4000, mem_mib=8192),
-        replicas=3,
-        gpu_types=("H800", "A100"),
-        topology=Topology.SAME_NODE,
-        priority=5,
-        submit_s=12.5,
-        estimate_s=60.0,
-        checkpoint_every_s=30.0,
-        kind=JobKind.INFERENCE,
-    )
-    for value in (90.0, None):
-        moved = with_estimate(job, value)
-        assert moved == dataclasses.replace(job, estimate_s=value)
-        assert moved.estimate_s == value and moved.dims == job.dims
-    # Every field of the job is set above to something other than its default, so a
-    # field added later and not carried over shows here.
-    defaults = Job(id="j", tenant="t", shape=Shape(gpus=1))
-    for f in dataclasses.fields(Job):
-        if f.init and f.name not in ("id", "tenant"):
-            assert getattr(job, f.name) != getattr(defaults, f.name), f.name

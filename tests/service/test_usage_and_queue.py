@@ -7,7 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from fastapi.testclient import TestClient
 
+from mosu.core.reasons import PendingReason
+from mosu.service import background
 from mosu.service.app import create_app
+from mosu.service.db.rows import JobRow
 from mosu.service.services.lifecycle import split_by_day
 from tests.service.conftest import OPERATOR_TOKEN, bearer, open_platform, seed, submit
 
@@ -65,6 +68,48 @@ def test_queue_positions_follow_the_engine_and_a_new_job_has_none_yet(api, platf
     assert why["sentence"].endswith("has not been through a scheduling cycle yet.")
     # A tenant sees its own entries only.
     assert api.get("/v1/queue", headers=bearer(tokens["b"])).json()["entries"] == []
+
+
+def test_a_deep_queue_is_explained_on_an_interval_and_a_new_job_in_its_first_cycle(
+    api, platform, monkeypatch
+):
+    monkeypatch.setattr(background, "EXPLAIN_ALL_UP_TO", 1)  # two queued jobs are "deep"
+    now = [datetime.now(UTC).timestamp()]
+    platform.loop._clock = lambda: now[0]
+    tokens = seed(api)
+    api.put("/v1/tenants/a/quotas", json={"quotas": {"H800": {"guaranteed": 8}}})
+    submit(api, tokens["a"], gpus=8)
+    platform.loop.run_once()
+    first = submit(api, tokens["a"], gpus=4)
+    second = submit(api, tokens["a"], gpus=4)
+    platform.loop.run_once()  # the first explanation: every job
+
+    def queue() -> dict[int, tuple[int | None, str | None]]:
+        entries = api.get("/v1/queue").json()["entries"]
+        return {e["job_id"]: (e["position"], e["reason"]) for e in entries}
+
+    explained = queue()
+    assert [explained[j["id"]][0] for j in (first, second)] == [1, 2]
+    # A stored reason the engine would not give: only a full explanation replaces it.
+    with platform.tx() as s:
+        row = s.get(JobRow, second["id"])
+        assert row is not None
+        row.pending_reason = PendingReason.WAITING_FOR_PREEMPTED
+    now[0] += background.EXPLAIN_EVERY_S / 4
+    late = submit(api, tokens["a"], gpus=1)
+    platform.loop.run_once()  # within the interval: only the new job is explained
+    partial = queue()
+    assert partial[late["id"]][0] is None  # positions are those of the last full one
+    assert partial[late["id"]][1] is not None
+    why = api.get(f"/v1/jobs/{late['id']}/why", headers=bearer(tokens["a"])).json()
+    assert not why["sentence"].endswith("has not been through a scheduling cycle yet.")
+    assert partial[second["id"]] == (2, "waiting-for-preempted")
+    assert partial[first["id"]] == explained[first["id"]]
+    now[0] += background.EXPLAIN_EVERY_S
+    platform.loop.run_once()  # the interval has passed: every job again
+    full = queue()
+    assert full[second["id"]] == explained[second["id"]]
+    assert sorted(full[j["id"]][0] for j in (first, second, late)) == [1, 2, 3]
 
 
 def test_logs_are_read_from_an_offset(api, platform):

@@ -85,7 +85,8 @@ class VictimOrder(StrEnum):
 
 
 class Estimator(StrEnum):
-    """What the caller must put in ``Job.estimate_s`` for this profile."""
+    """What the caller must put in ``Job.estimate_s`` for this profile (history's in
+    ``ClusterSnapshot.history_estimates`` instead, for jobs without their own)."""
 
     USER = "user"
     HISTORY = "history"

@@ -42,6 +42,13 @@ class ClusterSnapshot:
 
     ``estimates`` (run-time history, the spread of past start estimates, the stop
     grace) is read only to estimate start times, never to decide.
+
+    ``history_estimates`` ((tenant, total GPU milli) -> run time) is what history
+    gives the jobs of that tenant and size that have no estimate of their own
+    (``Job.estimate_s`` None), for profiles that plan with history's estimates
+    (``estimate_of``). A caller that keeps its jobs across cycles (the platform) moves
+    one number when history moves instead of rebuilding every job of the size; the
+    simulator fills ``Job.estimate_s`` itself and leaves this empty.
     """
 
     now: float
@@ -57,3 +64,11 @@ class ClusterSnapshot:
     explain: bool = True
     estimate_ids: frozenset[str] = frozenset()
     estimates: StartEstimates | None = None
+    history_estimates: Mapping[tuple[str, int], float | None] = field(default_factory=dict)
+
+    def estimate_of(self, job: Job) -> float | None:
+        """The run time the engine plans ``job`` with: its own estimate, else the one
+        ``history_estimates`` gives its tenant and size."""
+        if job.estimate_s is not None or not self.history_estimates:
+            return job.estimate_s
+        return self.history_estimates.get((job.tenant, job.total_gpu_milli))

@@ -41,6 +41,7 @@ from mosu.core.reasons import StopReason
 from mosu.engine.cycle import schedule
 from mosu.engine.decisions import CycleResult
 from mosu.engine.estimates import StartEstimates
+from mosu.engine.snapshot import ClusterSnapshot
 from mosu.service.db.convert import platform_id
 from mosu.service.db.rows import JobRow
 from mosu.service.leader import LeaderLease, LeadershipLost
@@ -79,6 +80,14 @@ CHECKPOINTS_EVERY_S = 1.0
 replica's file about as often)."""
 PRUNE_EVERY_S = 60.0
 """How often the change rows the scheduler's state has consumed are deleted."""
+EXPLAIN_EVERY_S = 2.0
+"""With a deep queue, how often a cycle explains every pending job (its reason, likely
+start and queue position). Explaining is a step per queued job, in the engine and in
+the comparison with what is stored, as much as deciding costs with tens of thousands
+queued; cycles in between decide for every job and explain the jobs that have no reason
+yet. Kueue refreshes its pending-workloads view on an interval too."""
+EXPLAIN_ALL_UP_TO = 2_000
+"""Queues no longer than this are explained every cycle (a few milliseconds)."""
 
 
 class SchedulerLoop:
@@ -123,14 +132,16 @@ class SchedulerLoop:
         self._last_cycle_end = 0.0
         self._last_cycle_cost = 0.0
         self._last_housekeeping = -math.inf
+        self._last_explained = -math.inf
         self.queue_positions: dict[int, int] = {}
-        """Pending job id → 1-based position in the last cycle's order."""
+        """Pending job id → 1-based position in the order of the last cycle that
+        explained every job."""
         self.cycles = 0
         self.on_cycle: Callable[[float], None] = lambda _seconds: None
+        """Told each applied cycle's deciding time (metrics)."""
         self.after_cycle: Callable[[], None] = lambda: None
         """Told when a cycle is done, launches included (the scheduler process paces
         its garbage collection by it: ``gc_pacing``)."""
-        """Told each applied cycle's deciding time (metrics)."""
         self.on_phases: Callable[[dict[str, float]], None] = lambda _phases: None
         """Told the seconds each phase of a completed cycle took: load (the snapshot),
         engine, apply (the decisions, in one transaction), launch (starts and stop
@@ -553,8 +564,12 @@ class SchedulerLoop:
         now = self._clock()
         self._last_cycle = now
         began = time.perf_counter()  # phase timings are measurements, never decisions
+        explain = (
+            self.live.pending_count <= EXPLAIN_ALL_UP_TO
+            or now - self._last_explained >= EXPLAIN_EVERY_S
+        )
         with self._sessions() as s:
-            loaded = self.live.load(s, now=now, estimates=self.start_estimates)
+            loaded = self.live.load(s, now=now, estimates=self.start_estimates, explain=explain)
             loaded, credit_gate = gate(s, loaded, now)
         self.credit_reserved = credit_gate.reserved
         loaded_at = time.perf_counter()
@@ -585,10 +600,15 @@ class SchedulerLoop:
         self._last_cycle_end = self._clock()
         self._last_cycle_cost = self._last_cycle_end - now
         self.on_cycle(self._last_cycle_cost)
-        self.queue_positions = {job_id: i + 1 for i, job_id in enumerate(applied.queue_order)}
-        order, reserved = list(applied.queue_order), dict(self.credit_reserved)
-        self._publish(lambda p: (p.queue_order(order), p.reserved(reserved)))
-        self._learn_spread(loaded.snapshot.pending, result, applied.started, now)
+        reserved = dict(self.credit_reserved)
+        if loaded.snapshot.explain:
+            self._last_explained = now
+            order = applied.queue_order
+            self.queue_positions = {job_id: i + 1 for i, job_id in enumerate(order)}
+            self._publish(lambda p: (p.queue_order(order), p.reserved(reserved)))
+        else:
+            self._publish(lambda p: p.reserved(reserved))
+        self._learn_spread(loaded.snapshot, result, applied.started, now)
         applied_at = time.perf_counter()
         self._launch_all(applied.started)
         if applied.preempting:
@@ -604,9 +624,10 @@ class SchedulerLoop:
         self.after_cycle()
 
     def _learn_spread(
-        self, pending: tuple[Any, ...], result: CycleResult, started: list[int], now: float
+        self, snapshot: ClusterSnapshot, result: CycleResult, started: list[int], now: float
     ) -> None:
         """Remember each job's first plan; once it starts, teach the spread how it held."""
+        pending = snapshot.pending
         plans = self._plans
         spread = self.start_estimates.spread
         for job_id in started:
@@ -626,6 +647,8 @@ class SchedulerLoop:
             job = jobs.get(d.job_id)
             milli = 0 if job is None else job.total_gpu_milli
             plans[job_id] = (d.basis, str(d.reason), d.planned_start_s - now, now, milli)
+        if not snapshot.explain:
+            return  # the result names only some of the jobs still waiting
         waiting = {platform_id(d.job_id) for d in (*result.pending, *result.starts)}
         for job_id in [k for k in plans if k not in waiting]:
             del plans[job_id]  # no longer pending (cancelled)

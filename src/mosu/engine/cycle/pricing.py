@@ -21,7 +21,8 @@ from mosu.engine.preemption import Victim, price_gpu_s, seconds_since_checkpoint
 
 def expected_gain_gpu_s(work: Work, job: Job) -> float:
     """GPU-seconds ``job`` runs if started now: its GPUs times its estimated run time."""
-    estimate = job.estimate_s if job.estimate_s is not None else work.profile.default_estimate_s
+    known = work.snap.estimate_of(job)
+    estimate = known if known is not None else work.profile.default_estimate_s
     return estimate * job.total_gpu_milli / GPU_MILLI
 
 

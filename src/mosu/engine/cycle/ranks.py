@@ -23,7 +23,7 @@ class _Inputs:
         return self.work.snap.attained_gpu_s.get(job.id, 0.0)
 
     def estimate_s(self, job: Job) -> float | None:
-        return job.estimate_s
+        return self.work.snap.estimate_of(job)
 
     def true_remaining_s(self, job: Job) -> float:
         return self.work.snap.true_remaining_s.get(job.id, INF)

@@ -57,7 +57,8 @@ class Avoiding:
 
 
 def _estimate(work: Work, job: Job) -> float:
-    return job.estimate_s if job.estimate_s is not None else work.profile.default_estimate_s
+    known = work.snap.estimate_of(job)
+    return known if known is not None else work.profile.default_estimate_s
 
 
 _NONE: frozenset[int] = frozenset()
@@ -154,13 +155,14 @@ def reserve(work: Work, job: Job) -> None:
     now = work.now
     if work.memo.running_ends is None:
         default = work.profile.default_estimate_s
+        estimate_of = work.snap.estimate_of
         fewest = work.profile.overrun_min_gpus
         least = INF if fewest is None else fewest * GPU_MILLI
         work.memo.running_ends = [
             (
                 expected_end_s(
                     run.started_s,
-                    d if (d := run.job.estimate_s) is not None else default,
+                    d if (d := estimate_of(run.job)) is not None else default,
                     now,
                     overruns=run.job.total_gpu_milli >= least,
                 ),

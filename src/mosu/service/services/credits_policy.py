@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from mosu.core.credits import CreditPolicy, RateCard, ReplicaUse, admit, to_ms
 from mosu.core.models import Job, Quota, Tenant
 from mosu.core.reasons import PendingReason, StopReason
+from mosu.engine.snapshot import ClusterSnapshot
 from mosu.service.db.convert import platform_id
 from mosu.service.db.credit_rows import CreditGrantRow, CreditIntervalRow
 from mosu.service.db.rows import JobRow
@@ -81,9 +82,10 @@ def _hourly(card: RateCard, job: Job, gpu_type: str | None, t_ms: int) -> int:
     return best
 
 
-def expected_run_s(job: Job, max_runtime_s: float | None) -> float:
-    if job.estimate_s is not None:
-        return job.estimate_s
+def expected_run_s(snapshot: ClusterSnapshot, job: Job, max_runtime_s: float | None) -> float:
+    known = snapshot.estimate_of(job)
+    if known is not None:
+        return known
     if max_runtime_s is not None:
         return max_runtime_s
     return DEFAULT_RESERVE_S
@@ -119,7 +121,9 @@ def reservations(
     for r in running:
         gpu_type = nodes[r.placement[0].node].gpu_type if r.placement else None
         hourly = _hourly(card, r.job, gpu_type, t_ms)
-        run_s = max(expected_run_s(r.job, limits.get(platform_id(r.job.id))), now - r.started_s)
+        run_s = max(
+            expected_run_s(snapshot, r.job, limits.get(platform_id(r.job.id))), now - r.started_s
+        )
         spent = metered.get((platform_id(r.job.id), to_ms(r.started_s)), 0)
         out[r.job.tenant] += max(0, round(hourly * run_s / 3600) - spent)
     return dict(out)
@@ -169,7 +173,7 @@ def gate(session: Session, loaded: LoadedSnapshot, now: float) -> tuple[LoadedSn
                 j.id,
                 round(
                     _hourly(card, j, None, t_ms)
-                    * expected_run_s(j, limits.get(platform_id(j.id)))
+                    * expected_run_s(snapshot, j, limits.get(platform_id(j.id)))
                     / 3600
                 ),
             )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import logging
-import operator
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -93,19 +92,6 @@ def _chunks(keys: Iterable[Any]) -> Iterator[list[Any]]:
         yield items[i : i + CHUNK]
 
 
-_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job) if f.init)
-_JOB_ESTIMATE = _JOB_FIELDS.index("estimate_s")
-_job_values = operator.attrgetter(*_JOB_FIELDS)
-
-
-def with_estimate(job: Job, estimate_s: float | None) -> Job:
-    """``dataclasses.replace(job, estimate_s=...)`` at half the cost: a moved history
-    estimate re-estimates every pending job of its size, the whole queue at times."""
-    values = list(_job_values(job))
-    values[_JOB_ESTIMATE] = estimate_s
-    return Job(*values)
-
-
 class LiveSnapshot:
     def __init__(
         self,
@@ -147,10 +133,13 @@ class LiveSnapshot:
         *,
         now: float,
         estimates: StartEstimates | None = None,
+        explain: bool = True,
     ) -> LoadedSnapshot:
         """The engine's input now, as ``load_snapshot(session, now=now,
         use_history=self.use_history, estimates=estimates)`` would read it. Call first in
-        a fresh session (on PostgreSQL it makes the session's transaction one snapshot)."""
+        a fresh session (on PostgreSQL it makes the session's transaction one snapshot).
+        ``explain`` False asks the engine for the reasons of the jobs that have none yet
+        only (``ClusterSnapshot.explain`` and ``estimate_ids``)."""
         changelog = self._changelog(session)
         changelog.begin(session)
         try:
@@ -160,24 +149,24 @@ class LiveSnapshot:
                     log.warning("the store lacks the change log's triggers: every cycle reads all")
             if not self.trusted or self._position is None:
                 self._full(session, changelog)
-                return self._produce(now, estimates)
+                return self._produce(now, estimates, explain)
             read = changelog.read(session, self._position)
             if read is None:
                 log.warning("the change log has a gap; reading the whole state")
                 self._full(session, changelog)
-                return self._produce(now, estimates)
+                return self._produce(now, estimates, explain)
             position, changes = read
             try:
                 self._apply(session, changes)
             except _CannotApply as exc:
                 log.warning("cannot apply a change (%s); reading the whole state", exc)
                 self._full(session, changelog)
-                return self._produce(now, estimates)
+                return self._produce(now, estimates, explain)
             self._position = position
             self.last_changes = len(changes)
             if self._monotonic() - self._synced_at >= self.resync_s:
-                return self._resync(session, changelog, now, estimates)
-            return self._produce(now, estimates)
+                return self._resync(session, changelog, now, estimates, explain)
+            return self._produce(now, estimates, explain)
         except BaseException:
             self._position = None  # half applied: start over next time
             raise
@@ -189,6 +178,13 @@ class LiveSnapshot:
         for job_id, wait in written:
             if job_id in self._reasons:
                 self._reasons[job_id] = wait
+                if wait[0] is not None:
+                    self._unexplained.discard(job_id)
+
+    @property
+    def pending_count(self) -> int:
+        """Jobs pending as of the last load."""
+        return len(self._pending)
 
     def prune(self, sessions: sessionmaker[Session]) -> int:
         """Delete the change rows this state has consumed; the number deleted."""
@@ -218,8 +214,10 @@ class LiveSnapshot:
         """Active jobs without a start time: the snapshot gives them ``now``."""
         self._versions: dict[int, int] = {}
         self._reasons: dict[int, Wait] = {}
+        self._unexplained: set[int] = set()
+        """Pending jobs without a stored reason yet: a cycle that explains only some jobs
+        explains these."""
         self._attained: dict[str, float] = {}
-        self._user_estimates: dict[str, float | None] = {}
         self._by_size: dict[tuple[str, int], set[int]] = defaultdict(set)
         """(tenant, total GPU milli) → jobs without an estimate (history gives theirs)."""
         self._size_estimates: dict[tuple[str, int], float | None] = {}
@@ -364,25 +362,12 @@ class LiveSnapshot:
         return self._estimator
 
     def _reestimate(self) -> None:
-        """History changed: jobs without an estimate whose size's estimate moved get it."""
+        """History changed: the estimate of each size of jobs without their own."""
         if not self.use_history:
             return
         estimator = self._history_estimator()
-        for key, ids in self._by_size.items():
-            value = estimator.estimate(key[0], key[1], None)
-            if value == self._size_estimates.get(key):
-                continue
-            self._size_estimates[key] = value
-            for job_id in ids:
-                pending = self._pending.get(job_id)
-                if pending is not None:
-                    self._pending[job_id] = with_estimate(pending, value)
-                    self._pending_t = None
-                running = self._running.get(job_id)
-                if running is not None:
-                    job = with_estimate(running.job, value)
-                    self._running[job_id] = dataclasses.replace(running, job=job)
-                    self._running_t = None
+        for key in self._by_size:
+            self._size_estimates[key] = estimator.estimate(key[0], key[1], None)
 
     # ------------------------------------------------------------ one job
 
@@ -391,15 +376,14 @@ class LiveSnapshot:
         eid = engine_id(job_id)
         self._rows[job_id] = row
         self._versions[job_id] = row.version
-        self._user_estimates[eid] = row.estimate_s
-        estimator = self._history_estimator() if self.use_history else None
         if self.use_history and row.estimate_s is None:
             key = (row.tenant, row.gpus * row.gpu_milli * row.replicas)
             self._by_size[key].add(job_id)
-            if key not in self._size_estimates and estimator is not None:
+            if key not in self._size_estimates:
+                estimator = self._history_estimator()
                 self._size_estimates[key] = estimator.estimate(key[0], key[1], None)
         if row.state == _PENDING:
-            self._pending[job_id] = engine_job(row, estimator)
+            self._pending[job_id] = engine_job(row)
             bisect.insort(self._pending_order, job_id)
             self._pending_t = None
             self._reasons[job_id] = (
@@ -408,6 +392,8 @@ class LiveSnapshot:
                 row.estimated_start,
                 row.estimated_start_late,
             )
+            if row.pending_reason is None:
+                self._unexplained.add(job_id)
             if row.attained_gpu_s:
                 self._attained[eid] = row.attained_gpu_s
             return
@@ -417,7 +403,7 @@ class LiveSnapshot:
         if row.started_at is None:
             self._unstarted.add(job_id)
         self._running[job_id] = RunningJob(
-            job=engine_job(row, estimator),
+            job=engine_job(row),
             placement=engine_placement(allocs),
             started_s=row.started_at if row.started_at is not None else 0.0,
             last_checkpoint_s=(
@@ -436,8 +422,8 @@ class LiveSnapshot:
             return
         eid = engine_id(job_id)
         self._versions.pop(job_id, None)
-        self._user_estimates.pop(eid, None)
         self._reasons.pop(job_id, None)
+        self._unexplained.discard(job_id)
         self._attained.pop(eid, None)
         self._allocs.pop(job_id, None)
         self._unstarted.discard(job_id)
@@ -458,7 +444,9 @@ class LiveSnapshot:
 
     # ------------------------------------------------------------ output
 
-    def _produce(self, now: float, estimates: StartEstimates | None) -> LoadedSnapshot:
+    def _produce(
+        self, now: float, estimates: StartEstimates | None, explain: bool = True
+    ) -> LoadedSnapshot:
         if self._nodes_t is None:
             self._nodes_t = tuple(self._nodes[k] for k in sorted(self._nodes))
         if self._tenants_t is None:
@@ -485,7 +473,7 @@ class LiveSnapshot:
             estimates = dataclasses.replace(
                 estimates,
                 runtimes=self._history_estimator(),
-                user_estimates=dict(self._user_estimates) if self.use_history else None,
+                user_estimates=None,
             )
         snapshot = ClusterSnapshot(
             now=now,
@@ -495,6 +483,9 @@ class LiveSnapshot:
             pending=self._pending_t,
             attained_gpu_s=dict(self._attained),
             estimates=estimates,
+            explain=explain,
+            estimate_ids=frozenset() if explain else frozenset(map(engine_id, self._unexplained)),
+            history_estimates=dict(self._size_estimates),
         )
         return LoadedSnapshot(
             snapshot=snapshot, versions=dict(self._versions), reasons=dict(self._reasons)
@@ -506,11 +497,12 @@ class LiveSnapshot:
         changelog: ChangeLog,
         now: float,
         estimates: StartEstimates | None,
+        explain: bool,
     ) -> LoadedSnapshot:
         """Read everything again and say whether the kept state had drifted."""
-        kept, position = self._produce(now, estimates), self._position
+        kept, position = self._produce(now, estimates, explain), self._position
         self._full(session, changelog)
-        fresh = self._produce(now, estimates)
+        fresh = self._produce(now, estimates, explain)
         # Only a reload of the same moment can be compared (on SQLite a write may
         # commit between the two reads).
         if position == self._position:
@@ -543,7 +535,17 @@ def describe_difference(a: LoadedSnapshot, b: LoadedSnapshot) -> str:
     parts differ."""
     parts = []
     sa, sb = a.snapshot, b.snapshot
-    for name in ("now", "nodes", "tenants", "running", "pending", "attained_gpu_s"):
+    names = (
+        "now",
+        "nodes",
+        "tenants",
+        "running",
+        "pending",
+        "attained_gpu_s",
+        "estimate_ids",
+        "history_estimates",
+    )
+    for name in names:
         if getattr(sa, name) != getattr(sb, name):
             parts.append(name)
     if a.versions != b.versions:

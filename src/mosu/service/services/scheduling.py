@@ -177,9 +177,10 @@ def load_snapshot(
     use_history: bool = False,
     estimates: StartEstimates | None = None,
 ) -> LoadedSnapshot:
-    """The engine's input; with ``use_history`` jobs without an estimate get one from the
-    run times of recent finished jobs. With ``estimates`` (the caller's spread and stop
-    grace) start-time estimates read the same run times."""
+    """The engine's input; with ``use_history`` jobs without an estimate plan with one
+    from the run times of recent finished jobs (``ClusterSnapshot.history_estimates``).
+    With ``estimates`` (the caller's spread and stop grace) start-time estimates read
+    the same run times."""
     # Nodes and tenants in the order of their names' code points, whatever the
     # database's collation (``LiveSnapshot`` keeps the same order).
     nodes = tuple(
@@ -208,13 +209,15 @@ def load_snapshot(
     versions: dict[int, int] = {}
     reasons: dict[int, Wait] = {}
     history = _history_estimator(session) if use_history or estimates is not None else None
-    estimate = history if use_history else None
-    user_estimates: dict[str, float | None] = {}
+    by_size: dict[tuple[str, int], float | None] = {}
     for row in rows:
         versions[row.id] = row.version
-        user_estimates[engine_id(row.id)] = row.estimate_s
+        if use_history and history is not None and row.estimate_s is None:
+            key = (row.tenant, row.gpus * row.gpu_milli * row.replicas)
+            if key not in by_size:
+                by_size[key] = history.estimate(key[0], key[1], None)
         if row.state == JobState.PENDING.value:
-            pending.append(engine_job(row, estimate))
+            pending.append(engine_job(row))
             reasons[row.id] = (
                 row.pending_reason,
                 row.pending_message,
@@ -230,7 +233,7 @@ def load_snapshot(
         started = row.started_at if row.started_at is not None else now
         running.append(
             RunningJob(
-                job=engine_job(row, estimate),
+                job=engine_job(row),
                 placement=engine_placement(held),
                 started_s=started,
                 last_checkpoint_s=attempt_checkpoint(row.last_checkpoint_at, started),
@@ -238,10 +241,7 @@ def load_snapshot(
             )
         )
     if estimates is not None and history is not None:
-        # Start estimates read the user's own estimates; decisions may read history's.
-        estimates = dataclasses.replace(
-            estimates, runtimes=history, user_estimates=user_estimates if use_history else None
-        )
+        estimates = dataclasses.replace(estimates, runtimes=history, user_estimates=None)
     snapshot = ClusterSnapshot(
         now=now,
         nodes=nodes,
@@ -250,6 +250,7 @@ def load_snapshot(
         pending=tuple(pending),
         attained_gpu_s=attained,
         estimates=estimates,
+        history_estimates=by_size,
     )
     return LoadedSnapshot(snapshot=snapshot, versions=versions, reasons=reasons)
 
@@ -378,8 +379,14 @@ def apply_decisions(
                 )
             )
         applied.started.append(row.id)
-    # 3. The rest: remember why each job waits.
+    # 3. The rest: remember why each job waits. A cycle that explains only some jobs
+    # (``ClusterSnapshot.explain`` False) also names jobs waiting for their guarantee,
+    # without an estimated start: stored, that would undo the estimate the last full
+    # explanation wrote, and the next one would write it again.
+    snap = loaded.snapshot
     for d in result.pending:
+        if not snap.explain and d.job_id not in snap.estimate_ids:
+            continue
         applied.queue_order.append(platform_id(d.job_id))
         eta = None if d.estimated_start_s is None else round(d.estimated_start_s)
         late = None if d.late_start_s is None else round(d.late_start_s)
