@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from mosu.core.models import GPU_MILLI, Job, Placement, RunningJob
 from mosu.engine.state import ClusterState
 
@@ -216,8 +218,7 @@ def find_victims_by_node(
 def free_nodes(state: ClusterState, job: Job) -> list[int]:
     """The nodes with room for one of ``job``'s replicas as they are, in index order
     (eligibility for the job is checked where they are used)."""
-    per_replica = job.shape.gpus
-    return [i for i, free in enumerate(state.full_free) if free >= per_replica]
+    return np.flatnonzero(state.cols.full_free >= job.shape.gpus).tolist()
 
 
 def take_node_plan(
