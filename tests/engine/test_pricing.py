@@ -157,12 +157,12 @@ PRICED = [
 ]
 
 
-def borrowing_gang(since_checkpoint_s: float, nodes: int = 2) -> Running:
+def borrowing_gang(since_checkpoint_s: float, nodes: int = 2, every_s: float = 3_600.0) -> Running:
     """b's gang filling ``nodes`` 8-GPU nodes on borrowed capacity, its last checkpoint
-    ``since_checkpoint_s`` ago (it checkpoints every hour)."""
-    started = NOW - 3_600.0 - since_checkpoint_s
+    ``since_checkpoint_s`` ago (it checkpoints every ``every_s``)."""
+    started = NOW - every_s - since_checkpoint_s
     return Running(
-        job("g", 8, replicas=nodes, tenant="b"), started_s=started, checkpoint_every_s=3_600
+        job("g", 8, replicas=nodes, tenant="b"), started_s=started, checkpoint_every_s=every_s
     )
 
 
@@ -171,9 +171,10 @@ A_OWED = [tenant("a", 8), tenant("b", 0)]
 A_OWED_24 = [tenant("a", 24), tenant("b", 0)]
 NO_GPU_ALLOWANCE = replace(build_profile("mosu"), reclaim_wait_max_gpu_s=0.0)
 
-# a is owed GPUs of its guarantee, held by b's gang: reclaim now costs the gang its
-# GPUs x (its time since the checkpoint + 60 s); waiting costs a's GPUs idle until
-# then. mosu waits up to 900 s, or longer while a's idle GPUs stay within 8 GPU-hours.
+# a is owed GPUs of its guarantee, held by b's gang, which checkpoints every two hours:
+# reclaim now costs the gang its GPUs x (its time since the checkpoint + 60 s); waiting
+# costs a's GPUs idle until then. mosu waits up to 3,600 s, or longer while a's idle
+# GPUs stay within 8 GPU-hours.
 # (a's 24-GPU job gains too little to displace the gang by rank: 24 x 1,000 GPU-s.)
 WAIT_CAPPED = [
     Scenario(
@@ -181,17 +182,17 @@ WAIT_CAPPED = [
         NO_GPU_ALLOWANCE,
         TWO,
         A_OWED,
-        running=[borrowing_gang(3_000.0)],
+        running=[borrowing_gang(6_600.0, every_s=7_200.0)],
         pending=[job("a1", 1, tenant="a", t=1)],
         now=NOW,
         want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
     ),
     Scenario(
-        "the gang checkpoints in 2,600 s: the guarantee is paid now, not then",
+        "the gang checkpoints in 4,600 s: the guarantee is paid now, not then",
         NO_GPU_ALLOWANCE,
         TWO,
         A_OWED,
-        running=[borrowing_gang(1_000.0)],
+        running=[borrowing_gang(2_600.0, every_s=7_200.0)],
         pending=[job("a1", 1, tenant="a", t=1)],
         now=NOW,
         want_starts=["a1"],
@@ -202,27 +203,27 @@ WAIT_CAPPED = [
         replace(build_profile("mosu"), reclaim_wait_max_s=math.inf),
         TWO,
         A_OWED,
-        running=[borrowing_gang(1_000.0)],
+        running=[borrowing_gang(2_600.0, every_s=7_200.0)],
         pending=[job("a1", 1, tenant="a", t=1)],
         now=NOW,
         want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
     ),
     Scenario(
-        "... and mosu too: one GPU idle 2,600 s is within 8 GPU-hours",
+        "... and mosu too: one GPU idle 4,600 s is within 8 GPU-hours",
         "mosu",
         TWO,
         A_OWED,
-        running=[borrowing_gang(1_000.0)],
+        running=[borrowing_gang(2_600.0, every_s=7_200.0)],
         pending=[job("a1", 1, tenant="a", t=1)],
         now=NOW,
         want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
     ),
     Scenario(
-        "24 GPUs idle 1,600 s are not: mosu reclaims a 32-GPU gang now",
+        "24 GPUs idle 3,800 s are not: mosu reclaims a 32-GPU gang now",
         "mosu",
         FOUR,
         A_OWED_24,
-        running=[borrowing_gang(2_000.0, nodes=4)],
+        running=[borrowing_gang(3_400.0, nodes=4, every_s=7_200.0)],
         pending=[job("a1", 8, replicas=3, tenant="a", t=1, estimate=1_000)],
         now=NOW,
         want_starts=["a1"],
@@ -233,7 +234,17 @@ WAIT_CAPPED = [
         replace(build_profile("mosu"), reclaim_wait_max_s=math.inf),
         FOUR,
         A_OWED_24,
-        running=[borrowing_gang(2_000.0, nodes=4)],
+        running=[borrowing_gang(3_400.0, nodes=4, every_s=7_200.0)],
+        pending=[job("a1", 8, replicas=3, tenant="a", t=1, estimate=1_000)],
+        now=NOW,
+        want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
+    ),
+    Scenario(
+        "24 GPUs idle 3,000 s, within the hour: mosu waits for the checkpoint",
+        "mosu",
+        FOUR,
+        A_OWED_24,
+        running=[borrowing_gang(4_200.0, nodes=4, every_s=7_200.0)],
         pending=[job("a1", 8, replicas=3, tenant="a", t=1, estimate=1_000)],
         now=NOW,
         want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
@@ -249,10 +260,11 @@ def test_reclaim_waits_at_most_the_longest_wait(s: Scenario) -> None:
 def test_a_capped_wait_asks_to_look_again_after_the_checkpoint() -> None:
     assert run(WAIT_CAPPED[0]).wake_at_s == NOW + 600.0 + 1.0
     assert run(WAIT_CAPPED[1]).wake_at_s is None
-    assert run(WAIT_CAPPED[2]).wake_at_s == NOW + 2_600.0 + 1.0
-    assert run(WAIT_CAPPED[3]).wake_at_s == NOW + 2_600.0 + 1.0
+    assert run(WAIT_CAPPED[2]).wake_at_s == NOW + 4_600.0 + 1.0
+    assert run(WAIT_CAPPED[3]).wake_at_s == NOW + 4_600.0 + 1.0
     assert run(WAIT_CAPPED[4]).wake_at_s is None
-    assert run(WAIT_CAPPED[5]).wake_at_s == NOW + 1_600.0 + 1.0
+    assert run(WAIT_CAPPED[5]).wake_at_s == NOW + 3_800.0 + 1.0
+    assert run(WAIT_CAPPED[6]).wake_at_s == NOW + 3_000.0 + 1.0
 
 
 @pytest.mark.parametrize("s", PRICED, ids=lambda s: s.name)
