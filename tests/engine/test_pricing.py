@@ -174,7 +174,7 @@ NO_GPU_ALLOWANCE = replace(build_profile("mosu"), reclaim_wait_max_gpu_s=0.0)
 # a is owed GPUs of its guarantee, held by b's gang, which checkpoints every two hours:
 # reclaim now costs the gang its GPUs x (its time since the checkpoint + 60 s); waiting
 # costs a's GPUs idle until then. mosu waits up to 3,600 s, or longer while a's idle
-# GPUs stay within 8 GPU-hours.
+# GPUs stay within 2 GPU-hours.
 # (a's 24-GPU job gains too little to displace the gang by rank: 24 x 1,000 GPU-s.)
 WAIT_CAPPED = [
     Scenario(
@@ -209,7 +209,7 @@ WAIT_CAPPED = [
         want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
     ),
     Scenario(
-        "... and mosu too: one GPU idle 4,600 s is within 8 GPU-hours",
+        "... and mosu too: one GPU idle 4,600 s is within 2 GPU-hours",
         "mosu",
         TWO,
         A_OWED,
@@ -217,6 +217,17 @@ WAIT_CAPPED = [
         pending=[job("a1", 1, tenant="a", t=1)],
         now=NOW,
         want_pending={"a1": PendingReason.WAITING_FOR_GUARANTEE},
+    ),
+    Scenario(
+        "two GPUs idle 4,600 s are not: mosu reclaims now",
+        "mosu",
+        TWO,
+        A_OWED,
+        running=[borrowing_gang(2_600.0, every_s=7_200.0)],
+        pending=[job("a1", 2, tenant="a", t=1)],
+        now=NOW,
+        want_starts=["a1"],
+        want_preempt={"g": PreemptReason.RECLAIM},
     ),
     Scenario(
         "24 GPUs idle 3,800 s are not: mosu reclaims a 32-GPU gang now",
@@ -263,8 +274,9 @@ def test_a_capped_wait_asks_to_look_again_after_the_checkpoint() -> None:
     assert run(WAIT_CAPPED[2]).wake_at_s == NOW + 4_600.0 + 1.0
     assert run(WAIT_CAPPED[3]).wake_at_s == NOW + 4_600.0 + 1.0
     assert run(WAIT_CAPPED[4]).wake_at_s is None
-    assert run(WAIT_CAPPED[5]).wake_at_s == NOW + 3_800.0 + 1.0
-    assert run(WAIT_CAPPED[6]).wake_at_s == NOW + 3_000.0 + 1.0
+    assert run(WAIT_CAPPED[5]).wake_at_s is None
+    assert run(WAIT_CAPPED[6]).wake_at_s == NOW + 3_800.0 + 1.0
+    assert run(WAIT_CAPPED[7]).wake_at_s == NOW + 3_000.0 + 1.0
 
 
 @pytest.mark.parametrize("s", PRICED, ids=lambda s: s.name)

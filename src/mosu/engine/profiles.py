@@ -286,7 +286,7 @@ def _mosu() -> SchedulingProfile:
         price_preemption=True,
         reclaim_at_checkpoint=True,
         reclaim_wait_max_s=3_600.0,
-        reclaim_wait_max_gpu_s=8 * 3_600.0,
+        reclaim_wait_max_gpu_s=2 * 3_600.0,
         rank_spares_gpus=64,
         overrun_min_gpus=16,
         backfill_loss_gpu_s=256 * 3_600.0,
