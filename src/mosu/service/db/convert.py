@@ -25,8 +25,6 @@ from mosu.service.db.rows import AllocationRow, EventRow, JobRow, NodeRow, Quota
 if TYPE_CHECKING:
     from sqlalchemy import Row
 
-    from mosu.engine.estimates import HistoryEstimator
-
 
 def ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
@@ -156,9 +154,14 @@ def engine_tenant(row: TenantRow, quotas: list[QuotaRow]) -> Tenant:
     )
 
 
-def engine_job(row: JobRow | Row[Any], history: HistoryEstimator | None = None) -> Job:
-    """The engine's record, from a job row or a plain row of its columns; ``history``
-    fills the estimate of a job that has none."""
+def history_size(row: JobRow | Row[Any]) -> tuple[str, int]:
+    """(tenant, total GPU milli): what history's run times are learnt and looked up by
+    (``HistoryEstimator``, ``ClusterSnapshot.history_estimates``)."""
+    return row.tenant, row.gpus * row.gpu_milli * row.replicas
+
+
+def engine_job(row: JobRow | Row[Any]) -> Job:
+    """The engine's record, from a job row or a plain row of its columns."""
     shape = Shape(
         gpus=row.gpus,
         gpu_milli=row.gpu_milli if row.gpus else 0,
@@ -174,13 +177,7 @@ def engine_job(row: JobRow | Row[Any], history: HistoryEstimator | None = None) 
         topology=Topology(row.topology),
         priority=row.priority,
         submit_s=row.submitted_at,
-        estimate_s=(
-            row.estimate_s
-            if history is None
-            else history.estimate(
-                row.tenant, row.gpus * row.gpu_milli * row.replicas, row.estimate_s
-            )
-        ),
+        estimate_s=row.estimate_s,
         checkpoint_every_s=row.checkpoint_every_s,
         kind=JobKind(row.kind),
     )

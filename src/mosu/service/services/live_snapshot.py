@@ -41,6 +41,7 @@ from mosu.service.db.convert import (
     engine_node,
     engine_placement,
     engine_tenant,
+    history_size,
 )
 from mosu.service.db.rows import AllocationRow, JobRow, NodeRow, QuotaRow, TenantRow
 from mosu.service.services.scheduling import (
@@ -367,7 +368,7 @@ class LiveSnapshot:
             return
         estimator = self._history_estimator()
         for key in self._by_size:
-            self._size_estimates[key] = estimator.estimate(key[0], key[1], None)
+            self._size_estimates[key] = estimator.estimate(*key, None)
 
     # ------------------------------------------------------------ one job
 
@@ -377,11 +378,10 @@ class LiveSnapshot:
         self._rows[job_id] = row
         self._versions[job_id] = row.version
         if self.use_history and row.estimate_s is None:
-            key = (row.tenant, row.gpus * row.gpu_milli * row.replicas)
+            key = history_size(row)
             self._by_size[key].add(job_id)
             if key not in self._size_estimates:
-                estimator = self._history_estimator()
-                self._size_estimates[key] = estimator.estimate(key[0], key[1], None)
+                self._size_estimates[key] = self._history_estimator().estimate(*key, None)
         if row.state == _PENDING:
             self._pending[job_id] = engine_job(row)
             bisect.insort(self._pending_order, job_id)
@@ -428,7 +428,7 @@ class LiveSnapshot:
         self._allocs.pop(job_id, None)
         self._unstarted.discard(job_id)
         if row.estimate_s is None:
-            key = (row.tenant, row.gpus * row.gpu_milli * row.replicas)
+            key = history_size(row)
             ids = self._by_size.get(key)
             if ids is not None:
                 ids.discard(job_id)
@@ -470,11 +470,7 @@ class LiveSnapshot:
                 for r in running
             )
         if estimates is not None:
-            estimates = dataclasses.replace(
-                estimates,
-                runtimes=self._history_estimator(),
-                user_estimates=None,
-            )
+            estimates = dataclasses.replace(estimates, runtimes=self._history_estimator())
         snapshot = ClusterSnapshot(
             now=now,
             nodes=self._nodes_t,
@@ -555,9 +551,10 @@ def describe_difference(a: LoadedSnapshot, b: LoadedSnapshot) -> str:
     ea, eb = sa.estimates, sb.estimates
     if (ea is None) != (eb is None):
         parts.append("estimates")
-    elif ea is not None and eb is not None:
-        if estimator_state(ea.runtimes) != estimator_state(eb.runtimes):
-            parts.append("estimates.runtimes")
-        if ea.user_estimates != eb.user_estimates:
-            parts.append("estimates.user_estimates")
+    elif (
+        ea is not None
+        and eb is not None
+        and estimator_state(ea.runtimes) != estimator_state(eb.runtimes)
+    ):
+        parts.append("estimates.runtimes")
     return ", ".join(parts)

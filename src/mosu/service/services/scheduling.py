@@ -44,6 +44,7 @@ from mosu.service.db.convert import (
     engine_node,
     engine_placement,
     engine_tenant,
+    history_size,
     indices_of,
     platform_id,
 )
@@ -151,8 +152,7 @@ def finished_run(row: Any) -> FinishedRun:
     return (
         row.finished_at,
         row.id,
-        row.tenant,
-        row.gpus * row.gpu_milli * row.replicas,
+        *history_size(row),
         max(0.0, row.finished_at - row.started_at),
         row.kind,
     )
@@ -212,10 +212,10 @@ def load_snapshot(
     by_size: dict[tuple[str, int], float | None] = {}
     for row in rows:
         versions[row.id] = row.version
-        if use_history and history is not None and row.estimate_s is None:
-            key = (row.tenant, row.gpus * row.gpu_milli * row.replicas)
+        if history is not None and use_history and row.estimate_s is None:
+            key = history_size(row)
             if key not in by_size:
-                by_size[key] = history.estimate(key[0], key[1], None)
+                by_size[key] = history.estimate(*key, None)
         if row.state == JobState.PENDING.value:
             pending.append(engine_job(row))
             reasons[row.id] = (
@@ -241,7 +241,7 @@ def load_snapshot(
             )
         )
     if estimates is not None and history is not None:
-        estimates = dataclasses.replace(estimates, runtimes=history, user_estimates=None)
+        estimates = dataclasses.replace(estimates, runtimes=history)
     snapshot = ClusterSnapshot(
         now=now,
         nodes=nodes,
