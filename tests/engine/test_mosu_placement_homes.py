@@ -8,6 +8,7 @@ T4 GPU, 4 cores and 1,000 MiB.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,7 +18,13 @@ from hypothesis import strategies as st
 from mosu.core.models import Node, ReplicaPlacement, Shape
 from mosu.engine.placement import mosu as mosu_policy
 from mosu.engine.placement.frag import FragTable
-from mosu.engine.placement.homes import expected_arrivals, gpu_slots, homes, scarcity
+from mosu.engine.placement.homes import (
+    HomesCache,
+    expected_arrivals,
+    gpu_slots,
+    homes,
+    scarcity,
+)
 from mosu.engine.placement.mosu import Mosu
 from mosu.engine.placement.taskmix import TaskMix, TaskType
 from mosu.engine.state import ClusterState
@@ -173,7 +180,9 @@ def test_scarcity_decides_between_a_hole_and_a_fresh_gpu(
     name: str, weigh_by_scarcity: bool, want_node: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if not weigh_by_scarcity:
-        monkeypatch.setattr(mosu_policy, "scarcity", lambda state, tasks, w: np.ones(len(tasks)))
+        monkeypatch.setattr(
+            mosu_policy, "scarcity", lambda state, tasks, w, have=None: np.ones(len(tasks))
+        )
     mix = TaskMix(tuple(sorted([(SHARE_HALF, 20), (SHARE_WHOLE, 7), (SHARE_SMALL, 1)])))
     policy = Mosu(mix, random.Random(0))
     state = half_used_cluster()
@@ -255,3 +264,43 @@ def test_a_mix_needing_no_cpu_is_not_held_back_by_a_node_without_cpu() -> None:
     )
     assert stranded.tolist() == [250.0]
     assert policy.select(state, Shape(gpus=2), [0]) is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mix=st.lists(TYPES, min_size=1, max_size=5, unique=True),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["assign", "release", "drain", "rollback"]),
+            st.integers(0, 2),
+            st.sampled_from([250, 500, 1000]),
+        ),
+        max_size=30,
+    ),
+)
+def test_kept_homes_equal_a_full_count_after_any_changes(
+    mix: list[TaskType], steps: list[tuple[str, int, int]]
+) -> None:
+    nodes = [
+        Node(name="a", gpu_type="A", gpus=2, cpu_milli=8000, mem_mib=1000),
+        Node(name="b", gpu_type="B", gpus=1, cpu_milli=4000, mem_mib=1000),
+        Node(name="c", gpu_type="A", gpus=4, cpu_milli=2000, mem_mib=4000),
+    ]
+    state = ClusterState(nodes)
+    kept = HomesCache(mix)
+    checkpoint = state.checkpoint()
+    for k, (op, n, milli) in enumerate(steps):
+        node = nodes[n]
+        if op == "assign":
+            gpu = k % node.gpus
+            if state.gpu_free[n][gpu] >= milli and state.cpu_free[n] >= 500:
+                rp = ReplicaPlacement(node=node.name, gpu_indices=(gpu,), gpu_milli=milli)
+                state.assign(f"j{k}", (replace(rp, cpu_milli=500),))
+        elif op == "release" and state.holdings:
+            state.release(sorted(state.holdings)[n % len(state.holdings)])
+        elif op == "drain":
+            state.set_schedulable(node.name, not state.schedulable[n])
+        elif op == "rollback":
+            state.rollback(checkpoint)
+            checkpoint = state.checkpoint()
+        assert kept.homes(state).tolist() == homes(state, mix).tolist()

@@ -106,3 +106,88 @@ def test_same_snapshot_and_seed_give_identical_decisions(
 ) -> None:
     for policy in POLICIES:
         assert repr(run(nodes, jobs, policy, seed)) == repr(run(nodes, jobs, policy, seed))
+
+
+@st.composite
+def alike_st(draw: st.DrawFn) -> tuple[list[Node], list[Job]]:
+    """Racks of identical nodes and a stream of gangs, small jobs and departures: the
+    gangs of whole nodes often choose among alike nodes, as large gangs do."""
+    nodes = [
+        Node(
+            name=f"n{k}",
+            gpu_type=GPU_TYPES[k % 2] if draw(st.booleans()) else "A",
+            gpus=8,
+            cpu_milli=64_000,
+            mem_mib=256_000,
+            rack=f"r{k % 3}",
+        )
+        for k in range(draw(st.integers(2, 14)))
+    ]
+    jobs = []
+    for k in range(draw(st.integers(1, 14))):
+        gpus = draw(st.sampled_from([1, 2, 4, 8, 8]))
+        shape = Shape(
+            gpus=gpus,
+            cpu_milli=draw(st.sampled_from([0, 4_000, 40_000])),
+            mem_mib=draw(st.sampled_from([0, 8_000])),
+        )
+        jobs.append(
+            Job(
+                id=f"j{k}",
+                tenant="t",
+                shape=shape,
+                replicas=draw(st.integers(1, 6)),
+                gpu_types=draw(st.sampled_from([(), ("A",), ("B",)])),
+                topology=draw(st.sampled_from(list(Topology))),
+            )
+        )
+    return nodes, jobs
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    case=alike_st(),
+    seed=st.integers(0, 5),
+    ends=st.lists(st.integers(0, 13)),
+    step=st.sampled_from([0.01, 0.1, 0.3]),
+)
+def test_mosu_places_gangs_of_alike_nodes_as_by_scoring_each_replica(
+    case: tuple[list[Node], list[Job]], seed: int, ends: list[int], step: float
+) -> None:
+    # ``Mosu.alike`` lets a gang skip scoring nodes its ``select`` cannot tell apart:
+    # every placement and what the policy keeps (its weights, where they were
+    # weighed, each node's stranded GPU) are as with every replica scored. Coarser
+    # reweighing steps than the default leave weights unchanged between some replicas.
+    from mosu.engine.placement import mosu as mosu_module
+    from mosu.engine.placement.mosu import Mosu
+
+    nodes, jobs = case
+
+    def trace(scored: bool) -> list[tuple]:
+        state = ClusterState(nodes)
+        mix = TaskMix.observe((j.shape, j.gpu_types) for j in jobs)
+        placer = make_placement("mosu", PolicyContext(task_mix=mix, rng=random.Random(seed)))
+        assert isinstance(placer, Mosu)
+        if scored:
+            placer.alike = lambda *args: None  # type: ignore[method-assign]
+        log: list[tuple] = []
+        for k, j in enumerate(jobs):
+            placement = place_job(state, j, placer)
+            mixes, weights, weighed = placer.fingerprint()  # type: ignore[misc]
+            # Where the weights were weighed: the free GPU (the state differs by run).
+            at = None if weighed is None else weighed[1]
+            if placement is not None:
+                state.assign(j.id, placement)
+            if k in ends and f"j{ends.index(k)}" in state.holdings:
+                state.release(f"j{ends.index(k)}")
+            # A node's stranded GPU is brought up to date by the next ``select``.
+            placer.select(state, Shape(gpus=1), state.candidate_array(Shape(gpus=1)))
+            log.append((placement, mixes, weights, at, placer._before.round(9).tolist()))
+        return log
+
+    default = mosu_module.REWEIGH_STEP
+    mosu_module.REWEIGH_STEP = step
+    try:
+        assert trace(scored=False) == trace(scored=True)
+    finally:
+        mosu_module.REWEIGH_STEP = default

@@ -33,6 +33,15 @@ class Avoiding:
         allowed = [i for i in candidates if i not in self.avoid]
         return self.inner.reserve_node(state, allowed, gpu_free) if allowed else None
 
+    def alike(
+        self, state: ClusterState, shape: Shape, candidates: Candidates
+    ) -> Sequence[int] | None:
+        allowed = [i for i in candidates if i not in self.avoid]
+        return self.inner.alike(state, shape, allowed) if allowed else None
+
+    def select_known(self, state: ClusterState, shape: Shape, i: int) -> tuple[int, ...]:
+        return self.inner.select_known(state, shape, i)
+
     def quiet_for(self, state: ClusterState, taken_milli: int) -> bool:
         return self.inner.quiet_for(state, taken_milli)
 

@@ -95,6 +95,21 @@ class PlacementPolicy(Protocol):
         recent history here."""
         ...
 
+    def alike(
+        self, state: ClusterState, shape: Shape, candidates: Candidates
+    ) -> Sequence[int] | None:
+        """When ``select`` would not tell ``candidates`` apart by score and a replica
+        it places leaves its node no room for another: the candidates in the order
+        successive ``select`` calls take them, each taking the next as long as the
+        state changes only by those replicas. None otherwise. The policy is changed as
+        this ``select`` call would change it; ``select_known`` makes each call."""
+        ...
+
+    def select_known(self, state: ClusterState, shape: Shape, i: int) -> tuple[int, ...]:
+        """``select``'s answer's GPUs when it takes node ``i`` from ``alike``'s order,
+        with the changes that call makes to the policy."""
+        ...
+
 
 class PolicyHooks:
     """The hooks' defaults: no reservation shortcut (reservations release and place
@@ -126,6 +141,14 @@ class PolicyHooks:
 
     def learn(self, pending: Sequence[Job], running: Sequence[RunningJob]) -> None:
         return None
+
+    def alike(
+        self, state: ClusterState, shape: Shape, candidates: Candidates
+    ) -> Sequence[int] | None:
+        return None
+
+    def select_known(self, state: ClusterState, shape: Shape, i: int) -> tuple[int, ...]:
+        raise NotImplementedError(f"{type(self).__name__} never answers alike")
 
 
 class StateOnly(PolicyHooks):
@@ -394,17 +417,33 @@ def _place_spread(
         return None if choice is None else (replica(state, choice[0], job.shape, choice[1]),)
     cp = state.checkpoint()
     placed: list[ReplicaPlacement] = []
+    order: Sequence[int] | None = None
     try:
         for k in range(job.replicas):
-            candidates = state.candidate_array(job.shape, job.gpu_types)
-            if rack is not None:
-                candidates = candidates[[state.nodes[i].rack == rack for i in candidates.tolist()]]
-            if not len(candidates):
-                return None
-            choice = policy.select(state, job.shape, candidates)
-            if choice is None:
-                return None
-            i, gpus = choice
+            if order is not None:
+                # The candidates are ``order``'s untaken nodes, all alike: no scoring.
+                if k >= len(order):
+                    return None
+                i = order[k]
+                gpus = policy.select_known(state, job.shape, i)
+            else:
+                candidates = state.candidate_array(job.shape, job.gpu_types)
+                if rack is not None:
+                    candidates = candidates[
+                        [state.nodes[i].rack == rack for i in candidates.tolist()]
+                    ]
+                if not len(candidates):
+                    return None
+                if k == 0 and job.replicas > 1:
+                    order = policy.alike(state, job.shape, candidates)
+                if order is not None:
+                    i = order[0]
+                    gpus = policy.select_known(state, job.shape, i)
+                else:
+                    choice = policy.select(state, job.shape, candidates)
+                    if choice is None:
+                        return None
+                    i, gpus = choice
             rp = replica(state, i, job.shape, gpus)
             state.assign(f"{job.id}\x00{k}", (rp,))
             placed.append(rp)

@@ -55,22 +55,57 @@ def gpu_slots(gpu_free: np.ndarray, gpus: int, milli: int) -> np.ndarray:
 
 def homes(state: ClusterState, tasks: Sequence[TaskType]) -> np.ndarray:
     """Per task type, the replicas the cluster could host now (0 for CPU-only types)."""
+    return _per_node(state, tasks, np.arange(len(state.nodes))).sum(axis=0).astype(np.float64)
+
+
+def _per_node(state: ClusterState, tasks: Sequence[TaskType], rows: np.ndarray) -> np.ndarray:
+    """``[r, t]``: the replicas of task type ``t`` node ``rows[r]`` could host now."""
     c = state.cols
     kinds = sorted({(t.gpus, t.gpu_milli) for t in tasks if t.gpus})
     if not kinds:
-        return np.zeros(len(tasks))
-    slots = np.stack([gpu_slots(c.gpu_free, *kind) for kind in kinds], axis=1)
+        return np.zeros((len(rows), len(tasks)), dtype=np.int64)
+    gpu_free = c.gpu_free[rows]
+    slots = np.stack([gpu_slots(gpu_free, *kind) for kind in kinds], axis=1)
     kind_of = np.array([kinds.index((t.gpus, t.gpu_milli)) if t.gpus else 0 for t in tasks])
     per_node = slots[:, kind_of]
     for need, free in (
-        (np.array([t.cpu_milli for t in tasks]), c.cpu_free),
-        (np.array([t.mem_mib for t in tasks]), c.mem_free),
+        (np.array([t.cpu_milli for t in tasks]), c.cpu_free[rows]),
+        (np.array([t.mem_mib for t in tasks]), c.mem_free[rows]),
     ):
         # A type asking none of a resource is never limited by it.
         limit = free[:, None] // np.maximum(need, 1)[None, :]
         per_node = np.where(need > 0, np.minimum(per_node, limit), per_node)
-    ok = accepts_matrix(tasks, state.gpu_types)[c.gpu_type] & c.schedulable[:, None]
-    return np.where(ok, per_node, 0).sum(axis=0).astype(np.float64)
+    ok = accepts_matrix(tasks, state.gpu_types)[c.gpu_type[rows]] & c.schedulable[rows, None]
+    return np.where(ok, per_node, 0).astype(np.int64)
+
+
+class HomesCache:
+    """``homes`` of one ``ClusterState`` kept per node: a query recounts only the nodes
+    whose ``cols.node_version`` moved since the last one (all of them for a new
+    state). Counts are whole numbers, so the kept total equals a full recount."""
+
+    def __init__(self, tasks: Sequence[TaskType]) -> None:
+        self.tasks = tasks
+        self._state: ClusterState | None = None
+        self._seen = np.zeros(0, dtype=np.int64)
+        self._rows = np.zeros((0, len(tasks)), dtype=np.int64)
+        self._total = np.zeros(len(tasks), dtype=np.int64)
+
+    def homes(self, state: ClusterState) -> np.ndarray:
+        versions = state.cols.node_version
+        if self._state is not state or len(versions) != len(self._seen):
+            self._state = state
+            self._seen = versions.copy()
+            self._rows = _per_node(state, self.tasks, np.arange(len(state.nodes)))
+            self._total = self._rows.sum(axis=0)
+        else:
+            changed = np.flatnonzero(versions != self._seen)
+            if len(changed):
+                rows = _per_node(state, self.tasks, changed)
+                self._total += (rows - self._rows[changed]).sum(axis=0)
+                self._rows[changed] = rows
+                self._seen[changed] = versions[changed]
+        return self._total.astype(np.float64)
 
 
 def expected_arrivals(
@@ -88,10 +123,16 @@ def expected_arrivals(
     return reachable / mean_gpu * shares
 
 
-def scarcity(state: ClusterState, tasks: Sequence[TaskType], weights: np.ndarray) -> np.ndarray:
+def scarcity(
+    state: ClusterState,
+    tasks: Sequence[TaskType],
+    weights: np.ndarray,
+    have: np.ndarray | None = None,
+) -> np.ndarray:
     """``min(1, arrivals / homes)`` per task type; 1 for CPU-only types and types
-    without a home left."""
-    have = homes(state, tasks)
+    without a home left. ``have``: ``homes(state, tasks)`` when already known."""
+    if have is None:
+        have = homes(state, tasks)
     want = expected_arrivals(state, tasks, weights)
     gpu_task = np.array([t.gpus > 0 for t in tasks], dtype=bool)
     with np.errstate(divide="ignore", invalid="ignore"):

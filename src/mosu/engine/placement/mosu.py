@@ -61,7 +61,7 @@ from mosu.core.models import GPU_MILLI, Job, RunningJob, Shape
 from mosu.engine.placement.base import Candidates, PolicyHooks, choose_gpus
 from mosu.engine.placement.common import TieBreak
 from mosu.engine.placement.frag import FragTable, NodeStateCache, node_key
-from mosu.engine.placement.homes import scarcity
+from mosu.engine.placement.homes import HomesCache, scarcity
 from mosu.engine.placement.taskmix import RecentMix, TaskMix
 from mosu.engine.state import ClusterState
 
@@ -70,6 +70,11 @@ SCORE_DECIMALS = 6
 REWEIGH_STEP = 0.01
 """Task types are reweighed by scarcity each time the cluster's free GPU moves by this
 share of its capacity: homes change slowly, and reweighing re-tabulates every state."""
+
+
+def _alike(sids: np.ndarray, cpu: np.ndarray, mem: np.ndarray) -> bool:
+    """Whether nodes with these state ids, free CPU and free memory score alike."""
+    return bool(sids.min() == sids.max() and cpu.min() == cpu.max() and mem.min() == mem.max())
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class Mosu(PolicyHooks):
         self._stale = False
         """``_before`` is to be computed anew for every node (weights restored)."""
         self.cache = NodeStateCache(self.table)
+        self._homes = HomesCache(self.table.tasks)
         self.base_weights = self.table.weights.copy()
         self._base_total = float(self.base_weights.sum())
         self._weighed_at: tuple[ClusterState, int] | None = None
@@ -169,7 +175,8 @@ class Mosu(PolicyHooks):
             return False
         self._weighed_at = (state, free)
         t = self.table
-        t.reweight(self.base_weights * scarcity(state, t.tasks, self.base_weights))
+        have = self._homes.homes(state)
+        t.reweight(self.base_weights * scarcity(state, t.tasks, self.base_weights, have))
         self._weights_key = t.weights.tobytes()
         return True
 
@@ -234,26 +241,20 @@ class Mosu(PolicyHooks):
         cand = np.asarray(candidates, dtype=np.int64)
         if not len(cand):
             return None
-        self._per_type(state)
+        all_sids = self._refresh(state)
         c, t = state.cols, self.table
-        all_sids = self.cache.sids(state)
-        # Fragmentation stays in GPU milli per task of the (unweighted) mix.
         scale = 1.0 / self._base_total if self._base_total else 0.0
-        if len(self._before) != len(all_sids):
-            self._before = np.zeros(len(all_sids))
-        changed = self.cache.changed
-        if self._reweigh(state) or self._stale:
-            self._stale = False
-            changed = np.arange(len(all_sids))
-        if len(changed):
-            # A node's stranded GPU changes only when the node does.
-            cpu, mem = c.cpu_free[changed], c.mem_free[changed]
-            frag = t.frag(all_sids[changed], cpu) * scale
-            free, types = c.free_total[changed], c.gpu_type[changed]
-            self._before[changed] = self.stranded(frag, free, cpu, mem, types)
         sids = all_sids[cand]
+        cpu, mem = c.cpu_free[cand], c.mem_free[cand]
+        if len(cand) > 1 and _alike(sids, cpu, mem):
+            # Candidates alike in every term of the score (a node's state id fixes its
+            # GPU type and free shares) score alike: the fixed order picks.
+            i = int(cand[np.argmin(self.ties.rank(len(state.nodes))[cand])])
+            if shape.fractional:
+                return i, (self._share_gpu(state, i, shape),)
+            return i, choose_gpus(state, i, shape)
         types = c.gpu_type[cand]
-        cpu, mem, free = c.cpu_free[cand], c.mem_free[cand], c.free_total[cand]
+        free = c.free_total[cand]
         before = self._before[cand]
         cpu_after, mem_after = cpu - shape.cpu_milli, mem - shape.mem_mib
         frag_after = t.best_frag_after(sids, shape.gpus, shape.gpu_milli, cpu_after) * scale
@@ -272,6 +273,59 @@ class Mosu(PolicyHooks):
         if shape.fractional:
             return i, (self._share_gpu(state, i, shape),)
         return i, choose_gpus(state, i, shape)
+
+    def _refresh(self, state: ClusterState) -> np.ndarray:
+        """What every ``select`` call does before it scores: reweigh if due, bring each
+        changed node's stranded GPU (``_before``) up to date; every node's state id."""
+        self._per_type(state)
+        c, t = state.cols, self.table
+        all_sids = self.cache.sids(state)
+        # Fragmentation stays in GPU milli per task of the (unweighted) mix.
+        scale = 1.0 / self._base_total if self._base_total else 0.0
+        if len(self._before) != len(all_sids):
+            self._before = np.zeros(len(all_sids))
+        changed = self.cache.changed
+        if self._reweigh(state) or self._stale:
+            self._stale = False
+            changed = np.arange(len(all_sids))
+        if len(changed):
+            # A node's stranded GPU changes only when the node does.
+            cpu, mem = c.cpu_free[changed], c.mem_free[changed]
+            frag = t.frag(all_sids[changed], cpu) * scale
+            free, types = c.free_total[changed], c.gpu_type[changed]
+            self._before[changed] = self.stranded(frag, free, cpu, mem, types)
+        return all_sids
+
+    def alike(
+        self, state: ClusterState, shape: Shape, candidates: Candidates
+    ) -> Sequence[int] | None:
+        # Whole GPUs only: a replica then takes ``shape.gpus`` of its node's fully free
+        # GPUs, and the node stays a candidate only with room for another.
+        if not shape.gpus or shape.fractional or not len(candidates):
+            return None
+        cand = np.asarray(candidates, dtype=np.int64)
+        all_sids = self._refresh(state)
+        c = state.cols
+        cpu, mem = c.cpu_free[cand], c.mem_free[cand]
+        if not _alike(all_sids[cand], cpu, mem):
+            return None
+        first = int(cand[0])
+        if (
+            c.full_free[first] >= 2 * shape.gpus
+            and cpu[0] >= 2 * shape.cpu_milli
+            and mem[0] >= 2 * shape.mem_mib
+        ):
+            return None  # a taken node stays a candidate, unlike the others
+        # Each call takes the best-ranked of the rest; the others are untouched, so
+        # still alike, and the taken node is no candidate any more.
+        return cand[np.argsort(self.ties.rank(len(state.nodes))[cand], kind="stable")].tolist()
+
+    def select_known(self, state: ClusterState, shape: Shape, i: int) -> tuple[int, ...]:
+        # ``select``'s changes to the policy come from ``_reweigh`` alone; the nodes
+        # changed meanwhile are brought up to date by the next ``_refresh``.
+        if self._reweigh(state):
+            self._stale = True
+        return choose_gpus(state, i, shape)
 
     def _share_gpu(self, state: ClusterState, i: int, shape: Shape) -> int:
         """The GPU whose use leaves the least fragmentation; the tightest, then the
