@@ -15,7 +15,9 @@ instant) and on 60 s ticks (``--tick 60``); the largest tenant's guarantee doubl
 10 % more nodes, on 60 s ticks. Targets: ≤ 60 s per scenario, ≥ 40,000x real time,
 peak memory ≤ 2 GiB; judged on the process's CPU time (the wall time is printed too:
 on a shared machine it is mostly waiting for a core). ``--days D`` replays only the
-month's first D days (same jobs, tenants and nodes). ``--quick`` (CI): 3 days on 100 nodes.
+month's first D days (same jobs, tenants and nodes). ``--quick`` (CI): 3 days on 100
+nodes. ``--ticks-only`` leaves out the exact replay, which calls the engine at every
+instant and over the whole month costs many times the ticked ones.
 
     .venv/bin/python bench/bench_whatif.py [--quick]
 """
@@ -83,6 +85,11 @@ def main() -> None:
     parser.add_argument(
         "--days", type=float, default=30.0, help="the first DAYS of the month only (full mode)"
     )
+    parser.add_argument(
+        "--ticks-only",
+        action="store_true",
+        help="leave out the exact replay (over the whole month it costs many times the rest)",
+    )
     args = parser.parse_args()
     days, nodes = (3.0, 100) if args.quick else (30.0, 1000)
     t0 = time.perf_counter()
@@ -96,6 +103,8 @@ def main() -> None:
     results: dict[str, dict] = {}
     first_log = None
     for k, (name, (changes, tick)) in enumerate(scenarios(history).items()):
+        if args.ticks_only and not tick:
+            continue
         plan = plan_whatif(history, changes, tick_s=tick)
         scenario = plan.base if k < 2 else plan.changed
         t1, c1 = time.perf_counter(), time.process_time()
@@ -154,10 +163,12 @@ def main() -> None:
         "met": {
             f"{kind} cpu_s": max(r["cpu_s"] for r in rs) <= TARGET_S
             for kind, rs in (("exact", exact), ("tick", ticked))
+            if rs
         }
         | {
             f"{kind} x_real_time": min(r["x_real_time"] or 0 for r in rs) >= TARGET_SPEEDUP
             for kind, rs in (("exact", exact), ("tick", ticked))
+            if rs
         }
         | {"rss_gib": rss_gib <= TARGET_RSS_GIB},
         "quick": args.quick,
