@@ -168,3 +168,44 @@ def test_scaling_on_a_replica_metric_and_a_readiness_timeout(api, platform, exec
     rows = {j: s for j, s, _ in w.replicas()}
     assert all(rows[j] == "gone" for j in starting)
     assert sorted(executor.stopped) == sorted(starting)
+
+
+def test_a_request_that_gave_up_waiting_still_starts_a_replica(api, platform, executor) -> None:  # noqa: F811
+    # The wait ends (503) before the gateway's next load report or the controller's
+    # next step: the request that found no replica must still scale the service up
+    # from zero, and stop counting once the hold is over.
+    import asyncio
+
+    import pytest
+
+    from mosu.gateway.proxy import GAVE_UP_HOLD_S, Gateway, OpenAIError
+
+    tokens = seed(api)
+    spec = {**SPEC, "replicas": {"min": 0, "max": 2}}
+    created = api.post("/v1/services", json=spec, headers=bearer(tokens["a"]))
+    assert created.status_code == 201, created.text
+    w = World(platform, executor)
+    gateway = Gateway(platform.sessions, clock=lambda: w.now)
+
+    async def give_up_then_report() -> None:
+        await gateway.refresh()  # the route table
+        [route] = gateway.table.routes.values()
+        with pytest.raises(OpenAIError) as refused:
+            await gateway._wait_for_replicas(route.service_id, deadline=time.monotonic() - 1)
+        assert refused.value.status == 503
+        await gateway.refresh()
+
+    w.at(0)
+    assert w.desired() == 0
+    w.now = w.t0 + 1
+    asyncio.run(give_up_then_report())
+    with platform.tx() as s:
+        service = s.scalars(select(ModelServiceRow)).one()
+        assert (service.inflight, service.waiting, service.load_at) == (1, 1, w.now)
+    w.at(3)  # the controller's step, after the request has gone
+    assert w.desired() == 1
+
+    w.now = w.t0 + 1 + GAVE_UP_HOLD_S
+    asyncio.run(gateway.refresh())
+    with platform.tx() as s:
+        assert s.scalars(select(ModelServiceRow.inflight)).one() == 0

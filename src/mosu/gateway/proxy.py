@@ -46,6 +46,12 @@ FORWARDED = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 SUSPECT_S = 2.0
 """A replica that refused a connection is skipped this long (its job may be ending)."""
 LOAD_REPORT_S = 2.0
+GAVE_UP_HOLD_S = 60.0
+"""A request that gave up waiting for a replica counts as one in flight on its service
+this long: the autoscaler may read the load only after the wait is over (a report or
+a controller step late on a busy machine), and a request that found no replica is the
+demand that must start one. Knative keeps a revision up for its 60 s stable window
+after a request for the same reason."""
 
 
 @dataclass(slots=True)
@@ -196,6 +202,8 @@ class Gateway:
         self._refresher: asyncio.Task[None] | None = None
         self._reported: dict[int, tuple[int, int]] = {}
         self._reported_at = 0.0
+        self._gave_up: dict[int, float] = {}
+        """Service id → when a request last gave up waiting for its first replica."""
         self.extra_routes: dict[tuple[str, str], Any] = {}
         """(method, path) → ASGI app: the showcase mounts its page and try-it here."""
 
@@ -259,13 +267,19 @@ class Gateway:
             )
             for r in self.table.routes.values()
         }
+        now = self.clock()
+        for sid, at in list(self._gave_up.items()):
+            if now - at >= GAVE_UP_HOLD_S:
+                del self._gave_up[sid]
+            elif sid in services:
+                inflight, waiting = services[sid]
+                services[sid] = (max(inflight, 1), max(waiting, 1))
         replicas = {
             rid: n
             for route in self.table.routes.values()
             for rid, n in ((r.id, self.open_by_replica.get(r.id, 0)) for r in route.replicas)
         }
         replicas.update({rid: n for rid, n in self.open_by_replica.items() if n == 0})
-        now = self.clock()
         report = services != self._reported or now - self._reported_at >= LOAD_REPORT_S
         # Taken here, on the loop that adds to them; written off it.
         batch = self.meter.take()
@@ -542,6 +556,7 @@ class Gateway:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or self._changed is None:
             self.stats.timeouts += 1
+            self._gave_up[service_id] = self.clock()
             raise OpenAIError(
                 503,
                 "no replica of this model is ready yet; it is starting, retry shortly",
