@@ -420,13 +420,7 @@ def _place_spread(
     order: Sequence[int] | None = None
     try:
         for k in range(job.replicas):
-            if order is not None:
-                # The candidates are ``order``'s untaken nodes, all alike: no scoring.
-                if k >= len(order):
-                    return None
-                i = order[k]
-                gpus = policy.select_known(state, job.shape, i)
-            else:
+            if order is None:
                 candidates = state.candidate_array(job.shape, job.gpu_types)
                 if rack is not None:
                     candidates = candidates[
@@ -436,14 +430,17 @@ def _place_spread(
                     return None
                 if k == 0 and job.replicas > 1:
                     order = policy.alike(state, job.shape, candidates)
-                if order is not None:
-                    i = order[0]
-                    gpus = policy.select_known(state, job.shape, i)
-                else:
-                    choice = policy.select(state, job.shape, candidates)
-                    if choice is None:
-                        return None
-                    i, gpus = choice
+            if order is not None:
+                # The candidates are ``order``'s untaken nodes, all alike: no scoring.
+                if k >= len(order):
+                    return None
+                i = order[k]
+                gpus = policy.select_known(state, job.shape, i)
+            else:
+                choice = policy.select(state, job.shape, candidates)
+                if choice is None:
+                    return None
+                i, gpus = choice
             rp = replica(state, i, job.shape, gpus)
             state.assign(f"{job.id}\x00{k}", (rp,))
             placed.append(rp)

@@ -249,23 +249,23 @@ class Mosu(PolicyHooks):
         if len(cand) > 1 and _alike(sids, cpu, mem):
             # Candidates alike in every term of the score (a node's state id fixes its
             # GPU type and free shares) score alike: the fixed order picks.
-            i = int(cand[np.argmin(self.ties.rank(len(state.nodes))[cand])])
-            if shape.fractional:
-                return i, (self._share_gpu(state, i, shape),)
-            return i, choose_gpus(state, i, shape)
-        types = c.gpu_type[cand]
-        free = c.free_total[cand]
-        before = self._before[cand]
-        cpu_after, mem_after = cpu - shape.cpu_milli, mem - shape.mem_mib
-        frag_after = t.best_frag_after(sids, shape.gpus, shape.gpu_milli, cpu_after) * scale
-        after = self.stranded(frag_after, free - shape.total_gpu_milli, cpu_after, mem_after, types)
-        gain = before - after - shape.total_gpu_milli * self.cost[types]
-        gain = np.round(gain, SCORE_DECIMALS)
-        best = np.flatnonzero(gain == gain.max())
-        if len(best) > 1:
-            fraction = c.free_total[cand[best]] / np.maximum(c.gpus[cand[best]], 1)
-            best = best[fraction == fraction.min()]
-        tied = cand[best]
+            tied = cand
+        else:
+            types = c.gpu_type[cand]
+            free = c.free_total[cand]
+            before = self._before[cand]
+            cpu_after, mem_after = cpu - shape.cpu_milli, mem - shape.mem_mib
+            frag_after = t.best_frag_after(sids, shape.gpus, shape.gpu_milli, cpu_after) * scale
+            after = self.stranded(
+                frag_after, free - shape.total_gpu_milli, cpu_after, mem_after, types
+            )
+            gain = before - after - shape.total_gpu_milli * self.cost[types]
+            gain = np.round(gain, SCORE_DECIMALS)
+            best = np.flatnonzero(gain == gain.max())
+            if len(best) > 1:
+                fraction = c.free_total[cand[best]] / np.maximum(c.gpus[cand[best]], 1)
+                best = best[fraction == fraction.min()]
+            tied = cand[best]
         if len(tied) == 1:
             i = int(tied[0])
         else:
