@@ -32,8 +32,11 @@ import json, os, sys, time
 out = sys.argv[1]
 attempt, rank = os.environ["MOSU_ATTEMPT"], os.environ["RANK"]
 seen = {"node": os.environ["MOSU_NODE"], "pid": os.getpid()}
-with open(os.path.join(out, f"run-{attempt}-{rank}.json"), "w") as f:
+# Written whole, then renamed: the test polls for the file and must not read it half written.
+path = os.path.join(out, f"run-{attempt}-{rank}.json")
+with open(path + ".tmp", "w") as f:
     json.dump(seen, f)
+os.replace(path + ".tmp", path)
 if attempt == "1":
     deadline = time.monotonic() + 120  # until stopped; never outlive a broken run for long
     while time.monotonic() < deadline:
