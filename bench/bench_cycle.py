@@ -5,6 +5,9 @@ reservations, rank preemption) with 10,000 pending jobs on a 1,000-node cluster
 of 8-GPU nodes in <= 1 s. The cluster is ~90 % full with 50 tenants; pending
 jobs are 1, 2, 4 and 8 GPUs and 2x8 / 4x8 gangs with estimates.
 ``--quick`` times one cycle per profile instead of the median of five (CI).
+Each profile's first cycle is followed by the next one (``next_*``): the same
+queue and cluster with that cycle's decisions applied (its starts running, its
+preempted jobs queued again) and nothing new, as the platform's loop runs it next.
 ``--nodes``, ``--pending`` and ``--tenants`` change the size (ten times today's:
 ``--nodes 10000 --pending 100000 --tenants 200``). ``--decisions FILE`` writes every
 profile's decisions (starts, preemptions, each pending job's reason and estimates),
@@ -21,6 +24,7 @@ import json
 import random
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from mosu.core.models import GPU_MILLI, Job, Node, Quota, RunningJob, Shape, Tenant
@@ -95,6 +99,21 @@ def build_snapshot(
     )
 
 
+def after(snap: ClusterSnapshot, result: CycleResult) -> ClusterSnapshot:
+    """``snap`` with ``result`` applied at the same instant: started jobs run where
+    they were placed, preempted ones are queued again, as the platform requeues them."""
+    by_id = {j.id: j for j in snap.pending}
+    placed = {s.job_id: s.placement for s in result.starts}
+    gone = {p.job_id for p in result.preemptions}
+    running = [r for r in snap.running if r.job.id not in gone]
+    running.extend(
+        RunningJob(by_id[i], placement, started_s=snap.now) for i, placement in placed.items()
+    )
+    requeued = [r.job for r in snap.running if r.job.id in gone]
+    pending = (*(j for j in snap.pending if j.id not in placed), *requeued)
+    return replace(snap, running=tuple(running), pending=pending)
+
+
 def decision_lines(name: str, result: CycleResult) -> list[str]:
     """One line per decision of ``result``, floats written exactly (``repr``)."""
     lines = [f"{name} preempt {p.job_id} {p.reason} {p.for_job}" for p in result.preemptions]
@@ -144,6 +163,10 @@ def main() -> None:
             cpu.append(time.process_time() - c0)
         assert result is not None
         log.extend(decision_lines(name, result))
+        then = after(snap, result)
+        c0 = time.process_time()
+        follow = schedule(then, profile)
+        next_cpu = time.process_time() - c0
         results[name] = {
             "seconds": round(statistics.median(times), 4),
             "cpu_seconds": round(statistics.median(cpu), 4),
@@ -151,6 +174,9 @@ def main() -> None:
             "preemptions": len(result.preemptions),
             "pending": len(result.pending),
             "reserved": sum(p.estimated_start_s is not None for p in result.pending),
+            "next_cpu_seconds": round(next_cpu, 4),
+            "next_starts": len(follow.starts),
+            "next_preemptions": len(follow.preemptions),
         }
     report = {
         "nodes": args.nodes,
@@ -165,11 +191,15 @@ def main() -> None:
     }
     if args.decisions is not None:
         args.decisions.write_text("".join(line + "\n" for line in log))
-    print(f"{'profile':<14}{'wall s':>8}{'cpu s':>8}{'starts':>8}{'preempt':>9}{'reserved':>10}")
+    print(
+        f"{'profile':<14}{'wall s':>8}{'cpu s':>8}{'starts':>8}{'preempt':>9}{'reserved':>10}"
+        f"{'next cpu s':>12}{'next starts':>13}{'next preempt':>14}"
+    )
     for name, r in results.items():
         print(
             f"{name:<14}{r['seconds']:>8.3f}{r['cpu_seconds']:>8.3f}{r['starts']:>8}"
-            f"{r['preemptions']:>9}{r['reserved']:>10}"
+            f"{r['preemptions']:>9}{r['reserved']:>10}{r['next_cpu_seconds']:>12.3f}"
+            f"{r['next_starts']:>13}{r['next_preemptions']:>14}"
         )
     print(json.dumps(report))
 
