@@ -10,8 +10,9 @@ queue and cluster with that cycle's decisions applied (its starts running, its
 preempted jobs queued again) and nothing new, as the platform's loop runs it next.
 ``--nodes``, ``--pending`` and ``--tenants`` change the size (ten times today's:
 ``--nodes 10000 --pending 100000 --tenants 200``). ``--decisions FILE`` writes every
-profile's decisions (starts, preemptions, each pending job's reason and estimates),
-one per line, so two versions of the engine can be compared with ``cmp``.
+profile's decisions (starts, preemptions, each pending job's reason and estimates;
+the next cycle's as ``PROFILE+next``), one per line, so two versions of the engine
+can be compared with ``cmp``.
 
     .venv/bin/python bench/bench_cycle.py [--quick] [--nodes N] [--pending N] [--tenants N]
         [--profile NAME ...] [--decisions FILE]
@@ -167,6 +168,7 @@ def main() -> None:
         c0 = time.process_time()
         follow = schedule(then, profile)
         next_cpu = time.process_time() - c0
+        log.extend(decision_lines(f"{name}+next", follow))
         results[name] = {
             "seconds": round(statistics.median(times), 4),
             "cpu_seconds": round(statistics.median(cpu), 4),

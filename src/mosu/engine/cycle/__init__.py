@@ -26,6 +26,8 @@ and ``reasons`` (7); ``starting`` starts and evicts one job for all of them, and
 
 from __future__ import annotations
 
+import gc
+
 from mosu.engine.cycle.admission import admit_within_guarantees
 from mosu.engine.cycle.lending import lend_idle
 from mosu.engine.cycle.rank_preemption import preempt_by_rank
@@ -48,7 +50,26 @@ reclaim repair that, bounded so a cycle always ends."""
 def schedule(snapshot: ClusterSnapshot, profile: SchedulingProfile) -> CycleResult:
     """Decide what starts and what is preempted now. Same input, same result, given
     the same history: a placement that learns the task mix (``fgd``, ``mosu`` in a
-    profile) carries what earlier cycles showed it."""
+    profile) carries what earlier cycles showed it.
+
+    Python's cyclic garbage collector is paused while the cycle runs. A cycle makes
+    many short-lived tuples, lists and dicts, nearly none of them in reference
+    cycles, and their count sets off the collector's full passes, each over every
+    object the caller holds: the snapshot's jobs, and a simulator's whole trace.
+    Those passes cost a large share of a cycle with a deep queue and free nothing.
+    The collector runs again from the caller's next allocations."""
+    resume = gc.isenabled()
+    gc.disable()
+    try:
+        return _schedule(snapshot, profile)
+    finally:
+        # Re-enabled only by a call that disabled it: a caller that keeps it off (or
+        # a cycle in another thread that found it off) finds it as it was.
+        if resume:
+            gc.enable()
+
+
+def _schedule(snapshot: ClusterSnapshot, profile: SchedulingProfile) -> CycleResult:
     work = open_cycle(snapshot, profile)  # 1
     # Only a caller's state must be left as it was; one built for this cycle is
     # dropped with it, and undoing every change made to it would be wasted work.

@@ -14,7 +14,7 @@ from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.pricing import cheaper_at_s, wake_at, worth_preempting
 from mosu.engine.cycle.ranks import running_class_map
 from mosu.engine.cycle.starting import commit_start, evict, try_start, within_free
-from mosu.engine.cycle.victims import as_victim
+from mosu.engine.cycle.victims import as_victim, running_of
 from mosu.engine.cycle.work import (
     Outcome,
     Work,
@@ -98,7 +98,7 @@ def preempt_by_rank(work: Work) -> None:
         own_scope = scope == RankPreemption.TENANT or outcome.get(job.id) == Outcome.QUOTA
         if own_scope and tenant not in own_worst:
             own_worst[tenant] = max(
-                (run_class[k] for k in _running_of(work, tenant) if k in run_class),
+                (run_class[k] for k in running_of(work, tenant) if k in run_class),
                 default=None,
             )
         if own_scope and not ((mine := own_worst[tenant]) is not None and mine > klass):
@@ -151,7 +151,7 @@ def _preempt_for(
     if own_only or scope not in (RankPreemption.ANY, RankPreemption.BORROWED):
         # The tenant's own jobs alone: read from its own list, not all that run.
         candidates = []
-        for job_id in _running_of(work, tenant):
+        for job_id in running_of(work, tenant):
             if job_id not in running or not run_class[job_id] > klass:
                 continue
             if spares > 0:
@@ -214,20 +214,6 @@ def _preempt_for(
         evict(work, v, reason, job.id)
     commit_start(work, job, placement)
     return True
-
-
-def _running_of(work: Work, tenant: str) -> list[str]:
-    """Ids of ``tenant``'s jobs running when first asked (filter by ``Work.running``)."""
-    by_tenant = work.memo.running_of_tenant
-    if by_tenant is None:
-        by_tenant = work.memo.running_of_tenant = {}
-        for job_id, run in work.running.items():
-            ids = by_tenant.get(run.job.tenant)
-            if ids is None:
-                by_tenant[run.job.tenant] = [job_id]
-            else:
-                ids.append(job_id)
-    return by_tenant.get(tenant, [])
 
 
 class _RunningColumns:

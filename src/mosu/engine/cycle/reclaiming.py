@@ -11,7 +11,7 @@ from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.pricing import defer_reclaim_s, wake_at
 from mosu.engine.cycle.starting import commit_start, evict, try_start
 from mosu.engine.cycle.victim_index import VictimIndex
-from mosu.engine.cycle.victims import running_victims
+from mosu.engine.cycle.victims import tenant_victims
 from mosu.engine.cycle.work import (
     INF,
     Dims,
@@ -41,9 +41,8 @@ def reclaim(work: Work) -> None:
         in_order = sorted(waiting, key=lambda j: ranks[j.id])
     in_order.sort(key=lambda j: shares[j.tenant])
 
-    # Candidates once per round (built on first need), per tenant, cheapest first;
-    # evicted ones are skipped.
-    pool: dict[str, list[Victim]] | None = None
+    # The tenants with a job old enough to preempt as the round's first search
+    # begins; their candidates are built per tenant on first need (``tenant_victims``).
     borrowers: _Borrowers | None = None
     # Sizes that found no reclaim this round, per (tenant, GPU types, topology): a
     # failure says nothing about another tenant's job, which has its own guarantee
@@ -92,16 +91,20 @@ def reclaim(work: Work) -> None:
             changes = now
         if same in deferred:
             continue
-        if pool is None or borrowers is None:
-            pool = {}
-            for v in running_victims(work):
-                pool.setdefault(v.tenant, []).append(v)
-            borrowers = _Borrowers(work, pool)
-        done = _reclaim_for(work, job, pool, borrowers.now())
+        if borrowers is None:
+            borrowers = _Borrowers(work, _preemptible_tenants(work))
+        done = _reclaim_for(work, job, borrowers.now())
         if done is False:
             failed.setdefault(key, []).append(dims)
         elif done is None:  # put off
             deferred.add(same)
+
+
+def _preemptible_tenants(work: Work) -> set[str]:
+    """The tenants of the running jobs old enough to preempt (those ``as_victim``
+    makes a ``Victim`` of), found without building one."""
+    now, least = work.now, work.profile.min_runtime_s
+    return {run.job.tenant for run in work.running.values() if now - run.started_s >= least}
 
 
 def _dominated(dims: Dims, smaller: list[Dims] | None) -> bool:
@@ -150,9 +153,7 @@ class _Borrowers:
         return self.current
 
 
-def _reclaim_for(
-    work: Work, job: Job, pool: dict[str, list[Victim]], borrowing: frozenset[str]
-) -> bool | None:
+def _reclaim_for(work: Work, job: Job, borrowing: frozenset[str]) -> bool | None:
     """Preempt the cheapest borrowed jobs of other tenants so ``job`` fits its guarantee.
     None when, with priced preemption, waiting for the victims' next checkpoints is the
     cheaper way to pay the guarantee: the cycle then asks to be woken then."""
@@ -165,7 +166,8 @@ def _reclaim_for(
     if not types:
         return False
     target = job if types == types_of(work, job) else replace(job, gpu_types=types)
-    # ``borrowing``: the tenants of ``pool`` above their guarantee on some GPU type.
+    # ``borrowing``: the tenants with preemptible jobs above their guarantee on some
+    # GPU type.
     if not borrowing - {job.tenant}:
         return False
     # Usage stays fixed until the plan is chosen, so each lender's borrowed amount
@@ -186,8 +188,7 @@ def _reclaim_for(
         # Borrowers of the job's own cohort go first (they run on its cohort's idle
         # guarantee), then jobs wholly on borrowed capacity: taking them leaves their
         # tenant at or above its guarantee.
-        lenders = [pool[t] for t in sorted(pool) if t != job.tenant and t in borrowing]
-        found = [v for vs in lenders for v in vs if v.job_id in work.running]
+        found = [v for t in sorted(borrowing) if t != job.tenant for v in tenant_victims(work, t)]
         if book is not None:  # the victim search compares costs, so the cohort goes in them
             found = [replace(v, cost=(book.cohort(v.tenant) != home, *v.cost)) for v in found]
         found.sort(key=lambda v: (borrowed_on(v) < v.gpu_milli, v.cost))

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from mosu.core.models import GPU_MILLI, Job, Placement
-from mosu.engine.cycle.victims import running_victims
+from mosu.engine.cycle.victims import victims_among
 from mosu.engine.cycle.work import Work
 from mosu.engine.preemption import (
     Victim,
@@ -45,7 +45,8 @@ _Entry = tuple[int, int, int]
 class VictimIndex:
     """The cycle's preemptible jobs by node, with each node's bound per replica size.
 
-    Built from ``running_victims`` (costs are fixed for the cycle); evicted jobs are
+    Built from the victims of the tenants that borrow (``victims_among``; costs are
+    fixed for the cycle, and a subset keeps their order); evicted jobs are
     skipped as they leave ``Work.running``. The tenants that borrow may only become
     fewer between searches (``covers``), as they do while reclaim runs: it starts jobs
     within guarantees and evicts borrowed ones.
@@ -54,7 +55,8 @@ class VictimIndex:
     def __init__(self, work: Work, borrowing: frozenset[str]) -> None:
         self.work = work
         state = work.state
-        victims = running_victims(work)
+        # Only the tenants that borrow lend victims to reclaim: often few of many.
+        victims = victims_among(work, sorted(borrowing))
         # Dense ranks of the costs (less the job id the costs end with): the plan's key
         # compares those, and ``victims`` is in cost order.
         self.rank: dict[str, int] = {}

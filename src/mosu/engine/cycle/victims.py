@@ -3,6 +3,8 @@ shared by reclaim and rank preemption."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from mosu.core.models import GPU_MILLI
 from mosu.engine.cycle.ranks import running_class_map
 from mosu.engine.cycle.work import Work, node_type
@@ -20,6 +22,44 @@ def running_victims(work: Work) -> list[Victim]:
         victims.sort(key=lambda v: v.cost)
         work.memo.all_victims = victims
     return [v for v in work.memo.all_victims if v.job_id in work.running]
+
+
+def running_of(work: Work, tenant: str) -> list[str]:
+    """Ids of ``tenant``'s jobs running when first asked (filter by ``Work.running``)."""
+    by_tenant = work.memo.running_of_tenant
+    if by_tenant is None:
+        by_tenant = work.memo.running_of_tenant = {}
+        for job_id, run in work.running.items():
+            ids = by_tenant.get(run.job.tenant)
+            if ids is None:
+                by_tenant[run.job.tenant] = [job_id]
+            else:
+                ids.append(job_id)
+    return by_tenant.get(tenant, [])
+
+
+def tenant_victims(work: Work, tenant: str) -> list[Victim]:
+    """``running_victims`` of one tenant: reclaim takes only from tenants that borrow,
+    often a few of many, so it builds no ``Victim`` for the others."""
+    memo = work.memo
+    victims = memo.victims_of_tenant.get(tenant)
+    if victims is None:
+        if memo.all_victims is not None:
+            victims = [v for v in memo.all_victims if v.tenant == tenant]
+        else:
+            ids = running_of(work, tenant)
+            victims = [v for job_id in ids if (v := as_victim(work, job_id)) is not None]
+            victims.sort(key=lambda v: v.cost)
+        memo.victims_of_tenant[tenant] = victims
+    running = work.running
+    return [v for v in victims if v.job_id in running]
+
+
+def victims_among(work: Work, tenants: Iterable[str]) -> list[Victim]:
+    """``running_victims`` of ``tenants`` only, cheapest first."""
+    victims = [v for tenant in tenants for v in tenant_victims(work, tenant)]
+    victims.sort(key=lambda v: v.cost)
+    return victims
 
 
 def as_victim(work: Work, job_id: str) -> Victim | None:

@@ -149,6 +149,8 @@ class CycleMemo:
     """Tenant -> ids of its jobs running when first asked (filter by ``running``)."""
     all_victims: list[Victim] | None = None
     """Every preemptible running job, cheapest first, as the cycle opened."""
+    victims_of_tenant: dict[str, list[Victim]] = field(default_factory=dict)
+    """Tenant -> its preemptible running jobs, cheapest first, built on first need."""
     queue_sizes: dict[str, QueueSizes | None] = field(default_factory=dict)
     """Tenant -> the sizes along its queue (None when its jobs allow different GPU
     types); built on first need."""
