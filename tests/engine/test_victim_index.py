@@ -16,7 +16,11 @@ import pytest
 from mosu.core.models import GPU_MILLI, Job, Placement, Quota, RunningJob, Tenant
 from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle import schedule
+from mosu.engine.cycle.ranks import order_queues
+from mosu.engine.cycle.starting import evict
 from mosu.engine.cycle.victim_index import VictimIndex
+from mosu.engine.cycle.victims import running_victims, tenant_victims, victims_among
+from mosu.engine.cycle.work import open_cycle
 from mosu.engine.decisions import CycleResult
 from mosu.engine.placement.base import place_job
 from mosu.engine.placement.bestfit import BestFit
@@ -141,3 +145,28 @@ def test_indexed_reclaim_decides_as_the_definition(
         reclaimed += sum(p.reason == PreemptReason.RECLAIM for p in indexed.preemptions)
     # The seeds must exercise reclaim for the comparison to mean anything.
     assert reclaimed >= 50
+
+
+@pytest.mark.parametrize("name", ["mosu", "kueue"])
+def test_victims_of_some_tenants_are_all_victims_filtered(name: str) -> None:
+    """Reclaim builds victims tenant by tenant on first need, some after evictions:
+    each list must be what the whole list, built once, gives for those tenants."""
+    for seed in SEEDS:
+        snap = busy_cluster(seed)
+        rng = random.Random(seed)
+        lazy, whole = open_cycle(snap, build_profile(name)), open_cycle(snap, build_profile(name))
+        order_queues(lazy)
+        order_queues(whole)
+        tenants = sorted({r.job.tenant for r in snap.running})
+        for _ in range(12):
+            some = rng.sample(tenants, rng.randint(1, len(tenants)))
+            want = [v.job_id for v in running_victims(whole) if v.tenant in some]
+            assert [v.job_id for v in victims_among(lazy, some)] == want, f"seed {seed}"
+            one = rng.choice(tenants)
+            want_one = [v.job_id for v in running_victims(whole) if v.tenant == one]
+            assert [v.job_id for v in tenant_victims(lazy, one)] == want_one, f"seed {seed}"
+            # An eviction between looks, as reclaim makes them.
+            old = [v for v in running_victims(whole) if rng.random() < 0.1]
+            for v in old[:2]:
+                evict(whole, v, PreemptReason.RECLAIM, "p")
+                evict(lazy, v, PreemptReason.RECLAIM, "p")

@@ -42,16 +42,16 @@ def tenant_victims(work: Work, tenant: str) -> list[Victim]:
     """``running_victims`` of one tenant: reclaim takes only from tenants that borrow,
     often a few of many, so it builds no ``Victim`` for the others."""
     memo = work.memo
+    running = work.running
     victims = memo.victims_of_tenant.get(tenant)
     if victims is None:
         if memo.all_victims is not None:
             victims = [v for v in memo.all_victims if v.tenant == tenant]
         else:
-            ids = running_of(work, tenant)
+            ids = [job_id for job_id in running_of(work, tenant) if job_id in running]
             victims = [v for job_id in ids if (v := as_victim(work, job_id)) is not None]
             victims.sort(key=lambda v: v.cost)
         memo.victims_of_tenant[tenant] = victims
-    running = work.running
     return [v for v in victims if v.job_id in running]
 
 
