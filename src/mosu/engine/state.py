@@ -103,6 +103,7 @@ class ClusterState:
         self.type_ids: dict[str, int] = {t: k for k, t in enumerate(self.gpu_types)}
         self.cols = NodeColumns(self.nodes, self.type_ids)
         self._type_masks: dict[tuple[str, ...], np.ndarray] = {}
+        self._rack_nodes: dict[str, np.ndarray] | None = None
         # A hash of every node's free capacity and schedulability, kept up to date on
         # each change (a sum of per-node hashes): equal states have equal hashes, so a
         # caller may remember answers that depend only on the free capacity.
@@ -133,30 +134,54 @@ class ClusterState:
         """Nodes where one replica of ``shape`` fits, in ascending index order."""
         return self.candidate_array(shape, gpu_types).tolist()
 
-    def candidate_array(self, shape: Shape, gpu_types: Iterable[str] = ()) -> np.ndarray:
-        """``candidates`` as an int64 array: one vector filter over the node columns."""
+    def candidate_array(
+        self, shape: Shape, gpu_types: Iterable[str] = (), among: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``candidates`` as an int64 array: one vector filter over the node columns;
+        with ``among`` (node indices, ascending), over those nodes only."""
         c = self.cols
-        mask = self.type_mask(tuple(gpu_types))  # (a new array)
+        types = tuple(gpu_types)
+        if among is None:
+            mask = self.type_mask(types)  # (a new array)
+            cpu_free, mem_free = c.cpu_free, c.mem_free
+            full_free, max_free = c.full_free, c.max_free
+        else:
+            mask = self._of_types(types)[among] & c.schedulable[among]
+            cpu_free, mem_free = c.cpu_free[among], c.mem_free[among]
+            full_free, max_free = c.full_free[among], c.max_free[among]
         # Free CPU and memory are never negative: a shape asking none needs no test.
         if shape.cpu_milli > 0:
-            mask &= c.cpu_free >= shape.cpu_milli
+            mask &= cpu_free >= shape.cpu_milli
         if shape.mem_mib > 0:
-            mask &= c.mem_free >= shape.mem_mib
+            mask &= mem_free >= shape.mem_mib
         if shape.gpus:
             if shape.gpu_milli == GPU_MILLI:
-                mask &= c.full_free >= shape.gpus
+                mask &= full_free >= shape.gpus
             else:
-                mask &= c.max_free >= shape.gpu_milli
-        return np.flatnonzero(mask)
+                mask &= max_free >= shape.gpu_milli
+        return np.flatnonzero(mask) if among is None else among[mask]
+
+    def rack_nodes(self, rack: str) -> np.ndarray:
+        """The indices of ``rack``'s nodes, ascending (``candidate_array``'s ``among``)."""
+        if self._rack_nodes is None:
+            by_rack: dict[str, list[int]] = {}
+            for i, node in enumerate(self.nodes):
+                by_rack.setdefault(node.rack, []).append(i)
+            self._rack_nodes = {r: np.asarray(ids, dtype=np.int64) for r, ids in by_rack.items()}
+        return self._rack_nodes.get(rack, np.empty(0, dtype=np.int64))
 
     def type_mask(self, gpu_types: tuple[str, ...]) -> np.ndarray:
         """Schedulable nodes whose GPU type is one of ``gpu_types`` (any type if empty)."""
+        return self._of_types(gpu_types) & self.cols.schedulable
+
+    def _of_types(self, gpu_types: tuple[str, ...]) -> np.ndarray:
+        """Nodes whose GPU type is one of ``gpu_types`` (any type if empty); shared."""
         mask = self._type_masks.get(gpu_types)
         if mask is None:
             ids = [self.type_ids[t] for t in gpu_types if t in self.type_ids]
             mask = np.isin(self.cols.gpu_type, ids) if gpu_types else np.ones(len(self.nodes), bool)
             self._type_masks[gpu_types] = mask
-        return mask & self.cols.schedulable
+        return mask
 
     def free_gpu_milli(self, i: int) -> int:
         return sum(self.gpu_free[i]) if self.schedulable[i] else 0

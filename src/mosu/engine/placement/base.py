@@ -415,17 +415,14 @@ def _place_spread(
         candidates = state.candidate_array(job.shape, job.gpu_types)
         choice = policy.select(state, job.shape, candidates) if len(candidates) else None
         return None if choice is None else (replica(state, choice[0], job.shape, choice[1]),)
+    among = None if rack is None else state.rack_nodes(rack)
     cp = state.checkpoint()
     placed: list[ReplicaPlacement] = []
     order: Sequence[int] | None = None
     try:
         for k in range(job.replicas):
             if order is None:
-                candidates = state.candidate_array(job.shape, job.gpu_types)
-                if rack is not None:
-                    candidates = candidates[
-                        [state.nodes[i].rack == rack for i in candidates.tolist()]
-                    ]
+                candidates = state.candidate_array(job.shape, job.gpu_types, among)
                 if not len(candidates):
                     return None
                 if k == 0 and job.replicas > 1:
