@@ -46,7 +46,7 @@ POLICIES = ("las", "kueue", "drf", "mosu")
 KALOS_LOADS = (0.7, 0.9, 1.1)
 SEREN_LOAD = 0.9
 BIG_GANG_GPUS = 256
-"""The issue's large gangs: p99 queueing of jobs of at least this many GPUs."""
+"""Large gangs: the p99 queueing of jobs of at least this many GPUs is reported apart."""
 SMALL_JOB_GPUS = 64
 """A preemptor below this size is a small job displacing a large gang."""
 

@@ -20,12 +20,17 @@ sharing the H800s by guarantee and one ``probe`` tenant guaranteed the A100s, th
    without the scheduler process (the API's own cost of a submission, which does not
    depend on how many cycles ran meanwhile), and the scheduler process's CPU per cycle.
 
-Goals (issue text, PostgreSQL, 1,000 nodes, 10,000 pending): >= 1,000 submissions/s for
-30 s with p99 <= 100 ms, submit-to-start p99 <= 1 s, cycle p95 <= 1 s, RSS <= 2 GiB.
-Client and server share this machine's cores.
+``--finished N`` first runs N short 8-GPU jobs (0.2 s on average) to completion, so the
+store holds N finished jobs when the fill begins (``finished_before_load``).
+
+Goals (PostgreSQL, 1,000 nodes, 10,000 pending): >= 1,000 submissions/s for 30 s with
+p99 <= 100 ms, submit-to-start p99 <= 1 s, cycle p95 <= 1 s, RSS <= 2 GiB with 100,000
+finished jobs in the store (``--finished 100000``). Client and server share this
+machine's cores.
 
     .venv/bin/python bench/bench_scale.py [--quick] [--json] [--postgres URL]
         [--nodes 1000] [--pending 10000] [--tenants 20] [--seconds 30] [--workers 1]
+        [--finished N]
 """
 
 from __future__ import annotations
@@ -428,6 +433,7 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     r.raise_for_status()
     probe_token = r.json()["token"]
     load = {"processes": args.processes, "connections": args.connections}
+    seeded_s = _finish_first(server, op, tokens, args) if args.finished else 0.0
 
     t0 = time.perf_counter()
     fill_count = args.nodes + args.pending
@@ -521,10 +527,47 @@ def measure(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             "p99_ms": round(fill["p99_ms"], 2),
             "seconds_to_full": round(fill_s, 1),
         },
+        "finished_before_load": _gauge(before, "mosu_jobs", state="succeeded"),
+        "seconds_to_finish_first": round(seeded_s, 1),
         "running_at_end": _gauge(after, "mosu_jobs", state="running"),
         "pending_at_end": _gauge(after, "mosu_jobs", state="pending"),
         "succeeded_at_end": finished,
     }
+
+
+SEED_RUN_S = 0.2
+"""Mean run time of the jobs ``--finished`` runs to completion before the fill."""
+
+
+def _finish_first(server: Server, op: httpx.Client, tokens: list[str], args: Any) -> float:
+    """Run ``args.finished`` short jobs to completion, so the store holds that many
+    finished jobs when the fill and the load begin; the seconds it took."""
+    t0 = time.perf_counter()
+    if args.client == "wrk":
+        submit_wrk(
+            server.url,
+            tokens,
+            connections=args.connections,
+            duration_s=SEED_RUN_S,
+            seconds=3600.0,
+            count=args.finished,
+        )
+    else:
+        submit_many(
+            server.url,
+            tokens,
+            duration_s=SEED_RUN_S,
+            first=1_000_000_000,  # (names apart from the fill's and the load's)
+            count=args.finished,
+            processes=args.processes,
+            connections=args.connections,
+        )
+    deadline = time.monotonic() + max(600.0, args.finished / 20)
+    while _gauge(scrape(op), "mosu_jobs", state="succeeded") < args.finished:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{args.finished} short jobs did not finish in time")
+        time.sleep(1.0)
+    return time.perf_counter() - t0
 
 
 def _positive(text: str) -> int:
@@ -636,6 +679,12 @@ def main() -> None:
     parser.add_argument("--processes", type=_positive, default=2, help="client processes")
     parser.add_argument("--connections", type=_positive, default=16)
     parser.add_argument("--workers", type=_positive, default=1, help="API processes")
+    parser.add_argument(
+        "--finished",
+        type=int,
+        default=0,
+        help="short jobs run to completion first, so the store holds that many finished",
+    )
     parser.add_argument(
         "--client",
         choices=("auto", "wrk", "python"),
