@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
@@ -31,14 +32,16 @@ from tests.service.conftest import OPERATOR_TOKEN, TestClient, bearer, seed
 
 
 class Clocks:
-    """Wall and monotonic time for a ``TokenCache``, moved by the test."""
+    """Wall and monotonic time for a ``TokenCache`` (which the token routes read too),
+    moved by the test alone: a slow request must not age a token."""
 
     def __init__(self) -> None:
+        self.base = time.time()
         self.offset = 0.0
         self.mono = 0.0
 
     def wall(self) -> float:
-        return time.time() + self.offset
+        return self.base + self.offset
 
     def monotonic(self) -> float:
         return self.mono
@@ -150,6 +153,27 @@ def test_an_expired_token_is_refused(api: TestClient, platform: Platform, clocks
         every = auth_service.list_tokens(s, principal=OPERATOR, now=later, include_dead=True)
     assert "short" not in [t.name for t in live]
     assert "short" in [t.name for t in every]
+
+
+def test_a_tokens_lifetime_runs_on_the_clock_that_checks_it(
+    api: TestClient, clocks: Clocks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The process's own clock disagrees with the platform's (as a slow request makes
+    # it do): creation, listing and expiry still agree with each other.
+    behind = SimpleNamespace(time=lambda: clocks.wall() - 30, monotonic=time.monotonic)
+    monkeypatch.setattr(auth_service, "time", behind)
+    tokens = seed(api)
+    short = api.post(
+        "/v1/tokens", json={"name": "short", "expires_in": 60}, headers=bearer(tokens["a"])
+    ).json()
+    clocks.advance(59)
+    assert api.get("/v1/jobs", headers=bearer(short["token"])).status_code == 200
+    listed = api.get("/v1/tokens", headers=bearer(tokens["a"])).json()["tokens"]
+    assert "short" in [t["name"] for t in listed]
+    clocks.advance(2)
+    assert api.get("/v1/jobs", headers=bearer(short["token"])).status_code == 401
+    listed = api.get("/v1/tokens", headers=bearer(tokens["a"])).json()["tokens"]
+    assert "short" not in [t["name"] for t in listed]
 
 
 @pytest.mark.parametrize(

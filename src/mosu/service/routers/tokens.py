@@ -20,7 +20,7 @@ def create_token(body: TokenCreate, platform: PlatformDep, who: PrincipalDep) ->
     """A new token, shown once. A tenant's token creates tokens of its tenant; the
     operator names the tenant, or creates an operator token."""
     with platform.tx() as s:
-        return auth.create_token(s, principal=who, body=body)
+        return auth.create_token(s, principal=who, body=body, now=platform.tokens.now())
 
 
 @router.get("", responses=errors(404))
@@ -32,7 +32,9 @@ def list_tokens(
 ) -> TokenList:
     """Live tokens (with ``all``, revoked and expired ones too); never their values."""
     with platform.tx() as s:
-        found = auth.list_tokens(s, principal=who, tenant=tenant, include_dead=all_)
+        found = auth.list_tokens(
+            s, principal=who, tenant=tenant, include_dead=all_, now=platform.tokens.now()
+        )
     return TokenList(tokens=found)
 
 
@@ -41,7 +43,7 @@ def rotate_token(platform: PlatformDep, who: PrincipalDep) -> TokenOut:
     """Replace the token of this request with a new one (same name, owner and lifetime);
     the old one stops working at once."""
     with platform.tx() as s:
-        out = auth.rotate_token(s, principal=who)
+        out = auth.rotate_token(s, principal=who, now=platform.tokens.now())
     if who.token_id is not None:
         platform.tokens.forget(who.token_id)
     return out
@@ -52,6 +54,6 @@ def revoke_token(token_id: TokenId, platform: PlatformDep, who: PrincipalDep) ->
     """Revoke a token: refused here at once, and by every server sharing the store within
     a second."""
     with platform.tx() as s:
-        out = auth.revoke_token(s, principal=who, token_id=token_id)
+        out = auth.revoke_token(s, principal=who, token_id=token_id, now=platform.tokens.now())
     platform.tokens.forget(token_id)
     return out

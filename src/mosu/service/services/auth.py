@@ -282,6 +282,11 @@ class TokenCache:
         self._clock = clock
         self._monotonic = monotonic
 
+    def now(self) -> float:
+        """The wall time tokens are checked against: what a token's creation, expiry,
+        listing and revocation are timed by too, so one clock decides all of them."""
+        return self._clock()
+
     def cached(self, authorization: str | None) -> Principal | None:
         """The principal of a token checked a moment ago; None when the store must be
         asked (or the header is missing or malformed: ``resolve`` then says why)."""
