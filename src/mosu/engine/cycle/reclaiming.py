@@ -11,7 +11,7 @@ from mosu.core.reasons import PreemptReason
 from mosu.engine.cycle.pricing import defer_reclaim_s, wake_at
 from mosu.engine.cycle.starting import commit_start, evict, try_start
 from mosu.engine.cycle.victim_index import VictimIndex
-from mosu.engine.cycle.victims import tenant_victims
+from mosu.engine.cycle.victims import preemptible_tenants, tenant_victims
 from mosu.engine.cycle.work import (
     INF,
     Dims,
@@ -92,19 +92,12 @@ def reclaim(work: Work) -> None:
         if same in deferred:
             continue
         if borrowers is None:
-            borrowers = _Borrowers(work, _preemptible_tenants(work))
+            borrowers = _Borrowers(work, preemptible_tenants(work))
         done = _reclaim_for(work, job, borrowers.now())
         if done is False:
             failed.setdefault(key, []).append(dims)
         elif done is None:  # put off
             deferred.add(same)
-
-
-def _preemptible_tenants(work: Work) -> set[str]:
-    """The tenants of the running jobs old enough to preempt (those ``as_victim``
-    makes a ``Victim`` of), found without building one."""
-    now, least = work.now, work.profile.min_runtime_s
-    return {run.job.tenant for run in work.running.values() if now - run.started_s >= least}
 
 
 def _dominated(dims: Dims, smaller: list[Dims] | None) -> bool:

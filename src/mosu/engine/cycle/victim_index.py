@@ -56,7 +56,7 @@ class VictimIndex:
         self.work = work
         state = work.state
         # Only the tenants that borrow lend victims to reclaim: often few of many.
-        victims = victims_among(work, sorted(borrowing))
+        victims = victims_among(work, borrowing)
         # Dense ranks of the costs (less the job id the costs end with): the plan's key
         # compares those, and ``victims`` is in cost order.
         self.rank: dict[str, int] = {}

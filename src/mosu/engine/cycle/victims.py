@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mosu.core.models import GPU_MILLI
+from mosu.core.models import GPU_MILLI, RunningJob
 from mosu.engine.cycle.ranks import running_class_map
 from mosu.engine.cycle.work import Work, node_type
 from mosu.engine.preemption import Victim, lost_gpu_s, on_nodes, price_gpu_s
@@ -62,6 +62,17 @@ def victims_among(work: Work, tenants: Iterable[str]) -> list[Victim]:
     return victims
 
 
+def old_enough(work: Work, run: RunningJob) -> bool:
+    """Whether ``run`` has run the profile's minimum, so it may be preempted."""
+    return work.now - run.started_s >= work.profile.min_runtime_s
+
+
+def preemptible_tenants(work: Work) -> set[str]:
+    """The tenants with a running job ``as_victim`` would make a ``Victim`` of, found
+    without building one."""
+    return {run.job.tenant for run in work.running.values() if old_enough(work, run)}
+
+
 def as_victim(work: Work, job_id: str) -> Victim | None:
     """Running job ``job_id`` as a preemption candidate (None if it has run less than
     the profile's minimum), built once per cycle."""
@@ -71,7 +82,7 @@ def as_victim(work: Work, job_id: str) -> Victim | None:
     run = work.running[job_id]
     now = work.now
     victim: Victim | None = None
-    if now - run.started_s >= work.profile.min_runtime_s:
+    if old_enough(work, run):
         order = work.profile.victim_order
         gpu = run.job.total_gpu_milli
         if order == VictimOrder.CHEAPEST:
